@@ -1,0 +1,47 @@
+# Tollgate. `make run` starts the gateway on its embedded defaults (offline,
+# mock providers); `make test` runs every test. .ci/run calls `make test`.
+
+GO       ?= go
+BIN      ?= bin/tollgate
+NODE_DIR := test/node
+
+.PHONY: run build test test-go node-deps fuzz bench bench-go bench-load lint clean
+
+run: build
+	$(BIN) dev --mock
+
+build:
+	$(GO) build -o $(BIN) ./cmd/tollgate
+
+node-deps:
+	cd $(NODE_DIR) && npm ci --no-audit --no-fund --loglevel=error
+
+# Every test: unit, fuzz seeds, recorded-traffic replay, and the official Go
+# and Node SDKs end to end, all with the race detector.
+test: node-deps
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+# Short fuzzing of every parser (go test -fuzz runs one target at a time).
+FUZZTIME ?= 30s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzDecoder$$' -fuzztime $(FUZZTIME) ./pkg/sse
+	$(GO) test -run '^$$' -fuzz '^FuzzField$$' -fuzztime $(FUZZTIME) ./pkg/jsonscan
+	$(GO) test -run '^$$' -fuzz '^FuzzArraySplitter$$' -fuzztime $(FUZZTIME) ./pkg/jsonscan
+	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME) ./pkg/auth
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./pkg/auth
+	$(GO) test -run '^$$' -fuzz '^FuzzOpenAIUsage$$' -fuzztime $(FUZZTIME) ./pkg/provider/openai
+	$(GO) test -run '^$$' -fuzz '^FuzzAnthropicUsage$$' -fuzztime $(FUZZTIME) ./pkg/provider/anthropic
+	$(GO) test -run '^$$' -fuzz '^FuzzGeminiUsage$$' -fuzztime $(FUZZTIME) ./pkg/provider/gemini
+
+bench: bench-go bench-load
+
+bench-go:
+	$(GO) test -run '^$$' -bench . -benchmem ./pkg/...
+
+# Proxy overhead with wrk on loopback (needs wrk and taskset; see docs/benchmarks.md).
+bench-load: build
+	./test/load/run.sh
+
+clean:
+	rm -rf bin

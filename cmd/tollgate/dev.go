@@ -1,0 +1,290 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tollgate-dev/tollgate/pkg/auth"
+	"github.com/tollgate-dev/tollgate/pkg/envvars"
+	"github.com/tollgate-dev/tollgate/pkg/mockprovider"
+)
+
+// devState is what a running dev gateway leaves in its data dir for
+// `tollgate env`.
+type devState struct {
+	PID     int       `json:"pid"`
+	BaseURL string    `json:"base_url"`
+	Token   string    `json:"token"`
+	Mocked  []string  `json:"mocked,omitempty"`
+	Started time.Time `json:"started"`
+}
+
+const devStateFile = "dev.json"
+
+func defaultDataDir() string {
+	if d := os.Getenv("TOLLGATE_DATA_DIR"); d != "" {
+		return d
+	}
+	if home, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(home, ".tollgate")
+	}
+	return ".tollgate"
+}
+
+func newDevCmd() *cobra.Command {
+	var (
+		listen, dataDir, catalogFile, logLevel string
+		upstreamFlags                          []string
+		mock                                   bool
+		chunkDelay                             time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "dev [flags] [-- CMD ARGS...]",
+		Short: "Run the gateway locally and, optionally, a command with the provider env vars set",
+		Long: `Starts the standalone gateway on loopback, mints a local gateway token and sets
+the provider variables (OPENAI_API_KEY/OPENAI_BASE_URL, ANTHROPIC_*, GEMINI_API_KEY/
+GOOGLE_GEMINI_BASE_URL, AI_GATEWAY_KEY/AI_GATEWAY_BASE_URL) unless already defined.
+With CMD it runs it, forwards signals and exits with its code; without, it prints the
+exports and serves until interrupted.
+
+Real provider keys come from TOLLGATE_OPENAI_API_KEY, TOLLGATE_ANTHROPIC_API_KEY and
+TOLLGATE_GEMINI_API_KEY. A provider with no key and no --upstream uses the built-in
+mock provider (all of them with --mock).`,
+		Example: `  tollgate dev -- node server.js
+  tollgate dev --mock --listen 127.0.0.1:0
+  tollgate dev --upstream openai=http://127.0.0.1:9000 -- go test ./...`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			overrides, err := parsePairs(upstreamFlags, "--upstream")
+			if err != nil {
+				return err
+			}
+			keys := map[string]string{}
+			if !mock {
+				for _, p := range providerNames {
+					if k := strings.TrimSpace(os.Getenv(keyEnv(p))); k != "" {
+						keys[p] = k
+					}
+				}
+			}
+			return runDev(cmd.Context(), devOptions{
+				listen: listen, dataDir: dataDir, catalogFile: catalogFile, logLevel: logLevel,
+				overrides: overrides, keys: keys, chunkDelay: chunkDelay, args: args,
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&listen, "listen", "127.0.0.1:8787", "address to listen on (port 0 picks a free port; `tollgate env` reports it)")
+	f.StringVar(&dataDir, "data-dir", defaultDataDir(), "where keys, usage records and the dev state live ($TOLLGATE_DATA_DIR)")
+	f.StringVar(&catalogFile, "catalog", "", "YAML file that overrides or extends the model catalog")
+	f.StringArrayVar(&upstreamFlags, "upstream", nil, "provider=URL: send that provider's traffic to URL (called without a key unless one is configured)")
+	f.BoolVar(&mock, "mock", false, "use the built-in mock providers for every provider")
+	f.DurationVar(&chunkDelay, "mock-chunk-delay", 0, "pause between streamed chunks of the mock providers")
+	f.StringVar(&logLevel, "log-level", "warn", "debug, info, warn or error")
+	return cmd
+}
+
+type devOptions struct {
+	listen, dataDir, catalogFile, logLevel string
+	overrides, keys                        map[string]string
+	chunkDelay                             time.Duration
+	args                                   []string
+}
+
+func runDev(ctx context.Context, o devOptions) error {
+	log := newLogger(o.logLevel)
+	var mocked []string
+	for _, p := range providerNames {
+		if _, ok := o.overrides[p]; !ok && o.keys[p] == "" {
+			mocked = append(mocked, p)
+		}
+	}
+	if len(mocked) > 0 {
+		ml, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return fmt.Errorf("mock providers: %w", err)
+		}
+		msrv := &http.Server{Handler: mockprovider.NewMux(mockprovider.Options{ChunkDelay: o.chunkDelay}), ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = msrv.Serve(ml) }()
+		defer msrv.Close()
+		for _, p := range mocked {
+			o.overrides[p] = "http://" + ml.Addr().String() + "/" + p
+		}
+	}
+	st, err := newStack(ctx, stackOptions{
+		dataDir: o.dataDir, catalogFile: o.catalogFile, upstreams: o.overrides, keys: o.keys, logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	ln, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", o.listen, err)
+	}
+	srv := &http.Server{Handler: st.handler, ReadHeaderTimeout: 30 * time.Second}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+
+	token, err := st.signer.Mint(auth.Claims{Account: "dev", Project: "dev", ExpiresAt: time.Now().Add(30 * 24 * time.Hour)})
+	if err != nil {
+		return fmt.Errorf("mint dev token: %w", err)
+	}
+	state := devState{PID: os.Getpid(), BaseURL: baseURLFor(ln.Addr().String()), Token: token, Mocked: mocked, Started: time.Now().UTC()}
+	statePath := filepath.Join(o.dataDir, devStateFile)
+	if err := writeJSONFile(statePath, state); err != nil {
+		return err
+	}
+	defer removeIfOurs(statePath, state.PID)
+
+	vars := envvars.Plan(envvars.Config{BaseURL: state.BaseURL, Key: token}, envvars.FromEnviron(os.Environ()))
+	if len(o.args) == 0 {
+		fmt.Fprintf(os.Stderr, "tollgate dev: gateway on %s (mock providers: %s); data in %s\n",
+			state.BaseURL, orNone(mocked), o.dataDir)
+		fmt.Print(envvars.Exports(vars))
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-serveErr:
+			return err
+		}
+	}
+	return runChild(o.args, envvars.Apply(os.Environ(), vars))
+}
+
+// runChild runs CMD with env, forwarding signals, and returns its exit code
+// as an exitError.
+func runChild(args []string, env []string) error {
+	c := exec.Command(args[0], args[1:]...)
+	c.Env = env
+	c.Stdin, c.Stdout, c.Stderr = os.Stdin, os.Stdout, os.Stderr
+	if err := c.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", args[0], err)
+	}
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2)
+	defer signal.Stop(sigs)
+	done := make(chan error, 1)
+	go func() { done <- c.Wait() }()
+	for {
+		select {
+		case s := <-sigs:
+			_ = c.Process.Signal(s)
+		case err := <-done:
+			var ee *exec.ExitError
+			switch {
+			case err == nil:
+				return nil
+			case errors.As(err, &ee):
+				if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+					return exitError{code: 128 + int(ws.Signal())}
+				}
+				return exitError{code: ee.ExitCode()}
+			default:
+				return err
+			}
+		}
+	}
+}
+
+func orNone(s []string) string {
+	if len(s) == 0 {
+		return "none"
+	}
+	return strings.Join(s, ", ")
+}
+
+func writeJSONFile(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return os.Rename(tmp, path)
+}
+
+func removeIfOurs(path string, pid int) {
+	var st devState
+	if b, err := os.ReadFile(path); err == nil && json.Unmarshal(b, &st) == nil && st.PID == pid {
+		_ = os.Remove(path)
+	}
+}
+
+func newEnvCmd() *cobra.Command {
+	var dataDir string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "env",
+		Short: "Print the provider variables for the dev gateway running on a data dir",
+		Example: `  eval "$(tollgate env)"
+  tollgate env --json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			b, err := os.ReadFile(filepath.Join(dataDir, devStateFile))
+			if errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("no dev gateway is running on data dir %s; start one with `tollgate dev --data-dir %s`", dataDir, dataDir)
+			}
+			if err != nil {
+				return err
+			}
+			var st devState
+			if err := json.Unmarshal(b, &st); err != nil {
+				return fmt.Errorf("%s: %w", devStateFile, err)
+			}
+			if !alive(cmd.Context(), st.BaseURL) {
+				return fmt.Errorf("the dev gateway recorded in %s (%s) is not answering; start one with `tollgate dev --data-dir %s`", dataDir, st.BaseURL, dataDir)
+			}
+			vars := envvars.Plan(envvars.Config{BaseURL: st.BaseURL, Key: st.Token}, envvars.FromEnviron(os.Environ()))
+			if asJSON {
+				m := make(map[string]string, len(vars))
+				for _, v := range vars {
+					m[v.Name] = v.Value
+				}
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(m)
+			}
+			_, err = fmt.Fprint(cmd.OutOrStdout(), envvars.Exports(vars))
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&dataDir, "data-dir", defaultDataDir(), "data dir of the dev gateway ($TOLLGATE_DATA_DIR)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON object instead of shell exports")
+	return cmd
+}
+
+func alive(ctx context.Context, base string) bool {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/healthz", nil)
+	if err != nil {
+		return false
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}

@@ -1,0 +1,53 @@
+// Command tollgate is the Tollgate AI gateway: the production processor
+// (serve), the local development gateway (dev, env), mock providers (mock),
+// and the admin tools (token, models, usage).
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := newRoot().ExecuteContext(ctx)
+	var ee exitError
+	switch {
+	case errors.As(err, &ee):
+		os.Exit(ee.code)
+	case err != nil:
+		fmt.Fprintln(os.Stderr, "tollgate:", err)
+		os.Exit(1)
+	}
+}
+
+// exitError carries a child process's exit code out of `tollgate dev -- CMD`.
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+func newRoot() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "tollgate",
+		Short:         "An AI gateway: official OpenAI, Anthropic and Gemini SDKs with no keys of their own, every token metered",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(
+		newDevCmd(),
+		newEnvCmd(),
+		newServeCmd(),
+		newMockCmd(),
+		newModelsCmd(),
+		newUsageCmd(),
+		newTokenCmd(),
+	)
+	return root
+}

@@ -1,0 +1,200 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"go.yaml.in/yaml/v3"
+)
+
+// serveConfig is the `tollgate serve` config file. Flags override it.
+type serveConfig struct {
+	Listen         string                    `yaml:"listen"`
+	DataDir        string                    `yaml:"data_dir"`
+	Catalog        string                    `yaml:"catalog"`
+	MaxRequestBody int64                     `yaml:"max_request_body"`
+	LogLevel       string                    `yaml:"log_level"`
+	Providers      map[string]providerConfig `yaml:"providers"`
+}
+
+type providerConfig struct {
+	// Upstream overrides the provider's API root.
+	Upstream string `yaml:"upstream"`
+	// KeyFile holds the real key (a mounted Secret); it wins over the
+	// TOLLGATE_<PROVIDER>_API_KEY variable.
+	KeyFile string `yaml:"key_file"`
+	// AllowHeaders are client headers passed upstream (none by default).
+	AllowHeaders []string `yaml:"allow_headers"`
+	// Versions are accepted anthropic-version values (Anthropic only).
+	Versions []string `yaml:"versions"`
+}
+
+func loadServeConfig(path string) (serveConfig, error) {
+	var c serveConfig
+	if path == "" {
+		return c, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return c, fmt.Errorf("config: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		return c, fmt.Errorf("config %s: %w", path, err)
+	}
+	for name := range c.Providers {
+		if !isProvider(name) {
+			return c, fmt.Errorf("config %s: unknown provider %q (want openai, anthropic or gemini)", path, name)
+		}
+	}
+	return c, nil
+}
+
+func isProvider(name string) bool {
+	for _, p := range providerNames {
+		if p == name {
+			return true
+		}
+	}
+	return false
+}
+
+func newServeCmd() *cobra.Command {
+	var (
+		configFile, listen, dataDir, catalogFile, logLevel string
+		upstreamFlags, allowFlags                          []string
+		maxBody                                            int64
+	)
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the production gateway (HTTP proxy listener) from a config file and flags",
+		Long: `Runs the gateway as a long-lived process. Real provider keys come from each
+provider's key_file in the config (a mounted Secret) or from TOLLGATE_OPENAI_API_KEY,
+TOLLGATE_ANTHROPIC_API_KEY and TOLLGATE_GEMINI_API_KEY. Gateway tokens are verified
+with the signing key kept in the data dir (mint them with ` + "`tollgate token mint`" + `).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadServeConfig(configFile)
+			if err != nil {
+				return err
+			}
+			f := cmd.Flags()
+			// A flag given on the command line wins over the file, which wins
+			// over the default.
+			pick := func(flag, fromFile, def string) string {
+				if f.Changed(flag) {
+					v, _ := f.GetString(flag)
+					return v
+				}
+				if fromFile != "" {
+					return fromFile
+				}
+				return def
+			}
+			listen = pick("listen", cfg.Listen, "127.0.0.1:8080")
+			dataDir = pick("data-dir", cfg.DataDir, defaultDataDir())
+			catalogFile = pick("catalog", cfg.Catalog, "")
+			logLevel = pick("log-level", cfg.LogLevel, "info")
+			if !f.Changed("max-request-body") && cfg.MaxRequestBody > 0 {
+				maxBody = cfg.MaxRequestBody
+			}
+			overrides, err := parsePairs(upstreamFlags, "--upstream")
+			if err != nil {
+				return err
+			}
+			allowPairs, err := parseMulti(allowFlags, "--allow-header")
+			if err != nil {
+				return err
+			}
+			keys := map[string]string{}
+			allow := map[string][]string{}
+			var versions []string
+			for _, p := range providerNames {
+				pc := cfg.Providers[p]
+				if _, ok := overrides[p]; !ok && pc.Upstream != "" {
+					overrides[p] = pc.Upstream
+				}
+				key, err := providerKey(p, pc.KeyFile)
+				if err != nil {
+					return err
+				}
+				keys[p] = key
+				allow[p] = append(pc.AllowHeaders, allowPairs[p]...)
+				if p == "anthropic" {
+					versions = pc.Versions
+				}
+			}
+			return runServe(cmd.Context(), listen, stackOptions{
+				dataDir: dataDir, catalogFile: catalogFile, upstreams: overrides, keys: keys,
+				allowHeaders: allow, versions: versions, maxBody: maxBody, logger: newLogger(logLevel),
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&configFile, "config", "", "YAML config file")
+	f.StringVar(&listen, "listen", "", "proxy listen address (default 127.0.0.1:8080)")
+	f.StringVar(&dataDir, "data-dir", "", "keys and usage ledger ($TOLLGATE_DATA_DIR, default ~/.tollgate)")
+	f.StringVar(&catalogFile, "catalog", "", "YAML file that overrides or extends the model catalog")
+	f.StringArrayVar(&upstreamFlags, "upstream", nil, "provider=URL: override a provider's API root")
+	f.StringArrayVar(&allowFlags, "allow-header", nil, "provider=header: pass this client header upstream (e.g. anthropic=anthropic-beta)")
+	f.Int64Var(&maxBody, "max-request-body", 32<<20, "largest request body accepted, in bytes (larger: 413)")
+	f.StringVar(&logLevel, "log-level", "", "debug, info, warn or error (default info)")
+	return cmd
+}
+
+func providerKey(provider, file string) (string, error) {
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("%s key file: %w", provider, err)
+		}
+		return strings.TrimSpace(string(b)), nil
+	}
+	return strings.TrimSpace(os.Getenv(keyEnv(provider))), nil
+}
+
+func parseMulti(pairs []string, what string) (map[string][]string, error) {
+	out := map[string][]string{}
+	for _, p := range pairs {
+		k, v, ok := strings.Cut(p, "=")
+		if !ok || !isProvider(strings.ToLower(k)) || v == "" {
+			return nil, fmt.Errorf("%s %q: want provider=VALUE with provider openai, anthropic or gemini", what, p)
+		}
+		out[strings.ToLower(k)] = append(out[strings.ToLower(k)], v)
+	}
+	return out, nil
+}
+
+func runServe(ctx context.Context, listen string, o stackOptions) error {
+	st, err := newStack(ctx, o)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", listen, err)
+	}
+	srv := &http.Server{Handler: st.handler, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second}
+	o.logger.Info("serving", "addr", ln.Addr().String(), "data_dir", o.dataDir)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return srv.Shutdown(sctx)
+}

@@ -1,0 +1,162 @@
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/tollgate-dev/tollgate/pkg/auth"
+	"github.com/tollgate-dev/tollgate/pkg/catalog"
+	"github.com/tollgate-dev/tollgate/pkg/gateway"
+	"github.com/tollgate-dev/tollgate/pkg/ledger"
+	"github.com/tollgate-dev/tollgate/pkg/provider/anthropic"
+	"github.com/tollgate-dev/tollgate/pkg/provider/gemini"
+	"github.com/tollgate-dev/tollgate/pkg/provider/openai"
+	"github.com/tollgate-dev/tollgate/pkg/proxy"
+	"github.com/tollgate-dev/tollgate/pkg/tokenize"
+	"github.com/tollgate-dev/tollgate/pkg/usage"
+)
+
+// providerNames in the order the CLI shows them.
+var providerNames = []string{"openai", "anthropic", "gemini"}
+
+// keyEnv is where real provider keys are read from. They are not the SDK
+// variables (OPENAI_API_KEY…): those are what the gateway sets for the code
+// it serves, so reading them too would hand a user's key to every tenant.
+func keyEnv(provider string) string { return "TOLLGATE_" + strings.ToUpper(provider) + "_API_KEY" }
+
+// stack is one running data plane: gateway, proxy and ledger.
+type stack struct {
+	gw      *gateway.Gateway
+	handler http.Handler
+	store   *ledger.Store
+	writer  *ledger.Writer
+	signer  *auth.Signer
+	catalog *catalog.Catalog
+}
+
+type stackOptions struct {
+	dataDir      string
+	catalogFile  string
+	upstreams    map[string]string // provider → URL overrides
+	keys         map[string]string // provider → real key
+	allowHeaders map[string][]string
+	versions     []string // accepted anthropic-version values
+	maxBody      int64
+	logger       *slog.Logger
+}
+
+func loadCatalog(file string) (*catalog.Catalog, error) {
+	if file == "" {
+		return catalog.Default()
+	}
+	c, err := catalog.LoadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("catalog %s: %w", file, err)
+	}
+	return c, nil
+}
+
+func newStack(ctx context.Context, o stackOptions) (*stack, error) {
+	if err := os.MkdirAll(o.dataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	cat, err := loadCatalog(o.catalogFile)
+	if err != nil {
+		return nil, err
+	}
+	signer, err := auth.LoadOrCreateSigner(o.dataDir)
+	if err != nil {
+		return nil, fmt.Errorf("signing key: %w", err)
+	}
+	counter, err := tokenize.NewCounter()
+	if err != nil {
+		return nil, fmt.Errorf("tokenizer: %w", err)
+	}
+	store, err := ledger.OpenSQLite(ctx, filepath.Join(o.dataDir, "usage.db"))
+	if err != nil {
+		return nil, err
+	}
+	writer := ledger.NewWriter(store, ledger.WriterOptions{})
+	ups, err := proxy.ParseUpstreams(o.upstreams)
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	upstreams := make(map[string]gateway.Upstream, len(providerNames))
+	for _, name := range providerNames {
+		upstreams[name] = gateway.Upstream{Key: o.keys[name], AllowHeaders: lower(o.allowHeaders[name])}
+	}
+	revoked := auth.NewFileRevocations(filepath.Join(o.dataDir, "revoked"))
+	gw := gateway.New(gateway.Config{
+		Providers: []gateway.Provider{openai.New(), anthropic.New(o.versions...), gemini.New()},
+		Upstreams: upstreams,
+		Catalog:   cat,
+		Verifier:  auth.NewVerifier(map[string]ed25519.PublicKey{signer.KeyID(): signer.PublicKey()}, revoked),
+		Recorder:  gateway.RecorderFunc(func(r usage.Record) { writer.Write(r) }),
+		Counter:   counter,
+		MaxRequestBody: o.maxBody,
+		Logger:    o.logger,
+	})
+	px, err := proxy.New(proxy.Config{Gateway: gw, Upstreams: ups, Logger: o.logger})
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	return &stack{gw: gw, handler: px, store: store, writer: writer, signer: signer, catalog: cat}, nil
+}
+
+// Close flushes every pending usage record and closes the ledger.
+func (s *stack) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	werr := s.writer.Close(ctx)
+	serr := s.store.Close()
+	if werr != nil {
+		return werr
+	}
+	return serr
+}
+
+func lower(in []string) []string {
+	out := make([]string, 0, len(in))
+	for _, h := range in {
+		if h = strings.ToLower(strings.TrimSpace(h)); h != "" {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+// parsePairs parses NAME=VALUE flags.
+func parsePairs(pairs []string, what string) (map[string]string, error) {
+	out := make(map[string]string, len(pairs))
+	for _, p := range pairs {
+		k, v, ok := strings.Cut(p, "=")
+		if !ok || k == "" || v == "" {
+			return nil, fmt.Errorf("%s %q: want provider=VALUE, e.g. openai=http://127.0.0.1:9000", what, p)
+		}
+		out[strings.ToLower(k)] = v
+	}
+	return out, nil
+}
+
+func newLogger(level string) *slog.Logger {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		l = slog.LevelInfo
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+}
+
+func baseURLFor(addr string) string {
+	u := url.URL{Scheme: "http", Host: addr}
+	return u.String()
+}

@@ -1,0 +1,348 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tollgate-dev/tollgate/pkg/auth"
+	"github.com/tollgate-dev/tollgate/pkg/catalog"
+	"github.com/tollgate-dev/tollgate/pkg/jsonscan"
+	"github.com/tollgate-dev/tollgate/pkg/sse"
+)
+
+// Action tells the adapter what to do next.
+type Action int
+
+const (
+	// NeedBody: send the whole request body to RequestBody.
+	NeedBody Action = iota + 1
+	// Forward: send Outcome.Upstream to the provider.
+	Forward
+	// Respond: answer the client with Outcome.Response; nothing goes upstream.
+	Respond
+)
+
+// Outcome is the result of a request-side step.
+type Outcome struct {
+	Action   Action
+	Upstream UpstreamRequest
+	Response Response
+}
+
+// UpstreamRequest is the request to send to the provider.
+type UpstreamRequest struct {
+	Provider string
+	Method   string
+	// Path is the upstream path with its query, e.g.
+	// "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse".
+	Path   string
+	Header Headers
+	Body   []byte
+}
+
+// Response is an answer the gateway gives itself.
+type Response struct {
+	Status int
+	Header Headers
+	Body   []byte
+}
+
+// End says why an exchange ended.
+type End int
+
+const (
+	// Completed: the response body ended normally.
+	Completed End = iota + 1
+	// ClientGone: the client went away before the response ended.
+	ClientGone
+	// UpstreamFailed: the upstream connection failed or reset.
+	UpstreamFailed
+)
+
+type framing int
+
+const (
+	framingDoc framing = iota
+	framingSSE
+	framingArray
+)
+
+// Exchange is one request's state. Its methods are called in order, from one
+// goroutine at a time, by one adapter.
+type Exchange struct {
+	g     *Gateway
+	ctx   context.Context
+	id    string
+	start time.Time
+
+	prov    Provider
+	route   Route
+	method  string
+	claims  auth.Claims
+	authed  bool
+	upHdr   Headers
+	model   string
+	stream  bool
+	inputEst int64
+	forwarded bool
+	failure *Failure
+
+	status    int
+	framing   framing
+	meter     Meter
+	hide      bool
+	dec       sse.Decoder
+	arr       jsonscan.ArraySplitter
+	doc       []byte
+	docOver   bool
+	hold      []byte
+	holdBase  int64
+	out       []byte
+	completed bool
+	settled   bool
+	sentBytes bool
+}
+
+// ID returns the request id.
+func (x *Exchange) ID() string { return x.id }
+
+// Provider returns the provider name once known.
+func (x *Exchange) Provider() string {
+	if x.prov == nil {
+		return ""
+	}
+	return x.prov.Name()
+}
+
+// RequestHeaders handles the request line and headers. target is the path
+// with its query as the client sent it, including the provider prefix.
+func (x *Exchange) RequestHeaders(method, target string, h Headers) Outcome {
+	x.method = method
+	prefix, path, rawQuery := splitPrefix(target)
+	p, ok := x.g.providers[prefix]
+	if !ok {
+		return x.reject(Fail(http.StatusNotFound, CodeNotFound,
+			"Tollgate serves providers under /openai, /anthropic and /gemini; %q is not one of them.", "/"+prefix))
+	}
+	x.prov = p
+	route, f := p.Match(method, path, rawQuery)
+	if f != nil {
+		return x.reject(f)
+	}
+	x.route = route
+	if f := x.authenticate(h, rawQuery); f != nil {
+		return x.reject(f)
+	}
+	if route.Local {
+		status, body, f := p.Local(route, x.g.listers[p.Name()])
+		if f != nil {
+			return x.reject(f)
+		}
+		x.status = status
+		x.completed = true
+		return Outcome{Action: Respond, Response: Response{Status: status, Header: x.jsonHeaders(), Body: body}}
+	}
+	up := x.g.cfg.Upstreams[p.Name()]
+	hdr, f := p.UpstreamHeaders(h, up.Key, up.AllowHeaders)
+	if f != nil {
+		return x.reject(f)
+	}
+	x.upHdr = hdr
+	return Outcome{Action: NeedBody}
+}
+
+// RequestBody handles the whole request body.
+func (x *Exchange) RequestBody(body []byte) Outcome {
+	if x.prov == nil || x.failure != nil || x.upHdr == nil {
+		return x.reject(Fail(http.StatusInternalServerError, CodeInternal, "request body before request headers"))
+	}
+	if int64(len(body)) > x.g.cfg.MaxRequestBody {
+		return x.reject(x.TooLarge())
+	}
+	in, f := x.prov.Inspect(x.route, body)
+	if f != nil {
+		return x.reject(f)
+	}
+	x.model = in.Model
+	if x.route.Model != "" {
+		x.model = x.route.Model
+	}
+	x.stream = in.Stream || x.route.Stream
+	m, ok := x.g.cfg.Catalog.Lookup(catalog.Provider(x.prov.Name()), x.model)
+	if !ok {
+		return x.reject(Fail(http.StatusNotFound, CodeModelNotFound,
+			"The model %q does not exist or is not served by this gateway.", x.model).WithParam("model"))
+	}
+	if f := x.checkContext(m, body); f != nil {
+		return x.reject(f)
+	}
+	rw := Rewrite{CacheKey: cacheKey(x.claims.Account)}
+	if m.Upstream != "" && m.Upstream != x.model {
+		rw.UpstreamModel = m.Upstream
+	}
+	out, f := x.prov.Rewrite(x.route, body, in, rw)
+	if f != nil {
+		return x.reject(f)
+	}
+	x.inputEst = x.estimate(body)
+	x.hide = out.HideUsage
+	x.meter = x.prov.NewMeter(x.route, out)
+	path := x.route.UpstreamPath
+	if out.Path != "" {
+		path = out.Path
+	}
+	if x.route.UpstreamQuery != "" {
+		path += "?" + x.route.UpstreamQuery
+	}
+	x.forwarded = true
+	return Outcome{Action: Forward, Upstream: UpstreamRequest{
+		Provider: x.prov.Name(), Method: x.method, Path: path, Header: x.upHdr, Body: out.Body,
+	}}
+}
+
+// TooLarge is the failure for a request body over the cap; adapters that
+// stop reading early use it too.
+func (x *Exchange) TooLarge() *Failure {
+	return Fail(http.StatusRequestEntityTooLarge, CodeTooLarge,
+		"Request body is larger than this gateway accepts (%d bytes).", x.g.cfg.MaxRequestBody)
+}
+
+// MaxRequestBody is the configured request body cap.
+func (x *Exchange) MaxRequestBody() int64 { return x.g.cfg.MaxRequestBody }
+
+// Reject answers the client with f in the provider's shape. Adapters use it
+// for failures they detect themselves (body too large while reading).
+func (x *Exchange) Reject(f *Failure) Response { return x.reject(f).Response }
+
+// UpstreamUnavailable answers the client when the provider could not be
+// reached before any response header arrived.
+func (x *Exchange) UpstreamUnavailable() Response {
+	x.status = http.StatusBadGateway
+	f := Fail(http.StatusBadGateway, CodeUpstream, "The gateway could not reach the %s API.", x.Provider())
+	return x.errorResponse(f)
+}
+
+// StreamAborted returns an in-stream error event to send when the upstream
+// fails after the response started, so SDKs raise an error instead of
+// treating a cut stream as complete.
+func (x *Exchange) StreamAborted() []byte {
+	if x.prov == nil || x.framing != framingSSE && x.framing != framingArray {
+		return nil
+	}
+	if x.framing == framingArray {
+		return nil // a truncated JSON array already fails the client's parser
+	}
+	return x.prov.StreamError(Fail(http.StatusBadGateway, CodeUpstream, "The upstream stream ended unexpectedly."), x.route)
+}
+
+func (x *Exchange) authenticate(h Headers, rawQuery string) *Failure {
+	token := credential(h, rawQuery)
+	if token == "" {
+		return Fail(http.StatusUnauthorized, CodeBadToken, "No gateway key was provided. Pass the gateway token as the API key.")
+	}
+	c, err := x.g.cfg.Verifier.Verify(token, x.g.now())
+	switch {
+	case err == nil:
+	case errors.Is(err, auth.ErrExpired):
+		return Fail(http.StatusUnauthorized, CodeExpiredToken, "The gateway key has expired.")
+	case errors.Is(err, auth.ErrRevoked):
+		return Fail(http.StatusUnauthorized, CodeRevokedToken, "The gateway key has been revoked.")
+	default:
+		return Fail(http.StatusUnauthorized, CodeBadToken, "Incorrect gateway key provided.")
+	}
+	x.claims = c
+	x.authed = true
+	return nil
+}
+
+// credential finds the gateway token wherever an SDK or a raw REST user
+// puts it: Authorization Bearer (OpenAI and current Anthropic SDKs),
+// x-api-key (Anthropic REST), x-goog-api-key (Gemini SDKs), ?key= (Gemini
+// REST).
+func credential(h Headers, rawQuery string) string {
+	if v := h.Get("authorization"); v != "" {
+		if len(v) > 7 && strings.EqualFold(v[:7], "bearer ") {
+			return strings.TrimSpace(v[7:])
+		}
+	}
+	if v := h.Get("x-api-key"); v != "" {
+		return strings.TrimSpace(v)
+	}
+	if v := h.Get("x-goog-api-key"); v != "" {
+		return strings.TrimSpace(v)
+	}
+	return QueryValue(rawQuery, "key")
+}
+
+func (x *Exchange) checkContext(m catalog.Model, body []byte) *Failure {
+	limit := m.ContextTokens
+	if limit <= 0 {
+		limit = DefaultContextTokens
+	}
+	// A BPE token is at least one byte of text, so a smaller body cannot
+	// exceed the limit and needs no counting.
+	if int64(len(body)) <= limit || x.g.cfg.Counter == nil {
+		return nil
+	}
+	n, err := x.g.cfg.Counter.InputTokens(body, limit)
+	if err != nil {
+		return Fail(http.StatusBadRequest, CodeInvalidRequest, "The request body could not be read as JSON.")
+	}
+	if n <= limit {
+		return nil
+	}
+	return &Failure{
+		Status: http.StatusBadRequest, Code: CodeContextTooLong, Param: "messages", Tokens: n, Limit: limit,
+		Message: fmt.Sprintf("The input is %d tokens or more, over this gateway's limit of %d input tokens per request.", n, limit),
+	}
+}
+
+func (x *Exchange) estimate(body []byte) int64 {
+	if x.route.Unbilled {
+		return 0
+	}
+	if x.g.cfg.Counter != nil {
+		return x.g.cfg.Counter.Estimate(body)
+	}
+	return int64(len(body)+3) / 4
+}
+
+func (x *Exchange) reject(f *Failure) Outcome {
+	x.failure = f
+	return Outcome{Action: Respond, Response: x.errorResponse(f)}
+}
+
+func (x *Exchange) errorResponse(f *Failure) Response {
+	status, body := f.Status, []byte(nil)
+	if x.prov != nil {
+		status, body = x.prov.Error(f)
+	} else {
+		body = genericError(f)
+	}
+	x.status = status
+	h := x.jsonHeaders()
+	if f.RetryAfter > 0 {
+		h.Add("retry-after", strconv.Itoa(f.RetryAfter))
+	}
+	if f.NoRetry {
+		h.Add("x-should-retry", "false")
+	}
+	return Response{Status: status, Header: h, Body: body}
+}
+
+func (x *Exchange) jsonHeaders() Headers {
+	return Headers{
+		{Name: "content-type", Value: "application/json"},
+		{Name: "x-tollgate-request-id", Value: x.id},
+	}
+}
+
+func genericError(f *Failure) []byte {
+	return fmt.Appendf(nil, `{"error":{"message":%s,"type":"invalid_request_error","param":null,"code":%s}}`,
+		JSONString(f.Message), JSONString(string(f.Code)))
+}

@@ -1,0 +1,52 @@
+package gateway
+
+import "fmt"
+
+// Code names why the gateway refused or failed a request. It is what usage
+// records and metrics carry as a reason (never free text from the request),
+// and what a provider maps onto its own error type.
+type Code string
+
+const (
+	CodeBadToken        Code = "invalid_token"          // missing, garbled, forged, unknown key
+	CodeExpiredToken    Code = "expired_token"          // token past its expiry
+	CodeRevokedToken    Code = "revoked_token"          // token on the revocation list
+	CodeForbidden       Code = "forbidden"              // account disabled, project not activated
+	CodeNotFound        Code = "not_found"              // route the gateway does not serve
+	CodeUnsupported     Code = "unsupported"            // endpoint or feature refused by policy
+	CodeMethod          Code = "method_not_allowed"     // wrong HTTP method for a served route
+	CodeInvalidRequest  Code = "invalid_request"        // body not JSON, missing model, bad header
+	CodeModelNotFound   Code = "model_not_found"        // model not in the catalog
+	CodeTooLarge        Code = "body_too_large"         // request body over the configured cap
+	CodeContextTooLong  Code = "context_length_exceeded" // input over the context limit
+	CodeRateLimited     Code = "rate_limited"           // TPM or per-project limit
+	CodeQuota           Code = "insufficient_quota"     // no credits left
+	CodeUpstream        Code = "upstream_error"         // upstream unreachable or failed midway
+	CodeInternal        Code = "internal"               // a gateway fault
+)
+
+// Failure is a request the gateway answers itself. Providers render it as
+// their own native error body so each official SDK raises its usual error.
+type Failure struct {
+	Status  int
+	Code    Code
+	Message string // safe for clients: never contains a key, token or prompt text
+	Param   string // the offending request field, where the provider's shape has one
+	// RetryAfter, when positive, is sent as retry-after (seconds).
+	RetryAfter int
+	// Tokens and Limit describe a context-length failure, for providers
+	// whose native message states both.
+	Tokens, Limit int64
+	// NoRetry sends x-should-retry: false so Stainless SDKs do not retry.
+	NoRetry bool
+}
+
+func (f *Failure) Error() string { return fmt.Sprintf("%d %s: %s", f.Status, f.Code, f.Message) }
+
+// Fail builds a Failure.
+func Fail(status int, code Code, format string, args ...any) *Failure {
+	return &Failure{Status: status, Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// WithParam sets the offending field and returns f.
+func (f *Failure) WithParam(p string) *Failure { f.Param = p; return f }

@@ -1,0 +1,165 @@
+// Package gateway sequences one request through Tollgate: request headers,
+// request body, response headers, response body chunks, settlement. It is
+// the only place where those steps are ordered. Adapters (the standalone
+// HTTP proxy, the Envoy ext_proc server) drive an Exchange; the gateway knows
+// nothing of net/http or Envoy.
+package gateway
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/tollgate-dev/tollgate/pkg/auth"
+	"github.com/tollgate-dev/tollgate/pkg/catalog"
+	"github.com/tollgate-dev/tollgate/pkg/usage"
+)
+
+// TokenVerifier checks gateway tokens.
+type TokenVerifier interface {
+	Verify(token string, now time.Time) (auth.Claims, error)
+}
+
+// Recorder receives the one usage record of every request. It must not
+// block: the hot path hands records over and moves on.
+type Recorder interface {
+	Record(rec usage.Record)
+}
+
+// InputCounter counts and estimates input tokens of request bodies.
+type InputCounter interface {
+	// InputTokens counts input tokens, stopping early once over limit.
+	InputTokens(body []byte, limit int64) (int64, error)
+	// Estimate is a cheap input estimate for a request whose response
+	// carried no usage.
+	Estimate(body []byte) int64
+}
+
+// ModelLister is the catalog as seen by one provider's listing routes.
+type ModelLister interface {
+	List() []catalog.Model
+	Get(name string) (catalog.Model, bool)
+}
+
+// Upstream is how one provider is reached.
+type Upstream struct {
+	// Key is the real provider key; empty calls upstream without one (local
+	// fakes and replay servers).
+	Key string
+	// AllowHeaders are client headers (lower case) an operator lets through.
+	AllowHeaders []string
+}
+
+// Config assembles a Gateway.
+type Config struct {
+	Providers []Provider
+	Upstreams map[string]Upstream // by provider name
+	Catalog   *catalog.Catalog
+	Verifier  TokenVerifier
+	Recorder  Recorder
+	Counter   InputCounter
+	// MaxRequestBody caps request bodies (default 32 MiB); larger ones get a
+	// provider-shaped 413.
+	MaxRequestBody int64
+	// MaxResponseDoc caps how much of a non-streamed JSON response is kept
+	// to read its usage (default 64 MiB); beyond it usage is estimated.
+	MaxResponseDoc int64
+	Logger         *slog.Logger
+	Now            func() time.Time
+}
+
+// Defaults applied by New.
+const (
+	DefaultMaxRequestBody = 32 << 20
+	DefaultMaxResponseDoc = 64 << 20
+	DefaultContextTokens  = 200_000
+)
+
+// Gateway holds what every exchange shares. It is safe for concurrent use.
+type Gateway struct {
+	cfg       Config
+	providers map[string]Provider
+	listers   map[string]ModelLister
+	log       *slog.Logger
+	now       func() time.Time
+}
+
+// New builds a Gateway from cfg.
+func New(cfg Config) *Gateway {
+	if cfg.MaxRequestBody <= 0 {
+		cfg.MaxRequestBody = DefaultMaxRequestBody
+	}
+	if cfg.MaxResponseDoc <= 0 {
+		cfg.MaxResponseDoc = DefaultMaxResponseDoc
+	}
+	g := &Gateway{
+		cfg:       cfg,
+		providers: make(map[string]Provider, len(cfg.Providers)),
+		listers:   make(map[string]ModelLister, len(cfg.Providers)),
+		log:       cfg.Logger,
+		now:       cfg.Now,
+	}
+	if g.log == nil {
+		g.log = slog.New(slog.DiscardHandler)
+	}
+	if g.now == nil {
+		g.now = time.Now
+	}
+	for _, p := range cfg.Providers {
+		g.providers[p.Name()] = p
+		g.listers[p.Name()] = catalogLister{cfg.Catalog, catalog.Provider(p.Name())}
+	}
+	return g
+}
+
+// Providers lists the provider names served, for adapters that route by them.
+func (g *Gateway) Providers() []string {
+	names := make([]string, 0, len(g.cfg.Providers))
+	for _, p := range g.cfg.Providers {
+		names = append(names, p.Name())
+	}
+	return names
+}
+
+// NewExchange starts one request. requestID must be unique per request: it
+// keys the usage record, so a retried write never bills twice.
+func (g *Gateway) NewExchange(ctx context.Context, requestID string) *Exchange {
+	return &Exchange{g: g, ctx: ctx, id: requestID, start: g.now()}
+}
+
+// cacheKey derives the per-account OpenAI prompt_cache_key: stable for an
+// account, opaque, and never the account id itself.
+func cacheKey(account string) string {
+	sum := sha256.Sum256([]byte("tollgate-prompt-cache:" + account))
+	return "tg-" + hex.EncodeToString(sum[:12])
+}
+
+type catalogLister struct {
+	c *catalog.Catalog
+	p catalog.Provider
+}
+
+func (l catalogLister) List() []catalog.Model { return l.c.Models(l.p) }
+func (l catalogLister) Get(name string) (catalog.Model, bool) {
+	return l.c.Lookup(l.p, name)
+}
+
+// splitPrefix splits "/openai/v1/chat?x" into "openai", "/v1/chat", "x".
+func splitPrefix(target string) (prefix, path, rawQuery string) {
+	path, rawQuery, _ = strings.Cut(target, "?")
+	rest := strings.TrimPrefix(path, "/")
+	prefix, path, ok := strings.Cut(rest, "/")
+	if !ok {
+		return rest, "/", rawQuery
+	}
+	return prefix, "/" + path, rawQuery
+}
+
+// RecorderFunc adapts a function to Recorder.
+type RecorderFunc func(usage.Record)
+
+// Record implements Recorder.
+func (f RecorderFunc) Record(rec usage.Record) { f(rec) }

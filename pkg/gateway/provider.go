@@ -1,0 +1,111 @@
+package gateway
+
+import (
+	"github.com/tollgate-dev/tollgate/pkg/sse"
+	"github.com/tollgate-dev/tollgate/pkg/usage"
+)
+
+// Route is what a provider made of a request line.
+type Route struct {
+	// Operation names the endpoint in records and metrics, e.g.
+	// "chat.completions", "messages", "generateContent".
+	Operation string
+	// Model is the model named by the path (Gemini), "" when it is in the body.
+	Model string
+	// Stream is set when the path alone asks for a stream (Gemini).
+	Stream bool
+	// SSE is set when a path-selected stream is framed as SSE (Gemini alt=sse);
+	// otherwise a path-selected stream is a streamed JSON array.
+	SSE bool
+	// Local routes are answered by the gateway from the catalog.
+	Local bool
+	// ModelID is the model a local "get one model" route asks for.
+	ModelID string
+	// Unbilled routes (token counting) carry no billable usage.
+	Unbilled bool
+	// UpstreamPath and UpstreamQuery are what the gateway calls upstream; the
+	// query has every credential removed.
+	UpstreamPath  string
+	UpstreamQuery string
+}
+
+// Inspection is what a provider read from a request body.
+type Inspection struct {
+	Model  string
+	Stream bool
+}
+
+// Rewrite carries what a provider needs to prepare the upstream body.
+type Rewrite struct {
+	// UpstreamModel replaces the client's model name when the catalog serves
+	// it under another upstream name.
+	UpstreamModel string
+	// CacheKey is the per-account prompt cache key (OpenAI).
+	CacheKey string
+}
+
+// Rewritten is the upstream body and what the response side must know.
+type Rewritten struct {
+	Body []byte
+	// Path, when not empty, replaces Route.UpstreamPath (a renamed model in
+	// the path).
+	Path string
+	// HideUsage is set when the gateway asked upstream for stream usage the
+	// client did not ask for: the meter drops that usage chunk.
+	HideUsage bool
+}
+
+// Provider is one upstream API's wire format. Adding a provider is one new
+// implementation of this interface.
+type Provider interface {
+	// Name is the provider's catalog name and path prefix ("openai").
+	Name() string
+	// Match classifies a request; path is relative to the provider prefix and
+	// rawQuery is the query without '?'.
+	Match(method, path, rawQuery string) (Route, *Failure)
+	// Inspect validates a request body and reads its model and stream flag.
+	// It enforces the provider's rules (unsupported fields and features).
+	Inspect(r Route, body []byte) (Inspection, *Failure)
+	// Rewrite produces the upstream body.
+	Rewrite(r Route, body []byte, in Inspection, rw Rewrite) (Rewritten, *Failure)
+	// UpstreamHeaders builds the upstream request headers from scratch: only
+	// what the protocol needs, the real key (when not empty) and the client
+	// headers named in allow (lower case).
+	UpstreamHeaders(client Headers, key string, allow []string) (Headers, *Failure)
+	// Error renders a failure as the provider's own error: the status the
+	// provider would use for it (usually f.Status) and the JSON body.
+	Error(f *Failure) (status int, body []byte)
+	// StreamError renders a failure as an event in an already started stream.
+	StreamError(f *Failure, r Route) []byte
+	// Local answers a catalog route (model listings).
+	Local(r Route, models ModelLister) (status int, body []byte, f *Failure)
+	// NewMeter returns a usage reader for one response.
+	NewMeter(r Route, rw Rewritten) Meter
+}
+
+// Meter reads usage from one response as it streams by.
+type Meter interface {
+	// Event sees one SSE event; drop asks the gateway not to forward it.
+	Event(ev sse.Event) (drop bool)
+	// Document sees a whole JSON response body or one element of a streamed
+	// JSON array.
+	Document(doc []byte)
+	// Usage returns the usage read so far and how complete it is.
+	Usage() (usage.Tokens, Completeness)
+	// OutputChars counts generated text seen so far, for estimating the
+	// output of a stream that ended without usage.
+	OutputChars() int64
+}
+
+// Completeness says how far usage read from a response can be trusted.
+type Completeness int
+
+const (
+	// NoUsage: the provider sent no usage.
+	NoUsage Completeness = iota
+	// PartialUsage: the provider sent a running or input-side count but the
+	// response ended before the final one (an abandoned stream).
+	PartialUsage
+	// FinalUsage: the provider's final count.
+	FinalUsage
+)

@@ -1,0 +1,126 @@
+package gateway
+
+import (
+	"strings"
+
+	"github.com/tollgate-dev/tollgate/pkg/sse"
+)
+
+// ResponseHeaders handles the upstream status and headers and returns the
+// headers to send to the client. Upstream headers pass through except
+// hop-by-hop fields and those that describe the operator's shared provider
+// account (organization ids, the upstream account's rate limits, cookies).
+func (x *Exchange) ResponseHeaders(status int, h Headers) Headers {
+	x.status = status
+	ct := strings.ToLower(h.Get("content-type"))
+	switch {
+	case strings.HasPrefix(ct, "text/event-stream"):
+		x.framing = framingSSE
+	case x.route.Stream && !x.route.SSE && status/100 == 2 && strings.Contains(ct, "json"):
+		x.framing = framingArray
+	default:
+		x.framing = framingDoc
+	}
+	out := make(Headers, 0, len(h)+1)
+	for _, f := range h {
+		name := strings.ToLower(f.Name)
+		if dropResponseHeader(name) || x.hide && name == "content-length" {
+			continue
+		}
+		out = append(out, Header{Name: name, Value: f.Value})
+	}
+	out = append(out, Header{Name: "x-tollgate-request-id", Value: x.id})
+	return out
+}
+
+func dropResponseHeader(name string) bool {
+	switch name {
+	case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer",
+		"set-cookie", "openai-organization", "openai-project", "anthropic-organization-id",
+		"x-tollgate-request-id", "alt-svc":
+		return true
+	}
+	return strings.HasPrefix(name, "x-ratelimit-") || strings.HasPrefix(name, "anthropic-ratelimit-")
+}
+
+// ResponseBody handles one chunk of the response body and returns the bytes
+// to forward, which are the chunk itself unless the gateway must hide an
+// event it caused. The returned slice is valid until the next call. end
+// marks the last chunk (which may be empty).
+func (x *Exchange) ResponseBody(chunk []byte, end bool) []byte {
+	if x.meter == nil {
+		return chunk
+	}
+	if len(chunk) > 0 {
+		x.sentBytes = true
+	}
+	var out []byte
+	switch x.framing {
+	case framingSSE:
+		if x.hide {
+			out = x.filterEvents(chunk, end)
+		} else {
+			_ = x.dec.Feed(chunk, x.onEvent)
+			if end {
+				_ = x.dec.Close(x.onEvent)
+			}
+			out = chunk
+		}
+	case framingArray:
+		_ = x.arr.Feed(chunk, x.onElement)
+		out = chunk
+	default:
+		if !x.docOver {
+			if int64(len(x.doc)+len(chunk)) > x.g.cfg.MaxResponseDoc {
+				x.docOver, x.doc = true, nil
+			} else {
+				x.doc = append(x.doc, chunk...)
+			}
+		}
+		if end && !x.docOver {
+			x.meter.Document(x.doc)
+			x.doc = nil
+		}
+		out = chunk
+	}
+	if end {
+		x.completed = true
+	}
+	return out
+}
+
+func (x *Exchange) onEvent(ev sse.Event) error {
+	x.meter.Event(ev)
+	return nil
+}
+
+func (x *Exchange) onElement(elem []byte) error {
+	x.meter.Document(elem)
+	return nil
+}
+
+// filterEvents forwards whole events only, leaving out those the meter drops.
+// The bytes of an event still arriving are held until it completes.
+func (x *Exchange) filterEvents(chunk []byte, end bool) []byte {
+	x.hold = append(x.hold, chunk...)
+	x.out = x.out[:0]
+	consumed := x.holdBase
+	emit := func(ev sse.Event) error {
+		drop := x.meter.Event(ev)
+		if !drop {
+			x.out = append(x.out, x.hold[ev.Start-x.holdBase:ev.End-x.holdBase]...)
+		}
+		consumed = ev.End
+		return nil
+	}
+	_ = x.dec.Feed(chunk, emit)
+	if end {
+		_ = x.dec.Close(emit)
+		x.out = append(x.out, x.hold[consumed-x.holdBase:]...)
+		consumed = x.holdBase + int64(len(x.hold))
+	}
+	n := copy(x.hold, x.hold[consumed-x.holdBase:])
+	x.hold = x.hold[:n]
+	x.holdBase = consumed
+	return x.out
+}

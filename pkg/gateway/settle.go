@@ -1,0 +1,94 @@
+package gateway
+
+import (
+	"log/slog"
+
+	"github.com/tollgate-dev/tollgate/pkg/sse"
+
+	"github.com/tollgate-dev/tollgate/pkg/usage"
+)
+
+// Settle ends the exchange and hands its one usage record to the recorder.
+// It is safe to call more than once; only the first call counts. Adapters
+// call it however the request ended: completion, client reset, upstream
+// failure.
+func (x *Exchange) Settle(how End) usage.Record {
+	if x.settled {
+		return usage.Record{}
+	}
+	x.settled = true
+	now := x.g.now()
+	rec := usage.Record{
+		RequestID:  x.id,
+		Time:       x.start.UTC(),
+		Account:    x.claims.Account,
+		Project:    x.claims.Project,
+		Model:      x.model,
+		Operation:  x.route.Operation,
+		HTTPStatus: x.status,
+		Stream:     x.stream,
+		Latency:    now.Sub(x.start),
+	}
+	rec.LatencyMS = rec.Latency.Milliseconds()
+	if x.prov != nil {
+		rec.Provider = x.prov.Name()
+	}
+	switch {
+	case x.failure != nil:
+		rec.Status = usage.StatusRejected
+		rec.Reason = string(x.failure.Code)
+	case how == ClientGone && !x.completed:
+		rec.Status = usage.StatusAbandoned
+		rec.Reason = "client_gone"
+	case how == UpstreamFailed || !x.completed:
+		rec.Status = usage.StatusError
+		rec.Reason = string(CodeUpstream)
+	case x.status/100 != 2:
+		rec.Status = usage.StatusError
+		rec.Reason = "upstream_status"
+	default:
+		rec.Status = usage.StatusOK
+	}
+	if x.meter != nil {
+		// Close a stream cut short so a final event without its blank line
+		// still counts.
+		if x.framing == framingSSE && !x.completed {
+			_ = x.dec.Close(func(ev sse.Event) error { x.meter.Event(ev); return nil })
+		}
+		u, state := x.meter.Usage()
+		outEst := (x.meter.OutputChars() + 3) / 4
+		switch {
+		case state == FinalUsage:
+			rec.Tokens = u
+		case state == PartialUsage:
+			// Keep what the provider counted and estimate the output it
+			// never reported.
+			rec.Tokens = u
+			rec.Output = max(u.Output, outEst)
+			rec.Estimated = true
+		case x.forwarded && !x.route.Unbilled && (x.status == 0 || x.status/100 == 2):
+			// The provider bills a request it received even when it never
+			// said how much (a stream the client abandoned, embeddings
+			// without usage): record a marked estimate.
+			rec.Tokens = usage.Tokens{Input: x.inputEst, Output: outEst}
+			rec.Estimated = true
+		}
+	}
+	if x.g.cfg.Recorder != nil {
+		x.g.cfg.Recorder.Record(rec)
+	}
+	x.g.log.LogAttrs(x.ctx, slog.LevelInfo, "request",
+		slog.String("request_id", rec.RequestID),
+		slog.String("provider", rec.Provider),
+		slog.String("model", rec.Model),
+		slog.String("status", string(rec.Status)),
+		slog.Int("http_status", rec.HTTPStatus),
+		slog.String("reason", rec.Reason),
+		slog.Int64("input_tokens", rec.Input),
+		slog.Int64("output_tokens", rec.Output),
+		slog.Bool("estimated", rec.Estimated),
+		slog.Int64("latency_ms", rec.LatencyMS),
+	)
+	x.doc, x.hold, x.out = nil, nil, nil
+	return rec
+}

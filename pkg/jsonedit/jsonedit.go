@@ -1,0 +1,256 @@
+// Package jsonedit edits the top level of a JSON object in place of a full
+// decode and re-encode: the client's bytes are kept as they were except for
+// the members the gateway changes, which is both faster and safer (numbers,
+// key order and unknown fields survive untouched).
+package jsonedit
+
+import (
+	"bytes"
+	"errors"
+)
+
+// ErrNotObject is returned when the document is not a JSON object.
+var ErrNotObject = errors.New("jsonedit: not a JSON object")
+
+// Member is one top-level member: the raw key (without quotes, escapes left
+// as they are) and the raw value bytes, with their position in the document.
+type Member struct {
+	Key        []byte
+	Value      []byte
+	Start, End int // [Start, End) covers `"key": value`
+}
+
+// Object is a parsed top-level object.
+type Object struct {
+	Doc     []byte
+	Members []Member
+	open    int // index of '{'
+	close   int // index of '}'
+}
+
+// Parse scans doc's top level. The member values are not decoded.
+func Parse(doc []byte) (*Object, error) {
+	o := &Object{Doc: doc, Members: make([]Member, 0, 16)}
+	i := skipWS(doc, 0)
+	if i >= len(doc) || doc[i] != '{' {
+		return nil, ErrNotObject
+	}
+	o.open = i
+	i = skipWS(doc, i+1)
+	if i < len(doc) && doc[i] == '}' {
+		o.close = i
+		return o, trailing(doc, i+1)
+	}
+	for {
+		if i >= len(doc) || doc[i] != '"' {
+			return nil, ErrNotObject
+		}
+		start := i
+		kend, ok := skipString(doc, i)
+		if !ok {
+			return nil, ErrNotObject
+		}
+		key := doc[i+1 : kend-1]
+		i = skipWS(doc, kend)
+		if i >= len(doc) || doc[i] != ':' {
+			return nil, ErrNotObject
+		}
+		i = skipWS(doc, i+1)
+		vend, ok := SkipValue(doc, i)
+		if !ok {
+			return nil, ErrNotObject
+		}
+		o.Members = append(o.Members, Member{Key: key, Value: doc[i:vend], Start: start, End: vend})
+		i = skipWS(doc, vend)
+		if i >= len(doc) {
+			return nil, ErrNotObject
+		}
+		switch doc[i] {
+		case ',':
+			i = skipWS(doc, i+1)
+		case '}':
+			o.close = i
+			return o, trailing(doc, i+1)
+		default:
+			return nil, ErrNotObject
+		}
+	}
+}
+
+func trailing(doc []byte, i int) error {
+	if skipWS(doc, i) != len(doc) {
+		return ErrNotObject
+	}
+	return nil
+}
+
+// Get returns the value of key (the last one if repeated, as encoding/json
+// does), or nil.
+func (o *Object) Get(key string) []byte {
+	for i := len(o.Members) - 1; i >= 0; i-- {
+		if string(o.Members[i].Key) == key {
+			return o.Members[i].Value
+		}
+	}
+	return nil
+}
+
+// Edit is one change: Value nil deletes the key, otherwise it is set
+// (replacing every occurrence, or appended at the end).
+type Edit struct {
+	Key   string
+	Value []byte
+}
+
+// Apply returns a new document with the edits applied. The original is not
+// modified.
+func (o *Object) Apply(edits ...Edit) []byte {
+	out := make([]byte, 0, len(o.Doc)+64)
+	out = append(out, '{')
+	first := true
+	emit := func(key string, rawKey []byte, val []byte) {
+		if !first {
+			out = append(out, ',')
+		}
+		first = false
+		out = append(out, '"')
+		if rawKey != nil {
+			out = append(out, rawKey...)
+		} else {
+			out = append(out, key...)
+		}
+		out = append(out, '"', ':')
+		out = append(out, val...)
+	}
+	done := make([]bool, len(edits))
+	for _, m := range o.Members {
+		idx := -1
+		for j, e := range edits {
+			if string(m.Key) == e.Key {
+				idx = j
+				break
+			}
+		}
+		if idx < 0 {
+			emit("", m.Key, m.Value)
+			continue
+		}
+		if edits[idx].Value == nil || done[idx] {
+			continue
+		}
+		done[idx] = true
+		emit(edits[idx].Key, nil, edits[idx].Value)
+	}
+	for j, e := range edits {
+		if !done[j] && e.Value != nil {
+			emit(e.Key, nil, e.Value)
+		}
+	}
+	return append(out, '}')
+}
+
+// Contains reports whether the raw document contains b; a cheap pre-check
+// before a deep walk.
+func Contains(doc []byte, b string) bool { return bytes.Contains(doc, []byte(b)) }
+
+func skipWS(b []byte, i int) int {
+	for i < len(b) {
+		switch b[i] {
+		case ' ', '\t', '\n', '\r':
+			i++
+		default:
+			return i
+		}
+	}
+	return i
+}
+
+func skipString(b []byte, i int) (int, bool) {
+	// b[i] == '"'
+	for j := i + 1; j < len(b); j++ {
+		switch b[j] {
+		case '\\':
+			j++
+		case '"':
+			return j + 1, true
+		}
+	}
+	return 0, false
+}
+
+// SkipValue returns the index just past the JSON value starting at b[i].
+func SkipValue(b []byte, i int) (int, bool) {
+	if i >= len(b) {
+		return 0, false
+	}
+	switch c := b[i]; c {
+	case '"':
+		return skipString(b, i)
+	case '{', '[':
+		depth := 0
+		for j := i; j < len(b); j++ {
+			switch b[j] {
+			case '"':
+				end, ok := skipString(b, j)
+				if !ok {
+					return 0, false
+				}
+				j = end - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return j + 1, true
+				}
+			}
+		}
+		return 0, false
+	default:
+		j := i
+		for j < len(b) {
+			switch b[j] {
+			case ',', '}', ']', ' ', '\t', '\n', '\r':
+				if j == i {
+					return 0, false
+				}
+				return j, true
+			}
+			j++
+		}
+		if j == i {
+			return 0, false
+		}
+		return j, true
+	}
+}
+
+// FirstElement returns the first element of a JSON array, or nil.
+func FirstElement(arr []byte) []byte {
+	i := skipWS(arr, 0)
+	if i >= len(arr) || arr[i] != '[' {
+		return nil
+	}
+	i = skipWS(arr, i+1)
+	end, ok := SkipValue(arr, i)
+	if !ok {
+		return nil
+	}
+	return arr[i:end]
+}
+
+// IsEmptyArray reports whether raw is `[]` (with any inner whitespace).
+func IsEmptyArray(raw []byte) bool {
+	i := skipWS(raw, 0)
+	if i >= len(raw) || raw[i] != '[' {
+		return false
+	}
+	i = skipWS(raw, i+1)
+	return i < len(raw) && raw[i] == ']'
+}
+
+// IsNull reports whether raw is absent or the literal null.
+func IsNull(raw []byte) bool {
+	raw = bytes.TrimSpace(raw)
+	return len(raw) == 0 || string(raw) == "null"
+}

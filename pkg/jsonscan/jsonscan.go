@@ -1,0 +1,122 @@
+// Package jsonscan reads single values out of JSON documents without
+// decoding them.
+//
+// The gateway looks at a handful of fields (usage counters, an event type)
+// in every event of every stream it forwards. Decoding each event with
+// encoding/json would allocate for everything the gateway ignores; Field
+// instead scans the document, validating it but materialising nothing, and
+// returns the raw bytes of the one value asked for. Int, Bool and String
+// convert such raw values. ArraySplitter cuts a streamed JSON array (the
+// Gemini API's streaming format without alt=sse) into its elements.
+package jsonscan
+
+import (
+	"encoding/json"
+	"unicode/utf8"
+)
+
+// maxDepth is the nesting depth beyond which Field gives up, the same limit
+// encoding/json applies, so both agree on which documents are valid and
+// the recursive scanner's stack stays bounded.
+const maxDepth = 10000
+
+// Field returns the raw bytes of the value found by following path, a
+// sequence of object keys, from the top of doc. Field(doc) with no path
+// returns the whole value without surrounding whitespace.
+//
+// ok is false when doc is not valid JSON or the path does not lead to a
+// value. The entire document is validated, with the rules of
+// encoding/json.Valid (which accepts invalid UTF-8 inside strings), so a
+// truncated or corrupted event is never mistaken for one that lacks the
+// field. Keys are matched after unescaping, as encoding/json does, and when
+// an object repeats a key the last occurrence wins, as with encoding/json.
+// Paths do not index into arrays.
+//
+// raw aliases doc. Field does not allocate.
+func Field(doc []byte, path ...string) (raw []byte, ok bool) {
+	s := scanner{data: doc, found: -1}
+	s.skipSpace()
+	start := s.pos
+	if !s.value(path, 0) {
+		return nil, false
+	}
+	if len(path) == 0 {
+		s.found, s.foundEnd = start, s.pos
+	}
+	s.skipSpace()
+	if s.pos != len(doc) || s.found < 0 {
+		return nil, false
+	}
+	return doc[s.found:s.foundEnd], true
+}
+
+// Int returns the value of raw, a JSON number, if it is an integer that fits
+// in an int64. Fractions and exponents are rejected even when the value is
+// integral (no provider writes token counts that way). null is not a number:
+// Int(null) returns 0, false.
+func Int(raw []byte) (int64, bool) {
+	b := raw
+	neg := len(b) > 0 && b[0] == '-'
+	if neg {
+		b = b[1:]
+	}
+	if len(b) == 0 || len(b) > 1 && b[0] == '0' {
+		return 0, false
+	}
+	// Accumulate negatively so that math.MinInt64 parses too.
+	var n int64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		d := int64(c - '0')
+		if n < (-1<<63+d)/10 {
+			return 0, false // overflow
+		}
+		n = n*10 - d
+	}
+	if !neg {
+		if n == -1<<63 {
+			return 0, false
+		}
+		n = -n
+	}
+	return n, true
+}
+
+// Bool returns the value of raw if it is the JSON literal true or false.
+func Bool(raw []byte) (v, ok bool) {
+	switch string(raw) {
+	case "true":
+		return true, true
+	case "false":
+		return false, true
+	}
+	return false, false
+}
+
+// String returns the value of raw, a JSON string, unescaped exactly as
+// encoding/json would. Strings without escapes cost one allocation.
+func String(raw []byte) (string, bool) {
+	if len(raw) < 2 || raw[0] != '"' || raw[len(raw)-1] != '"' {
+		return "", false
+	}
+	body := raw[1 : len(raw)-1]
+	plain := utf8.Valid(body)
+	for _, c := range body {
+		if c < ' ' || c == '"' || c == '\\' {
+			plain = false
+			break
+		}
+	}
+	if plain {
+		return string(body), true
+	}
+	// Escapes and invalid UTF-8 (which encoding/json replaces) are rare
+	// enough to leave to encoding/json.
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return "", false
+	}
+	return s, true
+}

@@ -1,0 +1,263 @@
+// Package anthropic is the Anthropic Messages API as the gateway serves it:
+// messages (plain and streamed), token counting, model listings from the
+// catalog, usage from JSON and SSE, and Anthropic's own error shape.
+package anthropic
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/tollgate-dev/tollgate/pkg/gateway"
+	"github.com/tollgate-dev/tollgate/pkg/jsonedit"
+)
+
+// DefaultVersions are the anthropic-version values accepted: 2023-06-01 is
+// what curl examples and older SDKs send, 2026-10-21 what current SDKs send.
+// The version changes validation and response shape, so it is forwarded as
+// the client sent it, never pinned.
+var DefaultVersions = []string{"2023-01-01", "2023-06-01", "2026-10-21"}
+
+// Provider implements gateway.Provider for Anthropic.
+type Provider struct {
+	versions []string
+}
+
+// New returns the Anthropic provider accepting the given anthropic-version
+// values (DefaultVersions when empty).
+func New(versions ...string) *Provider {
+	if len(versions) == 0 {
+		versions = DefaultVersions
+	}
+	return &Provider{versions: versions}
+}
+
+// Name implements gateway.Provider.
+func (*Provider) Name() string { return "anthropic" }
+
+const (
+	opMessages    = "messages"
+	opCountTokens = "messages.count_tokens"
+	opModelsList  = "models.list"
+	opModelsGet   = "models.get"
+)
+
+// Match implements gateway.Provider. Older SDKs append ?beta=true; it is
+// accepted and dropped, as betas are not passed through.
+func (*Provider) Match(method, path, rawQuery string) (gateway.Route, *gateway.Failure) {
+	r := gateway.Route{UpstreamPath: path, UpstreamQuery: gateway.QueryWithout(rawQuery, "key", "beta")}
+	want := http.MethodPost
+	switch {
+	case path == "/v1/messages":
+		r.Operation = opMessages
+	case path == "/v1/messages/count_tokens":
+		r.Operation, r.Unbilled = opCountTokens, true
+	case path == "/v1/models":
+		r.Operation, r.Local, want = opModelsList, true, http.MethodGet
+	case strings.HasPrefix(path, "/v1/models/") && len(path) > len("/v1/models/"):
+		r.Operation, r.Local, want = opModelsGet, true, http.MethodGet
+		r.ModelID = path[len("/v1/models/"):]
+	default:
+		what := "this endpoint"
+		switch {
+		case strings.HasPrefix(path, "/v1/messages/batches"):
+			what = "batch inference (Message Batches)"
+		case strings.HasPrefix(path, "/v1/files"):
+			what = "the Files API"
+		}
+		return r, gateway.Fail(http.StatusNotFound, gateway.CodeUnsupported,
+			"%s %s: the gateway does not support %s.", method, path, what)
+	}
+	if method != want {
+		return r, gateway.Fail(http.StatusMethodNotAllowed, gateway.CodeMethod,
+			"Method %s is not allowed for %s; use %s.", method, path, want)
+	}
+	return r, nil
+}
+
+// Inspect implements gateway.Provider.
+func (*Provider) Inspect(r gateway.Route, body []byte) (gateway.Inspection, *gateway.Failure) {
+	var in gateway.Inspection
+	if !json.Valid(body) {
+		return in, gateway.Fail(http.StatusBadRequest, gateway.CodeInvalidRequest, "The request body is not valid JSON.")
+	}
+	obj, err := jsonedit.Parse(body)
+	if err != nil {
+		return in, gateway.Fail(http.StatusBadRequest, gateway.CodeInvalidRequest, "The request body must be a JSON object.")
+	}
+	if err := json.Unmarshal(obj.Get("model"), &in.Model); err != nil || in.Model == "" {
+		return in, gateway.Fail(http.StatusBadRequest, gateway.CodeInvalidRequest, "model: Field required").WithParam("model")
+	}
+	in.Stream = string(obj.Get("stream")) == "true"
+	if f := checkCacheTTL(body); f != nil {
+		return in, f
+	}
+	return in, nil
+}
+
+// checkCacheTTL refuses a one-hour prompt cache anywhere in the request (top
+// level, system, messages, tools, tool results): the gateway serves only the
+// default five-minute cache, which it prices as a 5m write. A cheap byte
+// check skips the walk for the common request without any TTL.
+func checkCacheTTL(body []byte) *gateway.Failure {
+	if !bytes.Contains(body, []byte(`"ttl"`)) {
+		return nil
+	}
+	var doc any
+	if err := json.Unmarshal(body, &doc); err != nil {
+		return nil
+	}
+	if hasLongTTL(doc) {
+		return gateway.Fail(http.StatusBadRequest, gateway.CodeUnsupported,
+			`cache_control.ttl "1h" is not supported by this gateway; only the default 5-minute cache ("ttl": "5m" or no ttl) is available.`).WithParam("cache_control")
+	}
+	return nil
+}
+
+func hasLongTTL(v any) bool {
+	switch v := v.(type) {
+	case map[string]any:
+		if cc, ok := v["cache_control"].(map[string]any); ok {
+			if ttl, _ := cc["ttl"].(string); ttl == "1h" {
+				return true
+			}
+		}
+		for _, e := range v {
+			if hasLongTTL(e) {
+				return true
+			}
+		}
+	case []any:
+		for _, e := range v {
+			if hasLongTTL(e) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Rewrite implements gateway.Provider: only a renamed model changes.
+func (*Provider) Rewrite(r gateway.Route, body []byte, in gateway.Inspection, rw gateway.Rewrite) (gateway.Rewritten, *gateway.Failure) {
+	if rw.UpstreamModel == "" {
+		return gateway.Rewritten{Body: body}, nil
+	}
+	obj, err := jsonedit.Parse(body)
+	if err != nil {
+		return gateway.Rewritten{}, gateway.Fail(http.StatusBadRequest, gateway.CodeInvalidRequest, "The request body must be a JSON object.")
+	}
+	return gateway.Rewritten{Body: obj.Apply(jsonedit.Edit{Key: "model", Value: gateway.JSONString(rw.UpstreamModel)})}, nil
+}
+
+// UpstreamHeaders implements gateway.Provider. anthropic-version is the one
+// client header the protocol needs; it must be one the gateway knows.
+func (p *Provider) UpstreamHeaders(client gateway.Headers, key string, allow []string) (gateway.Headers, *gateway.Failure) {
+	v := strings.TrimSpace(client.Get("anthropic-version"))
+	if v == "" {
+		return nil, gateway.Fail(http.StatusBadRequest, gateway.CodeInvalidRequest, "anthropic-version: header is required")
+	}
+	if !slices.Contains(p.versions, v) {
+		return nil, gateway.Fail(http.StatusBadRequest, gateway.CodeInvalidRequest,
+			"anthropic-version: %q is not a supported version; this gateway accepts %s.", v, strings.Join(p.versions, ", "))
+	}
+	h := make(gateway.Headers, 0, 5+len(allow))
+	h = append(h,
+		gateway.Header{Name: "content-type", Value: "application/json"},
+		gateway.Header{Name: "accept-encoding", Value: "identity"},
+		gateway.Header{Name: "anthropic-version", Value: v})
+	if key != "" {
+		h = append(h, gateway.Header{Name: "x-api-key", Value: key})
+	}
+	return gateway.AppendAllowed(h, client, allow), nil
+}
+
+// Error implements gateway.Provider.
+func (*Provider) Error(f *gateway.Failure) (int, []byte) {
+	status, typ, msg := f.Status, "invalid_request_error", f.Message
+	switch f.Code {
+	case gateway.CodeBadToken, gateway.CodeExpiredToken, gateway.CodeRevokedToken:
+		typ = "authentication_error"
+	case gateway.CodeForbidden:
+		typ = "permission_error"
+	case gateway.CodeNotFound, gateway.CodeModelNotFound:
+		typ = "not_found_error"
+	case gateway.CodeUnsupported:
+		if status == http.StatusNotFound {
+			typ = "not_found_error"
+		}
+	case gateway.CodeTooLarge:
+		typ = "request_too_large"
+	case gateway.CodeContextTooLong:
+		// The real API's wording, so code matching on it keeps working.
+		msg = fmt.Sprintf("prompt is too long: %d tokens > %d maximum (gateway limit)", f.Tokens, f.Limit)
+	case gateway.CodeRateLimited:
+		typ = "rate_limit_error"
+	case gateway.CodeQuota:
+		status, typ = http.StatusPaymentRequired, "billing_error"
+	case gateway.CodeUpstream, gateway.CodeInternal:
+		typ = "api_error"
+	}
+	if f.Code == gateway.CodeModelNotFound && strings.HasPrefix(f.Message, "The model") {
+		msg = f.Message
+	}
+	return status, errorBody(typ, msg)
+}
+
+func errorBody(typ, msg string) []byte {
+	b := make([]byte, 0, 96+len(msg))
+	b = append(b, `{"type":"error","error":{"type":`...)
+	b = append(b, gateway.JSONString(typ)...)
+	b = append(b, `,"message":`...)
+	b = append(b, gateway.JSONString(msg)...)
+	return append(b, `},"request_id":null}`...)
+}
+
+// StreamError implements gateway.Provider: an `error` event, which both
+// SDKs raise as an API error mid-stream.
+func (*Provider) StreamError(f *gateway.Failure, _ gateway.Route) []byte {
+	b := []byte("event: error\ndata: ")
+	b = append(b, errorBody("api_error", f.Message)...)
+	return append(b, "\n\n"...)
+}
+
+// Local implements gateway.Provider.
+func (*Provider) Local(r gateway.Route, models gateway.ModelLister) (int, []byte, *gateway.Failure) {
+	type model struct {
+		Type        string `json:"type"`
+		ID          string `json:"id"`
+		DisplayName string `json:"display_name"`
+		CreatedAt   string `json:"created_at"`
+	}
+	conv := func(name, display string, created time.Time) model {
+		if display == "" {
+			display = name
+		}
+		return model{Type: "model", ID: name, DisplayName: display, CreatedAt: created.UTC().Format(time.RFC3339)}
+	}
+	if r.Operation == opModelsGet {
+		m, ok := models.Get(r.ModelID)
+		if !ok {
+			return 0, nil, gateway.Fail(http.StatusNotFound, gateway.CodeModelNotFound, "model: %s", r.ModelID)
+		}
+		b, _ := json.Marshal(conv(m.Name, m.DisplayName, m.Created))
+		return http.StatusOK, b, nil
+	}
+	list := struct {
+		Data    []model `json:"data"`
+		HasMore bool    `json:"has_more"`
+		FirstID *string `json:"first_id"`
+		LastID  *string `json:"last_id"`
+	}{Data: []model{}}
+	for _, m := range models.List() {
+		list.Data = append(list.Data, conv(m.Name, m.DisplayName, m.Created))
+	}
+	if n := len(list.Data); n > 0 {
+		list.FirstID, list.LastID = &list.Data[0].ID, &list.Data[n-1].ID
+	}
+	b, _ := json.Marshal(list)
+	return http.StatusOK, b, nil
+}

@@ -1,0 +1,246 @@
+// Package gemini is the Gemini Developer API as the gateway serves it:
+// generateContent (plain, SSE and streamed JSON array), countTokens,
+// embeddings, model listings from the catalog, usage from every shape, and
+// Google's own error shape. Streams are forwarded byte for byte: the Go SDK
+// fails on any added line.
+package gemini
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/tollgate-dev/tollgate/pkg/gateway"
+	"github.com/tollgate-dev/tollgate/pkg/jsonedit"
+)
+
+// Provider implements gateway.Provider for Gemini.
+type Provider struct{}
+
+// New returns the Gemini provider.
+func New() *Provider { return &Provider{} }
+
+// Name implements gateway.Provider.
+func (*Provider) Name() string { return "gemini" }
+
+const (
+	opGenerate      = "generateContent"
+	opStream        = "streamGenerateContent"
+	opCountTokens   = "countTokens"
+	opEmbed         = "embedContent"
+	opBatchEmbed    = "batchEmbedContents"
+	opModelsList    = "models.list"
+	opModelsGet     = "models.get"
+	modelCollection = "models/"
+)
+
+// Match implements gateway.Provider. Paths are
+// /{version}/models/{model}:{method} with version v1beta (the SDK default),
+// v1 or v1alpha.
+func (*Provider) Match(method, path, rawQuery string) (gateway.Route, *gateway.Failure) {
+	r := gateway.Route{UpstreamPath: path, UpstreamQuery: gateway.QueryWithout(rawQuery, "key")}
+	version, rest, _ := strings.Cut(strings.TrimPrefix(path, "/"), "/")
+	switch version {
+	case "v1beta", "v1", "v1alpha":
+	default:
+		return r, notFound(method, path)
+	}
+	want := http.MethodPost
+	switch {
+	case rest == "models":
+		r.Operation, r.Local, want = opModelsList, true, http.MethodGet
+	case strings.HasPrefix(rest, modelCollection) && !strings.Contains(rest, ":"):
+		r.Operation, r.Local, want = opModelsGet, true, http.MethodGet
+		r.ModelID = rest[len(modelCollection):]
+		if r.ModelID == "" || strings.Contains(r.ModelID, "/") {
+			return r, notFound(method, path)
+		}
+	case strings.HasPrefix(rest, modelCollection):
+		model, verb, _ := strings.Cut(rest[len(modelCollection):], ":")
+		if model == "" || strings.Contains(model, "/") {
+			return r, notFound(method, path)
+		}
+		r.Model = model
+		switch verb {
+		case opGenerate, opEmbed, opBatchEmbed:
+			r.Operation = verb
+		case opStream:
+			r.Operation, r.Stream = verb, true
+			r.SSE = gateway.QueryValue(rawQuery, "alt") == "sse"
+		case opCountTokens:
+			r.Operation, r.Unbilled = verb, true
+		case "batchGenerateContent", "asyncBatchEmbedContent":
+			return r, gateway.Fail(http.StatusBadRequest, gateway.CodeUnsupported,
+				"%s is batch inference, which this gateway does not support.", verb)
+		default:
+			return r, notFound(method, path)
+		}
+	case strings.HasPrefix(rest, "cachedContents"):
+		return r, gateway.Fail(http.StatusBadRequest, gateway.CodeUnsupported,
+			"Explicit context caching (cachedContents) is not supported by this gateway.")
+	case strings.HasPrefix(rest, "batches"):
+		return r, gateway.Fail(http.StatusBadRequest, gateway.CodeUnsupported,
+			"Batch inference is not supported by this gateway.")
+	default:
+		return r, notFound(method, path)
+	}
+	if method != want {
+		return r, gateway.Fail(http.StatusMethodNotAllowed, gateway.CodeMethod,
+			"Method %s is not allowed for %s; use %s.", method, path, want)
+	}
+	return r, nil
+}
+
+func notFound(method, path string) *gateway.Failure {
+	return gateway.Fail(http.StatusNotFound, gateway.CodeUnsupported,
+		"%s %s is not supported by this gateway.", method, path)
+}
+
+// Inspect implements gateway.Provider. The model comes from the path.
+func (*Provider) Inspect(r gateway.Route, body []byte) (gateway.Inspection, *gateway.Failure) {
+	in := gateway.Inspection{Model: r.Model, Stream: r.Stream}
+	if !json.Valid(body) {
+		return in, gateway.Fail(http.StatusBadRequest, gateway.CodeInvalidRequest,
+			"Invalid JSON payload received: the request body is not valid JSON.")
+	}
+	obj, err := jsonedit.Parse(body)
+	if err != nil {
+		return in, gateway.Fail(http.StatusBadRequest, gateway.CodeInvalidRequest,
+			"Invalid JSON payload received: the request body must be a JSON object.")
+	}
+	if !jsonedit.IsNull(obj.Get("cachedContent")) {
+		return in, gateway.Fail(http.StatusBadRequest, gateway.CodeUnsupported,
+			"cachedContent (explicit context caching) is not supported by this gateway.").WithParam("cachedContent")
+	}
+	return in, nil
+}
+
+// Rewrite implements gateway.Provider: the body passes unchanged; a model
+// served under another upstream name changes the path.
+func (*Provider) Rewrite(r gateway.Route, body []byte, _ gateway.Inspection, rw gateway.Rewrite) (gateway.Rewritten, *gateway.Failure) {
+	out := gateway.Rewritten{Body: body}
+	if rw.UpstreamModel != "" {
+		out.Path = strings.Replace(r.UpstreamPath, modelCollection+r.Model+":", modelCollection+rw.UpstreamModel+":", 1)
+	}
+	return out, nil
+}
+
+// UpstreamHeaders implements gateway.Provider.
+func (*Provider) UpstreamHeaders(client gateway.Headers, key string, allow []string) (gateway.Headers, *gateway.Failure) {
+	h := make(gateway.Headers, 0, 3+len(allow))
+	h = append(h,
+		gateway.Header{Name: "content-type", Value: "application/json"},
+		gateway.Header{Name: "accept-encoding", Value: "identity"})
+	if key != "" {
+		h = append(h, gateway.Header{Name: "x-goog-api-key", Value: key})
+	}
+	return gateway.AppendAllowed(h, client, allow), nil
+}
+
+// Error implements gateway.Provider, in google.rpc.Status form.
+func (*Provider) Error(f *gateway.Failure) (int, []byte) {
+	status, msg, details := f.Status, f.Message, ""
+	switch f.Code {
+	case gateway.CodeBadToken, gateway.CodeExpiredToken, gateway.CodeRevokedToken:
+		// What Google answers for a bad key; both SDKs parse it.
+		status = http.StatusBadRequest
+		details = `[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"API_KEY_INVALID","domain":"tollgate"}]`
+		msg = "API key not valid. " + f.Message
+	case gateway.CodeContextTooLong:
+		msg = fmt.Sprintf("The input token count (%d) exceeds the maximum number of tokens allowed (%d) by this gateway.", f.Tokens, f.Limit)
+	case gateway.CodeRateLimited, gateway.CodeQuota:
+		if f.RetryAfter > 0 {
+			details = fmt.Sprintf(`[{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"%ds"}]`, f.RetryAfter)
+		}
+	}
+	return status, errorBody(status, rpcStatus(status), msg, details)
+}
+
+// rpcStatus is the google.rpc.Code name Google pairs with an HTTP status.
+func rpcStatus(status int) string {
+	switch status {
+	case http.StatusBadRequest, http.StatusMethodNotAllowed, http.StatusRequestEntityTooLarge:
+		return "INVALID_ARGUMENT"
+	case http.StatusUnauthorized:
+		return "UNAUTHENTICATED"
+	case http.StatusForbidden:
+		return "PERMISSION_DENIED"
+	case http.StatusNotFound:
+		return "NOT_FOUND"
+	case http.StatusTooManyRequests:
+		return "RESOURCE_EXHAUSTED"
+	case http.StatusBadGateway, http.StatusServiceUnavailable:
+		return "UNAVAILABLE"
+	case http.StatusGatewayTimeout:
+		return "DEADLINE_EXCEEDED"
+	default:
+		return "INTERNAL"
+	}
+}
+
+func errorBody(code int, status, msg, details string) []byte {
+	b := make([]byte, 0, 96+len(msg)+len(details))
+	b = fmt.Appendf(b, `{"error":{"code":%d,"message":`, code)
+	b = append(b, gateway.JSONString(msg)...)
+	b = append(b, `,"status":"`...)
+	b = append(b, status...)
+	b = append(b, '"')
+	if details != "" {
+		b = append(b, `,"details":`...)
+		b = append(b, details...)
+	}
+	return append(b, "}}"...)
+}
+
+// StreamError implements gateway.Provider: an SSE data chunk holding an
+// error object, which both SDKs raise. The event uses the CRLF framing
+// Gemini itself uses.
+func (*Provider) StreamError(f *gateway.Failure, _ gateway.Route) []byte {
+	b := []byte("data: ")
+	b = append(b, errorBody(f.Status, rpcStatus(f.Status), f.Message, "")...)
+	return append(b, "\r\n\r\n"...)
+}
+
+// Local implements gateway.Provider.
+func (*Provider) Local(r gateway.Route, models gateway.ModelLister) (int, []byte, *gateway.Failure) {
+	type model struct {
+		Name                       string   `json:"name"`
+		BaseModelID                string   `json:"baseModelId"`
+		Version                    string   `json:"version"`
+		DisplayName                string   `json:"displayName"`
+		InputTokenLimit            int64    `json:"inputTokenLimit"`
+		SupportedGenerationMethods []string `json:"supportedGenerationMethods"`
+	}
+	conv := func(name, display, kind string, ctx int64) model {
+		if display == "" {
+			display = name
+		}
+		methods := []string{opGenerate, opCountTokens}
+		if kind == "embedding" {
+			methods = []string{opEmbed, opBatchEmbed, opCountTokens}
+		}
+		if ctx <= 0 {
+			ctx = gateway.DefaultContextTokens
+		}
+		return model{Name: modelCollection + name, BaseModelID: name, Version: "001", DisplayName: display,
+			InputTokenLimit: ctx, SupportedGenerationMethods: methods}
+	}
+	if r.Operation == opModelsGet {
+		m, ok := models.Get(r.ModelID)
+		if !ok {
+			return 0, nil, gateway.Fail(http.StatusNotFound, gateway.CodeModelNotFound,
+				"models/%s is not found for this gateway.", r.ModelID)
+		}
+		b, _ := json.Marshal(conv(m.Name, m.DisplayName, m.Kind, m.ContextTokens))
+		return http.StatusOK, b, nil
+	}
+	list := struct {
+		Models []model `json:"models"`
+	}{Models: []model{}}
+	for _, m := range models.List() {
+		list.Models = append(list.Models, conv(m.Name, m.DisplayName, m.Kind, m.ContextTokens))
+	}
+	b, _ := json.Marshal(list)
+	return http.StatusOK, b, nil
+}

@@ -1,0 +1,72 @@
+package gemini
+
+import (
+	"github.com/tollgate-dev/tollgate/pkg/gateway"
+	"github.com/tollgate-dev/tollgate/pkg/jsonedit"
+	"github.com/tollgate-dev/tollgate/pkg/jsonscan"
+	"github.com/tollgate-dev/tollgate/pkg/sse"
+	"github.com/tollgate-dev/tollgate/pkg/usage"
+)
+
+// NewMeter implements gateway.Provider.
+func (*Provider) NewMeter(r gateway.Route, _ gateway.Rewritten) gateway.Meter {
+	return &meter{stream: r.Stream}
+}
+
+// meter reads usageMetadata. In a stream every chunk carries the running
+// total for the request, so the last one wins; totals are never summed.
+type meter struct {
+	stream bool
+	u      usage.Tokens
+	state  gateway.Completeness
+	chars  int64
+}
+
+func (m *meter) Usage() (usage.Tokens, gateway.Completeness) { return m.u, m.state }
+func (m *meter) OutputChars() int64                         { return m.chars }
+
+func (m *meter) Event(ev sse.Event) bool {
+	m.Document(ev.Data)
+	return false
+}
+
+func (m *meter) Document(doc []byte) {
+	var first []byte
+	if cands, ok := jsonscan.Field(doc, "candidates"); ok {
+		first = jsonedit.FirstElement(cands)
+		if parts, ok := jsonscan.Field(first, "content", "parts"); ok {
+			if text, ok := jsonscan.Field(jsonedit.FirstElement(parts), "text"); ok {
+				m.chars += int64(len(text))
+			}
+		}
+	}
+	raw, ok := jsonscan.Field(doc, "usageMetadata")
+	if !ok || jsonedit.IsNull(raw) {
+		return
+	}
+	n := func(path string) int64 {
+		v, _ := jsonscan.Field(raw, path)
+		i, _ := jsonscan.Int(v)
+		return i
+	}
+	prompt, cached := n("promptTokenCount"), n("cachedContentTokenCount")
+	cached = min(max(cached, 0), prompt)
+	thoughts := n("thoughtsTokenCount")
+	m.u = usage.Tokens{
+		Input:       prompt - cached + n("toolUsePromptTokenCount"),
+		CachedInput: cached,
+		Output:      n("candidatesTokenCount") + thoughts,
+		Reasoning:   thoughts,
+	}
+	// A whole response is final; in a stream, the chunk that ends the
+	// candidate carries the final total.
+	if !m.stream {
+		m.state = gateway.FinalUsage
+		return
+	}
+	if fr, ok := jsonscan.Field(first, "finishReason"); ok && !jsonedit.IsNull(fr) {
+		m.state = gateway.FinalUsage
+	} else if m.state != gateway.FinalUsage {
+		m.state = gateway.PartialUsage
+	}
+}

@@ -1,0 +1,124 @@
+package openai
+
+import (
+	"github.com/tollgate-dev/tollgate/pkg/gateway"
+	"github.com/tollgate-dev/tollgate/pkg/jsonedit"
+	"github.com/tollgate-dev/tollgate/pkg/jsonscan"
+	"github.com/tollgate-dev/tollgate/pkg/sse"
+	"github.com/tollgate-dev/tollgate/pkg/usage"
+)
+
+// NewMeter implements gateway.Provider.
+func (*Provider) NewMeter(r gateway.Route, rw gateway.Rewritten) gateway.Meter {
+	return &meter{op: r.Operation, hide: rw.HideUsage}
+}
+
+type meter struct {
+	op    string
+	hide  bool
+	u     usage.Tokens
+	found bool
+	chars int64
+}
+
+// Usage implements gateway.Meter. OpenAI sends usage once, at the end.
+func (m *meter) Usage() (usage.Tokens, gateway.Completeness) {
+	if m.found {
+		return m.u, gateway.FinalUsage
+	}
+	return m.u, gateway.NoUsage
+}
+func (m *meter) OutputChars() int64          { return m.chars }
+
+func (m *meter) Document(doc []byte) {
+	if raw, ok := jsonscan.Field(doc, "usage"); ok && !jsonedit.IsNull(raw) {
+		m.read(raw)
+	}
+}
+
+func (m *meter) Event(ev sse.Event) bool {
+	if m.op == opResponses {
+		return m.responsesEvent(ev)
+	}
+	data := ev.Data
+	if len(data) == 0 || data[0] != '{' {
+		return false // [DONE]
+	}
+	if raw, ok := jsonscan.Field(data, "usage"); ok && !jsonedit.IsNull(raw) {
+		m.read(raw)
+		// The chunk the gateway asked for on the client's behalf carries
+		// usage and no choices: the client never sees it.
+		if m.hide {
+			choices, _ := jsonscan.Field(data, "choices")
+			return jsonedit.IsEmptyArray(choices)
+		}
+		return false
+	}
+	if choices, ok := jsonscan.Field(data, "choices"); ok {
+		if first := jsonedit.FirstElement(choices); first != nil {
+			if c, ok := jsonscan.Field(first, "delta", "content"); ok {
+				m.chars += int64(len(c))
+			}
+			if tc, ok := jsonscan.Field(first, "delta", "tool_calls"); ok {
+				m.chars += int64(len(tc))
+			}
+		}
+	}
+	return false
+}
+
+func (m *meter) responsesEvent(ev sse.Event) bool {
+	typ := ev.Name
+	if typ == "" {
+		if raw, ok := jsonscan.Field(ev.Data, "type"); ok {
+			typ, _ = jsonscan.String(raw)
+		}
+	}
+	switch typ {
+	case "response.completed", "response.incomplete", "response.failed":
+		if raw, ok := jsonscan.Field(ev.Data, "response", "usage"); ok && !jsonedit.IsNull(raw) {
+			m.read(raw)
+		}
+	case "response.output_text.delta", "response.function_call_arguments.delta", "response.reasoning_summary_text.delta":
+		if raw, ok := jsonscan.Field(ev.Data, "delta"); ok {
+			m.chars += int64(len(raw))
+		}
+	}
+	return false
+}
+
+// read maps an OpenAI usage object onto the gateway's disjoint kinds. Chat
+// reports prompt/completion tokens, Responses input/output tokens; cached
+// tokens are a subset of the prompt and reasoning a subset of the output.
+func (m *meter) read(raw []byte) {
+	prompt, ok := num(raw, "prompt_tokens")
+	if !ok {
+		prompt, ok = num(raw, "input_tokens")
+	}
+	out, ok2 := num(raw, "completion_tokens")
+	if !ok2 {
+		out, ok2 = num(raw, "output_tokens")
+	}
+	if !ok && !ok2 {
+		return
+	}
+	cached, ok := num(raw, "prompt_tokens_details", "cached_tokens")
+	if !ok {
+		cached, _ = num(raw, "input_tokens_details", "cached_tokens")
+	}
+	reasoning, ok := num(raw, "completion_tokens_details", "reasoning_tokens")
+	if !ok {
+		reasoning, _ = num(raw, "output_tokens_details", "reasoning_tokens")
+	}
+	cached = min(max(cached, 0), prompt)
+	m.u = usage.Tokens{Input: prompt - cached, CachedInput: cached, Output: out, Reasoning: reasoning}
+	m.found = true
+}
+
+func num(raw []byte, path ...string) (int64, bool) {
+	v, ok := jsonscan.Field(raw, path...)
+	if !ok {
+		return 0, false
+	}
+	return jsonscan.Int(v)
+}

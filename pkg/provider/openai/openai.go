@@ -1,0 +1,267 @@
+// Package openai is the OpenAI API as the gateway serves it: Chat
+// Completions, Responses and Embeddings, model listings from the catalog,
+// usage from JSON and SSE, and OpenAI's own error shape.
+package openai
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/tollgate-dev/tollgate/pkg/gateway"
+	"github.com/tollgate-dev/tollgate/pkg/jsonedit"
+)
+
+// Provider implements gateway.Provider for OpenAI.
+type Provider struct{}
+
+// New returns the OpenAI provider.
+func New() *Provider { return &Provider{} }
+
+// Name implements gateway.Provider.
+func (*Provider) Name() string { return "openai" }
+
+const (
+	opChat       = "chat.completions"
+	opResponses  = "responses"
+	opEmbeddings = "embeddings"
+	opModelsList = "models.list"
+	opModelsGet  = "models.get"
+)
+
+// Match implements gateway.Provider. Both base URL forms users set work:
+// ".../openai/v1" (the SDK default shape) and ".../openai" (paths then
+// arrive without /v1, and /v1 is added upstream).
+func (*Provider) Match(method, path, rawQuery string) (gateway.Route, *gateway.Failure) {
+	if path != "/v1" && !strings.HasPrefix(path, "/v1/") {
+		path = "/v1" + path
+	}
+	r := gateway.Route{UpstreamPath: path, UpstreamQuery: gateway.QueryWithout(rawQuery, "key")}
+	want := http.MethodPost
+	switch {
+	case path == "/v1/chat/completions":
+		r.Operation = opChat
+	case path == "/v1/responses":
+		r.Operation = opResponses
+	case path == "/v1/embeddings":
+		r.Operation = opEmbeddings
+	case path == "/v1/models":
+		r.Operation, r.Local, want = opModelsList, true, http.MethodGet
+	case strings.HasPrefix(path, "/v1/models/") && len(path) > len("/v1/models/"):
+		r.Operation, r.Local, want = opModelsGet, true, http.MethodGet
+		r.ModelID = path[len("/v1/models/"):]
+	default:
+		return r, unsupported(method, path)
+	}
+	if method != want {
+		return r, gateway.Fail(http.StatusMethodNotAllowed, gateway.CodeMethod,
+			"Method %s is not allowed for %s; use %s.", method, path, want)
+	}
+	return r, nil
+}
+
+func unsupported(method, path string) *gateway.Failure {
+	what := "this endpoint"
+	switch {
+	case strings.HasPrefix(path, "/v1/batches"):
+		what = "batch inference"
+	case strings.HasPrefix(path, "/v1/files"), strings.HasPrefix(path, "/v1/uploads"):
+		what = "file storage"
+	case strings.HasPrefix(path, "/v1/fine_tuning"):
+		what = "fine-tuning"
+	case strings.HasPrefix(path, "/v1/responses/"), strings.HasPrefix(path, "/v1/chat/completions/"):
+		what = "stored responses (requests are sent with store=false)"
+	case strings.HasPrefix(path, "/v1/realtime"):
+		what = "the Realtime API"
+	}
+	return gateway.Fail(http.StatusNotFound, gateway.CodeUnsupported,
+		"Invalid URL (%s %s): the gateway does not support %s.", method, path, what)
+}
+
+// Inspect implements gateway.Provider.
+func (*Provider) Inspect(r gateway.Route, body []byte) (gateway.Inspection, *gateway.Failure) {
+	var in gateway.Inspection
+	if !json.Valid(body) {
+		return in, gateway.Fail(http.StatusBadRequest, gateway.CodeInvalidRequest,
+			"We could not parse the JSON body of your request. The gateway expects a JSON object.")
+	}
+	obj, err := jsonedit.Parse(body)
+	if err != nil {
+		return in, gateway.Fail(http.StatusBadRequest, gateway.CodeInvalidRequest,
+			"The request body must be a JSON object.")
+	}
+	var model string
+	if err := json.Unmarshal(obj.Get("model"), &model); err != nil || model == "" {
+		return in, gateway.Fail(http.StatusBadRequest, gateway.CodeInvalidRequest,
+			"You must provide a model parameter.").WithParam("model")
+	}
+	in.Model = model
+	in.Stream = string(obj.Get("stream")) == "true"
+	if r.Operation == opEmbeddings {
+		return in, nil
+	}
+	switch tier := stringValue(obj.Get("service_tier")); tier {
+	case "priority", "fast":
+		return in, gateway.Fail(http.StatusBadRequest, gateway.CodeUnsupported,
+			"service_tier %q (priority processing) is not supported by this gateway.", tier).WithParam("service_tier")
+	}
+	if r.Operation == opResponses {
+		// These pull context from objects stored upstream, which the shared
+		// provider account would expose across tenants and the gateway cannot
+		// see to meter or limit.
+		for _, field := range []string{"previous_response_id", "conversation"} {
+			if !jsonedit.IsNull(obj.Get(field)) {
+				return in, gateway.Fail(http.StatusBadRequest, gateway.CodeUnsupported,
+					"%s is not supported by this gateway: responses are not stored. Send the full conversation as input.", field).WithParam(field)
+			}
+		}
+		if string(obj.Get("background")) == "true" {
+			return in, gateway.Fail(http.StatusBadRequest, gateway.CodeUnsupported,
+				"background responses are not supported by this gateway.").WithParam("background")
+		}
+	}
+	return in, nil
+}
+
+// Rewrite implements gateway.Provider: store is forced off, the prompt
+// cache key is the account's, and a chat stream always asks for usage.
+func (*Provider) Rewrite(r gateway.Route, body []byte, in gateway.Inspection, rw gateway.Rewrite) (gateway.Rewritten, *gateway.Failure) {
+	obj, err := jsonedit.Parse(body)
+	if err != nil {
+		return gateway.Rewritten{}, gateway.Fail(http.StatusBadRequest, gateway.CodeInvalidRequest, "The request body must be a JSON object.")
+	}
+	edits := make([]jsonedit.Edit, 0, 4)
+	if rw.UpstreamModel != "" {
+		edits = append(edits, jsonedit.Edit{Key: "model", Value: gateway.JSONString(rw.UpstreamModel)})
+	}
+	var out gateway.Rewritten
+	if r.Operation != opEmbeddings {
+		edits = append(edits,
+			jsonedit.Edit{Key: "store", Value: []byte("false")},
+			jsonedit.Edit{Key: "prompt_cache_key", Value: gateway.JSONString(rw.CacheKey)})
+	}
+	if r.Operation == opChat && in.Stream {
+		opts := obj.Get("stream_options")
+		if string(opts) != "" && !jsonedit.IsNull(opts) {
+			so, err := jsonedit.Parse(opts)
+			if err != nil {
+				return out, gateway.Fail(http.StatusBadRequest, gateway.CodeInvalidRequest,
+					"stream_options must be an object.").WithParam("stream_options")
+			}
+			if string(so.Get("include_usage")) != "true" {
+				out.HideUsage = true
+				edits = append(edits, jsonedit.Edit{Key: "stream_options", Value: so.Apply(jsonedit.Edit{Key: "include_usage", Value: []byte("true")})})
+			}
+		} else {
+			out.HideUsage = true
+			edits = append(edits, jsonedit.Edit{Key: "stream_options", Value: []byte(`{"include_usage":true}`)})
+		}
+	}
+	if len(edits) == 0 {
+		out.Body = body
+		return out, nil
+	}
+	out.Body = obj.Apply(edits...)
+	return out, nil
+}
+
+// UpstreamHeaders implements gateway.Provider.
+func (*Provider) UpstreamHeaders(client gateway.Headers, key string, allow []string) (gateway.Headers, *gateway.Failure) {
+	h := make(gateway.Headers, 0, 4+len(allow))
+	h = append(h,
+		gateway.Header{Name: "content-type", Value: "application/json"},
+		gateway.Header{Name: "accept-encoding", Value: "identity"})
+	if key != "" {
+		h = append(h, gateway.Header{Name: "authorization", Value: "Bearer " + key})
+	}
+	return gateway.AppendAllowed(h, client, allow), nil
+}
+
+// Error implements gateway.Provider.
+func (*Provider) Error(f *gateway.Failure) (int, []byte) {
+	typ, code := "invalid_request_error", string(f.Code)
+	switch f.Code {
+	case gateway.CodeBadToken, gateway.CodeExpiredToken, gateway.CodeRevokedToken:
+		code = "invalid_api_key"
+	case gateway.CodeRateLimited:
+		typ, code = "tokens", "rate_limit_exceeded"
+	case gateway.CodeQuota:
+		typ = "insufficient_quota"
+	case gateway.CodeInvalidRequest:
+		code = ""
+	case gateway.CodeUpstream, gateway.CodeInternal:
+		typ, code = "server_error", ""
+	case gateway.CodeForbidden:
+		typ = "permission_error"
+	}
+	return f.Status, errorBody(f.Message, typ, f.Param, code)
+}
+
+func errorBody(msg, typ, param, code string) []byte {
+	b := make([]byte, 0, 128+len(msg))
+	b = append(b, `{"error":{"message":`...)
+	b = append(b, gateway.JSONString(msg)...)
+	b = append(b, `,"type":`...)
+	b = append(b, gateway.JSONString(typ)...)
+	b = append(b, `,"param":`...)
+	b = appendNullable(b, param)
+	b = append(b, `,"code":`...)
+	b = appendNullable(b, code)
+	return append(b, "}}"...)
+}
+
+func appendNullable(b []byte, s string) []byte {
+	if s == "" {
+		return append(b, "null"...)
+	}
+	return append(b, gateway.JSONString(s)...)
+}
+
+// StreamError implements gateway.Provider: a data payload with a top-level
+// error key makes both SDKs raise (chat); Responses streams get an error
+// event.
+func (*Provider) StreamError(f *gateway.Failure, r gateway.Route) []byte {
+	if r.Operation == opResponses {
+		return fmt.Appendf(nil, "event: error\ndata: {\"type\":\"error\",\"code\":%s,\"message\":%s,\"param\":null}\n\n",
+			gateway.JSONString(string(f.Code)), gateway.JSONString(f.Message))
+	}
+	_, body := (*Provider)(nil).Error(f)
+	return fmt.Appendf(nil, "data: %s\n\n", body)
+}
+
+// Local implements gateway.Provider: model listings come from the catalog.
+func (*Provider) Local(r gateway.Route, models gateway.ModelLister) (int, []byte, *gateway.Failure) {
+	type model struct {
+		ID      string `json:"id"`
+		Object  string `json:"object"`
+		Created int64  `json:"created"`
+		OwnedBy string `json:"owned_by"`
+	}
+	if r.Operation == opModelsGet {
+		m, ok := models.Get(r.ModelID)
+		if !ok {
+			return 0, nil, gateway.Fail(http.StatusNotFound, gateway.CodeModelNotFound,
+				"The model %q does not exist or is not served by this gateway.", r.ModelID).WithParam("model")
+		}
+		b, _ := json.Marshal(model{ID: m.Name, Object: "model", Created: m.Created.Unix(), OwnedBy: "openai"})
+		return http.StatusOK, b, nil
+	}
+	list := struct {
+		Object string  `json:"object"`
+		Data   []model `json:"data"`
+	}{Object: "list", Data: []model{}}
+	for _, m := range models.List() {
+		list.Data = append(list.Data, model{ID: m.Name, Object: "model", Created: m.Created.Unix(), OwnedBy: "openai"})
+	}
+	b, _ := json.Marshal(list)
+	return http.StatusOK, b, nil
+}
+
+func stringValue(raw []byte) string {
+	var s string
+	if json.Unmarshal(raw, &s) != nil {
+		return ""
+	}
+	return s
+}

@@ -1,0 +1,301 @@
+// Package proxy is the standalone HTTP adapter over pkg/gateway: a plain Go
+// reverse proxy for local development, single-binary installs and tests.
+// Responses stream through as they arrive, flushed per chunk.
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tollgate-dev/tollgate/pkg/gateway"
+)
+
+// DefaultUpstreams are the providers' public API roots.
+var DefaultUpstreams = map[string]string{
+	"openai":    "https://api.openai.com",
+	"anthropic": "https://api.anthropic.com",
+	"gemini":    "https://generativelanguage.googleapis.com",
+}
+
+// Config assembles a Proxy.
+type Config struct {
+	Gateway *gateway.Gateway
+	// Upstreams maps a provider name to its API root; a path in the URL is
+	// kept as a prefix.
+	Upstreams map[string]*url.URL
+	// Transport sends upstream requests (a tuned http.Transport by default).
+	Transport http.RoundTripper
+	Logger    *slog.Logger
+}
+
+// Proxy serves the gateway over HTTP.
+type Proxy struct {
+	gw        *gateway.Gateway
+	upstreams map[string]*url.URL
+	rt        http.RoundTripper
+	log       *slog.Logger
+	idPrefix  string
+	seq       atomic.Uint64
+	bufs      sync.Pool
+}
+
+const chunkSize = 32 << 10
+
+// New returns a Proxy.
+func New(cfg Config) (*Proxy, error) {
+	if cfg.Gateway == nil {
+		return nil, errors.New("proxy: no gateway")
+	}
+	p := &Proxy{gw: cfg.Gateway, upstreams: cfg.Upstreams, rt: cfg.Transport, log: cfg.Logger}
+	for _, name := range cfg.Gateway.Providers() {
+		if p.upstreams[name] == nil {
+			return nil, fmt.Errorf("proxy: no upstream for provider %q", name)
+		}
+	}
+	if p.rt == nil {
+		p.rt = NewTransport()
+	}
+	if p.log == nil {
+		p.log = slog.New(slog.DiscardHandler)
+	}
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	p.idPrefix = "tg-" + hex.EncodeToString(b[:]) + "-"
+	p.bufs.New = func() any { b := make([]byte, chunkSize); return &b }
+	return p, nil
+}
+
+// NewTransport returns the upstream transport: many idle connections per
+// host (every request of a busy gateway goes to three hosts), no transparent
+// decompression (the gateway asks for identity encoding and reads what it
+// forwards), HTTP/2 where the provider offers it.
+func NewTransport() *http.Transport {
+	return &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   256,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ResponseHeaderTimeout: 10 * time.Minute,
+		DisableCompression:    true,
+	}
+}
+
+// ParseUpstreams parses provider=URL pairs over the defaults.
+func ParseUpstreams(overrides map[string]string) (map[string]*url.URL, error) {
+	out := make(map[string]*url.URL, len(DefaultUpstreams))
+	for name, raw := range DefaultUpstreams {
+		if o, ok := overrides[name]; ok {
+			raw = o
+		}
+		u, err := url.Parse(raw)
+		if err != nil || u.Scheme == "" || u.Host == "" {
+			return nil, fmt.Errorf("upstream for %s: %q is not an absolute URL", name, raw)
+		}
+		u.Path = strings.TrimSuffix(u.Path, "/")
+		out[name] = u
+	}
+	for name := range overrides {
+		if _, ok := DefaultUpstreams[name]; !ok {
+			return nil, fmt.Errorf("unknown provider %q in upstream override (want openai, anthropic or gemini)", name)
+		}
+	}
+	return out, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch r.URL.Path {
+	case "/healthz", "/readyz":
+		w.Header().Set("content-type", "text/plain")
+		_, _ = io.WriteString(w, "ok\n")
+		return
+	}
+	id := r.Header.Get("x-request-id")
+	if id == "" || len(id) > 128 {
+		id = p.idPrefix + strconv.FormatUint(p.seq.Add(1), 36)
+	}
+	ctx := r.Context()
+	x := p.gw.NewExchange(ctx, id)
+	end := gateway.Completed
+	defer func() { x.Settle(end) }()
+
+	target := r.URL.EscapedPath()
+	if r.URL.RawQuery != "" {
+		target += "?" + r.URL.RawQuery
+	}
+	out := x.RequestHeaders(r.Method, target, toHeaders(r.Header))
+	if out.Action == gateway.NeedBody {
+		body, tooLarge, err := readBody(r, x.MaxRequestBody())
+		switch {
+		case tooLarge:
+			writeResponse(w, x.Reject(x.TooLarge()))
+			return
+		case err != nil:
+			end = gateway.ClientGone
+			return
+		}
+		out = x.RequestBody(body)
+	}
+	if out.Action == gateway.Respond {
+		writeResponse(w, out.Response)
+		return
+	}
+	end = p.forward(ctx, w, x, out.Upstream)
+}
+
+func (p *Proxy) forward(ctx context.Context, w http.ResponseWriter, x *gateway.Exchange, up gateway.UpstreamRequest) gateway.End {
+	base := p.upstreams[up.Provider]
+	u := *base
+	path, query, _ := strings.Cut(up.Path, "?")
+	u.RawPath = ""
+	u.Path = base.Path + path
+	u.RawQuery = query
+	req, err := http.NewRequestWithContext(ctx, up.Method, u.String(), nil)
+	if err != nil {
+		writeResponse(w, x.UpstreamUnavailable())
+		return gateway.UpstreamFailed
+	}
+	req.Body = io.NopCloser(bytes.NewReader(up.Body))
+	req.ContentLength = int64(len(up.Body))
+	req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(up.Body)), nil }
+	for _, h := range up.Header {
+		req.Header[http.CanonicalHeaderKey(h.Name)] = append(req.Header[http.CanonicalHeaderKey(h.Name)], h.Value)
+	}
+	resp, err := p.rt.RoundTrip(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return gateway.ClientGone
+		}
+		p.log.LogAttrs(ctx, slog.LevelWarn, "upstream unreachable",
+			slog.String("request_id", x.ID()), slog.String("provider", up.Provider), slog.String("error", redactURL(err)))
+		writeResponse(w, x.UpstreamUnavailable())
+		return gateway.UpstreamFailed
+	}
+	defer resp.Body.Close()
+
+	hdr := x.ResponseHeaders(resp.StatusCode, toHeaders(resp.Header))
+	wh := w.Header()
+	for _, h := range hdr {
+		wh[http.CanonicalHeaderKey(h.Name)] = append(wh[http.CanonicalHeaderKey(h.Name)], h.Value)
+	}
+	w.WriteHeader(resp.StatusCode)
+	rc := http.NewResponseController(w)
+	_ = rc.Flush()
+
+	bp := p.bufs.Get().(*[]byte)
+	defer p.bufs.Put(bp)
+	buf := *bp
+	for {
+		n, rerr := resp.Body.Read(buf)
+		if n > 0 {
+			if fwd := x.ResponseBody(buf[:n], false); len(fwd) > 0 {
+				if _, err := w.Write(fwd); err != nil {
+					return gateway.ClientGone
+				}
+				if err := rc.Flush(); err != nil {
+					return gateway.ClientGone
+				}
+			}
+		}
+		switch {
+		case rerr == nil:
+			continue
+		case errors.Is(rerr, io.EOF):
+			if fwd := x.ResponseBody(nil, true); len(fwd) > 0 {
+				if _, err := w.Write(fwd); err != nil {
+					return gateway.ClientGone
+				}
+			}
+			_ = rc.Flush()
+			return gateway.Completed
+		case ctx.Err() != nil:
+			return gateway.ClientGone
+		default:
+			if tail := x.StreamAborted(); len(tail) > 0 {
+				_, _ = w.Write(tail)
+				_ = rc.Flush()
+			}
+			return gateway.UpstreamFailed
+		}
+	}
+}
+
+// readBody reads at most limit bytes; more is reported as tooLarge without
+// reading the rest.
+func readBody(r *http.Request, limit int64) (body []byte, tooLarge bool, err error) {
+	if r.ContentLength > limit {
+		return nil, true, nil
+	}
+	size := r.ContentLength
+	if size < 0 {
+		size = 4096
+	}
+	buf := make([]byte, 0, size+1)
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Body.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if int64(len(buf)) > limit {
+			return nil, true, nil
+		}
+		if errors.Is(err, io.EOF) {
+			return buf, false, nil
+		}
+		if err != nil {
+			return nil, false, err
+		}
+	}
+}
+
+func writeResponse(w http.ResponseWriter, resp gateway.Response) {
+	wh := w.Header()
+	for _, h := range resp.Header {
+		wh[http.CanonicalHeaderKey(h.Name)] = append(wh[http.CanonicalHeaderKey(h.Name)], h.Value)
+	}
+	wh.Set("Content-Length", strconv.Itoa(len(resp.Body)))
+	w.WriteHeader(resp.Status)
+	_, _ = w.Write(resp.Body)
+}
+
+func toHeaders(h http.Header) gateway.Headers {
+	n := 0
+	for _, vs := range h {
+		n += len(vs)
+	}
+	out := make(gateway.Headers, 0, n)
+	for k, vs := range h {
+		for _, v := range vs {
+			out = append(out, gateway.Header{Name: k, Value: v})
+		}
+	}
+	return out
+}
+
+// redactURL keeps an upstream error's cause but drops the URL, whose query
+// could carry a key.
+func redactURL(err error) string {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Op + ": " + ue.Err.Error()
+	}
+	return err.Error()
+}

@@ -1,0 +1,60 @@
+// Package usage holds the token counts of one request in the gateway's own,
+// provider-neutral terms. The kinds are disjoint so that
+// cost = Σ kind × price with no double counting.
+package usage
+
+import "time"
+
+// Tokens is the metered usage of one request.
+type Tokens struct {
+	// Input is uncached input: OpenAI prompt − cached; Anthropic input_tokens;
+	// Gemini prompt − cached + tool-use prompt.
+	Input int64 `json:"input_tokens"`
+	// CachedInput is input read from a provider cache.
+	CachedInput int64 `json:"cached_input_tokens"`
+	// CacheWrite is input written to a provider cache (Anthropic 5m writes).
+	CacheWrite int64 `json:"cache_write_tokens"`
+	// Output is all output, reasoning included.
+	Output int64 `json:"output_tokens"`
+	// Reasoning is the reasoning/thinking part of Output, for information only.
+	Reasoning int64 `json:"reasoning_tokens"`
+}
+
+// PromptTotal is every input token the model saw, cached or not.
+func (t Tokens) PromptTotal() int64 { return t.Input + t.CachedInput + t.CacheWrite }
+
+// Total is every token billed.
+func (t Tokens) Total() int64 { return t.PromptTotal() + t.Output }
+
+// IsZero reports whether no tokens were counted.
+func (t Tokens) IsZero() bool { return t == Tokens{} }
+
+// Status is how a request ended.
+type Status string
+
+const (
+	StatusOK        Status = "ok"        // upstream answered 2xx and the body completed
+	StatusError     Status = "error"     // upstream answered with an error status or failed midway
+	StatusRejected  Status = "rejected"  // the gateway refused it before any upstream call
+	StatusAbandoned Status = "abandoned" // the client went away before the response completed
+)
+
+// Record is the one usage record a request yields. It never holds prompt or
+// output text.
+type Record struct {
+	RequestID  string        `json:"request_id"`
+	Time       time.Time     `json:"time"`
+	Account    string        `json:"account"`
+	Project    string        `json:"project"`
+	Provider   string        `json:"provider"`
+	Model      string        `json:"model"`
+	Operation  string        `json:"operation"`
+	Status     Status        `json:"status"`
+	HTTPStatus int           `json:"http_status"`
+	Reason     string        `json:"reason,omitempty"` // rejection or failure reason code, never free text
+	Stream     bool          `json:"stream"`
+	Tokens                   // flattened into the JSON object
+	Estimated  bool          `json:"estimated"`
+	Latency    time.Duration `json:"-"`
+	LatencyMS  int64         `json:"latency_ms"`
+}
