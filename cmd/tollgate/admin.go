@@ -34,7 +34,7 @@ func newMockCmd() *cobra.Command {
 				return fmt.Errorf("listen %s: %w", listen, err)
 			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "tollgate mock: serving on http://%s (/openai, /anthropic, /gemini)\n", ln.Addr())
-			srv := &http.Server{Handler: mockprovider.NewMux(mockprovider.Options{ChunkDelay: delay}), ReadHeaderTimeout: 10 * time.Second}
+			srv := &http.Server{Handler: mockHandler(mockprovider.NewServers(mockprovider.Options{ChunkDelay: delay})), ReadHeaderTimeout: 10 * time.Second}
 			go func() { <-cmd.Context().Done(); _ = srv.Close() }()
 			if err := srv.Serve(ln); err != http.ErrServerClosed {
 				return err

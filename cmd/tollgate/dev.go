@@ -25,10 +25,13 @@ import (
 // devState is what a running dev gateway leaves in its data dir for
 // `tollgate env`.
 type devState struct {
-	PID     int       `json:"pid"`
-	BaseURL string    `json:"base_url"`
-	Token   string    `json:"token"`
-	Mocked  []string  `json:"mocked,omitempty"`
+	PID     int      `json:"pid"`
+	BaseURL string   `json:"base_url"`
+	Token   string   `json:"token"`
+	Mocked  []string `json:"mocked,omitempty"`
+	// MockURL is where the built-in mock providers listen; GET
+	// MockURL/_mock/served returns their ground truth.
+	MockURL string    `json:"mock_url,omitempty"`
 	Started time.Time `json:"started"`
 }
 
@@ -106,6 +109,7 @@ type devOptions struct {
 func runDev(ctx context.Context, o devOptions) error {
 	log := newLogger(o.logLevel)
 	var mocked []string
+	var mockURL string
 	for _, p := range providerNames {
 		if _, ok := o.overrides[p]; !ok && o.keys[p] == "" {
 			mocked = append(mocked, p)
@@ -116,11 +120,12 @@ func runDev(ctx context.Context, o devOptions) error {
 		if err != nil {
 			return fmt.Errorf("mock providers: %w", err)
 		}
-		msrv := &http.Server{Handler: mockprovider.NewMux(mockprovider.Options{ChunkDelay: o.chunkDelay}), ReadHeaderTimeout: 10 * time.Second}
+		msrv := &http.Server{Handler: mockHandler(mockprovider.NewServers(mockprovider.Options{ChunkDelay: o.chunkDelay})), ReadHeaderTimeout: 10 * time.Second}
 		go func() { _ = msrv.Serve(ml) }()
 		defer msrv.Close()
+		mockURL = "http://" + ml.Addr().String()
 		for _, p := range mocked {
-			o.overrides[p] = "http://" + ml.Addr().String() + "/" + p
+			o.overrides[p] = mockURL + "/" + p
 		}
 	}
 	st, err := newStack(ctx, stackOptions{
@@ -148,7 +153,7 @@ func runDev(ctx context.Context, o devOptions) error {
 	if err != nil {
 		return fmt.Errorf("mint dev token: %w", err)
 	}
-	state := devState{PID: os.Getpid(), BaseURL: baseURLFor(ln.Addr().String()), Token: token, Mocked: mocked, Started: time.Now().UTC()}
+	state := devState{PID: os.Getpid(), BaseURL: baseURLFor(ln.Addr().String()), Token: token, Mocked: mocked, MockURL: mockURL, Started: time.Now().UTC()}
 	statePath := filepath.Join(o.dataDir, devStateFile)
 	if err := writeJSONFile(statePath, state); err != nil {
 		return err

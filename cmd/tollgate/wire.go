@@ -96,14 +96,14 @@ func newStack(ctx context.Context, o stackOptions) (*stack, error) {
 	}
 	revoked := auth.NewFileRevocations(filepath.Join(o.dataDir, "revoked"))
 	gw := gateway.New(gateway.Config{
-		Providers: []gateway.Provider{openai.New(), anthropic.New(o.versions...), gemini.New()},
-		Upstreams: upstreams,
-		Catalog:   cat,
-		Verifier:  auth.NewVerifier(map[string]ed25519.PublicKey{signer.KeyID(): signer.PublicKey()}, revoked),
-		Recorder:  gateway.RecorderFunc(func(r usage.Record) { writer.Write(r) }),
-		Counter:   counter,
+		Providers:      []gateway.Provider{openai.New(), anthropic.New(o.versions...), gemini.New()},
+		Upstreams:      upstreams,
+		Catalog:        cat,
+		Verifier:       auth.NewVerifier(map[string]ed25519.PublicKey{signer.KeyID(): signer.PublicKey()}, revoked),
+		Recorder:       gateway.RecorderFunc(func(r usage.Record) { writer.Write(r) }),
+		Counter:        counter,
 		MaxRequestBody: o.maxBody,
-		Logger:    o.logger,
+		Logger:         o.logger,
 	})
 	px, err := proxy.New(proxy.Config{Gateway: gw, Upstreams: ups, Logger: o.logger})
 	if err != nil {

@@ -80,17 +80,17 @@ type Exchange struct {
 	id    string
 	start time.Time
 
-	prov    Provider
-	route   Route
-	method  string
-	claims  auth.Claims
-	authed  bool
-	upHdr   Headers
-	model   string
-	stream  bool
-	inputEst int64
+	prov      Provider
+	route     Route
+	method    string
+	claims    auth.Claims
+	authed    bool
+	upHdr     Headers
+	model     string
+	stream    bool
+	inputEst  int64
 	forwarded bool
-	failure *Failure
+	failure   *Failure
 
 	status    int
 	framing   framing

@@ -8,21 +8,21 @@ import "fmt"
 type Code string
 
 const (
-	CodeBadToken        Code = "invalid_token"          // missing, garbled, forged, unknown key
-	CodeExpiredToken    Code = "expired_token"          // token past its expiry
-	CodeRevokedToken    Code = "revoked_token"          // token on the revocation list
-	CodeForbidden       Code = "forbidden"              // account disabled, project not activated
-	CodeNotFound        Code = "not_found"              // route the gateway does not serve
-	CodeUnsupported     Code = "unsupported"            // endpoint or feature refused by policy
-	CodeMethod          Code = "method_not_allowed"     // wrong HTTP method for a served route
-	CodeInvalidRequest  Code = "invalid_request"        // body not JSON, missing model, bad header
-	CodeModelNotFound   Code = "model_not_found"        // model not in the catalog
-	CodeTooLarge        Code = "body_too_large"         // request body over the configured cap
-	CodeContextTooLong  Code = "context_length_exceeded" // input over the context limit
-	CodeRateLimited     Code = "rate_limited"           // TPM or per-project limit
-	CodeQuota           Code = "insufficient_quota"     // no credits left
-	CodeUpstream        Code = "upstream_error"         // upstream unreachable or failed midway
-	CodeInternal        Code = "internal"               // a gateway fault
+	CodeBadToken       Code = "invalid_token"           // missing, garbled, forged, unknown key
+	CodeExpiredToken   Code = "expired_token"           // token past its expiry
+	CodeRevokedToken   Code = "revoked_token"           // token on the revocation list
+	CodeForbidden      Code = "forbidden"               // account disabled, project not activated
+	CodeNotFound       Code = "not_found"               // route the gateway does not serve
+	CodeUnsupported    Code = "unsupported"             // endpoint or feature refused by policy
+	CodeMethod         Code = "method_not_allowed"      // wrong HTTP method for a served route
+	CodeInvalidRequest Code = "invalid_request"         // body not JSON, missing model, bad header
+	CodeModelNotFound  Code = "model_not_found"         // model not in the catalog
+	CodeTooLarge       Code = "body_too_large"          // request body over the configured cap
+	CodeContextTooLong Code = "context_length_exceeded" // input over the context limit
+	CodeRateLimited    Code = "rate_limited"            // TPM or per-project limit
+	CodeQuota          Code = "insufficient_quota"      // no credits left
+	CodeUpstream       Code = "upstream_error"          // upstream unreachable or failed midway
+	CodeInternal       Code = "internal"                // a gateway fault
 )
 
 // Failure is a request the gateway answers itself. Providers render it as

@@ -20,7 +20,7 @@ type meter struct {
 }
 
 func (m *meter) Usage() (usage.Tokens, gateway.Completeness) { return m.u, m.state }
-func (m *meter) OutputChars() int64                         { return m.chars }
+func (m *meter) OutputChars() int64                          { return m.chars }
 
 func (m *meter) Document(doc []byte) {
 	if raw, ok := jsonscan.Field(doc, "usage"); ok && m.read(raw) {

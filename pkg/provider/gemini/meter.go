@@ -23,7 +23,7 @@ type meter struct {
 }
 
 func (m *meter) Usage() (usage.Tokens, gateway.Completeness) { return m.u, m.state }
-func (m *meter) OutputChars() int64                         { return m.chars }
+func (m *meter) OutputChars() int64                          { return m.chars }
 
 func (m *meter) Event(ev sse.Event) bool {
 	m.Document(ev.Data)

@@ -28,7 +28,7 @@ func (m *meter) Usage() (usage.Tokens, gateway.Completeness) {
 	}
 	return m.u, gateway.NoUsage
 }
-func (m *meter) OutputChars() int64          { return m.chars }
+func (m *meter) OutputChars() int64 { return m.chars }
 
 func (m *meter) Document(doc []byte) {
 	if raw, ok := jsonscan.Field(doc, "usage"); ok && !jsonedit.IsNull(raw) {
