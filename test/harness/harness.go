@@ -1,0 +1,275 @@
+// Package harness runs the real tollgate binary for end-to-end tests: it
+// builds cmd/tollgate once per test binary (with the race detector when the
+// tests have it), starts `tollgate dev` on a free loopback port with its own
+// data dir, and reads back what a user would see: the env it sets, the
+// usage ledger, and the mock providers' ground truth.
+package harness
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tollgate-dev/tollgate/pkg/mockprovider"
+	"github.com/tollgate-dev/tollgate/pkg/usage"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// RepoRoot is the module root.
+func RepoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+// Binary builds cmd/tollgate once and returns its path.
+func Binary(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "tollgate-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "tollgate")
+		args := []string{"build", "-o", binPath}
+		if raceEnabled {
+			args = append(args, "-race")
+		}
+		args = append(args, "./cmd/tollgate")
+		cmd := exec.Command("go", args...)
+		cmd.Dir = RepoRoot()
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// Run runs the tollgate binary with args and returns stdout; it fails the
+// test on a non-zero exit.
+func Run(t testing.TB, args ...string) []byte {
+	t.Helper()
+	cmd := exec.Command(Binary(t), args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("tollgate %v: %v\n%s", args, err, stderr.String())
+	}
+	return out
+}
+
+// Dev is a running `tollgate dev`.
+type Dev struct {
+	DataDir string
+	BaseURL string
+	Token   string
+	MockURL string
+	cmd     *exec.Cmd
+	done    chan error
+	stderr  *bytes.Buffer
+}
+
+type devState struct {
+	PID     int    `json:"pid"`
+	BaseURL string `json:"base_url"`
+	Token   string `json:"token"`
+	MockURL string `json:"mock_url"`
+}
+
+// StartDev starts `tollgate dev --listen 127.0.0.1:0 --data-dir DIR` plus
+// extra args (e.g. "--mock", "--catalog", FILE) and waits until it serves.
+// It is stopped with SIGINT when the test ends.
+func StartDev(t testing.TB, extra ...string) *Dev {
+	t.Helper()
+	dir := t.TempDir()
+	args := append([]string{"dev", "--listen", "127.0.0.1:0", "--data-dir", dir}, extra...)
+	cmd := exec.Command(Binary(t), args...)
+	cmd.Env = CleanEnv()
+	d := &Dev{DataDir: dir, cmd: cmd, done: make(chan error, 1), stderr: &bytes.Buffer{}}
+	cmd.Stderr = d.stderr
+	cmd.Stdout = &bytes.Buffer{}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { d.done <- cmd.Wait() }()
+	t.Cleanup(func() { d.Stop(t) })
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		b, err := os.ReadFile(filepath.Join(dir, "dev.json"))
+		if err == nil {
+			var st devState
+			if json.Unmarshal(b, &st) == nil && st.BaseURL != "" && healthy(st.BaseURL) {
+				d.BaseURL, d.Token, d.MockURL = st.BaseURL, st.Token, st.MockURL
+				return d
+			}
+		}
+		select {
+		case err := <-d.done:
+			t.Fatalf("tollgate dev exited early: %v\n%s", err, d.stderr.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("tollgate dev did not start in time\n%s", d.stderr.String())
+		}
+	}
+}
+
+// Stop interrupts the gateway and waits for it (records are flushed on
+// the way out).
+func (d *Dev) Stop(t testing.TB) {
+	if d.cmd.ProcessState != nil || d.cmd.Process == nil {
+		return
+	}
+	_ = d.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-d.done:
+	case <-time.After(15 * time.Second):
+		_ = d.cmd.Process.Kill()
+		<-d.done
+		t.Errorf("tollgate dev did not stop on SIGINT\n%s", d.stderr.String())
+	}
+}
+
+// Stderr is what the gateway logged so far.
+func (d *Dev) Stderr() string { return d.stderr.String() }
+
+func healthy(base string) bool {
+	c := http.Client{Timeout: time.Second}
+	resp, err := c.Get(base + "/healthz")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+// Env is what `tollgate env --json` prints for this gateway, as a user's
+// shell would get it (computed against a clean environment).
+func (d *Dev) Env(t testing.TB) map[string]string {
+	t.Helper()
+	cmd := exec.Command(Binary(t), "env", "--json", "--data-dir", d.DataDir)
+	cmd.Env = CleanEnv()
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("tollgate env: %v", err)
+	}
+	var m map[string]string
+	if err := json.Unmarshal(out, &m); err != nil {
+		t.Fatalf("tollgate env --json: %v\n%s", err, out)
+	}
+	return m
+}
+
+// Served is one request the mock providers received, with their ground
+// truth usage.
+type Served struct {
+	Provider string `json:"provider"`
+	mockprovider.Served
+}
+
+// Served returns everything the mock providers received so far.
+func (d *Dev) Served(t testing.TB) []Served {
+	t.Helper()
+	if d.MockURL == "" {
+		t.Fatal("this gateway runs no mock providers")
+	}
+	resp, err := http.Get(d.MockURL + "/_mock/served")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out []Served
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// Usage returns the ledger's usage records (`tollgate usage --json`).
+func (d *Dev) Usage(t testing.TB) []usage.Record {
+	t.Helper()
+	out := Run(t, "usage", "--json", "--data-dir", d.DataDir)
+	var recs []usage.Record
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var r usage.Record
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			t.Fatalf("usage line %q: %v", sc.Text(), err)
+		}
+		recs = append(recs, r)
+	}
+	return recs
+}
+
+// WaitUsage polls the ledger until it holds at least n records (the
+// gateway writes them in batches, off the request path).
+func (d *Dev) WaitUsage(t testing.TB, n int) []usage.Record {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for {
+		recs := d.Usage(t)
+		if len(recs) >= n {
+			return recs
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("ledger has %d usage records, want %d", len(recs), n)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// CleanEnv is the test process environment without any variable the
+// gateway sets or reads as a provider key, so a developer's own keys never
+// leak into (or change) a test.
+func CleanEnv() []string {
+	drop := map[string]bool{}
+	for _, k := range []string{
+		"OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "ANTHROPIC_AUTH_TOKEN",
+		"GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_GEMINI_BASE_URL", "GOOGLE_VERTEX_BASE_URL",
+		"GOOGLE_GENAI_USE_VERTEXAI", "AI_GATEWAY_KEY", "AI_GATEWAY_BASE_URL",
+		"TOLLGATE_OPENAI_API_KEY", "TOLLGATE_ANTHROPIC_API_KEY", "TOLLGATE_GEMINI_API_KEY", "TOLLGATE_DATA_DIR",
+	} {
+		drop[k] = true
+	}
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := cutEq(kv)
+		if !drop[k] {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+func cutEq(kv string) (string, string, bool) {
+	for i := 0; i < len(kv); i++ {
+		if kv[i] == '=' {
+			return kv[:i], kv[i+1:], true
+		}
+	}
+	return kv, "", false
+}
