@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"strings"
 	"time"
@@ -73,6 +74,7 @@ func newServeCmd() *cobra.Command {
 	var (
 		configFile, listen, dataDir, catalogFile, logLevel string
 		upstreamFlags, allowFlags                          []string
+		debugListen                                        string
 		maxBody                                            int64
 	)
 	cmd := &cobra.Command{
@@ -134,6 +136,11 @@ with the signing key kept in the data dir (mint them with ` + "`tollgate token m
 					versions = pc.Versions
 				}
 			}
+			if debugListen != "" {
+				if err := serveDebug(debugListen); err != nil {
+					return err
+				}
+			}
 			return runServe(cmd.Context(), listen, stackOptions{
 				dataDir: dataDir, catalogFile: catalogFile, upstreams: overrides, keys: keys,
 				allowHeaders: allow, versions: versions, maxBody: maxBody, logger: newLogger(logLevel),
@@ -149,6 +156,7 @@ with the signing key kept in the data dir (mint them with ` + "`tollgate token m
 	f.StringArrayVar(&allowFlags, "allow-header", nil, "provider=header: pass this client header upstream (e.g. anthropic=anthropic-beta)")
 	f.Int64Var(&maxBody, "max-request-body", 32<<20, "largest request body accepted, in bytes (larger: 413)")
 	f.StringVar(&logLevel, "log-level", "", "debug, info, warn or error (default info)")
+	f.StringVar(&debugListen, "debug-listen", "", "serve Go profiling endpoints (/debug/pprof) on this address; keep it on loopback")
 	return cmd
 }
 
@@ -197,4 +205,20 @@ func runServe(ctx context.Context, listen string, o stackOptions) error {
 	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	return srv.Shutdown(sctx)
+}
+
+// serveDebug exposes net/http/pprof on its own listener, never on the
+// proxy's, so profiling stays an operator's loopback affair.
+func serveDebug(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("debug listen %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	go func() { _ = http.Serve(ln, mux) }()
+	return nil
 }
