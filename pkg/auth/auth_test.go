@@ -115,6 +115,9 @@ func TestMintRefuses(t *testing.T) {
 		{"long account", s, func(c *Claims) { c.Account = long }},
 		{"invalid UTF-8", s, func(c *Claims) { c.Project = "p\xff" }},
 		{"control character", s, func(c *Claims) { c.Account = "a\nb" }},
+		{"too long once escaped", testSigner(strings.Repeat("<", maxFieldLen), 1), func(c *Claims) {
+			c.Account, c.Project, c.TokenID = strings.Repeat("<", maxFieldLen), strings.Repeat(">", maxFieldLen), strings.Repeat("&", maxFieldLen)
+		}},
 		{"empty signer kid", testSigner("", 1), func(*Claims) {}},
 		{"no private key", NewSigner("k1", nil), func(*Claims) {}},
 		{"short private key", NewSigner("k1", make(ed25519.PrivateKey, 10)), func(*Claims) {}},

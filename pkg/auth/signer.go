@@ -82,7 +82,11 @@ func (s *Signer) Mint(c Claims) (string, error) {
 	if err := c.validate(); err != nil {
 		return "", fmt.Errorf("auth: mint: %w", err)
 	}
-	return s.sign(encodePayload(c)), nil
+	tok := s.sign(encodePayload(c))
+	if len(tok) > maxTokenLen {
+		return "", fmt.Errorf("auth: mint: token would be %d bytes, over the %d a verifier accepts", len(tok), maxTokenLen)
+	}
+	return tok, nil
 }
 
 // sign assembles a token around an encoded payload.

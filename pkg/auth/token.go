@@ -60,9 +60,10 @@ const (
 	// maxFieldLen bounds each string claim, and with it the token: a
 	// token travels in a header on every request.
 	maxFieldLen = 128
-	// maxTokenLen is above the longest token Mint can produce (four
-	// fields of maxFieldLen, JSON-escaped at worst, in base64), so
-	// anything longer is refused before any decoding.
+	// maxTokenLen bounds a token, so anything longer is refused before
+	// any decoding. Mint refuses to produce a longer one (possible only
+	// with long claims full of characters JSON escapes); real tokens are
+	// around 250 bytes.
 	maxTokenLen = 4096
 	sigB64Len   = 86 // base64url of an ed25519 signature, unpadded
 )
@@ -206,10 +207,10 @@ func parse(token string) (c Claims, signed string, sig []byte, err error) {
 // ignores stray low bits), so parse checks that each part re-encodes to
 // itself.
 func isEncoding(b []byte, s string) bool {
-	if base64.RawURLEncoding.EncodedLen(len(b)) != len(s) {
+	var buf [maxTokenLen]byte
+	if base64.RawURLEncoding.EncodedLen(len(b)) != len(s) || len(s) > len(buf) {
 		return false
 	}
-	var buf [maxTokenLen]byte
 	out := buf[:len(s)]
 	base64.RawURLEncoding.Encode(out, b)
 	return string(out) == s

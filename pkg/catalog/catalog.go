@@ -227,15 +227,7 @@ func build(families map[key]priceSpec, specs map[key]*modelSpec) (*Catalog, erro
 	fillCreated(c.all)
 	for _, m := range c.all {
 		c.models[key{m.Provider, m.Name}] = m
-	}
-	for i := 0; i < len(c.all); {
-		p := c.all[i].Provider
-		j := i
-		for j < len(c.all) && c.all[j].Provider == p {
-			j++
-		}
-		c.byProv[p] = c.all[i:j:j]
-		i = j
+		c.byProv[m.Provider] = append(c.byProv[m.Provider], m)
 	}
 	return c, nil
 }

@@ -1,8 +1,6 @@
 package catalog
 
 import (
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -264,27 +262,6 @@ func TestDisplayNameAndCreated(t *testing.T) {
 		}
 		if !m.Created.Equal(tt.created) {
 			t.Errorf("%s: created %v, want %v", tt.name, m.Created, tt.created)
-		}
-	}
-}
-
-// TestEmbeddedDataMatchesShared catches the embedded copy drifting from
-// the published tables. CI has shared/ beside the clone; a user's clone
-// does not, and then there is nothing to compare.
-func TestEmbeddedDataMatchesShared(t *testing.T) {
-	for name, embedded := range map[string]string{
-		"model-limits.csv": limitsCSV,
-		"model-prices.csv": pricesCSV,
-	} {
-		shared, err := os.ReadFile(filepath.Join("..", "..", "..", "shared", "data", name))
-		if os.IsNotExist(err) {
-			t.Skipf("no shared/data/%s beside the clone", name)
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if string(shared) != embedded {
-			t.Errorf("pkg/catalog/data/%s differs from shared/data/%s", name, name)
 		}
 	}
 }

@@ -77,3 +77,17 @@ func TestTrimTail(t *testing.T) {
 		}
 	}
 }
+
+func TestDisplayName(t *testing.T) {
+	for in, want := range map[string]string{
+		"gpt-3.5-turbo-0125":       "GPT-3.5 Turbo (0125)",
+		"gemini-2.0-flash-001":     "Gemini 2.0 Flash (001)",
+		"claude-3-7-sonnet-latest": "Claude 3.7 Sonnet (latest)",
+		"text-embedding-3-small":   "Text Embedding 3 Small",
+		"o3":                       "o3",
+	} {
+		if got := displayName(in); got != want {
+			t.Errorf("displayName(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
