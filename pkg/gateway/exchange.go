@@ -246,6 +246,9 @@ func (x *Exchange) authenticate(h Headers, rawQuery string) *Failure {
 		return Fail(http.StatusUnauthorized, CodeBadToken, "No gateway key was provided. Pass the gateway token as the API key.")
 	}
 	c, err := x.g.cfg.Verifier.Verify(token, x.g.now())
+	// A well-signed but expired or revoked token still names its account,
+	// so its rejection is recorded against it.
+	x.claims = c
 	switch {
 	case err == nil:
 	case errors.Is(err, auth.ErrExpired):
@@ -255,8 +258,6 @@ func (x *Exchange) authenticate(h Headers, rawQuery string) *Failure {
 	default:
 		return Fail(http.StatusUnauthorized, CodeBadToken, "Incorrect gateway key provided.")
 	}
-	x.claims = c
-	x.authed = true
 	return nil
 }
 
@@ -314,6 +315,9 @@ func (x *Exchange) estimate(body []byte) int64 {
 
 func (x *Exchange) reject(f *Failure) Outcome {
 	x.failure = f
+	if f.Operation == "" {
+		f.Operation = x.route.Operation
+	}
 	return Outcome{Action: Respond, Response: x.errorResponse(f)}
 }
 

@@ -37,6 +37,9 @@ type Failure struct {
 	// Tokens and Limit describe a context-length failure, for providers
 	// whose native message states both.
 	Tokens, Limit int64
+	// Operation is the route's operation when known, for providers whose
+	// error fields depend on the endpoint.
+	Operation string
 	// NoRetry sends x-should-retry: false so Stainless SDKs do not retry.
 	NoRetry bool
 }

@@ -77,7 +77,7 @@ func (x *Exchange) Settle(how End) usage.Record {
 	if x.g.cfg.Recorder != nil {
 		x.g.cfg.Recorder.Record(rec)
 	}
-	x.g.log.LogAttrs(x.ctx, slog.LevelInfo, "request",
+	x.g.log.LogAttrs(x.ctx, slog.LevelDebug, "request",
 		slog.String("request_id", rec.RequestID),
 		slog.String("provider", rec.Provider),
 		slog.String("model", rec.Model),

@@ -180,7 +180,7 @@ func (*Provider) UpstreamHeaders(client gateway.Headers, key string, allow []str
 
 // Error implements gateway.Provider.
 func (*Provider) Error(f *gateway.Failure) (int, []byte) {
-	typ, code := "invalid_request_error", string(f.Code)
+	typ, code, param := "invalid_request_error", string(f.Code), f.Param
 	switch f.Code {
 	case gateway.CodeBadToken, gateway.CodeExpiredToken, gateway.CodeRevokedToken:
 		code = "invalid_api_key"
@@ -190,12 +190,16 @@ func (*Provider) Error(f *gateway.Failure) (int, []byte) {
 		typ = "insufficient_quota"
 	case gateway.CodeInvalidRequest:
 		code = ""
+	case gateway.CodeContextTooLong:
+		if f.Operation != opChat {
+			param = "input" // Responses and Embeddings take "input", not "messages"
+		}
 	case gateway.CodeUpstream, gateway.CodeInternal:
 		typ, code = "server_error", ""
 	case gateway.CodeForbidden:
 		typ = "permission_error"
 	}
-	return f.Status, errorBody(f.Message, typ, f.Param, code)
+	return f.Status, errorBody(f.Message, typ, param, code)
 }
 
 func errorBody(msg, typ, param, code string) []byte {
