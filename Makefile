@@ -28,6 +28,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecoder$$' -fuzztime $(FUZZTIME) ./pkg/sse
 	$(GO) test -run '^$$' -fuzz '^FuzzField$$' -fuzztime $(FUZZTIME) ./pkg/jsonscan
 	$(GO) test -run '^$$' -fuzz '^FuzzArraySplitter$$' -fuzztime $(FUZZTIME) ./pkg/jsonscan
+	$(GO) test -run '^$$' -fuzz '^FuzzParseApply$$' -fuzztime $(FUZZTIME) ./pkg/jsonedit
 	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME) ./pkg/auth
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./pkg/auth
 	$(GO) test -run '^$$' -fuzz '^FuzzOpenAIUsage$$' -fuzztime $(FUZZTIME) ./pkg/provider/openai

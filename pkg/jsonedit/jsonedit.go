@@ -7,6 +7,8 @@ package jsonedit
 import (
 	"bytes"
 	"errors"
+
+	"github.com/tollgate-dev/tollgate/pkg/jsonscan"
 )
 
 // ErrNotObject is returned when the document is not a JSON object.
@@ -46,7 +48,7 @@ func Parse(doc []byte) (*Object, error) {
 			return nil, ErrNotObject
 		}
 		start := i
-		kend, ok := skipString(doc, i)
+		kend, ok := jsonscan.ValueEnd(doc, i)
 		if !ok {
 			return nil, ErrNotObject
 		}
@@ -56,7 +58,7 @@ func Parse(doc []byte) (*Object, error) {
 			return nil, ErrNotObject
 		}
 		i = skipWS(doc, i+1)
-		vend, ok := SkipValue(doc, i)
+		vend, ok := jsonscan.ValueEnd(doc, i)
 		if !ok {
 			return nil, ErrNotObject
 		}
@@ -165,66 +167,6 @@ func skipWS(b []byte, i int) int {
 	return i
 }
 
-func skipString(b []byte, i int) (int, bool) {
-	// b[i] == '"'
-	for j := i + 1; j < len(b); j++ {
-		switch b[j] {
-		case '\\':
-			j++
-		case '"':
-			return j + 1, true
-		}
-	}
-	return 0, false
-}
-
-// SkipValue returns the index just past the JSON value starting at b[i].
-func SkipValue(b []byte, i int) (int, bool) {
-	if i >= len(b) {
-		return 0, false
-	}
-	switch c := b[i]; c {
-	case '"':
-		return skipString(b, i)
-	case '{', '[':
-		depth := 0
-		for j := i; j < len(b); j++ {
-			switch b[j] {
-			case '"':
-				end, ok := skipString(b, j)
-				if !ok {
-					return 0, false
-				}
-				j = end - 1
-			case '{', '[':
-				depth++
-			case '}', ']':
-				depth--
-				if depth == 0 {
-					return j + 1, true
-				}
-			}
-		}
-		return 0, false
-	default:
-		j := i
-		for j < len(b) {
-			switch b[j] {
-			case ',', '}', ']', ' ', '\t', '\n', '\r':
-				if j == i {
-					return 0, false
-				}
-				return j, true
-			}
-			j++
-		}
-		if j == i {
-			return 0, false
-		}
-		return j, true
-	}
-}
-
 // FirstElement returns the first element of a JSON array, or nil.
 func FirstElement(arr []byte) []byte {
 	i := skipWS(arr, 0)
@@ -232,7 +174,7 @@ func FirstElement(arr []byte) []byte {
 		return nil
 	}
 	i = skipWS(arr, i+1)
-	end, ok := SkipValue(arr, i)
+	end, ok := jsonscan.ValueEnd(arr, i)
 	if !ok {
 		return nil
 	}

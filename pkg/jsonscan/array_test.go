@@ -266,6 +266,8 @@ func FuzzArraySplitter(f *testing.F) {
 	f.Add(readTestdata(f, "gemini-array.json"), uint64(6))
 	f.Fuzz(func(t *testing.T, in []byte, seed uint64) {
 		checkSplit(t, in, randomChunks(in, seed))
-		checkSplit(t, in, sized(in, 1))
+		if len(in) <= 4<<10 { // byte by byte is slow for the big seeds
+			checkSplit(t, in, sized(in, 1))
+		}
 	})
 }

@@ -52,8 +52,8 @@ func Field(doc []byte, path ...string) (raw []byte, ok bool) {
 
 // Int returns the value of raw, a JSON number, if it is an integer that fits
 // in an int64. Fractions and exponents are rejected even when the value is
-// integral (no provider writes token counts that way). null is not a number:
-// Int(null) returns 0, false.
+// integral: providers write token counts as plain integers. null is not a
+// number: Int(null) returns 0, false.
 func Int(raw []byte) (int64, bool) {
 	b := raw
 	neg := len(b) > 0 && b[0] == '-'
@@ -119,4 +119,18 @@ func String(raw []byte) (string, bool) {
 		return "", false
 	}
 	return s, true
+}
+
+// ValueEnd returns the index just past the JSON value that starts at
+// doc[i] (no leading whitespace), validating it on the way. It lets an
+// editor walk a document's members with this package's one scanner.
+func ValueEnd(doc []byte, i int) (end int, ok bool) {
+	if i < 0 || i >= len(doc) {
+		return 0, false
+	}
+	s := scanner{data: doc, pos: i, found: -1}
+	if !s.value(nil, 0) {
+		return 0, false
+	}
+	return s.pos, true
 }

@@ -193,6 +193,21 @@ func TestFieldStrings(t *testing.T) {
 	}
 }
 
+// TestFieldSpace puts runs of whitespace of every length everywhere it may
+// go (Anthropic pads its events with spaces).
+func TestFieldSpace(t *testing.T) {
+	for n := range 20 {
+		for _, sp := range []string{strings.Repeat(" ", n), strings.Repeat(" ", n) + "\t\r\n" + strings.Repeat(" ", n)} {
+			doc := sp + "{" + sp + `"a"` + sp + ":" + sp + "[" + sp + "1" + sp + "," + sp + "2" + sp + "]" + sp + "," + sp + `"b":3` + sp + "}" + sp
+			if raw, ok := Field([]byte(doc), "b"); !ok || string(raw) != "3" {
+				t.Errorf("Field(%#q, b) = %#q, %v; want 3, true", doc, raw, ok)
+			}
+			checkFieldKeys(t, []byte(doc))
+			checkField(t, []byte(doc+"x"))
+		}
+	}
+}
+
 // checkFieldKeys compares Field with encoding/json for every key path of
 // up to two keys in doc.
 func checkFieldKeys(t *testing.T, doc []byte) {

@@ -21,7 +21,13 @@ type scanner struct {
 func (s *scanner) skipSpace() {
 	for s.pos < len(s.data) {
 		switch s.data[s.pos] {
-		case ' ', '\t', '\n', '\r':
+		case ' ':
+			s.pos++
+			// Anthropic pads events with runs of spaces.
+			for s.pos+8 <= len(s.data) && binary.LittleEndian.Uint64(s.data[s.pos:]) == ' '*0x0101010101010101 {
+				s.pos += 8
+			}
+		case '\t', '\n', '\r':
 			s.pos++
 		default:
 			return

@@ -55,7 +55,7 @@ type Decoder struct {
 	// MaxEventSize bounds len(Event.Data), and separately the value of an
 	// "event" or "id" line. Data beyond it is dropped and the event is marked
 	// Truncated; an over-long name or id is cut silently. Zero means
-	// DefaultMaxEventSize. Change it only before the first Feed.
+	// DefaultMaxEventSize. Set it before the first Feed of a stream.
 	MaxEventSize int
 
 	off   int64 // stream offset of the next byte to process
@@ -125,29 +125,33 @@ const (
 // the pair is one line end, and End must cover it whatever the chunking.
 func (d *Decoder) Feed(p []byte, emit func(Event) error) error {
 	if !d.bomDone {
-		// The byte order mark may arrive split over several chunks; hold
-		// the matching prefix until it is complete or proven not a BOM.
-		for len(p) > 0 && d.bomSeen < len(bom) {
-			if p[0] != bom[d.bomSeen] {
-				// Not a BOM: what was held is ordinary content.
-				held := [len(bom)]byte{bom[0], bom[1], bom[2]}
-				n := d.bomSeen
-				d.bomSeen, d.bomDone = 0, true
-				if err := d.feed(held[:n], emit); err != nil {
-					return err
-				}
-				return d.feed(p, emit)
-			}
+		// The byte order mark may arrive split over several chunks: hold
+		// the matching prefix until it is complete or proven not to be one.
+		for len(p) > 0 && d.bomSeen < len(bom) && p[0] == bom[d.bomSeen] {
 			d.bomSeen++
 			p = p[1:]
 		}
-		if d.bomSeen < len(bom) {
+		switch {
+		case d.bomSeen == len(bom):
+			d.bomSeen, d.bomDone = 0, true
+			d.off += int64(len(bom))
+		case len(p) == 0:
 			return nil
+		default:
+			if err := d.endBOM(emit); err != nil {
+				return err
+			}
 		}
-		d.bomDone = true
-		d.off += int64(len(bom))
 	}
 	return d.feed(p, emit)
+}
+
+// endBOM ends the check for a byte order mark, decoding as content the bytes
+// held that turned out not to be one.
+func (d *Decoder) endBOM(emit func(Event) error) error {
+	held := []byte(bom[:d.bomSeen])
+	d.bomSeen, d.bomDone = 0, true
+	return d.feed(held, emit)
 }
 
 func (d *Decoder) feed(p []byte, emit func(Event) error) error {
@@ -384,10 +388,7 @@ func (d *Decoder) dispatch(emit func(Event) error) error {
 // Close must be the last call for the stream; call Reset to start another.
 func (d *Decoder) Close(emit func(Event) error) error {
 	if !d.bomDone {
-		held := [len(bom)]byte{bom[0], bom[1], bom[2]}
-		n := d.bomSeen
-		d.bomSeen, d.bomDone = 0, true
-		if err := d.feed(held[:n], emit); err != nil {
+		if err := d.endBOM(emit); err != nil {
 			return err
 		}
 	}
