@@ -58,3 +58,12 @@ type Record struct {
 	Latency    time.Duration `json:"-"`
 	LatencyMS  int64         `json:"latency_ms"`
 }
+
+// MaxCount bounds any one count read from a provider (about a trillion
+// tokens): far above any real request, low enough that sums of counts
+// cannot overflow.
+const MaxCount int64 = 1 << 40
+
+// Clamp limits a count read off the wire to [0, MaxCount], so a malformed
+// or hostile body can never bill negative or overflowing tokens.
+func Clamp(n int64) int64 { return min(max(n, 0), MaxCount) }

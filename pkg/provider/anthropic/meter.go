@@ -61,7 +61,7 @@ func (m *meter) read(raw []byte) bool {
 	set := func(dst *int64, path ...string) {
 		if v, ok := jsonscan.Field(raw, path...); ok {
 			if n, ok := jsonscan.Int(v); ok {
-				*dst, any = n, true
+				*dst, any = usage.Clamp(n), true
 			}
 		}
 	}
@@ -70,5 +70,6 @@ func (m *meter) read(raw []byte) bool {
 	set(&m.u.CacheWrite, "cache_creation_input_tokens")
 	set(&m.u.Output, "output_tokens")
 	set(&m.u.Reasoning, "output_tokens_details", "thinking_tokens")
+	m.u.Reasoning = min(m.u.Reasoning, m.u.Output) // thinking is part of the output
 	return any
 }

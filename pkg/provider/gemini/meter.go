@@ -47,10 +47,10 @@ func (m *meter) Document(doc []byte) {
 	n := func(path string) int64 {
 		v, _ := jsonscan.Field(raw, path)
 		i, _ := jsonscan.Int(v)
-		return i
+		return usage.Clamp(i)
 	}
 	prompt, cached := n("promptTokenCount"), n("cachedContentTokenCount")
-	cached = min(max(cached, 0), prompt)
+	cached = min(cached, prompt)
 	thoughts := n("thoughtsTokenCount")
 	m.u = usage.Tokens{
 		Input:       prompt - cached + n("toolUsePromptTokenCount"),

@@ -110,7 +110,11 @@ func (m *meter) read(raw []byte) {
 	if !ok {
 		reasoning, _ = num(raw, "output_tokens_details", "reasoning_tokens")
 	}
-	cached = min(max(cached, 0), prompt)
+	// Counts are clamped so a malformed body can never bill negative
+	// tokens: cached is a subset of the prompt, reasoning of the output.
+	prompt, out = usage.Clamp(prompt), usage.Clamp(out)
+	cached = min(usage.Clamp(cached), prompt)
+	reasoning = min(usage.Clamp(reasoning), out)
 	m.u = usage.Tokens{Input: prompt - cached, CachedInput: cached, Output: out, Reasoning: reasoning}
 	m.found = true
 }
