@@ -308,7 +308,15 @@ var anthropicModelList = []struct{ id, name, created string }{
 
 func (c *call) anthropicModels(id string) {
 	model := func(id, name, created string) obj {
-		return obj{{"type", "model"}, {"id", id}, {"display_name", name}, {"created_at", created}}
+		line := any(nil)
+		for _, l := range []string{"opus", "sonnet", "haiku"} {
+			if strings.Contains(id, l) {
+				line = l
+			}
+		}
+		return obj{{"type", "model"}, {"id", id}, {"display_name", name}, {"created_at", created},
+			{"lifecycle", "active"}, {"line", line}, {"max_input_tokens", 200000}, {"max_tokens", 64000},
+			{"deprecated_at", nil}, {"retires_at", nil}}
 	}
 	if id != "" {
 		c.rec.Model = id

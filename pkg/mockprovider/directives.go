@@ -447,11 +447,3 @@ func embeddingBase64(v []float32) string {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
-
-// rawOrNull returns raw if it is a JSON value, else null.
-func rawOrNull(raw json.RawMessage) json.RawMessage {
-	if len(raw) == 0 {
-		return json.RawMessage("null")
-	}
-	return raw
-}

@@ -1,7 +1,6 @@
 package mockprovider
 
 import (
-	"bytes"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -195,13 +194,4 @@ func wantUsage(t *testing.T, got, want usage.Tokens) {
 	if got != want {
 		t.Fatalf("ground truth usage = %+v, want %+v", got, want)
 	}
-}
-
-func compactJSON(t *testing.T, b []byte) string {
-	t.Helper()
-	var out bytes.Buffer
-	if err := json.Compact(&out, b); err != nil {
-		t.Fatal(err)
-	}
-	return out.String()
 }

@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http/httptest"
 	"testing"
 
@@ -159,7 +160,7 @@ func TestSDKOpenAIChat(t *testing.T) {
 		}
 	})
 	for _, stream := range []bool{false, true} {
-		t.Run("tool", func(t *testing.T) {
+		t.Run(fmt.Sprintf("tool stream=%v", stream), func(t *testing.T) {
 			p := openai.ChatCompletionNewParams{
 				Model:         "gpt-4o-mini",
 				Messages:      []openai.ChatCompletionMessageParamUnion{openai.UserMessage("weather? [[mock tool]]")},
@@ -403,7 +404,7 @@ func TestSDKAnthropic(t *testing.T) {
 		}
 	})
 	for _, tool := range []bool{false, true} {
-		t.Run("stream", func(t *testing.T) {
+		t.Run(fmt.Sprintf("stream tool=%v", tool), func(t *testing.T) {
 			p := anthropic.MessageNewParams{
 				Model:     "claude-sonnet-4-5",
 				MaxTokens: 100,
@@ -537,7 +538,7 @@ func TestSDKGemini(t *testing.T) {
 		wantUsage(t, gemSDKUsage(last.UsageMetadata), s.Usage)
 	})
 	for _, stream := range []bool{false, true} {
-		t.Run("tool", func(t *testing.T) {
+		t.Run(fmt.Sprintf("tool stream=%v", stream), func(t *testing.T) {
 			var r *genai.GenerateContentResponse
 			var err error
 			if stream {

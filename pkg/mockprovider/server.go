@@ -228,6 +228,7 @@ func (c *call) latency() bool {
 
 // send writes a complete (non-streamed) response.
 func (c *call) send(status int, contentType string, body []byte, hdr map[string]string) {
+	c.rec.Status = status
 	if !c.latency() {
 		return
 	}
@@ -237,7 +238,6 @@ func (c *call) send(status int, contentType string, body []byte, hdr map[string]
 	}
 	h.Set("Content-Type", contentType)
 	h.Set("Content-Length", itoa(len(body)))
-	c.rec.Status = status
 	c.commit()
 	c.w.WriteHeader(status)
 	if _, err := c.w.Write(body); err != nil {
@@ -248,6 +248,8 @@ func (c *call) send(status int, contentType string, body []byte, hdr map[string]
 // stream writes chunks with ChunkDelay between them, flushing after each.
 // The record is committed before the last chunk is written.
 func (c *call) stream(contentType string, hdr map[string]string, chunks [][]byte) {
+	c.rec.Status = http.StatusOK
+	c.rec.Stream = true
 	if !c.latency() {
 		return
 	}
@@ -256,8 +258,6 @@ func (c *call) stream(contentType string, hdr map[string]string, chunks [][]byte
 		h.Set(k, v)
 	}
 	h.Set("Content-Type", contentType)
-	c.rec.Status = http.StatusOK
-	c.rec.Stream = true
 	fl, _ := c.w.(http.Flusher)
 	c.w.WriteHeader(http.StatusOK)
 	if fl != nil {
@@ -294,7 +294,7 @@ func (c *call) id(kind string, n int) string {
 	return hashID(c.seed, kind, n)
 }
 
-// checkKey enforces Options.APIKey. It reports whether the request may go on.
+// authorized enforces Options.APIKey. It reports whether the request may go on.
 func (c *call) authorized(keys ...string) bool {
 	want := c.s.opts.APIKey
 	if want == "" {
@@ -333,13 +333,4 @@ func marshalIndent(v any, escapeHTML bool) []byte {
 		panic("mockprovider: marshal: " + err.Error())
 	}
 	return b.Bytes()
-}
-
-// compactRaw returns the compact form of a JSON value.
-func compactRaw(b []byte) json.RawMessage {
-	var out bytes.Buffer
-	if err := json.Compact(&out, b); err != nil {
-		return slices.Clone(b)
-	}
-	return out.Bytes()
 }
