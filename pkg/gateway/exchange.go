@@ -15,6 +15,9 @@ import (
 	"github.com/tollgate-dev/tollgate/pkg/sse"
 )
 
+// UserAgent identifies the gateway to providers.
+const UserAgent = "tollgate/1"
+
 // Action tells the adapter what to do next.
 type Action int
 
@@ -152,7 +155,8 @@ func (x *Exchange) RequestHeaders(method, target string, h Headers) Outcome {
 	if f != nil {
 		return x.reject(f)
 	}
-	x.upHdr = hdr
+	// Upstream sees the gateway, not the client's SDK, as the caller.
+	x.upHdr = append(hdr, Header{Name: "user-agent", Value: UserAgent})
 	return Outcome{Action: NeedBody}
 }
 

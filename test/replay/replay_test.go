@@ -650,7 +650,7 @@ func checkUpstreamRequest(t *testing.T, c replayCase, v variant, got Received, t
 	want := map[string]string{
 		"Content-Type":    "application/json",
 		"Accept-Encoding": "identity",
-		"User-Agent":      "Go-http-client/1.1",
+		"User-Agent":      gateway.UserAgent,
 	}
 	if c.Provider == "anthropic" {
 		want["Anthropic-Version"] = "2023-06-01"

@@ -1,0 +1,1055 @@
+// Package sdkgo_test drives the official Go SDKs of OpenAI, Anthropic and
+// Gemini, unchanged and unconfigured, through `tollgate dev --mock`: the
+// clients are built with no options at all and find the gateway only
+// through the variables `tollgate env` prints. Every call that reaches the
+// mock must be metered in the ledger exactly as the mock billed it; calls
+// the gateway refuses must never reach the mock and must be recorded as
+// rejected; neither the gateway's log nor the ledger may hold prompt text
+// or keys.
+package sdkgo_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/anthropics/anthropic-sdk-go/v2"
+	aoption "github.com/anthropics/anthropic-sdk-go/v2/option"
+	"github.com/openai/openai-go/v3"
+	ooption "github.com/openai/openai-go/v3/option"
+	"github.com/openai/openai-go/v3/responses"
+	"github.com/openai/openai-go/v3/shared"
+	"google.golang.org/genai"
+
+	"github.com/tollgate-dev/tollgate/pkg/usage"
+	"github.com/tollgate-dev/tollgate/test/harness"
+)
+
+// marker is in every prompt; it must never show up in logs or the ledger.
+const marker = "zebra-quokka-7731"
+
+// Garbage keys for the bad-key calls; distinctive so a leak is found.
+const (
+	badOpenAIKey    = "sk-garbage-okapi-4417"
+	badAnthropicKey = "sk-ant-garbage-okapi-4418"
+	badGeminiKey    = "AIza-garbage-okapi-4419"
+)
+
+const requestIDHeader = "X-Tollgate-Request-Id"
+
+// extraSDKVars are variables the three SDKs read besides the ones
+// harness.CleanEnv drops. A developer's machine may have them; they would
+// change what an "unconfigured" client does (extra headers, org ids,
+// profiles, Vertex), so the test process starts without them.
+var extraSDKVars = []string{
+	"OPENAI_ORG_ID", "OPENAI_PROJECT_ID", "OPENAI_ADMIN_KEY", "OPENAI_WEBHOOK_SECRET", "OPENAI_CUSTOM_HEADERS",
+	"ANTHROPIC_CUSTOM_HEADERS", "ANTHROPIC_PROFILE", "ANTHROPIC_CONFIG_DIR", "ANTHROPIC_WEBHOOK_SIGNING_KEY",
+	"ANTHROPIC_FEDERATION_RULE_ID", "ANTHROPIC_ORGANIZATION_ID", "ANTHROPIC_IDENTITY_TOKEN_FILE", "ANTHROPIC_IDENTITY_TOKEN",
+	"GOOGLE_GENAI_USE_ENTERPRISE", "GOOGLE_CLOUD_PROJECT", "GOOGLE_CLOUD_LOCATION", "GOOGLE_CLOUD_REGION",
+}
+
+func TestMain(m *testing.M) {
+	// Unset (not set to "") every provider variable harness.CleanEnv keeps
+	// away from the gateway: the Go SDKs use os.LookupEnv, so an empty
+	// value is not the same as none.
+	keep := map[string]bool{}
+	for _, kv := range harness.CleanEnv() {
+		k, _, _ := strings.Cut(kv, "=")
+		keep[k] = true
+	}
+	for _, kv := range os.Environ() {
+		if k, _, _ := strings.Cut(kv, "="); !keep[k] {
+			os.Unsetenv(k)
+		}
+	}
+	for _, k := range extraSDKVars {
+		os.Unsetenv(k)
+	}
+	os.Exit(m.Run())
+}
+
+// call is one SDK call and what the ledger must say about it.
+type call struct {
+	name     string
+	provider string
+	model    string
+	op       string // usage.Record.Operation
+	stream   bool
+	reqID    string // x-tollgate-request-id, when the SDK exposes it
+	// reject is the reason code of a call the gateway must refuse (and the
+	// mock never see); status its HTTP status.
+	reject string
+	status int
+	// estimated: the wire carries no usage (Gemini embeddings).
+	estimated bool
+
+	before map[string]int  // mock records per provider before the call
+	served *harness.Served // what the mock received, for forwarded calls
+	done   bool
+}
+
+type suite struct {
+	dev   *harness.Dev
+	calls []*call
+}
+
+func servedCounts(all []harness.Served) map[string]int {
+	n := map[string]int{}
+	for _, s := range all {
+		n[s.Provider]++
+	}
+	return n
+}
+
+// begin registers a call and snapshots the mock's log.
+func (s *suite) begin(t *testing.T, c call) *call {
+	t.Helper()
+	c.name = t.Name()
+	c.before = servedCounts(s.dev.Served(t))
+	cp := &c
+	s.calls = append(s.calls, cp)
+	return cp
+}
+
+// end checks what reached the mock during the call: exactly one request
+// to the call's provider, or nothing at all for a rejected call.
+func (s *suite) end(t *testing.T, c *call) {
+	t.Helper()
+	all := s.dev.Served(t)
+	var fresh []harness.Served
+	seen := map[string]int{}
+	for _, sv := range all {
+		seen[sv.Provider]++
+		if seen[sv.Provider] > c.before[sv.Provider] {
+			fresh = append(fresh, sv)
+		}
+	}
+	if c.reject != "" {
+		if len(fresh) != 0 {
+			t.Errorf("a call the gateway must refuse reached the mock: %s %s%s", fresh[0].Method, fresh[0].Path, query(fresh[0].RawQuery))
+		}
+		c.done = true
+		return
+	}
+	if len(fresh) != 1 {
+		for _, f := range fresh {
+			t.Logf("mock received: %s %s %s%s status %d", f.Provider, f.Method, f.Path, query(f.RawQuery), f.Status)
+		}
+		t.Fatalf("the mock received %d requests for this call, want exactly 1", len(fresh))
+	}
+	sv := fresh[0]
+	if sv.Provider != c.provider || sv.Model != c.model || sv.Status != http.StatusOK || sv.Stream != c.stream {
+		t.Fatalf("mock record: provider %q model %q status %d stream %v; want %s %s 200 stream %v",
+			sv.Provider, sv.Model, sv.Status, sv.Stream, c.provider, c.model, c.stream)
+	}
+	if sv.Aborted || sv.MidstreamError {
+		t.Fatalf("mock record aborted=%v midstream_error=%v", sv.Aborted, sv.MidstreamError)
+	}
+	c.served = &sv
+	c.done = true
+}
+
+func query(q string) string {
+	if q == "" {
+		return ""
+	}
+	return "?" + q
+}
+
+func callCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func prompt(s string) string { return s + " (" + marker + ")" }
+
+func wantTokens(t *testing.T, what string, got, want usage.Tokens) {
+	t.Helper()
+	if got != want {
+		t.Errorf("%s: %+v, want %+v", what, got, want)
+	}
+}
+
+func mustID(t *testing.T, h http.Header) string {
+	t.Helper()
+	id := h.Get(requestIDHeader)
+	if id == "" {
+		t.Errorf("response has no %s header", requestIDHeader)
+	}
+	return id
+}
+
+// ---- native usage in the gateway's terms ----
+
+func oaChat(u openai.CompletionUsage) usage.Tokens {
+	return usage.Tokens{
+		Input:       u.PromptTokens - u.PromptTokensDetails.CachedTokens,
+		CachedInput: u.PromptTokensDetails.CachedTokens,
+		Output:      u.CompletionTokens,
+		Reasoning:   u.CompletionTokensDetails.ReasoningTokens,
+	}
+}
+
+func oaResp(u responses.ResponseUsage) usage.Tokens {
+	return usage.Tokens{
+		Input:       u.InputTokens - u.InputTokensDetails.CachedTokens,
+		CachedInput: u.InputTokensDetails.CachedTokens,
+		Output:      u.OutputTokens,
+		Reasoning:   u.OutputTokensDetails.ReasoningTokens,
+	}
+}
+
+func anth(u anthropic.Usage) usage.Tokens {
+	return usage.Tokens{
+		Input:       u.InputTokens,
+		CachedInput: u.CacheReadInputTokens,
+		CacheWrite:  u.CacheCreationInputTokens,
+		Output:      u.OutputTokens,
+		Reasoning:   u.OutputTokensDetails.ThinkingTokens,
+	}
+}
+
+func gem(u *genai.GenerateContentResponseUsageMetadata) usage.Tokens {
+	if u == nil {
+		return usage.Tokens{}
+	}
+	return usage.Tokens{
+		Input:       int64(u.PromptTokenCount - u.CachedContentTokenCount + u.ToolUsePromptTokenCount),
+		CachedInput: int64(u.CachedContentTokenCount),
+		Output:      int64(u.CandidatesTokenCount + u.ThoughtsTokenCount),
+		Reasoning:   int64(u.ThoughtsTokenCount),
+	}
+}
+
+// ---- the test ----
+
+func TestOfficialGoSDKs(t *testing.T) {
+	catalogFile := filepath.Join(harness.RepoRoot(), "test", "testdata", "catalog-embeddings.yaml")
+	// Debug logging makes the privacy check below cover everything the
+	// gateway can log.
+	dev := harness.StartDev(t, "--mock", "--catalog", catalogFile, "--log-level", "debug")
+	env := dev.Env(t)
+	wantVars := []string{
+		"OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL",
+		"GEMINI_API_KEY", "GOOGLE_GEMINI_BASE_URL", "AI_GATEWAY_KEY", "AI_GATEWAY_BASE_URL",
+	}
+	var got []string
+	for k := range env {
+		got = append(got, k)
+	}
+	slices.Sort(got)
+	slices.Sort(wantVars)
+	if !slices.Equal(got, wantVars) {
+		t.Fatalf("tollgate env --json sets %v, want %v", got, wantVars)
+	}
+	for k, v := range env {
+		t.Setenv(k, v)
+	}
+	if env["OPENAI_API_KEY"] != dev.Token || env["ANTHROPIC_API_KEY"] != dev.Token || env["GEMINI_API_KEY"] != dev.Token {
+		t.Fatal("the key variables are not the dev gateway token")
+	}
+
+	s := &suite{dev: dev}
+	t.Run("openai", s.openAI)
+	t.Run("anthropic", s.anthropic)
+	t.Run("gemini", s.gemini)
+
+	// Stop the gateway: it flushes every pending record on the way out, so
+	// the ledger is complete and the log final without any waiting.
+	dev.Stop(t)
+	t.Run("ledger", s.ledger)
+	t.Run("privacy", s.privacy)
+}
+
+// ---- OpenAI ----
+
+var oaWeather = openai.ChatCompletionFunctionTool(shared.FunctionDefinitionParam{
+	Name: "get_weather",
+	Parameters: shared.FunctionParameters{
+		"type":       "object",
+		"properties": map[string]any{"location": map[string]any{"type": "string"}},
+		"required":   []string{"location"},
+	},
+})
+
+func (s *suite) openAI(t *testing.T) {
+	client := openai.NewClient()
+
+	t.Run("chat", func(t *testing.T) {
+		c := s.begin(t, call{provider: "openai", model: "gpt-4o-mini", op: "chat.completions"})
+		var raw *http.Response
+		r, err := client.Chat.Completions.New(callCtx(t), openai.ChatCompletionNewParams{
+			Model:    "gpt-4o-mini",
+			Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage(prompt("hi [[mock usage input=11 cached=5 output=9 reasoning=4]]"))},
+		}, ooption.WithResponseInto(&raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.reqID = mustID(t, raw.Header)
+		s.end(t, c)
+		if len(r.Choices) != 1 || r.Choices[0].Message.Content != c.served.Reply || r.Choices[0].Message.Content == "" {
+			t.Fatalf("reply %+v, mock sent %q", r.Choices, c.served.Reply)
+		}
+		wantTokens(t, "SDK usage", oaChat(r.Usage), c.served.Usage)
+		wantTokens(t, "ground truth", c.served.Usage, usage.Tokens{Input: 11, CachedInput: 5, Output: 9, Reasoning: 4})
+		if r.Usage.PromptTokens != 16 || r.Usage.TotalTokens != 25 {
+			t.Errorf("native usage %+v", r.Usage)
+		}
+	})
+
+	t.Run("responses", func(t *testing.T) {
+		c := s.begin(t, call{provider: "openai", model: "gpt-4o-mini", op: "responses"})
+		var raw *http.Response
+		r, err := client.Responses.New(callCtx(t), responses.ResponseNewParams{
+			Model: "gpt-4o-mini",
+			Input: responses.ResponseNewParamsInputUnion{OfString: openai.String(prompt("hi [[mock usage cached=3 reasoning=2]]"))},
+		}, ooption.WithResponseInto(&raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.reqID = mustID(t, raw.Header)
+		s.end(t, c)
+		if r.OutputText() != c.served.Reply || r.Status != "completed" {
+			t.Fatalf("reply %q status %q, mock sent %q", r.OutputText(), r.Status, c.served.Reply)
+		}
+		wantTokens(t, "SDK usage", oaResp(r.Usage), c.served.Usage)
+		if c.served.Usage.CachedInput != 3 || c.served.Usage.Reasoning != 2 {
+			t.Errorf("ground truth %+v", c.served.Usage)
+		}
+	})
+
+	t.Run("chat stream without stream_options", func(t *testing.T) {
+		c := s.begin(t, call{provider: "openai", model: "gpt-4o-mini", op: "chat.completions", stream: true})
+		var raw *http.Response
+		st := client.Chat.Completions.NewStreaming(callCtx(t), openai.ChatCompletionNewParams{
+			Model:    "gpt-4o-mini",
+			Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage(prompt("tell me a joke [[mock usage cached=4 reasoning=1]]"))},
+		}, ooption.WithResponseInto(&raw))
+		acc := openai.ChatCompletionAccumulator{}
+		n := 0
+		for st.Next() {
+			ch := st.Current()
+			n++
+			if len(ch.Choices) == 0 {
+				t.Errorf("chunk %d has no choices (the gateway's injected usage chunk leaked): %s", n, ch.RawJSON())
+			}
+			if ch.JSON.Usage.Valid() || ch.Usage.TotalTokens != 0 {
+				t.Errorf("chunk %d carries usage the client did not ask for: %s", n, ch.RawJSON())
+			}
+			acc.AddChunk(ch)
+		}
+		if err := st.Err(); err != nil {
+			t.Fatal(err)
+		}
+		c.reqID = mustID(t, raw.Header)
+		s.end(t, c)
+		if n == 0 || acc.Choices[0].Message.Content != c.served.Reply {
+			t.Fatalf("%d chunks, text %q, mock sent %q", n, acc.Choices[0].Message.Content, c.served.Reply)
+		}
+		if acc.Usage.TotalTokens != 0 {
+			t.Errorf("client saw usage %+v", acc.Usage)
+		}
+		// The gateway asked for usage upstream on the client's behalf.
+		var body struct {
+			StreamOptions struct {
+				IncludeUsage bool `json:"include_usage"`
+			} `json:"stream_options"`
+		}
+		if err := json.Unmarshal(c.served.Body, &body); err != nil || !body.StreamOptions.IncludeUsage {
+			t.Errorf("upstream body lacks stream_options.include_usage=true: %s", c.served.Body)
+		}
+		if c.served.NoUsageOnWire || len(c.served.Native) == 0 {
+			t.Errorf("mock sent no usage upstream (no_usage_on_wire=%v)", c.served.NoUsageOnWire)
+		}
+		if c.served.Usage.CachedInput != 4 || c.served.Usage.Reasoning != 1 {
+			t.Errorf("ground truth %+v", c.served.Usage)
+		}
+	})
+
+	t.Run("chat stream with include_usage", func(t *testing.T) {
+		c := s.begin(t, call{provider: "openai", model: "gpt-4o-mini", op: "chat.completions", stream: true})
+		var raw *http.Response
+		st := client.Chat.Completions.NewStreaming(callCtx(t), openai.ChatCompletionNewParams{
+			Model:         "gpt-4o-mini",
+			Messages:      []openai.ChatCompletionMessageParamUnion{openai.UserMessage(prompt("another joke [[mock usage input=21 cached=8 output=6]]"))},
+			StreamOptions: openai.ChatCompletionStreamOptionsParam{IncludeUsage: openai.Bool(true)},
+		}, ooption.WithResponseInto(&raw))
+		acc := openai.ChatCompletionAccumulator{}
+		usageChunks := 0
+		for st.Next() {
+			ch := st.Current()
+			if len(ch.Choices) == 0 && ch.JSON.Usage.Valid() {
+				usageChunks++
+			}
+			acc.AddChunk(ch)
+		}
+		if err := st.Err(); err != nil {
+			t.Fatal(err)
+		}
+		c.reqID = mustID(t, raw.Header)
+		s.end(t, c)
+		if usageChunks != 1 {
+			t.Errorf("client saw %d usage chunks, want 1", usageChunks)
+		}
+		if acc.Choices[0].Message.Content != c.served.Reply {
+			t.Errorf("text %q, mock sent %q", acc.Choices[0].Message.Content, c.served.Reply)
+		}
+		wantTokens(t, "SDK usage", oaChat(acc.Usage), c.served.Usage)
+		wantTokens(t, "ground truth", c.served.Usage, usage.Tokens{Input: 21, CachedInput: 8, Output: 6})
+	})
+
+	t.Run("responses stream", func(t *testing.T) {
+		c := s.begin(t, call{provider: "openai", model: "gpt-4o-mini", op: "responses", stream: true})
+		var raw *http.Response
+		st := client.Responses.NewStreaming(callCtx(t), responses.ResponseNewParams{
+			Model: "gpt-4o-mini",
+			Input: responses.ResponseNewParamsInputUnion{OfString: openai.String(prompt("a joke please [[mock usage input=30 cached=10 output=7 reasoning=3]]"))},
+		}, ooption.WithResponseInto(&raw))
+		text := ""
+		var final responses.Response
+		completed := 0
+		for st.Next() {
+			ev := st.Current()
+			switch ev.Type {
+			case "response.output_text.delta":
+				text += ev.Delta
+			case "response.completed":
+				final = ev.Response
+				completed++
+			}
+		}
+		if err := st.Err(); err != nil {
+			t.Fatal(err)
+		}
+		c.reqID = mustID(t, raw.Header)
+		s.end(t, c)
+		if completed != 1 || text != c.served.Reply || final.OutputText() != c.served.Reply {
+			t.Fatalf("completed %d, text %q / %q, mock sent %q", completed, text, final.OutputText(), c.served.Reply)
+		}
+		wantTokens(t, "SDK usage", oaResp(final.Usage), c.served.Usage)
+		wantTokens(t, "ground truth", c.served.Usage, usage.Tokens{Input: 30, CachedInput: 10, Output: 7, Reasoning: 3})
+	})
+
+	chatTool := func(stream bool) func(t *testing.T) {
+		return func(t *testing.T) {
+			c := s.begin(t, call{provider: "openai", model: "gpt-4o-mini", op: "chat.completions", stream: stream})
+			var raw *http.Response
+			p := openai.ChatCompletionNewParams{
+				Model:    "gpt-4o-mini",
+				Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage(prompt("weather in Oslo? [[mock tool]]"))},
+				Tools:    []openai.ChatCompletionToolUnionParam{oaWeather},
+			}
+			var msg openai.ChatCompletionMessage
+			var u openai.CompletionUsage
+			if stream {
+				st := client.Chat.Completions.NewStreaming(callCtx(t), p, ooption.WithResponseInto(&raw))
+				acc := openai.ChatCompletionAccumulator{}
+				var finished []openai.FinishedChatCompletionToolCall
+				for st.Next() {
+					ch := st.Current()
+					if len(ch.Choices) == 0 || ch.JSON.Usage.Valid() {
+						t.Errorf("client saw a usage chunk it did not ask for: %s", ch.RawJSON())
+					}
+					acc.AddChunk(ch)
+					if tc, ok := acc.JustFinishedToolCall(); ok {
+						finished = append(finished, tc)
+					}
+				}
+				if err := st.Err(); err != nil {
+					t.Fatal(err)
+				}
+				if len(finished) != 1 || finished[0].Name != "get_weather" {
+					t.Errorf("accumulator finished tool calls: %+v", finished)
+				}
+				msg, u = acc.Choices[0].Message, acc.Usage
+			} else {
+				r, err := client.Chat.Completions.New(callCtx(t), p, ooption.WithResponseInto(&raw))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if r.Choices[0].FinishReason != "tool_calls" {
+					t.Errorf("finish reason %q", r.Choices[0].FinishReason)
+				}
+				msg, u = r.Choices[0].Message, r.Usage
+			}
+			c.reqID = mustID(t, raw.Header)
+			s.end(t, c)
+			if len(msg.ToolCalls) != 1 || msg.ToolCalls[0].Function.Name != "get_weather" || msg.ToolCalls[0].ID == "" {
+				t.Fatalf("tool calls: %+v", msg.ToolCalls)
+			}
+			var args map[string]any
+			if err := json.Unmarshal([]byte(msg.ToolCalls[0].Function.Arguments), &args); err != nil || args["location"] == nil {
+				t.Errorf("arguments %q", msg.ToolCalls[0].Function.Arguments)
+			}
+			if !c.served.ToolCall {
+				t.Error("mock did not answer with a tool call")
+			}
+			if stream {
+				if u.TotalTokens != 0 {
+					t.Errorf("client saw usage %+v", u)
+				}
+			} else {
+				wantTokens(t, "SDK usage", oaChat(u), c.served.Usage)
+			}
+		}
+	}
+	t.Run("chat tool", chatTool(false))
+	t.Run("chat tool stream", chatTool(true))
+
+	t.Run("responses tool", func(t *testing.T) {
+		c := s.begin(t, call{provider: "openai", model: "gpt-4o-mini", op: "responses"})
+		var raw *http.Response
+		r, err := client.Responses.New(callCtx(t), responses.ResponseNewParams{
+			Model: "gpt-4o-mini",
+			Input: responses.ResponseNewParamsInputUnion{OfString: openai.String(prompt("weather in Lima? [[mock tool]]"))},
+			Tools: []responses.ToolUnionParam{{OfFunction: &responses.FunctionToolParam{
+				Name:       "get_weather",
+				Parameters: map[string]any{"type": "object", "properties": map[string]any{"city": map[string]any{"type": "string"}}, "required": []string{"city"}},
+				Strict:     openai.Bool(true),
+			}}},
+		}, ooption.WithResponseInto(&raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.reqID = mustID(t, raw.Header)
+		s.end(t, c)
+		if len(r.Output) != 1 || r.Output[0].Type != "function_call" || r.Output[0].Name != "get_weather" {
+			t.Fatalf("output %+v", r.Output)
+		}
+		wantTokens(t, "SDK usage", oaResp(r.Usage), c.served.Usage)
+	})
+
+	t.Run("embeddings", func(t *testing.T) {
+		c := s.begin(t, call{provider: "openai", model: "text-embedding-3-small", op: "embeddings"})
+		var raw *http.Response
+		r, err := client.Embeddings.New(callCtx(t), openai.EmbeddingNewParams{
+			Model: "text-embedding-3-small",
+			Input: openai.EmbeddingNewParamsInputUnion{OfArrayOfStrings: []string{prompt("hello world"), prompt("goodbye")}},
+		}, ooption.WithResponseInto(&raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.reqID = mustID(t, raw.Header)
+		s.end(t, c)
+		if len(r.Data) != 2 || len(r.Data[0].Embedding) == 0 || r.Data[1].Index != 1 {
+			t.Fatalf("embeddings: %d items", len(r.Data))
+		}
+		wantTokens(t, "SDK usage", usage.Tokens{Input: r.Usage.PromptTokens}, c.served.Usage)
+		if r.Usage.TotalTokens != r.Usage.PromptTokens || c.served.Usage.Input == 0 {
+			t.Errorf("usage %+v, ground truth %+v", r.Usage, c.served.Usage)
+		}
+	})
+
+	t.Run("unknown model", func(t *testing.T) {
+		c := s.begin(t, call{provider: "openai", model: "gpt-9", op: "chat.completions", reject: "model_not_found", status: 404})
+		_, err := client.Chat.Completions.New(callCtx(t), openai.ChatCompletionNewParams{
+			Model:    "gpt-9",
+			Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage(prompt("hi"))},
+		})
+		var apiErr *openai.Error
+		if !errors.As(err, &apiErr) {
+			t.Fatalf("want *openai.Error, got %T %v", err, err)
+		}
+		if apiErr.StatusCode != 404 || apiErr.Code != "model_not_found" || apiErr.Type != "invalid_request_error" {
+			t.Errorf("status %d code %q type %q: %s", apiErr.StatusCode, apiErr.Code, apiErr.Type, apiErr.RawJSON())
+		}
+		c.reqID = mustID(t, apiErr.Response.Header)
+		s.end(t, c)
+	})
+
+	t.Run("bad key", func(t *testing.T) {
+		t.Setenv("OPENAI_API_KEY", badOpenAIKey)
+		bad := openai.NewClient()
+		c := s.begin(t, call{provider: "openai", op: "chat.completions", reject: "invalid_token", status: 401})
+		_, err := bad.Chat.Completions.New(callCtx(t), openai.ChatCompletionNewParams{
+			Model:    "gpt-4o-mini",
+			Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage(prompt("hi"))},
+		})
+		var apiErr *openai.Error
+		if !errors.As(err, &apiErr) {
+			t.Fatalf("want *openai.Error, got %T %v", err, err)
+		}
+		if apiErr.StatusCode != 401 || apiErr.Code != "invalid_api_key" {
+			t.Errorf("status %d code %q: %s", apiErr.StatusCode, apiErr.Code, apiErr.RawJSON())
+		}
+		if got := apiErr.Request.Header.Get("Authorization"); got != "Bearer "+badOpenAIKey {
+			t.Errorf("SDK sent Authorization %q", got)
+		}
+		c.reqID = mustID(t, apiErr.Response.Header)
+		s.end(t, c)
+	})
+}
+
+// ---- Anthropic ----
+
+var anthWeather = anthropic.ToolUnionParam{OfTool: &anthropic.ToolParam{
+	Name: "get_weather",
+	InputSchema: anthropic.ToolInputSchemaParam{
+		Properties: map[string]any{"city": map[string]any{"type": "string"}},
+		Required:   []string{"city"},
+	},
+}}
+
+func anthText(s string) []anthropic.MessageParam {
+	return []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock(prompt(s)))}
+}
+
+func (s *suite) anthropic(t *testing.T) {
+	client := anthropic.NewClient()
+
+	t.Run("messages", func(t *testing.T) {
+		c := s.begin(t, call{provider: "anthropic", model: "claude-sonnet-4-5", op: "messages"})
+		var raw *http.Response
+		m, err := client.Messages.New(callCtx(t), anthropic.MessageNewParams{
+			Model:     "claude-sonnet-4-5",
+			MaxTokens: 100,
+			Messages:  anthText("hi [[mock usage input=3 cached=100 cache_write=40 output=12 reasoning=2]]"),
+		}, aoption.WithResponseInto(&raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.reqID = mustID(t, raw.Header)
+		s.end(t, c)
+		if len(m.Content) != 1 || m.Content[0].Text != c.served.Reply || m.StopReason != "end_turn" {
+			t.Fatalf("message %+v, mock sent %q", m, c.served.Reply)
+		}
+		wantTokens(t, "SDK usage", anth(m.Usage), c.served.Usage)
+		wantTokens(t, "ground truth", c.served.Usage, usage.Tokens{Input: 3, CachedInput: 100, CacheWrite: 40, Output: 12, Reasoning: 2})
+		if m.Usage.CacheCreation.Ephemeral5mInputTokens != 40 || m.Usage.CacheCreation.Ephemeral1hInputTokens != 0 {
+			t.Errorf("cache creation %+v", m.Usage.CacheCreation)
+		}
+		if c.served.Header.Get("Anthropic-Version") == "" {
+			t.Error("anthropic-version did not reach the provider")
+		}
+	})
+
+	stream := func(tool bool) func(t *testing.T) {
+		return func(t *testing.T) {
+			c := s.begin(t, call{provider: "anthropic", model: "claude-haiku-4-5", op: "messages", stream: true})
+			var raw *http.Response
+			p := anthropic.MessageNewParams{
+				Model:     "claude-haiku-4-5",
+				MaxTokens: 200,
+				Messages:  anthText("tell me a joke [[mock usage input=17 cached=7 cache_write=3 output=9]]"),
+			}
+			if tool {
+				p.Messages = anthText("weather in Quito? [[mock tool]] [[mock usage cache_write=5]]")
+				p.Tools = []anthropic.ToolUnionParam{anthWeather}
+			}
+			st := client.Messages.NewStreaming(callCtx(t), p, aoption.WithResponseInto(&raw))
+			msg := anthropic.Message{}
+			events := 0
+			for st.Next() {
+				events++
+				if err := msg.Accumulate(st.Current()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := st.Err(); err != nil {
+				t.Fatal(err)
+			}
+			c.reqID = mustID(t, raw.Header)
+			s.end(t, c)
+			if events == 0 {
+				t.Fatal("no stream events")
+			}
+			wantTokens(t, "SDK usage", anth(msg.Usage), c.served.Usage)
+			if tool {
+				if len(msg.Content) != 1 || msg.Content[0].Type != "tool_use" || msg.Content[0].Name != "get_weather" || msg.StopReason != "tool_use" {
+					t.Fatalf("message %+v", msg)
+				}
+				var in map[string]any
+				if err := json.Unmarshal(msg.Content[0].Input, &in); err != nil || in["city"] == nil {
+					t.Errorf("tool input %s", msg.Content[0].Input)
+				}
+				if c.served.Usage.CacheWrite != 5 {
+					t.Errorf("ground truth %+v", c.served.Usage)
+				}
+			} else {
+				if len(msg.Content) != 1 || msg.Content[0].Text != c.served.Reply {
+					t.Fatalf("message %+v, mock sent %q", msg, c.served.Reply)
+				}
+				wantTokens(t, "ground truth", c.served.Usage, usage.Tokens{Input: 17, CachedInput: 7, CacheWrite: 3, Output: 9})
+			}
+		}
+	}
+	t.Run("stream", stream(false))
+	t.Run("tool stream", stream(true))
+
+	t.Run("tool", func(t *testing.T) {
+		c := s.begin(t, call{provider: "anthropic", model: "claude-sonnet-4-5", op: "messages"})
+		var raw *http.Response
+		m, err := client.Messages.New(callCtx(t), anthropic.MessageNewParams{
+			Model:     "claude-sonnet-4-5",
+			MaxTokens: 100,
+			Messages:  anthText("weather in Bern? [[mock tool]]"),
+			Tools:     []anthropic.ToolUnionParam{anthWeather},
+		}, aoption.WithResponseInto(&raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.reqID = mustID(t, raw.Header)
+		s.end(t, c)
+		if len(m.Content) != 1 || m.Content[0].Type != "tool_use" || m.Content[0].Name != "get_weather" || m.StopReason != "tool_use" {
+			t.Fatalf("message %+v", m)
+		}
+		if tu := m.Content[0].AsToolUse(); tu.Name != "get_weather" || tu.ID == "" {
+			t.Errorf("tool use %+v", tu)
+		}
+		wantTokens(t, "SDK usage", anth(m.Usage), c.served.Usage)
+	})
+
+	t.Run("unknown model", func(t *testing.T) {
+		c := s.begin(t, call{provider: "anthropic", model: "claude-9", op: "messages", reject: "model_not_found", status: 404})
+		_, err := client.Messages.New(callCtx(t), anthropic.MessageNewParams{
+			Model: "claude-9", MaxTokens: 10, Messages: anthText("hi"),
+		})
+		var apiErr *anthropic.Error
+		if !errors.As(err, &apiErr) {
+			t.Fatalf("want *anthropic.Error, got %T %v", err, err)
+		}
+		if apiErr.StatusCode != 404 || apiErr.Type() != "not_found_error" {
+			t.Errorf("status %d type %q: %s", apiErr.StatusCode, apiErr.Type(), apiErr.RawJSON())
+		}
+		var body struct {
+			Type  string `json:"type"`
+			Error struct {
+				Type string `json:"type"`
+			} `json:"error"`
+		}
+		if err := json.Unmarshal([]byte(apiErr.RawJSON()), &body); err != nil || body.Type != "error" || body.Error.Type != "not_found_error" {
+			t.Errorf("error body %s", apiErr.RawJSON())
+		}
+		c.reqID = mustID(t, apiErr.Response.Header)
+		s.end(t, c)
+	})
+
+	t.Run("bad key", func(t *testing.T) {
+		t.Setenv("ANTHROPIC_API_KEY", badAnthropicKey)
+		bad := anthropic.NewClient()
+		c := s.begin(t, call{provider: "anthropic", op: "messages", reject: "invalid_token", status: 401})
+		_, err := bad.Messages.New(callCtx(t), anthropic.MessageNewParams{
+			Model: "claude-sonnet-4-5", MaxTokens: 10, Messages: anthText("hi"),
+		})
+		var apiErr *anthropic.Error
+		if !errors.As(err, &apiErr) {
+			t.Fatalf("want *anthropic.Error, got %T %v", err, err)
+		}
+		if apiErr.StatusCode != 401 || apiErr.Type() != "authentication_error" {
+			t.Errorf("status %d type %q: %s", apiErr.StatusCode, apiErr.Type(), apiErr.RawJSON())
+		}
+		if got := apiErr.Request.Header.Get("Authorization"); got != "Bearer "+badAnthropicKey {
+			t.Errorf("SDK sent Authorization %q", got)
+		}
+		c.reqID = mustID(t, apiErr.Response.Header)
+		s.end(t, c)
+	})
+}
+
+// ---- Gemini ----
+
+var gemWeather = &genai.GenerateContentConfig{Tools: []*genai.Tool{{FunctionDeclarations: []*genai.FunctionDeclaration{{
+	Name: "get_weather",
+	Parameters: &genai.Schema{Type: genai.TypeObject, Required: []string{"city"},
+		Properties: map[string]*genai.Schema{"city": {Type: genai.TypeString}}},
+}}}}}
+
+func gemID(t *testing.T, h *genai.HTTPResponse) string {
+	t.Helper()
+	if h == nil {
+		t.Errorf("response has no SDKHTTPResponse")
+		return ""
+	}
+	return mustID(t, h.Headers)
+}
+
+func (s *suite) gemini(t *testing.T) {
+	client, err := genai.NewClient(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cc := client.ClientConfig(); cc.Backend != genai.BackendGeminiAPI {
+		t.Fatalf("backend %v, want the Gemini API", cc.Backend)
+	}
+
+	t.Run("generateContent", func(t *testing.T) {
+		c := s.begin(t, call{provider: "gemini", model: "gemini-2.5-flash", op: "generateContent"})
+		r, err := client.Models.GenerateContent(callCtx(t), "gemini-2.5-flash",
+			genai.Text(prompt("hi [[mock usage input=20 cached=10 output=8 reasoning=3 tool_prompt=4]]")), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.reqID = gemID(t, r.SDKHTTPResponse)
+		s.end(t, c)
+		if r.Text() != c.served.Reply || c.served.Reply == "" {
+			t.Fatalf("text %q, mock sent %q", r.Text(), c.served.Reply)
+		}
+		wantTokens(t, "SDK usage", gem(r.UsageMetadata), c.served.Usage)
+		wantTokens(t, "ground truth", c.served.Usage, usage.Tokens{Input: 24, CachedInput: 10, Output: 8, Reasoning: 3})
+		if u := r.UsageMetadata; u.PromptTokenCount != 30 || u.TotalTokenCount != 30+5+4+3 {
+			t.Errorf("native usage %+v", u)
+		}
+	})
+
+	t.Run("stream", func(t *testing.T) {
+		c := s.begin(t, call{provider: "gemini", model: "gemini-2.5-flash", op: "streamGenerateContent", stream: true})
+		text := ""
+		chunks := 0
+		var last *genai.GenerateContentResponse
+		for ch, err := range client.Models.GenerateContentStream(callCtx(t), "gemini-2.5-flash",
+			genai.Text(prompt("a joke [[mock chunks=3]] [[mock usage cached=6 reasoning=2]]")), nil) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			chunks++
+			text += ch.Text()
+			last = ch
+		}
+		if last == nil {
+			t.Fatal("no chunks")
+		}
+		c.reqID = gemID(t, last.SDKHTTPResponse)
+		s.end(t, c)
+		if text != c.served.Reply || chunks < 3 || c.served.RawQuery != "alt=sse" {
+			t.Fatalf("%d chunks, text %q, mock sent %q (query %q)", chunks, text, c.served.Reply, c.served.RawQuery)
+		}
+		wantTokens(t, "SDK usage (last chunk)", gem(last.UsageMetadata), c.served.Usage)
+		if c.served.Usage.CachedInput != 6 || c.served.Usage.Reasoning != 2 {
+			t.Errorf("ground truth %+v", c.served.Usage)
+		}
+	})
+
+	t.Run("tool", func(t *testing.T) {
+		c := s.begin(t, call{provider: "gemini", model: "gemini-2.5-flash", op: "generateContent"})
+		r, err := client.Models.GenerateContent(callCtx(t), "gemini-2.5-flash", genai.Text(prompt("weather in Accra? [[mock tool]]")), gemWeather)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.reqID = gemID(t, r.SDKHTTPResponse)
+		s.end(t, c)
+		fc := r.FunctionCalls()
+		if len(fc) != 1 || fc[0].Name != "get_weather" || fc[0].Args["city"] == nil {
+			t.Fatalf("function calls %+v", fc)
+		}
+		wantTokens(t, "SDK usage", gem(r.UsageMetadata), c.served.Usage)
+	})
+
+	t.Run("embeddings", func(t *testing.T) {
+		c := s.begin(t, call{provider: "gemini", model: "gemini-embedding-001", op: "batchEmbedContents", estimated: true})
+		r, err := client.Models.EmbedContent(callCtx(t), "gemini-embedding-001",
+			[]*genai.Content{genai.NewContentFromText(prompt("hello"), genai.RoleUser), genai.NewContentFromText(prompt("world"), genai.RoleUser)}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.reqID = gemID(t, r.SDKHTTPResponse)
+		s.end(t, c)
+		if len(r.Embeddings) != 2 || len(r.Embeddings[1].Values) == 0 {
+			t.Fatalf("embeddings %+v", r.Embeddings)
+		}
+		if c.served.Endpoint != "batchEmbedContents" || !c.served.NoUsageOnWire || c.served.Usage.Input == 0 {
+			t.Errorf("mock record: endpoint %q no_usage_on_wire %v usage %+v", c.served.Endpoint, c.served.NoUsageOnWire, c.served.Usage)
+		}
+	})
+
+	t.Run("unknown model", func(t *testing.T) {
+		c := s.begin(t, call{provider: "gemini", model: "gemini-9", op: "generateContent", reject: "model_not_found", status: 404})
+		_, err := client.Models.GenerateContent(callCtx(t), "gemini-9", genai.Text(prompt("hi")), nil)
+		var apiErr genai.APIError
+		if !errors.As(err, &apiErr) {
+			t.Fatalf("want genai.APIError, got %T %v", err, err)
+		}
+		if apiErr.Code != 404 || apiErr.Status != "NOT_FOUND" {
+			t.Errorf("code %d status %q message %q", apiErr.Code, apiErr.Status, apiErr.Message)
+		}
+		s.end(t, c)
+	})
+
+	t.Run("bad key", func(t *testing.T) {
+		t.Setenv("GEMINI_API_KEY", badGeminiKey)
+		bad, err := genai.NewClient(context.Background(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := s.begin(t, call{provider: "gemini", op: "generateContent", reject: "invalid_token", status: 400})
+		_, err = bad.Models.GenerateContent(callCtx(t), "gemini-2.5-flash", genai.Text(prompt("hi")), nil)
+		var apiErr genai.APIError
+		if !errors.As(err, &apiErr) {
+			t.Fatalf("want genai.APIError, got %T %v", err, err)
+		}
+		reason := ""
+		for _, d := range apiErr.Details {
+			if r, ok := d["reason"].(string); ok {
+				reason = r
+			}
+		}
+		if apiErr.Code != 400 || apiErr.Status != "INVALID_ARGUMENT" || reason != "API_KEY_INVALID" {
+			t.Errorf("code %d status %q reason %q details %v", apiErr.Code, apiErr.Status, reason, apiErr.Details)
+		}
+		s.end(t, c)
+	})
+}
+
+// ---- after the calls ----
+
+func (s *suite) ledger(t *testing.T) {
+	recs := s.dev.Usage(t)
+	used := make([]bool, len(recs))
+	allDone := true
+	for _, c := range s.calls {
+		if !c.done {
+			allDone = false
+			continue
+		}
+		idx := -1
+		if c.reqID != "" {
+			for i, r := range recs {
+				if r.RequestID == c.reqID {
+					if idx >= 0 {
+						t.Errorf("%s: two ledger records with request id %s", c.name, c.reqID)
+					}
+					idx = i
+				}
+			}
+		} else {
+			// Gemini errors expose no headers: the one unused rejected
+			// record of that provider with that reason and model.
+			var cands []int
+			for i, r := range recs {
+				if !used[i] && r.Provider == c.provider && r.Status == usage.StatusRejected && r.Reason == c.reject &&
+					(c.model == "" || r.Model == c.model) {
+					cands = append(cands, i)
+				}
+			}
+			if len(cands) == 1 {
+				idx = cands[0]
+			} else {
+				t.Errorf("%s: %d candidate ledger records, want 1", c.name, len(cands))
+				continue
+			}
+		}
+		if idx < 0 {
+			t.Errorf("%s: no ledger record for request id %q", c.name, c.reqID)
+			continue
+		}
+		if used[idx] {
+			t.Errorf("%s: ledger record %s matched twice", c.name, recs[idx].RequestID)
+		}
+		used[idx] = true
+		checkRecord(t, c, recs[idx])
+	}
+	for i, r := range recs {
+		if !used[i] {
+			b, _ := json.Marshal(r)
+			t.Errorf("ledger record matches no call: %s", b)
+		}
+	}
+	if allDone && len(recs) != len(s.calls) {
+		t.Errorf("ledger has %d records for %d calls", len(recs), len(s.calls))
+	}
+}
+
+func checkRecord(t *testing.T, c *call, r usage.Record) {
+	t.Helper()
+	b, _ := json.Marshal(r)
+	fail := func(format string, args ...any) {
+		t.Errorf("%s: %s\n\trecord %s", c.name, fmt.Sprintf(format, args...), b)
+	}
+	if r.Provider != c.provider || r.Operation != c.op {
+		fail("provider/operation %s/%s, want %s/%s", r.Provider, r.Operation, c.provider, c.op)
+	}
+	if c.reject != "" {
+		if r.Status != usage.StatusRejected || r.Reason != c.reject || r.HTTPStatus != c.status {
+			fail("status %s reason %q http %d, want rejected %q %d", r.Status, r.Reason, r.HTTPStatus, c.reject, c.status)
+		}
+		if !r.Tokens.IsZero() || r.Estimated {
+			fail("a rejected request is billed: %+v estimated=%v", r.Tokens, r.Estimated)
+		}
+		if c.reject == "model_not_found" {
+			if r.Model != c.model || r.Account != "dev" || r.Project != "dev" {
+				fail("model %q account %q project %q, want %s dev dev", r.Model, r.Account, r.Project, c.model)
+			}
+		} else if r.Account != "" {
+			// An unauthenticated request belongs to nobody.
+			fail("a request with a bad key is attributed to account %q", r.Account)
+		}
+		return
+	}
+	if r.Status != usage.StatusOK || r.HTTPStatus != 200 || r.Reason != "" {
+		fail("status %s http %d reason %q, want ok 200", r.Status, r.HTTPStatus, r.Reason)
+	}
+	if r.Model != c.model || r.Account != "dev" || r.Project != "dev" || r.Stream != c.stream {
+		fail("model %q account %q project %q stream %v, want %s dev dev %v", r.Model, r.Account, r.Project, r.Stream, c.model, c.stream)
+	}
+	if c.estimated {
+		// Gemini embeddings carry no usage on the wire: a marked estimate.
+		if !r.Estimated || r.Input <= 0 || r.Output != 0 || r.CachedInput != 0 || r.CacheWrite != 0 || r.Reasoning != 0 {
+			fail("want an estimate with input > 0 only (ground truth %+v)", c.served.Usage)
+		}
+		t.Logf("%s: estimated input %d tokens; the mock's ground truth is %d", c.name, r.Input, c.served.Usage.Input)
+		return
+	}
+	if r.Estimated {
+		fail("estimated, but the provider reported usage (ground truth %+v)", c.served.Usage)
+	}
+	if r.Tokens != c.served.Usage {
+		fail("tokens %+v, mock billed %+v", r.Tokens, c.served.Usage)
+	}
+}
+
+func (s *suite) privacy(t *testing.T) {
+	secrets := map[string]string{
+		"prompt text":       marker,
+		"gateway token":     s.dev.Token,
+		"bad OpenAI key":    badOpenAIKey,
+		"bad Anthropic key": badAnthropicKey,
+		"bad Gemini key":    badGeminiKey,
+	}
+	stderr := s.dev.Stderr()
+	if !strings.Contains(stderr, "request_id=") {
+		t.Errorf("gateway log has no request lines; is the privacy check looking at the right output?\n%s", stderr)
+	}
+	out := harness.Run(t, "usage", "--json", "--data-dir", s.dev.DataDir)
+	files, err := filepath.Glob(filepath.Join(s.dev.DataDir, "usage.db*"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no ledger files in %s (%v)", s.dev.DataDir, err)
+	}
+	sources := map[string][]byte{"gateway stderr": []byte(stderr), "tollgate usage --json": out}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sources[filepath.Base(f)] = b
+	}
+	for src, b := range sources {
+		for what, secret := range secrets {
+			if secret != "" && bytes.Contains(b, []byte(secret)) {
+				t.Errorf("%s contains the %s", src, what)
+			}
+		}
+	}
+	// The mock providers stand for the real ones: the gateway token must
+	// not reach them either.
+	for _, c := range s.calls {
+		if c.served == nil {
+			continue
+		}
+		for name, vs := range c.served.Header {
+			for _, v := range vs {
+				if strings.Contains(v, s.dev.Token) {
+					t.Errorf("%s: the gateway token reached the provider in header %s", c.name, name)
+				}
+			}
+		}
+	}
+}
