@@ -138,6 +138,10 @@ func (x *Exchange) RequestHeaders(method, target string, h Headers) Outcome {
 		return x.reject(f)
 	}
 	x.route = route
+	x.model = route.Model
+	if route.ModelID != "" {
+		x.model = route.ModelID
+	}
 	if f := x.authenticate(h, rawQuery); f != nil {
 		return x.reject(f)
 	}
@@ -321,6 +325,9 @@ func (x *Exchange) reject(f *Failure) Outcome {
 	x.failure = f
 	if f.Operation == "" {
 		f.Operation = x.route.Operation
+	}
+	if f.Model == "" {
+		f.Model = x.model
 	}
 	return Outcome{Action: Respond, Response: x.errorResponse(f)}
 }

@@ -37,6 +37,9 @@ type Failure struct {
 	// Tokens and Limit describe a context-length failure, for providers
 	// whose native message states both.
 	Tokens, Limit int64
+	// Model is the model the request named, when known, for providers
+	// whose native "not found" message names it.
+	Model string
 	// Operation is the route's operation when known, for providers whose
 	// error fields depend on the endpoint.
 	Operation string

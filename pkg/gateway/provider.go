@@ -109,3 +109,11 @@ const (
 	// FinalUsage: the provider's final count.
 	FinalUsage
 )
+
+// EventEditor is implemented by meters that must also edit the events they
+// keep while the gateway filters a stream (Rewritten.HideUsage): the
+// provider then sends fields the client did not ask for in every event.
+// AppendEvent appends the bytes of one whole raw event, edited, to dst.
+type EventEditor interface {
+	AppendEvent(dst, raw []byte) []byte
+}

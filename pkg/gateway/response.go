@@ -105,10 +105,16 @@ func (x *Exchange) filterEvents(chunk []byte, end bool) []byte {
 	x.hold = append(x.hold, chunk...)
 	x.out = x.out[:0]
 	consumed := x.holdBase
+	editor, _ := x.meter.(EventEditor)
 	emit := func(ev sse.Event) error {
 		drop := x.meter.Event(ev)
 		if !drop {
-			x.out = append(x.out, x.hold[ev.Start-x.holdBase:ev.End-x.holdBase]...)
+			raw := x.hold[ev.Start-x.holdBase : ev.End-x.holdBase]
+			if editor != nil {
+				x.out = editor.AppendEvent(x.out, raw)
+			} else {
+				x.out = append(x.out, raw...)
+			}
 		}
 		consumed = ev.End
 		return nil

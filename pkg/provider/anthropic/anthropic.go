@@ -183,8 +183,10 @@ func (*Provider) Error(f *gateway.Failure) (int, []byte) {
 		typ = "authentication_error"
 	case gateway.CodeForbidden:
 		typ = "permission_error"
-	case gateway.CodeNotFound, gateway.CodeModelNotFound:
+	case gateway.CodeNotFound:
 		typ = "not_found_error"
+	case gateway.CodeModelNotFound:
+		typ, msg = "not_found_error", "model: "+f.Model // the real API's wording
 	case gateway.CodeUnsupported:
 		if status == http.StatusNotFound {
 			typ = "not_found_error"
@@ -200,9 +202,6 @@ func (*Provider) Error(f *gateway.Failure) (int, []byte) {
 		status, typ = http.StatusPaymentRequired, "billing_error"
 	case gateway.CodeUpstream, gateway.CodeInternal:
 		typ = "api_error"
-	}
-	if f.Code == gateway.CodeModelNotFound && strings.HasPrefix(f.Message, "The model") {
-		msg = f.Message
 	}
 	return status, errorBody(typ, msg)
 }

@@ -147,6 +147,8 @@ func (*Provider) Error(f *gateway.Failure) (int, []byte) {
 		status = http.StatusBadRequest
 		details = `[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"API_KEY_INVALID","domain":"tollgate"}]`
 		msg = "API key not valid. " + f.Message
+	case gateway.CodeModelNotFound:
+		msg = fmt.Sprintf("models/%s is not found for this API version, or is not served by this gateway.", f.Model)
 	case gateway.CodeContextTooLong:
 		msg = fmt.Sprintf("The input token count (%d) exceeds the maximum number of tokens allowed (%d) by this gateway.", f.Tokens, f.Limit)
 	case gateway.CodeRateLimited, gateway.CodeQuota:

@@ -1,6 +1,8 @@
 package openai
 
 import (
+	"bytes"
+
 	"github.com/tollgate-dev/tollgate/pkg/gateway"
 	"github.com/tollgate-dev/tollgate/pkg/jsonedit"
 	"github.com/tollgate-dev/tollgate/pkg/jsonscan"
@@ -22,6 +24,28 @@ type meter struct {
 }
 
 // Usage implements gateway.Meter. OpenAI sends usage once, at the end.
+// nullUsage is what OpenAI adds to every chunk of a stream that asked for
+// usage. An unescaped quote cannot occur inside a JSON string, so these
+// bytes can only be the member itself.
+var (
+	nullUsage      = []byte(`,"usage":null`)
+	nullUsageFirst = []byte(`"usage":null,`)
+)
+
+// AppendEvent implements gateway.EventEditor: when the gateway asked for
+// stream usage on the client's behalf, every chunk gained "usage":null;
+// removing it gives the client the bytes it would have had without the
+// gateway.
+func (m *meter) AppendEvent(dst, raw []byte) []byte {
+	for _, member := range [...][]byte{nullUsage, nullUsageFirst} {
+		if i := bytes.LastIndex(raw, member); i >= 0 {
+			dst = append(dst, raw[:i]...)
+			return append(dst, raw[i+len(member):]...)
+		}
+	}
+	return append(dst, raw...)
+}
+
 func (m *meter) Usage() (usage.Tokens, gateway.Completeness) {
 	if m.found {
 		return m.u, gateway.FinalUsage

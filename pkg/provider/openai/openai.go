@@ -180,7 +180,7 @@ func (*Provider) UpstreamHeaders(client gateway.Headers, key string, allow []str
 
 // Error implements gateway.Provider.
 func (*Provider) Error(f *gateway.Failure) (int, []byte) {
-	typ, code, param := "invalid_request_error", string(f.Code), f.Param
+	typ, code, param, msg := "invalid_request_error", string(f.Code), f.Param, f.Message
 	switch f.Code {
 	case gateway.CodeBadToken, gateway.CodeExpiredToken, gateway.CodeRevokedToken:
 		code = "invalid_api_key"
@@ -188,6 +188,8 @@ func (*Provider) Error(f *gateway.Failure) (int, []byte) {
 		typ, code = "tokens", "rate_limit_exceeded"
 	case gateway.CodeQuota:
 		typ = "insufficient_quota"
+	case gateway.CodeModelNotFound:
+		msg = fmt.Sprintf("The model `%s` does not exist or you do not have access to it through this gateway.", f.Model)
 	case gateway.CodeInvalidRequest:
 		code = ""
 	case gateway.CodeContextTooLong:
@@ -199,7 +201,7 @@ func (*Provider) Error(f *gateway.Failure) (int, []byte) {
 	case gateway.CodeForbidden:
 		typ = "permission_error"
 	}
-	return f.Status, errorBody(f.Message, typ, param, code)
+	return f.Status, errorBody(msg, typ, param, code)
 }
 
 func errorBody(msg, typ, param, code string) []byte {
