@@ -15,6 +15,7 @@ build:
 
 node-deps:
 	cd $(NODE_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	npm ci --prefix examples/dad-jokes --no-audit --no-fund --loglevel=error
 
 # Every test: unit, fuzz seeds, recorded-traffic replay, and the official Go
 # and Node SDKs end to end, all with the race detector.
