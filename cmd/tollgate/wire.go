@@ -84,7 +84,10 @@ func newStack(ctx context.Context, o stackOptions) (*stack, error) {
 	if err != nil {
 		return nil, err
 	}
-	writer := ledger.NewWriter(store, ledger.WriterOptions{})
+	log := o.logger
+	writer := ledger.NewWriter(store, ledger.WriterOptions{
+		OnError: func(err error) { log.Error("usage ledger", "error", err) },
+	})
 	ups, err := proxy.ParseUpstreams(o.upstreams)
 	if err != nil {
 		store.Close()
