@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -76,6 +78,10 @@ func newStack(ctx context.Context, o stackOptions) (*stack, error) {
 	if err != nil {
 		return nil, fmt.Errorf("signing key: %w", err)
 	}
+	cacheSecret, err := loadOrCreateSecret(filepath.Join(o.dataDir, "prompt-cache.key"))
+	if err != nil {
+		return nil, err
+	}
 	counter, err := tokenize.NewCounter()
 	if err != nil {
 		return nil, fmt.Errorf("tokenizer: %w", err)
@@ -106,6 +112,7 @@ func newStack(ctx context.Context, o stackOptions) (*stack, error) {
 		Recorder:       gateway.RecorderFunc(func(r usage.Record) { writer.Write(r) }),
 		Counter:        counter,
 		MaxRequestBody: o.maxBody,
+		CacheKeySecret: cacheSecret,
 		Logger:         o.logger,
 	})
 	px, err := proxy.New(proxy.Config{Gateway: gw, Upstreams: ups, Logger: o.logger})
@@ -162,4 +169,24 @@ func newLogger(level string) *slog.Logger {
 func baseURLFor(addr string) string {
 	u := url.URL{Scheme: "http", Host: addr}
 	return u.String()
+}
+
+// loadOrCreateSecret keeps a random 32-byte secret in path, so values keyed
+// by it (prompt cache keys) stay stable across restarts.
+func loadOrCreateSecret(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err == nil && len(b) == 32 {
+		return b, nil
+	}
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("secret %s: %w", path, err)
+	}
+	b = make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		return nil, fmt.Errorf("secret %s: %w", path, err)
+	}
+	return b, nil
 }

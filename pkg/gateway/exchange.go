@@ -189,7 +189,7 @@ func (x *Exchange) RequestBody(body []byte) Outcome {
 	if f := x.checkContext(m, body); f != nil {
 		return x.reject(f)
 	}
-	rw := Rewrite{CacheKey: cacheKey(x.claims.Account)}
+	rw := Rewrite{CacheKey: x.g.cacheKey(x.claims.Account)}
 	if m.Upstream != "" && m.Upstream != x.model {
 		rw.UpstreamModel = m.Upstream
 	}

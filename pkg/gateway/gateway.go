@@ -7,11 +7,15 @@ package gateway
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"log/slog"
 	"strings"
 	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
 
 	"github.com/tollgate-dev/tollgate/pkg/auth"
 	"github.com/tollgate-dev/tollgate/pkg/catalog"
@@ -67,9 +71,16 @@ type Config struct {
 	// MaxResponseDoc caps how much of a non-streamed JSON response is kept
 	// to read its usage (default 64 MiB); beyond it usage is estimated.
 	MaxResponseDoc int64
+	// CacheKeySecret keys the per-account prompt cache keys. Keep it stable
+	// across restarts and replicas so cache hits survive them; when empty a
+	// random one is made (keys then change on restart).
+	CacheKeySecret []byte
 	Logger         *slog.Logger
 	Now            func() time.Time
 }
+
+// cacheKeyEntries bounds the per-account prompt cache key memo.
+const cacheKeyEntries = 16384
 
 // Defaults applied by New.
 const (
@@ -81,6 +92,7 @@ const (
 // Gateway holds what every exchange shares. It is safe for concurrent use.
 type Gateway struct {
 	cfg       Config
+	cacheKeys *lru.Cache[string, []byte]
 	providers map[string]Provider
 	listers   map[string]ModelLister
 	log       *slog.Logger
@@ -108,6 +120,11 @@ func New(cfg Config) *Gateway {
 	if g.now == nil {
 		g.now = time.Now
 	}
+	if len(g.cfg.CacheKeySecret) == 0 {
+		g.cfg.CacheKeySecret = make([]byte, 32)
+		_, _ = rand.Read(g.cfg.CacheKeySecret)
+	}
+	g.cacheKeys, _ = lru.New[string, []byte](cacheKeyEntries)
 	for _, p := range cfg.Providers {
 		g.providers[p.Name()] = p
 		g.listers[p.Name()] = catalogLister{cfg.Catalog, catalog.Provider(p.Name())}
@@ -130,11 +147,23 @@ func (g *Gateway) NewExchange(ctx context.Context, requestID string) *Exchange {
 	return &Exchange{g: g, ctx: ctx, id: requestID, start: g.now()}
 }
 
-// cacheKey derives the per-account OpenAI prompt_cache_key: stable for an
-// account, opaque, and never the account id itself.
-func cacheKey(account string) string {
-	sum := sha256.Sum256([]byte("tollgate-prompt-cache:" + account))
-	return "tg-" + hex.EncodeToString(sum[:12])
+// cacheKey returns the account's OpenAI prompt_cache_key as a JSON string:
+// an HMAC of the account under the operator's secret, so it is stable for
+// an account and cannot be computed — and an account's cache joined — by
+// anyone who merely knows the account id.
+func (g *Gateway) cacheKey(account string) []byte {
+	if k, ok := g.cacheKeys.Get(account); ok {
+		return k
+	}
+	mac := hmac.New(sha256.New, g.cfg.CacheKeySecret)
+	mac.Write([]byte(account))
+	sum := mac.Sum(nil)
+	k := make([]byte, 0, 2+3+24)
+	k = append(k, `"tg-`...)
+	k = hex.AppendEncode(k, sum[:12])
+	k = append(k, '"')
+	g.cacheKeys.Add(account, k)
+	return k
 }
 
 type catalogLister struct {

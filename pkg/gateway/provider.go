@@ -1,6 +1,11 @@
 package gateway
 
 import (
+	"encoding/json"
+	"net/http"
+
+	"github.com/tollgate-dev/tollgate/pkg/jsonedit"
+	"github.com/tollgate-dev/tollgate/pkg/jsonscan"
 	"github.com/tollgate-dev/tollgate/pkg/sse"
 	"github.com/tollgate-dev/tollgate/pkg/usage"
 )
@@ -33,6 +38,9 @@ type Route struct {
 type Inspection struct {
 	Model  string
 	Stream bool
+	// Body is the parsed request body, handed on to Rewrite so the body is
+	// scanned once.
+	Body *jsonedit.Object
 }
 
 // Rewrite carries what a provider needs to prepare the upstream body.
@@ -40,8 +48,9 @@ type Rewrite struct {
 	// UpstreamModel replaces the client's model name when the catalog serves
 	// it under another upstream name.
 	UpstreamModel string
-	// CacheKey is the per-account prompt cache key (OpenAI).
-	CacheKey string
+	// CacheKey is the per-account prompt cache key (OpenAI), as a JSON
+	// string literal.
+	CacheKey []byte
 }
 
 // Rewritten is the upstream body and what the response side must know.
@@ -116,4 +125,28 @@ const (
 // AppendEvent appends the bytes of one whole raw event, edited, to dst.
 type EventEditor interface {
 	AppendEvent(dst, raw []byte) []byte
+}
+
+// ParseBody parses a request body that must be a JSON object, with the
+// failure every provider answers when it is not.
+func ParseBody(body []byte) (*jsonedit.Object, *Failure) {
+	obj, err := jsonedit.Parse(body)
+	if err == nil {
+		return obj, nil
+	}
+	if !json.Valid(body) {
+		return nil, Fail(http.StatusBadRequest, CodeInvalidRequest, "The request body is not valid JSON.")
+	}
+	return nil, Fail(http.StatusBadRequest, CodeInvalidRequest, "The request body must be a JSON object.")
+}
+
+// StringField returns a top-level string member, decoded; ok is false when
+// it is absent, not a string or empty.
+func StringField(obj *jsonedit.Object, key string) (string, bool) {
+	raw := obj.Get(key)
+	if len(raw) == 0 || raw[0] != '"' {
+		return "", false
+	}
+	s, ok := jsonscan.String(raw)
+	return s, ok && s != ""
 }

@@ -14,45 +14,48 @@ import (
 // ErrNotObject is returned when the document is not a JSON object.
 var ErrNotObject = errors.New("jsonedit: not a JSON object")
 
-// Member is one top-level member: the raw key (without quotes, escapes left
-// as they are) and the raw value bytes, with their position in the document.
+// Member is one top-level member.
 type Member struct {
-	Key        []byte
-	Value      []byte
-	Start, End int // [Start, End) covers `"key": value`
+	// Key is the decoded key. Keys are compared decoded, as every JSON
+	// parser upstream reads them: "mod\u0065l" is "model", and a rule that
+	// compared raw bytes could be walked around with an escape.
+	Key string
+	// RawKey is the key as written (without quotes), kept for output.
+	RawKey []byte
+	// Value is the raw, undecoded value.
+	Value []byte
 }
 
 // Object is a parsed top-level object.
 type Object struct {
 	Doc     []byte
 	Members []Member
-	open    int // index of '{'
-	close   int // index of '}'
 }
 
-// Parse scans doc's top level. The member values are not decoded.
+// Parse scans and validates doc, an object, without decoding its values.
 func Parse(doc []byte) (*Object, error) {
 	o := &Object{Doc: doc, Members: make([]Member, 0, 16)}
 	i := skipWS(doc, 0)
 	if i >= len(doc) || doc[i] != '{' {
 		return nil, ErrNotObject
 	}
-	o.open = i
 	i = skipWS(doc, i+1)
 	if i < len(doc) && doc[i] == '}' {
-		o.close = i
 		return o, trailing(doc, i+1)
 	}
 	for {
 		if i >= len(doc) || doc[i] != '"' {
 			return nil, ErrNotObject
 		}
-		start := i
 		kend, ok := jsonscan.ValueEnd(doc, i)
 		if !ok {
 			return nil, ErrNotObject
 		}
-		key := doc[i+1 : kend-1]
+		raw := doc[i+1 : kend-1]
+		key, ok := decodeKey(doc[i:kend], raw)
+		if !ok {
+			return nil, ErrNotObject
+		}
 		i = skipWS(doc, kend)
 		if i >= len(doc) || doc[i] != ':' {
 			return nil, ErrNotObject
@@ -62,7 +65,7 @@ func Parse(doc []byte) (*Object, error) {
 		if !ok {
 			return nil, ErrNotObject
 		}
-		o.Members = append(o.Members, Member{Key: key, Value: doc[i:vend], Start: start, End: vend})
+		o.Members = append(o.Members, Member{Key: key, RawKey: raw, Value: doc[i:vend]})
 		i = skipWS(doc, vend)
 		if i >= len(doc) {
 			return nil, ErrNotObject
@@ -71,12 +74,20 @@ func Parse(doc []byte) (*Object, error) {
 		case ',':
 			i = skipWS(doc, i+1)
 		case '}':
-			o.close = i
 			return o, trailing(doc, i+1)
 		default:
 			return nil, ErrNotObject
 		}
 	}
+}
+
+// decodeKey returns the key as a parser reads it; plain keys (the common
+// case) cost no decoding.
+func decodeKey(quoted, raw []byte) (string, bool) {
+	if bytes.IndexByte(raw, '\\') < 0 {
+		return string(raw), true
+	}
+	return jsonscan.String(quoted)
 }
 
 func trailing(doc []byte, i int) error {
@@ -90,7 +101,7 @@ func trailing(doc []byte, i int) error {
 // does), or nil.
 func (o *Object) Get(key string) []byte {
 	for i := len(o.Members) - 1; i >= 0; i-- {
-		if string(o.Members[i].Key) == key {
+		if o.Members[i].Key == key {
 			return o.Members[i].Value
 		}
 	}
@@ -98,7 +109,8 @@ func (o *Object) Get(key string) []byte {
 }
 
 // Edit is one change: Value nil deletes the key, otherwise it is set
-// (replacing every occurrence, or appended at the end).
+// (replacing every occurrence, however its key is escaped, or appended at
+// the end).
 type Edit struct {
 	Key   string
 	Value []byte
@@ -110,7 +122,7 @@ func (o *Object) Apply(edits ...Edit) []byte {
 	out := make([]byte, 0, len(o.Doc)+64)
 	out = append(out, '{')
 	first := true
-	emit := func(key string, rawKey []byte, val []byte) {
+	emit := func(key string, rawKey, val []byte) {
 		if !first {
 			out = append(out, ',')
 		}
@@ -128,13 +140,13 @@ func (o *Object) Apply(edits ...Edit) []byte {
 	for _, m := range o.Members {
 		idx := -1
 		for j, e := range edits {
-			if string(m.Key) == e.Key {
+			if m.Key == e.Key {
 				idx = j
 				break
 			}
 		}
 		if idx < 0 {
-			emit("", m.Key, m.Value)
+			emit("", m.RawKey, m.Value)
 			continue
 		}
 		if edits[idx].Value == nil || done[idx] {
@@ -151,9 +163,6 @@ func (o *Object) Apply(edits ...Edit) []byte {
 	return append(out, '}')
 }
 
-// Contains reports whether the raw document contains b; a cheap pre-check
-// before a deep walk.
-func Contains(doc []byte, b string) bool { return bytes.Contains(doc, []byte(b)) }
 
 func skipWS(b []byte, i int) int {
 	for i < len(b) {

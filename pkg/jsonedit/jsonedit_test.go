@@ -111,3 +111,22 @@ func FuzzParseApply(f *testing.F) {
 		}
 	})
 }
+
+// An escaped key is the same key to every parser upstream; rules and edits
+// must see it too.
+func TestEscapedKeysAreDecoded(t *testing.T) {
+	o, err := Parse([]byte(`{"model":"a","mod\u0065l":"b","stor\u0065":true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(o.Get("model")); got != `"b"` {
+		t.Errorf("Get(model) = %s, want the escaped (last) one", got)
+	}
+	got := string(o.Apply(Edit{Key: "store", Value: []byte("false")}, Edit{Key: "model", Value: []byte(`"c"`)}))
+	if want := `{"model":"c","store":false}`; got != want {
+		t.Errorf("Apply = %s, want %s", got, want)
+	}
+	if _, err := Parse([]byte(`{"bad\u00zz":1}`)); err == nil {
+		t.Error("invalid escape in a key accepted")
+	}
+}

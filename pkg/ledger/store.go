@@ -246,7 +246,7 @@ func (s *Store) InsertUsage(ctx context.Context, recs ...usage.Record) error {
 
 // Filter selects usage records. Zero fields select everything.
 type Filter struct {
-	Account, Project, Provider, Model string // exact matches
+	Account, Project, Provider, Model string    // exact matches
 	Since                             time.Time // inclusive
 	Until                             time.Time // exclusive
 	Limit                             int       // at most this many records, the earliest first

@@ -127,10 +127,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, "ok\n")
 		return
 	}
-	id := r.Header.Get("x-request-id")
-	if id == "" || len(id) > 128 {
-		id = p.idPrefix + strconv.FormatUint(p.seq.Add(1), 36)
-	}
+	// The id keys the usage record, so the gateway always makes its own: a
+	// client-chosen one could collide with another request's and be billed
+	// once, or knock out another tenant's record.
+	id := p.idPrefix + strconv.FormatUint(p.seq.Add(1), 36)
 	ctx := r.Context()
 	x := p.gw.NewExchange(ctx, id)
 	end := gateway.Completed

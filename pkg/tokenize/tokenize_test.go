@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 	"unicode/utf8"
 )
 
@@ -175,7 +176,6 @@ func TestInputTokensText(t *testing.T) {
 		// tokenized) well under.
 		{"1.2 MB of prose is over 200k", chatBody(t, prose(1_200_000)), limit200k, true},
 		{"400 kB of prose is under 200k", chatBody(t, prose(400_000)), limit200k, false},
-		{"prose split over many messages", chatBody(t, "hi", prose(600_000), prose(600_000)), limit200k, true},
 		{"escaped text", chatBody(t, strings.Repeat("line \"quoted\" \\ é 日本\n", 20_000)), limit200k, false},
 		{"small limit", chatBody(t, prose(10_000)), 100, true},
 	}
@@ -223,6 +223,24 @@ func TestInputTokensExactWhenTokenized(t *testing.T) {
 	}
 }
 
+func TestInputTokensStopsWhenTheRestFits(t *testing.T) {
+	// 250 kB of prose is about 58k tokens: once a few chunks are counted, the
+	// bytes left cannot reach the limit even at one token each.
+	c := counter(t)
+	body := chatBody(t, prose(250_000))
+	exact := referenceCount(t, c, body)
+	got, err := c.InputTokens(body, limit200k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got > limit200k || got < exact {
+		t.Errorf("InputTokens = %d, want an upper bound on %d within %d", got, exact, limit200k)
+	}
+	if got == exact {
+		t.Errorf("InputTokens = %d, the exact count: it tokenized text it did not need to", got)
+	}
+}
+
 func TestInputTokensSmallBodyNotTokenized(t *testing.T) {
 	// A Counter without a codec panics if it tokenizes anything.
 	var c Counter
@@ -242,7 +260,7 @@ func TestInputTokensSmallBodyNotTokenized(t *testing.T) {
 
 func TestInputTokensEarlyStop(t *testing.T) {
 	c := counter(t)
-	body := chatBody(t, prose(8<<20))
+	body := chatBody(t, prose(2<<20)) // about 490k tokens
 	tests := []int64{1, 1000, 50_000, limit200k}
 	for _, limit := range tests {
 		got, err := c.InputTokens(body, limit)
@@ -417,12 +435,16 @@ func TestWalkInvalid(t *testing.T) {
 
 func TestWalkLinearInEscapes(t *testing.T) {
 	// A long string with an escape every few bytes and its closing quote far
-	// away must not be rescanned for the quote after each escape. 4 MiB at
-	// quadratic cost would take minutes.
+	// away must not be rescanned for the quote after each escape. Linear,
+	// this takes milliseconds; quadratic, over a minute.
 	body := []byte(`["` + strings.Repeat(`ab\n`, 1<<20) + `"]`)
+	start := time.Now()
 	s, err := scanBody(body)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("scanning 4 MiB took %v: not linear", d)
 	}
 	if want := int64(3 << 20); s.textBytes != want {
 		t.Errorf("textBytes = %d, want %d", s.textBytes, want)
@@ -479,13 +501,13 @@ func TestCut(t *testing.T) {
 
 func TestCounterConcurrent(t *testing.T) {
 	c := counter(t)
-	body := chatBody(t, prose(400_000))
+	body := chatBody(t, prose(250_000)) // over 200k bytes: it is tokenized
 	want, err := c.InputTokens(body, limit200k)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var wg sync.WaitGroup
-	for range 8 {
+	for range 4 {
 		wg.Go(func() {
 			got, err := c.InputTokens(body, limit200k)
 			if err != nil || got != want {

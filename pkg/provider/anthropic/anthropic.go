@@ -82,16 +82,16 @@ func (*Provider) Match(method, path, rawQuery string) (gateway.Route, *gateway.F
 // Inspect implements gateway.Provider.
 func (*Provider) Inspect(r gateway.Route, body []byte) (gateway.Inspection, *gateway.Failure) {
 	var in gateway.Inspection
-	if !json.Valid(body) {
-		return in, gateway.Fail(http.StatusBadRequest, gateway.CodeInvalidRequest, "The request body is not valid JSON.")
+	obj, f := gateway.ParseBody(body)
+	if f != nil {
+		return in, f
 	}
-	obj, err := jsonedit.Parse(body)
-	if err != nil {
-		return in, gateway.Fail(http.StatusBadRequest, gateway.CodeInvalidRequest, "The request body must be a JSON object.")
-	}
-	if err := json.Unmarshal(obj.Get("model"), &in.Model); err != nil || in.Model == "" {
+	in.Body = obj
+	model, ok := gateway.StringField(obj, "model")
+	if !ok {
 		return in, gateway.Fail(http.StatusBadRequest, gateway.CodeInvalidRequest, "model: Field required").WithParam("model")
 	}
+	in.Model = model
 	in.Stream = string(obj.Get("stream")) == "true"
 	if f := checkCacheTTL(body); f != nil {
 		return in, f
@@ -102,9 +102,10 @@ func (*Provider) Inspect(r gateway.Route, body []byte) (gateway.Inspection, *gat
 // checkCacheTTL refuses a one-hour prompt cache anywhere in the request (top
 // level, system, messages, tools, tool results): the gateway serves only the
 // default five-minute cache, which it prices as a 5m write. A cheap byte
-// check skips the walk for the common request without any TTL.
+// check skips the walk for the common request without any TTL: the key can
+// only be spelled "ttl" or with \u escapes.
 func checkCacheTTL(body []byte) *gateway.Failure {
-	if !bytes.Contains(body, []byte(`"ttl"`)) {
+	if !bytes.Contains(body, []byte(`"ttl"`)) && !bytes.Contains(body, []byte(`\u`)) {
 		return nil
 	}
 	var doc any
@@ -146,11 +147,7 @@ func (*Provider) Rewrite(r gateway.Route, body []byte, in gateway.Inspection, rw
 	if rw.UpstreamModel == "" {
 		return gateway.Rewritten{Body: body}, nil
 	}
-	obj, err := jsonedit.Parse(body)
-	if err != nil {
-		return gateway.Rewritten{}, gateway.Fail(http.StatusBadRequest, gateway.CodeInvalidRequest, "The request body must be a JSON object.")
-	}
-	return gateway.Rewritten{Body: obj.Apply(jsonedit.Edit{Key: "model", Value: gateway.JSONString(rw.UpstreamModel)})}, nil
+	return gateway.Rewritten{Body: in.Body.Apply(jsonedit.Edit{Key: "model", Value: gateway.JSONString(rw.UpstreamModel)})}, nil
 }
 
 // UpstreamHeaders implements gateway.Provider. anthropic-version is the one

@@ -100,15 +100,11 @@ func notFound(method, path string) *gateway.Failure {
 // Inspect implements gateway.Provider. The model comes from the path.
 func (*Provider) Inspect(r gateway.Route, body []byte) (gateway.Inspection, *gateway.Failure) {
 	in := gateway.Inspection{Model: r.Model, Stream: r.Stream}
-	if !json.Valid(body) {
-		return in, gateway.Fail(http.StatusBadRequest, gateway.CodeInvalidRequest,
-			"Invalid JSON payload received: the request body is not valid JSON.")
+	obj, f := gateway.ParseBody(body)
+	if f != nil {
+		return in, f
 	}
-	obj, err := jsonedit.Parse(body)
-	if err != nil {
-		return in, gateway.Fail(http.StatusBadRequest, gateway.CodeInvalidRequest,
-			"Invalid JSON payload received: the request body must be a JSON object.")
-	}
+	in.Body = obj
 	if !jsonedit.IsNull(obj.Get("cachedContent")) {
 		return in, gateway.Fail(http.StatusBadRequest, gateway.CodeUnsupported,
 			"cachedContent (explicit context caching) is not supported by this gateway.").WithParam("cachedContent")

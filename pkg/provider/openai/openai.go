@@ -82,17 +82,13 @@ func unsupported(method, path string) *gateway.Failure {
 // Inspect implements gateway.Provider.
 func (*Provider) Inspect(r gateway.Route, body []byte) (gateway.Inspection, *gateway.Failure) {
 	var in gateway.Inspection
-	if !json.Valid(body) {
-		return in, gateway.Fail(http.StatusBadRequest, gateway.CodeInvalidRequest,
-			"We could not parse the JSON body of your request. The gateway expects a JSON object.")
+	obj, f := gateway.ParseBody(body)
+	if f != nil {
+		return in, f
 	}
-	obj, err := jsonedit.Parse(body)
-	if err != nil {
-		return in, gateway.Fail(http.StatusBadRequest, gateway.CodeInvalidRequest,
-			"The request body must be a JSON object.")
-	}
-	var model string
-	if err := json.Unmarshal(obj.Get("model"), &model); err != nil || model == "" {
+	in.Body = obj
+	model, ok := gateway.StringField(obj, "model")
+	if !ok {
 		return in, gateway.Fail(http.StatusBadRequest, gateway.CodeInvalidRequest,
 			"You must provide a model parameter.").WithParam("model")
 	}
@@ -101,7 +97,7 @@ func (*Provider) Inspect(r gateway.Route, body []byte) (gateway.Inspection, *gat
 	if r.Operation == opEmbeddings {
 		return in, nil
 	}
-	switch tier := stringValue(obj.Get("service_tier")); tier {
+	switch tier, _ := gateway.StringField(obj, "service_tier"); tier {
 	case "priority", "fast":
 		return in, gateway.Fail(http.StatusBadRequest, gateway.CodeUnsupported,
 			"service_tier %q (priority processing) is not supported by this gateway.", tier).WithParam("service_tier")
@@ -110,7 +106,7 @@ func (*Provider) Inspect(r gateway.Route, body []byte) (gateway.Inspection, *gat
 		// These pull context from objects stored upstream, which the shared
 		// provider account would expose across tenants and the gateway cannot
 		// see to meter or limit.
-		for _, field := range []string{"previous_response_id", "conversation"} {
+		for _, field := range [...]string{"previous_response_id", "conversation"} {
 			if !jsonedit.IsNull(obj.Get(field)) {
 				return in, gateway.Fail(http.StatusBadRequest, gateway.CodeUnsupported,
 					"%s is not supported by this gateway: responses are not stored. Send the full conversation as input.", field).WithParam(field)
@@ -127,10 +123,7 @@ func (*Provider) Inspect(r gateway.Route, body []byte) (gateway.Inspection, *gat
 // Rewrite implements gateway.Provider: store is forced off, the prompt
 // cache key is the account's, and a chat stream always asks for usage.
 func (*Provider) Rewrite(r gateway.Route, body []byte, in gateway.Inspection, rw gateway.Rewrite) (gateway.Rewritten, *gateway.Failure) {
-	obj, err := jsonedit.Parse(body)
-	if err != nil {
-		return gateway.Rewritten{}, gateway.Fail(http.StatusBadRequest, gateway.CodeInvalidRequest, "The request body must be a JSON object.")
-	}
+	obj := in.Body
 	edits := make([]jsonedit.Edit, 0, 4)
 	if rw.UpstreamModel != "" {
 		edits = append(edits, jsonedit.Edit{Key: "model", Value: gateway.JSONString(rw.UpstreamModel)})
@@ -139,11 +132,11 @@ func (*Provider) Rewrite(r gateway.Route, body []byte, in gateway.Inspection, rw
 	if r.Operation != opEmbeddings {
 		edits = append(edits,
 			jsonedit.Edit{Key: "store", Value: []byte("false")},
-			jsonedit.Edit{Key: "prompt_cache_key", Value: gateway.JSONString(rw.CacheKey)})
+			jsonedit.Edit{Key: "prompt_cache_key", Value: rw.CacheKey})
 	}
 	if r.Operation == opChat && in.Stream {
 		opts := obj.Get("stream_options")
-		if string(opts) != "" && !jsonedit.IsNull(opts) {
+		if !jsonedit.IsNull(opts) {
 			so, err := jsonedit.Parse(opts)
 			if err != nil {
 				return out, gateway.Fail(http.StatusBadRequest, gateway.CodeInvalidRequest,
@@ -262,12 +255,4 @@ func (*Provider) Local(r gateway.Route, models gateway.ModelLister) (int, []byte
 	}
 	b, _ := json.Marshal(list)
 	return http.StatusOK, b, nil
-}
-
-func stringValue(raw []byte) string {
-	var s string
-	if json.Unmarshal(raw, &s) != nil {
-		return ""
-	}
-	return s
 }

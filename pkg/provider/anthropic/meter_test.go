@@ -1,0 +1,235 @@
+package anthropic_test
+
+import (
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/tollgate-dev/tollgate/pkg/gateway"
+	"github.com/tollgate-dev/tollgate/pkg/provider/anthropic"
+	"github.com/tollgate-dev/tollgate/pkg/sse"
+	"github.com/tollgate-dev/tollgate/pkg/usage"
+)
+
+func newMeter(t testing.TB) gateway.Meter {
+	t.Helper()
+	p := anthropic.New()
+	r, f := p.Match(http.MethodPost, "/v1/messages", "")
+	if f != nil {
+		t.Fatal(f)
+	}
+	return p.NewMeter(r, gateway.Rewritten{})
+}
+
+func readTestdata(t testing.TB, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func feedSSE(t testing.TB, m gateway.Meter, stream []byte) {
+	t.Helper()
+	var d sse.Decoder
+	emit := func(ev sse.Event) error {
+		if m.Event(ev) {
+			t.Errorf("event %q was dropped; Anthropic events are never dropped", ev.Name)
+		}
+		return nil
+	}
+	if err := d.Feed(stream, emit); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(emit); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func ev(name, data string) string { return "event: " + name + "\ndata: " + data + "\n\n" }
+
+func TestMeterDocument(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		doc   string
+		want  usage.Tokens
+		state gateway.Completeness
+	}{
+		{
+			name: "the three input counters are additive, not subsets",
+			doc: `{"type":"message","usage":{"input_tokens":10,"cache_creation_input_tokens":30,"cache_read_input_tokens":20,
+				"cache_creation":{"ephemeral_5m_input_tokens":30,"ephemeral_1h_input_tokens":0},"output_tokens":40,
+				"output_tokens_details":{"thinking_tokens":5}}}`,
+			want:  usage.Tokens{Input: 10, CachedInput: 20, CacheWrite: 30, Output: 40, Reasoning: 5},
+			state: gateway.FinalUsage,
+		},
+		{
+			name:  "older shape without cache counters",
+			doc:   `{"usage":{"input_tokens":7,"output_tokens":3}}`,
+			want:  usage.Tokens{Input: 7, Output: 3},
+			state: gateway.FinalUsage,
+		},
+		{
+			name:  "no usage",
+			doc:   `{"type":"message","content":[]}`,
+			state: gateway.NoUsage,
+		},
+		{
+			name:  "usage without counters",
+			doc:   `{"usage":{"service_tier":"standard"}}`,
+			state: gateway.NoUsage,
+		},
+		{
+			name:  "recorded message",
+			doc:   "@messages-basic.json",
+			want:  usage.Tokens{Input: 13, Output: 5},
+			state: gateway.FinalUsage,
+		},
+		{
+			name:  "recorded message with thinking (billed inside output_tokens)",
+			doc:   "@messages-thinking.json",
+			want:  usage.Tokens{Input: 46, Output: 417},
+			state: gateway.FinalUsage,
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			doc := []byte(tc.doc)
+			if tc.doc[0] == '@' {
+				doc = readTestdata(t, tc.doc[1:])
+			}
+			m := newMeter(t)
+			m.Document(doc)
+			got, state := m.Usage()
+			if state != tc.state {
+				t.Errorf("completeness = %v, want %v", state, tc.state)
+			}
+			if state != gateway.NoUsage && got != tc.want {
+				t.Errorf("usage = %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestMeterStream(t *testing.T) {
+	start := ev("message_start", `{"type":"message_start","message":{"id":"m","usage":{"input_tokens":394,"cache_creation_input_tokens":11,"cache_read_input_tokens":22,"output_tokens":1}}}`)
+	text := ev("content_block_delta", `{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hello there"}}`)
+	for _, tc := range []struct {
+		name   string
+		stream string
+		want   usage.Tokens
+		state  gateway.Completeness
+	}{
+		{
+			name:   "message_start alone is partial: output 1 is not final",
+			stream: start + text,
+			want:   usage.Tokens{Input: 394, CachedInput: 22, CacheWrite: 11, Output: 1},
+			state:  gateway.PartialUsage,
+		},
+		{
+			name: "older message_delta (output only) overwrites output and keeps the input side",
+			stream: start + text +
+				ev("message_delta", `{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":79}}`) +
+				ev("message_stop", `{"type":"message_stop"}`),
+			want:  usage.Tokens{Input: 394, CachedInput: 22, CacheWrite: 11, Output: 79},
+			state: gateway.FinalUsage,
+		},
+		{
+			name: "newer message_delta repeats the input side: overwritten, never added",
+			stream: start + text +
+				ev("message_delta", `{"type":"message_delta","usage":{"input_tokens":394,"cache_creation_input_tokens":11,"cache_read_input_tokens":22,"output_tokens":50,"output_tokens_details":{"thinking_tokens":12}}}`),
+			want:  usage.Tokens{Input: 394, CachedInput: 22, CacheWrite: 11, Output: 50, Reasoning: 12},
+			state: gateway.FinalUsage,
+		},
+		{
+			name: "two cumulative message_delta events: the last wins",
+			stream: start +
+				ev("message_delta", `{"type":"message_delta","usage":{"output_tokens":10}}`) +
+				ev("message_delta", `{"type":"message_delta","usage":{"output_tokens":25}}`),
+			want:  usage.Tokens{Input: 394, CachedInput: 22, CacheWrite: 11, Output: 25},
+			state: gateway.FinalUsage,
+		},
+		{
+			name: "events named only by their type field still count",
+			stream: "data: " + `{"type":"message_start","message":{"usage":{"input_tokens":5,"output_tokens":1}}}` + "\n\n" +
+				"data: " + `{"type":"message_delta","usage":{"output_tokens":9}}` + "\n\n",
+			want:  usage.Tokens{Input: 5, Output: 9},
+			state: gateway.FinalUsage,
+		},
+		{
+			name: "ping and error events carry no usage",
+			stream: start + ev("ping", `{"type": "ping"}`) +
+				ev("error", `{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"},"usage":{"output_tokens":999}}`),
+			want:  usage.Tokens{Input: 394, CachedInput: 22, CacheWrite: 11, Output: 1},
+			state: gateway.PartialUsage,
+		},
+		{
+			name:   "recorded stream (padded JSON)",
+			stream: "@messages-stream.sse",
+			want:   usage.Tokens{Input: 13, Output: 5},
+			state:  gateway.FinalUsage,
+		},
+		{
+			name:   "recorded stream, newer shape",
+			stream: "@messages-stream-opus46.sse",
+			want:   usage.Tokens{Input: 17, Output: 20},
+			state:  gateway.FinalUsage,
+		},
+		{
+			name:   "recorded stream with a cache read",
+			stream: "@messages-stream-cache-read.sse",
+			want:   usage.Tokens{Input: 4, CachedInput: 1165, Output: 221},
+			state:  gateway.FinalUsage,
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			stream := []byte(tc.stream)
+			if tc.stream[0] == '@' {
+				stream = readTestdata(t, tc.stream[1:])
+			}
+			m := newMeter(t)
+			feedSSE(t, m, stream)
+			got, state := m.Usage()
+			if state != tc.state || got != tc.want {
+				t.Errorf("usage = %+v (%v), want %+v (%v)", got, state, tc.want, tc.state)
+			}
+		})
+	}
+}
+
+func TestMeterOutputChars(t *testing.T) {
+	m := newMeter(t)
+	feedSSE(t, m, []byte(
+		ev("content_block_delta", `{"type":"content_block_delta","delta":{"type":"text_delta","text":"abcd"}}`)+
+			ev("content_block_delta", `{"type":"content_block_delta","delta":{"type":"input_json_delta","partial_json":"{\"a\":1}"}}`)+
+			ev("content_block_delta", `{"type":"content_block_delta","delta":{"type":"thinking_delta","thinking":"hmm"}}`)))
+	if c := m.OutputChars(); c < int64(len("abcd")+len(`{"a":1}`)+len("hmm")) {
+		t.Errorf("OutputChars = %d, want text, tool JSON and thinking counted", c)
+	}
+	if _, state := m.Usage(); state != gateway.NoUsage {
+		t.Errorf("completeness = %v, want NoUsage", state)
+	}
+}
+
+// TestMeterNeverNegative: a negative count from upstream must not reach the
+// ledger (it would be a credit).
+func TestMeterNeverNegative(t *testing.T) {
+	for _, tc := range []struct{ name, doc string }{
+		{"negative input", `{"usage":{"input_tokens":-5,"output_tokens":3}}`},
+		{"negative cache read", `{"usage":{"input_tokens":5,"cache_read_input_tokens":-3,"output_tokens":3}}`},
+		{"negative output", `{"usage":{"input_tokens":5,"output_tokens":-1}}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := newMeter(t)
+			m.Document([]byte(tc.doc))
+			if got, _ := m.Usage(); negative(got) {
+				t.Errorf("usage = %+v has a negative kind", got)
+			}
+		})
+	}
+}
+
+func negative(u usage.Tokens) bool {
+	return u.Input < 0 || u.CachedInput < 0 || u.CacheWrite < 0 || u.Output < 0 || u.Reasoning < 0
+}

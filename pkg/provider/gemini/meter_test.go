@@ -1,0 +1,246 @@
+package gemini_test
+
+import (
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/tollgate-dev/tollgate/pkg/gateway"
+	"github.com/tollgate-dev/tollgate/pkg/jsonscan"
+	"github.com/tollgate-dev/tollgate/pkg/provider/gemini"
+	"github.com/tollgate-dev/tollgate/pkg/sse"
+	"github.com/tollgate-dev/tollgate/pkg/usage"
+)
+
+const (
+	generatePath   = "/v1beta/models/gemini-2.5-flash:generateContent"
+	streamPath     = "/v1beta/models/gemini-2.5-flash:streamGenerateContent"
+	streamSSEQuery = "alt=sse"
+)
+
+func newMeter(t testing.TB, path, rawQuery string) gateway.Meter {
+	t.Helper()
+	p := gemini.New()
+	r, f := p.Match(http.MethodPost, path, rawQuery)
+	if f != nil {
+		t.Fatal(f)
+	}
+	return p.NewMeter(r, gateway.Rewritten{})
+}
+
+func readTestdata(t testing.TB, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func feedSSE(t testing.TB, m gateway.Meter, stream []byte) {
+	t.Helper()
+	var d sse.Decoder
+	emit := func(ev sse.Event) error {
+		if m.Event(ev) {
+			t.Error("a Gemini event was dropped: Gemini streams pass byte for byte")
+		}
+		return nil
+	}
+	if err := d.Feed(stream, emit); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(emit); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func feedArray(t testing.TB, m gateway.Meter, stream []byte) {
+	t.Helper()
+	var s jsonscan.ArraySplitter
+	if err := s.Feed(stream, func(elem []byte) error { m.Document(elem); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestMeterDocument(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		doc   string
+		want  usage.Tokens
+		state gateway.Completeness
+	}{
+		{
+			name: "cached is a subset of prompt; thoughts are output; tool-use prompt is input",
+			doc: `{"candidates":[{"content":{"parts":[{"text":"hi"}]},"finishReason":"STOP"}],
+				"usageMetadata":{"promptTokenCount":100,"cachedContentTokenCount":40,"candidatesTokenCount":30,
+				"thoughtsTokenCount":20,"toolUsePromptTokenCount":10,"totalTokenCount":160}}`,
+			want:  usage.Tokens{Input: 70, CachedInput: 40, Output: 50, Reasoning: 20},
+			state: gateway.FinalUsage,
+		},
+		{
+			name:  "missing counters are zero (omitempty on the wire)",
+			doc:   `{"usageMetadata":{"promptTokenCount":8,"totalTokenCount":8}}`,
+			want:  usage.Tokens{Input: 8},
+			state: gateway.FinalUsage,
+		},
+		{
+			name:  "cached above prompt is clamped",
+			doc:   `{"usageMetadata":{"promptTokenCount":5,"cachedContentTokenCount":9,"candidatesTokenCount":1}}`,
+			want:  usage.Tokens{Input: 0, CachedInput: 5, Output: 1},
+			state: gateway.FinalUsage,
+		},
+		{
+			name:  "usageMetadata null",
+			doc:   `{"candidates":[],"usageMetadata":null}`,
+			state: gateway.NoUsage,
+		},
+		{
+			name:  "no usageMetadata (embeddings)",
+			doc:   `{"embeddings":[{"values":[0.1]}]}`,
+			state: gateway.NoUsage,
+		},
+		{
+			name:  "recorded generateContent",
+			doc:   "@generate-basic.json",
+			want:  usage.Tokens{Input: 45, Output: 23},
+			state: gateway.FinalUsage,
+		},
+		{
+			name:  "recorded thoughts and tool-use prompt",
+			doc:   "@generate-thoughts-tooluse.json",
+			want:  usage.Tokens{Input: 32 + 720, Output: 341 + 103, Reasoning: 103},
+			state: gateway.FinalUsage,
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			doc := []byte(tc.doc)
+			if tc.doc[0] == '@' {
+				doc = readTestdata(t, tc.doc[1:])
+			}
+			m := newMeter(t, generatePath, "")
+			m.Document(doc)
+			got, state := m.Usage()
+			if state != tc.state {
+				t.Errorf("completeness = %v, want %v", state, tc.state)
+			}
+			if state != gateway.NoUsage && got != tc.want {
+				t.Errorf("usage = %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+func chunk(text, finish, meta string) string {
+	fr := ""
+	if finish != "" {
+		fr = `,"finishReason":"` + finish + `"`
+	}
+	return `{"candidates":[{"content":{"parts":[{"text":"` + text + `"}],"role":"model"}` + fr + `,"index":0}],"usageMetadata":` + meta + `}`
+}
+
+func TestMeterStreamRunningTotals(t *testing.T) {
+	chunks := []string{
+		chunk("Hello", "", `{"promptTokenCount":8,"totalTokenCount":8}`),
+		chunk(" there", "", `{"promptTokenCount":8,"candidatesTokenCount":5,"thoughtsTokenCount":4,"totalTokenCount":17}`),
+		chunk("!", "STOP", `{"promptTokenCount":8,"cachedContentTokenCount":2,"candidatesTokenCount":12,"thoughtsTokenCount":4,"toolUsePromptTokenCount":3,"totalTokenCount":27}`),
+	}
+	final := usage.Tokens{Input: 8 - 2 + 3, CachedInput: 2, Output: 16, Reasoning: 4}
+	for _, tc := range []struct {
+		name  string
+		n     int // chunks delivered
+		want  usage.Tokens
+		state gateway.Completeness
+	}{
+		{"first chunk only: partial", 1, usage.Tokens{Input: 8}, gateway.PartialUsage},
+		{"two chunks: the latest running total, not the sum", 2, usage.Tokens{Input: 8, Output: 9, Reasoning: 4}, gateway.PartialUsage},
+		{"finishReason chunk: final, last total taken", 3, final, gateway.FinalUsage},
+	} {
+		t.Run("sse/"+tc.name, func(t *testing.T) {
+			var stream string
+			for _, c := range chunks[:tc.n] {
+				stream += "data: " + c + "\r\n\r\n"
+			}
+			m := newMeter(t, streamPath, streamSSEQuery)
+			feedSSE(t, m, []byte(stream))
+			if got, state := m.Usage(); got != tc.want || state != tc.state {
+				t.Errorf("usage = %+v (%v), want %+v (%v)", got, state, tc.want, tc.state)
+			}
+		})
+		t.Run("array/"+tc.name, func(t *testing.T) {
+			m := newMeter(t, streamPath, "")
+			for _, c := range chunks[:tc.n] {
+				m.Document([]byte(c))
+			}
+			if got, state := m.Usage(); got != tc.want || state != tc.state {
+				t.Errorf("usage = %+v (%v), want %+v (%v)", got, state, tc.want, tc.state)
+			}
+		})
+	}
+
+	t.Run("a usage-only chunk after the finish updates the final total", func(t *testing.T) {
+		m := newMeter(t, streamPath, streamSSEQuery)
+		m.Event(sse.Event{Data: []byte(chunks[2])})
+		m.Event(sse.Event{Data: []byte(`{"usageMetadata":{"promptTokenCount":8,"candidatesTokenCount":13,"totalTokenCount":21}}`)})
+		if got, state := m.Usage(); state != gateway.FinalUsage || got != (usage.Tokens{Input: 8, Output: 13}) {
+			t.Errorf("usage = %+v (%v)", got, state)
+		}
+	})
+
+	t.Run("output chars count the text of the chunks", func(t *testing.T) {
+		m := newMeter(t, streamPath, streamSSEQuery)
+		for _, c := range chunks {
+			m.Event(sse.Event{Data: []byte(c)})
+		}
+		if m.OutputChars() < int64(len("Hello there!")) {
+			t.Errorf("OutputChars = %d", m.OutputChars())
+		}
+	})
+}
+
+func TestMeterRecordedStreams(t *testing.T) {
+	t.Run("alt=sse with thoughts", func(t *testing.T) {
+		m := newMeter(t, streamPath, streamSSEQuery)
+		feedSSE(t, m, readTestdata(t, "stream-reasoning.sse"))
+		want := usage.Tokens{Input: 11, Output: 703 + 713, Reasoning: 713}
+		if got, state := m.Usage(); got != want || state != gateway.FinalUsage {
+			t.Errorf("usage = %+v (%v), want %+v final", got, state, want)
+		}
+	})
+	t.Run("JSON array", func(t *testing.T) {
+		m := newMeter(t, streamPath, "")
+		feedArray(t, m, readTestdata(t, "stream-array.json"))
+		want := usage.Tokens{Input: 11, Output: 2 + 291, Reasoning: 291}
+		if got, state := m.Usage(); got != want || state != gateway.FinalUsage {
+			t.Errorf("usage = %+v (%v), want %+v final", got, state, want)
+		}
+	})
+}
+
+// TestMeterNeverNegative: negative or overflowing counts from upstream must
+// not reach the ledger as negative numbers (a credit).
+func TestMeterNeverNegative(t *testing.T) {
+	for _, tc := range []struct{ name, doc string }{
+		{"negative prompt", `{"usageMetadata":{"promptTokenCount":-5,"candidatesTokenCount":3}}`},
+		{"negative candidates", `{"usageMetadata":{"promptTokenCount":5,"candidatesTokenCount":-3}}`},
+		{"negative thoughts", `{"usageMetadata":{"promptTokenCount":5,"thoughtsTokenCount":-3}}`},
+		{"negative tool-use prompt", `{"usageMetadata":{"promptTokenCount":5,"toolUsePromptTokenCount":-9}}`},
+		{"output sum overflows", `{"usageMetadata":{"promptTokenCount":1,"candidatesTokenCount":9223372036854775807,"thoughtsTokenCount":1}}`},
+		{"input sum overflows", `{"usageMetadata":{"promptTokenCount":9223372036854775807,"toolUsePromptTokenCount":1}}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := newMeter(t, generatePath, "")
+			m.Document([]byte(tc.doc))
+			if got, _ := m.Usage(); negative(got) {
+				t.Errorf("usage = %+v has a negative kind", got)
+			}
+		})
+	}
+}
+
+func negative(u usage.Tokens) bool {
+	return u.Input < 0 || u.CachedInput < 0 || u.CacheWrite < 0 || u.Output < 0 || u.Reasoning < 0
+}
