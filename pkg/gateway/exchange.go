@@ -154,11 +154,14 @@ func (x *Exchange) RequestHeaders(method, target string, h Headers) Outcome {
 		x.completed = true
 		return Outcome{Action: Respond, Response: Response{Status: status, Header: x.jsonHeaders(), Body: body}}
 	}
-	up := x.g.cfg.Upstreams[p.Name()]
-	hdr, f := p.UpstreamHeaders(h, up.Key, up.AllowHeaders)
+	allow := x.g.cfg.Upstreams[p.Name()].AllowHeaders
+	auth := x.g.auth[p.Name()]
+	hdr, f := p.UpstreamHeaders(make(Headers, 0, 5+len(auth)+len(allow)), h)
 	if f != nil {
 		return x.reject(f)
 	}
+	hdr = append(hdr, auth...)
+	hdr = AppendAllowed(hdr, h, allow)
 	// Upstream sees the gateway, not the client's SDK, as the caller.
 	x.upHdr = append(hdr, Header{Name: "user-agent", Value: UserAgent})
 	return Outcome{Action: NeedBody}

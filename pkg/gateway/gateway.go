@@ -92,6 +92,7 @@ const (
 // Gateway holds what every exchange shares. It is safe for concurrent use.
 type Gateway struct {
 	cfg       Config
+	auth      map[string]Headers // provider → the real key's headers, rendered once
 	cacheKeys *lru.Cache[string, []byte]
 	providers map[string]Provider
 	listers   map[string]ModelLister
@@ -111,6 +112,7 @@ func New(cfg Config) *Gateway {
 		cfg:       cfg,
 		providers: make(map[string]Provider, len(cfg.Providers)),
 		listers:   make(map[string]ModelLister, len(cfg.Providers)),
+		auth:      make(map[string]Headers, len(cfg.Providers)),
 		log:       cfg.Logger,
 		now:       cfg.Now,
 	}
@@ -128,6 +130,9 @@ func New(cfg Config) *Gateway {
 	for _, p := range cfg.Providers {
 		g.providers[p.Name()] = p
 		g.listers[p.Name()] = catalogLister{cfg.Catalog, catalog.Provider(p.Name())}
+		if key := cfg.Upstreams[p.Name()].Key; key != "" {
+			g.auth[p.Name()] = p.AuthHeaders(key)
+		}
 	}
 	return g
 }
@@ -176,15 +181,16 @@ func (l catalogLister) Get(name string) (catalog.Model, bool) {
 	return l.c.Lookup(l.p, name)
 }
 
-// splitPrefix splits "/openai/v1/chat?x" into "openai", "/v1/chat", "x".
+// splitPrefix splits "/openai/v1/chat?x" into "openai", "/v1/chat", "x",
+// slicing target without copying it.
 func splitPrefix(target string) (prefix, path, rawQuery string) {
 	path, rawQuery, _ = strings.Cut(target, "?")
 	rest := strings.TrimPrefix(path, "/")
-	prefix, path, ok := strings.Cut(rest, "/")
-	if !ok {
+	i := strings.IndexByte(rest, '/')
+	if i < 0 {
 		return rest, "/", rawQuery
 	}
-	return prefix, "/" + path, rawQuery
+	return rest[:i], rest[i:], rawQuery
 }
 
 // RecorderFunc adapts a function to Recorder.

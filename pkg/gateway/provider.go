@@ -77,10 +77,13 @@ type Provider interface {
 	Inspect(r Route, body []byte) (Inspection, *Failure)
 	// Rewrite produces the upstream body.
 	Rewrite(r Route, body []byte, in Inspection, rw Rewrite) (Rewritten, *Failure)
-	// UpstreamHeaders builds the upstream request headers from scratch: only
-	// what the protocol needs, the real key (when not empty) and the client
-	// headers named in allow (lower case).
-	UpstreamHeaders(client Headers, key string, allow []string) (Headers, *Failure)
+	// UpstreamHeaders appends to dst the protocol headers the upstream
+	// request needs, built from scratch (the gateway adds the key and the
+	// operator's allow-listed headers). It may refuse the request, e.g. an
+	// unknown protocol version.
+	UpstreamHeaders(dst, client Headers) (Headers, *Failure)
+	// AuthHeaders are the headers that carry the real key upstream.
+	AuthHeaders(key string) Headers
 	// Error renders a failure as the provider's own error: the status the
 	// provider would use for it (usually f.Status) and the JSON body.
 	Error(f *Failure) (status int, body []byte)

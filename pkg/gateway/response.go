@@ -10,6 +10,7 @@ import (
 // headers to send to the client. Upstream headers pass through except
 // hop-by-hop fields and those that describe the operator's shared provider
 // account (organization ids, the upstream account's rate limits, cookies).
+// It reuses h's storage.
 func (x *Exchange) ResponseHeaders(status int, h Headers) Headers {
 	x.status = status
 	ct := strings.ToLower(h.Get("content-type"))
@@ -21,26 +22,40 @@ func (x *Exchange) ResponseHeaders(status int, h Headers) Headers {
 	default:
 		x.framing = framingDoc
 	}
-	out := make(Headers, 0, len(h)+1)
+	// Filter in place: h is the adapter's own list, built for this call.
+	out := h[:0]
 	for _, f := range h {
-		name := strings.ToLower(f.Name)
-		if dropResponseHeader(name) || x.hide && name == "content-length" {
+		if dropResponseHeader(f.Name) || x.hide && strings.EqualFold(f.Name, "content-length") {
 			continue
 		}
-		out = append(out, Header{Name: name, Value: f.Value})
+		out = append(out, f)
 	}
-	out = append(out, Header{Name: "x-tollgate-request-id", Value: x.id})
-	return out
+	return append(out, Header{Name: "x-tollgate-request-id", Value: x.id})
 }
 
-func dropResponseHeader(name string) bool {
-	switch name {
-	case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer",
+var (
+	droppedResponseHeaders = [...]string{
+		"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer",
 		"set-cookie", "openai-organization", "openai-project", "anthropic-organization-id",
-		"x-tollgate-request-id", "alt-svc":
-		return true
+		"x-tollgate-request-id", "alt-svc",
 	}
-	return strings.HasPrefix(name, "x-ratelimit-") || strings.HasPrefix(name, "anthropic-ratelimit-")
+	droppedResponsePrefixes = [...]string{"x-ratelimit-", "anthropic-ratelimit-"}
+)
+
+// dropResponseHeader reports, in any letter case, whether a response header
+// stays behind.
+func dropResponseHeader(name string) bool {
+	for _, d := range droppedResponseHeaders {
+		if strings.EqualFold(name, d) {
+			return true
+		}
+	}
+	for _, p := range droppedResponsePrefixes {
+		if len(name) >= len(p) && strings.EqualFold(name[:len(p)], p) {
+			return true
+		}
+	}
+	return false
 }
 
 // ResponseBody handles one chunk of the response body and returns the bytes
@@ -70,6 +85,12 @@ func (x *Exchange) ResponseBody(chunk []byte, end bool) []byte {
 		_ = x.arr.Feed(chunk, x.onElement)
 		out = chunk
 	default:
+		if end && len(x.doc) == 0 && !x.docOver {
+			// The whole document in one chunk: read it where it lies.
+			x.meter.Document(chunk)
+			out = chunk
+			break
+		}
 		if !x.docOver {
 			if int64(len(x.doc)+len(chunk)) > x.g.cfg.MaxResponseDoc {
 				x.docOver, x.doc = true, nil

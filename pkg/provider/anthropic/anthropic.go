@@ -152,7 +152,7 @@ func (*Provider) Rewrite(r gateway.Route, body []byte, in gateway.Inspection, rw
 
 // UpstreamHeaders implements gateway.Provider. anthropic-version is the one
 // client header the protocol needs; it must be one the gateway knows.
-func (p *Provider) UpstreamHeaders(client gateway.Headers, key string, allow []string) (gateway.Headers, *gateway.Failure) {
+func (p *Provider) UpstreamHeaders(dst, client gateway.Headers) (gateway.Headers, *gateway.Failure) {
 	v := strings.TrimSpace(client.Get("anthropic-version"))
 	if v == "" {
 		return nil, gateway.Fail(http.StatusBadRequest, gateway.CodeInvalidRequest, "anthropic-version: header is required")
@@ -161,15 +161,15 @@ func (p *Provider) UpstreamHeaders(client gateway.Headers, key string, allow []s
 		return nil, gateway.Fail(http.StatusBadRequest, gateway.CodeInvalidRequest,
 			"anthropic-version: %q is not a supported version; this gateway accepts %s.", v, strings.Join(p.versions, ", "))
 	}
-	h := make(gateway.Headers, 0, 5+len(allow))
-	h = append(h,
+	return append(dst,
 		gateway.Header{Name: "content-type", Value: "application/json"},
 		gateway.Header{Name: "accept-encoding", Value: "identity"},
-		gateway.Header{Name: "anthropic-version", Value: v})
-	if key != "" {
-		h = append(h, gateway.Header{Name: "x-api-key", Value: key})
-	}
-	return gateway.AppendAllowed(h, client, allow), nil
+		gateway.Header{Name: "anthropic-version", Value: v}), nil
+}
+
+// AuthHeaders implements gateway.Provider.
+func (*Provider) AuthHeaders(key string) gateway.Headers {
+	return gateway.Headers{{Name: "x-api-key", Value: key}}
 }
 
 // Error implements gateway.Provider.

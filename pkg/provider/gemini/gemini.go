@@ -123,15 +123,15 @@ func (*Provider) Rewrite(r gateway.Route, body []byte, _ gateway.Inspection, rw 
 }
 
 // UpstreamHeaders implements gateway.Provider.
-func (*Provider) UpstreamHeaders(client gateway.Headers, key string, allow []string) (gateway.Headers, *gateway.Failure) {
-	h := make(gateway.Headers, 0, 3+len(allow))
-	h = append(h,
+func (*Provider) UpstreamHeaders(dst, _ gateway.Headers) (gateway.Headers, *gateway.Failure) {
+	return append(dst,
 		gateway.Header{Name: "content-type", Value: "application/json"},
-		gateway.Header{Name: "accept-encoding", Value: "identity"})
-	if key != "" {
-		h = append(h, gateway.Header{Name: "x-goog-api-key", Value: key})
-	}
-	return gateway.AppendAllowed(h, client, allow), nil
+		gateway.Header{Name: "accept-encoding", Value: "identity"}), nil
+}
+
+// AuthHeaders implements gateway.Provider.
+func (*Provider) AuthHeaders(key string) gateway.Headers {
+	return gateway.Headers{{Name: "x-goog-api-key", Value: key}}
 }
 
 // Error implements gateway.Provider, in google.rpc.Status form.

@@ -160,15 +160,15 @@ func (*Provider) Rewrite(r gateway.Route, body []byte, in gateway.Inspection, rw
 }
 
 // UpstreamHeaders implements gateway.Provider.
-func (*Provider) UpstreamHeaders(client gateway.Headers, key string, allow []string) (gateway.Headers, *gateway.Failure) {
-	h := make(gateway.Headers, 0, 4+len(allow))
-	h = append(h,
+func (*Provider) UpstreamHeaders(dst, _ gateway.Headers) (gateway.Headers, *gateway.Failure) {
+	return append(dst,
 		gateway.Header{Name: "content-type", Value: "application/json"},
-		gateway.Header{Name: "accept-encoding", Value: "identity"})
-	if key != "" {
-		h = append(h, gateway.Header{Name: "authorization", Value: "Bearer " + key})
-	}
-	return gateway.AppendAllowed(h, client, allow), nil
+		gateway.Header{Name: "accept-encoding", Value: "identity"}), nil
+}
+
+// AuthHeaders implements gateway.Provider.
+func (*Provider) AuthHeaders(key string) gateway.Headers {
+	return gateway.Headers{{Name: "authorization", Value: "Bearer " + key}}
 }
 
 // Error implements gateway.Provider.
