@@ -58,6 +58,12 @@ func dropResponseHeader(name string) bool {
 	return false
 }
 
+// Streaming reports whether the response is a stream (SSE or a streamed
+// JSON array), known once the response headers were handled. Adapters flush
+// every chunk of a stream at once; a whole JSON body may be written in one
+// go.
+func (x *Exchange) Streaming() bool { return x.framing != framingDoc }
+
 // ResponseBody handles one chunk of the response body and returns the bytes
 // to forward, which are the chunk itself unless the gateway must hide an
 // event it caused. The returned slice is valid until the next call. end

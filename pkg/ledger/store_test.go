@@ -400,6 +400,66 @@ func TestStoreSharedInProcess(t *testing.T) {
 	}
 }
 
+// TestReadThenWriteTransactions checks that a transaction that reads before
+// it writes (as migrate does) waits for a concurrent writer instead of
+// failing: in WAL mode a deferred transaction whose snapshot went stale gets
+// SQLITE_BUSY at once, which busy_timeout cannot help; BEGIN IMMEDIATE takes
+// the write lock before the snapshot.
+func TestReadThenWriteTransactions(t *testing.T) {
+	a, path := openTemp(t)
+	b, err := OpenSQLite(t.Context(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ctx := t.Context()
+	insert := `INSERT INTO schema_migrations (version, name, applied_ns) VALUES (?, 'test', 0)`
+
+	aHolds, bRead := make(chan struct{}), make(chan struct{}, 1)
+	errc := make(chan error, 1)
+	go func() {
+		<-aHolds
+		tx, err := b.db.BeginTx(ctx, nil)
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer tx.Rollback()
+		if _, err := schemaVersion(ctx, tx); err != nil {
+			errc <- err
+			return
+		}
+		bRead <- struct{}{}
+		if _, err := tx.ExecContext(ctx, insert, 1002); err != nil {
+			errc <- fmt.Errorf("write after read: %w", err)
+			return
+		}
+		errc <- tx.Commit()
+	}()
+
+	tx, err := a.db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, insert, 1001); err != nil {
+		t.Fatal(err)
+	}
+	close(aHolds)
+	// With BEGIN IMMEDIATE, b cannot even begin while a holds the lock; with
+	// deferred transactions it reads now and its write fails below.
+	select {
+	case <-bRead:
+	case <-time.After(200 * time.Millisecond):
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Errorf("second transaction: %v", err)
+	}
+}
+
 func TestStoreSharedAcrossProcesses(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a child process")

@@ -139,7 +139,7 @@ func (w *Writer) Write(rec usage.Record) error {
 	select {
 	case w.queue <- rec:
 		return nil
-	case <-time.After(time.Hour):
+	case <-t.C:
 		return fmt.Errorf("%w: waited %v for record %s", ErrQueueFull, w.opts.MaxWait, rec.RequestID)
 	}
 }

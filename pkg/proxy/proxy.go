@@ -196,8 +196,14 @@ func (p *Proxy) forward(ctx context.Context, w http.ResponseWriter, x *gateway.E
 		wh[http.CanonicalHeaderKey(h.Name)] = append(wh[http.CanonicalHeaderKey(h.Name)], h.Value)
 	}
 	w.WriteHeader(resp.StatusCode)
+	// A stream goes out as it arrives: headers now, then every chunk. A
+	// whole JSON body needs no flushes of its own, which saves a write per
+	// chunk; net/http sends it when the handler returns.
+	stream := x.Streaming()
 	rc := http.NewResponseController(w)
-	_ = rc.Flush()
+	if stream {
+		_ = rc.Flush()
+	}
 
 	bp := p.bufs.Get().(*[]byte)
 	defer p.bufs.Put(bp)
@@ -209,8 +215,10 @@ func (p *Proxy) forward(ctx context.Context, w http.ResponseWriter, x *gateway.E
 				if _, err := w.Write(fwd); err != nil {
 					return gateway.ClientGone
 				}
-				if err := rc.Flush(); err != nil {
-					return gateway.ClientGone
+				if stream {
+					if err := rc.Flush(); err != nil {
+						return gateway.ClientGone
+					}
 				}
 			}
 		}

@@ -362,6 +362,8 @@ func TestScanBody(t *testing.T) {
 		{"non-base64 data URL is text", `["data:text/plain,hello"]`, "data:text/plain,hello", 0},
 		{"data key elsewhere is text", `{"data":"plain"}`, "dataplain", 0},
 		{"two images", `[{"image_url":{"url":"a"}},{"inlineData":{"data":"QQ=="}}]`, "image_urlurlinlineDatadata", 2},
+		{"escaped type is not base64: counted", `{"source":{"type":"b\u0061se64","data":"QUJD"}}`, "sourcetypebase64dataQUJD", 0},
+		{"escaped key is not known: counted", `{"inlineD\u0061ta":{"data":"QQ=="}}`, "inlineDatadataQQ==", 0},
 		{"empty containers", ` { "a" : [ ] , "b" : { } } `, "ab", 0},
 	}
 	for _, tt := range tests {

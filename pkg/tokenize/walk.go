@@ -210,16 +210,14 @@ func (w *walker) object(key string) error {
 		if w.pos >= len(w.buf) {
 			return w.syntax("unterminated object")
 		}
-		switch w.buf[w.pos] {
-		case ',':
+		if w.buf[w.pos] == '}' {
 			w.pos++
-			continue
-		case '}':
-			w.pos++
-		default:
+			break
+		}
+		if w.buf[w.pos] != ',' {
 			return w.syntax("want ',' or '}'")
 		}
-		break
+		w.pos++
 	}
 
 	if hasData {
@@ -318,7 +316,10 @@ func isHex4(b []byte) bool {
 
 // knownKey returns the member name raw if it is one the walker's rules look
 // at, and "" otherwise, so that keys are compared without allocating. A key
-// spelled with escapes is never a known one; the SDKs don't escape ASCII.
+// spelled with escapes ("d\u0061ta") is never a known one, and neither is a
+// "type" value spelled so: the value is then counted as text. That can only
+// make a count larger, never let text through uncounted, and the SDKs do not
+// escape ASCII.
 func knownKey(raw []byte) string {
 	switch string(raw) {
 	case "data":
