@@ -222,26 +222,57 @@ func (s *Store) InsertUsage(ctx context.Context, recs ...usage.Record) error {
 		return fmt.Errorf("ledger: insert: begin: %w", err)
 	}
 	defer tx.Rollback()
-	stmt, err := tx.PrepareContext(ctx, `INSERT INTO usage (`+usageColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-		ON CONFLICT (request_id) DO NOTHING`)
-	if err != nil {
-		return fmt.Errorf("ledger: insert: %w", err)
-	}
-	defer stmt.Close()
-	for _, r := range recs {
-		if _, err := stmt.ExecContext(ctx,
-			r.RequestID, r.Time.UnixNano(), r.Account, r.Project, r.Provider, r.Model, r.Operation, string(r.Status),
-			r.HTTPStatus, r.Reason, r.Stream, r.Input, r.CachedInput, r.CacheWrite,
-			r.Output, r.Reasoning, r.Estimated, int64(r.Latency), r.LatencyMS,
-		); err != nil {
-			return fmt.Errorf("ledger: insert %s: %w", r.RequestID, err)
+	// Many rows per statement: the per-statement cost (argument conversion,
+	// locking, a VM run) dominated a busy gateway's ledger CPU when paid
+	// per row.
+	args := make([]any, 0, min(len(recs), rowsPerInsert)*usageFields)
+	for len(recs) > 0 {
+		n := min(len(recs), rowsPerInsert)
+		args = args[:0]
+		for _, r := range recs[:n] {
+			args = append(args,
+				r.RequestID, r.Time.UnixNano(), r.Account, r.Project, r.Provider, r.Model, r.Operation, string(r.Status),
+				r.HTTPStatus, r.Reason, r.Stream, r.Input, r.CachedInput, r.CacheWrite,
+				r.Output, r.Reasoning, r.Estimated, int64(r.Latency), r.LatencyMS)
 		}
+		if _, err := tx.ExecContext(ctx, insertSQL(n), args...); err != nil {
+			return fmt.Errorf("ledger: insert %d records from %s: %w", n, recs[0].RequestID, err)
+		}
+		recs = recs[n:]
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("ledger: insert: commit: %w", err)
 	}
 	return nil
+}
+
+const (
+	usageFields   = 19
+	rowsPerInsert = 64 // 64 × 19 parameters, far below SQLite's limit
+)
+
+// insertSQLFull is the statement for a full batch of rows, built once.
+var insertSQLFull = buildInsertSQL(rowsPerInsert)
+
+func insertSQL(rows int) string {
+	if rows == rowsPerInsert {
+		return insertSQLFull
+	}
+	return buildInsertSQL(rows)
+}
+
+func buildInsertSQL(rows int) string {
+	var b strings.Builder
+	b.WriteString("INSERT INTO usage (" + usageColumns + ") VALUES ")
+	row := "(" + strings.TrimSuffix(strings.Repeat("?,", usageFields), ",") + ")"
+	for i := range rows {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(row)
+	}
+	b.WriteString(" ON CONFLICT (request_id) DO NOTHING")
+	return b.String()
 }
 
 // Filter selects usage records. Zero fields select everything.

@@ -172,6 +172,31 @@ func TestInsertIdempotent(t *testing.T) {
 	}
 }
 
+// A batch larger than one INSERT statement, with repeats inside one
+// statement and across statements, stores each id once, first write first.
+func TestInsertLargeBatch(t *testing.T) {
+	s, _ := openTemp(t)
+	at := time.Unix(2000, 0)
+	var batch []usage.Record
+	for i := range 3*rowsPerInsert + 7 {
+		r := rec(fmt.Sprintf("req-%04d", i%150), at.Add(time.Duration(i%150)*time.Second))
+		r.Output = int64(i)
+		batch = append(batch, r)
+	}
+	if err := s.InsertUsage(t.Context(), batch...); err != nil {
+		t.Fatal(err)
+	}
+	got := list(t, s, Filter{})
+	if len(got) != 150 {
+		t.Fatalf("%d rows, want 150", len(got))
+	}
+	for i, r := range got {
+		if r.RequestID != fmt.Sprintf("req-%04d", i) || r.Output != int64(i) {
+			t.Fatalf("row %d = %s output %d, want req-%04d with the first write's output %d", i, r.RequestID, r.Output, i, i)
+		}
+	}
+}
+
 func TestInsertInvalid(t *testing.T) {
 	s, _ := openTemp(t)
 	ok := rec("ok", time.Unix(1, 0))
