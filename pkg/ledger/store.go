@@ -38,6 +38,9 @@ var migrationFiles embed.FS
 // and several Stores, in one process or several, may share a file.
 type Store struct {
 	db *sql.DB
+	// insertBatch inserts rowsPerInsert rows, prepared once: parsing the
+	// statement on every flush cost as much as running it.
+	insertBatch *sql.Stmt
 }
 
 // OpenSQLite opens (creating it if needed) the ledger at path and brings its
@@ -74,12 +77,17 @@ func OpenSQLite(ctx context.Context, path string) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("ledger: open %s: %w", path, err)
 	}
+	if s.insertBatch, err = db.PrepareContext(ctx, buildInsertSQL(rowsPerInsert)); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("ledger: open %s: %w", path, err)
+	}
 	return s, nil
 }
 
 // Close closes the database. Records a [Writer] still holds are not written:
 // close the Writer first.
 func (s *Store) Close() error {
+	_ = s.insertBatch.Close()
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("ledger: close: %w", err)
 	}
@@ -235,7 +243,13 @@ func (s *Store) InsertUsage(ctx context.Context, recs ...usage.Record) error {
 				r.HTTPStatus, r.Reason, r.Stream, r.Input, r.CachedInput, r.CacheWrite,
 				r.Output, r.Reasoning, r.Estimated, int64(r.Latency), r.LatencyMS)
 		}
-		if _, err := tx.ExecContext(ctx, insertSQL(n), args...); err != nil {
+		var err error
+		if n == rowsPerInsert {
+			_, err = tx.StmtContext(ctx, s.insertBatch).ExecContext(ctx, args...)
+		} else {
+			_, err = tx.ExecContext(ctx, buildInsertSQL(n), args...)
+		}
+		if err != nil {
 			return fmt.Errorf("ledger: insert %d records from %s: %w", n, recs[0].RequestID, err)
 		}
 		recs = recs[n:]
@@ -250,16 +264,6 @@ const (
 	usageFields   = 19
 	rowsPerInsert = 64 // 64 × 19 parameters, far below SQLite's limit
 )
-
-// insertSQLFull is the statement for a full batch of rows, built once.
-var insertSQLFull = buildInsertSQL(rowsPerInsert)
-
-func insertSQL(rows int) string {
-	if rows == rowsPerInsert {
-		return insertSQLFull
-	}
-	return buildInsertSQL(rows)
-}
 
 func buildInsertSQL(rows int) string {
 	var b strings.Builder

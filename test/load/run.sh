@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # Proxy overhead on loopback, measured with wrk in one run: the same requests
 # straight to the mock upstream and through the gateway. The gateway is
-# pinned to core 0; the mock upstream and wrk share core 1. Figures:
+# pinned to core 0. Figures:
 #   - gateway CPU per non-streaming request at 64 connections
-#     (Δ utime+stime of the gateway process / requests served),
-#   - added p50 latency at 1 connection (gateway p50 − direct p50),
-#   - gateway CPU per streamed event (100-event streams),
-#   - gateway peak RSS (VmHWM).
+#     (Δ utime+stime of the gateway process / requests served), with the
+#     mock upstream and wrk on core 1 so the gateway's core is its own;
+#   - added p50 latency at 1 connection (gateway p50 − direct p50), twice:
+#     with everything on core 0 (the gateway's own work), and with wrk and
+#     the mock on core 1 (adds the VM's cross-core wake-ups: a proxied
+#     request crosses cores four times, a direct one never);
+#   - gateway CPU per streamed event (long streams);
+#   - gateway peak RSS (VmHWM);
+# and the same CPU figures for a bare httputil.ReverseProxy (test/load/
+# baseline) in the same layout, the floor net/http sets on this machine.
 # Bounded: every wrk run has a fixed duration; all processes are stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -15,21 +21,24 @@ DURATION=${DURATION:-15s}
 BIN=${BIN:-bin/tollgate}
 MOCK_PORT=${MOCK_PORT:-19100}
 GW_PORT=${GW_PORT:-19101}
+BASE_PORT=${BASE_PORT:-19102}
 OUT=${OUT:-test/load/results}
 
 command -v wrk >/dev/null || { echo "installing wrk"; apt-get install -y -qq wrk >/dev/null; }
 [ -x "$BIN" ] || go build -o "$BIN" ./cmd/tollgate
+go build -o "$(dirname "$BIN")/load-baseline" ./test/load/baseline
 mkdir -p "$OUT"
 data=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$data"; }
 trap cleanup EXIT
 
-taskset -c 1 "$BIN" mock --listen 127.0.0.1:$MOCK_PORT 2>/dev/null & pids+=($!)
+taskset -c 1 "$BIN" mock --listen 127.0.0.1:$MOCK_PORT 2>/dev/null & mock=$!; pids+=($mock)
 taskset -c 0 "$BIN" serve --listen 127.0.0.1:$GW_PORT --data-dir "$data" --log-level error \
   --upstream openai=http://127.0.0.1:$MOCK_PORT/openai \
   --upstream anthropic=http://127.0.0.1:$MOCK_PORT/anthropic \
   --upstream gemini=http://127.0.0.1:$MOCK_PORT/gemini & gw=$!; pids+=($gw)
+taskset -c 0 "$(dirname "$BIN")/load-baseline" --listen 127.0.0.1:$BASE_PORT --upstream http://127.0.0.1:$MOCK_PORT & base=$!; pids+=($base)
 for _ in $(seq 50); do curl -sf http://127.0.0.1:$GW_PORT/healthz >/dev/null && break; sleep 0.1; done
 TOKEN=$("$BIN" token mint --data-dir "$data" --account bench --project bench)
 
@@ -48,9 +57,10 @@ LUA
 
 cpu_ticks() { awk '{print $14+$15}' /proc/$1/stat; }
 hz=$(getconf CLK_TCK)
+WRK_CORE=1
 run() { # name url script conns -> prints requests and p50 (ms)
   local name=$1 url=$2 script=$3 conns=$4
-  taskset -c 1 wrk -t1 -c"$conns" -d"$DURATION" --latency -s "$script" "$url" > "$OUT/$name.txt"
+  taskset -c $WRK_CORE wrk -t1 -c"$conns" -d"$DURATION" --latency -s "$script" "$url" > "$OUT/$name.txt"
   local reqs p50
   reqs=$(awk '/requests in/ {print $1}' "$OUT/$name.txt")
   p50=$(awk '$1=="50%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; print v}' "$OUT/$name.txt")
@@ -59,6 +69,7 @@ run() { # name url script conns -> prints requests and p50 (ms)
 
 direct=http://127.0.0.1:$MOCK_PORT/openai/v1/chat/completions
 via=http://127.0.0.1:$GW_PORT/openai/v1/chat/completions
+bare=http://127.0.0.1:$BASE_PORT/openai/v1/chat/completions
 
 # Warm both paths.
 taskset -c 1 wrk -t1 -c8 -d2s -s "$data/plain.lua" "$via" >/dev/null
@@ -66,24 +77,37 @@ taskset -c 1 wrk -t1 -c8 -d2s -s "$data/plain.lua" "$via" >/dev/null
 read -r d64 _ < <(run direct-64 "$direct" "$data/plain.lua" 64)
 t0=$(cpu_ticks $gw); read -r g64 _ < <(run gateway-64 "$via" "$data/plain.lua" 64); t1=$(cpu_ticks $gw)
 cpu_req=$(awk -v t=$((t1-t0)) -v hz=$hz -v n=$g64 'BEGIN{printf "%.1f", t/hz*1e6/n}')
+t0=$(cpu_ticks $base); read -r b64 _ < <(run baseline-64 "$bare" "$data/plain.lua" 64); t1=$(cpu_ticks $base)
+base_req=$(awk -v t=$((t1-t0)) -v hz=$hz -v n=$b64 'BEGIN{printf "%.1f", t/hz*1e6/n}')
 
+read -r _ xdp50 < <(run direct-1-cross "$direct" "$data/plain.lua" 1)
+read -r _ xgp50 < <(run gateway-1-cross "$via" "$data/plain.lua" 1)
+xadded=$(awk -v a=$xgp50 -v b=$xdp50 'BEGIN{printf "%.3f", a-b}')
+taskset -p -c 0 $mock >/dev/null; WRK_CORE=0
 read -r _ dp50 < <(run direct-1 "$direct" "$data/plain.lua" 1)
 read -r _ gp50 < <(run gateway-1 "$via" "$data/plain.lua" 1)
 added=$(awk -v a=$gp50 -v b=$dp50 'BEGIN{printf "%.3f", a-b}')
+taskset -p -c 0 $base >/dev/null
+read -r _ bp50 < <(run baseline-1 "$bare" "$data/plain.lua" 1)
+badded=$(awk -v a=$bp50 -v b=$dp50 'BEGIN{printf "%.3f", a-b}')
+taskset -p -c 1 $mock >/dev/null; WRK_CORE=1
 
 events=$(curl -sN "$via" -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' \
   -d '{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"[[mock chunks=100]] Tell me a long joke."}]}' | grep -c '^data: ')
 t0=$(cpu_ticks $gw); read -r gs _ < <(run gateway-stream-64 "$via" "$data/stream.lua" 64); t1=$(cpu_ticks $gw)
 cpu_event=$(awk -v t=$((t1-t0)) -v hz=$hz -v n=$gs -v e=$events 'BEGIN{printf "%.2f", t/hz*1e6/(n*e)}')
+t0=$(cpu_ticks $base); read -r bs _ < <(run baseline-stream-64 "$bare" "$data/stream.lua" 64); t1=$(cpu_ticks $base)
+base_event=$(awk -v t=$((t1-t0)) -v hz=$hz -v n=$bs -v e=$events 'BEGIN{printf "%.2f", t/hz*1e6/(n*e)}')
 rss=$(awk '/VmHWM/ {printf "%.1f", $2/1024}' /proc/$gw/status)
 
 cat <<RES | tee "$OUT/summary.txt"
 duration per run:                 $DURATION
 direct, 64 conns:                 $d64 requests
 gateway, 64 conns:                $g64 requests
-gateway CPU per request (64c):    $cpu_req µs
-p50 direct / gateway (1 conn):    $dp50 ms / $gp50 ms  (added $added ms)
+gateway CPU per request (64c):    $cpu_req µs   (bare ReverseProxy: $base_req µs)
+p50 direct / gateway (1 conn, one core):   $dp50 ms / $gp50 ms  (added $added ms; bare ReverseProxy adds $badded ms)
+p50 direct / gateway (1 conn, two cores):  $xdp50 ms / $xgp50 ms  (added $xadded ms)
 events per stream (client side):  $events
-gateway CPU per streamed event:   $cpu_event µs
+gateway CPU per streamed event:   $cpu_event µs   (bare ReverseProxy: $base_event µs)
 gateway peak RSS:                 $rss MiB
 RES
