@@ -13,7 +13,7 @@ import (
 // holds for every open stream.
 var streamMemoryCases = []struct {
 	name, target, body, provider, file, contentType string
-	auth                                              gateway.Header
+	auth                                            gateway.Header
 }{
 	{name: "openai-chat-usage-hidden", target: "/openai/v1/chat/completions", provider: "openai", file: "chat-stream-usage.sse",
 		body: `{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}`, contentType: "text/event-stream"},
