@@ -1,0 +1,216 @@
+// Package cli_test runs the tollgate binary the way an operator does: the
+// serve config file, the catalog and token commands, and the errors a
+// person sees when something is missing.
+package cli_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tollgate-dev/tollgate/test/harness"
+)
+
+// tollgate runs the binary and returns stdout, stderr and the exit code.
+func tollgate(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(harness.Binary(t), args...)
+	cmd.Env = harness.CleanEnv()
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return stdout.String(), stderr.String(), code
+}
+
+func TestModelsListsCatalogAndOverlay(t *testing.T) {
+	out, _, code := tollgate(t, "models", "--json")
+	if code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	if n := strings.Count(out, "\n"); n != 52 {
+		t.Errorf("models --json printed %d models, want the 52 served by default", n)
+	}
+	overlay := filepath.Join(t.TempDir(), "catalog.yaml")
+	if err := os.WriteFile(overlay, []byte("models: [{provider: openai, name: gpt-3.5-turbo, like: gpt-4o-mini}]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, _, code = tollgate(t, "models", "--catalog", overlay)
+	if code != 0 || !strings.Contains(out, "gpt-3.5-turbo") || !strings.Contains(out, "0.15") {
+		t.Errorf("exit %d; table lacks the overlay model priced like gpt-4o-mini:\n%s", code, out)
+	}
+	if err := os.WriteFile(overlay, []byte("models: [{provider: openai, name: x, bogus: 1}]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, code := tollgate(t, "models", "--catalog", overlay)
+	if code == 0 || !strings.Contains(stderr, "bogus") {
+		t.Errorf("a bad overlay: exit %d, stderr %q; want a failure naming the key", code, stderr)
+	}
+}
+
+func TestTokenMintInspectRevoke(t *testing.T) {
+	dir := t.TempDir()
+	tok, stderr, code := tollgate(t, "token", "mint", "--data-dir", dir, "--account", "acme", "--project", "web", "--ttl", "1h")
+	if code != 0 {
+		t.Fatalf("mint: exit %d: %s", code, stderr)
+	}
+	tok = strings.TrimSpace(tok)
+	inspect := func() map[string]any {
+		out, stderr, code := tollgate(t, "token", "inspect", "--data-dir", dir, tok)
+		if code != 0 {
+			t.Fatalf("inspect: exit %d: %s", code, stderr)
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(out), &m); err != nil {
+			t.Fatalf("inspect output: %v\n%s", err, out)
+		}
+		return m
+	}
+	m := inspect()
+	if m["account"] != "acme" || m["project"] != "web" || m["valid"] != true {
+		t.Fatalf("inspect = %v", m)
+	}
+	if _, _, code := tollgate(t, "token", "revoke", "--data-dir", dir, tok); code != 0 {
+		t.Fatalf("revoke: exit %d", code)
+	}
+	time.Sleep(1100 * time.Millisecond) // the revocation list is re-read at most once a second
+	if m := inspect(); m["valid"] != false || !strings.Contains(fmt.Sprint(m["error"]), "revoked") {
+		t.Fatalf("after revoke, inspect = %v", m)
+	}
+	if _, stderr, code := tollgate(t, "token", "mint", "--data-dir", dir); code == 0 || !strings.Contains(stderr, "--account") {
+		t.Errorf("mint without account: exit %d, stderr %q", code, stderr)
+	}
+	if _, stderr, code := tollgate(t, "token", "inspect", "garbage"); code == 0 || strings.Contains(stderr, "garbage") {
+		t.Errorf("inspect garbage: exit %d, stderr %q (must fail without echoing the token)", code, stderr)
+	}
+}
+
+func TestEnvWithoutGateway(t *testing.T) {
+	dir := t.TempDir()
+	_, stderr, code := tollgate(t, "env", "--data-dir", dir)
+	if code == 0 || !strings.Contains(stderr, "tollgate dev") {
+		t.Errorf("env with no gateway: exit %d, stderr %q; want a hint to start one", code, stderr)
+	}
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// TestServeConfigFile runs `tollgate serve` from a config file against the
+// mock upstream, with the real key from a key file and an allow-listed
+// header, and checks what the mock received.
+func TestServeConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	mockAddr := freePort(t)
+	mock := exec.Command(harness.Binary(t), "mock", "--listen", mockAddr)
+	if err := mock.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = mock.Process.Kill(); _ = mock.Wait() })
+
+	keyFile := filepath.Join(dir, "anthropic.key")
+	if err := os.WriteFile(keyFile, []byte("sk-ant-from-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addr := freePort(t)
+	cfg := filepath.Join(dir, "tollgate.yaml")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`listen: %s
+data_dir: %s
+log_level: error
+providers:
+  anthropic:
+    upstream: http://%s/anthropic
+    key_file: %s
+    allow_headers: [anthropic-beta]
+`, addr, filepath.Join(dir, "data"), mockAddr, keyFile)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := exec.Command(harness.Binary(t), "serve", "--config", cfg)
+	srv.Env = harness.CleanEnv()
+	var stderr bytes.Buffer
+	srv.Stderr = &stderr
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Process.Signal(syscall.SIGTERM); _ = srv.Wait() })
+	base := "http://" + addr
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if resp, err := http.Get(base + "/healthz"); err == nil {
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("serve did not start: %s", stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	tok, _, code := tollgate(t, "token", "mint", "--data-dir", filepath.Join(dir, "data"), "--account", "a", "--project", "p")
+	if code != 0 {
+		t.Fatal("mint failed")
+	}
+	req, _ := http.NewRequest(http.MethodPost, base+"/anthropic/v1/messages",
+		strings.NewReader(`{"model":"claude-haiku-4-5","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}`))
+	req.Header.Set("x-api-key", strings.TrimSpace(tok))
+	req.Header.Set("anthropic-version", "2023-06-01")
+	req.Header.Set("anthropic-beta", "some-beta-2026-01-01")
+	req.Header.Set("x-random-test", "1")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d: %s", resp.StatusCode, body)
+	}
+	mresp, err := http.Get("http://" + mockAddr + "/_mock/served")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var served []struct {
+		Provider string
+		Header   http.Header
+	}
+	if err := json.NewDecoder(mresp.Body).Decode(&served); err != nil {
+		t.Fatal(err)
+	}
+	mresp.Body.Close()
+	if len(served) != 1 {
+		t.Fatalf("mock received %d requests, want 1", len(served))
+	}
+	h := served[0].Header
+	if h.Get("X-Api-Key") != "sk-ant-from-file" || h.Get("Anthropic-Beta") != "some-beta-2026-01-01" || h.Get("X-Random-Test") != "" || h.Get("Authorization") != "" {
+		t.Errorf("upstream headers %v: want the file's key, the allow-listed beta header, nothing else of the client's", h)
+	}
+
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(bad, []byte("listen: 127.0.0.1:0\nlisten_port: 3\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, code := tollgate(t, "serve", "--config", bad); code == 0 || !strings.Contains(stderr, "listen_port") {
+		t.Errorf("unknown config key: exit %d, stderr %q", code, stderr)
+	}
+}
