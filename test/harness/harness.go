@@ -209,7 +209,14 @@ func (d *Dev) Served(t testing.TB) []Served {
 // Usage returns the ledger's usage records (`tollgate usage --json`).
 func (d *Dev) Usage(t testing.TB) []usage.Record {
 	t.Helper()
-	out := Run(t, "usage", "--json", "--data-dir", d.DataDir)
+	return UsageIn(t, d.DataDir)
+}
+
+// UsageIn returns the usage records in a data dir (`tollgate usage --json`),
+// for gateways the test did not start with StartDev.
+func UsageIn(t testing.TB, dataDir string) []usage.Record {
+	t.Helper()
+	out := Run(t, "usage", "--json", "--data-dir", dataDir)
 	var recs []usage.Record
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	sc.Buffer(make([]byte, 1<<20), 1<<20)

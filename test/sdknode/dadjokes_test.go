@@ -133,7 +133,7 @@ func TestDadJokesExample(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	for {
-		recs := usageRecords(t, dir)
+		recs := harness.UsageIn(t, dir)
 		if len(recs) > 1 {
 			t.Fatalf("ledger has %d records after one joke: %+v", len(recs), recs)
 		}

@@ -1,7 +1,6 @@
 package sdknode
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -52,7 +51,7 @@ func TestDevRunsNodeScenarios(t *testing.T) {
 	checkOutcomes(t, lines)
 
 	// The dev process has exited: the ledger is complete and closed.
-	recs := usageRecords(t, dir)
+	recs := harness.UsageIn(t, dir)
 	checkLedger(t, lines, recs)
 }
 
@@ -250,19 +249,3 @@ process.exit(3);
 	}
 }
 
-// usageRecords reads `tollgate usage --json` for a data dir.
-func usageRecords(t testing.TB, dir string) []usage.Record {
-	t.Helper()
-	out := harness.Run(t, "usage", "--json", "--data-dir", dir)
-	var recs []usage.Record
-	sc := bufio.NewScanner(bytes.NewReader(out))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		var r usage.Record
-		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-			t.Fatalf("usage line %q: %v", sc.Text(), err)
-		}
-		recs = append(recs, r)
-	}
-	return recs
-}
