@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tollgate-dev/tollgate/pkg/usage"
 	"github.com/tollgate-dev/tollgate/test/harness"
 )
 
@@ -248,4 +247,3 @@ process.exit(3);
 		t.Errorf("tollgate dev -- (missing command) exited 0\n%s", out)
 	}
 }
-
