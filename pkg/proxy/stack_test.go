@@ -41,6 +41,9 @@ type stackOptions struct {
 	allow   map[string][]string // provider → allow-listed client headers
 	overlay string              // catalog overlay YAML
 	mock    mockprovider.Options
+	// upstream, when set, replaces the mock as every provider's upstream
+	// root (the provider name is appended as a path prefix).
+	upstream string
 }
 
 type stack struct {
@@ -93,9 +96,13 @@ func newStack(t *testing.T, o stackOptions) *stack {
 		Counter:        cnt,
 		MaxRequestBody: o.maxBody,
 	})
+	upBase := mockSrv.URL
+	if o.upstream != "" {
+		upBase = o.upstream
+	}
 	upURLs := make(map[string]*url.URL, 3)
 	for _, p := range []string{"openai", "anthropic", "gemini"} {
-		u, err := url.Parse(mockSrv.URL + "/" + p)
+		u, err := url.Parse(upBase + "/" + p)
 		if err != nil {
 			t.Fatal(err)
 		}

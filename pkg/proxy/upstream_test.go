@@ -1,0 +1,131 @@
+package proxy_test
+
+import (
+	"encoding/json"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/tollgate-dev/tollgate/pkg/usage"
+)
+
+// upstreamCases are one streamed request per provider.
+var upstreamCases = []struct {
+	provider, path, body string
+	header               http.Header
+}{
+	{"openai", "/openai/v1/chat/completions", `{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}`, nil},
+	{"anthropic", "/anthropic/v1/messages", `{"model":"claude-haiku-4-5","max_tokens":32,"stream":true,"messages":[{"role":"user","content":"hi"}]}`,
+		http.Header{"Anthropic-Version": {"2023-06-01"}}},
+	{"gemini", "/gemini/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse", `{"contents":[{"parts":[{"text":"hi"}]}]}`, nil},
+}
+
+func (s *stack) authed(h http.Header) http.Header {
+	out := http.Header{"Authorization": {"Bearer " + s.token}}
+	for k, v := range h {
+		out[k] = v
+	}
+	return out
+}
+
+// An upstream that cannot be reached: the client gets a 502 in its
+// provider's own error shape, and the request is recorded as an upstream
+// error with no tokens.
+func TestUpstreamUnreachable(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := "http://" + l.Addr().String()
+	l.Close()
+	s := newStack(t, stackOptions{upstream: closed})
+	for _, c := range upstreamCases {
+		t.Run(c.provider, func(t *testing.T) {
+			res := s.do(request{path: c.path, body: []byte(c.body), header: s.authed(c.header)})
+			if res.status != http.StatusBadGateway {
+				t.Fatalf("status %d, want 502: %s", res.status, res.body)
+			}
+			var shape map[string]any
+			if err := json.Unmarshal(res.body, &shape); err != nil {
+				t.Fatalf("body not JSON: %s", res.body)
+			}
+			switch c.provider {
+			case "anthropic":
+				if shape["type"] != "error" {
+					t.Errorf("not Anthropic's error shape: %s", res.body)
+				}
+			case "gemini":
+				if e, _ := shape["error"].(map[string]any); e["status"] != "UNAVAILABLE" {
+					t.Errorf("not Gemini's error shape: %s", res.body)
+				}
+			default:
+				if e, _ := shape["error"].(map[string]any); e["type"] != "server_error" {
+					t.Errorf("not OpenAI's error shape: %s", res.body)
+				}
+			}
+			rec := s.rec.wait(t, res.id)
+			if rec.Status != usage.StatusError || rec.Reason != "upstream_error" || !rec.Tokens.IsZero() || rec.HTTPStatus != http.StatusBadGateway {
+				t.Errorf("record %+v, want an upstream error with no tokens", rec)
+			}
+		})
+	}
+}
+
+// An upstream that dies in the middle of a stream: the client gets the
+// provider's in-stream error event after what was already sent, so its SDK
+// raises instead of taking a cut stream as complete, and the record is an
+// error with a marked estimate.
+func TestUpstreamDiesMidStream(t *testing.T) {
+	head := map[string]string{
+		"openai": "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Once upon a time\"},\"finish_reason\":null}]}\n\n",
+		"anthropic": "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":\"claude-haiku-4-5\",\"usage\":{\"input_tokens\":12,\"output_tokens\":1}}}\n\n" +
+			"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Once upon a time\"}}\n\n",
+		"gemini": "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"Once upon a time\"}],\"role\":\"model\"}}],\"usageMetadata\":{\"promptTokenCount\":7,\"candidatesTokenCount\":4,\"totalTokenCount\":11}}\r\n\r\n",
+	}
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		provider := strings.Split(strings.TrimPrefix(r.URL.Path, "/"), "/")[0]
+		w.Header().Set("content-type", "text/event-stream")
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write([]byte(head[provider]))
+		w.(http.Flusher).Flush()
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err == nil {
+			conn.Close() // cut the chunked body short: the client sees an unexpected EOF
+		}
+	}))
+	t.Cleanup(upstream.Close)
+	s := newStack(t, stackOptions{upstream: upstream.URL})
+	for _, c := range upstreamCases {
+		t.Run(c.provider, func(t *testing.T) {
+			res := s.do(request{path: c.path, body: []byte(c.body), header: s.authed(c.header)})
+			if res.status != http.StatusOK {
+				t.Fatalf("status %d, want the upstream's 200", res.status)
+			}
+			got := string(res.body)
+			if !strings.HasPrefix(got, head[c.provider]) {
+				t.Fatalf("the bytes sent before the failure were not forwarded as they were:\n%q", got)
+			}
+			tail := got[len(head[c.provider]):]
+			switch c.provider {
+			case "anthropic":
+				if !strings.HasPrefix(tail, "event: error\ndata: {\"type\":\"error\"") {
+					t.Errorf("no Anthropic error event after the cut: %q", tail)
+				}
+			case "gemini":
+				if !strings.HasPrefix(tail, "data: {\"error\":{\"code\":502") || !strings.HasSuffix(tail, "\r\n\r\n") {
+					t.Errorf("no Gemini error chunk after the cut: %q", tail)
+				}
+			default:
+				if !strings.HasPrefix(tail, "data: {\"error\":") {
+					t.Errorf("no OpenAI error chunk after the cut: %q", tail)
+				}
+			}
+			rec := s.rec.wait(t, res.id)
+			if rec.Status != usage.StatusError || rec.Reason != "upstream_error" || !rec.Estimated || rec.Output == 0 || rec.Input == 0 {
+				t.Errorf("record %+v, want an upstream error with an estimate of input and output", rec)
+			}
+		})
+	}
+}
