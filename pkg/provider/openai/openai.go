@@ -70,6 +70,8 @@ func unsupported(method, path string) *gateway.Failure {
 		what = "file storage"
 	case strings.HasPrefix(path, "/v1/fine_tuning"):
 		what = "fine-tuning"
+	case path == "/v1/responses/input_tokens", path == "/v1/responses/compact":
+		what = "this endpoint"
 	case strings.HasPrefix(path, "/v1/responses/"), strings.HasPrefix(path, "/v1/chat/completions/"):
 		what = "stored responses (requests are sent with store=false)"
 	case strings.HasPrefix(path, "/v1/realtime"):
