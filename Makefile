@@ -19,9 +19,14 @@ node-deps:
 
 # Every test: unit, fuzz seeds, recorded-traffic replay, and the official Go
 # and Node SDKs end to end, all with the race detector.
-test: node-deps
-	$(GO) vet ./...
+test: node-deps lint
 	$(GO) test -race -count=1 -timeout 20m ./...
+
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
+lint:
+	test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt: the files above need formatting"; exit 1; }
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
 
 # Short fuzzing of every parser (go test -fuzz runs one target at a time).
 FUZZTIME ?= 30s

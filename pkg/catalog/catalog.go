@@ -323,7 +323,7 @@ func (c *Catalog) limits(s *modelSpec, family string) (map[Plan]int64, error) {
 		missing = missingPlans(tpm)
 	}
 	if len(missing) > 0 {
-		return nil, fmt.Errorf("no tpm limit for %s; set tpm: or like:", strings.Join(missing, ", "))
+		return nil, fmt.Errorf("no tpm limit for %s (set tpm or like)", strings.Join(missing, ", "))
 	}
 	if _, ok := tpm[PlanEnterprise]; !ok {
 		tpm[PlanEnterprise] = tpm[PlanPro]

@@ -87,7 +87,6 @@ type Exchange struct {
 	route     Route
 	method    string
 	claims    auth.Claims
-	authed    bool
 	upHdr     Headers
 	model     string
 	stream    bool
@@ -108,7 +107,6 @@ type Exchange struct {
 	out       []byte
 	completed bool
 	settled   bool
-	sentBytes bool
 }
 
 // ID returns the request id.

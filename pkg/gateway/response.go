@@ -72,9 +72,6 @@ func (x *Exchange) ResponseBody(chunk []byte, end bool) []byte {
 	if x.meter == nil {
 		return chunk
 	}
-	if len(chunk) > 0 {
-		x.sentBytes = true
-	}
 	var out []byte
 	switch x.framing {
 	case framingSSE:
