@@ -163,7 +163,6 @@ func (o *Object) Apply(edits ...Edit) []byte {
 	return append(out, '}')
 }
 
-
 func skipWS(b []byte, i int) int {
 	for i < len(b) {
 		switch b[i] {
