@@ -18,6 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 DURATION=${DURATION:-15s}
+# GW_ENV: extra environment for the gateway process, e.g. GW_ENV="GOGC=200".
 BIN=${BIN:-bin/tollgate}
 MOCK_PORT=${MOCK_PORT:-19100}
 GW_PORT=${GW_PORT:-19101}
@@ -34,7 +35,7 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 taskset -c 1 "$BIN" mock --listen 127.0.0.1:$MOCK_PORT 2>/dev/null & mock=$!; pids+=($mock)
-taskset -c 0 "$BIN" serve --listen 127.0.0.1:$GW_PORT --data-dir "$data" --log-level error \
+taskset -c 0 env ${GW_ENV:-} "$BIN" serve --listen 127.0.0.1:$GW_PORT --data-dir "$data" --log-level error \
   --upstream openai=http://127.0.0.1:$MOCK_PORT/openai \
   --upstream anthropic=http://127.0.0.1:$MOCK_PORT/anthropic \
   --upstream gemini=http://127.0.0.1:$MOCK_PORT/gemini & gw=$!; pids+=($gw)
