@@ -198,7 +198,7 @@ func (x *Exchange) RequestBody(body []byte) Outcome {
 	if f != nil {
 		return x.reject(f)
 	}
-	x.inputEst = x.estimate(body)
+	x.inputEst = x.estimate(body, in)
 	x.hide = out.HideUsage
 	x.meter = x.prov.NewMeter(x.route, out)
 	path := x.route.UpstreamPath
@@ -312,14 +312,23 @@ func (x *Exchange) checkContext(m catalog.Model, body []byte) *Failure {
 	}
 }
 
-func (x *Exchange) estimate(body []byte) int64 {
+func (x *Exchange) estimate(body []byte, in Inspection) int64 {
 	if x.route.Unbilled {
 		return 0
 	}
-	if x.g.cfg.Counter != nil {
-		return x.g.cfg.Counter.Estimate(body)
+	if x.g.cfg.Counter == nil {
+		return int64(len(body)+3) / 4
 	}
-	return int64(len(body)+3) / 4
+	if it, ok := x.prov.(InputTexter); ok {
+		if texts, ok := it.InputTexts(x.route, in); ok {
+			var n int64
+			for _, t := range texts {
+				n += x.g.cfg.Counter.CountText(t)
+			}
+			return n
+		}
+	}
+	return x.g.cfg.Counter.Estimate(body)
 }
 
 func (x *Exchange) reject(f *Failure) Outcome {

@@ -40,6 +40,8 @@ type InputCounter interface {
 	// Estimate is a cheap input estimate for a request whose response
 	// carried no usage.
 	Estimate(body []byte) int64
+	// CountText counts the tokens of plain text.
+	CountText(s string) int64
 }
 
 // ModelLister is the catalog as seen by one provider's listing routes.

@@ -153,3 +153,12 @@ func StringField(obj *jsonedit.Object, key string) (string, bool) {
 	s, ok := jsonscan.String(raw)
 	return s, ok && s != ""
 }
+
+// InputTexter is implemented by providers with endpoints whose responses
+// never report usage (Gemini embeddings): the gateway then bills an estimate,
+// and the texts the model reads make a far better one than the whole body
+// with its keys and model names. InputTexts returns them, ok false when the
+// route reports usage itself.
+type InputTexter interface {
+	InputTexts(r Route, in Inspection) (texts []string, ok bool)
+}
