@@ -64,3 +64,13 @@ func JSONString(s string) []byte {
 	b, _ := json.Marshal(s)
 	return b
 }
+
+// PathSegment decodes one escaped path segment (a model name); ok is false
+// when it is not validly escaped or holds a slash once decoded.
+func PathSegment(escaped string) (string, bool) {
+	s, err := url.PathUnescape(escaped)
+	if err != nil || s == "" || strings.Contains(s, "/") {
+		return "", false
+	}
+	return s, true
+}

@@ -163,9 +163,16 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (p *Proxy) forward(ctx context.Context, w http.ResponseWriter, x *gateway.Exchange, up gateway.UpstreamRequest) gateway.End {
 	base := p.upstreams[up.Provider]
 	u := *base
+	// up.Path is in its escaped form, as the client sent it: keep it so, and
+	// never escape it a second time.
 	path, query, _ := strings.Cut(up.Path, "?")
-	u.RawPath = ""
-	u.Path = base.Path + path
+	unescaped, err := url.PathUnescape(path)
+	if err != nil {
+		writeResponse(w, x.Reject(gateway.Fail(http.StatusBadRequest, gateway.CodeInvalidRequest, "The request path is not validly escaped.")))
+		return gateway.Completed
+	}
+	u.Path = base.Path + unescaped
+	u.RawPath = base.EscapedPath() + path
 	u.RawQuery = query
 	req, err := http.NewRequestWithContext(ctx, up.Method, u.String(), nil)
 	if err != nil {

@@ -129,3 +129,26 @@ func TestUpstreamDiesMidStream(t *testing.T) {
 		})
 	}
 }
+
+// A path with escapes reaches upstream exactly as the client wrote it.
+func TestEscapedPathForwardedOnce(t *testing.T) {
+	got := make(chan string, 1)
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- r.URL.EscapedPath()
+		w.Header().Set("content-type", "application/json")
+		_, _ = w.Write([]byte(`{"candidates":[],"usageMetadata":{"promptTokenCount":1,"totalTokenCount":1}}`))
+	}))
+	t.Cleanup(upstream.Close)
+	s := newStack(t, stackOptions{upstream: upstream.URL, overlay: "models: [{provider: gemini, name: \"my model\", like: gemini-2.5-flash}]\n"})
+	res := s.do(request{path: "/gemini/v1beta/models/my%20model:generateContent", body: []byte(`{"contents":[{"parts":[{"text":"hi"}]}]}`),
+		header: s.authed(nil)})
+	if res.status != http.StatusOK {
+		t.Fatalf("status %d: %s", res.status, res.body)
+	}
+	if p := <-got; p != "/gemini/v1beta/models/my%20model:generateContent" {
+		t.Errorf("upstream path %q, want the client's escaped path once", p)
+	}
+	if rec := s.rec.wait(t, res.id); rec.Model != "my model" {
+		t.Errorf("record model %q, want the decoded name", rec.Model)
+	}
+}

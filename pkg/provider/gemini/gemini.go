@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 
 	"github.com/tollgate-dev/tollgate/pkg/gateway"
@@ -52,13 +53,15 @@ func (*Provider) Match(method, path, rawQuery string) (gateway.Route, *gateway.F
 		r.Operation, r.Local, want = opModelsList, true, http.MethodGet
 	case strings.HasPrefix(rest, modelCollection) && !strings.Contains(rest, ":"):
 		r.Operation, r.Local, want = opModelsGet, true, http.MethodGet
-		r.ModelID = rest[len(modelCollection):]
-		if r.ModelID == "" || strings.Contains(r.ModelID, "/") {
+		id, ok := gateway.PathSegment(rest[len(modelCollection):])
+		if !ok {
 			return r, notFound(method, path)
 		}
+		r.ModelID = id
 	case strings.HasPrefix(rest, modelCollection):
-		model, verb, _ := strings.Cut(rest[len(modelCollection):], ":")
-		if model == "" || strings.Contains(model, "/") {
+		escaped, verb, _ := strings.Cut(rest[len(modelCollection):], ":")
+		model, ok := gateway.PathSegment(escaped)
+		if !ok {
 			return r, notFound(method, path)
 		}
 		r.Model = model
@@ -117,7 +120,10 @@ func (*Provider) Inspect(r gateway.Route, body []byte) (gateway.Inspection, *gat
 func (*Provider) Rewrite(r gateway.Route, body []byte, _ gateway.Inspection, rw gateway.Rewrite) (gateway.Rewritten, *gateway.Failure) {
 	out := gateway.Rewritten{Body: body}
 	if rw.UpstreamModel != "" {
-		out.Path = strings.Replace(r.UpstreamPath, modelCollection+r.Model+":", modelCollection+rw.UpstreamModel+":", 1)
+		// Replace the (escaped) model segment: /{version}/models/{model}:{verb}.
+		start := strings.Index(r.UpstreamPath, "/"+modelCollection) + len(modelCollection) + 1
+		end := start + strings.IndexByte(r.UpstreamPath[start:], ':')
+		out.Path = r.UpstreamPath[:start] + url.PathEscape(rw.UpstreamModel) + r.UpstreamPath[end:]
 	}
 	return out, nil
 }

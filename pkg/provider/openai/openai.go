@@ -50,7 +50,11 @@ func (*Provider) Match(method, path, rawQuery string) (gateway.Route, *gateway.F
 		r.Operation, r.Local, want = opModelsList, true, http.MethodGet
 	case strings.HasPrefix(path, "/v1/models/") && len(path) > len("/v1/models/"):
 		r.Operation, r.Local, want = opModelsGet, true, http.MethodGet
-		r.ModelID = path[len("/v1/models/"):]
+		id, ok := gateway.PathSegment(path[len("/v1/models/"):])
+		if !ok {
+			return r, gateway.Fail(http.StatusNotFound, gateway.CodeModelNotFound, "The model id in the path is not valid.")
+		}
+		r.ModelID = id
 	default:
 		return r, unsupported(method, path)
 	}
