@@ -73,7 +73,7 @@ func OpenSQLite(ctx context.Context, path string) (*Store, error) {
 		return nil, fmt.Errorf("ledger: open %s: %w", path, err)
 	}
 	s := &Store{db: db}
-	if err := s.migrate(ctx); err != nil {
+	if err := s.migrateWaiting(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("ledger: open %s: %w", path, err)
 	}
@@ -139,11 +139,18 @@ func (s *Store) migrate(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("loading migrations: %w", err)
 	}
-	if _, err := s.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
-		version    INTEGER NOT NULL PRIMARY KEY,
-		name       TEXT    NOT NULL,
-		applied_ns INTEGER NOT NULL
-	) STRICT`); err != nil {
+	// Inside a transaction, which begins IMMEDIATE and so waits its turn:
+	// a bare statement on a brand-new file can get SQLITE_BUSY at once when
+	// several processes open it together (SQLite skips the busy handler where
+	// waiting could deadlock a lock upgrade).
+	if err := s.inTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+			version    INTEGER NOT NULL PRIMARY KEY,
+			name       TEXT    NOT NULL,
+			applied_ns INTEGER NOT NULL
+		) STRICT`)
+		return err
+	}); err != nil {
 		return fmt.Errorf("creating schema_migrations: %w", err)
 	}
 	current, err := schemaVersion(ctx, s.db)
@@ -159,6 +166,45 @@ func (s *Store) migrate(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// migrateWaiting migrates, retrying while another process holds the new
+// file: when several open a database that does not exist yet, SQLite can
+// answer SQLITE_BUSY at once (setting up WAL is one of the cases where it
+// does not call the busy handler), so the wait busy_timeout gives every
+// other statement is given here by hand, up to the same bound.
+func (s *Store) migrateWaiting(ctx context.Context) error {
+	deadline := time.Now().Add(busyTimeout)
+	for wait := 5 * time.Millisecond; ; wait = min(2*wait, 200*time.Millisecond) {
+		err := s.migrate(ctx)
+		if err == nil || !isBusy(err) || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+	}
+}
+
+// isBusy reports whether err is SQLite's "database is locked" (SQLITE_BUSY,
+// with any extended code).
+func isBusy(err error) bool {
+	var se interface{ Code() int }
+	return errors.As(err, &se) && se.Code()&0xff == 5
+}
+
+func (s *Store) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if err := fn(tx); err != nil {
+		return err
+	}
+	return tx.Commit()
 }
 
 type querier interface {
