@@ -40,6 +40,9 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzOpenAIUsage$$' -fuzztime $(FUZZTIME) ./pkg/provider/openai
 	$(GO) test -run '^$$' -fuzz '^FuzzAnthropicUsage$$' -fuzztime $(FUZZTIME) ./pkg/provider/anthropic
 	$(GO) test -run '^$$' -fuzz '^FuzzGeminiUsage$$' -fuzztime $(FUZZTIME) ./pkg/provider/gemini
+	$(GO) test -run '^$$' -fuzz '^FuzzRequest$$' -fuzztime $(FUZZTIME) ./pkg/gateway
+	$(GO) test -run '^$$' -fuzz '^FuzzPriceRoundTrip$$' -fuzztime $(FUZZTIME) ./pkg/catalog
+	$(GO) test -run '^$$' -fuzz '^FuzzWalk$$' -fuzztime $(FUZZTIME) ./pkg/tokenize
 
 bench: bench-go bench-load
 
