@@ -42,6 +42,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzGeminiUsage$$' -fuzztime $(FUZZTIME) ./pkg/provider/gemini
 	$(GO) test -run '^$$' -fuzz '^FuzzRequest$$' -fuzztime $(FUZZTIME) ./pkg/gateway
 	$(GO) test -run '^$$' -fuzz '^FuzzPriceRoundTrip$$' -fuzztime $(FUZZTIME) ./pkg/catalog
+	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME) ./pkg/catalog
 	$(GO) test -run '^$$' -fuzz '^FuzzWalk$$' -fuzztime $(FUZZTIME) ./pkg/tokenize
 
 bench: bench-go bench-load
