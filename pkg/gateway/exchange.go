@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -127,7 +126,7 @@ func (x *Exchange) RequestHeaders(method, target string, h Headers) Outcome {
 	prefix, path, rawQuery := splitPrefix(target)
 	p, ok := x.g.providers[prefix]
 	if !ok {
-		return x.reject(Fail(http.StatusNotFound, CodeNotFound,
+		return x.reject(Fail(StatusNotFound, CodeNotFound,
 			"Tollgate serves providers under /openai, /anthropic and /gemini; %q is not one of them.", "/"+prefix))
 	}
 	x.prov = p
@@ -168,7 +167,7 @@ func (x *Exchange) RequestHeaders(method, target string, h Headers) Outcome {
 // RequestBody handles the whole request body.
 func (x *Exchange) RequestBody(body []byte) Outcome {
 	if x.prov == nil || x.failure != nil || x.upHdr == nil {
-		return x.reject(Fail(http.StatusInternalServerError, CodeInternal, "request body before request headers"))
+		return x.reject(Fail(StatusInternalError, CodeInternal, "request body before request headers"))
 	}
 	if int64(len(body)) > x.g.cfg.MaxRequestBody {
 		return x.reject(x.TooLarge())
@@ -184,7 +183,7 @@ func (x *Exchange) RequestBody(body []byte) Outcome {
 	x.stream = in.Stream || x.route.Stream
 	m, ok := x.g.cfg.Catalog.Lookup(catalog.Provider(x.prov.Name()), x.model)
 	if !ok {
-		return x.reject(Fail(http.StatusNotFound, CodeModelNotFound,
+		return x.reject(Fail(StatusNotFound, CodeModelNotFound,
 			"The model %q does not exist or is not served by this gateway.", x.model).WithParam("model"))
 	}
 	if f := x.checkContext(m, body); f != nil {
@@ -217,7 +216,7 @@ func (x *Exchange) RequestBody(body []byte) Outcome {
 // TooLarge is the failure for a request body over the cap; adapters that
 // stop reading early use it too.
 func (x *Exchange) TooLarge() *Failure {
-	return Fail(http.StatusRequestEntityTooLarge, CodeTooLarge,
+	return Fail(StatusTooLarge, CodeTooLarge,
 		"Request body is larger than this gateway accepts (%d bytes).", x.g.cfg.MaxRequestBody)
 }
 
@@ -231,8 +230,8 @@ func (x *Exchange) Reject(f *Failure) Response { return x.reject(f).Response }
 // UpstreamUnavailable answers the client when the provider could not be
 // reached before any response header arrived.
 func (x *Exchange) UpstreamUnavailable() Response {
-	x.status = http.StatusBadGateway
-	f := Fail(http.StatusBadGateway, CodeUpstream, "The gateway could not reach the %s API.", x.Provider())
+	x.status = StatusBadGateway
+	f := Fail(StatusBadGateway, CodeUpstream, "The gateway could not reach the %s API.", x.Provider())
 	return x.errorResponse(f)
 }
 
@@ -246,13 +245,13 @@ func (x *Exchange) StreamAborted() []byte {
 	if x.framing == framingArray {
 		return nil // a truncated JSON array already fails the client's parser
 	}
-	return x.prov.StreamError(Fail(http.StatusBadGateway, CodeUpstream, "The upstream stream ended unexpectedly."), x.route)
+	return x.prov.StreamError(Fail(StatusBadGateway, CodeUpstream, "The upstream stream ended unexpectedly."), x.route)
 }
 
 func (x *Exchange) authenticate(h Headers, rawQuery string) *Failure {
 	token := credential(h, rawQuery)
 	if token == "" {
-		return Fail(http.StatusUnauthorized, CodeBadToken, "No gateway key was provided. Pass the gateway token as the API key.")
+		return Fail(StatusUnauthorized, CodeBadToken, "No gateway key was provided. Pass the gateway token as the API key.")
 	}
 	c, err := x.g.cfg.Verifier.Verify(token, x.g.now())
 	// A well-signed but expired or revoked token still names its account,
@@ -261,11 +260,11 @@ func (x *Exchange) authenticate(h Headers, rawQuery string) *Failure {
 	switch {
 	case err == nil:
 	case errors.Is(err, auth.ErrExpired):
-		return Fail(http.StatusUnauthorized, CodeExpiredToken, "The gateway key has expired.")
+		return Fail(StatusUnauthorized, CodeExpiredToken, "The gateway key has expired.")
 	case errors.Is(err, auth.ErrRevoked):
-		return Fail(http.StatusUnauthorized, CodeRevokedToken, "The gateway key has been revoked.")
+		return Fail(StatusUnauthorized, CodeRevokedToken, "The gateway key has been revoked.")
 	default:
-		return Fail(http.StatusUnauthorized, CodeBadToken, "Incorrect gateway key provided.")
+		return Fail(StatusUnauthorized, CodeBadToken, "Incorrect gateway key provided.")
 	}
 	return nil
 }
@@ -301,13 +300,13 @@ func (x *Exchange) checkContext(m catalog.Model, body []byte) *Failure {
 	}
 	n, err := x.g.cfg.Counter.InputTokens(body, limit)
 	if err != nil {
-		return Fail(http.StatusBadRequest, CodeInvalidRequest, "The request body could not be read as JSON.")
+		return Fail(StatusBadRequest, CodeInvalidRequest, "The request body could not be read as JSON.")
 	}
 	if n <= limit {
 		return nil
 	}
 	return &Failure{
-		Status: http.StatusBadRequest, Code: CodeContextTooLong, Param: "messages", Tokens: n, Limit: limit,
+		Status: StatusBadRequest, Code: CodeContextTooLong, Param: "messages", Tokens: n, Limit: limit,
 		Message: fmt.Sprintf("The input is %d tokens or more, over this gateway's limit of %d input tokens per request.", n, limit),
 	}
 }

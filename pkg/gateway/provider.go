@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"encoding/json"
-	"net/http"
 
 	"github.com/tollgate-dev/tollgate/pkg/jsonedit"
 	"github.com/tollgate-dev/tollgate/pkg/jsonscan"
@@ -138,9 +137,9 @@ func ParseBody(body []byte) (*jsonedit.Object, *Failure) {
 		return obj, nil
 	}
 	if !json.Valid(body) {
-		return nil, Fail(http.StatusBadRequest, CodeInvalidRequest, "The request body is not valid JSON.")
+		return nil, Fail(StatusBadRequest, CodeInvalidRequest, "The request body is not valid JSON.")
 	}
-	return nil, Fail(http.StatusBadRequest, CodeInvalidRequest, "The request body must be a JSON object.")
+	return nil, Fail(StatusBadRequest, CodeInvalidRequest, "The request body must be a JSON object.")
 }
 
 // StringField returns a top-level string member, decoded; ok is false when
