@@ -8,13 +8,13 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/tollgate-dev/tollgate/pkg/auth"
+	"github.com/tollgate-dev/tollgate/pkg/catalog"
 	"github.com/tollgate-dev/tollgate/pkg/ledger"
 	"github.com/tollgate-dev/tollgate/pkg/mockprovider"
 )
@@ -73,7 +73,8 @@ func newModelsCmd() *cobra.Command {
 			fmt.Fprintln(tw, "PROVIDER\tMODEL\tFAMILY\tINPUT $/MTok\tCACHED\tCACHE WRITE\tOUTPUT\tTPM FREE\tTPM PERSONAL\tTPM PRO")
 			for _, m := range models {
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\n", m.Provider, m.Name, m.Family,
-					usd(m.Price.Input), usd(m.Price.CachedInput), usd(m.Price.CacheWrite), usd(m.Price.Output),
+					catalog.FormatPrice(m.Price.Input), catalog.FormatPrice(m.Price.CachedInput),
+					catalog.FormatPrice(m.Price.CacheWrite), catalog.FormatPrice(m.Price.Output),
 					m.TPM["free"], m.TPM["personal"], m.TPM["pro"])
 			}
 			return tw.Flush()
@@ -82,13 +83,6 @@ func newModelsCmd() *cobra.Command {
 	cmd.Flags().StringVar(&catalogFile, "catalog", "", "YAML file that overrides or extends the model catalog")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "one JSON object per model")
 	return cmd
-}
-
-// usd renders micro-USD per MTok as a decimal without floats.
-func usd(micro int64) string {
-	s := fmt.Sprintf("%d.%06d", micro/1_000_000, micro%1_000_000)
-	s = strings.TrimRight(s, "0")
-	return strings.TrimSuffix(s, ".")
 }
 
 func newUsageCmd() *cobra.Command {
