@@ -142,6 +142,25 @@ func ParseBody(body []byte) (*jsonedit.Object, *Failure) {
 	return nil, Fail(StatusBadRequest, CodeInvalidRequest, "The request body must be a JSON object.")
 }
 
+// InspectJSONModel reads a body that names its model and stream flag in
+// top-level "model" and "stream" members, as OpenAI and Anthropic requests
+// do; missing is the provider's own message for a request without a model.
+func InspectJSONModel(body []byte, missing string) (Inspection, *Failure) {
+	var in Inspection
+	obj, f := ParseBody(body)
+	if f != nil {
+		return in, f
+	}
+	in.Body = obj
+	model, ok := StringField(obj, "model")
+	if !ok {
+		return in, Fail(StatusBadRequest, CodeInvalidRequest, "%s", missing).WithParam("model")
+	}
+	in.Model = model
+	in.Stream = string(obj.Get("stream")) == "true"
+	return in, nil
+}
+
 // StringField returns a top-level string member, decoded; ok is false when
 // it is absent, not a string or empty.
 func StringField(obj *jsonedit.Object, key string) (string, bool) {

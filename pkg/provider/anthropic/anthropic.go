@@ -85,22 +85,11 @@ func (*Provider) Match(method, path, rawQuery string) (gateway.Route, *gateway.F
 
 // Inspect implements gateway.Provider.
 func (*Provider) Inspect(r gateway.Route, body []byte) (gateway.Inspection, *gateway.Failure) {
-	var in gateway.Inspection
-	obj, f := gateway.ParseBody(body)
+	in, f := gateway.InspectJSONModel(body, "model: Field required")
 	if f != nil {
 		return in, f
 	}
-	in.Body = obj
-	model, ok := gateway.StringField(obj, "model")
-	if !ok {
-		return in, gateway.Fail(http.StatusBadRequest, gateway.CodeInvalidRequest, "model: Field required").WithParam("model")
-	}
-	in.Model = model
-	in.Stream = string(obj.Get("stream")) == "true"
-	if f := checkCacheTTL(body); f != nil {
-		return in, f
-	}
-	return in, nil
+	return in, checkCacheTTL(body)
 }
 
 // checkCacheTTL refuses a one-hour prompt cache anywhere in the request (top

@@ -87,22 +87,11 @@ func unsupported(method, path string) *gateway.Failure {
 
 // Inspect implements gateway.Provider.
 func (*Provider) Inspect(r gateway.Route, body []byte) (gateway.Inspection, *gateway.Failure) {
-	var in gateway.Inspection
-	obj, f := gateway.ParseBody(body)
-	if f != nil {
+	in, f := gateway.InspectJSONModel(body, "You must provide a model parameter.")
+	if f != nil || r.Operation == opEmbeddings {
 		return in, f
 	}
-	in.Body = obj
-	model, ok := gateway.StringField(obj, "model")
-	if !ok {
-		return in, gateway.Fail(http.StatusBadRequest, gateway.CodeInvalidRequest,
-			"You must provide a model parameter.").WithParam("model")
-	}
-	in.Model = model
-	in.Stream = string(obj.Get("stream")) == "true"
-	if r.Operation == opEmbeddings {
-		return in, nil
-	}
+	obj := in.Body
 	switch tier, _ := gateway.StringField(obj, "service_tier"); tier {
 	case "priority", "fast":
 		return in, gateway.Fail(http.StatusBadRequest, gateway.CodeUnsupported,
