@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/tollgate-dev/tollgate/pkg/gateway"
+	"github.com/tollgate-dev/tollgate/pkg/provider/internal/metertest"
 	"github.com/tollgate-dev/tollgate/pkg/sse"
 )
 
@@ -20,10 +21,10 @@ import (
 // and a stream whose events disagree can leave thinking above output.
 func FuzzAnthropicUsage(f *testing.F) {
 	for _, name := range []string{"messages-basic.json", "messages-thinking.json"} {
-		f.Add(readTestdata(f, name), "")
+		f.Add(metertest.Testdata(f, name), "")
 	}
 	for _, name := range []string{"messages-stream.sse", "messages-stream-opus46.sse", "messages-stream-cache-read.sse"} {
-		stream := readTestdata(f, name)
+		stream := metertest.Testdata(f, name)
 		f.Add(stream, "stream")
 		var d sse.Decoder
 		_ = d.Feed(stream, func(ev sse.Event) error {
@@ -66,7 +67,7 @@ func FuzzAnthropicUsage(f *testing.F) {
 			m := newMeter(t)
 			r.feed(m)
 			got, state := m.Usage()
-			if negative(got) {
+			if metertest.Negative(got) {
 				t.Fatalf("%s: usage %+v has a negative kind (state %v) for %q", r.what, got, state, data)
 			}
 			if m.OutputChars() < 0 {

@@ -2,13 +2,11 @@ package anthropic_test
 
 import (
 	"net/http"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/tollgate-dev/tollgate/pkg/gateway"
 	"github.com/tollgate-dev/tollgate/pkg/provider/anthropic"
-	"github.com/tollgate-dev/tollgate/pkg/sse"
+	"github.com/tollgate-dev/tollgate/pkg/provider/internal/metertest"
 	"github.com/tollgate-dev/tollgate/pkg/usage"
 )
 
@@ -22,29 +20,10 @@ func newMeter(t testing.TB) gateway.Meter {
 	return p.NewMeter(r, gateway.Rewritten{})
 }
 
-func readTestdata(t testing.TB, name string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join("testdata", name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 func feedSSE(t testing.TB, m gateway.Meter, stream []byte) {
 	t.Helper()
-	var d sse.Decoder
-	emit := func(ev sse.Event) error {
-		if m.Event(ev) {
-			t.Errorf("event %q was dropped; Anthropic events are never dropped", ev.Name)
-		}
-		return nil
-	}
-	if err := d.Feed(stream, emit); err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Close(emit); err != nil {
-		t.Fatal(err)
+	if dropped := metertest.FeedSSE(t, m, stream); len(dropped) > 0 {
+		t.Errorf("events dropped (%q); Anthropic events are never dropped", dropped)
 	}
 }
 
@@ -97,7 +76,7 @@ func TestMeterDocument(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			doc := []byte(tc.doc)
 			if tc.doc[0] == '@' {
-				doc = readTestdata(t, tc.doc[1:])
+				doc = metertest.Testdata(t, tc.doc[1:])
 			}
 			m := newMeter(t)
 			m.Document(doc)
@@ -186,7 +165,7 @@ func TestMeterStream(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			stream := []byte(tc.stream)
 			if tc.stream[0] == '@' {
-				stream = readTestdata(t, tc.stream[1:])
+				stream = metertest.Testdata(t, tc.stream[1:])
 			}
 			m := newMeter(t)
 			feedSSE(t, m, stream)
@@ -223,13 +202,9 @@ func TestMeterNeverNegative(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			m := newMeter(t)
 			m.Document([]byte(tc.doc))
-			if got, _ := m.Usage(); negative(got) {
+			if got, _ := m.Usage(); metertest.Negative(got) {
 				t.Errorf("usage = %+v has a negative kind", got)
 			}
 		})
 	}
-}
-
-func negative(u usage.Tokens) bool {
-	return u.Input < 0 || u.CachedInput < 0 || u.CacheWrite < 0 || u.Output < 0 || u.Reasoning < 0
 }

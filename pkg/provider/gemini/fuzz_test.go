@@ -9,6 +9,7 @@ import (
 
 	"github.com/tollgate-dev/tollgate/pkg/gateway"
 	"github.com/tollgate-dev/tollgate/pkg/jsonscan"
+	"github.com/tollgate-dev/tollgate/pkg/provider/internal/metertest"
 	"github.com/tollgate-dev/tollgate/pkg/sse"
 )
 
@@ -21,9 +22,9 @@ import (
 // int64.
 func FuzzGeminiUsage(f *testing.F) {
 	for _, name := range []string{"generate-basic.json", "generate-thoughts-tooluse.json", "stream-array.json"} {
-		f.Add(readTestdata(f, name))
+		f.Add(metertest.Testdata(f, name))
 	}
-	stream := readTestdata(f, "stream-reasoning.sse")
+	stream := metertest.Testdata(f, "stream-reasoning.sse")
 	f.Add(stream)
 	var d sse.Decoder
 	n := 0
@@ -69,7 +70,7 @@ func FuzzGeminiUsage(f *testing.F) {
 			m := newMeter(t, r.path, r.query)
 			r.feed(m)
 			got, state := m.Usage()
-			if negative(got) {
+			if metertest.Negative(got) {
 				t.Fatalf("%s: usage %+v has a negative kind (state %v) for %q", r.what, got, state, data)
 			}
 			if m.OutputChars() < 0 {

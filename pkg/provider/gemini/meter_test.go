@@ -2,13 +2,11 @@ package gemini_test
 
 import (
 	"net/http"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/tollgate-dev/tollgate/pkg/gateway"
-	"github.com/tollgate-dev/tollgate/pkg/jsonscan"
 	"github.com/tollgate-dev/tollgate/pkg/provider/gemini"
+	"github.com/tollgate-dev/tollgate/pkg/provider/internal/metertest"
 	"github.com/tollgate-dev/tollgate/pkg/sse"
 	"github.com/tollgate-dev/tollgate/pkg/usage"
 )
@@ -29,40 +27,10 @@ func newMeter(t testing.TB, path, rawQuery string) gateway.Meter {
 	return p.NewMeter(r, gateway.Rewritten{})
 }
 
-func readTestdata(t testing.TB, name string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join("testdata", name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 func feedSSE(t testing.TB, m gateway.Meter, stream []byte) {
 	t.Helper()
-	var d sse.Decoder
-	emit := func(ev sse.Event) error {
-		if m.Event(ev) {
-			t.Error("a Gemini event was dropped: Gemini streams pass byte for byte")
-		}
-		return nil
-	}
-	if err := d.Feed(stream, emit); err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Close(emit); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func feedArray(t testing.TB, m gateway.Meter, stream []byte) {
-	t.Helper()
-	var s jsonscan.ArraySplitter
-	if err := s.Feed(stream, func(elem []byte) error { m.Document(elem); return nil }); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
+	if dropped := metertest.FeedSSE(t, m, stream); len(dropped) > 0 {
+		t.Errorf("events dropped (%q); Gemini streams pass byte for byte", dropped)
 	}
 }
 
@@ -119,7 +87,7 @@ func TestMeterDocument(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			doc := []byte(tc.doc)
 			if tc.doc[0] == '@' {
-				doc = readTestdata(t, tc.doc[1:])
+				doc = metertest.Testdata(t, tc.doc[1:])
 			}
 			m := newMeter(t, generatePath, "")
 			m.Document(doc)
@@ -204,7 +172,7 @@ func TestMeterStreamRunningTotals(t *testing.T) {
 func TestMeterRecordedStreams(t *testing.T) {
 	t.Run("alt=sse with thoughts", func(t *testing.T) {
 		m := newMeter(t, streamPath, streamSSEQuery)
-		feedSSE(t, m, readTestdata(t, "stream-reasoning.sse"))
+		feedSSE(t, m, metertest.Testdata(t, "stream-reasoning.sse"))
 		want := usage.Tokens{Input: 11, Output: 703 + 713, Reasoning: 713}
 		if got, state := m.Usage(); got != want || state != gateway.FinalUsage {
 			t.Errorf("usage = %+v (%v), want %+v final", got, state, want)
@@ -212,7 +180,7 @@ func TestMeterRecordedStreams(t *testing.T) {
 	})
 	t.Run("JSON array", func(t *testing.T) {
 		m := newMeter(t, streamPath, "")
-		feedArray(t, m, readTestdata(t, "stream-array.json"))
+		metertest.FeedArray(t, m, metertest.Testdata(t, "stream-array.json"))
 		want := usage.Tokens{Input: 11, Output: 2 + 291, Reasoning: 291}
 		if got, state := m.Usage(); got != want || state != gateway.FinalUsage {
 			t.Errorf("usage = %+v (%v), want %+v final", got, state, want)
@@ -234,13 +202,9 @@ func TestMeterNeverNegative(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			m := newMeter(t, generatePath, "")
 			m.Document([]byte(tc.doc))
-			if got, _ := m.Usage(); negative(got) {
+			if got, _ := m.Usage(); metertest.Negative(got) {
 				t.Errorf("usage = %+v has a negative kind", got)
 			}
 		})
 	}
-}
-
-func negative(u usage.Tokens) bool {
-	return u.Input < 0 || u.CachedInput < 0 || u.CacheWrite < 0 || u.Output < 0 || u.Reasoning < 0
 }

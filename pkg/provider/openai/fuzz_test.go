@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/tollgate-dev/tollgate/pkg/gateway"
+	"github.com/tollgate-dev/tollgate/pkg/provider/internal/metertest"
 	"github.com/tollgate-dev/tollgate/pkg/sse"
 )
 
@@ -18,10 +19,10 @@ import (
 // output it is part of), Output ≥ Reasoning must hold in the result.
 func FuzzOpenAIUsage(f *testing.F) {
 	for _, name := range []string{"chat-basic.json", "chat-cached.json", "responses-basic.json"} {
-		f.Add(readTestdata(f, name))
+		f.Add(metertest.Testdata(f, name))
 	}
 	for _, name := range []string{"chat-stream-usage.sse", "responses-stream.sse"} {
-		stream := readTestdata(f, name)
+		stream := metertest.Testdata(f, name)
 		f.Add(stream)
 		var d sse.Decoder
 		_ = d.Feed(stream, func(ev sse.Event) error {
@@ -69,7 +70,7 @@ func FuzzOpenAIUsage(f *testing.F) {
 			m := newMeter(t, r.path, r.hide)
 			r.feed(m)
 			got, state := m.Usage()
-			if negative(got) {
+			if metertest.Negative(got) {
 				t.Fatalf("%s: usage %+v has a negative kind (state %v) for %q", r.name, got, state, data)
 			}
 			if m.OutputChars() < 0 {

@@ -2,11 +2,10 @@ package openai_test
 
 import (
 	"net/http"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/tollgate-dev/tollgate/pkg/gateway"
+	"github.com/tollgate-dev/tollgate/pkg/provider/internal/metertest"
 	"github.com/tollgate-dev/tollgate/pkg/provider/openai"
 	"github.com/tollgate-dev/tollgate/pkg/sse"
 	"github.com/tollgate-dev/tollgate/pkg/usage"
@@ -33,34 +32,8 @@ const (
 	responsesPath = "/v1/responses"
 )
 
-func readTestdata(t testing.TB, name string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join("testdata", name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 // feedSSE decodes stream and hands every event to m, returning the raw
 // data of the events m dropped.
-func feedSSE(t testing.TB, m gateway.Meter, stream []byte) (dropped []string) {
-	t.Helper()
-	var d sse.Decoder
-	emit := func(ev sse.Event) error {
-		if m.Event(ev) {
-			dropped = append(dropped, string(ev.Data))
-		}
-		return nil
-	}
-	if err := d.Feed(stream, emit); err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Close(emit); err != nil {
-		t.Fatal(err)
-	}
-	return dropped
-}
 
 func TestMeterDocument(t *testing.T) {
 	for _, tc := range []struct {
@@ -159,7 +132,7 @@ func TestMeterDocument(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			doc := []byte(tc.doc)
 			if tc.doc[0] == '@' {
-				doc = readTestdata(t, tc.doc[1:])
+				doc = metertest.Testdata(t, tc.doc[1:])
 			}
 			m := newMeter(t, tc.path, false)
 			m.Document(doc)
@@ -193,7 +166,7 @@ func TestMeterChatStream(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := newMeter(t, chatPath, tc.hide)
-			dropped := feedSSE(t, m, []byte(stream))
+			dropped := metertest.FeedSSE(t, m, []byte(stream))
 			if len(dropped) != len(tc.wantDrop) || len(dropped) == 1 && dropped[0] != tc.wantDrop[0] {
 				t.Errorf("dropped %q, want %q", dropped, tc.wantDrop)
 			}
@@ -235,7 +208,7 @@ func TestMeterRecordedStreams(t *testing.T) {
 	} {
 		t.Run(tc.file, func(t *testing.T) {
 			m := newMeter(t, tc.path, tc.hide)
-			dropped := feedSSE(t, m, readTestdata(t, tc.file))
+			dropped := metertest.FeedSSE(t, m, metertest.Testdata(t, tc.file))
 			if len(dropped) != tc.drops {
 				t.Errorf("dropped %d events, want %d", len(dropped), tc.drops)
 			}
@@ -294,13 +267,9 @@ func TestMeterNeverNegative(t *testing.T) {
 			m := newMeter(t, tc.path, false)
 			m.Document([]byte(tc.doc))
 			got, _ := m.Usage()
-			if negative(got) {
+			if metertest.Negative(got) {
 				t.Errorf("usage = %+v has a negative kind", got)
 			}
 		})
 	}
-}
-
-func negative(u usage.Tokens) bool {
-	return u.Input < 0 || u.CachedInput < 0 || u.CacheWrite < 0 || u.Output < 0 || u.Reasoning < 0
 }
