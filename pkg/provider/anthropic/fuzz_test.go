@@ -2,8 +2,6 @@ package anthropic_test
 
 import (
 	"bytes"
-	"encoding/json"
-	"strings"
 	"testing"
 
 	"github.com/tollgate-dev/tollgate/pkg/gateway"
@@ -88,35 +86,11 @@ func FuzzAnthropicUsage(f *testing.F) {
 // with encoding/json, last repeated key wins as in the meter) holds only
 // non-negative integer counts and thinking_tokens not above output_tokens.
 func consistentUsage(doc []byte, path []string) bool {
-	dec := json.NewDecoder(bytes.NewReader(doc))
-	dec.UseNumber()
-	var v any
-	if dec.Decode(&v) != nil || dec.More() {
-		return false
-	}
-	for _, k := range path {
-		obj, ok := v.(map[string]any)
-		if !ok {
-			return false
-		}
-		v = obj[k]
-	}
-	u, ok := v.(map[string]any)
+	u, ok := metertest.UsageObject(doc, path...)
 	if !ok {
 		return false
 	}
-	count := func(obj map[string]any, k string) (n int64, present, ok bool) {
-		raw, present := obj[k]
-		if !present {
-			return 0, false, true
-		}
-		num, isNum := raw.(json.Number)
-		if !isNum || strings.ContainsAny(string(num), ".eE") {
-			return 0, true, false
-		}
-		n, err := num.Int64()
-		return n, true, err == nil && n >= 0
-	}
+	count := metertest.Count
 	for _, k := range []string{"input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"} {
 		if _, _, ok := count(u, k); !ok {
 			return false

@@ -2,9 +2,7 @@ package gemini_test
 
 import (
 	"bytes"
-	"encoding/json"
 	"math"
-	"strings"
 	"testing"
 
 	"github.com/tollgate-dev/tollgate/pkg/gateway"
@@ -91,28 +89,14 @@ func FuzzGeminiUsage(f *testing.F) {
 // encoding/json, last repeated key wins as in the meter) has only
 // non-negative integer counters and sums that fit in an int64.
 func consistentUsage(doc []byte) bool {
-	dec := json.NewDecoder(bytes.NewReader(doc))
-	dec.UseNumber()
-	var v map[string]any
-	if dec.Decode(&v) != nil || dec.More() {
-		return false
-	}
-	u, ok := v["usageMetadata"].(map[string]any)
+	u, ok := metertest.UsageObject(doc, "usageMetadata")
 	if !ok {
 		return false
 	}
 	var sum uint64
 	for _, k := range []string{"promptTokenCount", "cachedContentTokenCount", "candidatesTokenCount", "thoughtsTokenCount", "toolUsePromptTokenCount"} {
-		raw, present := u[k]
-		if !present {
-			continue
-		}
-		num, isNum := raw.(json.Number)
-		if !isNum || strings.ContainsAny(string(num), ".eE") {
-			return false
-		}
-		n, err := num.Int64()
-		if err != nil || n < 0 {
+		n, _, ok := metertest.Count(u, k)
+		if !ok {
 			return false
 		}
 		sum += uint64(n)

@@ -3,7 +3,6 @@ package openai_test
 import (
 	"bytes"
 	"encoding/json"
-	"strings"
 	"testing"
 
 	"github.com/tollgate-dev/tollgate/pkg/gateway"
@@ -129,35 +128,11 @@ func feedStream(m gateway.Meter, data []byte) {
 // count at most every output count present, and no reasoning without an
 // output count.
 func consistentUsage(doc []byte, path []string) bool {
-	dec := json.NewDecoder(bytes.NewReader(doc))
-	dec.UseNumber()
-	var v any
-	if dec.Decode(&v) != nil || dec.More() {
-		return false
-	}
-	for _, k := range path {
-		obj, ok := v.(map[string]any)
-		if !ok {
-			return false
-		}
-		v = obj[k]
-	}
-	u, ok := v.(map[string]any)
+	u, ok := metertest.UsageObject(doc, path...)
 	if !ok {
 		return false
 	}
-	count := func(obj map[string]any, k string) (n int64, present, ok bool) {
-		raw, present := obj[k]
-		if !present {
-			return 0, false, true
-		}
-		num, isNum := raw.(json.Number)
-		if !isNum || strings.ContainsAny(string(num), ".eE") {
-			return 0, true, false
-		}
-		n, err := num.Int64()
-		return n, true, err == nil && n >= 0
-	}
+	count := metertest.Count
 	var outs, reasons []int64
 	for _, k := range []string{"prompt_tokens", "input_tokens", "completion_tokens", "output_tokens"} {
 		n, present, ok := count(u, k)

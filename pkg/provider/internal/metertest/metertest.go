@@ -3,8 +3,11 @@
 package metertest
 
 import (
+	"bytes"
+	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/tollgate-dev/tollgate/pkg/gateway"
@@ -58,4 +61,40 @@ func FeedArray(t testing.TB, m gateway.Meter, stream []byte) {
 // Negative reports whether any kind of u is below zero.
 func Negative(u usage.Tokens) bool {
 	return u.Input < 0 || u.CachedInput < 0 || u.CacheWrite < 0 || u.Output < 0 || u.Reasoning < 0
+}
+
+// UsageObject decodes doc with encoding/json, which like the meters takes
+// the last of repeated keys, and returns the object found by following
+// path: an independent reading to check a meter against.
+func UsageObject(doc []byte, path ...string) (map[string]any, bool) {
+	dec := json.NewDecoder(bytes.NewReader(doc))
+	dec.UseNumber()
+	var v any
+	if dec.Decode(&v) != nil || dec.More() {
+		return nil, false
+	}
+	for _, k := range path {
+		obj, ok := v.(map[string]any)
+		if !ok {
+			return nil, false
+		}
+		v = obj[k]
+	}
+	u, ok := v.(map[string]any)
+	return u, ok
+}
+
+// Count reads the counter key of obj: present says whether it is there, ok
+// whether it is absent or a non-negative integer that fits an int64.
+func Count(obj map[string]any, key string) (n int64, present, ok bool) {
+	raw, present := obj[key]
+	if !present {
+		return 0, false, true
+	}
+	num, isNum := raw.(json.Number)
+	if !isNum || strings.ContainsAny(string(num), ".eE") {
+		return 0, true, false
+	}
+	n, err := num.Int64()
+	return n, true, err == nil && n >= 0
 }
