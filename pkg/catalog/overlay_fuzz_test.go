@@ -4,8 +4,8 @@ import "testing"
 
 // FuzzLoad feeds arbitrary overlay files to Load. Whatever it accepts must
 // be a catalog the gateway can bill with: every model found by its own
-// name, priced (output may be free only for embeddings) and limited on
-// every plan.
+// name, priced (output may be free only for embeddings), limited on every
+// plan, and with a context limit.
 func FuzzLoad(f *testing.F) {
 	def, err := Default()
 	if err != nil {
@@ -32,6 +32,9 @@ func FuzzLoad(f *testing.F) {
 			if m.Price.Input <= 0 || m.Price.CachedInput < 0 || m.Price.CacheWrite < 0 || m.Price.Output < 0 ||
 				m.Price.Output == 0 && m.Kind != KindEmbedding {
 				t.Fatalf("%s/%s has price %+v (kind %q)", m.Provider, m.Name, m.Price, m.Kind)
+			}
+			if m.ContextTokens <= 0 {
+				t.Fatalf("%s/%s has no context limit (%d); the gateway relies on one", m.Provider, m.Name, m.ContextTokens)
 			}
 			for _, p := range []Plan{PlanFree, PlanPersonal, PlanPro, PlanEnterprise} {
 				if n, ok := m.Limit(p); !ok || n <= 0 {

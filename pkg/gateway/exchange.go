@@ -239,11 +239,10 @@ func (x *Exchange) UpstreamUnavailable() Response {
 // fails after the response started, so SDKs raise an error instead of
 // treating a cut stream as complete.
 func (x *Exchange) StreamAborted() []byte {
-	if x.prov == nil || x.framing != framingSSE && x.framing != framingArray {
+	// A truncated JSON array already fails the client's parser; only an
+	// SSE stream needs an error event to not look complete.
+	if x.prov == nil || x.framing != framingSSE {
 		return nil
-	}
-	if x.framing == framingArray {
-		return nil // a truncated JSON array already fails the client's parser
 	}
 	return x.prov.StreamError(Fail(StatusBadGateway, CodeUpstream, "The upstream stream ended unexpectedly."), x.route)
 }
@@ -289,10 +288,7 @@ func credential(h Headers, rawQuery string) string {
 }
 
 func (x *Exchange) checkContext(m catalog.Model, body []byte) *Failure {
-	limit := m.ContextTokens
-	if limit <= 0 {
-		limit = DefaultContextTokens
-	}
+	limit := m.ContextTokens // the catalog always sets one
 	// A BPE token is at least one byte of text, so a smaller body cannot
 	// exceed the limit and needs no counting.
 	if int64(len(body)) <= limit || x.g.cfg.Counter == nil {

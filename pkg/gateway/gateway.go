@@ -88,7 +88,6 @@ const cacheKeyEntries = 16384
 const (
 	DefaultMaxRequestBody = 32 << 20
 	DefaultMaxResponseDoc = 64 << 20
-	DefaultContextTokens  = 200_000
 )
 
 // Gateway holds what every exchange shares. It is safe for concurrent use.

@@ -23,36 +23,6 @@ func (h Headers) Get(name string) string {
 	return ""
 }
 
-// Has reports whether name is present (even with an empty value).
-func (h Headers) Has(name string) bool {
-	for _, f := range h {
-		if strings.EqualFold(f.Name, name) {
-			return true
-		}
-	}
-	return false
-}
-
-// Set replaces every value of name with value (appending when absent).
-func (h *Headers) Set(name, value string) {
-	out := (*h)[:0]
-	found := false
-	for _, f := range *h {
-		if strings.EqualFold(f.Name, name) {
-			if found {
-				continue
-			}
-			f = Header{Name: name, Value: value}
-			found = true
-		}
-		out = append(out, f)
-	}
-	if !found {
-		out = append(out, Header{Name: name, Value: value})
-	}
-	*h = out
-}
-
 // Add appends a field.
 func (h *Headers) Add(name, value string) { *h = append(*h, Header{Name: name, Value: value}) }
 

@@ -224,9 +224,6 @@ func (*Provider) Local(r gateway.Route, models gateway.ModelLister) (int, []byte
 		if kind == "embedding" {
 			methods = []string{opEmbed, opBatchEmbed, opCountTokens}
 		}
-		if ctx <= 0 {
-			ctx = gateway.DefaultContextTokens
-		}
 		return model{Name: modelCollection + name, BaseModelID: name, Version: "001", DisplayName: display,
 			InputTokenLimit: ctx, SupportedGenerationMethods: methods}
 	}
