@@ -180,3 +180,27 @@ func StringField(obj *jsonedit.Object, key string) (string, bool) {
 type InputTexter interface {
 	InputTexts(r Route, in Inspection) (texts []string, ok bool)
 }
+
+// Count reads the token counter at path in a usage object, clamped with
+// usage.Clamp so no body can bill negative or overflowing tokens; ok is
+// false when it is absent or not an integer.
+func Count(raw []byte, path ...string) (int64, bool) {
+	v, ok := jsonscan.Field(raw, path...)
+	if !ok {
+		return 0, false
+	}
+	n, ok := jsonscan.Int(v)
+	return usage.Clamp(n), ok
+}
+
+// EventType is an SSE event's type: its event name, or the "type" member of
+// its data when the stream sends none (both Anthropic and OpenAI Responses
+// repeat the name there).
+func EventType(ev sse.Event) string {
+	if ev.Name != "" {
+		return ev.Name
+	}
+	raw, _ := jsonscan.Field(ev.Data, "type")
+	s, _ := jsonscan.String(raw)
+	return s
+}

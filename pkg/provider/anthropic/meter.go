@@ -29,13 +29,7 @@ func (m *meter) Document(doc []byte) {
 }
 
 func (m *meter) Event(ev sse.Event) bool {
-	name := ev.Name
-	if name == "" {
-		if raw, ok := jsonscan.Field(ev.Data, "type"); ok {
-			name, _ = jsonscan.String(raw)
-		}
-	}
-	switch name {
+	switch gateway.EventType(ev) {
 	case "message_start":
 		if raw, ok := jsonscan.Field(ev.Data, "message", "usage"); ok && m.read(raw) && m.state < gateway.PartialUsage {
 			m.state = gateway.PartialUsage
@@ -59,10 +53,8 @@ func (m *meter) Event(ev sse.Event) bool {
 func (m *meter) read(raw []byte) bool {
 	any := false
 	set := func(dst *int64, path ...string) {
-		if v, ok := jsonscan.Field(raw, path...); ok {
-			if n, ok := jsonscan.Int(v); ok {
-				*dst, any = usage.Clamp(n), true
-			}
+		if n, ok := gateway.Count(raw, path...); ok {
+			*dst, any = n, true
 		}
 	}
 	set(&m.u.Input, "input_tokens")

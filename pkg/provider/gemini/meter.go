@@ -45,9 +45,8 @@ func (m *meter) Document(doc []byte) {
 		return
 	}
 	n := func(path string) int64 {
-		v, _ := jsonscan.Field(raw, path)
-		i, _ := jsonscan.Int(v)
-		return usage.Clamp(i)
+		c, _ := gateway.Count(raw, path)
+		return c
 	}
 	prompt, cached := n("promptTokenCount"), n("cachedContentTokenCount")
 	cached = min(cached, prompt)

@@ -92,13 +92,7 @@ func (m *meter) Event(ev sse.Event) bool {
 }
 
 func (m *meter) responsesEvent(ev sse.Event) bool {
-	typ := ev.Name
-	if typ == "" {
-		if raw, ok := jsonscan.Field(ev.Data, "type"); ok {
-			typ, _ = jsonscan.String(raw)
-		}
-	}
-	switch typ {
+	switch gateway.EventType(ev) {
 	case "response.completed", "response.incomplete", "response.failed":
 		if raw, ok := jsonscan.Field(ev.Data, "response", "usage"); ok && !jsonedit.IsNull(raw) {
 			m.read(raw)
@@ -115,38 +109,27 @@ func (m *meter) responsesEvent(ev sse.Event) bool {
 // reports prompt/completion tokens, Responses input/output tokens; cached
 // tokens are a subset of the prompt and reasoning a subset of the output.
 func (m *meter) read(raw []byte) {
-	prompt, ok := num(raw, "prompt_tokens")
+	prompt, ok := gateway.Count(raw, "prompt_tokens")
 	if !ok {
-		prompt, ok = num(raw, "input_tokens")
+		prompt, ok = gateway.Count(raw, "input_tokens")
 	}
-	out, ok2 := num(raw, "completion_tokens")
+	out, ok2 := gateway.Count(raw, "completion_tokens")
 	if !ok2 {
-		out, ok2 = num(raw, "output_tokens")
+		out, ok2 = gateway.Count(raw, "output_tokens")
 	}
 	if !ok && !ok2 {
 		return
 	}
-	cached, ok := num(raw, "prompt_tokens_details", "cached_tokens")
+	cached, ok := gateway.Count(raw, "prompt_tokens_details", "cached_tokens")
 	if !ok {
-		cached, _ = num(raw, "input_tokens_details", "cached_tokens")
+		cached, _ = gateway.Count(raw, "input_tokens_details", "cached_tokens")
 	}
-	reasoning, ok := num(raw, "completion_tokens_details", "reasoning_tokens")
+	reasoning, ok := gateway.Count(raw, "completion_tokens_details", "reasoning_tokens")
 	if !ok {
-		reasoning, _ = num(raw, "output_tokens_details", "reasoning_tokens")
+		reasoning, _ = gateway.Count(raw, "output_tokens_details", "reasoning_tokens")
 	}
-	// Counts are clamped so a malformed body can never bill negative
-	// tokens: cached is a subset of the prompt, reasoning of the output.
-	prompt, out = usage.Clamp(prompt), usage.Clamp(out)
-	cached = min(usage.Clamp(cached), prompt)
-	reasoning = min(usage.Clamp(reasoning), out)
+	// Cached is a subset of the prompt, reasoning of the output.
+	cached, reasoning = min(cached, prompt), min(reasoning, out)
 	m.u = usage.Tokens{Input: prompt - cached, CachedInput: cached, Output: out, Reasoning: reasoning}
 	m.found = true
-}
-
-func num(raw []byte, path ...string) (int64, bool) {
-	v, ok := jsonscan.Field(raw, path...)
-	if !ok {
-		return 0, false
-	}
-	return jsonscan.Int(v)
 }
