@@ -18,6 +18,7 @@ import (
 	"runtime"
 	"sync"
 	"syscall"
+	"strings"
 	"testing"
 	"time"
 
@@ -264,19 +265,10 @@ func CleanEnv() []string {
 	}
 	var env []string
 	for _, kv := range os.Environ() {
-		k, _, _ := cutEq(kv)
+		k, _, _ := strings.Cut(kv, "=")
 		if !drop[k] {
 			env = append(env, kv)
 		}
 	}
 	return env
-}
-
-func cutEq(kv string) (string, string, bool) {
-	for i := 0; i < len(kv); i++ {
-		if kv[i] == '=' {
-			return kv[:i], kv[i+1:], true
-		}
-	}
-	return kv, "", false
 }
