@@ -13,6 +13,8 @@ import (
 	"net/http/httptest"
 	"testing"
 
+	"github.com/tollgate-dev/tollgate/test/sdkusage"
+
 	"github.com/anthropics/anthropic-sdk-go/v2"
 	aoption "github.com/anthropics/anthropic-sdk-go/v2/option"
 	"github.com/openai/openai-go/v3"
@@ -73,24 +75,6 @@ var ctx = context.Background()
 
 // ---- OpenAI ----
 
-func oaChatUsage(u openai.CompletionUsage) usage.Tokens {
-	return usage.Tokens{
-		Input:       u.PromptTokens - u.PromptTokensDetails.CachedTokens,
-		CachedInput: u.PromptTokensDetails.CachedTokens,
-		Output:      u.CompletionTokens,
-		Reasoning:   u.CompletionTokensDetails.ReasoningTokens,
-	}
-}
-
-func oaRespUsage(u responses.ResponseUsage) usage.Tokens {
-	return usage.Tokens{
-		Input:       u.InputTokens - u.InputTokensDetails.CachedTokens,
-		CachedInput: u.InputTokensDetails.CachedTokens,
-		Output:      u.OutputTokens,
-		Reasoning:   u.OutputTokensDetails.ReasoningTokens,
-	}
-}
-
 var oaWeather = openai.ChatCompletionFunctionTool(shared.FunctionDefinitionParam{
 	Name: "get_weather",
 	Parameters: shared.FunctionParameters{
@@ -114,7 +98,7 @@ func TestSDKOpenAIChat(t *testing.T) {
 		if c.Choices[0].Message.Content != s.Reply || s.Reply == "" || c.Choices[0].FinishReason != "stop" {
 			t.Fatalf("%+v", c.Choices[0])
 		}
-		wantUsage(t, oaChatUsage(c.Usage), s.Usage)
+		wantUsage(t, sdkusage.OpenAIChat(c.Usage), s.Usage)
 		wantUsage(t, s.Usage, usage.Tokens{Input: 11, CachedInput: 5, Output: 9, Reasoning: 4})
 		if c.Usage.TotalTokens != 25 || s.Header.Get("Authorization") != "Bearer test-key" {
 			t.Fatalf("%+v %v", c.Usage, s.Header)
@@ -137,7 +121,7 @@ func TestSDKOpenAIChat(t *testing.T) {
 		if acc.Choices[0].Message.Content != s.Reply || !s.Stream {
 			t.Fatalf("%q vs %q", acc.Choices[0].Message.Content, s.Reply)
 		}
-		wantUsage(t, oaChatUsage(acc.Usage), s.Usage)
+		wantUsage(t, sdkusage.OpenAIChat(acc.Usage), s.Usage)
 		if s.Usage.Output == 0 {
 			t.Fatal("no output counted")
 		}
@@ -199,7 +183,7 @@ func TestSDKOpenAIChat(t *testing.T) {
 				t.Fatalf("%+v", msg)
 			}
 			s := lastOf(t, e.all.OpenAI)
-			wantUsage(t, oaChatUsage(u), s.Usage)
+			wantUsage(t, sdkusage.OpenAIChat(u), s.Usage)
 			// Feed the result back: the loop terminates with text.
 			c, err := e.openai.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
 				Model: "gpt-4o-mini",
@@ -257,7 +241,7 @@ func TestSDKOpenAIResponses(t *testing.T) {
 		if r.OutputText() != s.Reply || r.Status != "completed" {
 			t.Fatalf("%q %q", r.OutputText(), s.Reply)
 		}
-		wantUsage(t, oaRespUsage(r.Usage), s.Usage)
+		wantUsage(t, sdkusage.OpenAIResponses(r.Usage), s.Usage)
 		if s.Usage.CachedInput != 3 || s.Usage.Reasoning != 2 {
 			t.Fatalf("%+v", s.Usage)
 		}
@@ -287,7 +271,7 @@ func TestSDKOpenAIResponses(t *testing.T) {
 		if text != s.Reply || done != s.Reply || final.OutputText() != s.Reply {
 			t.Fatalf("%q %q %q", text, done, s.Reply)
 		}
-		wantUsage(t, oaRespUsage(final.Usage), s.Usage)
+		wantUsage(t, sdkusage.OpenAIResponses(final.Usage), s.Usage)
 	})
 	t.Run("tool stream", func(t *testing.T) {
 		st := e.openai.Responses.NewStreaming(ctx, responses.ResponseNewParams{
@@ -313,7 +297,7 @@ func TestSDKOpenAIResponses(t *testing.T) {
 		if args != `{"city":"example"}` || item.Type != "function_call" || item.Name != "get_weather" || item.Arguments.OfString != args {
 			t.Fatalf("%q %+v", args, item)
 		}
-		wantUsage(t, oaRespUsage(final.Usage), lastOf(t, e.all.OpenAI).Usage)
+		wantUsage(t, sdkusage.OpenAIResponses(final.Usage), lastOf(t, e.all.OpenAI).Usage)
 	})
 	t.Run("midstream error", func(t *testing.T) {
 		st := e.openai.Responses.NewStreaming(ctx, responses.ResponseNewParams{
@@ -364,16 +348,6 @@ func TestSDKOpenAIEmbeddingsAndModels(t *testing.T) {
 
 // ---- Anthropic ----
 
-func anthSDKUsage(u anthropic.Usage) usage.Tokens {
-	return usage.Tokens{
-		Input:       u.InputTokens,
-		CachedInput: u.CacheReadInputTokens,
-		CacheWrite:  u.CacheCreationInputTokens,
-		Output:      u.OutputTokens,
-		Reasoning:   u.OutputTokensDetails.ThinkingTokens,
-	}
-}
-
 var anthWeather = anthropic.ToolUnionParam{OfTool: &anthropic.ToolParam{
 	Name: "get_weather",
 	InputSchema: anthropic.ToolInputSchemaParam{
@@ -397,7 +371,7 @@ func TestSDKAnthropic(t *testing.T) {
 		if m.Content[0].Text != s.Reply || m.StopReason != "end_turn" || m.Usage.CacheCreation.Ephemeral5mInputTokens != 40 {
 			t.Fatalf("%+v", m)
 		}
-		wantUsage(t, anthSDKUsage(m.Usage), s.Usage)
+		wantUsage(t, sdkusage.Anthropic(m.Usage), s.Usage)
 		wantUsage(t, s.Usage, usage.Tokens{Input: 3, CachedInput: 100, CacheWrite: 40, Output: 12, Reasoning: 2})
 		if s.Header.Get("Anthropic-Version") == "" {
 			t.Fatal("SDK sent no anthropic-version")
@@ -425,7 +399,7 @@ func TestSDKAnthropic(t *testing.T) {
 				t.Fatal(err)
 			}
 			s := lastOf(t, e.all.Anthropic)
-			wantUsage(t, anthSDKUsage(msg.Usage), s.Usage)
+			wantUsage(t, sdkusage.Anthropic(msg.Usage), s.Usage)
 			if tool {
 				b := msg.Content[0]
 				if b.Type != "tool_use" || b.Name != "get_weather" || string(b.Input) != `{"city":"example"}` || msg.StopReason != "tool_use" {
@@ -488,15 +462,6 @@ func TestSDKAnthropic(t *testing.T) {
 
 // ---- Gemini ----
 
-func gemSDKUsage(u *genai.GenerateContentResponseUsageMetadata) usage.Tokens {
-	return usage.Tokens{
-		Input:       int64(u.PromptTokenCount - u.CachedContentTokenCount + u.ToolUsePromptTokenCount),
-		CachedInput: int64(u.CachedContentTokenCount),
-		Output:      int64(u.CandidatesTokenCount + u.ThoughtsTokenCount),
-		Reasoning:   int64(u.ThoughtsTokenCount),
-	}
-}
-
 var gemWeather = &genai.GenerateContentConfig{Tools: []*genai.Tool{{FunctionDeclarations: []*genai.FunctionDeclaration{{
 	Name: "get_weather",
 	Parameters: &genai.Schema{Type: genai.TypeObject, Required: []string{"city"},
@@ -515,7 +480,7 @@ func TestSDKGemini(t *testing.T) {
 		if r.Text() != s.Reply || s.Model != "gemini-2.5-flash" || s.Header.Get("X-Goog-Api-Key") != "test-key" {
 			t.Fatalf("%q %+v", r.Text(), s)
 		}
-		wantUsage(t, gemSDKUsage(r.UsageMetadata), s.Usage)
+		wantUsage(t, sdkusage.Gemini(r.UsageMetadata), s.Usage)
 		wantUsage(t, s.Usage, usage.Tokens{Input: 24, CachedInput: 10, Output: 8, Reasoning: 3})
 		if r.UsageMetadata.TotalTokenCount != 30+5+4+3 {
 			t.Fatalf("%+v", r.UsageMetadata)
@@ -535,7 +500,7 @@ func TestSDKGemini(t *testing.T) {
 		if text != s.Reply || s.RawQuery != "alt=sse" {
 			t.Fatalf("%q %+v", text, s)
 		}
-		wantUsage(t, gemSDKUsage(last.UsageMetadata), s.Usage)
+		wantUsage(t, sdkusage.Gemini(last.UsageMetadata), s.Usage)
 	})
 	for _, stream := range []bool{false, true} {
 		t.Run(fmt.Sprintf("tool stream=%v", stream), func(t *testing.T) {
@@ -555,7 +520,7 @@ func TestSDKGemini(t *testing.T) {
 			if len(fc) != 1 || fc[0].Name != "get_weather" || fc[0].Args["city"] != "example" {
 				t.Fatalf("%+v", fc)
 			}
-			wantUsage(t, gemSDKUsage(r.UsageMetadata), lastOf(t, e.all.Gemini).Usage)
+			wantUsage(t, sdkusage.Gemini(r.UsageMetadata), lastOf(t, e.all.Gemini).Usage)
 			// Feed the result back: the loop terminates.
 			r2, err := e.gem.Models.GenerateContent(ctx, "gemini-2.5-flash", []*genai.Content{
 				genai.NewContentFromText("[[mock tool]]", genai.RoleUser),

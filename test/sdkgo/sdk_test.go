@@ -22,6 +22,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate-dev/tollgate/test/sdkusage"
+
 	"github.com/anthropics/anthropic-sdk-go/v2"
 	aoption "github.com/anthropics/anthropic-sdk-go/v2/option"
 	"github.com/openai/openai-go/v3"
@@ -189,48 +191,6 @@ func mustID(t *testing.T, h http.Header) string {
 	return id
 }
 
-// ---- native usage in the gateway's terms ----
-
-func oaChat(u openai.CompletionUsage) usage.Tokens {
-	return usage.Tokens{
-		Input:       u.PromptTokens - u.PromptTokensDetails.CachedTokens,
-		CachedInput: u.PromptTokensDetails.CachedTokens,
-		Output:      u.CompletionTokens,
-		Reasoning:   u.CompletionTokensDetails.ReasoningTokens,
-	}
-}
-
-func oaResp(u responses.ResponseUsage) usage.Tokens {
-	return usage.Tokens{
-		Input:       u.InputTokens - u.InputTokensDetails.CachedTokens,
-		CachedInput: u.InputTokensDetails.CachedTokens,
-		Output:      u.OutputTokens,
-		Reasoning:   u.OutputTokensDetails.ReasoningTokens,
-	}
-}
-
-func anth(u anthropic.Usage) usage.Tokens {
-	return usage.Tokens{
-		Input:       u.InputTokens,
-		CachedInput: u.CacheReadInputTokens,
-		CacheWrite:  u.CacheCreationInputTokens,
-		Output:      u.OutputTokens,
-		Reasoning:   u.OutputTokensDetails.ThinkingTokens,
-	}
-}
-
-func gem(u *genai.GenerateContentResponseUsageMetadata) usage.Tokens {
-	if u == nil {
-		return usage.Tokens{}
-	}
-	return usage.Tokens{
-		Input:       int64(u.PromptTokenCount - u.CachedContentTokenCount + u.ToolUsePromptTokenCount),
-		CachedInput: int64(u.CachedContentTokenCount),
-		Output:      int64(u.CandidatesTokenCount + u.ThoughtsTokenCount),
-		Reasoning:   int64(u.ThoughtsTokenCount),
-	}
-}
-
 // ---- the test ----
 
 func TestOfficialGoSDKs(t *testing.T) {
@@ -300,7 +260,7 @@ func (s *suite) openAI(t *testing.T) {
 		if len(r.Choices) != 1 || r.Choices[0].Message.Content != c.served.Reply || r.Choices[0].Message.Content == "" {
 			t.Fatalf("reply %+v, mock sent %q", r.Choices, c.served.Reply)
 		}
-		wantTokens(t, "SDK usage", oaChat(r.Usage), c.served.Usage)
+		wantTokens(t, "SDK usage", sdkusage.OpenAIChat(r.Usage), c.served.Usage)
 		wantTokens(t, "ground truth", c.served.Usage, usage.Tokens{Input: 11, CachedInput: 5, Output: 9, Reasoning: 4})
 		if r.Usage.PromptTokens != 16 || r.Usage.TotalTokens != 25 {
 			t.Errorf("native usage %+v", r.Usage)
@@ -322,7 +282,7 @@ func (s *suite) openAI(t *testing.T) {
 		if r.OutputText() != c.served.Reply || r.Status != "completed" {
 			t.Fatalf("reply %q status %q, mock sent %q", r.OutputText(), r.Status, c.served.Reply)
 		}
-		wantTokens(t, "SDK usage", oaResp(r.Usage), c.served.Usage)
+		wantTokens(t, "SDK usage", sdkusage.OpenAIResponses(r.Usage), c.served.Usage)
 		if c.served.Usage.CachedInput != 3 || c.served.Usage.Reasoning != 2 {
 			t.Errorf("ground truth %+v", c.served.Usage)
 		}
@@ -404,7 +364,7 @@ func (s *suite) openAI(t *testing.T) {
 		if acc.Choices[0].Message.Content != c.served.Reply {
 			t.Errorf("text %q, mock sent %q", acc.Choices[0].Message.Content, c.served.Reply)
 		}
-		wantTokens(t, "SDK usage", oaChat(acc.Usage), c.served.Usage)
+		wantTokens(t, "SDK usage", sdkusage.OpenAIChat(acc.Usage), c.served.Usage)
 		wantTokens(t, "ground truth", c.served.Usage, usage.Tokens{Input: 21, CachedInput: 8, Output: 6})
 	})
 
@@ -436,7 +396,7 @@ func (s *suite) openAI(t *testing.T) {
 		if completed != 1 || text != c.served.Reply || final.OutputText() != c.served.Reply {
 			t.Fatalf("completed %d, text %q / %q, mock sent %q", completed, text, final.OutputText(), c.served.Reply)
 		}
-		wantTokens(t, "SDK usage", oaResp(final.Usage), c.served.Usage)
+		wantTokens(t, "SDK usage", sdkusage.OpenAIResponses(final.Usage), c.served.Usage)
 		wantTokens(t, "ground truth", c.served.Usage, usage.Tokens{Input: 30, CachedInput: 10, Output: 7, Reasoning: 3})
 	})
 
@@ -499,7 +459,7 @@ func (s *suite) openAI(t *testing.T) {
 					t.Errorf("client saw usage %+v", u)
 				}
 			} else {
-				wantTokens(t, "SDK usage", oaChat(u), c.served.Usage)
+				wantTokens(t, "SDK usage", sdkusage.OpenAIChat(u), c.served.Usage)
 			}
 		}
 	}
@@ -526,7 +486,7 @@ func (s *suite) openAI(t *testing.T) {
 		if len(r.Output) != 1 || r.Output[0].Type != "function_call" || r.Output[0].Name != "get_weather" {
 			t.Fatalf("output %+v", r.Output)
 		}
-		wantTokens(t, "SDK usage", oaResp(r.Usage), c.served.Usage)
+		wantTokens(t, "SDK usage", sdkusage.OpenAIResponses(r.Usage), c.served.Usage)
 	})
 
 	t.Run("embeddings", func(t *testing.T) {
@@ -623,7 +583,7 @@ func (s *suite) anthropic(t *testing.T) {
 		if len(m.Content) != 1 || m.Content[0].Text != c.served.Reply || m.StopReason != "end_turn" {
 			t.Fatalf("message %+v, mock sent %q", m, c.served.Reply)
 		}
-		wantTokens(t, "SDK usage", anth(m.Usage), c.served.Usage)
+		wantTokens(t, "SDK usage", sdkusage.Anthropic(m.Usage), c.served.Usage)
 		wantTokens(t, "ground truth", c.served.Usage, usage.Tokens{Input: 3, CachedInput: 100, CacheWrite: 40, Output: 12, Reasoning: 2})
 		if m.Usage.CacheCreation.Ephemeral5mInputTokens != 40 || m.Usage.CacheCreation.Ephemeral1hInputTokens != 0 {
 			t.Errorf("cache creation %+v", m.Usage.CacheCreation)
@@ -663,7 +623,7 @@ func (s *suite) anthropic(t *testing.T) {
 			if events == 0 {
 				t.Fatal("no stream events")
 			}
-			wantTokens(t, "SDK usage", anth(msg.Usage), c.served.Usage)
+			wantTokens(t, "SDK usage", sdkusage.Anthropic(msg.Usage), c.served.Usage)
 			if tool {
 				if len(msg.Content) != 1 || msg.Content[0].Type != "tool_use" || msg.Content[0].Name != "get_weather" || msg.StopReason != "tool_use" {
 					t.Fatalf("message %+v", msg)
@@ -706,7 +666,7 @@ func (s *suite) anthropic(t *testing.T) {
 		if tu := m.Content[0].AsToolUse(); tu.Name != "get_weather" || tu.ID == "" {
 			t.Errorf("tool use %+v", tu)
 		}
-		wantTokens(t, "SDK usage", anth(m.Usage), c.served.Usage)
+		wantTokens(t, "SDK usage", sdkusage.Anthropic(m.Usage), c.served.Usage)
 	})
 
 	t.Run("unknown model", func(t *testing.T) {
@@ -794,7 +754,7 @@ func (s *suite) gemini(t *testing.T) {
 		if r.Text() != c.served.Reply || c.served.Reply == "" {
 			t.Fatalf("text %q, mock sent %q", r.Text(), c.served.Reply)
 		}
-		wantTokens(t, "SDK usage", gem(r.UsageMetadata), c.served.Usage)
+		wantTokens(t, "SDK usage", sdkusage.Gemini(r.UsageMetadata), c.served.Usage)
 		wantTokens(t, "ground truth", c.served.Usage, usage.Tokens{Input: 24, CachedInput: 10, Output: 8, Reasoning: 3})
 		if u := r.UsageMetadata; u.PromptTokenCount != 30 || u.TotalTokenCount != 30+5+4+3 {
 			t.Errorf("native usage %+v", u)
@@ -823,7 +783,7 @@ func (s *suite) gemini(t *testing.T) {
 		if text != c.served.Reply || chunks < 3 || c.served.RawQuery != "alt=sse" {
 			t.Fatalf("%d chunks, text %q, mock sent %q (query %q)", chunks, text, c.served.Reply, c.served.RawQuery)
 		}
-		wantTokens(t, "SDK usage (last chunk)", gem(last.UsageMetadata), c.served.Usage)
+		wantTokens(t, "SDK usage (last chunk)", sdkusage.Gemini(last.UsageMetadata), c.served.Usage)
 		if c.served.Usage.CachedInput != 6 || c.served.Usage.Reasoning != 2 {
 			t.Errorf("ground truth %+v", c.served.Usage)
 		}
@@ -841,7 +801,7 @@ func (s *suite) gemini(t *testing.T) {
 		if len(fc) != 1 || fc[0].Name != "get_weather" || fc[0].Args["city"] == nil {
 			t.Fatalf("function calls %+v", fc)
 		}
-		wantTokens(t, "SDK usage", gem(r.UsageMetadata), c.served.Usage)
+		wantTokens(t, "SDK usage", sdkusage.Gemini(r.UsageMetadata), c.served.Usage)
 	})
 
 	t.Run("embeddings", func(t *testing.T) {
