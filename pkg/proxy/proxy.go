@@ -6,8 +6,6 @@ package proxy
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -18,7 +16,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/tollgate-dev/tollgate/pkg/gateway"
@@ -48,8 +45,7 @@ type Proxy struct {
 	upstreams map[string]*url.URL
 	rt        http.RoundTripper
 	log       *slog.Logger
-	idPrefix  string
-	seq       atomic.Uint64
+	ids       *gateway.RequestIDs
 	bufs      sync.Pool
 }
 
@@ -72,9 +68,7 @@ func New(cfg Config) (*Proxy, error) {
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
 	}
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	p.idPrefix = "tg-" + hex.EncodeToString(b[:]) + "-"
+	p.ids = gateway.NewRequestIDs()
 	p.bufs.New = func() any { b := make([]byte, chunkSize); return &b }
 	return p, nil
 }
@@ -127,12 +121,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, "ok\n")
 		return
 	}
-	// The id keys the usage record, so the gateway always makes its own: a
-	// client-chosen one could collide with another request's and be billed
-	// once, or knock out another tenant's record.
-	id := p.idPrefix + strconv.FormatUint(p.seq.Add(1), 36)
 	ctx := r.Context()
-	x := p.gw.NewExchange(ctx, id)
+	x := p.gw.NewExchange(ctx, p.ids.Next())
 	end := gateway.Completed
 	defer func() { x.Settle(end) }()
 
