@@ -21,7 +21,9 @@ const UserAgent = "tollgate/1"
 type Action int
 
 const (
-	// NeedBody: send the whole request body to RequestBody.
+	// NeedBody: send the whole request body to RequestBody. Outcome.Upstream
+	// holds the upstream request as far as the headers decide it (no body;
+	// the path before any rewrite the body may cause).
 	NeedBody Action = iota + 1
 	// Forward: send Outcome.Upstream to the provider.
 	Forward
@@ -161,7 +163,11 @@ func (x *Exchange) RequestHeaders(method, target string, h Headers) Outcome {
 	hdr = AppendAllowed(hdr, h, allow)
 	// Upstream sees the gateway, not the client's SDK, as the caller.
 	x.upHdr = append(hdr, Header{Name: "user-agent", Value: UserAgent})
-	return Outcome{Action: NeedBody}
+	// What the headers decide of the upstream request comes along, for
+	// header-only adapters (ext_authz) that never see the body.
+	return Outcome{Action: NeedBody, Upstream: UpstreamRequest{
+		Provider: p.Name(), Method: method, Path: x.upstreamPath(""), Header: x.upHdr,
+	}}
 }
 
 // RequestBody handles the whole request body.
@@ -200,17 +206,22 @@ func (x *Exchange) RequestBody(body []byte) Outcome {
 	x.inputEst = x.estimate(body, in)
 	x.hide = out.HideUsage
 	x.meter = x.prov.NewMeter(x.route, out)
-	path := x.route.UpstreamPath
-	if out.Path != "" {
-		path = out.Path
+	x.forwarded = true
+	return Outcome{Action: Forward, Upstream: UpstreamRequest{
+		Provider: x.prov.Name(), Method: x.method, Path: x.upstreamPath(out.Path), Header: x.upHdr, Body: out.Body,
+	}}
+}
+
+// upstreamPath is the upstream path with the credential-free query; path
+// replaces the route's when not empty.
+func (x *Exchange) upstreamPath(path string) string {
+	if path == "" {
+		path = x.route.UpstreamPath
 	}
 	if x.route.UpstreamQuery != "" {
 		path += "?" + x.route.UpstreamQuery
 	}
-	x.forwarded = true
-	return Outcome{Action: Forward, Upstream: UpstreamRequest{
-		Provider: x.prov.Name(), Method: x.method, Path: path, Header: x.upHdr, Body: out.Body,
-	}}
+	return path
 }
 
 // TooLarge is the failure for a request body over the cap; adapters that
