@@ -1,0 +1,430 @@
+package meter
+
+import (
+	"encoding/csv"
+	"math"
+	"math/big"
+	"math/rand/v2"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/tollgate-dev/tollgate/pkg/catalog"
+	"github.com/tollgate-dev/tollgate/pkg/usage"
+)
+
+// Worked by hand from the price table, so they check the formula rather
+// than echo it.
+func TestCreditsWorked(t *testing.T) {
+	sonnet := catalog.Price{Input: 3_000_000, CachedInput: 300_000, CacheWrite: 3_750_000, Output: 15_000_000}
+	flash := catalog.Price{Input: 100_000, CachedInput: 25_000, CacheWrite: 100_000, Output: 400_000}
+	tests := []struct {
+		name   string
+		price  catalog.Price
+		tokens usage.Tokens
+		rate   Rate
+		want   int64
+	}{
+		// 12k × 3.00 + 30k × 0.30 + 2k × 3.75 + 800 × 15.00 USD/MTok
+		// = 0.036 + 0.009 + 0.0075 + 0.012 = 0.0645 USD; × 180 = 11.61 credits.
+		{"sonnet all kinds", sonnet, usage.Tokens{Input: 12_000, CachedInput: 30_000, CacheWrite: 2_000, Output: 800, Reasoning: 300}, DefaultRate, 11_610_000},
+		// Reasoning is inside Output: 0.0645 USD again, whatever Reasoning says.
+		{"reasoning not billed twice", sonnet, usage.Tokens{Input: 12_000, CachedInput: 30_000, CacheWrite: 2_000, Output: 800, Reasoning: 800}, DefaultRate, 11_610_000},
+		// 1 token × 3.00 USD/MTok = 3e-6 USD = 540 micro-credits.
+		{"one input token", sonnet, usage.Tokens{Input: 1}, DefaultRate, 540},
+		{"nothing", sonnet, usage.Tokens{}, DefaultRate, 0},
+		// 0.025 USD/MTok × 180 = 4.5 micro-credits a cached token.
+		{"tie rounds to even, down", flash, usage.Tokens{CachedInput: 1}, DefaultRate, 4},    // 4.5
+		{"tie rounds to even, up", flash, usage.Tokens{CachedInput: 3}, DefaultRate, 14},     // 13.5
+		{"tie rounds to even, down 2", flash, usage.Tokens{CachedInput: 5}, DefaultRate, 22}, // 22.5
+		{"tie rounds to even, up 2", flash, usage.Tokens{CachedInput: 7}, DefaultRate, 32},   // 31.5
+		// 4.5 + 4.5 = 9 exactly: rounding each kind would bill 8 (ties to
+		// even) or 10 (ties up); the request is rounded once, as a whole.
+		{"one rounding per request", catalog.Price{Input: 100_000, CachedInput: 25_000, CacheWrite: 25_000, Output: 400_000},
+			usage.Tokens{CachedInput: 1, CacheWrite: 1}, DefaultRate, 9},
+		// 18 + 4.5 + 72 = 94.5 → 94.
+		{"kinds summed before rounding", flash, usage.Tokens{Input: 1, CachedInput: 1, Output: 1}, DefaultRate, 94},
+		// At 1 credit per USD a token at 0.10 USD/MTok is 0.1 micro-credits.
+		{"below half a unit", flash, usage.Tokens{Input: 1}, CreditPerUSD, 0},
+		{"exactly half, even below", flash, usage.Tokens{Input: 5}, CreditPerUSD, 0},
+		{"above half a unit", flash, usage.Tokens{Input: 6}, CreditPerUSD, 1},
+		{"exactly half, even above", flash, usage.Tokens{Input: 15}, CreditPerUSD, 2},
+		// A rate below one credit per USD: 0.5 credits per USD, 1000 input
+		// tokens at 3.00 USD/MTok = 0.003 USD = 0.0015 credits.
+		{"fractional rate", sonnet, usage.Tokens{Input: 1000}, CreditPerUSD / 2, 1_500},
+		{"negative counts are zero", sonnet, usage.Tokens{Input: -5, Output: 1}, DefaultRate, 2_700},
+		{"zero rate", sonnet, usage.Tokens{Input: 1000}, 0, 0},
+		{"negative rate", sonnet, usage.Tokens{Input: 1000}, -DefaultRate, 0},
+		{"negative price", catalog.Price{Input: -3_000_000, Output: 15_000_000}, usage.Tokens{Input: 1000, Output: 1}, DefaultRate, 2_700},
+		// Counts beyond MaxCount bill as MaxCount: 2^40 × 15 USD/MTok × 180.
+		{"count clamped", sonnet, usage.Tokens{Output: math.MaxInt64}, DefaultRate, (1 << 40) * 2_700},
+		{"saturates", catalog.Price{Input: math.MaxInt64}, usage.Tokens{Input: math.MaxInt64}, Rate(math.MaxInt64), math.MaxInt64},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := Credits(tt.price, tt.tokens, tt.rate); got != tt.want {
+				t.Errorf("Credits = %d, want %d", got, tt.want)
+			}
+		})
+	}
+}
+
+// priceRow is one row of the price table read straight from its text, in
+// USD per million tokens.
+type priceRow struct{ input, cachedInput, cacheWrite, output *big.Rat }
+
+// readPriceTable parses the catalog's price CSV independently of the
+// catalog, keyed by provider/family.
+func readPriceTable(t testing.TB) map[string]priceRow {
+	t.Helper()
+	f, err := os.Open("../catalog/data/model-prices.csv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	recs, err := csv.NewReader(f).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	col := make(map[string]int)
+	for i, h := range recs[0] {
+		col[h] = i
+	}
+	rat := func(s string) *big.Rat {
+		if s == "" {
+			return nil
+		}
+		r, ok := new(big.Rat).SetString(s)
+		if !ok {
+			t.Fatalf("price %q is not a number", s)
+		}
+		return r
+	}
+	rows := make(map[string]priceRow)
+	for _, rec := range recs[1:] {
+		row := priceRow{
+			input:       rat(rec[col["input_usd_per_mtok"]]),
+			cachedInput: rat(rec[col["cached_input_usd_per_mtok"]]),
+			cacheWrite:  rat(rec[col["cache_write_usd_per_mtok"]]),
+			output:      rat(rec[col["output_usd_per_mtok"]]),
+		}
+		// An empty cell is billed at the input price (catalog.Price).
+		if row.cachedInput == nil {
+			row.cachedInput = row.input
+		}
+		if row.cacheWrite == nil {
+			row.cacheWrite = row.input
+		}
+		rows[rec[col["provider"]]+"/"+rec[col["model"]]] = row
+	}
+	return rows
+}
+
+// exactMicroCredits is the unrounded cost: tokens × USD per MTok × credits
+// per USD is micro-credits, since the two millions cancel.
+func exactMicroCredits(row priceRow, tok usage.Tokens, creditsPerUSD *big.Rat) *big.Rat {
+	sum := new(big.Rat)
+	for _, k := range []struct {
+		n     int64
+		price *big.Rat
+	}{
+		{tok.Input, row.input},
+		{tok.CachedInput, row.cachedInput},
+		{tok.CacheWrite, row.cacheWrite},
+		{tok.Output, row.output},
+	} {
+		n := min(max(k.n, 0), usage.MaxCount)
+		sum.Add(sum, new(big.Rat).Mul(new(big.Rat).SetInt64(n), k.price))
+	}
+	return sum.Mul(sum, creditsPerUSD)
+}
+
+// roundHalfEven rounds a non-negative rational to the nearest integer,
+// ties to even, saturating at math.MaxInt64.
+func roundHalfEven(x *big.Rat) int64 {
+	q, r := new(big.Int).QuoRem(x.Num(), x.Denom(), new(big.Int))
+	switch new(big.Int).Lsh(r, 1).Cmp(x.Denom()) {
+	case 1:
+		q.Add(q, big.NewInt(1))
+	case 0:
+		if q.Bit(0) == 1 {
+			q.Add(q, big.NewInt(1))
+		}
+	}
+	if !q.IsInt64() {
+		return math.MaxInt64
+	}
+	return q.Int64()
+}
+
+// randomTokens draws counts over the whole range a request can report:
+// zeros, every order of magnitude up to MaxCount, and out-of-range values
+// that must be clamped.
+func randomTokens(rng *rand.Rand) usage.Tokens {
+	count := func() int64 {
+		switch p := rng.IntN(100); {
+		case p < 20:
+			return 0
+		case p < 24:
+			return usage.MaxCount
+		case p < 26:
+			return usage.MaxCount + 1 + rng.Int64N(math.MaxInt64-usage.MaxCount)
+		case p < 28:
+			return -1 - rng.Int64N(math.MaxInt64)
+		default:
+			return rng.Int64N(int64(1) << rng.IntN(41))
+		}
+	}
+	tok := usage.Tokens{Input: count(), CachedInput: count(), CacheWrite: count(), Output: count()}
+	if tok.Output > 0 {
+		tok.Reasoning = rng.Int64N(tok.Output + 1)
+	}
+	return tok
+}
+
+// TestCreditsEveryModel checks every served model against the price CSV
+// read in the test, at rates from a millionth of a credit to the largest
+// ParseRate accepts.
+func TestCreditsEveryModel(t *testing.T) {
+	cat, err := catalog.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := readPriceTable(t)
+	rates := []string{"180", "1", "0.000001", "333.333333", "7.25", "999999999999"}
+	rng := rand.New(rand.NewPCG(1, 2))
+	million := big.NewRat(1_000_000, 1)
+	models := cat.All()
+	if len(models) < 50 {
+		t.Fatalf("catalog has %d models; want the full table", len(models))
+	}
+	for _, m := range models {
+		row, ok := rows[string(m.Provider)+"/"+m.Family]
+		if !ok {
+			t.Errorf("%s/%s: family %q has no row in the price CSV", m.Provider, m.Name, m.Family)
+			continue
+		}
+		// The catalog's resolved price is the CSV row, in micro-USD.
+		for _, c := range []struct {
+			kind string
+			got  int64
+			want *big.Rat
+		}{
+			{"input", m.Price.Input, row.input},
+			{"cached input", m.Price.CachedInput, row.cachedInput},
+			{"cache write", m.Price.CacheWrite, row.cacheWrite},
+			{"output", m.Price.Output, row.output},
+		} {
+			if new(big.Rat).SetInt64(c.got).Cmp(new(big.Rat).Mul(c.want, million)) != 0 {
+				t.Errorf("%s/%s %s price: catalog %d micro-USD, CSV %s USD", m.Provider, m.Name, c.kind, c.got, c.want.FloatString(6))
+			}
+		}
+		for _, rs := range rates {
+			rate, err := ParseRate(rs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			perUSD, _ := new(big.Rat).SetString(rs)
+			for range 100 {
+				tok := randomTokens(rng)
+				want := roundHalfEven(exactMicroCredits(row, tok, perUSD))
+				if got := Credits(m.Price, tok, rate); got != want {
+					t.Fatalf("%s/%s at %s credits/USD, %+v: got %d micro-credits, CSV says %d", m.Provider, m.Name, rs, tok, got, want)
+				}
+			}
+		}
+	}
+}
+
+// TestNoDrift bills a million random requests and checks that the sum of
+// what was billed equals the sum of independently rounded costs, that it is
+// within half a micro-credit per request of the exact total, and that the
+// rounding is not biased one way.
+func TestNoDrift(t *testing.T) {
+	const n = 1_000_000
+	cat, err := catalog.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	models := cat.All()
+	rng := rand.New(rand.NewPCG(3, 4))
+	// Costs are exact fractions x / 10¹² micro-credits, x = Σ count ×
+	// micro-USD per MTok × micro-credits per USD.
+	denom := big.NewInt(1_000_000_000_000)
+	rate := big.NewInt(int64(DefaultRate))
+	var (
+		billed, rounded int64   // Σ Credits, Σ independently rounded
+		exact           big.Int // Σ x
+		errSum          int64   // Σ (billed×10¹² − x): the signed rounding error, in 10⁻¹² micro-credits
+		errSq           float64 // Σ error², in micro-credits²
+		tiesUp, tiesDn  int
+		x, q, r         big.Int
+		term            big.Int
+	)
+	// Counts uniform up to 2¹⁷ spread every price's fractional parts evenly,
+	// so a fair rule has mean error zero. (Counts clustered on a few small
+	// values would give any rule a bias set by the prices, not the rule.)
+	realistic := func() int64 {
+		if rng.IntN(4) == 0 {
+			return 0
+		}
+		return rng.Int64N(1 << 17)
+	}
+	for range n {
+		m := models[rng.IntN(len(models))]
+		tok := usage.Tokens{Input: realistic(), CachedInput: realistic(), CacheWrite: realistic(), Output: realistic()}
+		got := Credits(m.Price, tok, DefaultRate)
+		billed += got
+
+		x.SetInt64(0)
+		for _, k := range [...][2]int64{
+			{tok.Input, m.Price.Input}, {tok.CachedInput, m.Price.CachedInput},
+			{tok.CacheWrite, m.Price.CacheWrite}, {tok.Output, m.Price.Output},
+		} {
+			term.SetInt64(k[0])
+			x.Add(&x, term.Mul(&term, r.SetInt64(k[1])))
+		}
+		x.Mul(&x, rate)
+		exact.Add(&exact, &x)
+		q.QuoRem(&x, denom, &r)
+		want, rem := q.Int64(), r.Int64()
+		e := -rem // rounded down: billed − exact = −rem/10¹²
+		switch {
+		case 2*rem > denom.Int64():
+			want, e = want+1, denom.Int64()-rem
+		case 2*rem == denom.Int64() && want%2 == 1:
+			want, e = want+1, denom.Int64()-rem
+			tiesUp++
+		case 2*rem == denom.Int64():
+			tiesDn++
+		}
+		if got != want {
+			t.Fatalf("%s %+v: Credits = %d, independent rounding = %d", m.Name, tok, got, want)
+		}
+		// Each request's error is at most half a unit.
+		if 2*max(e, -e) > denom.Int64() {
+			t.Fatalf("%s %+v: rounding error %d/10¹² exceeds half a micro-credit", m.Name, tok, e)
+		}
+		rounded += want
+		errSum += e
+		errSq += math.Pow(float64(e)/1e12, 2)
+	}
+	if billed != rounded {
+		t.Fatalf("Σ billed = %d, Σ independently rounded = %d", billed, rounded)
+	}
+	// The drift is exactly Σ billed − exact total; it must match the sum of
+	// the per-request errors and stay within n/2 micro-credits.
+	drift := new(big.Rat).Sub(new(big.Rat).SetInt64(billed), new(big.Rat).SetFrac(&exact, denom))
+	if drift.Cmp(big.NewRat(errSum, denom.Int64())) != 0 {
+		t.Fatalf("drift %s ≠ Σ per-request errors %d/10¹²", drift.FloatString(6), errSum)
+	}
+	bound := big.NewRat(n, 2)
+	if new(big.Rat).Abs(drift).Cmp(bound) > 0 {
+		t.Fatalf("|drift| = %s micro-credits over %d requests, bound %s", drift.FloatString(6), n, bound.FloatString(0))
+	}
+	// No bias: if the per-request errors have mean zero, their sum stays
+	// within six standard deviations, √Σe², of zero. Ceiling would drift
+	// by about n/2 (500,000) and ties-up by ties/2, both far outside.
+	sigma := math.Sqrt(errSq)
+	f, _ := drift.Float64()
+	if math.Abs(f) > 6*sigma {
+		t.Errorf("drift %.3f micro-credits over %d requests is %.1f standard deviations (%.1f): biased", f, n, f/sigma, sigma)
+	}
+	ties := tiesUp + tiesDn
+	if ties < 1000 {
+		t.Fatalf("only %d ties: the test does not exercise tie rounding", ties)
+	}
+	if d := math.Abs(float64(tiesUp - tiesDn)); d > 6*math.Sqrt(float64(ties)) {
+		t.Errorf("ties rounded up %d, down %d: biased", tiesUp, tiesDn)
+	}
+	t.Logf("%d requests: billed %d micro-credits, drift %s (%.2f σ, σ = %.1f), %d ties (%d up, %d down)",
+		n, billed, drift.FloatString(6), f/sigma, sigma, ties, tiesUp, tiesDn)
+}
+
+func TestParseRate(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    Rate
+		wantErr bool
+	}{
+		{"180", DefaultRate, false},
+		{"1", CreditPerUSD, false},
+		{"0.5", 500_000, false},
+		{"0.000001", 1, false},
+		{"333.333333", 333_333_333, false},
+		{"0", 0, true},
+		{"0.0000001", 0, true},
+		{"-180", 0, true},
+		{"1e3", 0, true},
+		{"", 0, true},
+		{"abc", 0, true},
+		{"1/3", 0, true},
+		{"1000000000000", 0, true},
+	}
+	for _, tt := range tests {
+		got, err := ParseRate(tt.in)
+		if (err != nil) != tt.wantErr || got != tt.want {
+			t.Errorf("ParseRate(%q) = %d, %v; want %d, error %v", tt.in, got, err, tt.want, tt.wantErr)
+		}
+		if err != nil && !strings.Contains(err.Error(), "credits per US dollar") {
+			t.Errorf("ParseRate(%q) error %q does not say what a rate is", tt.in, err)
+		}
+	}
+	if s := DefaultRate.String(); s != "180.00" {
+		t.Errorf("DefaultRate.String() = %q", s)
+	}
+}
+
+func FuzzParseRate(f *testing.F) {
+	for _, s := range []string{"180", "0.5", "0.000001", "999999999999.999999", "0", "-1", "1e3", ".5", "1."} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		r, err := ParseRate(s)
+		if err != nil {
+			return
+		}
+		if r <= 0 {
+			t.Fatalf("ParseRate(%q) = %d, not positive", s, r)
+		}
+		want, ok := new(big.Rat).SetString(s)
+		if !ok || new(big.Rat).SetInt64(int64(r)).Cmp(want.Mul(want, big.NewRat(MicroCredits, 1))) != 0 {
+			t.Fatalf("ParseRate(%q) = %d micro-credits per USD", s, r)
+		}
+		if back, err := ParseRate(r.String()); err != nil || back != r {
+			t.Fatalf("ParseRate(%q) = %d, round trip %q → %d, %v", s, r, r.String(), back, err)
+		}
+	})
+}
+
+// FuzzCredits compares Credits with the rational computation on arbitrary
+// prices, counts and rates, saturation included.
+func FuzzCredits(f *testing.F) {
+	f.Add(int64(3_000_000), int64(300_000), int64(3_750_000), int64(15_000_000), int64(12_000), int64(30_000), int64(2_000), int64(800), int64(DefaultRate))
+	f.Add(int64(math.MaxInt64), int64(0), int64(-1), int64(1), int64(math.MaxInt64), int64(-5), int64(1), int64(1<<40), int64(math.MaxInt64))
+	f.Fuzz(func(t *testing.T, pi, pc, pw, po, ni, nc, nw, no, rate int64) {
+		p := catalog.Price{Input: pi, CachedInput: pc, CacheWrite: pw, Output: po}
+		tok := usage.Tokens{Input: ni, CachedInput: nc, CacheWrite: nw, Output: no}
+		usd := func(micros int64) *big.Rat { return big.NewRat(max(micros, 0), 1_000_000) }
+		row := priceRow{usd(pi), usd(pc), usd(pw), usd(po)}
+		want := int64(0)
+		if rate > 0 {
+			want = roundHalfEven(exactMicroCredits(row, tok, big.NewRat(rate, MicroCredits)))
+		}
+		if got := Credits(p, tok, Rate(rate)); got != want {
+			t.Fatalf("Credits(%+v, %+v, %d) = %d, want %d", p, tok, rate, got, want)
+		}
+	})
+}
+
+func BenchmarkCredits(b *testing.B) {
+	p := catalog.Price{Input: 3_000_000, CachedInput: 300_000, CacheWrite: 3_750_000, Output: 15_000_000}
+	tok := usage.Tokens{Input: 12_345, CachedInput: 30_000, CacheWrite: 2_000, Output: 801}
+	var sink int64
+	for b.Loop() {
+		sink += Credits(p, tok, DefaultRate)
+	}
+	if sink == 0 {
+		b.Fatal("no credits")
+	}
+}
