@@ -38,7 +38,7 @@ func keyEnv(provider string) string { return "TOLLGATE_" + strings.ToUpper(provi
 type stack struct {
 	gw      *gateway.Gateway
 	handler http.Handler
-	store   *ledger.Store
+	store   *ledger.DB
 	writer  *ledger.Writer
 	signer  *auth.Signer
 	catalog *catalog.Catalog

@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"os"
 	"os/exec"
@@ -65,7 +66,7 @@ func child(path string) error {
 	}
 }
 
-func openTemp(t *testing.T) (*Store, string) {
+func openTemp(t *testing.T) (*DB, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "ledger.db")
 	s, err := OpenSQLite(t.Context(), path)
@@ -85,7 +86,7 @@ func rec(id string, at time.Time) usage.Record {
 	return usage.Record{RequestID: id, Time: at, Account: "acct", Project: "proj", Provider: "openai", Model: "gpt-4o", Status: usage.StatusOK}
 }
 
-func list(t *testing.T, s *Store, f Filter) []usage.Record {
+func list(t *testing.T, s *DB, f Filter) []usage.Record {
 	t.Helper()
 	recs, err := s.ListUsage(t.Context(), f)
 	if err != nil {
@@ -116,7 +117,7 @@ func TestRoundTrip(t *testing.T) {
 		},
 		{RequestID: "req-zero-values", Time: time.Unix(0, 1)},
 		{RequestID: "req-before-1970", Time: time.Date(1900, 1, 1, 0, 0, 0, 999, time.UTC), HTTPStatus: 429, Status: usage.StatusRejected},
-		{RequestID: "req-monotonic", Time: time.Now(), Tokens: usage.Tokens{Input: 1 << 62}},
+		{RequestID: "req-monotonic", Time: time.Now(), Tokens: usage.Tokens{Input: usage.MaxCount}, Credits: MaxCredits, TTFT: 3 * time.Millisecond},
 		{RequestID: "req-unicode-ünï 日本", Time: time.Unix(1, 0), Account: "ä'\"; DROP TABLE usage;--", Latency: -1},
 		{RequestID: "req-earliest", Time: time.Unix(0, -1<<63)},
 		{RequestID: "req-latest", Time: time.Unix(0, 1<<63-1)},
@@ -275,14 +276,14 @@ func TestOpenSQLite(t *testing.T) {
 	ctx := t.Context()
 
 	var mode string
-	if err := s.db.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
+	if err := sqlHandle(s).QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
 		t.Fatal(err)
 	}
 	if mode != "wal" {
 		t.Errorf("journal_mode = %q, want wal", mode)
 	}
 	var timeout int
-	if err := s.db.QueryRowContext(ctx, "PRAGMA busy_timeout").Scan(&timeout); err != nil {
+	if err := sqlHandle(s).QueryRowContext(ctx, "PRAGMA busy_timeout").Scan(&timeout); err != nil {
 		t.Fatal(err)
 	}
 	if timeout != int(busyTimeout.Milliseconds()) {
@@ -299,7 +300,7 @@ func TestOpenSQLite(t *testing.T) {
 	}
 	defer s2.Close()
 	var versions []int
-	rows, err := s2.db.QueryContext(ctx, "SELECT version FROM schema_migrations ORDER BY version")
+	rows, err := sqlHandle(s2).QueryContext(ctx, "SELECT version FROM schema_migrations ORDER BY version")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -313,7 +314,7 @@ func TestOpenSQLite(t *testing.T) {
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)
 	}
-	ms, err := migrations()
+	ms, err := migrations("sqlite")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -327,7 +328,7 @@ func TestOpenSQLite(t *testing.T) {
 
 func TestOpenSQLiteNewerSchema(t *testing.T) {
 	s, path := openTemp(t)
-	if _, err := s.db.ExecContext(t.Context(), "INSERT INTO schema_migrations VALUES (999, '0999_future.sql', 0)"); err != nil {
+	if _, err := sqlHandle(s).ExecContext(t.Context(), "INSERT INTO schema_migrations VALUES (999, '0999_future.sql', 0)"); err != nil {
 		t.Fatal(err)
 	}
 	s2, err := OpenSQLite(t.Context(), path)
@@ -396,7 +397,7 @@ func TestStoreSharedInProcess(t *testing.T) {
 	var wg sync.WaitGroup
 	for _, side := range []struct {
 		name string
-		s    *Store
+		s    *DB
 	}{{"a", a}, {"b", b}} {
 		wg.Go(func() {
 			for i := range n {
@@ -418,7 +419,7 @@ func TestStoreSharedInProcess(t *testing.T) {
 	})
 	wg.Wait()
 
-	for _, s := range []*Store{a, b} {
+	for _, s := range []*DB{a, b} {
 		if got := list(t, s, Filter{}); len(got) != 2*n {
 			t.Errorf("a handle sees %d rows, want %d", len(got), 2*n)
 		}
@@ -444,13 +445,13 @@ func TestReadThenWriteTransactions(t *testing.T) {
 	errc := make(chan error, 1)
 	go func() {
 		<-aHolds
-		tx, err := b.db.BeginTx(ctx, nil)
+		tx, err := sqlHandle(b).BeginTx(ctx, nil)
 		if err != nil {
 			errc <- err
 			return
 		}
 		defer tx.Rollback()
-		if _, err := schemaVersion(ctx, tx); err != nil {
+		if _, err := schemaVersion(ctx, sqlConn{tx}); err != nil {
 			errc <- err
 			return
 		}
@@ -462,7 +463,7 @@ func TestReadThenWriteTransactions(t *testing.T) {
 		errc <- tx.Commit()
 	}()
 
-	tx, err := a.db.BeginTx(ctx, nil)
+	tx, err := sqlHandle(a).BeginTx(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -519,3 +520,6 @@ func TestStoreSharedAcrossProcesses(t *testing.T) {
 		t.Errorf("first rows %q, want child-0, parent-0", ids(got[:2]))
 	}
 }
+
+// sqlHandle is the database/sql handle of a SQLite ledger.
+func sqlHandle(s *DB) *sql.DB { return s.b.(*sqliteDB).db }

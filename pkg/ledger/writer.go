@@ -97,7 +97,7 @@ type Writer struct {
 }
 
 // NewWriter starts a Writer flushing into s. Close it to flush and stop it.
-func NewWriter(s *Store, opts WriterOptions) *Writer {
+func NewWriter(s Store, opts WriterOptions) *Writer {
 	return newWriter(s, opts)
 }
 
