@@ -5,7 +5,7 @@ GO       ?= go
 BIN      ?= bin/tollgate
 NODE_DIR := test/node
 
-.PHONY: run build test test-go node-deps fuzz bench bench-go bench-load lint clean
+.PHONY: run build test test-go node-deps fuzz bench bench-go bench-load lint clean proto
 
 run: build
 	$(BIN) dev --mock
@@ -55,6 +55,13 @@ bench-go:
 # Proxy overhead with wrk on loopback (needs wrk and taskset; see docs/benchmarks.md).
 bench-load: build
 	./test/load/run.sh
+
+# The admin API's Go code, regenerated from proto/ with buf and the protoc
+# plugins from the Go module proxy (no Buf registry). The result is committed;
+# a test in proto/tollgate/v1 fails when it is stale.
+BUF ?= github.com/bufbuild/buf/cmd/buf@v1.75.0
+proto:
+	cd proto && $(GO) run $(BUF) generate
 
 clean:
 	rm -rf bin
