@@ -25,8 +25,27 @@ import (
 // request.
 
 type benchEnv struct {
-	g     *gateway.Gateway
-	token string
+	g        *gateway.Gateway
+	token    string
+	verifier *auth.Verifier
+}
+
+func (benchEnv) providers() []gateway.Provider {
+	return []gateway.Provider{openai.New(), anthropic.New(), gemini.New()}
+}
+
+func (benchEnv) upstreams() map[string]gateway.Upstream {
+	return map[string]gateway.Upstream{
+		"openai": {Key: "sk-real"}, "anthropic": {Key: "sk-ant-real"}, "gemini": {Key: "AIza-real"},
+	}
+}
+
+func (benchEnv) catalog(tb testing.TB) *catalog.Catalog {
+	cat, err := catalog.Default()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return cat
 }
 
 func newBenchEnv(tb testing.TB) benchEnv {
@@ -51,17 +70,16 @@ func newBenchEnv(tb testing.TB) benchEnv {
 	if _, err := verifier.Verify(token, time.Now()); err != nil { // the cache holds it from now on
 		tb.Fatal(err)
 	}
-	g := gateway.New(gateway.Config{
-		Providers: []gateway.Provider{openai.New(), anthropic.New(), gemini.New()},
-		Upstreams: map[string]gateway.Upstream{
-			"openai": {Key: "sk-real"}, "anthropic": {Key: "sk-ant-real"}, "gemini": {Key: "AIza-real"},
-		},
-		Catalog:  cat,
-		Verifier: verifier,
-		Recorder: gateway.RecorderFunc(func(usage.Record) {}),
-		Counter:  counter,
+	env := benchEnv{token: token, verifier: verifier}
+	env.g = gateway.New(gateway.Config{
+		Providers: env.providers(),
+		Upstreams: env.upstreams(),
+		Catalog:   cat,
+		Verifier:  verifier,
+		Recorder:  gateway.RecorderFunc(func(usage.Record) {}),
+		Counter:   counter,
 	})
-	return benchEnv{g: g, token: token}
+	return env
 }
 
 func providerTestdata(tb testing.TB, provider, name string) []byte {

@@ -94,6 +94,8 @@ type Exchange struct {
 	inputEst  int64
 	forwarded bool
 	failure   *Failure
+	grant     Grant
+	firstByte time.Time
 
 	status    int
 	framing   framing
@@ -143,6 +145,11 @@ func (x *Exchange) RequestHeaders(method, target string, h Headers) Outcome {
 	}
 	if f := x.authenticate(h, rawQuery); f != nil {
 		return x.reject(f)
+	}
+	if pol := x.g.cfg.Policy; pol != nil {
+		if f := pol.Authorize(x.ctx, x.claims); f != nil {
+			return x.reject(f)
+		}
 	}
 	if route.Local {
 		status, body, f := p.Local(route, x.g.listers[p.Name()])
@@ -204,6 +211,13 @@ func (x *Exchange) RequestBody(body []byte) Outcome {
 		return x.reject(f)
 	}
 	x.inputEst = x.estimate(body, in)
+	if pol := x.g.cfg.Policy; pol != nil && !x.route.Unbilled {
+		g, f := pol.Admit(x.ctx, Admission{Claims: x.claims, Provider: x.prov.Name(), Model: m.Name, Input: x.inputEst})
+		if f != nil {
+			return x.reject(f)
+		}
+		x.grant = g
+	}
 	x.hide = out.HideUsage
 	x.meter = x.prov.NewMeter(x.route, out)
 	x.forwarded = true
@@ -362,6 +376,9 @@ func (x *Exchange) errorResponse(f *Failure) Response {
 	}
 	if f.NoRetry {
 		h.Add("x-should-retry", "false")
+	}
+	if f.Limits.Limit > 0 && x.prov != nil {
+		h = x.prov.RateLimitHeaders(h, f.Limits, x.g.now())
 	}
 	return Response{Status: status, Header: h, Body: body}
 }

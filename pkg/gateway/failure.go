@@ -45,6 +45,8 @@ type Failure struct {
 	Operation string
 	// NoRetry sends x-should-retry: false so Stainless SDKs do not retry.
 	NoRetry bool
+	// Limits, when set, is sent as the provider's rate-limit headers.
+	Limits RateLimit
 }
 
 func (f *Failure) Error() string { return fmt.Sprintf("%d %s: %s", f.Status, f.Code, f.Message) }

@@ -65,8 +65,11 @@ type Config struct {
 	Upstreams map[string]Upstream // by provider name
 	Catalog   *catalog.Catalog
 	Verifier  TokenVerifier
-	Recorder  Recorder
-	Counter   InputCounter
+	// Policy, when set, admits accounts and requests and prices settled
+	// ones; without it every verified token may call without limit.
+	Policy   Policy
+	Recorder Recorder
+	Counter  InputCounter
 	// MaxRequestBody caps request bodies (default 32 MiB); larger ones get a
 	// provider-shaped 413.
 	MaxRequestBody int64

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"encoding/json"
+	"time"
 
 	"github.com/tollgate-dev/tollgate/pkg/jsonedit"
 	"github.com/tollgate-dev/tollgate/pkg/jsonscan"
@@ -92,6 +93,9 @@ type Provider interface {
 	Local(r Route, models ModelLister) (status int, body []byte, f *Failure)
 	// NewMeter returns a usage reader for one response.
 	NewMeter(r Route, rw Rewritten) Meter
+	// RateLimitHeaders appends the account's token budget in the provider's
+	// own rate-limit header style.
+	RateLimitHeaders(dst Headers, rl RateLimit, now time.Time) Headers
 }
 
 // Meter reads usage from one response as it streams by.

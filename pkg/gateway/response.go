@@ -30,6 +30,11 @@ func (x *Exchange) ResponseHeaders(status int, h Headers) Headers {
 		}
 		out = append(out, f)
 	}
+	if x.grant != nil {
+		if rl := x.grant.Limits(); rl.Limit > 0 {
+			out = x.prov.RateLimitHeaders(out, rl, x.g.now())
+		}
+	}
 	return append(out, Header{Name: "x-tollgate-request-id", Value: x.id})
 }
 
@@ -69,6 +74,9 @@ func (x *Exchange) Streaming() bool { return x.framing != framingDoc }
 // event it caused. The returned slice is valid until the next call. end
 // marks the last chunk (which may be empty).
 func (x *Exchange) ResponseBody(chunk []byte, end bool) []byte {
+	if x.firstByte.IsZero() && len(chunk) > 0 {
+		x.firstByte = x.g.now()
+	}
 	if x.meter == nil {
 		return chunk
 	}

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"log/slog"
 
 	"github.com/tollgate-dev/tollgate/pkg/sse"
@@ -73,6 +74,12 @@ func (x *Exchange) Settle(how End) usage.Record {
 			rec.Tokens = usage.Tokens{Input: x.inputEst, Output: outEst}
 			rec.Estimated = true
 		}
+	}
+	if !x.firstByte.IsZero() {
+		rec.TTFT = x.firstByte.Sub(x.start)
+	}
+	if x.grant != nil {
+		x.grant.Settle(context.WithoutCancel(x.ctx), &rec)
 	}
 	if x.g.cfg.Recorder != nil {
 		x.g.cfg.Recorder.Record(rec)

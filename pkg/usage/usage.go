@@ -42,21 +42,27 @@ const (
 // Record is the one usage record a request yields. It never holds prompt or
 // output text.
 type Record struct {
-	RequestID  string        `json:"request_id"`
-	Time       time.Time     `json:"time"`
-	Account    string        `json:"account"`
-	Project    string        `json:"project"`
-	Provider   string        `json:"provider"`
-	Model      string        `json:"model"`
-	Operation  string        `json:"operation"`
-	Status     Status        `json:"status"`
-	HTTPStatus int           `json:"http_status"`
-	Reason     string        `json:"reason,omitempty"` // rejection or failure reason code, never free text
-	Stream     bool          `json:"stream"`
-	Tokens                   // flattened into the JSON object
-	Estimated  bool          `json:"estimated"`
-	Latency    time.Duration `json:"-"`
-	LatencyMS  int64         `json:"latency_ms"`
+	RequestID  string    `json:"request_id"`
+	Time       time.Time `json:"time"`
+	Account    string    `json:"account"`
+	Project    string    `json:"project"`
+	Provider   string    `json:"provider"`
+	Model      string    `json:"model"`
+	Operation  string    `json:"operation"`
+	Status     Status    `json:"status"`
+	HTTPStatus int       `json:"http_status"`
+	Reason     string    `json:"reason,omitempty"` // rejection or failure reason code, never free text
+	Stream     bool      `json:"stream"`
+	Tokens               // flattened into the JSON object
+	Estimated  bool      `json:"estimated"`
+	// Credits is what the request cost, in micro-credits (pkg/meter), set
+	// once at settlement.
+	Credits   int64         `json:"credits_micro"`
+	Latency   time.Duration `json:"-"`
+	LatencyMS int64         `json:"latency_ms"`
+	// TTFT is the time from the request to the first response body byte;
+	// zero when no body arrived.
+	TTFT time.Duration `json:"-"`
 }
 
 // MaxCount bounds any one count read from a provider (about a trillion

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -249,4 +250,14 @@ func (*Provider) Local(r gateway.Route, models gateway.ModelLister) (int, []byte
 	}
 	b, _ := json.Marshal(list)
 	return http.StatusOK, b, nil
+}
+
+// RateLimitHeaders implements gateway.Provider: Anthropic's
+// anthropic-ratelimit-tokens-* headers, the reset as an RFC 3339 time.
+func (*Provider) RateLimitHeaders(dst gateway.Headers, rl gateway.RateLimit, now time.Time) gateway.Headers {
+	return append(dst,
+		gateway.Header{Name: "anthropic-ratelimit-tokens-limit", Value: strconv.FormatInt(rl.Limit, 10)},
+		gateway.Header{Name: "anthropic-ratelimit-tokens-remaining", Value: strconv.FormatInt(max(rl.Remaining, 0), 10)},
+		gateway.Header{Name: "anthropic-ratelimit-tokens-reset", Value: now.Add(rl.Reset).UTC().Format(time.RFC3339)},
+	)
 }

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/tollgate-dev/tollgate/pkg/gateway"
 	"github.com/tollgate-dev/tollgate/pkg/jsonedit"
@@ -244,4 +245,11 @@ func (*Provider) Local(r gateway.Route, models gateway.ModelLister) (int, []byte
 	}
 	b, _ := json.Marshal(list)
 	return http.StatusOK, b, nil
+}
+
+// RateLimitHeaders implements gateway.Provider. Gemini's API sends no
+// rate-limit headers of its own; the gateway uses OpenAI's names, which
+// Google's SDKs ignore and raw REST users can read.
+func (*Provider) RateLimitHeaders(dst gateway.Headers, rl gateway.RateLimit, _ time.Time) gateway.Headers {
+	return gateway.AppendXRateLimit(dst, rl)
 }

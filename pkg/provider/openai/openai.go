@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/tollgate-dev/tollgate/pkg/gateway"
 	"github.com/tollgate-dev/tollgate/pkg/jsonedit"
@@ -250,4 +251,9 @@ func (*Provider) Local(r gateway.Route, models gateway.ModelLister) (int, []byte
 	}
 	b, _ := json.Marshal(list)
 	return http.StatusOK, b, nil
+}
+
+// RateLimitHeaders implements gateway.Provider: OpenAI's x-ratelimit-*-tokens.
+func (*Provider) RateLimitHeaders(dst gateway.Headers, rl gateway.RateLimit, _ time.Time) gateway.Headers {
+	return gateway.AppendXRateLimit(dst, rl)
 }
