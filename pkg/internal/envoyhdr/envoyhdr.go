@@ -1,0 +1,63 @@
+// Package envoyhdr holds the facts about Envoy's header handling that both
+// Envoy adapters (ext_proc and ext_authz) rely on.
+package envoyhdr
+
+import (
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/tollgate-dev/tollgate/pkg/gateway"
+)
+
+// Kept reports whether a request header (lower case) is left to Envoy when
+// the upstream request's headers are rebuilt: Envoy refuses to remove
+// pseudo-headers and host, its default mutation rules refuse x-envoy-*, and
+// it frames the body itself (content-length, transfer-encoding).
+func Kept(name string) bool {
+	switch name {
+	case "host", "content-length", "transfer-encoding":
+		return true
+	}
+	return strings.HasPrefix(name, ":") || strings.HasPrefix(name, "x-envoy")
+}
+
+// Status maps an HTTP status onto Envoy's enum, whose validation refuses
+// undefined values: those fall back to their class.
+func Status(code int) typev3.StatusCode {
+	if _, ok := typev3.StatusCode_name[int32(code)]; ok && code >= 200 {
+		return typev3.StatusCode(code)
+	}
+	switch {
+	case code >= 200 && code < 300:
+		return typev3.StatusCode_OK
+	case code >= 400 && code < 500:
+		return typev3.StatusCode_BadRequest
+	}
+	return typev3.StatusCode_InternalServerError
+}
+
+// Option wraps a header to set with append explicit, as Envoy's ext_proc
+// reads it (it ignores append_action, and ext_authz honours it only in
+// recent versions). append_action is kept consistent for versions that
+// may read it when append is unset.
+func Option(h *corev3.HeaderValue, appendValue bool) *corev3.HeaderValueOption {
+	action := corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
+	if appendValue {
+		action = corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD
+	}
+	//lint:ignore SA1019 deprecated in the API, yet the field Envoy's ext_proc reads
+	return &corev3.HeaderValueOption{Header: h, Append: wrapperspb.Bool(appendValue), AppendAction: action}
+}
+
+// Has reports whether h holds a field called name, in any letter case.
+func Has(h gateway.Headers, name string) bool {
+	for _, f := range h {
+		if strings.EqualFold(f.Name, name) {
+			return true
+		}
+	}
+	return false
+}

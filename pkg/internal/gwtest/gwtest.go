@@ -1,0 +1,155 @@
+// Package gwtest builds the real gateway for adapter tests: the three
+// providers, the default catalog, an ed25519 verifier, the o200k counter
+// and a recorder that keeps every usage record by request id.
+package gwtest
+
+import (
+	"crypto/ed25519"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tollgate-dev/tollgate/pkg/auth"
+	"github.com/tollgate-dev/tollgate/pkg/catalog"
+	"github.com/tollgate-dev/tollgate/pkg/gateway"
+	"github.com/tollgate-dev/tollgate/pkg/provider/anthropic"
+	"github.com/tollgate-dev/tollgate/pkg/provider/gemini"
+	"github.com/tollgate-dev/tollgate/pkg/provider/openai"
+	"github.com/tollgate-dev/tollgate/pkg/tokenize"
+	"github.com/tollgate-dev/tollgate/pkg/usage"
+)
+
+// counter is built once: the tokenizer table takes tens of milliseconds.
+var counter = sync.OnceValues(tokenize.NewCounter)
+
+// Key is the real provider key the test gateway sends upstream, to every
+// provider (mockprovider.Options.APIKey takes one key).
+const Key = "sk-real-upstream-key"
+
+// Providers are the providers served, in the order tests run them.
+var Providers = []string{"openai", "anthropic", "gemini"}
+
+// Stack is a gateway with what tests need around it.
+type Stack struct {
+	Gateway  *gateway.Gateway
+	Recorder *Recorder
+	Signer   *auth.Signer
+	// Token is valid for account "acct-1", project "proj-1".
+	Token string
+}
+
+// Options tune New.
+type Options struct {
+	MaxRequestBody int64
+}
+
+// New builds a Stack.
+func New(t testing.TB, o Options) *Stack {
+	t.Helper()
+	cnt, err := counter()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cat, err := catalog.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := auth.GenerateKey("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ups := make(map[string]gateway.Upstream, len(Providers))
+	for _, p := range Providers {
+		ups[p] = gateway.Upstream{Key: Key}
+	}
+	rec := NewRecorder()
+	gw := gateway.New(gateway.Config{
+		Providers:      []gateway.Provider{openai.New(), anthropic.New(), gemini.New()},
+		Upstreams:      ups,
+		Catalog:        cat,
+		Verifier:       auth.NewVerifier(map[string]ed25519.PublicKey{signer.KeyID(): signer.PublicKey()}, auth.NewRevocationSet()),
+		Recorder:       rec,
+		Counter:        cnt,
+		MaxRequestBody: o.MaxRequestBody,
+	})
+	s := &Stack{Gateway: gw, Recorder: rec, Signer: signer}
+	s.Token = s.Mint(t, auth.Claims{Account: "acct-1", Project: "proj-1"})
+	return s
+}
+
+// Mint signs a token; a zero ExpiresAt means one hour from now.
+func (s *Stack) Mint(t testing.TB, c auth.Claims) string {
+	t.Helper()
+	if c.ExpiresAt.IsZero() {
+		c.ExpiresAt = time.Now().Add(time.Hour)
+	}
+	tok, err := s.Signer.Mint(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// Recorder keeps every usage record by request id, so tests can count them.
+type Recorder struct {
+	mu   sync.Mutex
+	recs map[string][]usage.Record
+	ch   chan struct{}
+}
+
+// NewRecorder returns an empty Recorder.
+func NewRecorder() *Recorder {
+	return &Recorder{recs: map[string][]usage.Record{}, ch: make(chan struct{})}
+}
+
+// Record implements gateway.Recorder.
+func (r *Recorder) Record(rec usage.Record) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.recs[rec.RequestID] = append(r.recs[rec.RequestID], rec)
+	close(r.ch)
+	r.ch = make(chan struct{})
+}
+
+// Wait returns the record of request id once it is there.
+func (r *Recorder) Wait(t testing.TB, id string) usage.Record {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		r.mu.Lock()
+		recs := slices.Clone(r.recs[id])
+		ch := r.ch
+		r.mu.Unlock()
+		if len(recs) > 0 {
+			return recs[0]
+		}
+		select {
+		case <-ch:
+		case <-deadline:
+			t.Fatalf("no usage record for request %q after 10s", id)
+		}
+	}
+}
+
+// Counts returns how many records each request id has.
+func (r *Recorder) Counts() map[string]int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(map[string]int, len(r.recs))
+	for id, recs := range r.recs {
+		out[id] = len(recs)
+	}
+	return out
+}
+
+// All returns every record.
+func (r *Recorder) All() []usage.Record {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []usage.Record
+	for _, recs := range r.recs {
+		out = append(out, recs...)
+	}
+	return out
+}
