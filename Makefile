@@ -46,6 +46,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzWalk$$' -fuzztime $(FUZZTIME) ./pkg/tokenize
 	$(GO) test -run '^$$' -fuzz '^FuzzParseRate$$' -fuzztime $(FUZZTIME) ./pkg/meter
 	$(GO) test -run '^$$' -fuzz '^FuzzCredits$$' -fuzztime $(FUZZTIME) ./pkg/meter
+	$(GO) test -run '^$$' -fuzz '^FuzzParseProcessor$$' -fuzztime $(FUZZTIME) ./sidecar
+	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME) ./sidecar
 
 bench: bench-go bench-load
 

@@ -48,6 +48,7 @@ func newRoot() *cobra.Command {
 		newModelsCmd(),
 		newUsageCmd(),
 		newTokenCmd(),
+		newSidecarCmd(),
 	)
 	return root
 }
