@@ -3,23 +3,52 @@ package ledger
 import (
 	"path/filepath"
 	"testing"
+
+	"github.com/tollgate-dev/tollgate/test/services"
 )
 
-// backend opens an empty ledger of one kind for a test.
-type testBackend struct {
+// backendEnv is where a shared test's ledger lives.
+type backendEnv struct {
+	url string
+	pg  *services.Postgres // the server, for PostgreSQL; nil for SQLite
+}
+
+// backendTests run on every backend, each on an empty ledger.
+var backendTests = []struct {
 	name string
-	open func(t *testing.T) (s *DB, url string)
+	test func(t *testing.T, s *DB, env backendEnv)
+}{
+	{"Accounts", testAccounts},
+	{"Projects", testProjects},
+	{"AccountErrors", testAccountErrors},
+	{"CreditConcurrent", testCreditConcurrent},
+	{"UsageReplay", testUsageReplay},
+	{"Summarize", testSummarize},
 }
 
-// backends are the stores every shared test runs on.
-var backends = []testBackend{
-	{"sqlite", func(t *testing.T) (*DB, string) {
-		url := "sqlite://" + filepath.Join(t.TempDir(), "usage.db")
-		return openURL(t, url), url
-	}},
+// TestBackends runs backendTests on SQLite and on PostgreSQL; the
+// PostgreSQL tests share one server, each with a database of its own.
+func TestBackends(t *testing.T) {
+	t.Run("sqlite", func(t *testing.T) {
+		for _, tt := range backendTests {
+			t.Run(tt.name, func(t *testing.T) {
+				url := "sqlite://" + filepath.Join(t.TempDir(), "usage.db")
+				tt.test(t, openURL(t, url), backendEnv{url: url})
+			})
+		}
+	})
+	t.Run("postgres", func(t *testing.T) {
+		pg := services.StartPostgres(t)
+		for _, tt := range backendTests {
+			t.Run(tt.name, func(t *testing.T) {
+				url := pg.NewDatabase(t)
+				tt.test(t, openURL(t, url), backendEnv{url: url, pg: pg})
+			})
+		}
+	})
 }
 
-func openURL(t *testing.T, url string) *DB {
+func openURL(t testing.TB, url string) *DB {
 	t.Helper()
 	s, err := Open(t.Context(), url)
 	if err != nil {
@@ -31,14 +60,4 @@ func openURL(t *testing.T, url string) *DB {
 		}
 	})
 	return s
-}
-
-// eachBackend runs test once per backend, on an empty ledger.
-func eachBackend(t *testing.T, test func(t *testing.T, s *DB, url string)) {
-	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) {
-			s, url := b.open(t)
-			test(t, s, url)
-		})
-	}
 }
