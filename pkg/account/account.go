@@ -1,0 +1,327 @@
+// Package account is the gateway's account layer ([gateway.Policy]): it
+// refuses tokens of disabled accounts, unactivated projects and accounts
+// without credits, admits each billable request against the account's
+// tokens-per-minute budget for its model (and the project's own limits),
+// and at settlement corrects the reservation to the actual usage and prices
+// the request in credits.
+//
+// Accounts and projects are read from the ledger through a short-lived
+// cache, so the hot path reads the database at most once per account per
+// CacheTTL; the debit of a settled request reaches the database through the
+// ledger's writer, and until the cached balance is reloaded the policy
+// subtracts what it settled itself.
+package account
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"sync/atomic"
+	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+
+	"github.com/tollgate-dev/tollgate/pkg/auth"
+	"github.com/tollgate-dev/tollgate/pkg/catalog"
+	"github.com/tollgate-dev/tollgate/pkg/gateway"
+	"github.com/tollgate-dev/tollgate/pkg/ledger"
+	"github.com/tollgate-dev/tollgate/pkg/limit"
+	"github.com/tollgate-dev/tollgate/pkg/meter"
+	"github.com/tollgate-dev/tollgate/pkg/usage"
+)
+
+// Directory is where accounts and projects are read: the ledger.
+type Directory interface {
+	GetAccount(ctx context.Context, id string) (ledger.Account, error)
+	GetProject(ctx context.Context, id string) (ledger.Project, error)
+}
+
+// Config assembles a Policy.
+type Config struct {
+	Directory Directory
+	Catalog   *catalog.Catalog
+	// Limiter enforces tokens-per-minute budgets; nil admits without limits.
+	Limiter *limit.Limiter
+	// Rate converts list prices to credits; default meter.DefaultRate.
+	Rate meter.Rate
+	// CacheTTL is how long an account or project read from the Directory
+	// is used before it is read again (default 2 s): a disabled account or
+	// a credit top-up takes effect within it.
+	CacheTTL time.Duration
+	// StaleTTL is how long a cached entry keeps serving when the Directory
+	// fails (default 10 min); beyond it requests are refused with 503.
+	StaleTTL time.Duration
+	// CacheSize bounds the cached accounts and projects (default 100,000).
+	CacheSize int
+	Logger    *slog.Logger
+	Now       func() time.Time
+}
+
+// Policy implements gateway.Policy. It is safe for concurrent use.
+type Policy struct {
+	dir      Directory
+	cat      *catalog.Catalog
+	lim      *limit.Limiter
+	rate     meter.Rate
+	ttl      time.Duration
+	stale    time.Duration
+	log      *slog.Logger
+	now      func() time.Time
+	accounts *lru.Cache[string, *cached[ledger.Account]]
+	projects *lru.Cache[string, *cached[ledger.Project]]
+}
+
+// cached is one Directory entry as read at loaded. spent is what this
+// process settled against an account since then, micro-credits.
+type cached[T any] struct {
+	v      T
+	err    error // ErrNotFound, remembered like a value
+	loaded time.Time
+	spent  atomic.Int64
+}
+
+// New builds a Policy.
+func New(cfg Config) (*Policy, error) {
+	if cfg.Directory == nil || cfg.Catalog == nil {
+		return nil, errors.New("account: a Directory and a Catalog are required")
+	}
+	p := &Policy{dir: cfg.Directory, cat: cfg.Catalog, lim: cfg.Limiter, rate: cfg.Rate,
+		ttl: cfg.CacheTTL, stale: cfg.StaleTTL, log: cfg.Logger, now: cfg.Now}
+	if p.rate <= 0 {
+		p.rate = meter.DefaultRate
+	}
+	if p.ttl <= 0 {
+		p.ttl = 2 * time.Second
+	}
+	if p.stale <= 0 {
+		p.stale = 10 * time.Minute
+	}
+	if p.log == nil {
+		p.log = slog.New(slog.DiscardHandler)
+	}
+	if p.now == nil {
+		p.now = time.Now
+	}
+	size := cfg.CacheSize
+	if size <= 0 {
+		size = 100_000
+	}
+	var err error
+	if p.accounts, err = lru.New[string, *cached[ledger.Account]](size); err != nil {
+		return nil, fmt.Errorf("account: %w", err)
+	}
+	if p.projects, err = lru.New[string, *cached[ledger.Project]](size); err != nil {
+		return nil, fmt.Errorf("account: %w", err)
+	}
+	return p, nil
+}
+
+// unavailable is the refusal when the account store cannot be read.
+func unavailable() *gateway.Failure {
+	return gateway.Fail(gateway.StatusServiceUnavailable, gateway.CodeInternal,
+		"The gateway cannot read its account store right now. Retry shortly.")
+}
+
+// Authorize implements gateway.Policy.
+func (p *Policy) Authorize(ctx context.Context, c auth.Claims) *gateway.Failure {
+	acct, f := p.account(ctx, c.Account)
+	if f != nil {
+		return f
+	}
+	if !acct.v.Enabled {
+		return gateway.Fail(gateway.StatusForbidden, gateway.CodeForbidden,
+			"AI features are disabled for account %q.", c.Account)
+	}
+	proj, f := p.project(ctx, c.Project)
+	if f != nil {
+		return f
+	}
+	if proj.v.Account != c.Account {
+		return gateway.Fail(gateway.StatusUnauthorized, gateway.CodeBadToken,
+			"This gateway key names a project that does not belong to its account.")
+	}
+	if !proj.v.Activated {
+		return gateway.Fail(gateway.StatusForbidden, gateway.CodeForbidden,
+			"Project %q is not activated yet; its gateway key works once the project is activated.", c.Project)
+	}
+	if acct.v.Balance-acct.spent.Load() <= 0 {
+		f := gateway.Fail(gateway.StatusTooManyRequests, gateway.CodeQuota,
+			"Account %q has no credits left. Add credits to continue.", c.Account)
+		f.NoRetry = true
+		return f
+	}
+	return nil
+}
+
+func (p *Policy) account(ctx context.Context, id string) (*cached[ledger.Account], *gateway.Failure) {
+	e, err := load(ctx, p, p.accounts, id, p.dir.GetAccount)
+	switch {
+	case err != nil:
+		return nil, unavailable()
+	case e.err != nil:
+		return nil, gateway.Fail(gateway.StatusUnauthorized, gateway.CodeBadToken,
+			"This gateway key's account does not exist.")
+	}
+	return e, nil
+}
+
+func (p *Policy) project(ctx context.Context, id string) (*cached[ledger.Project], *gateway.Failure) {
+	e, err := load(ctx, p, p.projects, id, p.dir.GetProject)
+	switch {
+	case err != nil:
+		return nil, unavailable()
+	case e.err != nil:
+		return nil, gateway.Fail(gateway.StatusUnauthorized, gateway.CodeBadToken,
+			"This gateway key's project does not exist.")
+	}
+	return e, nil
+}
+
+// load returns the cached entry for id, reading it again once it is older
+// than the TTL. When the read fails, a cached entry younger than StaleTTL
+// keeps serving; the error is returned only when there is none.
+func load[T any](ctx context.Context, p *Policy, c *lru.Cache[string, *cached[T]], id string,
+	get func(context.Context, string) (T, error)) (*cached[T], error) {
+	now := p.now()
+	e, ok := c.Get(id)
+	if ok && now.Sub(e.loaded) < p.ttl {
+		return e, nil
+	}
+	v, err := get(ctx, id)
+	switch {
+	case errors.Is(err, ledger.ErrNotFound):
+		fresh := &cached[T]{err: err, loaded: now}
+		c.Add(id, fresh)
+		return fresh, nil
+	case err != nil:
+		p.log.LogAttrs(ctx, slog.LevelWarn, "account store read failed", slog.String("error", err.Error()))
+		if ok && now.Sub(e.loaded) < p.stale {
+			return e, nil
+		}
+		return nil, err
+	}
+	fresh := &cached[T]{v: v, loaded: now}
+	c.Add(id, fresh)
+	return fresh, nil
+}
+
+// Admit implements gateway.Policy.
+func (p *Policy) Admit(ctx context.Context, a gateway.Admission) (gateway.Grant, *gateway.Failure) {
+	m, ok := p.cat.Lookup(catalog.Provider(a.Provider), a.Model)
+	if !ok { // the gateway looked it up already; a race with a catalog reload
+		return nil, gateway.Fail(gateway.StatusNotFound, gateway.CodeModelNotFound, "The model %q does not exist.", a.Model)
+	}
+	g := &grant{p: p, provider: a.Provider, price: m.Price}
+	if p.lim == nil {
+		return g, nil
+	}
+	acct, f := p.account(ctx, a.Claims.Account)
+	if f != nil {
+		return nil, f
+	}
+	proj, f := p.project(ctx, a.Claims.Project)
+	if f != nil {
+		return nil, f
+	}
+	g.acct = acct
+	tpm := p.tpm(acct.v, m)
+	cost := max(a.Input, 1)
+	checks := make([]limit.Check, 0, 3)
+	if tpm > 0 {
+		checks = append(checks, limit.Check{Key: "tpm:{" + a.Claims.Account + "}:" + m.Name, Limit: tpm, Cost: cost})
+	}
+	if proj.v.TPM > 0 {
+		checks = append(checks, limit.Check{Key: "ptpm:{" + a.Claims.Account + "}:" + proj.v.ID, Limit: proj.v.TPM, Cost: cost})
+	}
+	if proj.v.RPM > 0 {
+		checks = append(checks, limit.Check{Key: "prpm:{" + a.Claims.Account + "}:" + proj.v.ID, Limit: proj.v.RPM, Cost: 1, Requests: true})
+	}
+	d, res, err := p.lim.Admit(ctx, p.now(), checks...)
+	if err != nil {
+		p.log.LogAttrs(ctx, slog.LevelError, "rate limiter", slog.String("error", err.Error()))
+		return nil, gateway.Fail(gateway.StatusServiceUnavailable, gateway.CodeInternal,
+			"The gateway cannot check rate limits right now. Retry shortly.")
+	}
+	if !d.Allowed {
+		return nil, refusal(checks, d, a.Model)
+	}
+	g.res = res
+	if len(checks) > 0 && !checks[0].Requests {
+		b := d.Budgets[0]
+		g.limits = gateway.RateLimit{Limit: b.Limit, Remaining: b.Remaining, Reset: b.Reset}
+	}
+	return g, nil
+}
+
+// tpm is the account's tokens-per-minute limit for m: its own override,
+// else its plan's figure; Enterprise accounts without an override get the
+// Pro figure.
+func (p *Policy) tpm(a ledger.Account, m catalog.Model) int64 {
+	if n, ok := a.TPMOverrides[m.Name]; ok && n > 0 {
+		return n
+	}
+	if n, ok := m.Limit(a.Plan); ok {
+		return n
+	}
+	if a.Plan == catalog.PlanEnterprise {
+		n, _ := m.Limit(catalog.PlanPro)
+		return n
+	}
+	return 0
+}
+
+// refusal is the 429 for a refused admission, naming which budget refused.
+func refusal(checks []limit.Check, d limit.Decision, model string) *gateway.Failure {
+	c := checks[d.Refused]
+	b := d.Budgets[d.Refused]
+	var f *gateway.Failure
+	what := "tokens per minute for " + model
+	switch {
+	case c.Requests:
+		what = "requests per minute for this project"
+	case c.Key[0] == 'p':
+		what = "tokens per minute for this project"
+	}
+	if d.TooLarge {
+		f = gateway.Fail(gateway.StatusTooManyRequests, gateway.CodeRateLimited,
+			"Request too large: it needs about %d tokens, over the limit of %d %s.", c.Cost, c.Limit, what)
+		f.NoRetry = true
+	} else {
+		f = gateway.Fail(gateway.StatusTooManyRequests, gateway.CodeRateLimited,
+			"Rate limit reached: limit %d %s, %d remaining. Retry after %s.", c.Limit, what, max(b.Remaining, 0), d.RetryAfter.Round(time.Second))
+		f.RetryAfter = int(min(math.Ceil(d.RetryAfter.Seconds()), math.MaxInt32))
+		f.RetryAfter = max(f.RetryAfter, 1)
+	}
+	if !c.Requests {
+		f.Limits = gateway.RateLimit{Limit: b.Limit, Remaining: b.Remaining, Reset: b.Reset}
+	}
+	return f
+}
+
+// grant is an admitted request's reservation and price.
+type grant struct {
+	p        *Policy
+	provider string
+	price    catalog.Price
+	acct     *cached[ledger.Account]
+	res      limit.Reservation
+	limits   gateway.RateLimit
+}
+
+func (g *grant) Limits() gateway.RateLimit { return g.limits }
+
+// Settle implements gateway.Grant.
+func (g *grant) Settle(ctx context.Context, rec *usage.Record) {
+	rec.Credits = meter.Credits(g.price, rec.Tokens, g.p.rate)
+	if g.acct != nil {
+		g.acct.spent.Add(rec.Credits)
+	}
+	if g.p.lim == nil {
+		return
+	}
+	if err := g.p.lim.Settle(ctx, g.p.now(), g.res, limit.Counted(g.provider, rec.Tokens)); err != nil {
+		g.p.log.LogAttrs(ctx, slog.LevelWarn, "rate limiter settle", slog.String("error", err.Error()))
+	}
+}

@@ -1,0 +1,352 @@
+package account_test
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tollgate-dev/tollgate/pkg/account"
+	"github.com/tollgate-dev/tollgate/pkg/auth"
+	"github.com/tollgate-dev/tollgate/pkg/catalog"
+	"github.com/tollgate-dev/tollgate/pkg/gateway"
+	"github.com/tollgate-dev/tollgate/pkg/ledger"
+	"github.com/tollgate-dev/tollgate/pkg/limit"
+	"github.com/tollgate-dev/tollgate/pkg/meter"
+	"github.com/tollgate-dev/tollgate/pkg/usage"
+)
+
+// clock is a settable time source shared by the policy and the test.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+type fixture struct {
+	db    *ledger.DB
+	cat   *catalog.Catalog
+	clock *clock
+	pol   *account.Policy
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	ctx := context.Background()
+	db, err := ledger.OpenSQLite(ctx, filepath.Join(t.TempDir(), "ledger.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	cat, err := catalog.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Mid-window, so a test's requests share one limiter window.
+	c := &clock{t: time.Date(2026, 11, 27, 12, 0, 5, 0, time.UTC)}
+	lim, err := limit.New(limit.NewMemory(0), limit.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol, err := account.New(account.Config{Directory: db, Catalog: cat, Limiter: lim, Now: c.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &fixture{db: db, cat: cat, clock: c, pol: pol}
+}
+
+// add creates an account with one project.
+func (f *fixture) add(t *testing.T, acct string, plan catalog.Plan, credits int64, activated bool) auth.Claims {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := f.db.CreateAccount(ctx, acct, plan, credits); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.db.CreateProject(ctx, acct+"-web", acct, activated); err != nil {
+		t.Fatal(err)
+	}
+	return auth.Claims{Account: acct, Project: acct + "-web"}
+}
+
+func TestAuthorize(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	ok := f.add(t, "ok", catalog.PlanFree, 5*meter.MicroCredits, true)
+	disabled := f.add(t, "disabled", catalog.PlanFree, 5*meter.MicroCredits, true)
+	if err := f.db.SetEnabled(ctx, "disabled", false); err != nil {
+		t.Fatal(err)
+	}
+	inactive := f.add(t, "inactive", catalog.PlanFree, 5*meter.MicroCredits, false)
+	broke := f.add(t, "broke", catalog.PlanFree, 0, true)
+	other := f.add(t, "other", catalog.PlanFree, 5*meter.MicroCredits, true)
+	tests := []struct {
+		name   string
+		claims auth.Claims
+		status int
+		code   gateway.Code
+	}{
+		{"enabled, activated, credits", ok, 0, ""},
+		{"AI features disabled", disabled, 403, gateway.CodeForbidden},
+		{"project not activated", inactive, 403, gateway.CodeForbidden},
+		{"no credits", broke, 429, gateway.CodeQuota},
+		{"unknown account", auth.Claims{Account: "ghost", Project: "ok-web"}, 401, gateway.CodeBadToken},
+		{"unknown project", auth.Claims{Account: "ok", Project: "ghost"}, 401, gateway.CodeBadToken},
+		{"another account's project", auth.Claims{Account: "ok", Project: other.Project}, 401, gateway.CodeBadToken},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fail := f.pol.Authorize(ctx, tt.claims)
+			if tt.status == 0 {
+				if fail != nil {
+					t.Fatalf("refused: %v", fail)
+				}
+				return
+			}
+			if fail == nil || fail.Status != tt.status || fail.Code != tt.code {
+				t.Fatalf("got %v, want %d %s", fail, tt.status, tt.code)
+			}
+			if tt.code == gateway.CodeQuota && !fail.NoRetry {
+				t.Error("an out-of-credits refusal must tell SDKs not to retry")
+			}
+		})
+	}
+}
+
+func admit(t *testing.T, f *fixture, c auth.Claims, provider, model string, input int64) (gateway.Grant, *gateway.Failure) {
+	t.Helper()
+	return f.pol.Admit(context.Background(), gateway.Admission{Claims: c, Provider: provider, Model: model, Input: input})
+}
+
+// The Free plan allows claude-3-5-haiku-20241022 1,200 tokens per minute:
+// reservations, settlement to the actual usage (cached input excluded for
+// Anthropic), refusal with retry-after, and the window rolling over.
+func TestAdmitTPM(t *testing.T) {
+	f := newFixture(t)
+	c := f.add(t, "free", catalog.PlanFree, 100*meter.MicroCredits, true)
+	const model = "claude-3-5-haiku-20241022"
+	m, _ := f.cat.Lookup("anthropic", model)
+	limitFree, _ := m.Limit(catalog.PlanFree)
+
+	g, fail := admit(t, f, c, "anthropic", model, 400)
+	if fail != nil {
+		t.Fatalf("first request refused: %v", fail)
+	}
+	if l := g.Limits(); l.Limit != limitFree || l.Remaining != limitFree-400 {
+		t.Fatalf("limits %+v, want limit %d remaining %d", l, limitFree, limitFree-400)
+	}
+	// It used 400 input, 300 output and read 5,000 cached tokens, which do
+	// not count for Anthropic.
+	rec := usage.Record{Tokens: usage.Tokens{Input: 400, CachedInput: 5000, Output: 300}}
+	g.Settle(context.Background(), &rec)
+	if want := meter.Credits(m.Price, rec.Tokens, meter.DefaultRate); rec.Credits != want || want == 0 {
+		t.Fatalf("credits %d, want %d", rec.Credits, want)
+	}
+	g, fail = admit(t, f, c, "anthropic", model, 100)
+	if fail != nil {
+		t.Fatalf("second request refused: %v", fail)
+	}
+	if got, want := g.Limits().Remaining, limitFree-700-100; got != want {
+		t.Fatalf("remaining %d after 700 used and 100 reserved, want %d", got, want)
+	}
+	g.Settle(context.Background(), &usage.Record{Tokens: usage.Tokens{Input: 100}})
+	// 800 used: a 500-token request no longer fits.
+	_, fail = admit(t, f, c, "anthropic", model, 500)
+	if fail == nil || fail.Status != 429 || fail.Code != gateway.CodeRateLimited {
+		t.Fatalf("over the limit: got %v, want 429 rate_limited", fail)
+	}
+	if fail.RetryAfter < 1 || fail.RetryAfter > 60 || fail.Limits.Limit != limitFree || fail.Limits.Remaining != limitFree-800 {
+		t.Fatalf("refusal retry-after %d limits %+v", fail.RetryAfter, fail.Limits)
+	}
+	// A request larger than the whole budget is refused for good.
+	_, fail = admit(t, f, c, "anthropic", model, limitFree+1)
+	if fail == nil || fail.Status != 429 || !fail.NoRetry {
+		t.Fatalf("too large: got %v, want 429 without retry", fail)
+	}
+	f.clock.Add(time.Duration(fail.RetryAfter+60) * time.Second)
+	if _, fail = admit(t, f, c, "anthropic", model, 500); fail != nil {
+		t.Fatalf("after the window: %v", fail)
+	}
+}
+
+// Cached input counts for OpenAI and Gemini.
+func TestAdmitCountsCachedInputForOpenAI(t *testing.T) {
+	f := newFixture(t)
+	c := f.add(t, "oa", catalog.PlanFree, 100*meter.MicroCredits, true)
+	const model = "gpt-4o-mini"
+	m, ok := f.cat.Lookup("openai", model)
+	if !ok {
+		t.Fatal("gpt-4o-mini not in catalog")
+	}
+	tpm, _ := m.Limit(catalog.PlanFree)
+	g, fail := admit(t, f, c, "openai", model, 10)
+	if fail != nil {
+		t.Fatal(fail)
+	}
+	g.Settle(context.Background(), &usage.Record{Tokens: usage.Tokens{Input: 10, CachedInput: 90, Output: 50}})
+	g, fail = admit(t, f, c, "openai", model, 1)
+	if fail != nil {
+		t.Fatal(fail)
+	}
+	if got, want := g.Limits().Remaining, tpm-150-1; got != want {
+		t.Fatalf("remaining %d, want %d (cached input counted)", got, want)
+	}
+}
+
+func TestEnterpriseOverrideAndProjectLimits(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	c := f.add(t, "big", catalog.PlanEnterprise, 100*meter.MicroCredits, true)
+	const model = "gpt-4o-mini"
+	if err := f.db.SetTPMOverride(ctx, "big", model, 50); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.db.SetProjectLimits(ctx, c.Project, 2, 0); err != nil {
+		t.Fatal(err)
+	}
+	g, fail := admit(t, f, c, "openai", model, 10)
+	if fail != nil {
+		t.Fatal(fail)
+	}
+	if g.Limits().Limit != 50 {
+		t.Fatalf("limit %d, want the override 50", g.Limits().Limit)
+	}
+	if _, fail = admit(t, f, c, "openai", model, 10); fail != nil {
+		t.Fatal(fail)
+	}
+	_, fail = admit(t, f, c, "openai", model, 10)
+	if fail == nil || fail.Status != 429 {
+		t.Fatalf("third request in a minute with rpm 2: got %v, want 429", fail)
+	}
+	// Enterprise without an override: the Pro figure.
+	m, _ := f.cat.Lookup("openai", "gpt-4o")
+	pro, _ := m.Limit(catalog.PlanPro)
+	if err := f.db.SetProjectLimits(ctx, c.Project, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	f.clock.Add(3 * time.Second) // past the project cache
+	g, fail = admit(t, f, c, "openai", "gpt-4o", 10)
+	if fail != nil {
+		t.Fatal(fail)
+	}
+	if g.Limits().Limit != pro {
+		t.Fatalf("enterprise limit %d, want pro %d", g.Limits().Limit, pro)
+	}
+}
+
+// Settled credits count against the cached balance at once: an account
+// cannot spend the same credits twice while its cache entry is fresh.
+func TestSpentCreditsRefuseBeforeReload(t *testing.T) {
+	f := newFixture(t)
+	c := f.add(t, "small", catalog.PlanPro, 1, true) // one micro-credit
+	if fail := f.pol.Authorize(context.Background(), c); fail != nil {
+		t.Fatal(fail)
+	}
+	g, fail := admit(t, f, c, "openai", "gpt-4o-mini", 10)
+	if fail != nil {
+		t.Fatal(fail)
+	}
+	g.Settle(context.Background(), &usage.Record{Tokens: usage.Tokens{Input: 1000, Output: 1000}})
+	fail = f.pol.Authorize(context.Background(), c)
+	if fail == nil || fail.Code != gateway.CodeQuota {
+		t.Fatalf("after spending the balance: %v, want insufficient_quota", fail)
+	}
+}
+
+// flaky fails every read while down is set.
+type flaky struct {
+	account.Directory
+	mu   sync.Mutex
+	down bool
+}
+
+func (d *flaky) set(down bool) { d.mu.Lock(); d.down = down; d.mu.Unlock() }
+func (d *flaky) err() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.down {
+		return errors.New("connection refused")
+	}
+	return nil
+}
+func (d *flaky) GetAccount(ctx context.Context, id string) (ledger.Account, error) {
+	if err := d.err(); err != nil {
+		return ledger.Account{}, err
+	}
+	return d.Directory.GetAccount(ctx, id)
+}
+func (d *flaky) GetProject(ctx context.Context, id string) (ledger.Project, error) {
+	if err := d.err(); err != nil {
+		return ledger.Project{}, err
+	}
+	return d.Directory.GetProject(ctx, id)
+}
+
+func TestDirectoryDown(t *testing.T) {
+	f := newFixture(t)
+	c := f.add(t, "a", catalog.PlanPro, meter.MicroCredits, true)
+	d := &flaky{Directory: f.db}
+	pol, err := account.New(account.Config{Directory: d, Catalog: f.cat, Now: f.clock.Now, StaleTTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if fail := pol.Authorize(ctx, c); fail != nil {
+		t.Fatal(fail)
+	}
+	d.set(true)
+	f.clock.Add(10 * time.Second)
+	if fail := pol.Authorize(ctx, c); fail != nil {
+		t.Fatalf("a cached account must keep serving while the store is down: %v", fail)
+	}
+	f.clock.Add(2 * time.Minute)
+	if fail := pol.Authorize(ctx, c); fail == nil || fail.Status != 503 {
+		t.Fatalf("past the stale limit: %v, want 503", fail)
+	}
+	if fail := pol.Authorize(ctx, auth.Claims{Account: "never-seen", Project: "x"}); fail == nil || fail.Status != 503 {
+		t.Fatalf("uncached while down: %v, want 503", fail)
+	}
+	d.set(false)
+	if fail := pol.Authorize(ctx, c); fail != nil {
+		t.Fatalf("store back: %v", fail)
+	}
+}
+
+// Many goroutines admitting against one budget never reserve more than it.
+func TestAdmitConcurrent(t *testing.T) {
+	f := newFixture(t)
+	c := f.add(t, "busy", catalog.PlanFree, 100*meter.MicroCredits, true)
+	const model = "claude-3-5-haiku-20241022"
+	m, _ := f.cat.Lookup("anthropic", model)
+	tpm, _ := m.Limit(catalog.PlanFree)
+	var mu sync.Mutex
+	var admitted int64
+	var wg sync.WaitGroup
+	for i := range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range 20 {
+				cost := int64(10 + (i*7+j)%40)
+				if _, fail := admit(t, f, c, "anthropic", model, cost); fail == nil {
+					mu.Lock()
+					admitted += cost
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if admitted > tpm || admitted < tpm-50 {
+		t.Fatalf("admitted %d tokens in one window, limit %d", admitted, tpm)
+	}
+	t.Log("admitted " + strconv.FormatInt(admitted, 10))
+}
