@@ -91,9 +91,15 @@ func newStack(ctx context.Context, o stackOptions) (*stack, error) {
 		return nil, err
 	}
 	log := o.logger
-	writer := ledger.NewWriter(store, ledger.WriterOptions{
+	// The spool holds settled usage until the ledger has it; records a
+	// previous run left there are written first.
+	writer, err := ledger.NewWriter(store, filepath.Join(o.dataDir, "spool"), ledger.WriterOptions{
 		OnError: func(err error) { log.Error("usage ledger", "error", err) },
 	})
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
 	ups, err := proxy.ParseUpstreams(o.upstreams)
 	if err != nil {
 		store.Close()

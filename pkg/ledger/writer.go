@@ -4,52 +4,53 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/tollgate-dev/tollgate/pkg/usage"
 )
 
-// Errors from [Writer.Write].
-var (
-	// ErrQueueFull means the store has fallen so far behind that the queue
-	// stayed full for WriterOptions.MaxWait. The record was not taken.
-	ErrQueueFull = errors.New("ledger: writer queue full")
-	// ErrClosed means Write was called after Close.
-	ErrClosed = errors.New("ledger: writer closed")
-)
+// ErrClosed is returned by [Writer.Write] after Close.
+var ErrClosed = errors.New("ledger: writer closed")
 
 // WriterOptions tune a [Writer]. Zero fields take the defaults.
 type WriterOptions struct {
-	// BatchSize is how many waiting records trigger a flush. Default 256.
+	// BatchSize is how many spooled records trigger a flush, and the most
+	// one store transaction takes. Default 512.
 	BatchSize int
-	// FlushInterval is the longest a record waits for a flush while the
-	// store is healthy. Default 50ms.
+	// FlushInterval is the longest a record waits in the spool for a flush
+	// while the store is healthy. Default 50ms.
 	FlushInterval time.Duration
-	// QueueSize is how many records Write can hand off without waiting.
-	// Default 4096: over a minute of a busy replica's traffic at a
-	// few dozen requests per second, should the store be briefly locked.
-	QueueSize int
-	// MaxWait is how long Write waits for room when the queue is full
-	// before giving up with ErrQueueFull. Default 1s.
-	MaxWait time.Duration
+	// SyncInterval is how often the spool is fsynced: what a power cut
+	// (not a crash) can lose. Default 100ms.
+	SyncInterval time.Duration
+	// SegmentSize is the spool file size at which Write starts a new one
+	// while the store is failing. Default 8 MiB (some 60,000 records).
+	SegmentSize int64
 	// OnError, if set, is called from the Writer's goroutine when a flush
-	// fails; the batch is kept and retried with backoff. It must not block.
+	// fails (the records stay spooled and are retried with backoff) or
+	// part of a spool file is unreadable. It must not block.
 	OnError func(error)
 }
 
 func (o WriterOptions) withDefaults() WriterOptions {
 	if o.BatchSize <= 0 {
-		o.BatchSize = 256
+		o.BatchSize = 512
 	}
 	if o.FlushInterval <= 0 {
 		o.FlushInterval = 50 * time.Millisecond
 	}
-	if o.QueueSize <= 0 {
-		o.QueueSize = 4096
+	if o.SyncInterval <= 0 {
+		o.SyncInterval = 100 * time.Millisecond
 	}
-	if o.MaxWait <= 0 {
-		o.MaxWait = time.Second
+	if o.SegmentSize <= 0 {
+		o.SegmentSize = 8 << 20
 	}
 	return o
 }
@@ -57,105 +58,214 @@ func (o WriterOptions) withDefaults() WriterOptions {
 // maxBackoff caps the wait between retries of a failing flush.
 const maxBackoff = 5 * time.Second
 
-// sink is where a Writer flushes to. *Store is the only one today.
-type sink interface {
+// Inserter is where a Writer flushes to: a [Store].
+type Inserter interface {
 	InsertUsage(ctx context.Context, recs ...usage.Record) error
 }
 
-// Writer batches usage records into a Store off the request path.
+// Writer takes settled usage records off the request path: Write appends
+// the record to a local spool file and returns, and a goroutine drains the
+// spool into the store in batches. A record is settled when Write returns
+// nil; from then on only the loss of the disk can lose it.
 //
-// Write hands a record to a buffered queue and returns; a goroutine flushes
-// the queue in batches, every BatchSize records or FlushInterval, whichever
-// comes first. A request therefore never waits on the database unless the
-// queue is full, which only happens when the store has been failing or
-// locked for a long time. Then Write waits up to MaxWait for room and, if
-// none comes, returns ErrQueueFull: a usage record is money, so it is never
-// dropped silently, and a bounded wait keeps a stuck disk from stalling every
-// request indefinitely. The caller logs and counts the failure.
+// The spool is a directory of segment files. Write appends to the head
+// segment, one write(2) per record, so a process killed right after Write
+// returned leaves the record in the file; the goroutine fsyncs the head
+// every SyncInterval, which bounds what a power cut can lose. Every
+// BatchSize records or FlushInterval, the goroutine seals the head (a new
+// one takes its place), inserts the sealed segment's records into the store
+// in transactions of up to BatchSize, and deletes the segment only after
+// they committed. Should the process die in between, the next Writer on the
+// directory inserts the segment again, which the store's idempotency by
+// request id makes harmless.
 //
-// A failed flush keeps its batch and retries it with backoff (inserts are
-// idempotent, so a flush that failed after committing is harmless to repeat);
-// while it does, the queue absorbs new records.
+// When the store fails, sealed segments wait and are retried with backoff
+// (doubling up to 5s); Write goes on appending to the head, starting a new
+// segment every SegmentSize bytes. Nothing is dropped: the spool grows
+// until the store is back or the disk is full (then Write fails).
 //
-// Records in memory are lost if the process dies. The durable spool planned
-// for the ledger goes where the queue is: Write will append to a local file
-// and the goroutine will drain that file into the Store, so that a crash
-// loses nothing and a full queue need not refuse records. Write's signature
-// and the flushing side (sink) stay as they are.
+// One Writer at a time owns a spool directory (an flock on its LOCK file).
 type Writer struct {
-	sink  sink
+	store Inserter
+	dir   string
 	opts  WriterOptions
-	queue chan usage.Record
+	lock  *os.File // holds the directory's flock
 
-	mu     sync.RWMutex // guards closed; Write holds it for reading while sending
-	closed bool
+	mu        sync.Mutex
+	head      *os.File // nil once closed
+	headSeq   uint64
+	headSize  int64
+	headCount int
+	sealed    []sealedSegment // sealed by Write or the goroutine, not yet synced
+	closed    bool
+	buf       []byte
 
+	kick   chan struct{}   // nudges the goroutine: a batch is ready, or Close
 	ctx    context.Context // cancelled, with Close's reason, when Close gives up
 	cancel context.CancelCauseFunc
 	done   chan struct{}
 	err    error // set by run before it closes done
 }
 
-// NewWriter starts a Writer flushing into s. Close it to flush and stop it.
-func NewWriter(s Store, opts WriterOptions) *Writer {
-	return newWriter(s, opts)
+type sealedSegment struct {
+	seq  uint64
+	file *os.File // to sync and close
 }
 
-func newWriter(s sink, opts WriterOptions) *Writer {
+const segmentSuffix = ".spool"
+
+func segmentName(seq uint64) string { return fmt.Sprintf("%020d%s", seq, segmentSuffix) }
+
+// NewWriter starts a Writer flushing into s through the spool in dir
+// (created if missing). Whatever the spool already holds, from a process
+// that crashed or a Close that gave up, is drained first. Close the Writer
+// to flush and stop it.
+func NewWriter(s Inserter, dir string, opts WriterOptions) (*Writer, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("ledger: spool: %w", err)
+	}
+	lock, err := os.OpenFile(filepath.Join(dir, "LOCK"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: spool: %w", err)
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("ledger: spool %s is in use by another process: %w", dir, err)
+	}
+	backlog, err := listSegments(dir)
+	if err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("ledger: spool: %w", err)
+	}
 	opts = opts.withDefaults()
 	ctx, cancel := context.WithCancelCause(context.Background())
 	w := &Writer{
-		sink:   s,
-		opts:   opts,
-		queue:  make(chan usage.Record, opts.QueueSize),
-		ctx:    ctx,
-		cancel: cancel,
-		done:   make(chan struct{}),
+		store: s, dir: dir, opts: opts, lock: lock,
+		kick: make(chan struct{}, 1), ctx: ctx, cancel: cancel, done: make(chan struct{}),
 	}
-	go w.run()
-	return w
+	if len(backlog) > 0 {
+		w.headSeq = backlog[len(backlog)-1]
+	}
+	if err := w.openHead(); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("ledger: spool: %w", err)
+	}
+	go w.run(backlog)
+	return w, nil
 }
 
-// Write hands rec to the Writer. It returns at once unless the queue is full
-// (see [Writer]); it returns an error, without taking rec, if rec is invalid
-// (no request id, or no time), the queue stayed full for MaxWait
-// (ErrQueueFull), or the Writer is closed (ErrClosed).
+// listSegments returns the sequence numbers of the segments in dir, in order.
+func listSegments(dir string) ([]uint64, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var seqs []uint64
+	for _, e := range entries {
+		name, ok := strings.CutSuffix(e.Name(), segmentSuffix)
+		if !ok {
+			continue
+		}
+		if seq, err := strconv.ParseUint(name, 10, 64); err == nil {
+			seqs = append(seqs, seq)
+		}
+	}
+	slices.Sort(seqs)
+	return seqs, nil
+}
+
+// openHead starts the next segment. The caller holds mu (or is NewWriter).
+func (w *Writer) openHead() error {
+	f, err := os.OpenFile(filepath.Join(w.dir, segmentName(w.headSeq+1)), os.O_CREATE|os.O_EXCL|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	w.head, w.headSeq, w.headSize, w.headCount = f, w.headSeq+1, 0, 0
+	return nil
+}
+
+// seal hands the head to the goroutine and opens a new one unless closing.
+// The caller holds mu.
+func (w *Writer) seal(reopen bool) error {
+	w.sealed = append(w.sealed, sealedSegment{w.headSeq, w.head})
+	w.head = nil
+	if !reopen {
+		return nil
+	}
+	return w.openHead()
+}
+
+// Write spools rec. When it returns nil the record is settled: it will be
+// in the store exactly once, whatever happens to this process. It returns
+// an error, without taking rec, if rec is invalid (no request id, a time or
+// count out of range), the Writer is closed (ErrClosed), or the spool file
+// cannot be written (a full disk).
 func (w *Writer) Write(rec usage.Record) error {
 	if err := validate(rec); err != nil {
 		return fmt.Errorf("ledger: write: %w", err)
 	}
-	w.mu.RLock()
-	defer w.mu.RUnlock()
+	rec = clean(rec)
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	if w.closed {
 		return ErrClosed
 	}
-	select {
-	case w.queue <- rec:
-		return nil
-	default:
+	if w.head == nil { // a rotation failed earlier
+		if err := w.openHead(); err != nil {
+			return fmt.Errorf("ledger: write: spool: %w", err)
+		}
 	}
-	t := time.NewTimer(w.opts.MaxWait)
-	defer t.Stop()
+	w.buf = appendFrame(w.buf[:0], rec)
+	if n, err := w.head.Write(w.buf); err != nil {
+		// Cut a partial frame off, so that the segment stays readable.
+		if n > 0 {
+			_ = w.head.Truncate(w.headSize)
+		}
+		return fmt.Errorf("ledger: write: spool: %w", err)
+	}
+	w.headSize += int64(len(w.buf))
+	w.headCount++
+	if w.headSize >= w.opts.SegmentSize {
+		if err := w.seal(true); err != nil {
+			// The record is written; the next Write retries the new head.
+			w.report(fmt.Errorf("ledger: spool: new segment: %w", err))
+		}
+		w.nudge()
+	} else if w.headCount >= w.opts.BatchSize {
+		w.nudge()
+	}
+	return nil
+}
+
+func (w *Writer) nudge() {
 	select {
-	case w.queue <- rec:
-		return nil
-	case <-t.C:
-		return fmt.Errorf("%w: waited %v for record %s", ErrQueueFull, w.opts.MaxWait, rec.RequestID)
+	case w.kick <- struct{}{}:
+	default:
 	}
 }
 
-// Close stops taking records and flushes every record already taken,
-// retrying failed flushes until they succeed or ctx is done. It returns nil
-// only if every record Write accepted is in the store; otherwise the error
-// says how many were not written, and why. Calling Close again waits for the
-// first Close and returns the same result.
+func (w *Writer) report(err error) {
+	if w.opts.OnError != nil {
+		w.opts.OnError(err)
+	}
+}
+
+// Close stops taking records and drains the spool into the store, retrying
+// failed flushes until they succeed or ctx is done. It returns nil if every
+// record Write accepted is in the store; otherwise the error says how many
+// records wait in the spool, where the next Writer on the directory will
+// find them. Calling Close again waits for the first Close and returns the
+// same result.
 func (w *Writer) Close(ctx context.Context) error {
 	w.mu.Lock()
 	if !w.closed {
 		w.closed = true
-		close(w.queue)
+		if w.head != nil {
+			_ = w.seal(false)
+		}
 	}
 	w.mu.Unlock()
+	w.nudge()
 
 	stop := context.AfterFunc(ctx, func() { w.cancel(context.Cause(ctx)) })
 	defer stop()
@@ -164,81 +274,160 @@ func (w *Writer) Close(ctx context.Context) error {
 	return w.err
 }
 
-// run is the Writer's goroutine.
-func (w *Writer) run() {
+// run is the Writer's goroutine: it syncs and seals the head, and drains
+// sealed segments, oldest first, into the store.
+func (w *Writer) run(backlog []uint64) {
 	defer close(w.done)
+	defer w.lock.Close() // releases the flock
 	var (
-		batch   = make([]usage.Record, 0, w.opts.BatchSize)
-		recv    = w.queue // nil while backing off, and once the queue is drained
-		closed  bool      // the queue is closed and drained into batch
-		retryAt time.Time
-		backoff time.Duration
-		lastErr error
+		retryAt  time.Time
+		backoff  time.Duration
+		lastErr  error
+		lastSync = time.Now()
 	)
-	tick := time.NewTicker(w.opts.FlushInterval)
+	tick := time.NewTicker(min(w.opts.FlushInterval, w.opts.SyncInterval))
 	defer tick.Stop()
 
-	flush := func() {
-		if len(batch) == 0 {
-			return
-		}
-		if err := w.sink.InsertUsage(w.ctx, batch...); err != nil {
-			lastErr = err
-			backoff = min(max(2*backoff, w.opts.FlushInterval), maxBackoff)
-			retryAt = time.Now().Add(backoff)
-			recv = nil // let the queue absorb new records meanwhile
-			if w.opts.OnError != nil {
-				w.opts.OnError(fmt.Errorf("ledger: flushing %d usage records (will retry in %v): %w", len(batch), backoff, err))
-			}
-			return
-		}
-		clear(batch) // drop references for the GC
-		batch = batch[:0]
-		backoff, lastErr = 0, nil
-		if !closed {
-			recv = w.queue
-		}
-	}
-
 	for {
-		select {
-		case rec, ok := <-recv:
-			if !ok {
-				closed, recv = true, nil
-				flush()
-				if len(batch) == 0 {
-					return
+		// Seal the head when it holds records and the store keeps up (while
+		// the store fails, Write seals by size only, so the backlog is a few
+		// large segments rather than one per tick).
+		w.mu.Lock()
+		if w.head != nil && w.headCount > 0 && len(backlog) == 0 && !time.Now().Before(retryAt) {
+			if err := w.seal(true); err != nil {
+				w.report(fmt.Errorf("ledger: spool: new segment: %w", err))
+			}
+		}
+		sealed := w.sealed
+		w.sealed = nil
+		head, closed := w.head, w.closed
+		w.mu.Unlock()
+
+		if len(sealed) > 0 || time.Since(lastSync) >= w.opts.SyncInterval {
+			w.sync(head, sealed)
+			lastSync = time.Now()
+		}
+		for _, s := range sealed {
+			backlog = append(backlog, s.seq)
+		}
+
+		if !time.Now().Before(retryAt) {
+			for len(backlog) > 0 {
+				if err := w.drain(backlog[0]); err != nil {
+					lastErr = err
+					backoff = min(max(2*backoff, w.opts.FlushInterval), maxBackoff)
+					retryAt = time.Now().Add(backoff)
+					w.report(fmt.Errorf("ledger: flushing spooled usage records (will retry in %v): %w", backoff, err))
+					break
 				}
-				continue
+				backlog = backlog[1:]
+				backoff, lastErr, retryAt = 0, nil, time.Time{}
 			}
-			batch = append(batch, rec)
-			if len(batch) >= w.opts.BatchSize {
-				flush()
+		}
+		if closed && len(backlog) == 0 {
+			w.mu.Lock()
+			idle := len(w.sealed) == 0
+			w.mu.Unlock()
+			if idle {
+				return
 			}
+			continue
+		}
+
+		select {
+		case <-w.kick:
 		case <-tick.C:
-			if len(batch) > 0 && !time.Now().Before(retryAt) {
-				flush()
-			}
-			if closed && len(batch) == 0 {
-				return
-			}
 		case <-w.ctx.Done():
-			// Close gave up. Count what is left: the batch, and whatever
-			// is still queued (the queue is closed, so this ends).
-			lost := len(batch)
-			for range w.queue {
-				lost++
-			}
-			if lost == 0 {
-				return
-			}
-			cause := context.Cause(w.ctx)
-			if lastErr == nil || errors.Is(lastErr, cause) {
-				w.err = fmt.Errorf("ledger: writer closed with %d usage records not written: %w", lost, cause)
-			} else {
-				w.err = fmt.Errorf("ledger: writer closed with %d usage records not written: %w (gave up: %w)", lost, lastErr, cause)
-			}
+			w.err = w.gaveUp(backlog, lastErr)
 			return
 		}
 	}
+}
+
+// sync makes the spool durable: the head so far, the sealed segments
+// (then closed), and the directory entries of new segments.
+func (w *Writer) sync(head *os.File, sealed []sealedSegment) {
+	var errs []error
+	if head != nil {
+		errs = append(errs, head.Sync())
+	}
+	for _, s := range sealed {
+		errs = append(errs, s.file.Sync(), s.file.Close())
+	}
+	if dir, err := os.Open(w.dir); err != nil {
+		errs = append(errs, err)
+	} else {
+		errs = append(errs, dir.Sync(), dir.Close())
+	}
+	if err := errors.Join(errs...); err != nil {
+		w.report(fmt.Errorf("ledger: spool sync: %w", err))
+	}
+}
+
+// drain inserts one sealed segment into the store and deletes it.
+func (w *Writer) drain(seq uint64) error {
+	path := filepath.Join(w.dir, segmentName(seq))
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	recs, good, perr := parseSpool(b)
+	for batch := range slices.Chunk(recs, w.opts.BatchSize) {
+		if err := w.store.InsertUsage(w.ctx, batch...); err != nil {
+			return err
+		}
+	}
+	switch {
+	case perr == nil:
+		return removeSegment(path)
+	case errors.Is(perr, errTorn):
+		// The record being written when the machine lost power: Write
+		// cannot have returned for it after a sync, so nothing settled and
+		// synced is lost.
+		w.report(fmt.Errorf("ledger: spool %s: %d bytes after record %d dropped: %w", path, len(b)-good, len(recs), perr))
+		return removeSegment(path)
+	default:
+		// Damage that is not a torn write: what follows might be readable
+		// by hand, so the file is kept aside for an operator.
+		w.report(fmt.Errorf("ledger: spool %s: unreadable after record %d (%d bytes), kept as %s.damaged: %w",
+			path, len(recs), len(b)-good, path, perr))
+		if err := os.Rename(path, path+".damaged"); err != nil {
+			return fmt.Errorf("spool: %w", err)
+		}
+		return nil
+	}
+}
+
+func removeSegment(path string) error {
+	if err := os.Remove(path); err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	return nil
+}
+
+// gaveUp is Close's error when its context ended with records still spooled.
+func (w *Writer) gaveUp(backlog []uint64, lastErr error) error {
+	w.mu.Lock()
+	for _, s := range w.sealed {
+		_ = s.file.Close()
+		backlog = append(backlog, s.seq)
+	}
+	w.sealed = nil
+	w.mu.Unlock()
+	left := 0
+	for _, seq := range backlog {
+		b, err := os.ReadFile(filepath.Join(w.dir, segmentName(seq)))
+		if err == nil {
+			recs, _, _ := parseSpool(b)
+			left += len(recs)
+		}
+	}
+	if left == 0 {
+		return nil
+	}
+	cause := context.Cause(w.ctx)
+	if lastErr == nil || errors.Is(lastErr, cause) {
+		return fmt.Errorf("ledger: writer closed with %d usage records in the spool %s, for the next writer: %w", left, w.dir, cause)
+	}
+	return fmt.Errorf("ledger: writer closed with %d usage records in the spool %s, for the next writer: %w (gave up: %w)", left, w.dir, lastErr, cause)
 }
