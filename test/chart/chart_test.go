@@ -1,0 +1,734 @@
+package chart
+
+import (
+	"encoding/base64"
+	"slices"
+	"strings"
+	"testing"
+
+	"helm.sh/helm/v3/pkg/action"
+	"helm.sh/helm/v3/pkg/lint/support"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"sigs.k8s.io/yaml"
+)
+
+// Names of the objects a release "tg" in "tollgate-system" makes.
+const (
+	processorName = "tg-tollgate-processor"
+	injectorName  = "tg-tollgate-injector"
+	webhookName   = "tg-tollgate-injector.tollgate-system"
+)
+
+// vals builds a values tree from dotted paths: vals("a.b", 1) is {a: {b: 1}}.
+func vals(kv ...any) map[string]any {
+	out := map[string]any{}
+	for i := 0; i < len(kv); i += 2 {
+		path := strings.Split(kv[i].(string), ".")
+		m := out
+		for _, p := range path[:len(path)-1] {
+			next, ok := m[p].(map[string]any)
+			if !ok {
+				next = map[string]any{}
+				m[p] = next
+			}
+			m = next
+		}
+		m[path[len(path)-1]] = kv[i+1]
+	}
+	return out
+}
+
+// shared is what several replicas need.
+var shared = []any{
+	"redis.enabled", true, "redis.address", "redis.cache:6379",
+	"postgres.enabled", true, "postgres.existingSecret", "tollgate-pg",
+}
+
+func render(t *testing.T, v map[string]any) *Rendered {
+	t.Helper()
+	r, err := Render(v)
+	if err != nil {
+		t.Fatalf("render: %v", err)
+	}
+	return r
+}
+
+func one[T any](t *testing.T, r *Rendered, kind, name string) T {
+	t.Helper()
+	o, err := One[T](r, kind, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o
+}
+
+func container(t *testing.T, d *appsv1.Deployment, name string) corev1.Container {
+	t.Helper()
+	for _, c := range d.Spec.Template.Spec.Containers {
+		if c.Name == name {
+			return c
+		}
+	}
+	t.Fatalf("deployment %s has no container %s", d.Name, name)
+	return corev1.Container{}
+}
+
+func envNames(c corev1.Container) []string {
+	var n []string
+	for _, e := range c.Env {
+		n = append(n, e.Name)
+	}
+	return n
+}
+
+// args returns a container's --flag=value arguments as a map.
+func flags(c corev1.Container) map[string]string {
+	out := map[string]string{}
+	for _, a := range c.Args {
+		if k, v, ok := strings.Cut(strings.TrimPrefix(a, "--"), "="); ok && strings.HasPrefix(a, "--") {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// serveConfig is the rendered `tollgate serve` config, read the way the
+// binary reads it (test/chart's TestServeConfigRunsTollgate runs the binary
+// on it; this is for asserting on values).
+type serveConfig struct {
+	Listen         string `json:"listen"`
+	DataDir        string `json:"data_dir"`
+	Catalog        string `json:"catalog"`
+	MaxRequestBody int64  `json:"max_request_body"`
+	LogLevel       string `json:"log_level"`
+	Providers      map[string]struct {
+		KeyFile      string   `json:"key_file"`
+		Upstream     string   `json:"upstream"`
+		AllowHeaders []string `json:"allow_headers"`
+		Versions     []string `json:"versions"`
+	} `json:"providers"`
+}
+
+func readServeConfig(t *testing.T, r *Rendered) serveConfig {
+	t.Helper()
+	cm := one[*corev1.ConfigMap](t, r, "ConfigMap", processorName)
+	var c serveConfig
+	if err := yaml.UnmarshalStrict([]byte(cm.Data["serve.yaml"]), &c); err != nil {
+		t.Fatalf("serve.yaml: %v\n%s", err, cm.Data["serve.yaml"])
+	}
+	return c
+}
+
+func TestRender(t *testing.T) {
+	tests := []struct {
+		name  string
+		vals  map[string]any
+		check func(t *testing.T, r *Rendered)
+	}{
+		{"defaults", nil, func(t *testing.T, r *Rendered) {
+			want := []string{"ClusterRole", "ClusterRoleBinding", "ConfigMap", "Deployment", "Deployment",
+				"MutatingWebhookConfiguration", "Namespace", "Pod", "PodDisruptionBudget", "PodDisruptionBudget",
+				"Role", "RoleBinding", "Service", "Service", "ServiceAccount", "ServiceAccount"}
+			if got := r.Kinds(); !slices.Equal(got, want) {
+				t.Errorf("kinds = %v\nwant    %v", got, want)
+			}
+			d := one[*appsv1.Deployment](t, r, "Deployment", processorName)
+			if d.Spec.Replicas == nil || *d.Spec.Replicas != 1 {
+				t.Errorf("processor replicas = %v, want 1", d.Spec.Replicas)
+			}
+			pdb := one[*policyv1.PodDisruptionBudget](t, r, "PodDisruptionBudget", processorName)
+			if pdb.Spec.MaxUnavailable == nil || pdb.Spec.MaxUnavailable.IntValue() != 1 || pdb.Spec.MinAvailable != nil {
+				t.Errorf("processor PDB = %+v, want maxUnavailable 1 only (a single replica must stay drainable)", pdb.Spec)
+			}
+			if v := d.Spec.Template.Spec.Volumes; !slices.ContainsFunc(v, func(v corev1.Volume) bool { return v.Name == "data" && v.EmptyDir != nil }) {
+				t.Errorf("data volume is not an emptyDir without persistence: %+v", v)
+			}
+			c := container(t, d, "processor")
+			if c.LivenessProbe == nil || c.LivenessProbe.GRPC == nil || c.LivenessProbe.GRPC.Port != 9090 {
+				t.Errorf("liveness probe is not gRPC health on 9090: %+v", c.LivenessProbe)
+			}
+			if c.ReadinessProbe == nil || c.ReadinessProbe.HTTPGet == nil || c.ReadinessProbe.HTTPGet.Path != "/readyz" {
+				t.Errorf("readiness probe is not HTTP /readyz: %+v", c.ReadinessProbe)
+			}
+			if slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool { return strings.HasPrefix(e.Name, "OTEL_") }) {
+				t.Errorf("OTEL_ variables without otel.enabled: %v", envNames(c))
+			}
+			cfg := readServeConfig(t, r)
+			if cfg.Listen != "0.0.0.0:8080" || cfg.DataDir != "/var/lib/tollgate" || cfg.Catalog != "" {
+				t.Errorf("serve config = %+v", cfg)
+			}
+			for p, pc := range cfg.Providers {
+				if pc.KeyFile != "" {
+					t.Errorf("%s has key_file %q with no key configured", p, pc.KeyFile)
+				}
+			}
+			if got := cfg.Providers["anthropic"].AllowHeaders; !slices.Equal(got, []string{"anthropic-beta"}) {
+				t.Errorf("anthropic allow_headers = %v", got)
+			}
+			if len(r.Find("Secret", "")) != 0 {
+				t.Errorf("a Secret is rendered although no provider key is set")
+			}
+			if len(r.Find("HorizontalPodAutoscaler", "")) != 0 {
+				t.Errorf("HPA rendered by default")
+			}
+		}},
+		{"webhook", nil, func(t *testing.T, r *Rendered) {
+			mwc := one[*admissionregistrationv1.MutatingWebhookConfiguration](t, r, "MutatingWebhookConfiguration", webhookName)
+			if len(mwc.Webhooks) != 1 {
+				t.Fatalf("webhooks = %d, want 1", len(mwc.Webhooks))
+			}
+			w := mwc.Webhooks[0]
+			if *w.SideEffects != admissionregistrationv1.SideEffectClassNone ||
+				*w.ReinvocationPolicy != admissionregistrationv1.IfNeededReinvocationPolicy ||
+				!slices.Equal(w.AdmissionReviewVersions, []string{"v1"}) ||
+				*w.FailurePolicy != admissionregistrationv1.Fail || *w.TimeoutSeconds != 5 {
+				t.Errorf("webhook policy fields: %+v", w)
+			}
+			if w.ClientConfig.CABundle != nil {
+				t.Errorf("caBundle rendered in selfSigned mode: the injector owns it and an upgrade would wipe it")
+			}
+			if s := w.ClientConfig.Service; s == nil || s.Name != injectorName || s.Namespace != Namespace || *s.Path != "/mutate" {
+				t.Errorf("clientConfig.service = %+v", s)
+			}
+			if len(w.Rules) != 1 || !slices.Equal(w.Rules[0].Operations, []admissionregistrationv1.OperationType{admissionregistrationv1.Create}) ||
+				!slices.Equal(w.Rules[0].Resources, []string{"pods"}) {
+				t.Errorf("rules = %+v, want CREATE pods only", w.Rules)
+			}
+			ns := w.NamespaceSelector.MatchExpressions
+			if len(ns) != 2 || ns[0].Key != "tollgate.dev/inject" || ns[0].Operator != "In" || !slices.Equal(ns[0].Values, []string{"enabled"}) {
+				t.Errorf("namespace opt-in selector = %+v", ns)
+			}
+			if len(ns) == 2 && (ns[1].Key != "kubernetes.io/metadata.name" || ns[1].Operator != "NotIn" ||
+				!slices.Equal(ns[1].Values, []string{"kube-system", "kube-public", "kube-node-lease", Namespace})) {
+				t.Errorf("namespace exclusion = %+v", ns[1])
+			}
+			os := w.ObjectSelector.MatchExpressions
+			if len(os) != 1 || os[0].Key != "tollgate.dev/inject" || os[0].Operator != "NotIn" || !slices.Equal(os[0].Values, []string{"false"}) {
+				t.Errorf("pod opt-out selector = %+v", os)
+			}
+			// The injector's own pods carry the opt-out label, and its
+			// flags name exactly this configuration and these selectors.
+			d := one[*appsv1.Deployment](t, r, "Deployment", injectorName)
+			if d.Spec.Template.Labels["tollgate.dev/inject"] != "false" {
+				t.Errorf("injector pods are not opted out: %v", d.Spec.Template.Labels)
+			}
+			f := flags(container(t, d, "injector"))
+			if f["webhook-config"] != mwc.Name {
+				t.Errorf("--webhook-config=%q, configuration is %q", f["webhook-config"], mwc.Name)
+			}
+			if f["exclude-namespaces"] != strings.Join(ns[1].Values, ",") {
+				t.Errorf("--exclude-namespaces=%q, selector excludes %v", f["exclude-namespaces"], ns[1].Values)
+			}
+			if f["processor"] != "tg-tollgate-processor.tollgate-system.svc:9090" {
+				t.Errorf("--processor=%q", f["processor"])
+			}
+		}},
+		{"webhook overrides", vals("injector.webhook.failurePolicy", "Ignore", "injector.webhook.timeoutSeconds", 10,
+			"injector.excludeNamespaces", []any{"legacy"}, "injector.webhook.annotations", map[string]any{"a": "b"}),
+			func(t *testing.T, r *Rendered) {
+				w := one[*admissionregistrationv1.MutatingWebhookConfiguration](t, r, "MutatingWebhookConfiguration", webhookName)
+				if *w.Webhooks[0].FailurePolicy != admissionregistrationv1.Ignore || *w.Webhooks[0].TimeoutSeconds != 10 || w.Annotations["a"] != "b" {
+					t.Errorf("overrides not applied: %+v", w.Webhooks[0])
+				}
+				if got := w.Webhooks[0].NamespaceSelector.MatchExpressions[1].Values; !slices.Contains(got, "legacy") {
+					t.Errorf("excludeNamespaces not in selector: %v", got)
+				}
+			}},
+		{"redis and postgres with 3 replicas", vals(append(shared, "processor.replicas", 3,
+			"redis.existingSecret", "redis-auth", "processor.podDisruptionBudget.minAvailable", 2,
+			"processor.podDisruptionBudget.maxUnavailable", nil)...),
+			func(t *testing.T, r *Rendered) {
+				d := one[*appsv1.Deployment](t, r, "Deployment", processorName)
+				if *d.Spec.Replicas != 3 {
+					t.Errorf("replicas = %d", *d.Spec.Replicas)
+				}
+				c := container(t, d, "processor")
+				for _, want := range []string{"TOLLGATE_REDIS_ADDR", "TOLLGATE_REDIS_PASSWORD", "TOLLGATE_POSTGRES_DSN"} {
+					if !slices.Contains(envNames(c), want) {
+						t.Errorf("env %v lacks %s", envNames(c), want)
+					}
+				}
+				for _, e := range c.Env {
+					if e.Name == "TOLLGATE_POSTGRES_DSN" && (e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil || e.ValueFrom.SecretKeyRef.Name != "tollgate-pg") {
+						t.Errorf("DSN does not come from the Secret: %+v", e)
+					}
+				}
+				pdb := one[*policyv1.PodDisruptionBudget](t, r, "PodDisruptionBudget", processorName)
+				if pdb.Spec.MinAvailable == nil || pdb.Spec.MinAvailable.IntValue() != 2 || pdb.Spec.MaxUnavailable != nil {
+					t.Errorf("PDB = %+v", pdb.Spec)
+				}
+			}},
+		{"HPA", vals(append(shared, "processor.autoscaling.enabled", true, "processor.autoscaling.targetMemoryUtilizationPercentage", 80)...),
+			func(t *testing.T, r *Rendered) {
+				h := one[*autoscalingv2.HorizontalPodAutoscaler](t, r, "HorizontalPodAutoscaler", processorName)
+				if h.Spec.ScaleTargetRef.Name != processorName || *h.Spec.MinReplicas != 2 || h.Spec.MaxReplicas != 10 || len(h.Spec.Metrics) != 2 {
+					t.Errorf("HPA = %+v", h.Spec)
+				}
+				if d := one[*appsv1.Deployment](t, r, "Deployment", processorName); d.Spec.Replicas != nil {
+					t.Errorf("replicas set with an HPA (the two would fight): %d", *d.Spec.Replicas)
+				}
+			}},
+		{"cert-manager", vals("injector.certs.mode", "certManager"), func(t *testing.T, r *Rendered) {
+			w := one[*admissionregistrationv1.MutatingWebhookConfiguration](t, r, "MutatingWebhookConfiguration", webhookName)
+			if got := w.Annotations["cert-manager.io/inject-ca-from"]; got != Namespace+"/"+injectorName {
+				t.Errorf("inject-ca-from = %q", got)
+			}
+			if w.Webhooks[0].ClientConfig.CABundle != nil {
+				t.Errorf("caBundle rendered in certManager mode")
+			}
+			cert := one[*Certificate](t, r, "Certificate", injectorName)
+			if !slices.Contains(cert.Spec.DNSNames, injectorName+"."+Namespace+".svc") || cert.Spec.SecretName != injectorName+"-tls" ||
+				cert.Spec.IssuerRef.Name != injectorName || cert.Spec.IssuerRef.Kind != "Issuer" {
+				t.Errorf("certificate = %+v", cert.Spec)
+			}
+			if is := one[*Issuer](t, r, "Issuer", injectorName); is.Spec.SelfSigned == nil {
+				t.Errorf("issuer is not self-signed")
+			}
+			d := one[*appsv1.Deployment](t, r, "Deployment", injectorName)
+			f := flags(container(t, d, "injector"))
+			if f["tls-cert-dir"] == "" || f["tls-secret"] != "" {
+				t.Errorf("injector TLS flags in certManager mode: %v", f)
+			}
+			if len(r.Find("Role", "")) != 0 {
+				t.Errorf("Role for the TLS Secret rendered although cert-manager owns it")
+			}
+		}},
+		{"cert-manager with a ClusterIssuer", vals("injector.certs.mode", "certManager",
+			"injector.certs.certManager.issuerRef", map[string]any{"name": "corp-ca", "kind": "ClusterIssuer"}),
+			func(t *testing.T, r *Rendered) {
+				cert := one[*Certificate](t, r, "Certificate", injectorName)
+				if cert.Spec.IssuerRef.Name != "corp-ca" || cert.Spec.IssuerRef.Kind != "ClusterIssuer" {
+					t.Errorf("issuerRef = %+v", cert.Spec.IssuerRef)
+				}
+				if len(r.Find("Issuer", "")) != 0 {
+					t.Errorf("own Issuer rendered although one is given")
+				}
+			}},
+		{"existingSecret", vals("providerKeys.existingSecret", "corp-ai-keys", "providerKeys.secretKeys.gemini", ""),
+			func(t *testing.T, r *Rendered) {
+				if len(r.Find("Secret", "")) != 0 {
+					t.Errorf("chart made a Secret although existingSecret is set")
+				}
+				d := one[*appsv1.Deployment](t, r, "Deployment", processorName)
+				var vol *corev1.SecretVolumeSource
+				for _, v := range d.Spec.Template.Spec.Volumes {
+					if v.Secret != nil && v.Name == "provider-keys" {
+						vol = v.Secret
+					}
+				}
+				if vol == nil || vol.SecretName != "corp-ai-keys" || len(vol.Items) != 2 {
+					t.Fatalf("provider-keys volume = %+v", vol)
+				}
+				cfg := readServeConfig(t, r)
+				if cfg.Providers["openai"].KeyFile == "" || cfg.Providers["anthropic"].KeyFile == "" || cfg.Providers["gemini"].KeyFile != "" {
+					t.Errorf("key files = %+v (gemini has no key in the Secret)", cfg.Providers)
+				}
+			}},
+		{"keys from values", vals("providerKeys.openai", "sk-test-1", "processor.providers.openai.upstream", "https://openai.corp.example"),
+			func(t *testing.T, r *Rendered) {
+				s := one[*corev1.Secret](t, r, "Secret", "tg-tollgate-provider-keys")
+				if string(s.Data["openai"]) != "sk-test-1" || len(s.Data) != 1 {
+					t.Errorf("secret data keys = %v", len(s.Data))
+				}
+				cfg := readServeConfig(t, r)
+				if cfg.Providers["openai"].KeyFile != "/var/run/secrets/tollgate/providers/openai" || cfg.Providers["openai"].Upstream != "https://openai.corp.example" {
+					t.Errorf("openai config = %+v", cfg.Providers["openai"])
+				}
+			}},
+		{"native sidecar off", vals("injector.nativeSidecar", false), func(t *testing.T, r *Rendered) {
+			d := one[*appsv1.Deployment](t, r, "Deployment", injectorName)
+			if f := flags(container(t, d, "injector")); f["native-sidecar"] != "false" {
+				t.Errorf("--native-sidecar=%q", f["native-sidecar"])
+			}
+		}},
+		{"persistence", vals("processor.persistence.enabled", true, "processor.persistence.storageClass", "fast"), func(t *testing.T, r *Rendered) {
+			pvc := one[*corev1.PersistentVolumeClaim](t, r, "PersistentVolumeClaim", processorName)
+			if *pvc.Spec.StorageClassName != "fast" || pvc.Spec.Resources.Requests.Storage().String() != "5Gi" {
+				t.Errorf("pvc = %+v", pvc.Spec)
+			}
+			d := one[*appsv1.Deployment](t, r, "Deployment", processorName)
+			if d.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType {
+				t.Errorf("strategy = %q: a rolling update would deadlock on the ReadWriteOnce claim", d.Spec.Strategy.Type)
+			}
+		}},
+		{"otel", vals("otel.enabled", true, "otel.endpoint", "http://collector.obs:4317", "otel.resourceAttributes", map[string]any{"deployment.environment": "prod"}),
+			func(t *testing.T, r *Rendered) {
+				for _, name := range []string{processorName, injectorName} {
+					d := one[*appsv1.Deployment](t, r, "Deployment", name)
+					c := d.Spec.Template.Spec.Containers[0]
+					env := map[string]string{}
+					for _, e := range c.Env {
+						env[e.Name] = e.Value
+					}
+					if env["OTEL_EXPORTER_OTLP_ENDPOINT"] != "http://collector.obs:4317" || !strings.Contains(env["OTEL_RESOURCE_ATTRIBUTES"], "deployment.environment=prod") ||
+						!strings.HasPrefix(env["OTEL_SERVICE_NAME"], "tollgate-") {
+						t.Errorf("%s OTEL env = %v", name, env)
+					}
+				}
+			}},
+		{"catalog overlay", vals("processor.catalog", map[string]any{"models": []any{map[string]any{"provider": "openai", "name": "gpt-3.5-turbo", "like": "gpt-4o-mini"}}}),
+			func(t *testing.T, r *Rendered) {
+				cm := one[*corev1.ConfigMap](t, r, "ConfigMap", processorName)
+				if !strings.Contains(cm.Data["catalog.yaml"], "gpt-3.5-turbo") || readServeConfig(t, r).Catalog != "/etc/tollgate/catalog.yaml" {
+					t.Errorf("catalog overlay not wired: %v", cm.Data)
+				}
+			}},
+		{"injector disabled", vals("injector.enabled", false), func(t *testing.T, r *Rendered) {
+			for _, kind := range []string{"MutatingWebhookConfiguration", "ClusterRole", "Role", "Namespace", "Pod"} {
+				if got := r.Find(kind, ""); len(got) != 0 {
+					t.Errorf("%s rendered with the injector disabled", kind)
+				}
+			}
+			if got := r.Find("Deployment", ""); len(got) != 1 {
+				t.Errorf("deployments = %d, want the processor only", len(got))
+			}
+		}},
+		{"long release name", vals("fullnameOverride", strings.Repeat("x", 70)), func(t *testing.T, r *Rendered) {
+			for _, o := range r.Objects {
+				limit := 63
+				if o.GVK.Kind == "MutatingWebhookConfiguration" || o.GVK.Kind == "ClusterRole" || o.GVK.Kind == "ClusterRoleBinding" {
+					limit = 253
+				}
+				if len(o.Name) > limit || strings.HasSuffix(o.Name, "-") {
+					t.Errorf("%s name %q is not a valid name (%d chars)", o.GVK.Kind, o.Name, len(o.Name))
+				}
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := render(t, tt.vals)
+			checkRestricted(t, r)
+			checkSelectors(t, r)
+			tt.check(t, r)
+		})
+	}
+}
+
+// checkSelectors: every Deployment's selector selects its own pod template,
+// and every Service and PDB selects some rendered pod template.
+func checkSelectors(t *testing.T, r *Rendered) {
+	t.Helper()
+	matches := func(sel, labels map[string]string) bool {
+		for k, v := range sel {
+			if labels[k] != v {
+				return false
+			}
+		}
+		return len(sel) > 0
+	}
+	var templates []map[string]string
+	for _, o := range r.Find("Deployment", "") {
+		d := o.Typed.(*appsv1.Deployment)
+		if !matches(d.Spec.Selector.MatchLabels, d.Spec.Template.Labels) {
+			t.Errorf("deployment %s selector %v does not select its pods %v", d.Name, d.Spec.Selector.MatchLabels, d.Spec.Template.Labels)
+		}
+		templates = append(templates, d.Spec.Template.Labels)
+	}
+	selects := func(sel map[string]string) bool {
+		return slices.ContainsFunc(templates, func(l map[string]string) bool { return matches(sel, l) })
+	}
+	for _, o := range r.Find("Service", "") {
+		if s := o.Typed.(*corev1.Service); !selects(s.Spec.Selector) {
+			t.Errorf("service %s selects no pods: %v", s.Name, s.Spec.Selector)
+		}
+	}
+	for _, o := range r.Find("PodDisruptionBudget", "") {
+		if p := o.Typed.(*policyv1.PodDisruptionBudget); !selects(p.Spec.Selector.MatchLabels) {
+			t.Errorf("PDB %s selects no pods: %v", p.Name, p.Spec.Selector.MatchLabels)
+		}
+	}
+}
+
+// checkRestricted holds every pod the chart makes to the Pod Security
+// Standards "restricted" profile, plus a read-only root filesystem.
+func checkRestricted(t *testing.T, r *Rendered) {
+	t.Helper()
+	var specs []struct {
+		name string
+		spec corev1.PodSpec
+	}
+	for _, o := range r.Objects {
+		switch v := o.Typed.(type) {
+		case *appsv1.Deployment:
+			specs = append(specs, struct {
+				name string
+				spec corev1.PodSpec
+			}{v.Name, v.Spec.Template.Spec})
+		case *corev1.Pod:
+			specs = append(specs, struct {
+				name string
+				spec corev1.PodSpec
+			}{v.Name, v.Spec})
+		}
+	}
+	if len(specs) == 0 {
+		t.Fatal("no pods rendered")
+	}
+	allowedVolumes := func(v corev1.Volume) bool {
+		return v.ConfigMap != nil || v.Secret != nil || v.EmptyDir != nil || v.PersistentVolumeClaim != nil ||
+			v.Projected != nil || v.DownwardAPI != nil || v.CSI != nil || v.Ephemeral != nil
+	}
+	for _, p := range specs {
+		s := p.spec
+		if s.HostNetwork || s.HostPID || s.HostIPC {
+			t.Errorf("%s uses host namespaces", p.name)
+		}
+		psc := s.SecurityContext
+		if psc == nil || psc.SeccompProfile == nil || psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+			t.Errorf("%s: pod seccomp profile is not RuntimeDefault", p.name)
+		}
+		for _, v := range s.Volumes {
+			if !allowedVolumes(v) {
+				t.Errorf("%s: volume %s has a type the restricted profile forbids", p.name, v.Name)
+			}
+		}
+		for _, c := range append(append([]corev1.Container{}, s.InitContainers...), s.Containers...) {
+			sc := c.SecurityContext
+			switch {
+			case sc == nil:
+				t.Errorf("%s/%s: no securityContext", p.name, c.Name)
+				continue
+			case sc.Privileged != nil && *sc.Privileged:
+				t.Errorf("%s/%s: privileged", p.name, c.Name)
+			case sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation:
+				t.Errorf("%s/%s: allowPrivilegeEscalation is not false", p.name, c.Name)
+			case sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem:
+				t.Errorf("%s/%s: root filesystem is writable", p.name, c.Name)
+			case sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) || len(sc.Capabilities.Add) != 0:
+				t.Errorf("%s/%s: capabilities = %+v, want drop ALL, add none", p.name, c.Name, sc.Capabilities)
+			}
+			nonRoot := (sc.RunAsNonRoot != nil && *sc.RunAsNonRoot) || (psc != nil && psc.RunAsNonRoot != nil && *psc.RunAsNonRoot)
+			if !nonRoot {
+				t.Errorf("%s/%s: runAsNonRoot is not set", p.name, c.Name)
+			}
+			if (sc.RunAsUser != nil && *sc.RunAsUser == 0) || (psc != nil && psc.RunAsUser != nil && *psc.RunAsUser == 0) {
+				t.Errorf("%s/%s: runs as uid 0", p.name, c.Name)
+			}
+			if c.Resources.Limits.Memory().IsZero() || c.Resources.Requests.Memory().IsZero() {
+				t.Errorf("%s/%s: no memory request and limit", p.name, c.Name)
+			}
+		}
+	}
+}
+
+func TestSchemaRejects(t *testing.T) {
+	tests := []struct {
+		name string
+		vals map[string]any
+		want string // a fragment of the error: the offending key
+	}{
+		{"unknown top-level key", vals("replicas", 2), "replicas"},
+		{"misspelt nested key", vals("injector.webhook.failurePolicyy", "Fail"), "failurePolicyy"},
+		{"failurePolicy", vals("injector.webhook.failurePolicy", "Maybe"), "failurePolicy"},
+		{"timeout too long", vals("injector.webhook.timeoutSeconds", 31), "timeoutSeconds"},
+		{"timeout zero", vals("injector.webhook.timeoutSeconds", 0), "timeoutSeconds"},
+		{"replicas zero", vals("processor.replicas", 0), "replicas"},
+		{"replicas as string", vals("processor.replicas", "3"), "replicas"},
+		{"cert mode", vals("injector.certs.mode", "letsencrypt"), "mode"},
+		{"envFromPolicy", vals("injector.envFromPolicy", "override"), "envFromPolicy"},
+		{"log level", vals("processor.logLevel", "verbose"), "logLevel"},
+		{"port out of range", vals("processor.ports.grpc", 70000), "grpc"},
+		{"redis address without port", vals("redis.address", "redis.cache"), "address"},
+		{"upstream not a URL", vals("processor.providers.openai.upstream", "api.openai.com"), "upstream"},
+		{"header with a space", vals("processor.providers.openai.allowHeaders", []any{"x bad"}), "allowHeaders"},
+		{"anthropic version", vals("processor.providers.anthropic.versions", []any{"latest"}), "versions"},
+		{"namespace env name", vals("injector.namespaceEnv", map[string]any{"1BAD": "x"}), "1BAD"},
+		{"exclude namespace", vals("injector.excludeNamespaces", []any{"Not_A_Namespace"}), "excludeNamespaces"},
+		{"token ttl", vals("injector.tokens.ttl", "30 days"), "ttl"},
+		{"image digest", vals("image.digest", "latest"), "digest"},
+		{"pull policy", vals("image.pullPolicy", "Sometimes"), "pullPolicy"},
+		{"otel protocol", vals("otel.protocol", "udp"), "protocol"},
+		{"unknown catalog key", vals("processor.catalog", map[string]any{"modles": []any{}}), "modles"},
+		{"sidecar port privileged", vals("injector.sidecar.port", 80), "port"},
+		{"hpa percentage", vals("processor.autoscaling.targetCPUUtilizationPercentage", 0), "targetCPUUtilizationPercentage"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Render(tt.vals)
+			if err == nil {
+				t.Fatal("rendered; want a schema error")
+			}
+			if !strings.Contains(err.Error(), "schema") || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error does not name the schema and %q:\n%v", tt.want, err)
+			}
+		})
+	}
+}
+
+func TestTemplateRefuses(t *testing.T) {
+	tests := []struct {
+		name string
+		vals map[string]any
+		want string
+	}{
+		{"replicas without shared stores", vals("processor.replicas", 3), "needs redis.enabled and postgres.enabled"},
+		{"replicas with redis only", vals("processor.replicas", 2, "redis.enabled", true, "redis.address", "r:6379"), "needs redis.enabled and postgres.enabled"},
+		{"HPA without shared stores", vals("processor.autoscaling.enabled", true), "needs redis.enabled and postgres.enabled"},
+		{"persistence with replicas", vals(append(shared, "processor.replicas", 2, "processor.persistence.enabled", true)...), "single-replica"},
+		{"redis without address", vals("redis.enabled", true), "redis.address"},
+		{"postgres without secret", vals("postgres.enabled", true), "postgres.existingSecret"},
+		{"otel without endpoint", vals("otel.enabled", true), "otel.endpoint"},
+		{"existingSecret and keys", vals("providerKeys.existingSecret", "k", "providerKeys.openai", "sk-x"), "not both"},
+		{"PDB with both bounds", vals("processor.podDisruptionBudget.minAvailable", 1), "not both"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Render(tt.vals)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("err = %v, want one containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestLint(t *testing.T) {
+	for _, v := range []map[string]any{
+		nil,
+		vals(append(shared, "processor.replicas", 3, "injector.certs.mode", "certManager")...),
+		vals("providerKeys.existingSecret", "keys", "otel.enabled", true, "otel.endpoint", "http://c:4317"),
+	} {
+		l := action.NewLint()
+		l.Namespace = Namespace
+		l.KubeVersion = &KubeVersion
+		res := l.Run([]string{Dir()}, v)
+		for _, err := range res.Errors {
+			t.Errorf("lint %v: %v", v, err)
+		}
+		for _, m := range res.Messages {
+			if m.Severity >= support.WarningSev {
+				t.Errorf("lint %v: %s", v, m)
+			}
+		}
+	}
+}
+
+// TestRBACRules lists every permission the chart grants and why. The
+// rendered rules must be exactly these: a new verb needs a reason here.
+func TestRBACRules(t *testing.T) {
+	type perm struct{ kind, group, resource, verb, name string }
+	want := map[perm]string{
+		{"ClusterRole", "", "namespaces", "get", ""}:                                                           "read a namespace's opt-in label, account and project, and variable defaults",
+		{"ClusterRole", "", "namespaces", "list", ""}:                                                          "token controller: find every opted-in namespace at start",
+		{"ClusterRole", "", "namespaces", "watch", ""}:                                                         "token controller: react to namespaces being labelled and unlabelled",
+		{"ClusterRole", "", "configmaps", "get", ""}:                                                           "envFrom ConfigMaps: their keys decide whether a variable is already defined",
+		{"ClusterRole", "", "configmaps", "list", ""}:                                                          "envFrom ConfigMaps: informer cache, so admission never waits on the API",
+		{"ClusterRole", "", "configmaps", "watch", ""}:                                                         "envFrom ConfigMaps: keep that cache current",
+		{"ClusterRole", "", "secrets", "create", ""}:                                                           "token controller: make a namespace's token Secret (create cannot be limited by name)",
+		{"ClusterRole", "", "secrets", "get", "tollgate-gateway-token"}:                                        "token controller: read the current token Secret",
+		{"ClusterRole", "", "secrets", "list", "tollgate-gateway-token"}:                                       "token controller: informer over token Secrets only (field selector on the name)",
+		{"ClusterRole", "", "secrets", "watch", "tollgate-gateway-token"}:                                      "token controller: notice a token Secret deleted or edited",
+		{"ClusterRole", "", "secrets", "update", "tollgate-gateway-token"}:                                     "token controller: rotate the token before it expires",
+		{"ClusterRole", "", "secrets", "delete", "tollgate-gateway-token"}:                                     "token controller: remove the token when a namespace opts out",
+		{"ClusterRole", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "get", webhookName}:   "read its own webhook configuration's caBundle",
+		{"ClusterRole", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "list", webhookName}:  "informer over its own webhook configuration only",
+		{"ClusterRole", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "watch", webhookName}: "re-patch the caBundle if an upgrade or a person resets it",
+		{"ClusterRole", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "patch", webhookName}: "put its CA into its own webhook configuration",
+		{"Role", "", "secrets", "create", ""}:                                                                  "webhook TLS: the first replica stores the CA and serving certificate",
+		{"Role", "", "secrets", "get", "tg-tollgate-injector-tls"}:                                             "webhook TLS: the other replicas read the shared certificate",
+		{"Role", "", "secrets", "list", "tg-tollgate-injector-tls"}:                                            "webhook TLS: informer over that one Secret",
+		{"Role", "", "secrets", "watch", "tg-tollgate-injector-tls"}:                                           "webhook TLS: reload the certificate when it rotates",
+		{"Role", "", "secrets", "update", "tg-tollgate-injector-tls"}:                                          "webhook TLS: rotate the certificate before it expires",
+	}
+	r := render(t, nil)
+	got := map[perm]bool{}
+	for _, o := range r.Objects {
+		var rules []rbacv1.PolicyRule
+		switch v := o.Typed.(type) {
+		case *rbacv1.ClusterRole:
+			rules = v.Rules
+		case *rbacv1.Role:
+			rules = v.Rules
+		default:
+			continue
+		}
+		for _, rule := range rules {
+			names := rule.ResourceNames
+			if len(names) == 0 {
+				names = []string{""}
+			}
+			for _, g := range rule.APIGroups {
+				for _, res := range rule.Resources {
+					for _, verb := range rule.Verbs {
+						for _, n := range names {
+							p := perm{o.GVK.Kind, g, res, verb, n}
+							got[p] = true
+							if _, ok := want[p]; !ok {
+								t.Errorf("rendered %+v has no reason in this table", p)
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+	for p, why := range want {
+		if why == "" {
+			t.Errorf("%+v has an empty reason", p)
+		}
+		if !got[p] {
+			t.Errorf("%+v (%s) is not rendered", p, why)
+		}
+	}
+	// The bindings give those roles to the injector's account and no one else.
+	for _, kind := range []string{"ClusterRoleBinding", "RoleBinding"} {
+		for _, o := range r.Find(kind, "") {
+			var subjects []rbacv1.Subject
+			if b, ok := o.Typed.(*rbacv1.ClusterRoleBinding); ok {
+				subjects = b.Subjects
+			} else {
+				subjects = o.Typed.(*rbacv1.RoleBinding).Subjects
+			}
+			if len(subjects) != 1 || subjects[0].Kind != "ServiceAccount" || subjects[0].Name != injectorName || subjects[0].Namespace != Namespace {
+				t.Errorf("%s %s subjects = %+v", kind, o.Name, subjects)
+			}
+		}
+	}
+	// The processor calls no API: no role, and no token mounted.
+	d := one[*appsv1.Deployment](t, r, "Deployment", processorName)
+	if a := d.Spec.Template.Spec.AutomountServiceAccountToken; a == nil || *a {
+		t.Errorf("processor mounts a service account token")
+	}
+}
+
+// TestNoProviderKeyInRender: a key given in values appears only in the
+// Secret that holds it, never in any other object, hook or the NOTES.
+func TestNoProviderKeyInRender(t *testing.T) {
+	keys := map[string]string{
+		"openai":    "sk-canary-openai-5f1c9a",
+		"anthropic": "sk-ant-canary-77d2e0",
+		"gemini":    "AIzaCanaryGemini3b8d",
+	}
+	v := vals("providerKeys.openai", keys["openai"], "providerKeys.anthropic", keys["anthropic"], "providerKeys.gemini", keys["gemini"])
+	r := render(t, v)
+	holders := 0
+	for _, o := range r.Objects {
+		for p, k := range keys {
+			b64 := base64.StdEncoding.EncodeToString([]byte(k))
+			in := strings.Contains(string(o.YAML), k) || strings.Contains(string(o.YAML), b64)
+			if o.GVK.Kind == "Secret" && o.Name == "tg-tollgate-provider-keys" {
+				holders++
+				if s := o.Typed.(*corev1.Secret); string(s.Data[p]) != k {
+					t.Errorf("the keys Secret does not hold the %s key", p)
+				}
+				continue
+			}
+			if in {
+				t.Errorf("%s key appears in %s %s", p, o.GVK.Kind, o.Name)
+			}
+		}
+	}
+	if holders != len(keys) {
+		t.Errorf("keys Secret seen %d times, want one per key", holders)
+	}
+	for p, k := range keys {
+		if strings.Contains(r.Notes, k) || strings.Contains(r.Notes, base64.StdEncoding.EncodeToString([]byte(k))) {
+			t.Errorf("NOTES print the %s key", p)
+		}
+	}
+}

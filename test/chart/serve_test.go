@@ -1,0 +1,185 @@
+package chart
+
+import (
+	"bufio"
+	"context"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/tollgate-dev/tollgate/test/harness"
+)
+
+// TestProcessorPodRunsTollgate runs the real tollgate binary the way the
+// kubelet would run the rendered processor pod: every volume is laid out in
+// a temp dir from the rendered ConfigMap and Secret (mount paths mapped
+// there), and the container's args and literal env are used as rendered.
+// Only the listen address is moved to a free loopback port. The binary
+// rejects unknown config keys and missing key files, so a chart that drifts
+// from `tollgate serve` fails here.
+func TestProcessorPodRunsTollgate(t *testing.T) {
+	r := render(t, vals(
+		"providerKeys.openai", "sk-canary-openai",
+		"providerKeys.anthropic", "sk-ant-canary",
+		"processor.providers.gemini.upstream", "https://gemini.corp.example",
+		"processor.providers.anthropic.versions", []any{"2023-06-01"},
+		"processor.catalog", map[string]any{"models": []any{
+			map[string]any{"provider": "openai", "name": "gpt-3.5-turbo", "like": "gpt-4o-mini"},
+		}},
+	))
+	d := one[*appsv1.Deployment](t, r, "Deployment", processorName)
+	c := container(t, d, "processor")
+	root := t.TempDir()
+
+	// Mount paths, longest first, so nested mounts map to their own dir.
+	type mount struct{ path, dir string }
+	var mounts []mount
+	volumes := map[string]corev1.Volume{}
+	for _, v := range d.Spec.Template.Spec.Volumes {
+		volumes[v.Name] = v
+	}
+	for _, m := range c.VolumeMounts {
+		v, ok := volumes[m.Name]
+		if !ok {
+			t.Fatalf("mount %s has no volume", m.Name)
+		}
+		dir := filepath.Join(root, m.Name)
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case v.ConfigMap != nil:
+			cm := one[*corev1.ConfigMap](t, r, "ConfigMap", v.ConfigMap.Name)
+			for k, data := range cm.Data {
+				write(t, filepath.Join(dir, k), data)
+			}
+		case v.Secret != nil:
+			s := one[*corev1.Secret](t, r, "Secret", v.Secret.SecretName)
+			for _, it := range v.Secret.Items {
+				data, ok := s.Data[it.Key]
+				if !ok {
+					t.Fatalf("secret %s has no key %s", s.Name, it.Key)
+				}
+				write(t, filepath.Join(dir, it.Path), string(data))
+			}
+		case v.EmptyDir != nil:
+		default:
+			t.Fatalf("volume %s: type not emulated", m.Name)
+		}
+		mounts = append(mounts, mount{m.MountPath, dir})
+	}
+	slices.SortFunc(mounts, func(a, b mount) int { return len(b.path) - len(a.path) })
+	remap := func(s string) string {
+		for _, m := range mounts {
+			s = strings.ReplaceAll(s, m.path, m.dir)
+		}
+		return s
+	}
+	// Config files hold mount paths (data dir, key files, catalog): remap
+	// them in place, as if the kubelet had mounted at those paths.
+	for _, m := range mounts {
+		if volumes[filepath.Base(m.dir)].ConfigMap == nil {
+			continue
+		}
+		entries, _ := os.ReadDir(m.dir)
+		for _, e := range entries {
+			p := filepath.Join(m.dir, e.Name())
+			b, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			write(t, p, remap(string(b)))
+		}
+	}
+
+	args := []string{}
+	for _, a := range c.Args {
+		args = append(args, remap(a))
+	}
+	args = append(args, "--listen", "127.0.0.1:0")
+	env := harness.CleanEnv()
+	for _, e := range c.Env {
+		if e.ValueFrom == nil {
+			env = append(env, e.Name+"="+remap(e.Value))
+		}
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, harness.Binary(t), args...)
+	cmd.Env = env
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+	}()
+	addrRE := regexp.MustCompile(`msg=serving addr=(\S+)`)
+	var log strings.Builder
+	addr := ""
+	sc := bufio.NewScanner(stderr)
+	for sc.Scan() {
+		log.WriteString(sc.Text() + "\n")
+		if m := addrRE.FindStringSubmatch(sc.Text()); m != nil {
+			addr = m[1]
+			break
+		}
+	}
+	if addr == "" {
+		t.Fatalf("tollgate %v did not start serving:\n%s", args, log.String())
+	}
+	go func() { // keep draining so the process never blocks on stderr
+		for sc.Scan() {
+		}
+	}()
+	for _, path := range []string{"/healthz", "/readyz"} {
+		resp, err := http.Get("http://" + addr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("GET %s = %d", path, resp.StatusCode)
+		}
+	}
+	// The rendered catalog overlay is in force: the model it adds is served.
+	token := strings.TrimSpace(string(harness.Run(t, "token", "mint", "--data-dir", remap("/var/lib/tollgate"),
+		"--account", "chart-test", "--project", "chart-test")))
+	for model, want := range map[string]int{"gpt-3.5-turbo": http.StatusOK, "gpt-no-such-model": http.StatusNotFound} {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/openai/v1/models/"+model, nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("GET /openai/v1/models/%s = %d, want %d", model, resp.StatusCode, want)
+		}
+	}
+}
+
+func write(t *testing.T, path, data string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
