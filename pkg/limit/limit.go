@@ -198,6 +198,7 @@ func New(store Store, opts Options) (*Limiter, error) {
 	if l.shared && l.mode == FailLocal {
 		l.local = NewMemory(cmp.Or(opts.LocalKeys, DefaultMaxKeys))
 	}
+	l.downUntil.Store(math.MinInt64)
 	l.lastLog.Store(math.MinInt64 / 2)
 	return l, nil
 }

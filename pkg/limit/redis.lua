@@ -19,10 +19,14 @@ end
 local win = tonumber(ARGV[3])
 local w = math.floor(now / win)
 
--- roll reads a budget brought forward to window w; never back in time.
+-- roll reads a budget brought forward to window w; one charging something
+-- never goes back in time.
 local function roll(key, limit)
   local s = redis.call('HMGET', key, 'w', 'u', 'd')
   local cw, u, d = tonumber(s[1]) or w, tonumber(s[2]) or 0, tonumber(s[3]) or 0
+  if u + d <= 0 then
+    return w, 0, 0
+  end
   if cw < w then
     d = math.max(0, u + d - (w - cw) * limit)
     u = 0

@@ -18,16 +18,21 @@ type counter struct {
 func (c counter) total() int64 { return c.used + c.debt }
 
 // roll brings c forward to window w. Each window that ends pays off limit
-// tokens of what was charged; what is left is debt. A counter never moves
-// back in time: when w is behind c (another replica's clock, a stepped
-// clock), c stays where it is.
+// tokens of what was charged; what is left is debt. A counter charging
+// something never moves back in time: when w is behind c (another
+// replica's clock, a stepped clock), c stays where it is. A counter
+// charging nothing is the same as a new one (Redis deletes it).
 func (c counter) roll(w, limit int64) counter {
+	total := c.total()
+	if total <= 0 {
+		return counter{window: w}
+	}
 	if w <= c.window {
 		return c
 	}
-	total, n := c.total(), w-c.window
+	n := w - c.window
 	var debt int64
-	if total > 0 && n < ceilDiv(total, limit) {
+	if n < ceilDiv(total, limit) {
 		debt = total - n*limit
 	}
 	return counter{window: w, debt: debt}
