@@ -130,6 +130,7 @@ func runDev(ctx context.Context, o devOptions) error {
 	}
 	st, err := newStack(ctx, stackOptions{
 		dataDir: o.dataDir, catalogFile: o.catalogFile, upstreams: o.overrides, keys: o.keys, logger: log,
+		devAccount: true,
 	})
 	if err != nil {
 		return err
@@ -149,7 +150,7 @@ func runDev(ctx context.Context, o devOptions) error {
 		_ = srv.Shutdown(sctx)
 	}()
 
-	token, err := st.signer.Mint(auth.Claims{Account: "dev", Project: "dev", ExpiresAt: time.Now().Add(30 * 24 * time.Hour)})
+	token, err := st.signer.Mint(auth.Claims{Account: devAccount, Project: devProject, ExpiresAt: time.Now().Add(30 * 24 * time.Hour)})
 	if err != nil {
 		return fmt.Errorf("mint dev token: %w", err)
 	}

@@ -18,6 +18,8 @@ import (
 	"github.com/tollgate-dev/tollgate/pkg/catalog"
 	"github.com/tollgate-dev/tollgate/pkg/gateway"
 	"github.com/tollgate-dev/tollgate/pkg/ledger"
+	"github.com/tollgate-dev/tollgate/pkg/limit"
+	"github.com/tollgate-dev/tollgate/pkg/meter"
 	"github.com/tollgate-dev/tollgate/pkg/provider/anthropic"
 	"github.com/tollgate-dev/tollgate/pkg/provider/gemini"
 	"github.com/tollgate-dev/tollgate/pkg/provider/openai"
@@ -42,6 +44,9 @@ type stack struct {
 	writer  *ledger.Writer
 	signer  *auth.Signer
 	catalog *catalog.Catalog
+	limiter *limit.Limiter
+	// closeLimiter releases the limiter's Redis client, if any.
+	closeLimiter func() error
 }
 
 type stackOptions struct {
@@ -53,6 +58,10 @@ type stackOptions struct {
 	versions     []string // accepted anthropic-version values
 	maxBody      int64
 	logger       *slog.Logger
+	limits       limitOptions
+	creditRate   meter.Rate // default meter.DefaultRate
+	// devAccount creates the local dev account and project (tollgate dev).
+	devAccount bool
 }
 
 func loadCatalog(file string) (*catalog.Catalog, error) {
@@ -90,6 +99,23 @@ func newStack(ctx context.Context, o stackOptions) (*stack, error) {
 	if err != nil {
 		return nil, err
 	}
+	if o.devAccount {
+		if err := ensureDevAccount(ctx, store); err != nil {
+			store.Close()
+			return nil, err
+		}
+	}
+	lim, closeLimiter, err := newLimiter(o.limits, o.logger)
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	policy, err := newPolicy(store, cat, lim, o.creditRate, o.logger)
+	if err != nil {
+		store.Close()
+		closeLimiter()
+		return nil, err
+	}
 	log := o.logger
 	// The spool holds settled usage until the ledger has it; records a
 	// previous run left there are written first.
@@ -98,11 +124,13 @@ func newStack(ctx context.Context, o stackOptions) (*stack, error) {
 	})
 	if err != nil {
 		store.Close()
+		closeLimiter()
 		return nil, err
 	}
 	ups, err := proxy.ParseUpstreams(o.upstreams)
 	if err != nil {
 		store.Close()
+		closeLimiter()
 		return nil, err
 	}
 	upstreams := make(map[string]gateway.Upstream, len(providerNames))
@@ -115,6 +143,7 @@ func newStack(ctx context.Context, o stackOptions) (*stack, error) {
 		Upstreams:      upstreams,
 		Catalog:        cat,
 		Verifier:       auth.NewVerifier(map[string]ed25519.PublicKey{signer.KeyID(): signer.PublicKey()}, revoked),
+		Policy:         policy,
 		Recorder:       gateway.RecorderFunc(func(r usage.Record) { writer.Write(r) }),
 		Counter:        counter,
 		MaxRequestBody: o.maxBody,
@@ -124,21 +153,18 @@ func newStack(ctx context.Context, o stackOptions) (*stack, error) {
 	px, err := proxy.New(proxy.Config{Gateway: gw, Upstreams: ups, Logger: o.logger})
 	if err != nil {
 		store.Close()
+		closeLimiter()
 		return nil, err
 	}
-	return &stack{gw: gw, handler: px, store: store, writer: writer, signer: signer, catalog: cat}, nil
+	return &stack{gw: gw, handler: px, store: store, writer: writer, signer: signer, catalog: cat,
+		limiter: lim, closeLimiter: closeLimiter}, nil
 }
 
 // Close flushes every pending usage record and closes the ledger.
 func (s *stack) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	werr := s.writer.Close(ctx)
-	serr := s.store.Close()
-	if werr != nil {
-		return werr
-	}
-	return serr
+	return errors.Join(s.writer.Close(ctx), s.store.Close(), s.closeLimiter())
 }
 
 func lower(in []string) []string {

@@ -1,0 +1,90 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tollgate-dev/tollgate/pkg/account"
+	"github.com/tollgate-dev/tollgate/pkg/catalog"
+	"github.com/tollgate-dev/tollgate/pkg/ledger"
+	"github.com/tollgate-dev/tollgate/pkg/limit"
+	"github.com/tollgate-dev/tollgate/pkg/meter"
+)
+
+// limitOptions configure the tokens-per-minute limiter.
+type limitOptions struct {
+	// redisURL, when set, keeps the counters in Redis, shared by replicas
+	// ("redis://host:6379/0"); otherwise they are in memory.
+	redisURL string
+	// failureMode is what happens while Redis is down: "local" (default)
+	// or "closed".
+	failureMode string
+	// maxKeys bounds the in-memory counters.
+	maxKeys int
+}
+
+// newLimiter builds the limiter and returns what must be closed with it.
+func newLimiter(o limitOptions, log *slog.Logger) (*limit.Limiter, func() error, error) {
+	mode := limit.FailureMode(o.failureMode)
+	switch mode {
+	case "":
+		mode = limit.FailLocal
+	case limit.FailLocal, limit.FailClosed:
+	default:
+		return nil, nil, fmt.Errorf("limits.redis_failure_mode %q: want local or closed", o.failureMode)
+	}
+	opts := limit.Options{FailureMode: mode, LocalKeys: o.maxKeys, Logger: log}
+	if o.redisURL == "" {
+		l, err := limit.New(limit.NewMemory(o.maxKeys), opts)
+		return l, func() error { return nil }, err
+	}
+	ropts, err := redis.ParseURL(o.redisURL)
+	if err != nil {
+		// The URL may hold a password: say what is wrong without it.
+		return nil, nil, errors.New("limits.redis_url: not a redis:// or rediss:// URL")
+	}
+	// A decision waits at most this long for Redis before falling back.
+	ropts.DialTimeout = 500 * time.Millisecond
+	ropts.ReadTimeout = 250 * time.Millisecond
+	ropts.WriteTimeout = 250 * time.Millisecond
+	ropts.MaxRetries = 0
+	client := redis.NewClient(ropts)
+	l, err := limit.New(limit.NewRedis(client, limit.RedisOptions{}), opts)
+	if err != nil {
+		client.Close()
+		return nil, nil, err
+	}
+	return l, client.Close, nil
+}
+
+// newPolicy builds the account policy over the ledger.
+func newPolicy(dir account.Directory, cat *catalog.Catalog, lim *limit.Limiter, rate meter.Rate, log *slog.Logger) (*account.Policy, error) {
+	return account.New(account.Config{Directory: dir, Catalog: cat, Limiter: lim, Rate: rate, Logger: log})
+}
+
+// Local development identity: `tollgate dev` and `tollgate dev` tokens use
+// this account and project, created on first start.
+const (
+	devAccount = "dev"
+	devProject = "dev"
+	// devCredits is what the dev account starts with: enough for any
+	// local session against the mock providers.
+	devCredits = 1_000_000 * meter.MicroCredits
+)
+
+// ensureDevAccount creates the dev account and its activated project unless
+// they exist; it leaves an existing account's settings alone.
+func ensureDevAccount(ctx context.Context, st ledger.Store) error {
+	if _, err := st.CreateAccount(ctx, devAccount, catalog.PlanPro, devCredits); err != nil && !errors.Is(err, ledger.ErrExists) {
+		return fmt.Errorf("dev account: %w", err)
+	}
+	if _, err := st.CreateProject(ctx, devProject, devAccount, true); err != nil && !errors.Is(err, ledger.ErrExists) {
+		return fmt.Errorf("dev project: %w", err)
+	}
+	return nil
+}
