@@ -141,7 +141,12 @@ func runDev(ctx context.Context, o devOptions) error {
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", o.listen, err)
 	}
-	srv := &http.Server{Handler: st.handler, ReadHeaderTimeout: 30 * time.Second}
+	// The dev listener also answers the gateway's metrics, for local
+	// dashboards; the provider prefixes are everything else.
+	mux := http.NewServeMux()
+	mux.Handle("/", st.handler)
+	mux.Handle("GET "+devMetricsPath, st.metrics.Handler())
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 30 * time.Second}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	defer func() {

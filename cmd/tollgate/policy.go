@@ -88,3 +88,7 @@ func ensureDevAccount(ctx context.Context, st ledger.Store) error {
 	}
 	return nil
 }
+
+// devMetricsPath is where `tollgate dev` serves Prometheus metrics, on its
+// own loopback listener.
+const devMetricsPath = "/_tollgate/metrics"

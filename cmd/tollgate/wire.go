@@ -24,6 +24,7 @@ import (
 	"github.com/tollgate-dev/tollgate/pkg/provider/gemini"
 	"github.com/tollgate-dev/tollgate/pkg/provider/openai"
 	"github.com/tollgate-dev/tollgate/pkg/proxy"
+	"github.com/tollgate-dev/tollgate/pkg/telemetry"
 	"github.com/tollgate-dev/tollgate/pkg/tokenize"
 	"github.com/tollgate-dev/tollgate/pkg/usage"
 )
@@ -45,6 +46,7 @@ type stack struct {
 	signer  *auth.Signer
 	catalog *catalog.Catalog
 	limiter *limit.Limiter
+	metrics *telemetry.Telemetry
 	// closeLimiter releases the limiter's Redis client, if any.
 	closeLimiter func() error
 }
@@ -62,6 +64,7 @@ type stackOptions struct {
 	creditRate   meter.Rate // default meter.DefaultRate
 	// devAccount creates the local dev account and project (tollgate dev).
 	devAccount bool
+	telemetry  telemetry.Config
 }
 
 func loadCatalog(file string) (*catalog.Catalog, error) {
@@ -116,6 +119,14 @@ func newStack(ctx context.Context, o stackOptions) (*stack, error) {
 		closeLimiter()
 		return nil, err
 	}
+	o.telemetry.Served = func(p, m string) bool { _, ok := cat.Lookup(catalog.Provider(p), m); return ok }
+	o.telemetry.LimiterFallbacks = func() int64 { return int64(lim.Stats().Fallbacks) }
+	metrics, err := telemetry.New(ctx, o.telemetry)
+	if err != nil {
+		store.Close()
+		closeLimiter()
+		return nil, fmt.Errorf("telemetry: %w", err)
+	}
 	log := o.logger
 	// The spool holds settled usage until the ledger has it; records a
 	// previous run left there are written first.
@@ -139,12 +150,15 @@ func newStack(ctx context.Context, o stackOptions) (*stack, error) {
 	}
 	revoked := auth.NewFileRevocations(filepath.Join(o.dataDir, "revoked"))
 	gw := gateway.New(gateway.Config{
-		Providers:      []gateway.Provider{openai.New(), anthropic.New(o.versions...), gemini.New()},
-		Upstreams:      upstreams,
-		Catalog:        cat,
-		Verifier:       auth.NewVerifier(map[string]ed25519.PublicKey{signer.KeyID(): signer.PublicKey()}, revoked),
-		Policy:         policy,
-		Recorder:       gateway.RecorderFunc(func(r usage.Record) { writer.Write(r) }),
+		Providers: []gateway.Provider{openai.New(), anthropic.New(o.versions...), gemini.New()},
+		Upstreams: upstreams,
+		Catalog:   cat,
+		Verifier:  auth.NewVerifier(map[string]ed25519.PublicKey{signer.KeyID(): signer.PublicKey()}, revoked),
+		Policy:    policy,
+		Recorder: gateway.RecorderFunc(func(r usage.Record) {
+			writer.Write(r)
+			metrics.Record(r)
+		}),
 		Counter:        counter,
 		MaxRequestBody: o.maxBody,
 		CacheKeySecret: cacheSecret,
@@ -157,14 +171,14 @@ func newStack(ctx context.Context, o stackOptions) (*stack, error) {
 		return nil, err
 	}
 	return &stack{gw: gw, handler: px, store: store, writer: writer, signer: signer, catalog: cat,
-		limiter: lim, closeLimiter: closeLimiter}, nil
+		limiter: lim, metrics: metrics, closeLimiter: closeLimiter}, nil
 }
 
 // Close flushes every pending usage record and closes the ledger.
 func (s *stack) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	return errors.Join(s.writer.Close(ctx), s.store.Close(), s.closeLimiter())
+	return errors.Join(s.writer.Close(ctx), s.store.Close(), s.closeLimiter(), s.metrics.Shutdown(ctx))
 }
 
 func lower(in []string) []string {
