@@ -3,15 +3,21 @@ package limit
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
+	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/tollgate-dev/tollgate/test/services"
 )
@@ -29,47 +35,62 @@ func TestRedisTwoReplicasWindowBound(t *testing.T) {
 	checkWindowBound(t, ls, 16, 60)
 }
 
-// TestRedisServerClock runs replicas on the Redis server's clock, in real
-// time with short windows, and checks the bound in the windows the server
-// charged.
-func TestRedisServerClock(t *testing.T) {
-	const (
-		window  = 200 * time.Millisecond
-		limit   = 2000
-		maxCost = 200
-		workers = 8
-	)
-	srv := services.StartRedis(t)
-	var ls []*Limiter
-	for range 2 {
-		st := NewRedis(newClient(t, srv.Addr()), RedisOptions{})
-		ls = append(ls, newLimiter(t, st, Options{Window: window, FailureMode: FailClosed}))
+// replicaEnv, when set to a Redis address, makes the test binary a gateway
+// replica for TestRedisTwoProcesses instead of running the tests.
+const replicaEnv = "TOLLGATE_LIMIT_TEST_REPLICA"
+
+func TestMain(m *testing.M) {
+	if addr := os.Getenv(replicaEnv); addr != "" {
+		if err := runReplica(addr, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+const (
+	replicaWindow  = 200 * time.Millisecond
+	replicaLimit   = 2000
+	replicaMaxCost = 200
+)
+
+// runReplica admits requests of random size against one budget in the
+// Redis at addr, on the server's clock, for six windows, and writes the
+// tokens its admitted requests used per server window as JSON.
+func runReplica(addr string, out io.Writer) error {
+	client := redis.NewClient(&redis.Options{Addr: addr})
+	defer client.Close()
+	l, err := New(NewRedis(client, RedisOptions{}), Options{Window: replicaWindow, FailureMode: FailClosed})
+	if err != nil {
+		return err
 	}
 	var mu sync.Mutex
-	used := map[int64]int64{} // server window → tokens used by requests admitted in it
+	used := map[int64]int64{}
+	errs := make(chan error, 8)
 	var wg sync.WaitGroup
-	stop := time.Now().Add(6 * window)
-	for g := range workers {
+	stop := time.Now().Add(6 * replicaWindow)
+	for g := range 4 {
 		wg.Go(func() {
-			l := ls[g%2]
-			rng := rand.New(rand.NewPCG(1, uint64(g)))
+			rng := rand.New(rand.NewPCG(uint64(os.Getpid()), uint64(g)))
 			for time.Now().Before(stop) {
-				cost := 1 + rng.Int64N(maxCost)
-				d, r, err := l.Admit(context.Background(), time.Now(), Check{Key: "tpm:{a}:m", Limit: limit, Cost: cost})
+				cost := 1 + rng.Int64N(replicaMaxCost)
+				d, r, err := l.Admit(context.Background(), time.Now(), Check{Key: "tpm:{a}:m", Limit: replicaLimit, Cost: cost})
 				if err != nil {
-					t.Error(err)
+					errs <- err
 					return
 				}
 				if !d.Allowed {
-					if d.RetryAfter <= 0 || d.RetryAfter > window {
-						t.Errorf("retry-after %v outside (0, %v]", d.RetryAfter, window)
+					if d.RetryAfter <= 0 || d.RetryAfter > replicaWindow {
+						errs <- fmt.Errorf("retry-after %v outside (0, %v]", d.RetryAfter, replicaWindow)
 						return
 					}
 					continue
 				}
 				actual := cost/2 + rng.Int64N(cost/2+1)
 				if err := l.Settle(context.Background(), time.Now(), r, actual); err != nil {
-					t.Error(err)
+					errs <- err
 					return
 				}
 				mu.Lock()
@@ -79,15 +100,51 @@ func TestRedisServerClock(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if len(used) < 3 {
-		t.Fatalf("requests admitted in %d windows, want several: %v", len(used), used)
+	close(errs)
+	if err, failed := <-errs; failed {
+		return err
 	}
-	for w, n := range used {
-		if n > limit {
-			t.Errorf("window %d: %d tokens used, limit %d", w, n, limit)
+	return json.NewEncoder(out).Encode(used)
+}
+
+// TestRedisTwoProcesses: two gateway processes share one Redis, on its
+// clock, in real time with short windows; the bound holds for their
+// requests together in every window the server charged.
+func TestRedisTwoProcesses(t *testing.T) {
+	srv := services.StartRedis(t)
+	var outs [2]bytes.Buffer
+	var cmds [2]*exec.Cmd
+	for i := range cmds {
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), replicaEnv+"="+srv.Addr())
+		cmd.Stdout, cmd.Stderr = &outs[i], os.Stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		cmds[i] = cmd
+	}
+	total := map[int64]int64{}
+	for i, cmd := range cmds {
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("replica %d: %v", i, err)
+		}
+		var used map[int64]int64
+		if err := json.Unmarshal(outs[i].Bytes(), &used); err != nil {
+			t.Fatalf("replica %d wrote %q: %v", i, outs[i].String(), err)
+		}
+		if len(used) < 3 {
+			t.Fatalf("replica %d admitted requests in %d windows, want several: %v", i, len(used), used)
+		}
+		for w, n := range used {
+			total[w] += n
 		}
 	}
-	t.Logf("tokens used per window: %v", used)
+	for w, n := range total {
+		if n > replicaLimit {
+			t.Errorf("window %d: %d tokens used by both replicas, limit %d", w, n, replicaLimit)
+		}
+	}
+	t.Logf("tokens used per window by both replicas: %v", total)
 }
 
 // TestRedisMatchesMemory replays the same random calls (times sometimes
