@@ -44,6 +44,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzPriceRoundTrip$$' -fuzztime $(FUZZTIME) ./pkg/catalog
 	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME) ./pkg/catalog
 	$(GO) test -run '^$$' -fuzz '^FuzzWalk$$' -fuzztime $(FUZZTIME) ./pkg/tokenize
+	$(GO) test -run '^$$' -fuzz '^FuzzParseCredits$$' -fuzztime $(FUZZTIME) ./pkg/admin
+	$(GO) test -run '^$$' -fuzz '^FuzzParseUsageQuery$$' -fuzztime $(FUZZTIME) ./pkg/admin
 	$(GO) test -run '^$$' -fuzz '^FuzzParseRate$$' -fuzztime $(FUZZTIME) ./pkg/meter
 	$(GO) test -run '^$$' -fuzz '^FuzzCredits$$' -fuzztime $(FUZZTIME) ./pkg/meter
 	$(GO) test -run '^$$' -fuzz '^FuzzParseProcessor$$' -fuzztime $(FUZZTIME) ./sidecar

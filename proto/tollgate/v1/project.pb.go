@@ -105,11 +105,9 @@ type CreateProjectRequest struct {
 	Id      string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	Account string                 `protobuf:"bytes,2,opt,name=account,proto3" json:"account,omitempty"`
 	// activate creates the project already activated.
-	Activate          bool  `protobuf:"varint,3,opt,name=activate,proto3" json:"activate,omitempty"`
-	RequestsPerMinute int64 `protobuf:"varint,4,opt,name=requests_per_minute,json=requestsPerMinute,proto3" json:"requests_per_minute,omitempty"`
-	TokensPerMinute   int64 `protobuf:"varint,5,opt,name=tokens_per_minute,json=tokensPerMinute,proto3" json:"tokens_per_minute,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	Activate      bool `protobuf:"varint,3,opt,name=activate,proto3" json:"activate,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateProjectRequest) Reset() {
@@ -161,20 +159,6 @@ func (x *CreateProjectRequest) GetActivate() bool {
 		return x.Activate
 	}
 	return false
-}
-
-func (x *CreateProjectRequest) GetRequestsPerMinute() int64 {
-	if x != nil {
-		return x.RequestsPerMinute
-	}
-	return 0
-}
-
-func (x *CreateProjectRequest) GetTokensPerMinute() int64 {
-	if x != nil {
-		return x.TokensPerMinute
-	}
-	return 0
 }
 
 type CreateProjectResponse struct {
@@ -601,13 +585,11 @@ const file_tollgate_v1_project_proto_rawDesc = "" +
 	"\aaccount\x18\x02 \x01(\tR\aaccount\x12\x1c\n" +
 	"\tactivated\x18\x03 \x01(\bR\tactivated\x12.\n" +
 	"\x13requests_per_minute\x18\x04 \x01(\x03R\x11requestsPerMinute\x12*\n" +
-	"\x11tokens_per_minute\x18\x05 \x01(\x03R\x0ftokensPerMinute\"\xb8\x01\n" +
+	"\x11tokens_per_minute\x18\x05 \x01(\x03R\x0ftokensPerMinute\"\\\n" +
 	"\x14CreateProjectRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aaccount\x18\x02 \x01(\tR\aaccount\x12\x1a\n" +
-	"\bactivate\x18\x03 \x01(\bR\bactivate\x12.\n" +
-	"\x13requests_per_minute\x18\x04 \x01(\x03R\x11requestsPerMinute\x12*\n" +
-	"\x11tokens_per_minute\x18\x05 \x01(\x03R\x0ftokensPerMinute\"G\n" +
+	"\bactivate\x18\x03 \x01(\bR\bactivate\"G\n" +
 	"\x15CreateProjectResponse\x12.\n" +
 	"\aproject\x18\x01 \x01(\v2\x14.tollgate.v1.ProjectR\aproject\"#\n" +
 	"\x11GetProjectRequest\x12\x0e\n" +
