@@ -102,6 +102,7 @@ func flags(c corev1.Container) map[string]string {
 // on it; this is for asserting on values).
 type serveConfig struct {
 	Listen         string `json:"listen"`
+	GRPCListen     string `json:"grpc_listen"`
 	DataDir        string `json:"data_dir"`
 	Catalog        string `json:"catalog"`
 	MaxRequestBody int64  `json:"max_request_body"`
@@ -159,7 +160,7 @@ func TestRender(t *testing.T) {
 				t.Errorf("OTEL_ variables without otel.enabled: %v", envNames(c))
 			}
 			cfg := readServeConfig(t, r)
-			if cfg.Listen != "0.0.0.0:8080" || cfg.DataDir != "/var/lib/tollgate" || cfg.Catalog != "" {
+			if cfg.Listen != "0.0.0.0:8080" || cfg.GRPCListen != "0.0.0.0:9090" || cfg.DataDir != "/var/lib/tollgate" || cfg.Catalog != "" {
 				t.Errorf("serve config = %+v", cfg)
 			}
 			for p, pc := range cfg.Providers {
@@ -192,7 +193,7 @@ func TestRender(t *testing.T) {
 			if w.ClientConfig.CABundle != nil {
 				t.Errorf("caBundle rendered in selfSigned mode: the injector owns it and an upgrade would wipe it")
 			}
-			if s := w.ClientConfig.Service; s == nil || s.Name != injectorName || s.Namespace != Namespace || *s.Path != "/mutate" {
+			if s := w.ClientConfig.Service; s == nil || s.Name != injectorName || s.Namespace != Namespace || *s.Path != "/inject" {
 				t.Errorf("clientConfig.service = %+v", s)
 			}
 			if len(w.Rules) != 1 || !slices.Equal(w.Rules[0].Operations, []admissionregistrationv1.OperationType{admissionregistrationv1.Create}) ||
@@ -208,7 +209,7 @@ func TestRender(t *testing.T) {
 				t.Errorf("namespace exclusion = %+v", ns[1])
 			}
 			os := w.ObjectSelector.MatchExpressions
-			if len(os) != 1 || os[0].Key != "tollgate.dev/inject" || os[0].Operator != "NotIn" || !slices.Equal(os[0].Values, []string{"false"}) {
+			if len(os) != 1 || os[0].Key != "tollgate.dev/inject" || os[0].Operator != "NotIn" || !slices.Equal(os[0].Values, []string{"false", "disabled"}) {
 				t.Errorf("pod opt-out selector = %+v", os)
 			}
 			// The injector's own pods carry the opt-out label, and its
@@ -538,7 +539,7 @@ func TestSchemaRejects(t *testing.T) {
 		{"upstream not a URL", vals("processor.providers.openai.upstream", "api.openai.com"), "upstream"},
 		{"header with a space", vals("processor.providers.openai.allowHeaders", []any{"x bad"}), "allowHeaders"},
 		{"anthropic version", vals("processor.providers.anthropic.versions", []any{"latest"}), "versions"},
-		{"namespace env name", vals("injector.namespaceEnv", map[string]any{"1BAD": "x"}), "1BAD"},
+		{"removed key", vals("injector.namespaceLabel", "x"), "namespaceLabel"},
 		{"exclude namespace", vals("injector.excludeNamespaces", []any{"Not_A_Namespace"}), "excludeNamespaces"},
 		{"token ttl", vals("injector.tokens.ttl", "30 days"), "ttl"},
 		{"image digest", vals("image.digest", "latest"), "digest"},
@@ -610,32 +611,10 @@ func TestLint(t *testing.T) {
 
 // TestRBACRules lists every permission the chart grants and why. The
 // rendered rules must be exactly these: a new verb needs a reason here.
-func TestRBACRules(t *testing.T) {
-	type perm struct{ kind, group, resource, verb, name string }
-	want := map[perm]string{
-		{"ClusterRole", "", "namespaces", "get", ""}:                                                           "read a namespace's opt-in label, account and project, and variable defaults",
-		{"ClusterRole", "", "namespaces", "list", ""}:                                                          "token controller: find every opted-in namespace at start",
-		{"ClusterRole", "", "namespaces", "watch", ""}:                                                         "token controller: react to namespaces being labelled and unlabelled",
-		{"ClusterRole", "", "configmaps", "get", ""}:                                                           "envFrom ConfigMaps: their keys decide whether a variable is already defined",
-		{"ClusterRole", "", "configmaps", "list", ""}:                                                          "envFrom ConfigMaps: informer cache, so admission never waits on the API",
-		{"ClusterRole", "", "configmaps", "watch", ""}:                                                         "envFrom ConfigMaps: keep that cache current",
-		{"ClusterRole", "", "secrets", "create", ""}:                                                           "token controller: make a namespace's token Secret (create cannot be limited by name)",
-		{"ClusterRole", "", "secrets", "get", "tollgate-gateway-token"}:                                        "token controller: read the current token Secret",
-		{"ClusterRole", "", "secrets", "list", "tollgate-gateway-token"}:                                       "token controller: informer over token Secrets only (field selector on the name)",
-		{"ClusterRole", "", "secrets", "watch", "tollgate-gateway-token"}:                                      "token controller: notice a token Secret deleted or edited",
-		{"ClusterRole", "", "secrets", "update", "tollgate-gateway-token"}:                                     "token controller: rotate the token before it expires",
-		{"ClusterRole", "", "secrets", "delete", "tollgate-gateway-token"}:                                     "token controller: remove the token when a namespace opts out",
-		{"ClusterRole", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "get", webhookName}:   "read its own webhook configuration's caBundle",
-		{"ClusterRole", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "list", webhookName}:  "informer over its own webhook configuration only",
-		{"ClusterRole", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "watch", webhookName}: "re-patch the caBundle if an upgrade or a person resets it",
-		{"ClusterRole", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "patch", webhookName}: "put its CA into its own webhook configuration",
-		{"Role", "", "secrets", "create", ""}:                                                                  "webhook TLS: the first replica stores the CA and serving certificate",
-		{"Role", "", "secrets", "get", "tg-tollgate-injector-tls"}:                                             "webhook TLS: the other replicas read the shared certificate",
-		{"Role", "", "secrets", "list", "tg-tollgate-injector-tls"}:                                            "webhook TLS: informer over that one Secret",
-		{"Role", "", "secrets", "watch", "tg-tollgate-injector-tls"}:                                           "webhook TLS: reload the certificate when it rotates",
-		{"Role", "", "secrets", "update", "tg-tollgate-injector-tls"}:                                          "webhook TLS: rotate the certificate before it expires",
-	}
-	r := render(t, nil)
+// perm is one verb on one resource (and name) granted by a Role or ClusterRole.
+type perm struct{ kind, group, resource, verb, name string }
+
+func rbacPerms(r *Rendered) map[perm]bool {
 	got := map[perm]bool{}
 	for _, o := range r.Objects {
 		var rules []rbacv1.PolicyRule
@@ -656,25 +635,80 @@ func TestRBACRules(t *testing.T) {
 				for _, res := range rule.Resources {
 					for _, verb := range rule.Verbs {
 						for _, n := range names {
-							p := perm{o.GVK.Kind, g, res, verb, n}
-							got[p] = true
-							if _, ok := want[p]; !ok {
-								t.Errorf("rendered %+v has no reason in this table", p)
-							}
+							got[perm{o.GVK.Kind, g, res, verb, n}] = true
 						}
 					}
 				}
 			}
 		}
 	}
-	for p, why := range want {
-		if why == "" {
-			t.Errorf("%+v has an empty reason", p)
-		}
-		if !got[p] {
-			t.Errorf("%+v (%s) is not rendered", p, why)
-		}
+	return got
+}
+
+func TestRBACRules(t *testing.T) {
+	want := map[perm]string{
+		{"ClusterRole", "", "namespaces", "get", ""}:                                                           "read a namespace's opt-in label, account and project, and variable defaults",
+		{"ClusterRole", "", "namespaces", "list", ""}:                                                          "token controller: find every opted-in namespace at start",
+		{"ClusterRole", "", "namespaces", "watch", ""}:                                                         "token controller: react to namespaces being labelled and unlabelled",
+		{"ClusterRole", "", "configmaps", "get", ""}:                                                           "envFrom ConfigMaps: their keys decide whether a variable is already defined (one GET per source)",
+		{"ClusterRole", "", "secrets", "create", ""}:                                                           "token controller: make a namespace's token Secret (create cannot be limited by name)",
+		{"ClusterRole", "", "secrets", "get", "tollgate-gateway-token"}:                                        "token controller: read the current token Secret",
+		{"ClusterRole", "", "secrets", "list", "tollgate-gateway-token"}:                                       "token controller: informer over token Secrets only (field selector on the name)",
+		{"ClusterRole", "", "secrets", "watch", "tollgate-gateway-token"}:                                      "token controller: notice a token Secret deleted or edited",
+		{"ClusterRole", "", "secrets", "update", "tollgate-gateway-token"}:                                     "token controller: rotate the token before it expires",
+		{"ClusterRole", "", "secrets", "delete", "tollgate-gateway-token"}:                                     "token controller: remove the token when a namespace opts out",
+		{"ClusterRole", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "get", webhookName}:   "read its own webhook configuration's caBundle",
+		{"ClusterRole", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "list", webhookName}:  "informer over its own webhook configuration only",
+		{"ClusterRole", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "watch", webhookName}: "re-patch the caBundle if an upgrade or a person resets it",
+		{"ClusterRole", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "patch", webhookName}: "put its CA into its own webhook configuration",
+		{"Role", "", "secrets", "create", ""}:                                                                  "webhook TLS: the first replica stores the CA and serving certificate",
+		{"Role", "", "secrets", "get", "tg-tollgate-injector-tls"}:                                             "webhook TLS: the other replicas read the shared certificate",
+		{"Role", "", "secrets", "list", "tg-tollgate-injector-tls"}:                                            "webhook TLS: informer over that one Secret",
+		{"Role", "", "secrets", "watch", "tg-tollgate-injector-tls"}:                                           "webhook TLS: reload the certificate when it rotates",
+		{"Role", "", "secrets", "update", "tg-tollgate-injector-tls"}:                                          "webhook TLS: rotate the certificate before it expires",
 	}
+	// Values that change the grants: each case says what it adds or removes.
+	cases := []struct {
+		name   string
+		vals   map[string]any
+		add    map[perm]string
+		remove func(p perm) bool
+	}{
+		{name: "defaults"},
+		{name: "readEnvFromSecrets", vals: vals("injector.readEnvFromSecrets", true),
+			add: map[perm]string{{"ClusterRole", "", "secrets", "get", ""}: "envFrom Secrets' key names, opted in by the operator"}},
+		{name: "certManager", vals: vals("injector.certs.mode", "certManager"),
+			// cert-manager owns the TLS Secret and the caBundle.
+			remove: func(p perm) bool { return p.kind == "Role" || p.resource == "mutatingwebhookconfigurations" }},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			expect := map[perm]string{}
+			for p, why := range want {
+				if c.remove == nil || !c.remove(p) {
+					expect[p] = why
+				}
+			}
+			for p, why := range c.add {
+				expect[p] = why
+			}
+			got := rbacPerms(render(t, c.vals))
+			for p := range got {
+				if _, ok := expect[p]; !ok {
+					t.Errorf("rendered %+v has no reason in this table", p)
+				}
+			}
+			for p, why := range expect {
+				if why == "" {
+					t.Errorf("%+v has an empty reason", p)
+				}
+				if !got[p] {
+					t.Errorf("%+v (%s) is not rendered", p, why)
+				}
+			}
+		})
+	}
+	r := render(t, nil)
 	// The bindings give those roles to the injector's account and no one else.
 	for _, kind := range []string{"ClusterRoleBinding", "RoleBinding"} {
 		for _, o := range r.Find(kind, "") {

@@ -60,6 +60,11 @@ type Rendered struct {
 // values.yaml, as `helm install tg charts/tollgate -n tollgate-system
 // --dry-run` would, and decodes every object strictly.
 func Render(vals map[string]any) (*Rendered, error) {
+	return RenderAs(ReleaseName, Namespace, vals)
+}
+
+// RenderAs is Render for another release name and namespace.
+func RenderAs(releaseName, namespace string, vals map[string]any) (*Rendered, error) {
 	ch, err := loader.Load(Dir())
 	if err != nil {
 		return nil, fmt.Errorf("load chart: %w", err)
@@ -67,8 +72,8 @@ func Render(vals map[string]any) (*Rendered, error) {
 	inst := action.NewInstall(&action.Configuration{})
 	inst.ClientOnly = true
 	inst.DryRun = true
-	inst.ReleaseName = ReleaseName
-	inst.Namespace = Namespace
+	inst.ReleaseName = releaseName
+	inst.Namespace = namespace
 	inst.KubeVersion = &KubeVersion
 	inst.DisableOpenAPIValidation = true
 	rel, err := inst.Run(ch, vals)

@@ -17,6 +17,8 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/tollgate-dev/tollgate/pkg/catalog"
+	"github.com/tollgate-dev/tollgate/pkg/ledger"
 	"github.com/tollgate-dev/tollgate/test/harness"
 )
 
@@ -24,7 +26,7 @@ import (
 // kubelet would run the rendered processor pod: every volume is laid out in
 // a temp dir from the rendered ConfigMap and Secret (mount paths mapped
 // there), and the container's args and literal env are used as rendered.
-// Only the listen address is moved to a free loopback port. The binary
+// Only the listen addresses are moved to free loopback ports. The binary
 // rejects unknown config keys and missing key files, so a chart that drifts
 // from `tollgate serve` fails here.
 func TestProcessorPodRunsTollgate(t *testing.T) {
@@ -79,12 +81,12 @@ func TestProcessorPodRunsTollgate(t *testing.T) {
 		mounts = append(mounts, mount{m.MountPath, dir})
 	}
 	slices.SortFunc(mounts, func(a, b mount) int { return len(b.path) - len(a.path) })
-	remap := func(s string) string {
-		for _, m := range mounts {
-			s = strings.ReplaceAll(s, m.path, m.dir)
-		}
-		return s
+	var pairs []string
+	for _, m := range mounts {
+		pairs = append(pairs, m.path, m.dir)
 	}
+	// One pass, longest mount path first: a mapped dir is never mapped again.
+	remap := strings.NewReplacer(pairs...).Replace
 	// Config files hold mount paths (data dir, key files, catalog): remap
 	// them in place, as if the kubelet had mounted at those paths.
 	for _, m := range mounts {
@@ -106,7 +108,7 @@ func TestProcessorPodRunsTollgate(t *testing.T) {
 	for _, a := range c.Args {
 		args = append(args, remap(a))
 	}
-	args = append(args, "--listen", "127.0.0.1:0")
+	args = append(args, "--listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0")
 	env := harness.CleanEnv()
 	for _, e := range c.Env {
 		if e.ValueFrom == nil {
@@ -157,7 +159,19 @@ func TestProcessorPodRunsTollgate(t *testing.T) {
 			t.Errorf("GET %s = %d", path, resp.StatusCode)
 		}
 	}
-	// The rendered catalog overlay is in force: the model it adds is served.
+	// The rendered catalog overlay is in force: the model it adds is served
+	// to an account of the ledger in the rendered data dir.
+	db, err := ledger.OpenSQLite(ctx, filepath.Join(remap("/var/lib/tollgate"), "usage.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.CreateAccount(ctx, "chart-test", catalog.PlanPro, 1_000_000); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.CreateProject(ctx, "chart-test", "chart-test", true); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
 	token := strings.TrimSpace(string(harness.Run(t, "token", "mint", "--data-dir", remap("/var/lib/tollgate"),
 		"--account", "chart-test", "--project", "chart-test")))
 	for model, want := range map[string]int{"gpt-3.5-turbo": http.StatusOK, "gpt-no-such-model": http.StatusNotFound} {

@@ -157,3 +157,8 @@ name of the entry in the provider-keys Secret. */}}
 {{- end -}}
 {{- toJson $out -}}
 {{- end -}}
+
+{{/* The injector's label interface (injector.LabelInject, ValueEnabled):
+fixed in the injector's code, so not values. */}}
+{{- define "tollgate.injectLabel" -}}tollgate.dev/inject{{- end -}}
+{{- define "tollgate.injectEnabled" -}}enabled{{- end -}}
