@@ -20,6 +20,8 @@ import (
 // serveConfig is the `tollgate serve` config file. Flags override it.
 type serveConfig struct {
 	Listen         string                    `yaml:"listen"`
+	GRPCListen     string                    `yaml:"grpc_listen"`
+	GRPCSocket     string                    `yaml:"grpc_socket"`
 	DataDir        string                    `yaml:"data_dir"`
 	Catalog        string                    `yaml:"catalog"`
 	MaxRequestBody int64                     `yaml:"max_request_body"`
@@ -73,14 +75,17 @@ func isProvider(name string) bool {
 func newServeCmd() *cobra.Command {
 	var (
 		configFile, listen, dataDir, catalogFile, logLevel string
+		grpcListen, grpcSocket                             string
 		upstreamFlags, allowFlags                          []string
 		debugListen                                        string
 		maxBody                                            int64
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
-		Short: "Run the production gateway (HTTP proxy listener) from a config file and flags",
-		Long: `Runs the gateway as a long-lived process. Real provider keys come from each
+		Short: "Run the production gateway (HTTP proxy, Envoy ext_proc/ext_authz over gRPC) from a config file and flags",
+		Long: `Runs the gateway as a long-lived process: the HTTP proxy listener and, when
+grpc_listen or grpc_socket is set, the Envoy ext_proc and ext_authz services with gRPC
+health checking, all over one gateway. Real provider keys come from each
 provider's key_file in the config (a mounted Secret) or from TOLLGATE_OPENAI_API_KEY,
 TOLLGATE_ANTHROPIC_API_KEY and TOLLGATE_GEMINI_API_KEY. Gateway tokens are verified
 with the signing key kept in the data dir (mint them with ` + "`tollgate token mint`" + `).`,
@@ -104,6 +109,8 @@ with the signing key kept in the data dir (mint them with ` + "`tollgate token m
 				return def
 			}
 			listen = pick("listen", cfg.Listen, "127.0.0.1:8080")
+			grpcListen = pick("grpc-listen", cfg.GRPCListen, "")
+			grpcSocket = pick("grpc-socket", cfg.GRPCSocket, "")
 			dataDir = pick("data-dir", cfg.DataDir, defaultDataDir())
 			catalogFile = pick("catalog", cfg.Catalog, "")
 			logLevel = pick("log-level", cfg.LogLevel, "info")
@@ -141,7 +148,7 @@ with the signing key kept in the data dir (mint them with ` + "`tollgate token m
 					return err
 				}
 			}
-			return runServe(cmd.Context(), listen, stackOptions{
+			return runServe(cmd.Context(), listeners{http: listen, grpc: grpcListen, socket: grpcSocket}, stackOptions{
 				dataDir: dataDir, catalogFile: catalogFile, upstreams: overrides, keys: keys,
 				allowHeaders: allow, versions: versions, maxBody: maxBody, logger: newLogger(logLevel),
 			})
@@ -150,6 +157,8 @@ with the signing key kept in the data dir (mint them with ` + "`tollgate token m
 	f := cmd.Flags()
 	f.StringVar(&configFile, "config", "", "YAML config file")
 	f.StringVar(&listen, "listen", "", "proxy listen address (default 127.0.0.1:8080)")
+	f.StringVar(&grpcListen, "grpc-listen", "", "serve Envoy ext_proc/ext_authz and gRPC health on this TCP address (e.g. 127.0.0.1:9002)")
+	f.StringVar(&grpcSocket, "grpc-socket", "", "serve Envoy ext_proc/ext_authz and gRPC health on this unix socket (e.g. /run/tollgate/ext.sock)")
 	f.StringVar(&dataDir, "data-dir", "", "keys and usage ledger ($TOLLGATE_DATA_DIR, default ~/.tollgate)")
 	f.StringVar(&catalogFile, "catalog", "", "YAML file that overrides or extends the model catalog")
 	f.StringArrayVar(&upstreamFlags, "upstream", nil, "provider=URL: override a provider's API root")
@@ -183,28 +192,63 @@ func parseMulti(pairs []string, what string) (map[string][]string, error) {
 	return out, nil
 }
 
-func runServe(ctx context.Context, listen string, o stackOptions) error {
+// listeners are where `tollgate serve` serves: the HTTP proxy, and the
+// Envoy gRPC services on TCP and/or a unix socket (each optional).
+type listeners struct {
+	http, grpc, socket string
+}
+
+// shutdownGrace is how long requests in flight may take to finish on
+// SIGTERM before they are cut (and settled as cut).
+const shutdownGrace = 30 * time.Second
+
+func runServe(ctx context.Context, l listeners, o stackOptions) error {
 	st, err := newStack(ctx, o)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	ln, err := net.Listen("tcp", listen)
+	ln, err := net.Listen("tcp", l.http)
 	if err != nil {
-		return fmt.Errorf("listen %s: %w", listen, err)
+		return fmt.Errorf("listen %s: %w", l.http, err)
+	}
+	var envoy *envoyServer
+	if l.grpc != "" || l.socket != "" {
+		if envoy, err = newEnvoyServer(st.gw, l.grpc, l.socket, o.maxBody, o.logger); err != nil {
+			_ = ln.Close()
+			return err
+		}
 	}
 	srv := &http.Server{Handler: st.handler, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second}
 	o.logger.Info("serving", "addr", ln.Addr().String(), "data_dir", o.dataDir)
-	errc := make(chan error, 1)
+	errc := make(chan error, 4)
 	go func() { errc <- srv.Serve(ln) }()
+	if envoy != nil {
+		envoy.serve(errc)
+	}
+	var serveErr error
 	select {
-	case err := <-errc:
-		return err
+	case serveErr = <-errc:
 	case <-ctx.Done():
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	// Both front doors drain at once; the ledger closes after them (defer).
+	done := make(chan struct{})
+	if envoy != nil {
+		go func() {
+			envoy.stop(shutdownGrace)
+			close(done)
+		}()
+	} else {
+		close(done)
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancel()
-	return srv.Shutdown(sctx)
+	err = srv.Shutdown(sctx)
+	<-done
+	if serveErr != nil {
+		return serveErr
+	}
+	return err
 }
 
 // serveDebug exposes net/http/pprof on its own listener, never on the
