@@ -95,6 +95,7 @@ func (s *Stack) Mint(t testing.TB, c auth.Claims) string {
 type Recorder struct {
 	mu   sync.Mutex
 	recs map[string][]usage.Record
+	all  []usage.Record // in the order recorded
 	ch   chan struct{}
 }
 
@@ -108,6 +109,7 @@ func (r *Recorder) Record(rec usage.Record) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.recs[rec.RequestID] = append(r.recs[rec.RequestID], rec)
+	r.all = append(r.all, rec)
 	close(r.ch)
 	r.ch = make(chan struct{})
 }
@@ -143,13 +145,9 @@ func (r *Recorder) Counts() map[string]int {
 	return out
 }
 
-// All returns every record.
+// All returns every record in the order recorded.
 func (r *Recorder) All() []usage.Record {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var out []usage.Record
-	for _, recs := range r.recs {
-		out = append(out, recs...)
-	}
-	return out
+	return slices.Clone(r.all)
 }
