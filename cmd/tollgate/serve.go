@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +15,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/tollgate-dev/tollgate/pkg/meter"
+	"github.com/tollgate-dev/tollgate/pkg/telemetry"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -27,6 +30,35 @@ type serveConfig struct {
 	MaxRequestBody int64                     `yaml:"max_request_body"`
 	LogLevel       string                    `yaml:"log_level"`
 	Providers      map[string]providerConfig `yaml:"providers"`
+	// LedgerURL picks the ledger database: postgres://… for PostgreSQL;
+	// empty keeps SQLite (usage.db) in the data dir. $TOLLGATE_LEDGER_URL
+	// wins, so a password need not sit in the file.
+	LedgerURL string `yaml:"ledger_url"`
+	// CreditsPerUSD converts list prices to credits (default 180).
+	CreditsPerUSD string       `yaml:"credits_per_usd"`
+	Limits        limitsConfig `yaml:"limits"`
+	// MetricsListen serves Prometheus metrics at /metrics; empty: off.
+	MetricsListen string          `yaml:"metrics_listen"`
+	Telemetry     telemetryConfig `yaml:"telemetry"`
+}
+
+type limitsConfig struct {
+	// RedisURL shares the TPM counters between replicas; empty keeps them
+	// in memory (one replica). $TOLLGATE_REDIS_URL wins.
+	RedisURL string `yaml:"redis_url"`
+	// RedisFailureMode is what happens while Redis is unreachable: local
+	// (default: decide in memory, counted and logged) or closed (503).
+	RedisFailureMode string `yaml:"redis_failure_mode"`
+	// MaxKeys bounds the in-memory counters (default 100,000).
+	MaxKeys int `yaml:"max_keys"`
+}
+
+type telemetryConfig struct {
+	// OTLPEndpoint is an OTLP/gRPC collector (host:port or URL); empty: no
+	// OTLP export.
+	OTLPEndpoint string `yaml:"otlp_endpoint"`
+	OTLPInsecure bool   `yaml:"otlp_insecure"`
+	ServiceName  string `yaml:"service_name"`
 }
 
 type providerConfig struct {
@@ -148,9 +180,27 @@ with the signing key kept in the data dir (mint them with ` + "`tollgate token m
 					return err
 				}
 			}
-			return runServe(cmd.Context(), listeners{http: listen, grpc: grpcListen, socket: grpcSocket}, stackOptions{
+			rate := meter.DefaultRate
+			if cfg.CreditsPerUSD != "" {
+				if rate, err = meter.ParseRate(cfg.CreditsPerUSD); err != nil {
+					return fmt.Errorf("config: credits_per_usd: %w", err)
+				}
+			}
+			return runServe(cmd.Context(), listeners{http: listen, grpc: grpcListen, socket: grpcSocket,
+				metrics: pick("metrics-listen", cfg.MetricsListen, "")}, stackOptions{
 				dataDir: dataDir, catalogFile: catalogFile, upstreams: overrides, keys: keys,
 				allowHeaders: allow, versions: versions, maxBody: maxBody, logger: newLogger(logLevel),
+				ledgerURL: cmp.Or(os.Getenv("TOLLGATE_LEDGER_URL"), cfg.LedgerURL),
+				limits: limitOptions{
+					redisURL:    cmp.Or(os.Getenv("TOLLGATE_REDIS_URL"), cfg.Limits.RedisURL),
+					failureMode: cfg.Limits.RedisFailureMode,
+					maxKeys:     cfg.Limits.MaxKeys,
+				},
+				creditRate: rate,
+				telemetry: telemetry.Config{
+					OTLPEndpoint: cfg.Telemetry.OTLPEndpoint, OTLPInsecure: cfg.Telemetry.OTLPInsecure,
+					ServiceName: cfg.Telemetry.ServiceName,
+				},
 			})
 		},
 	}
@@ -165,6 +215,7 @@ with the signing key kept in the data dir (mint them with ` + "`tollgate token m
 	f.StringArrayVar(&allowFlags, "allow-header", nil, "provider=header: pass this client header upstream (e.g. anthropic=anthropic-beta)")
 	f.Int64Var(&maxBody, "max-request-body", 32<<20, "largest request body accepted, in bytes (larger: 413)")
 	f.StringVar(&logLevel, "log-level", "", "debug, info, warn or error (default info)")
+	f.String("metrics-listen", "", "serve Prometheus metrics at /metrics on this address (default off)")
 	f.StringVar(&debugListen, "debug-listen", "", "serve Go profiling endpoints (/debug/pprof) on this address; keep it on loopback")
 	return cmd
 }
@@ -196,6 +247,7 @@ func parseMulti(pairs []string, what string) (map[string][]string, error) {
 // Envoy gRPC services on TCP and/or a unix socket (each optional).
 type listeners struct {
 	http, grpc, socket string
+	metrics            string // Prometheus /metrics; empty: off
 }
 
 // shutdownGrace is how long requests in flight may take to finish on
@@ -215,6 +267,12 @@ func runServe(ctx context.Context, l listeners, o stackOptions) error {
 	var envoy *envoyServer
 	if l.grpc != "" || l.socket != "" {
 		if envoy, err = newEnvoyServer(st.gw, l.grpc, l.socket, o.maxBody, o.logger); err != nil {
+			_ = ln.Close()
+			return err
+		}
+	}
+	if l.metrics != "" {
+		if err := serveMetrics(l.metrics, st.metrics.Handler()); err != nil {
 			_ = ln.Close()
 			return err
 		}
@@ -249,6 +307,20 @@ func runServe(ctx context.Context, l listeners, o stackOptions) error {
 		return serveErr
 	}
 	return err
+}
+
+// serveMetrics serves Prometheus metrics at /metrics on their own
+// listener, so scraping needs no access to the proxy's.
+func serveMetrics(addr string, h http.Handler) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("metrics listen %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", h)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	return nil
 }
 
 // serveDebug exposes net/http/pprof on its own listener, never on the

@@ -61,7 +61,9 @@ type stackOptions struct {
 	maxBody      int64
 	logger       *slog.Logger
 	limits       limitOptions
-	creditRate   meter.Rate // default meter.DefaultRate
+	// ledgerURL is the ledger database; empty: SQLite in dataDir.
+	ledgerURL  string
+	creditRate meter.Rate // default meter.DefaultRate
 	// devAccount creates the local dev account and project (tollgate dev).
 	devAccount bool
 	telemetry  telemetry.Config
@@ -98,7 +100,11 @@ func newStack(ctx context.Context, o stackOptions) (*stack, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tokenizer: %w", err)
 	}
-	store, err := ledger.OpenSQLite(ctx, filepath.Join(o.dataDir, "usage.db"))
+	ledgerURL := o.ledgerURL
+	if ledgerURL == "" {
+		ledgerURL = "sqlite://" + filepath.Join(o.dataDir, "usage.db")
+	}
+	store, err := ledger.Open(ctx, ledgerURL)
 	if err != nil {
 		return nil, err
 	}
