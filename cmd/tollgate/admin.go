@@ -12,11 +12,14 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/tollgate-dev/tollgate/pkg/admin"
 	"github.com/tollgate-dev/tollgate/pkg/auth"
 	"github.com/tollgate-dev/tollgate/pkg/catalog"
 	"github.com/tollgate-dev/tollgate/pkg/ledger"
 	"github.com/tollgate-dev/tollgate/pkg/mockprovider"
+	pb "github.com/tollgate-dev/tollgate/proto/tollgate/v1"
 )
 
 func newMockCmd() *cobra.Command {
@@ -88,18 +91,36 @@ func newModelsCmd() *cobra.Command {
 func newUsageCmd() *cobra.Command {
 	var (
 		dataDir, account, project, model, provider string
-		since                                      time.Duration
+		since, until, by                           string
 		limit                                      int
-		asJSON                                     bool
+		asJSON, records                            bool
 	)
 	cmd := &cobra.Command{
-		Use:   "usage",
-		Short: "Print usage records from the ledger in a data dir",
-		Args:  cobra.NoArgs,
+		Use:   "usage [--account A] [--project P] [--model M] [--since 24h] [--by hour|day|model] [--json]",
+		Short: "Summarize usage from the ledger in a data dir: tokens by kind, requests, credits, rejections",
+		Long: `Sums the ledger's hourly roll-ups: tokens by kind, requests, credits and
+rejections by reason, in one total or by hour, day (UTC) or model. --since and
+--until take a duration before now (24h, 90m) or an RFC 3339 time; --since
+defaults to 24h. With --records it lists the usage records themselves instead.`,
+		Example: `  tollgate usage --account acme --since 24h --by hour
+  tollgate usage --account acme --by model --json
+  tollgate usage --records --account acme --limit 20`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			path := filepath.Join(dataDir, "usage.db")
 			if _, err := os.Stat(path); err != nil {
 				return fmt.Errorf("no usage ledger in %s (run `tollgate dev` or `tollgate serve` with --data-dir %s first)", dataDir, dataDir)
+			}
+			if !records {
+				if provider != "" || limit != 0 {
+					return fmt.Errorf("--provider and --limit apply to --records only")
+				}
+				return withAdmin(cmd, dataDir, false, func(a *localAdmin) error {
+					return summarizeUsage(cmd, a, usageFlags{account: account, project: project, model: model, since: since, until: until, by: by, json: asJSON})
+				})
+			}
+			if by != "" || until != "" {
+				return fmt.Errorf("--by and --until apply to the summary, not to --records")
 			}
 			st, err := ledger.OpenSQLite(cmd.Context(), path)
 			if err != nil {
@@ -107,8 +128,10 @@ func newUsageCmd() *cobra.Command {
 			}
 			defer st.Close()
 			f := ledger.Filter{Account: account, Project: project, Model: model, Provider: provider, Limit: limit}
-			if since > 0 {
-				f.Since = time.Now().Add(-since)
+			if since != "" {
+				if f.Since, err = admin.ParseTimeBound(since, time.Now()); err != nil {
+					return fmt.Errorf("--since %w", err)
+				}
 			}
 			recs, err := st.ListUsage(cmd.Context(), f)
 			if err != nil {
@@ -141,11 +164,14 @@ func newUsageCmd() *cobra.Command {
 	f.StringVar(&dataDir, "data-dir", defaultDataDir(), "data dir holding usage.db ($TOLLGATE_DATA_DIR)")
 	f.StringVar(&account, "account", "", "only this account")
 	f.StringVar(&project, "project", "", "only this project")
-	f.StringVar(&provider, "provider", "", "only this provider")
 	f.StringVar(&model, "model", "", "only this model")
-	f.DurationVar(&since, "since", 0, "only records newer than this (e.g. 24h)")
-	f.IntVar(&limit, "limit", 0, "at most this many records (0: all)")
-	f.BoolVar(&asJSON, "json", false, "one JSON object per line")
+	f.StringVar(&since, "since", "", "from this long ago (24h) or this RFC 3339 time (summary default: 24h; records: all)")
+	f.StringVar(&until, "until", "", "up to this long ago or this RFC 3339 time (summary only)")
+	f.StringVar(&by, "by", "", "hour, day or model (summary only; default: one total)")
+	f.BoolVar(&asJSON, "json", false, "JSON: the admin API's GetUsage answer (with --records: one record per line)")
+	f.BoolVar(&records, "records", false, "list the usage records themselves")
+	f.StringVar(&provider, "provider", "", "only this provider (--records only)")
+	f.IntVar(&limit, "limit", 0, "at most this many records (--records only; 0: all)")
 	return cmd
 }
 
@@ -154,27 +180,34 @@ func newTokenCmd() *cobra.Command {
 	var dataDir, account, project string
 	var ttl time.Duration
 	mint := &cobra.Command{
-		Use:   "mint",
-		Short: "Mint a gateway token with the data dir's signing key",
+		Use:   "mint --project NAME",
+		Short: "Mint a gateway token for a project, billed to the project's account",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if account == "" || project == "" {
-				return fmt.Errorf("--account and --project are required")
+			if project == "" {
+				return fmt.Errorf("--project is required (create one with `tollgate project create`)")
 			}
-			s, err := auth.LoadOrCreateSigner(dataDir)
-			if err != nil {
+			return withAdmin(cmd, dataDir, true, func(a *localAdmin) error {
+				if account != "" {
+					p, err := a.GetProject(cmd.Context(), &pb.GetProjectRequest{Id: project})
+					if err != nil {
+						return err
+					}
+					if p.GetProject().GetAccount() != account {
+						return fmt.Errorf("project %q belongs to account %q, not %q", project, p.GetProject().GetAccount(), account)
+					}
+				}
+				r, err := a.MintToken(cmd.Context(), &pb.MintTokenRequest{Project: project, Ttl: durationpb.New(ttl)})
+				if err != nil {
+					return err
+				}
+				_, err = fmt.Fprintln(cmd.OutOrStdout(), r.GetToken())
 				return err
-			}
-			tok, err := s.Mint(auth.Claims{Account: account, Project: project, ExpiresAt: time.Now().Add(ttl)})
-			if err != nil {
-				return err
-			}
-			_, err = fmt.Fprintln(cmd.OutOrStdout(), tok)
-			return err
+			})
 		},
 	}
 	mint.Flags().StringVar(&dataDir, "data-dir", defaultDataDir(), "data dir holding the signing key")
-	mint.Flags().StringVar(&account, "account", "", "account the token bills")
+	mint.Flags().StringVar(&account, "account", "", "check that the project belongs to this account")
 	mint.Flags().StringVar(&project, "project", "", "project the token belongs to")
 	mint.Flags().DurationVar(&ttl, "ttl", 30*24*time.Hour, "lifetime")
 
@@ -211,17 +244,14 @@ func newTokenCmd() *cobra.Command {
 		Short: "Revoke a token (by the token itself or its token id); a running gateway on the data dir picks it up",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			id := args[0]
-			if c, err := auth.Parse(id); err == nil {
-				id = c.TokenID
+			req := &pb.RevokeTokenRequest{TokenId: args[0]}
+			if _, err := auth.Parse(args[0]); err == nil {
+				req = &pb.RevokeTokenRequest{Token: args[0]}
 			}
-			f, err := os.OpenFile(filepath.Join(dataDir, "revoked"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600)
-			if err != nil {
+			return withAdmin(cmd, dataDir, false, func(a *localAdmin) error {
+				_, err := a.RevokeToken(cmd.Context(), req)
 				return err
-			}
-			defer f.Close()
-			_, err = fmt.Fprintln(f, id)
-			return err
+			})
 		},
 	}
 	revoke.Flags().StringVar(&dataDir, "data-dir", defaultDataDir(), "data dir of the gateway")

@@ -49,10 +49,10 @@ func defaultDataDir() string {
 
 func newDevCmd() *cobra.Command {
 	var (
-		listen, dataDir, catalogFile, logLevel string
-		upstreamFlags                          []string
-		mock                                   bool
-		chunkDelay                             time.Duration
+		listen, dataDir, catalogFile, logLevel, adminListen string
+		upstreamFlags                                       []string
+		mock                                                bool
+		chunkDelay                                          time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "dev [flags] [-- CMD ARGS...]",
@@ -84,7 +84,7 @@ mock provider (all of them with --mock).`,
 			}
 			return runDev(cmd.Context(), devOptions{
 				listen: listen, dataDir: dataDir, catalogFile: catalogFile, logLevel: logLevel,
-				overrides: overrides, keys: keys, chunkDelay: chunkDelay, args: args,
+				overrides: overrides, keys: keys, chunkDelay: chunkDelay, args: args, adminListen: adminListen,
 			})
 		},
 	}
@@ -96,14 +96,15 @@ mock provider (all of them with --mock).`,
 	f.BoolVar(&mock, "mock", false, "use the built-in mock providers for every provider")
 	f.DurationVar(&chunkDelay, "mock-chunk-delay", 0, "pause between streamed chunks of the mock providers")
 	f.StringVar(&logLevel, "log-level", "warn", "debug, info, warn or error")
+	f.StringVar(&adminListen, "admin-listen", "", adminListenUsage)
 	return cmd
 }
 
 type devOptions struct {
-	listen, dataDir, catalogFile, logLevel string
-	overrides, keys                        map[string]string
-	chunkDelay                             time.Duration
-	args                                   []string
+	listen, dataDir, catalogFile, logLevel, adminListen string
+	overrides, keys                                     map[string]string
+	chunkDelay                                          time.Duration
+	args                                                []string
 }
 
 func runDev(ctx context.Context, o devOptions) error {
@@ -136,6 +137,11 @@ func runDev(ctx context.Context, o devOptions) error {
 		return err
 	}
 	defer st.Close()
+	stopAdmin, err := startAdmin(ctx, o.adminListen, st, o.dataDir, log)
+	if err != nil {
+		return err
+	}
+	defer stopAdmin()
 
 	ln, err := net.Listen("tcp", o.listen)
 	if err != nil {

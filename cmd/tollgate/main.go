@@ -48,6 +48,8 @@ func newRoot() *cobra.Command {
 		newModelsCmd(),
 		newUsageCmd(),
 		newTokenCmd(),
+		newAccountCmd(),
+		newProjectCmd(),
 		newSidecarCmd(),
 	)
 	return root

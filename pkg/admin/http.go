@@ -325,6 +325,10 @@ func ParseGroupBy(v string) (pb.GroupBy, error) {
 
 var marshal = protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true}
 
+// MarshalJSON renders m as the JSON API answers: the .proto field names,
+// every field present, 64-bit integers as strings.
+func MarshalJSON(m proto.Message) ([]byte, error) { return marshal.Marshal(m) }
+
 func writeMessage(w http.ResponseWriter, m proto.Message) {
 	b, err := marshal.Marshal(m)
 	if err != nil {

@@ -65,6 +65,8 @@ func TestModelsListsCatalogAndOverlay(t *testing.T) {
 
 func TestTokenMintInspectRevoke(t *testing.T) {
 	dir := t.TempDir()
+	must(t, "account", "create", "acme", "--plan", "pro", "--data-dir", dir)
+	must(t, "project", "create", "web", "--account", "acme", "--activate", "--data-dir", dir)
 	tok, stderr, code := tollgate(t, "token", "mint", "--data-dir", dir, "--account", "acme", "--project", "web", "--ttl", "1h")
 	if code != 0 {
 		t.Fatalf("mint: exit %d: %s", code, stderr)
@@ -92,8 +94,8 @@ func TestTokenMintInspectRevoke(t *testing.T) {
 	if m := inspect(); m["valid"] != false || !strings.Contains(fmt.Sprint(m["error"]), "revoked") {
 		t.Fatalf("after revoke, inspect = %v", m)
 	}
-	if _, stderr, code := tollgate(t, "token", "mint", "--data-dir", dir); code == 0 || !strings.Contains(stderr, "--account") {
-		t.Errorf("mint without account: exit %d, stderr %q", code, stderr)
+	if _, stderr, code := tollgate(t, "token", "mint", "--data-dir", dir); code == 0 || !strings.Contains(stderr, "--project") {
+		t.Errorf("mint without a project: exit %d, stderr %q", code, stderr)
 	}
 	if _, stderr, code := tollgate(t, "token", "inspect", "garbage"); code == 0 || strings.Contains(stderr, "garbage") {
 		t.Errorf("inspect garbage: exit %d, stderr %q (must fail without echoing the token)", code, stderr)
@@ -167,6 +169,8 @@ providers:
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	must(t, "account", "create", "a", "--plan", "pro", "--credits", "10", "--data-dir", filepath.Join(dir, "data"))
+	must(t, "project", "create", "p", "--account", "a", "--activate", "--data-dir", filepath.Join(dir, "data"))
 	tok, _, code := tollgate(t, "token", "mint", "--data-dir", filepath.Join(dir, "data"), "--account", "a", "--project", "p")
 	if code != 0 {
 		t.Fatal("mint failed")

@@ -207,17 +207,17 @@ func (d *Dev) Served(t testing.TB) []Served {
 	return out
 }
 
-// Usage returns the ledger's usage records (`tollgate usage --json`).
+// Usage returns the ledger's usage records (`tollgate usage --records --json`).
 func (d *Dev) Usage(t testing.TB) []usage.Record {
 	t.Helper()
 	return UsageIn(t, d.DataDir)
 }
 
-// UsageIn returns the usage records in a data dir (`tollgate usage --json`),
+// UsageIn returns the usage records in a data dir (`tollgate usage --records --json`),
 // for gateways the test did not start with StartDev.
 func UsageIn(t testing.TB, dataDir string) []usage.Record {
 	t.Helper()
-	out := Run(t, "usage", "--json", "--data-dir", dataDir)
+	out := Run(t, "usage", "--records", "--json", "--data-dir", dataDir)
 	var recs []usage.Record
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	sc.Buffer(make([]byte, 1<<20), 1<<20)

@@ -41,7 +41,9 @@ taskset -c 0 env ${GW_ENV:-} "$BIN" serve --listen 127.0.0.1:$GW_PORT --data-dir
   --upstream gemini=http://127.0.0.1:$MOCK_PORT/gemini & gw=$!; pids+=($gw)
 taskset -c 0 "$(dirname "$BIN")/load-baseline" --listen 127.0.0.1:$BASE_PORT --upstream http://127.0.0.1:$MOCK_PORT & base=$!; pids+=($base)
 for _ in $(seq 50); do curl -sf http://127.0.0.1:$GW_PORT/healthz >/dev/null && break; sleep 0.1; done
-TOKEN=$("$BIN" token mint --data-dir "$data" --account bench --project bench)
+"$BIN" account create bench --plan enterprise --credits 1000000 --data-dir "$data" >/dev/null
+"$BIN" project create bench --account bench --activate --data-dir "$data" >/dev/null
+TOKEN=$("$BIN" token mint --data-dir "$data" --project bench)
 
 cat > "$data/plain.lua" <<LUA
 wrk.method = "POST"

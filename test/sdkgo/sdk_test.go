@@ -978,12 +978,12 @@ func (s *suite) privacy(t *testing.T) {
 	if !strings.Contains(stderr, "request_id=") {
 		t.Errorf("gateway log has no request lines; is the privacy check looking at the right output?\n%s", stderr)
 	}
-	out := harness.Run(t, "usage", "--json", "--data-dir", s.dev.DataDir)
+	out := harness.Run(t, "usage", "--records", "--json", "--data-dir", s.dev.DataDir)
 	files, err := filepath.Glob(filepath.Join(s.dev.DataDir, "usage.db*"))
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no ledger files in %s (%v)", s.dev.DataDir, err)
 	}
-	sources := map[string][]byte{"gateway stderr": []byte(stderr), "tollgate usage --json": out}
+	sources := map[string][]byte{"gateway stderr": []byte(stderr), "tollgate usage --records --json": out}
 	for _, f := range files {
 		b, err := os.ReadFile(f)
 		if err != nil {

@@ -1,0 +1,248 @@
+package cli_test
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+
+	pb "github.com/tollgate-dev/tollgate/proto/tollgate/v1"
+	"github.com/tollgate-dev/tollgate/test/harness"
+)
+
+// must runs tollgate and fails the test unless it exits 0.
+func must(t *testing.T, args ...string) string {
+	t.Helper()
+	out, stderr, code := tollgate(t, args...)
+	if code != 0 {
+		t.Fatalf("tollgate %s: exit %d: %s", strings.Join(args, " "), code, stderr)
+	}
+	return out
+}
+
+// account reads an account back with `account show --json`.
+func account(t *testing.T, dir, name string) *pb.Account {
+	t.Helper()
+	var a pb.Account
+	if err := protojson.Unmarshal([]byte(must(t, "account", "show", name, "--json", "--data-dir", dir)), &a); err != nil {
+		t.Fatal(err)
+	}
+	return &a
+}
+
+func TestAccountAndProjectCommands(t *testing.T) {
+	dir := t.TempDir()
+	out := must(t, "account", "create", "acme", "--plan", "personal", "--credits", "12.5", "--data-dir", dir)
+	if !strings.Contains(out, "12.50 credits") || !strings.Contains(out, "personal") {
+		t.Errorf("create printed:\n%s", out)
+	}
+	if a := account(t, dir, "acme"); a.GetBalance().GetMicro() != 12_500_000 || !a.GetEnabled() {
+		t.Fatalf("after create: %v", a)
+	}
+	// A negative amount is an amount, not a flag; flags may follow it.
+	must(t, "account", "credit", "acme", "-3.000001", "--note", "refund reversed", "--data-dir", dir)
+	must(t, "account", "credit", "--data-dir", dir, "acme", "0.5")
+	if a := account(t, dir, "acme"); a.GetBalance().GetMicro() != 9_999_999 || a.GetBalance().GetDecimal() != "9.999999" {
+		t.Fatalf("12.5 - 3.000001 + 0.5: balance %v", a.GetBalance())
+	}
+	must(t, "account", "set-plan", "acme", "enterprise", "--data-dir", dir)
+	must(t, "account", "disable", "acme", "--data-dir", dir)
+	if a := account(t, dir, "acme"); a.GetPlan() != "enterprise" || a.GetEnabled() {
+		t.Fatalf("after set-plan and disable: %v", a)
+	}
+	must(t, "account", "enable", "acme", "--data-dir", dir)
+	if a := account(t, dir, "acme"); !a.GetEnabled() {
+		t.Fatal("enable left the account disabled")
+	}
+
+	must(t, "project", "create", "web", "--account", "acme", "--data-dir", dir)
+	if out := must(t, "account", "show", "acme", "--data-dir", dir); !strings.Contains(out, "web (not activated)") {
+		t.Errorf("show lists the project as:\n%s", out)
+	}
+	must(t, "project", "activate", "web", "--data-dir", dir)
+	var p pb.Project
+	if err := protojson.Unmarshal([]byte(must(t, "project", "show", "web", "--json", "--data-dir", dir)), &p); err != nil || !p.GetActivated() || p.GetAccount() != "acme" {
+		t.Fatalf("project after activate: %v %v", &p, err)
+	}
+
+	tok := strings.TrimSpace(must(t, "token", "mint", "--project", "web", "--ttl", "1h", "--data-dir", dir))
+	var claims map[string]any
+	if err := json.Unmarshal([]byte(must(t, "token", "inspect", tok, "--data-dir", dir)), &claims); err != nil {
+		t.Fatal(err)
+	}
+	if claims["account"] != "acme" || claims["project"] != "web" || claims["valid"] != true {
+		t.Fatalf("minted token: %v (want the project's account, from the store)", claims)
+	}
+
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string // in stderr
+	}{
+		{"unknown account", []string{"account", "show", "nobody"}, `account "nobody": not found`},
+		{"duplicate account", []string{"account", "create", "acme", "--plan", "pro"}, "already exists"},
+		{"bad plan", []string{"account", "create", "new", "--plan", "gold"}, "want free, personal, pro or enterprise"},
+		{"no plan", []string{"account", "create", "new"}, "--plan is required"},
+		{"bad id", []string{"account", "create", "Big Co", "--plan", "pro"}, "lowercase letters"},
+		{"bad credits", []string{"account", "credit", "acme", "1.2345678"}, "at most 6 decimal places"},
+		{"credit words", []string{"account", "credit", "acme", "lots"}, "decimal number of credits"},
+		{"bad plan change", []string{"account", "set-plan", "acme", "platinum"}, "want free, personal, pro or enterprise"},
+		{"disable unknown", []string{"account", "disable", "nobody"}, "not found"},
+		{"project of unknown account", []string{"project", "create", "api", "--account", "nobody"}, `account "nobody": not found`},
+		{"project without account", []string{"project", "create", "api"}, "--account is required"},
+		{"duplicate project", []string{"project", "create", "web", "--account", "acme"}, "already exists"},
+		{"activate unknown", []string{"project", "activate", "ghost"}, `project "ghost": not found`},
+		{"mint unknown project", []string{"token", "mint", "--project", "ghost"}, `project "ghost": not found`},
+		{"mint without project", []string{"token", "mint"}, "--project is required"},
+		{"mint for the wrong account", []string{"token", "mint", "--project", "web", "--account", "other"}, `belongs to account "acme"`},
+		{"usage of unknown account", []string{"usage", "--account", "nobody"}, `account "nobody": not found`},
+		{"usage by week", []string{"usage", "--by", "week"}, "want hour, day or model"},
+		{"usage since garbage", []string{"usage", "--since", "yesterday"}, "RFC 3339"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, stderr, code := tollgate(t, append(tc.args, "--data-dir", dir)...)
+			if code == 0 || !strings.Contains(stderr, tc.want) {
+				t.Errorf("exit %d, stdout %q, stderr %q; want a failure saying %q", code, out, stderr, tc.want)
+			}
+			if strings.Contains(stderr, "rpc error") || strings.Contains(stderr, "code =") {
+				t.Errorf("stderr %q shows gRPC plumbing to a CLI user", stderr)
+			}
+		})
+	}
+}
+
+// TestAdminWhileDevRuns uses the CLI and the admin API on the data dir of
+// a running `tollgate dev`: a new account's token works at once, and
+// `tollgate usage` and GET /v1/usage show exactly the requests made.
+func TestAdminWhileDevRuns(t *testing.T) {
+	adminAddr := freePort(t)
+	dev := harness.StartDev(t, "--mock", "--admin-listen", adminAddr)
+	dir := dev.DataDir
+
+	// The dev token's account and project were made on first start.
+	if a := account(t, dir, "dev"); a.GetPlan() != "pro" || !a.GetEnabled() || a.GetBalance().GetMicro() <= 0 {
+		t.Errorf("dev account: %v", a)
+	}
+	must(t, "account", "create", "acme", "--plan", "pro", "--credits", "100", "--data-dir", dir)
+	must(t, "project", "create", "web", "--account", "acme", "--activate", "--data-dir", dir)
+	tok := strings.TrimSpace(must(t, "token", "mint", "--project", "web", "--data-dir", dir))
+
+	const requests = 3
+	for i := range requests {
+		req, _ := http.NewRequest(http.MethodPost, dev.BaseURL+"/openai/v1/chat/completions",
+			strings.NewReader(`{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello `+string(rune('a'+i))+`"}]}`))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("request %d with the minted token: %d %s", i, resp.StatusCode, body)
+		}
+	}
+	recs := dev.WaitUsage(t, requests)
+	var want pb.UsageTokens
+	var credits int64
+	for _, r := range recs {
+		if r.Account != "acme" {
+			continue
+		}
+		want.Input += r.Input
+		want.CachedInput += r.CachedInput
+		want.CacheWrite += r.CacheWrite
+		want.Output += r.Output
+		want.Reasoning += r.Reasoning
+		credits += r.Credits
+	}
+	if want.Input == 0 || want.Output == 0 {
+		t.Fatalf("the ledger metered no tokens for acme: %+v", recs)
+	}
+
+	var cli pb.GetUsageResponse
+	if err := protojson.Unmarshal([]byte(must(t, "usage", "--account", "acme", "--by", "model", "--json", "--data-dir", dir)), &cli); err != nil {
+		t.Fatal(err)
+	}
+	if len(cli.GetBuckets()) != 1 || cli.GetBuckets()[0].GetModel() != "gpt-4o-mini" || cli.GetTotal().GetRequests() != requests {
+		t.Fatalf("tollgate usage --by model: %v", &cli)
+	}
+	tot := cli.GetTotal()
+	if tot.GetTokens().GetInput() != want.Input || tot.GetTokens().GetOutput() != want.Output || tot.GetCredits().GetMicro() != credits {
+		t.Errorf("tollgate usage total %v, the records sum to tokens %v credits %d", tot, &want, credits)
+	}
+	table := must(t, "usage", "--account", "acme", "--by", "hour", "--data-dir", dir)
+	if !strings.Contains(table, "HOUR (UTC)") || !strings.Contains(table, "TOTAL") || !strings.Contains(table, "CREDITS") {
+		t.Errorf("usage table:\n%s", table)
+	}
+
+	// The same over the dev gateway's admin API, with the admin token it
+	// created in the data dir and with acme's own token.
+	adminTok, err := os.ReadFile(filepath.Join(dir, "admin.token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func(token, path string) (int, []byte) {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+adminAddr+path, nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b
+	}
+	for _, tc := range []struct {
+		who, token, path string
+		status           int
+	}{
+		{"admin", strings.TrimSpace(string(adminTok)), "/v1/usage?account=acme&by=model", 200},
+		{"acme's token", tok, "/v1/usage?by=model", 200},
+		{"acme's token on dev's usage", tok, "/v1/usage?account=dev", 403},
+		{"acme's token on accounts", tok, "/v1/accounts", 403},
+		{"no token", "", "/v1/usage", 401},
+	} {
+		code, body := get(tc.token, tc.path)
+		if code != tc.status {
+			t.Errorf("%s GET %s: %d %s, want %d", tc.who, tc.path, code, body, tc.status)
+			continue
+		}
+		if code != 200 {
+			continue
+		}
+		var api pb.GetUsageResponse
+		if err := protojson.Unmarshal(body, &api); err != nil {
+			t.Fatal(err)
+		}
+		if !protoEqualTotals(api.GetTotal(), tot) {
+			t.Errorf("%s: API total %v, CLI total %v", tc.who, api.GetTotal(), tot)
+		}
+	}
+
+	// Revoking through the CLI reaches the running gateway.
+	must(t, "token", "revoke", tok, "--data-dir", dir)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, _ := get(tok, "/v1/usage")
+		if code == http.StatusUnauthorized {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a revoked token still reads usage (%d)", code)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func protoEqualTotals(a, b *pb.UsageBucket) bool {
+	return a.GetRequests() == b.GetRequests() && a.GetCredits().GetMicro() == b.GetCredits().GetMicro() &&
+		a.GetTokens().GetInput() == b.GetTokens().GetInput() && a.GetTokens().GetOutput() == b.GetTokens().GetOutput()
+}
