@@ -51,6 +51,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzCredits$$' -fuzztime $(FUZZTIME) ./pkg/meter
 	$(GO) test -run '^$$' -fuzz '^FuzzParseProcessor$$' -fuzztime $(FUZZTIME) ./sidecar
 	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME) ./sidecar
+	$(GO) test -run '^$$' -fuzz '^FuzzSpool$$' -fuzztime $(FUZZTIME) ./pkg/ledger
 
 bench: bench-go bench-load
 

@@ -24,6 +24,8 @@ var backendTests = []struct {
 	{"CreditConcurrent", testCreditConcurrent},
 	{"UsageReplay", testUsageReplay},
 	{"Summarize", testSummarize},
+	{"Outage", testOutage},
+	{"Kill", testKill},
 }
 
 // TestBackends runs backendTests on SQLite and on PostgreSQL; the

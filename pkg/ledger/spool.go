@@ -123,7 +123,7 @@ func (d *decoder) fail(what string) {
 
 func (d *decoder) string() string {
 	n, k := binary.Uvarint(d.b)
-	if k <= 0 || n > uint64(len(d.b)-k) {
+	if k <= 0 || k != uvarintLen(n) || n > uint64(len(d.b)-k) {
 		d.fail("string")
 		return ""
 	}
@@ -134,6 +134,16 @@ func (d *decoder) string() string {
 		return ""
 	}
 	return s
+}
+
+// uvarintLen is the length of n's shortest encoding: the only one the
+// writer produces, so any other is damage.
+func uvarintLen(n uint64) int {
+	k := 1
+	for ; n >= 0x80; n >>= 7 {
+		k++
+	}
+	return k
 }
 
 func (d *decoder) byte() byte {
@@ -148,7 +158,7 @@ func (d *decoder) byte() byte {
 
 func (d *decoder) varint() int64 {
 	n, k := binary.Varint(d.b)
-	if k <= 0 {
+	if k <= 0 || k != uvarintLen(uint64(n)<<1^uint64(n>>63)) {
 		d.fail("integer")
 		return 0
 	}

@@ -25,6 +25,10 @@ const childEnv = "TOLLGATE_LEDGER_TEST_CHILD_DB"
 // TestStoreSharedAcrossProcesses: a real second process, with its own SQLite
 // library state and file locks, like `tollgate usage` next to `tollgate dev`.
 func TestMain(m *testing.M) {
+	if url := os.Getenv(writerChildEnv); url != "" {
+		writerChild(url, os.Getenv(writerChildSpoolEnv))
+		return
+	}
 	if path := os.Getenv(childEnv); path != "" {
 		if err := child(path); err != nil {
 			fmt.Fprintln(os.Stderr, "child:", err)

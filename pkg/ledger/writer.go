@@ -22,7 +22,7 @@ var ErrClosed = errors.New("ledger: writer closed")
 // WriterOptions tune a [Writer]. Zero fields take the defaults.
 type WriterOptions struct {
 	// BatchSize is how many spooled records trigger a flush, and the most
-	// one store transaction takes. Default 512.
+	// one store transaction takes. Default 1024.
 	BatchSize int
 	// FlushInterval is the longest a record waits in the spool for a flush
 	// while the store is healthy. Default 50ms.
@@ -41,7 +41,7 @@ type WriterOptions struct {
 
 func (o WriterOptions) withDefaults() WriterOptions {
 	if o.BatchSize <= 0 {
-		o.BatchSize = 512
+		o.BatchSize = 1024
 	}
 	if o.FlushInterval <= 0 {
 		o.FlushInterval = 50 * time.Millisecond

@@ -151,7 +151,7 @@ func TestWriterFlushTriggers(t *testing.T) {
 
 func TestWriterDefaults(t *testing.T) {
 	got := WriterOptions{}.withDefaults()
-	want := WriterOptions{BatchSize: 512, FlushInterval: 50 * time.Millisecond, SyncInterval: 100 * time.Millisecond, SegmentSize: 8 << 20}
+	want := WriterOptions{BatchSize: 1024, FlushInterval: 50 * time.Millisecond, SyncInterval: 100 * time.Millisecond, SegmentSize: 8 << 20}
 	if got.BatchSize != want.BatchSize || got.FlushInterval != want.FlushInterval || got.SyncInterval != want.SyncInterval || got.SegmentSize != want.SegmentSize {
 		t.Errorf("defaults %+v, want %+v", got, want)
 	}
