@@ -40,6 +40,8 @@ type serveConfig struct {
 	// MetricsListen serves Prometheus metrics at /metrics; empty: off.
 	MetricsListen string          `yaml:"metrics_listen"`
 	Telemetry     telemetryConfig `yaml:"telemetry"`
+	// AdminListen serves the admin API (docs/admin.md); empty: off.
+	AdminListen string `yaml:"admin_listen"`
 }
 
 type limitsConfig struct {
@@ -187,7 +189,7 @@ with the signing key kept in the data dir (mint them with ` + "`tollgate token m
 				}
 			}
 			return runServe(cmd.Context(), listeners{http: listen, grpc: grpcListen, socket: grpcSocket,
-				metrics: pick("metrics-listen", cfg.MetricsListen, "")}, stackOptions{
+				metrics: pick("metrics-listen", cfg.MetricsListen, ""), admin: pick("admin-listen", cfg.AdminListen, "")}, stackOptions{
 				dataDir: dataDir, catalogFile: catalogFile, upstreams: overrides, keys: keys,
 				allowHeaders: allow, versions: versions, maxBody: maxBody, logger: newLogger(logLevel),
 				ledgerURL: cmp.Or(os.Getenv("TOLLGATE_LEDGER_URL"), cfg.LedgerURL),
@@ -216,6 +218,7 @@ with the signing key kept in the data dir (mint them with ` + "`tollgate token m
 	f.Int64Var(&maxBody, "max-request-body", 32<<20, "largest request body accepted, in bytes (larger: 413)")
 	f.StringVar(&logLevel, "log-level", "", "debug, info, warn or error (default info)")
 	f.String("metrics-listen", "", "serve Prometheus metrics at /metrics on this address (default off)")
+	f.String("admin-listen", "", adminListenUsage)
 	f.StringVar(&debugListen, "debug-listen", "", "serve Go profiling endpoints (/debug/pprof) on this address; keep it on loopback")
 	return cmd
 }
@@ -248,6 +251,7 @@ func parseMulti(pairs []string, what string) (map[string][]string, error) {
 type listeners struct {
 	http, grpc, socket string
 	metrics            string // Prometheus /metrics; empty: off
+	admin              string // the admin API; empty: off
 }
 
 // shutdownGrace is how long requests in flight may take to finish on
@@ -277,6 +281,12 @@ func runServe(ctx context.Context, l listeners, o stackOptions) error {
 			return err
 		}
 	}
+	stopAdmin, err := startAdmin(ctx, l.admin, st, o.dataDir, o.logger)
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
+	defer stopAdmin()
 	srv := &http.Server{Handler: st.handler, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second}
 	o.logger.Info("serving", "addr", ln.Addr().String(), "data_dir", o.dataDir)
 	errc := make(chan error, 4)

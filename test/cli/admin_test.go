@@ -1,15 +1,25 @@
 package cli_test
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	pb "github.com/tollgate-dev/tollgate/proto/tollgate/v1"
@@ -245,4 +255,72 @@ func TestAdminWhileDevRuns(t *testing.T) {
 func protoEqualTotals(a, b *pb.UsageBucket) bool {
 	return a.GetRequests() == b.GetRequests() && a.GetCredits().GetMicro() == b.GetCredits().GetMicro() &&
 		a.GetTokens().GetInput() == b.GetTokens().GetInput() && a.GetTokens().GetOutput() == b.GetTokens().GetOutput()
+}
+
+// TestServeAdminAPI runs `tollgate serve` with admin_listen in its config
+// and the admin token from the environment, and uses the API as an
+// operator would: the generated gRPC client and curl-style JSON.
+func TestServeAdminAPI(t *testing.T) {
+	dir := t.TempDir()
+	addr, adminAddr := freePort(t), freePort(t)
+	cfg := filepath.Join(dir, "tollgate.yaml")
+	if err := os.WriteFile(cfg, []byte("listen: "+addr+"\nadmin_listen: "+adminAddr+"\ndata_dir: "+filepath.Join(dir, "data")+"\nlog_level: error\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const adminToken = "tgadm_from-the-environment"
+	srv := exec.Command(harness.Binary(t), "serve", "--config", cfg)
+	srv.Env = append(harness.CleanEnv(), "TOLLGATE_ADMIN_TOKEN="+adminToken)
+	var stderr bytes.Buffer
+	srv.Stderr = &stderr
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// stop ends serve; its stderr may be read only after.
+	stop := sync.OnceFunc(func() { _ = srv.Process.Signal(syscall.SIGTERM); _ = srv.Wait() })
+	t.Cleanup(stop)
+
+	conn, err := grpc.NewClient(adminAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	authed := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+adminToken)
+	accounts := pb.NewAccountServiceClient(conn)
+	var created *pb.CreateAccountResponse
+	for {
+		created, err = accounts.CreateAccount(authed, &pb.CreateAccountRequest{Id: "acme", Plan: "free", Credits: "5"}, grpc.WaitForReady(true))
+		if status.Code(err) != codes.Unavailable || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil || created.GetAccount().GetBalance().GetMicro() != 5_000_000 {
+		stop()
+		t.Fatalf("gRPC CreateAccount: %v %v\n%s", created, err, stderr.String())
+	}
+	if _, err := accounts.ListAccounts(ctx, &pb.ListAccountsRequest{}); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("gRPC without a token: %v, want Unauthenticated", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "data", "admin.token")); !os.IsNotExist(err) {
+		t.Errorf("with $TOLLGATE_ADMIN_TOKEN set, serve wrote an admin.token file (%v)", err)
+	}
+
+	req, _ := http.NewRequest(http.MethodPost, "http://"+adminAddr+"/v1/accounts/acme:credit", strings.NewReader(`{"amount":"-1.25"}`))
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var credited pb.CreditResponse
+	if resp.StatusCode != http.StatusOK || protojson.Unmarshal(body, &credited) != nil || credited.GetAccount().GetBalance().GetDecimal() != "3.75" {
+		t.Fatalf("HTTP credit: %d %s", resp.StatusCode, body)
+	}
+	stop()
+	if strings.Contains(stderr.String(), adminToken) {
+		t.Errorf("serve logged the admin token:\n%s", stderr.String())
+	}
 }
