@@ -26,6 +26,7 @@ var backendTests = []struct {
 	{"Summarize", testSummarize},
 	{"Outage", testOutage},
 	{"Kill", testKill},
+	{"ConcurrentWriters", testConcurrentWriters},
 }
 
 // TestBackends runs backendTests on SQLite and on PostgreSQL; the

@@ -2,6 +2,9 @@ package ledger
 
 import (
 	"bytes"
+	"encoding/binary"
+	"errors"
+	"hash/crc32"
 	"testing"
 	"time"
 
@@ -39,4 +42,35 @@ func FuzzSpool(f *testing.F) {
 			t.Fatalf("records re-encode to %x, want the readable prefix %x", again, b[:good])
 		}
 	})
+}
+
+// TestParseSpoolDamage checks frames whose checksum is right but whose
+// contents are not what the writer produces.
+func TestParseSpoolDamage(t *testing.T) {
+	reframe := func(payload []byte) []byte {
+		b := make([]byte, frameHeader, frameHeader+len(payload))
+		binary.LittleEndian.PutUint32(b, uint32(len(payload)))
+		binary.LittleEndian.PutUint32(b[4:], crc32.Checksum(payload, castagnoli))
+		return append(b, payload...)
+	}
+	good := appendFrame(nil, recN(1)) // TTFT 0: the last byte is varint 0
+	payload := good[frameHeader:]
+	tests := []struct {
+		name    string
+		payload []byte
+	}{
+		{"overlong varint", append(append([]byte(nil), payload[:len(payload)-1]...), 0x80, 0x00)},
+		{"trailing byte", append(append([]byte(nil), payload...), 0)},
+		{"short", payload[:len(payload)-1]},
+		{"version 2", append([]byte{2}, payload[1:]...)},
+		{"invalid record", appendFrame(nil, usage.Record{RequestID: "", Time: time.Unix(1, 0)})[frameHeader:]},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			recs, n, err := parseSpool(append(append([]byte(nil), good...), reframe(tt.payload)...))
+			if len(recs) != 1 || n != len(good) || !errors.Is(err, errDamaged) {
+				t.Errorf("parseSpool = %d records, %d good bytes, %v; want 1, %d, a damaged record", len(recs), n, err, len(good))
+			}
+		})
+	}
 }
