@@ -1,0 +1,110 @@
+package envoysim
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc/codes"
+)
+
+// authzNamespace is where ext_authz dynamic metadata lands.
+const authzNamespace = "envoy.filters.http.ext_authz"
+
+// authorize is the ext_authz filter (doc §7): one Check per request; OK
+// applies ok_response, anything else is a denial, and a transport failure
+// is an error that failure_mode_allow decides.
+func (rq *request) authorize() *localReply {
+	cfg := rq.p.cfg.extAuthz
+	h := rq.reqHeaders
+	get := func(k string) string { v, _ := h.Get(k); return v }
+	httpReq := &authv3.AttributeContext_HttpRequest{
+		Id: get("x-request-id"), Method: get(":method"), Path: get(":path"), Host: get(":authority"),
+		Scheme: "http", Protocol: "HTTP/1.1", Size: rq.r.ContentLength,
+	}
+	if cfg.GetEncodeRawHeaders() {
+		httpReq.HeaderMap = h.headerMap()
+	} else {
+		httpReq.Headers = map[string]string{}
+		for _, x := range h {
+			v := strings.ToValidUTF8(x.Value, "!")
+			if old, ok := httpReq.Headers[x.Key]; ok {
+				v = old + "," + v
+			}
+			httpReq.Headers[x.Key] = v
+		}
+	}
+	timeout := 200 * time.Millisecond
+	if t := cfg.GetGrpcService().GetTimeout(); t != nil {
+		timeout = t.AsDuration()
+	}
+	ctx, cancel := context.WithTimeout(rq.ctx, timeout)
+	defer cancel()
+	resp, err := rq.p.authClient.Check(ctx, &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		Request: &authv3.AttributeContext_Request{Http: httpReq},
+	}})
+	if err == nil && resp.GetErrorResponse() != nil {
+		err = context.DeadlineExceeded // an error response counts as an authz error
+	}
+	if err != nil {
+		rq.p.count("ext_authz_error")
+		if cfg.GetFailureModeAllow() {
+			rq.p.count("ext_authz_failure_mode_allowed")
+			if cfg.GetFailureModeAllowHeaderAdd() {
+				rq.reqHeaders.set("x-envoy-auth-failure-mode-allowed", "true")
+			}
+			return nil
+		}
+		st := http.StatusForbidden
+		if c := cfg.GetStatusOnError().GetCode(); c != 0 {
+			st = int(c)
+		}
+		return &localReply{status: st, details: "ext_authz_error"}
+	}
+	if resp.GetDynamicMetadata() != nil {
+		rq.rec.setMetadata(authzNamespace, resp.GetDynamicMetadata())
+	}
+	if codes.Code(resp.GetStatus().GetCode()) != codes.OK {
+		rq.p.count("ext_authz_denied")
+		d := resp.GetDeniedResponse()
+		lr := &localReply{status: http.StatusForbidden, details: "ext_authz_denied", body: []byte(d.GetBody())}
+		if c := d.GetStatus().GetCode(); c != 0 {
+			lr.status = int(c)
+		}
+		if len(lr.body) > 0 {
+			lr.header = Headers{{"content-type", "text/plain"}}
+		}
+		applyAuthzHeaders(&lr.header, d.GetHeaders())
+		return lr
+	}
+	ok := resp.GetOkResponse()
+	for _, k := range ok.GetHeadersToRemove() {
+		k = strings.ToLower(k)
+		if k == "host" || strings.HasPrefix(k, ":") {
+			continue
+		}
+		rq.reqHeaders.del(k)
+	}
+	applyAuthzHeaders(&rq.reqHeaders, ok.GetHeaders())
+	return nil
+}
+
+// applyAuthzHeaders sets headers from ext_authz, which reads value, not
+// raw_value; append defaults to false (set or overwrite).
+func applyAuthzHeaders(h *Headers, opts []*corev3.HeaderValueOption) {
+	for _, o := range opts {
+		k := strings.ToLower(o.GetHeader().GetKey())
+		v := o.GetHeader().GetValue()
+		if k == "" {
+			continue
+		}
+		if appendFlag(o).GetValue() {
+			*h = append(*h, Header{k, v})
+		} else {
+			h.set(k, v)
+		}
+	}
+}

@@ -1,0 +1,225 @@
+// Package envoysim stands in for Envoy in tests: an HTTP proxy on loopback
+// that runs every request through the Tollgate processor over real gRPC,
+// the way Envoy's ext_proc (and ext_authz) filters do, configured from the
+// very bootstrap objects sidecar.Bootstrap builds for the real sidecar. It
+// follows docs/envoy-extproc.md §5; docs/envoy.md says what it does not
+// reproduce.
+package envoysim
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+
+	"github.com/tollgate-dev/tollgate/sidecar"
+)
+
+// Options are what a test chooses beyond the bootstrap: where the clusters
+// really are, how bodies are chunked, and the switches for behaviour that
+// differs between Envoy versions or runtime flags.
+type Options struct {
+	// Upstreams replaces a cluster's endpoints with a plain-HTTP address
+	// (host:port): test upstreams have no provider certificate.
+	Upstreams map[string]string
+	// Clock makes the message timers (default: the wall clock).
+	Clock Clock
+	// RequestChunks and ResponseChunks make a chunk plan per request
+	// (default Natural).
+	RequestChunks, ResponseChunks func() ChunkPlan
+	// EmptyFinalChunk ends a streamed body with an empty chunk carrying
+	// end_of_stream, as HTTP/1 chunked upstreams commonly produce.
+	EmptyFinalChunk bool
+	// GracefulClose half-closes the gRPC stream and waits for the server's
+	// status (runtime flag ext_proc_graceful_grpc_close); the default
+	// half-closes and resets at once, the stricter case for a server.
+	GracefulClose bool
+	// SpuriousFailOpen turns runtime flag ext_proc_fail_close_spurious_resp
+	// off: a spurious reply is then ignored and the request continues
+	// unprocessed.
+	SpuriousFailOpen bool
+	// HonourAppendAction reads append_action when append is unset (Envoy's
+	// ext_proc ignores it; a future version may not).
+	HonourAppendAction bool
+	// KeepTrace records every ProcessingRequest and ProcessingResponse.
+	KeepTrace bool
+	// NoRecords keeps no per-request records (long load runs).
+	NoRecords bool
+}
+
+// route is one compiled route of the bootstrap's route table.
+type route struct {
+	name          string
+	prefix, path  string
+	cluster       string
+	hostRewrite   string
+	prefixRewrite string
+	timeout       time.Duration // 0: none
+	extProc       *extprocv3.ExtProcPerRoute
+	extAuthz      *extauthzv3.ExtAuthzPerRoute
+	direct        *routev3.DirectResponseAction
+}
+
+func (r *route) matches(path string) bool {
+	p, _, _ := strings.Cut(path, "?")
+	if r.path != "" {
+		return p == r.path
+	}
+	return strings.HasPrefix(p, r.prefix)
+}
+
+// rewritePath applies the route's prefix_rewrite the way Envoy's router
+// does: it replaces as many leading bytes as the matched prefix has, on
+// whatever the path is by then.
+func (r *route) rewritePath(path string) string {
+	if r.prefixRewrite == "" {
+		return path
+	}
+	n := len(r.prefix)
+	if r.path != "" {
+		n = len(r.path)
+	}
+	if n > len(path) {
+		n = len(path)
+	}
+	return r.prefixRewrite + path[n:]
+}
+
+// config is what the simulator reads from a bootstrap.
+type config struct {
+	listen        string
+	bufferLimit   int
+	routes        []*route
+	extProc       *extprocv3.ExternalProcessor
+	extAuthz      *extauthzv3.ExtAuthz
+	suppressEnvoy bool
+	processor     string // gRPC target of the processor cluster
+	authz         string // gRPC target of ext_authz's cluster
+	upstreams     map[string]string
+	respLimit     map[string]int
+}
+
+// defaultBufferLimit is Envoy's per-connection buffer default.
+const defaultBufferLimit = 1 << 20
+
+func readConfig(b *bootstrapv3.Bootstrap, o Options) (*config, error) {
+	in, err := sidecar.ParseIngress(b)
+	if err != nil {
+		return nil, err
+	}
+	sa := in.ListenAddress()
+	c := &config{
+		listen:      net.JoinHostPort(sa.GetAddress(), strconv.Itoa(int(sa.GetPortValue()))),
+		bufferLimit: defaultBufferLimit,
+		extProc:     in.ExtProc,
+		extAuthz:    in.ExtAuthz,
+		upstreams:   map[string]string{},
+		respLimit:   map[string]int{},
+	}
+	if l := in.Listener.GetPerConnectionBufferLimitBytes(); l != nil {
+		c.bufferLimit = int(l.GetValue())
+	}
+	seenProc := false
+	for _, f := range in.Filters {
+		switch cfg := f.Config.(type) {
+		case *extprocv3.ExternalProcessor:
+			seenProc = true
+		case *extauthzv3.ExtAuthz:
+			if seenProc {
+				return nil, fmt.Errorf("ext_authz after ext_proc: not simulated")
+			}
+		case *routerv3.Router:
+			c.suppressEnvoy = cfg.GetSuppressEnvoyHeaders()
+		default:
+			return nil, fmt.Errorf("http filter %q (%T): not simulated", f.Name, cfg)
+		}
+	}
+	if c.extProc != nil {
+		if c.processor, err = grpcTarget(in, c.extProc.GetGrpcService()); err != nil {
+			return nil, fmt.Errorf("ext_proc: %w", err)
+		}
+	}
+	if c.extAuthz != nil {
+		if c.authz, err = grpcTarget(in, c.extAuthz.GetGrpcService()); err != nil {
+			return nil, fmt.Errorf("ext_authz: %w", err)
+		}
+	}
+	for _, vh := range in.Routes.GetVirtualHosts() {
+		for _, r := range vh.GetRoutes() {
+			cr := &route{name: r.GetName(), prefix: r.GetMatch().GetPrefix(), path: r.GetMatch().GetPath()}
+			if cr.prefix == "" && cr.path == "" {
+				return nil, fmt.Errorf("route %q: only prefix and path matches are simulated", r.GetName())
+			}
+			if cr.extProc, err = sidecar.ExtProcPerRoute(vh, r); err != nil {
+				return nil, err
+			}
+			if cr.extAuthz, err = sidecar.ExtAuthzPerRoute(vh, r); err != nil {
+				return nil, err
+			}
+			cr.direct = r.GetDirectResponse()
+			if ra := r.GetRoute(); ra != nil {
+				cr.cluster = ra.GetCluster()
+				cr.hostRewrite = ra.GetHostRewriteLiteral()
+				cr.prefixRewrite = ra.GetPrefixRewrite()
+				cr.timeout = 15 * time.Second // Envoy's default route timeout
+				if ra.GetTimeout() != nil {
+					cr.timeout = ra.GetTimeout().AsDuration()
+				}
+				if _, ok := in.Clusters[cr.cluster]; !ok {
+					return nil, fmt.Errorf("route %q: cluster %q is not defined", r.GetName(), cr.cluster)
+				}
+			}
+			c.routes = append(c.routes, cr)
+		}
+	}
+	for name, cl := range in.Clusters {
+		if addr, ok := o.Upstreams[name]; ok {
+			c.upstreams[name] = addr
+		} else if a, err := in.Endpoint(name); err == nil {
+			c.upstreams[name] = target(a)
+		}
+		c.respLimit[name] = defaultBufferLimit
+		if l := cl.GetPerConnectionBufferLimitBytes(); l != nil {
+			c.respLimit[name] = int(l.GetValue())
+		}
+	}
+	return c, nil
+}
+
+func grpcTarget(in *sidecar.Ingress, gs *corev3.GrpcService) (string, error) {
+	name := gs.GetEnvoyGrpc().GetClusterName()
+	if name == "" {
+		return "", fmt.Errorf("only envoy_grpc services are simulated")
+	}
+	a, err := in.Endpoint(name)
+	if err != nil {
+		return "", err
+	}
+	return target(a), nil
+}
+
+// target is a dialable form of an Envoy address: host:port, or unix:PATH.
+func target(a *corev3.Address) string {
+	if p := a.GetPipe(); p != nil {
+		return "unix:" + p.GetPath()
+	}
+	sa := a.GetSocketAddress()
+	return net.JoinHostPort(sa.GetAddress(), strconv.Itoa(int(sa.GetPortValue())))
+}
+
+func (c *config) match(path string) *route {
+	for _, r := range c.routes {
+		if r.matches(path) {
+			return r
+		}
+	}
+	return nil
+}

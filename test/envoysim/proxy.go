@@ -1,0 +1,965 @@
+package envoysim
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	extprocfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"github.com/google/uuid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/tollgate-dev/tollgate/sidecar"
+)
+
+// Proxy is the simulated sidecar: it listens where the bootstrap's ingress
+// listener does and runs each request through the filters it configures.
+type Proxy struct {
+	cfg        *config
+	opts       Options
+	clock      Clock
+	conns      []*grpc.ClientConn
+	procClient extprocv3.ExternalProcessorClient
+	authClient authv3.AuthorizationClient
+	transport  *http.Transport
+	srv        *http.Server
+	ln         net.Listener
+
+	mu         sync.Mutex
+	counters   map[string]int64
+	records    []*Record
+	finished   int
+	recorded   chan struct{} // closed and replaced when a request finishes
+	violations []string
+}
+
+// Start reads the bootstrap, dials the processor cluster and listens on the
+// bootstrap's ingress address.
+func Start(b *bootstrapv3.Bootstrap, opts Options) (*Proxy, error) {
+	cfg, err := readConfig(b, opts)
+	if err != nil {
+		return nil, fmt.Errorf("envoysim: %w", err)
+	}
+	p := &Proxy{cfg: cfg, opts: opts, clock: opts.Clock, counters: map[string]int64{}, recorded: make(chan struct{})}
+	if p.clock == nil {
+		p.clock = realClock{}
+	}
+	if p.opts.RequestChunks == nil {
+		p.opts.RequestChunks = func() ChunkPlan { return Natural{} }
+	}
+	if p.opts.ResponseChunks == nil {
+		p.opts.ResponseChunks = func() ChunkPlan { return Natural{} }
+	}
+	dial := func(target string) (*grpc.ClientConn, error) {
+		// Envoy sends the cluster name as :authority and takes replies of
+		// any size.
+		c, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithAuthority(sidecar.ProcessorCluster),
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(1<<30), grpc.MaxCallSendMsgSize(1<<30)))
+		if err != nil {
+			return nil, fmt.Errorf("envoysim: dial %s: %w", target, err)
+		}
+		p.conns = append(p.conns, c)
+		return c, nil
+	}
+	if cfg.extProc != nil {
+		c, err := dial(cfg.processor)
+		if err != nil {
+			return nil, err
+		}
+		p.procClient = extprocv3.NewExternalProcessorClient(c)
+	}
+	if cfg.extAuthz != nil {
+		c, err := dial(cfg.authz)
+		if err != nil {
+			p.Close()
+			return nil, err
+		}
+		p.authClient = authv3.NewAuthorizationClient(c)
+	}
+	p.transport = &http.Transport{
+		Proxy:               nil,
+		DisableCompression:  true,
+		MaxIdleConnsPerHost: 1024,
+		IdleConnTimeout:     time.Minute,
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+	}
+	ln, err := net.Listen("tcp", cfg.listen)
+	if err != nil {
+		p.Close()
+		return nil, fmt.Errorf("envoysim: listen %s: %w", cfg.listen, err)
+	}
+	p.ln = ln
+	p.srv = &http.Server{Handler: p, ReadHeaderTimeout: 30 * time.Second}
+	go func() { _ = p.srv.Serve(ln) }()
+	return p, nil
+}
+
+// URL is the listener's base URL.
+func (p *Proxy) URL() string { return "http://" + p.ln.Addr().String() }
+
+// Close stops listening and drops the connections.
+func (p *Proxy) Close() {
+	if p.srv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = p.srv.Shutdown(ctx)
+		cancel()
+	}
+	for _, c := range p.conns {
+		_ = c.Close()
+	}
+	if p.transport != nil {
+		p.transport.CloseIdleConnections()
+	}
+}
+
+// Counter is an Envoy-style stat (spurious_msgs_received,
+// rejected_header_mutations, message_timeouts, clear_route_cache_ignored,
+// failure_mode_allowed, streams_started, streams_closed, ...).
+func (p *Proxy) Counter(name string) int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.counters[name]
+}
+
+// Records are the finished requests, in completion order.
+func (p *Proxy) Records() []*Record {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]*Record(nil), p.records...)
+}
+
+// Await returns the records once n requests have finished (a client can
+// read a whole response before the proxy's handler has returned).
+func (p *Proxy) Await(ctx context.Context, n int) ([]*Record, error) {
+	for {
+		p.mu.Lock()
+		done, ch := p.finished, p.recorded
+		recs := append([]*Record(nil), p.records...)
+		p.mu.Unlock()
+		if done >= n {
+			return recs, nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return recs, fmt.Errorf("envoysim: %d of %d requests finished: %w", done, n, ctx.Err())
+		}
+	}
+}
+
+// Finished is how many requests have finished.
+func (p *Proxy) Finished() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.finished
+}
+
+// Violations are what real Envoy accepts but that signals a processor
+// bug (strict mode): tests fail on any.
+func (p *Proxy) Violations() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.violations...)
+}
+
+func (p *Proxy) count(name string) { p.add(name, 1) }
+
+func (p *Proxy) add(name string, n int) {
+	if n == 0 {
+		return
+	}
+	p.mu.Lock()
+	p.counters[name] += int64(n)
+	p.mu.Unlock()
+}
+
+// Record is what one request did.
+type Record struct {
+	RequestID string
+	Route     string
+	Cluster   string
+	// Upstream is the request the upstream received; nil if none went.
+	Upstream *UpstreamRequest
+	// Status is what the client got (0 after a reset before headers).
+	Status int
+	// Details is the local reply's %RESPONSE_CODE_DETAILS%.
+	Details string
+	// Flags like Envoy's %RESPONSE_FLAGS% (NR, UF, UH, UR for a reset).
+	Flags string
+	// Reset: the client's stream was reset.
+	Reset    bool
+	Metadata map[string]*structpb.Struct
+	// Trace holds every message on the ext_proc stream, in order, when
+	// Options.KeepTrace is set.
+	Trace []TraceEntry
+
+	mu sync.Mutex
+}
+
+// UpstreamRequest is the request as the router forwarded it.
+type UpstreamRequest struct {
+	Method, Path, Host string
+	Header             Headers
+	Body               []byte
+}
+
+// TraceEntry is one ext_proc message.
+type TraceEntry struct {
+	Sent bool // Envoy to processor
+	Msg  proto.Message
+}
+
+// String is the trace entry as protojson, for golden files.
+func (e TraceEntry) String() string {
+	dir := "<"
+	if e.Sent {
+		dir = ">"
+	}
+	return dir + " " + protojson.MarshalOptions{UseProtoNames: true}.Format(e.Msg)
+}
+
+func (r *Record) setMetadata(ns string, s *structpb.Struct) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.Metadata == nil {
+		r.Metadata = map[string]*structpb.Struct{}
+	}
+	r.Metadata[ns] = s
+}
+
+// request is one HTTP request through the simulated filter chain.
+type request struct {
+	p          *Proxy
+	w          http.ResponseWriter
+	r          *http.Request
+	ctx        context.Context
+	route      *route
+	f          *filter
+	reqHeaders Headers
+	rec        *Record
+	rematch    bool
+	// released[dir]: the headers of that direction have left Envoy.
+	released [2]bool
+}
+
+func (rq *request) headersSent(d direction) bool { return rq.released[d] }
+
+func (rq *request) violation(v string) {
+	rq.p.mu.Lock()
+	rq.p.violations = append(rq.p.violations, rq.rec.RequestID+": "+v)
+	rq.p.mu.Unlock()
+}
+
+func (rq *request) trace(sent bool, m proto.Message) {
+	if !rq.p.opts.KeepTrace {
+		return
+	}
+	rq.rec.mu.Lock()
+	rq.rec.Trace = append(rq.rec.Trace, TraceEntry{Sent: sent, Msg: proto.Clone(m)})
+	rq.rec.mu.Unlock()
+}
+
+// ServeHTTP runs one request.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rq := &request{p: p, w: w, r: r, ctx: r.Context(), rec: &Record{}}
+	defer func() {
+		rq.f.finish()
+		p.mu.Lock()
+		if !p.opts.NoRecords {
+			p.records = append(p.records, rq.rec)
+		}
+		p.finished++
+		close(p.recorded)
+		p.recorded = make(chan struct{})
+		p.mu.Unlock()
+		if rq.rec.Reset {
+			panic(http.ErrAbortHandler)
+		}
+	}()
+	rq.serve()
+}
+
+// requestHeaders is the header map the connection manager builds:
+// pseudo-headers (HTTP/1 Host becomes :authority, :path keeps the query),
+// then the client's headers, plus x-request-id and x-forwarded-proto.
+func requestHeaders(r *http.Request) Headers {
+	h := Headers{{":authority", r.Host}, {":path", r.RequestURI}, {":method", r.Method}, {":scheme", "http"}}
+	h = append(h, fromHTTP(r.Header)...)
+	if r.ContentLength > 0 && !h.has("content-length") {
+		h = append(h, Header{"content-length", strconv.FormatInt(r.ContentLength, 10)})
+	}
+	if len(r.TransferEncoding) > 0 {
+		h = append(h, Header{"transfer-encoding", strings.Join(r.TransferEncoding, ",")})
+	}
+	if !h.has("x-request-id") {
+		h = append(h, Header{"x-request-id", uuid.NewString()})
+	}
+	h.set("x-forwarded-proto", "http")
+	return h
+}
+
+// forwarded applies forward_rules to the headers sent to the processor.
+func (f *filter) forwarded(h Headers) Headers {
+	fr := f.cfg.GetForwardRules()
+	if fr == nil {
+		return h
+	}
+	var out Headers
+	for _, x := range h {
+		if fr.GetAllowedHeaders() != nil && !matchAny(fr.GetAllowedHeaders(), x.Key) {
+			continue
+		}
+		if matchAny(fr.GetDisallowedHeaders(), x.Key) {
+			continue
+		}
+		out = append(out, x)
+	}
+	return out
+}
+
+func (rq *request) serve() {
+	p := rq.p
+	rq.reqHeaders = requestHeaders(rq.r)
+	rq.rec.RequestID, _ = rq.reqHeaders.Get("x-request-id")
+	path, _ := rq.reqHeaders.Get(":path")
+	rq.route = p.cfg.match(path)
+	if rq.route != nil {
+		rq.rec.Route, rq.rec.Cluster = rq.route.name, rq.route.cluster
+	}
+	if p.cfg.extAuthz != nil && (rq.route == nil || !rq.route.extAuthz.GetDisabled()) {
+		if lr := rq.authorize(); lr != nil {
+			rq.writeLocal(lr)
+			return
+		}
+	}
+	if p.cfg.extProc != nil {
+		var per *extprocfilterv3.ExtProcPerRoute
+		if rq.route != nil {
+			per = rq.route.extProc
+		}
+		f, err := newFilter(rq, p.cfg.extProc, per)
+		if err != nil {
+			rq.writeLocal(&localReply{status: http.StatusInternalServerError, details: "envoysim_config_" + err.Error()})
+			return
+		}
+		rq.f = f
+	}
+	body, lr := rq.decode()
+	if lr != nil {
+		rq.writeLocal(lr)
+		return
+	}
+	rq.forward(body)
+}
+
+// decode runs the request path of ext_proc and returns the body to send
+// upstream (nil reader for none).
+func (rq *request) decode() (io.Reader, *localReply) {
+	f, h := rq.f, &rq.reqHeaders
+	bodyless := rq.r.Body == nil || rq.r.Body == http.NoBody
+	var replaced []byte
+	replacedBody := false
+	if f.active(dirRequest) && f.headerMode(dirRequest) == extprocfilterv3.ProcessingMode_SEND {
+		if fl := f.send(rq.ctx, kindRequestHeaders, &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{
+			RequestHeaders: &extprocv3.HttpHeaders{Headers: f.forwarded(*h).headerMap(), EndOfStream: bodyless}}}); fl != nil {
+			if lr := f.failed(fl); lr != nil {
+				return nil, lr
+			}
+		}
+		if f.active(dirRequest) {
+			ev := f.next(rq.ctx, dirRequest, nil)
+			switch {
+			case ev.fail != nil:
+				if lr := f.failed(ev.fail); lr != nil || ev.fail.clientGone {
+					return nil, orGone(lr)
+				}
+			case ev.resp != nil:
+				if ir := ev.resp.GetImmediateResponse(); ir != nil {
+					f.metadata(ev.resp)
+					return nil, f.immediate(ir)
+				}
+				f.modeOverride(ev.resp, true)
+				f.metadata(ev.resp)
+				common := ev.resp.GetRequestHeaders().GetResponse()
+				if common.GetStatus() == extprocv3.CommonResponse_CONTINUE_AND_REPLACE {
+					f.skip[dirRequest] = true
+					if bm := common.GetBodyMutation(); bm != nil {
+						replaced, replacedBody = bm.GetBody(), true
+						h.del("content-length")
+					}
+				}
+				if err := f.applyCommon(dirRequest, h, common, true, nil); err != nil {
+					return nil, rq.mutationFailed(err)
+				}
+				if rq.rematch {
+					p, _ := h.Get(":path")
+					rq.route = rq.p.cfg.match(p)
+					if rq.route != nil {
+						rq.rec.Route, rq.rec.Cluster = rq.route.name, rq.route.cluster
+					} else {
+						rq.rec.Route, rq.rec.Cluster = "", ""
+					}
+				}
+			}
+		}
+	}
+	if f.stripsContentLength(dirRequest) && f.active(dirRequest) {
+		h.del("content-length")
+	}
+	if replacedBody {
+		_, _ = io.Copy(io.Discard, rq.r.Body)
+		return bytes.NewReader(replaced), nil
+	}
+	if bodyless {
+		return nil, nil
+	}
+	if !f.active(dirRequest) || f.bodyMode(dirRequest) == extprocfilterv3.ProcessingMode_NONE {
+		return rq.r.Body, nil
+	}
+	switch f.bodyMode(dirRequest) {
+	case extprocfilterv3.ProcessingMode_BUFFERED, extprocfilterv3.ProcessingMode_BUFFERED_PARTIAL:
+		partial := f.bodyMode(dirRequest) == extprocfilterv3.ProcessingMode_BUFFERED_PARTIAL
+		limit := rq.p.cfg.bufferLimit
+		buf, err := io.ReadAll(io.LimitReader(rq.r.Body, int64(limit)+1))
+		if err != nil {
+			return nil, &localReply{details: "downstream_remote_disconnect"}
+		}
+		var rest io.Reader
+		eos := true
+		if len(buf) > limit {
+			if !partial {
+				return nil, &localReply{status: http.StatusRequestEntityTooLarge, details: "request_payload_too_large",
+					header: Headers{{"content-type", "text/plain"}}, body: []byte("Payload Too Large")}
+			}
+			rest = io.MultiReader(bytes.NewReader(buf[limit:]), rq.r.Body)
+			buf, eos = buf[:limit], false
+		}
+		out, lr := rq.bodyRoundTrip(dirRequest, kindRequestBody, buf, eos, h)
+		if lr != nil {
+			return nil, lr
+		}
+		if rest != nil {
+			return io.MultiReader(bytes.NewReader(out), rest), nil
+		}
+		return bytes.NewReader(out), nil
+	case extprocfilterv3.ProcessingMode_STREAMED:
+		// One chunk at a time; the upstream gets the body once every chunk
+		// has its reply (Envoy would start forwarding sooner).
+		var out []byte
+		plan := rq.p.opts.RequestChunks()
+		all, err := io.ReadAll(rq.r.Body)
+		if err != nil {
+			return nil, &localReply{details: "downstream_remote_disconnect"}
+		}
+		for i, chunks := 0, split(all, plan); i < len(chunks); i++ {
+			if !f.active(dirRequest) {
+				out = append(out, bytes.Join(chunks[i:], nil)...)
+				break
+			}
+			o, lr := rq.bodyRoundTrip(dirRequest, kindRequestBody, chunks[i], i == len(chunks)-1, h)
+			if lr != nil {
+				return nil, lr
+			}
+			out = append(out, o...)
+		}
+		return bytes.NewReader(out), nil
+	}
+	rq.violation("request body mode " + f.bodyMode(dirRequest).String() + " is not simulated")
+	return nil, &localReply{status: http.StatusInternalServerError, details: "envoysim_unsupported_body_mode"}
+}
+
+func orGone(lr *localReply) *localReply {
+	if lr == nil {
+		return &localReply{details: "downstream_remote_disconnect"}
+	}
+	return lr
+}
+
+// split cuts a whole body by a plan (Natural and Whole: one chunk).
+func split(b []byte, plan ChunkPlan) [][]byte {
+	var out [][]byte
+	for len(b) > 0 {
+		n := plan.Next()
+		if n <= 0 || n > len(b) {
+			n = len(b)
+		}
+		out = append(out, b[:n])
+		b = b[n:]
+	}
+	if len(out) == 0 {
+		out = append(out, nil)
+	}
+	return out
+}
+
+// bodyRoundTrip sends one body message with the headers still held and
+// applies its reply with buffered semantics.
+func (rq *request) bodyRoundTrip(d direction, kind msgKind, data []byte, eos bool, h *Headers) ([]byte, *localReply) {
+	f := rq.f
+	msg := &extprocv3.HttpBody{Body: data, EndOfStream: eos}
+	req := &extprocv3.ProcessingRequest{}
+	if d == dirRequest {
+		req.Request = &extprocv3.ProcessingRequest_RequestBody{RequestBody: msg}
+	} else {
+		req.Request = &extprocv3.ProcessingRequest_ResponseBody{ResponseBody: msg}
+	}
+	if fl := f.send(rq.ctx, kind, req); fl != nil {
+		if lr := f.failed(fl); lr != nil {
+			return nil, lr
+		}
+		return data, nil
+	}
+	ev := f.next(rq.ctx, d, nil)
+	switch {
+	case ev.fail != nil:
+		if lr := f.failed(ev.fail); lr != nil || ev.fail.clientGone {
+			return nil, orGone(lr)
+		}
+		return data, nil
+	case ev.closed:
+		return data, nil
+	}
+	if ir := ev.resp.GetImmediateResponse(); ir != nil {
+		f.metadata(ev.resp)
+		return nil, f.immediate(ir)
+	}
+	if ev.resp.GetModeOverride() != nil {
+		rq.violation("mode_override in a body reply is ignored")
+	}
+	f.metadata(ev.resp)
+	common := ev.resp.GetRequestBody().GetResponse()
+	if d == dirResponse {
+		common = ev.resp.GetResponseBody().GetResponse()
+	}
+	out := data
+	if err := f.applyCommon(d, h, common, false, &out); err != nil {
+		return nil, rq.mutationFailed(err)
+	}
+	return out, nil
+}
+
+func (rq *request) mutationFailed(err error) *localReply {
+	rq.violation("mutation error: " + err.Error())
+	st := rq.f.statusOnError()
+	rq.f.finish()
+	return &localReply{status: st, details: "ext_proc_error_mutation_failed"}
+}
+
+// hopByHop are the headers Envoy's codec does not forward.
+var hopByHop = map[string]bool{"connection": true, "keep-alive": true, "proxy-connection": true, "transfer-encoding": true, "upgrade": true, "te": true}
+
+// forward is the router: it sends the request to the route's cluster and
+// runs the response through the response path.
+func (rq *request) forward(body io.Reader) {
+	p, h := rq.p, rq.reqHeaders
+	rq.released[dirRequest] = true
+	if rq.route == nil {
+		rq.rec.Flags = "NR"
+		rq.encode(synthetic(http.StatusNotFound, nil), "route_not_found")
+		return
+	}
+	if d := rq.route.direct; d != nil {
+		rq.encode(synthetic(int(d.GetStatus()), []byte(d.GetBody().GetInlineString())), "direct_response")
+		return
+	}
+	addr, ok := p.cfg.upstreams[rq.route.cluster]
+	if !ok {
+		rq.rec.Flags = "UH"
+		rq.encode(synthetic(http.StatusServiceUnavailable, []byte("no healthy upstream")), "no_healthy_upstream")
+		return
+	}
+	method, _ := h.Get(":method")
+	path, _ := h.Get(":path")
+	path = rq.route.rewritePath(path)
+	host, _ := h.Get(":authority")
+	if rq.route.hostRewrite != "" {
+		host = rq.route.hostRewrite
+	}
+	var captured bytes.Buffer
+	if body != nil {
+		body = io.TeeReader(body, &captured)
+	}
+	ctx := rq.ctx
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, body)
+	if err != nil {
+		rq.encode(synthetic(http.StatusBadRequest, nil), "envoysim_bad_request")
+		return
+	}
+	req.Host = host
+	req.Header = http.Header{"User-Agent": nil} // no Go default user agent
+	for _, x := range h {
+		if strings.HasPrefix(x.Key, ":") || hopByHop[x.Key] || x.Key == "content-length" {
+			continue
+		}
+		k := http.CanonicalHeaderKey(x.Key)
+		req.Header[k] = append(req.Header[k], x.Value)
+	}
+	if !p.cfg.suppressEnvoy && rq.route.timeout > 0 {
+		req.Header.Set("X-Envoy-Expected-Rq-Timeout-Ms", strconv.FormatInt(rq.route.timeout.Milliseconds(), 10))
+	}
+	if cl, ok := h.Get("content-length"); ok {
+		req.ContentLength, _ = strconv.ParseInt(cl, 10, 64)
+	} else if r, ok := body.(interface{ Len() int }); ok {
+		req.ContentLength = int64(r.Len())
+	} else if body != nil {
+		req.ContentLength = -1
+	}
+	if body == nil {
+		req.Body = nil
+		req.ContentLength = 0
+	}
+	if rq.route.timeout > 0 {
+		c, cancel := context.WithTimeout(ctx, rq.route.timeout)
+		defer cancel()
+		req = req.WithContext(c)
+	}
+	up := &UpstreamRequest{Method: method, Path: path, Host: host}
+	for _, x := range h {
+		if !strings.HasPrefix(x.Key, ":") {
+			up.Header = append(up.Header, x)
+		}
+	}
+	resp, err := p.transport.RoundTrip(req)
+	up.Body = captured.Bytes()
+	rq.rec.Upstream = up
+	if err != nil {
+		if rq.ctx.Err() != nil {
+			rq.rec.Details = "downstream_remote_disconnect"
+			return
+		}
+		rq.rec.Flags = "UF"
+		rq.encode(synthetic(http.StatusServiceUnavailable, []byte("upstream connect error or disconnect/reset before headers")),
+			"upstream_reset_before_response_started")
+		return
+	}
+	defer resp.Body.Close()
+	rq.encode(resp, "via_upstream")
+}
+
+// synthetic is a response the router makes itself; it takes the response
+// path like any other.
+func synthetic(status int, body []byte) *http.Response {
+	h := http.Header{"Content-Length": {strconv.Itoa(len(body))}}
+	if len(body) > 0 {
+		h.Set("Content-Type", "text/plain")
+	}
+	return &http.Response{StatusCode: status, Header: h, ContentLength: int64(len(body)), Body: io.NopCloser(bytes.NewReader(body))}
+}
+
+// encode runs the response path and writes the response downstream.
+func (rq *request) encode(resp *http.Response, details string) {
+	f := rq.f
+	rq.rec.Details = details
+	h := append(Headers{{":status", strconv.Itoa(resp.StatusCode)}}, fromHTTP(resp.Header)...)
+	eos := resp.ContentLength == 0 || resp.Body == nil || resp.Body == http.NoBody
+	if f.active(dirResponse) && f.headerMode(dirResponse) == extprocfilterv3.ProcessingMode_SEND {
+		if fl := f.send(rq.ctx, kindResponseHeaders, &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseHeaders{
+			ResponseHeaders: &extprocv3.HttpHeaders{Headers: f.forwarded(h).headerMap(), EndOfStream: eos}}}); fl != nil {
+			if lr := f.failed(fl); lr != nil {
+				rq.writeLocal(lr)
+				return
+			}
+		}
+		if f.active(dirResponse) {
+			ev := f.next(rq.ctx, dirResponse, nil)
+			switch {
+			case ev.fail != nil:
+				if lr := f.failed(ev.fail); lr != nil {
+					rq.writeLocal(lr)
+					return
+				}
+				if ev.fail.clientGone {
+					rq.rec.Details = "downstream_remote_disconnect"
+					return
+				}
+			case ev.resp != nil:
+				if ir := ev.resp.GetImmediateResponse(); ir != nil {
+					f.metadata(ev.resp)
+					rq.writeLocal(f.immediate(ir))
+					return
+				}
+				f.modeOverride(ev.resp, true)
+				f.metadata(ev.resp)
+				if err := f.applyCommon(dirResponse, &h, ev.resp.GetResponseHeaders().GetResponse(), true, nil); err != nil {
+					rq.writeLocal(rq.mutationFailed(err))
+					return
+				}
+			}
+		}
+	}
+	if f.active(dirResponse) && f.stripsContentLength(dirResponse) {
+		h.del("content-length")
+	}
+	mode := extprocfilterv3.ProcessingMode_NONE
+	if f.active(dirResponse) && !eos {
+		mode = f.bodyMode(dirResponse)
+	}
+	switch mode {
+	case extprocfilterv3.ProcessingMode_NONE:
+		rq.writeHeaders(h)
+		rq.copyBody(resp.Body)
+	case extprocfilterv3.ProcessingMode_BUFFERED, extprocfilterv3.ProcessingMode_BUFFERED_PARTIAL:
+		limit := rq.p.cfg.respLimit[rq.route.clusterOr()]
+		buf, err := io.ReadAll(io.LimitReader(resp.Body, int64(limit)+1))
+		if err != nil {
+			rq.upstreamReset()
+			return
+		}
+		var rest io.Reader
+		eos := true
+		if len(buf) > limit {
+			if mode == extprocfilterv3.ProcessingMode_BUFFERED {
+				f.finish()
+				rq.writeLocal(&localReply{status: http.StatusInternalServerError, details: "response_payload_too_large"})
+				return
+			}
+			rest, buf, eos = resp.Body, buf[:limit], false
+		}
+		out, lr := rq.bodyRoundTrip(dirResponse, kindResponseBody, buf, eos, &h)
+		if lr != nil {
+			rq.writeLocal(lr)
+			return
+		}
+		rq.writeHeaders(h)
+		rq.write(out)
+		if rest != nil {
+			rq.copyBody(rest)
+		}
+	case extprocfilterv3.ProcessingMode_STREAMED:
+		rq.writeHeaders(h)
+		rq.stream(resp.Body, resp.ContentLength)
+	default:
+		rq.violation("response body mode " + mode.String() + " is not simulated")
+		rq.writeLocal(&localReply{status: http.StatusInternalServerError, details: "envoysim_unsupported_body_mode"})
+	}
+}
+
+func (r *route) clusterOr() string {
+	if r == nil {
+		return ""
+	}
+	return r.cluster
+}
+
+// stream is the STREAMED response engine: each chunk is sent as it
+// arrives (several may be outstanding), replies are matched FIFO, and a
+// chunk reaches the client only with its reply.
+func (rq *request) stream(body io.Reader, length int64) {
+	f := rq.f
+	chunks := make(chan chunk)
+	stop := make(chan struct{})
+	defer close(stop)
+	go readChunks(body, length, rq.p.opts.ResponseChunks(), rq.p.opts.EmptyFinalChunk, chunks, stop)
+	type queued struct {
+		data []byte
+		eos  bool
+	}
+	var queue []queued
+	in := chunks
+	for in != nil || len(queue) > 0 {
+		if !f.active(dirResponse) {
+			for _, q := range queue {
+				rq.write(q.data)
+			}
+			queue = nil
+			if in != nil {
+				for c := range in {
+					if c.err != nil {
+						rq.upstreamReset()
+						return
+					}
+					rq.write(c.data)
+				}
+			}
+			return
+		}
+		ev := f.next(rq.ctx, dirResponse, in)
+		switch {
+		case ev.gotEOF:
+			in = nil
+		case ev.fail != nil:
+			if ev.fail.clientGone {
+				rq.rec.Details = "downstream_remote_disconnect"
+				f.finish()
+				return
+			}
+			if lr := f.failed(ev.fail); lr != nil {
+				// The headers have gone: all Envoy can do is reset.
+				rq.rec.Details = lr.details
+				rq.rec.Reset = true
+				return
+			}
+		case ev.closed:
+		case ev.resp == nil:
+			c := ev.chunk
+			if c.err != nil {
+				rq.upstreamReset()
+				return
+			}
+			if fl := f.send(rq.ctx, kindResponseBody, &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseBody{
+				ResponseBody: &extprocv3.HttpBody{Body: c.data, EndOfStream: c.eos}}}); fl != nil {
+				if lr := f.failed(fl); lr != nil {
+					rq.rec.Details, rq.rec.Reset = lr.details, true
+					return
+				}
+				rq.write(c.data)
+				continue
+			}
+			queue = append(queue, queued{c.data, c.eos})
+		default:
+			if ev.resp.GetImmediateResponse() != nil {
+				f.metadata(ev.resp)
+				f.finish()
+				rq.rec.Details, rq.rec.Reset = "ext_proc_immediate_response_after_headers", true
+				return
+			}
+			if ev.resp.GetModeOverride() != nil {
+				rq.violation("mode_override in a body reply is ignored")
+			}
+			f.metadata(ev.resp)
+			q := queue[0]
+			queue = queue[1:]
+			out := q.data
+			if err := f.applyCommon(dirResponse, nil, ev.resp.GetResponseBody().GetResponse(), false, &out); err != nil {
+				rq.mutationFailed(err)
+				rq.rec.Reset = true
+				return
+			}
+			rq.write(out)
+			if q.eos {
+				f.finish()
+			}
+		}
+	}
+}
+
+// readChunks reads the upstream body and cuts it by plan. As in Envoy, a
+// body of known length ends with end_of_stream on its last bytes; a chunked
+// one (or any, with emptyFinal) ends with an empty chunk carrying it.
+func readChunks(body io.Reader, length int64, plan ChunkPlan, emptyFinal bool, out chan<- chunk, stop <-chan struct{}) {
+	defer close(out)
+	emit := func(c chunk) bool {
+		select {
+		case out <- c:
+			return true
+		case <-stop:
+			return false
+		}
+	}
+	buf := make([]byte, 32<<10)
+	var pending []byte
+	var total int64
+	want := 0 // size of the chunk being filled; 0: ask the plan
+	for {
+		n, err := body.Read(buf)
+		pending = append(pending, buf[:n]...)
+		total += int64(n)
+		if err != nil && !errors.Is(err, io.EOF) {
+			emit(chunk{err: err})
+			return
+		}
+		atEnd := err != nil || (length >= 0 && total >= length)
+		for len(pending) > 0 {
+			if want == 0 {
+				if want = plan.Next(); want == 0 {
+					want = len(pending)
+				}
+			}
+			if want < 0 || want > len(pending) {
+				if !atEnd {
+					break // wait for the bytes that fill this chunk
+				}
+				want = len(pending)
+			}
+			last := atEnd && want == len(pending) && !emptyFinal && length >= 0
+			if !emit(chunk{data: append([]byte(nil), pending[:want]...), eos: last}) || last {
+				return
+			}
+			pending, want = pending[want:], 0
+		}
+		if atEnd {
+			emit(chunk{eos: true})
+			return
+		}
+	}
+}
+
+func (rq *request) upstreamReset() {
+	rq.rec.Flags, rq.rec.Details = "UR", "upstream_reset_after_response_started"
+	rq.f.finish()
+	rq.rec.Reset = true
+}
+
+func (rq *request) writeHeaders(h Headers) {
+	st, _ := h.Get(":status")
+	code, _ := strconv.Atoi(st)
+	hh := rq.w.Header()
+	h.toHTTP(hh)
+	if _, ok := hh["Content-Type"]; !ok {
+		hh["Content-Type"] = nil // no sniffing: Envoy adds none
+	}
+	rq.w.WriteHeader(code)
+	rq.rec.Status = code
+	rq.released[dirResponse] = true
+	if fl, ok := rq.w.(http.Flusher); ok {
+		fl.Flush()
+	}
+}
+
+func (rq *request) write(b []byte) {
+	if len(b) == 0 {
+		return
+	}
+	_, _ = rq.w.Write(b)
+	if fl, ok := rq.w.(http.Flusher); ok {
+		fl.Flush()
+	}
+}
+
+func (rq *request) copyBody(r io.Reader) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := r.Read(buf)
+		rq.write(buf[:n])
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				rq.upstreamReset()
+			}
+			return
+		}
+	}
+}
+
+// writeLocal sends a local reply, or resets the stream if the response
+// headers have already gone.
+func (rq *request) writeLocal(lr *localReply) {
+	rq.rec.Details = lr.details
+	if rq.released[dirResponse] {
+		rq.rec.Reset = true
+		return
+	}
+	if lr.status == 0 {
+		// The client went away: nothing to write.
+		return
+	}
+	h := append(Headers{{":status", strconv.Itoa(lr.status)}}, lr.header...)
+	h.set("content-length", strconv.Itoa(len(lr.body)))
+	rq.writeHeaders(h)
+	rq.write(lr.body)
+}
