@@ -3,6 +3,7 @@ package ledger
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -527,3 +528,29 @@ func TestStoreSharedAcrossProcesses(t *testing.T) {
 
 // sqlHandle is the database/sql handle of a SQLite ledger.
 func sqlHandle(s *DB) *sql.DB { return s.b.(*sqliteDB).db }
+
+func TestOpenURL(t *testing.T) {
+	dir := t.TempDir()
+	for _, url := range []string{"sqlite://" + filepath.Join(dir, "a.db"), filepath.Join(dir, "b.db")} {
+		s, err := Open(t.Context(), url)
+		if err != nil {
+			t.Errorf("Open(%q): %v", url, err)
+			continue
+		}
+		s.Close()
+	}
+	for _, url := range []string{"mysql://localhost/x", "sqlite://", "postgres://user:secret@%zz"} {
+		s, err := Open(t.Context(), url)
+		if err == nil {
+			s.Close()
+			t.Errorf("Open(%q) succeeded", url)
+			continue
+		}
+		if strings.Contains(err.Error(), "secret") {
+			t.Errorf("Open(%q) error shows the password: %v", url, err)
+		}
+	}
+	if _, err := Open(t.Context(), "mysql://x"); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), `"mysql"`) {
+		t.Errorf("unknown scheme: %v, want ErrInvalid naming it", err)
+	}
+}
