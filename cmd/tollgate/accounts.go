@@ -246,7 +246,14 @@ go below zero. Flags may come before NAME or after AMOUNT.`,
 		Args: cobra.MinimumNArgs(2),
 		RunE: func(c *cobra.Command, args []string) error {
 			// Flags stop at NAME (so "-3" is an amount, not a flag); any
-			// after AMOUNT are parsed here.
+			// after AMOUNT are parsed here. A "--" a user put in out of
+			// habit is dropped.
+			if i := slices.Index(args, "--"); i >= 0 {
+				args = slices.Delete(args, i, i+1)
+			}
+			if len(args) < 2 {
+				return errors.New("want NAME AMOUNT")
+			}
 			if len(args) > 2 {
 				if err := c.Flags().Parse(args[2:]); err != nil {
 					return err

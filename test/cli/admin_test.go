@@ -58,6 +58,8 @@ func TestAccountAndProjectCommands(t *testing.T) {
 	// A negative amount is an amount, not a flag; flags may follow it.
 	must(t, "account", "credit", "acme", "-3.000001", "--note", "refund reversed", "--data-dir", dir)
 	must(t, "account", "credit", "--data-dir", dir, "acme", "0.5")
+	must(t, "account", "credit", "acme", "--", "-1", "--data-dir", dir)
+	must(t, "account", "credit", "acme", "+1", "--data-dir", dir)
 	if a := account(t, dir, "acme"); a.GetBalance().GetMicro() != 9_999_999 || a.GetBalance().GetDecimal() != "9.999999" {
 		t.Fatalf("12.5 - 3.000001 + 0.5: balance %v", a.GetBalance())
 	}
