@@ -45,7 +45,7 @@ func vals(kv ...any) map[string]any {
 
 // shared is what several replicas need.
 var shared = []any{
-	"redis.enabled", true, "redis.address", "redis.cache:6379",
+	"redis.enabled", true, "redis.url", "redis://redis.cache:6379/0",
 	"postgres.enabled", true, "postgres.existingSecret", "tollgate-pg",
 }
 
@@ -107,7 +107,19 @@ type serveConfig struct {
 	Catalog        string `json:"catalog"`
 	MaxRequestBody int64  `json:"max_request_body"`
 	LogLevel       string `json:"log_level"`
-	Providers      map[string]struct {
+	CreditsPerUSD  string `json:"credits_per_usd"`
+	Limits         struct {
+		RedisURL         string `json:"redis_url"`
+		RedisFailureMode string `json:"redis_failure_mode"`
+		MaxKeys          int    `json:"max_keys"`
+	} `json:"limits"`
+	MetricsListen string `json:"metrics_listen"`
+	Telemetry     *struct {
+		OTLPEndpoint string `json:"otlp_endpoint"`
+		OTLPInsecure bool   `json:"otlp_insecure"`
+		ServiceName  string `json:"service_name"`
+	} `json:"telemetry"`
+	Providers map[string]struct {
 		KeyFile      string   `json:"key_file"`
 		Upstream     string   `json:"upstream"`
 		AllowHeaders []string `json:"allow_headers"`
@@ -156,8 +168,8 @@ func TestRender(t *testing.T) {
 			if c.ReadinessProbe == nil || c.ReadinessProbe.HTTPGet == nil || c.ReadinessProbe.HTTPGet.Path != "/readyz" {
 				t.Errorf("readiness probe is not HTTP /readyz: %+v", c.ReadinessProbe)
 			}
-			if slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool { return strings.HasPrefix(e.Name, "OTEL_") }) {
-				t.Errorf("OTEL_ variables without otel.enabled: %v", envNames(c))
+			if cfg := readServeConfig(t, r); cfg.Telemetry != nil || cfg.MetricsListen != "0.0.0.0:9464" || cfg.CreditsPerUSD != "180" {
+				t.Errorf("telemetry %+v, metrics_listen %q, credits_per_usd %q", cfg.Telemetry, cfg.MetricsListen, cfg.CreditsPerUSD)
 			}
 			cfg := readServeConfig(t, r)
 			if cfg.Listen != "0.0.0.0:8080" || cfg.GRPCListen != "0.0.0.0:9090" || cfg.DataDir != "/var/lib/tollgate" || cfg.Catalog != "" {
@@ -241,27 +253,51 @@ func TestRender(t *testing.T) {
 				}
 			}},
 		{"redis and postgres with 3 replicas", vals(append(shared, "processor.replicas", 3,
-			"redis.existingSecret", "redis-auth", "processor.podDisruptionBudget.minAvailable", 2,
-			"processor.podDisruptionBudget.maxUnavailable", nil)...),
+			"processor.podDisruptionBudget.minAvailable", 2, "processor.podDisruptionBudget.maxUnavailable", nil)...),
 			func(t *testing.T, r *Rendered) {
 				d := one[*appsv1.Deployment](t, r, "Deployment", processorName)
 				if *d.Spec.Replicas != 3 {
 					t.Errorf("replicas = %d", *d.Spec.Replicas)
 				}
-				c := container(t, d, "processor")
-				for _, want := range []string{"TOLLGATE_REDIS_ADDR", "TOLLGATE_REDIS_PASSWORD", "TOLLGATE_POSTGRES_DSN"} {
-					if !slices.Contains(envNames(c), want) {
-						t.Errorf("env %v lacks %s", envNames(c), want)
-					}
+				cfg := readServeConfig(t, r)
+				if cfg.Limits.RedisURL != "redis://redis.cache:6379/0" || cfg.Limits.RedisFailureMode != "local" {
+					t.Errorf("limits = %+v", cfg.Limits)
 				}
+				c := container(t, d, "processor")
+				env := map[string]corev1.EnvVar{}
 				for _, e := range c.Env {
-					if e.Name == "TOLLGATE_POSTGRES_DSN" && (e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil || e.ValueFrom.SecretKeyRef.Name != "tollgate-pg") {
-						t.Errorf("DSN does not come from the Secret: %+v", e)
-					}
+					env[e.Name] = e
+				}
+				if e, ok := env["TOLLGATE_LEDGER_URL"]; !ok || e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil ||
+					e.ValueFrom.SecretKeyRef.Name != "tollgate-pg" || e.ValueFrom.SecretKeyRef.Key != "url" {
+					t.Errorf("ledger URL does not come from the Secret: %+v", e)
+				}
+				if _, ok := env["TOLLGATE_REDIS_URL"]; ok {
+					t.Errorf("TOLLGATE_REDIS_URL set although the URL is in the config")
 				}
 				pdb := one[*policyv1.PodDisruptionBudget](t, r, "PodDisruptionBudget", processorName)
 				if pdb.Spec.MinAvailable == nil || pdb.Spec.MinAvailable.IntValue() != 2 || pdb.Spec.MaxUnavailable != nil {
 					t.Errorf("PDB = %+v", pdb.Spec)
+				}
+			}},
+		{"redis URL with a password from a Secret", vals("processor.replicas", 2, "redis.enabled", true, "redis.existingSecret", "redis-url",
+			"postgres.enabled", true, "postgres.existingSecret", "pg", "postgres.urlKey", "dsn"),
+			func(t *testing.T, r *Rendered) {
+				if cfg := readServeConfig(t, r); cfg.Limits.RedisURL != "" {
+					t.Errorf("redis_url in the ConfigMap: %q", cfg.Limits.RedisURL)
+				}
+				c := container(t, one[*appsv1.Deployment](t, r, "Deployment", processorName), "processor")
+				var redis, ledger *corev1.SecretKeySelector
+				for _, e := range c.Env {
+					if e.ValueFrom != nil && e.Name == "TOLLGATE_REDIS_URL" {
+						redis = e.ValueFrom.SecretKeyRef
+					}
+					if e.ValueFrom != nil && e.Name == "TOLLGATE_LEDGER_URL" {
+						ledger = e.ValueFrom.SecretKeyRef
+					}
+				}
+				if redis == nil || redis.Name != "redis-url" || redis.Key != "url" || ledger == nil || ledger.Key != "dsn" {
+					t.Errorf("secret refs: redis %+v, ledger %+v", redis, ledger)
 				}
 			}},
 		{"HPA", vals(append(shared, "processor.autoscaling.enabled", true, "processor.autoscaling.targetMemoryUtilizationPercentage", 80)...),
@@ -357,21 +393,31 @@ func TestRender(t *testing.T) {
 				t.Errorf("strategy = %q: a rolling update would deadlock on the ReadWriteOnce claim", d.Spec.Strategy.Type)
 			}
 		}},
-		{"otel", vals("otel.enabled", true, "otel.endpoint", "http://collector.obs:4317", "otel.resourceAttributes", map[string]any{"deployment.environment": "prod"}),
+		{"otel and metrics", vals("otel.enabled", true, "otel.endpoint", "collector.obs:4317", "otel.insecure", true,
+			"metrics.scrapeAnnotations", true),
 			func(t *testing.T, r *Rendered) {
-				for _, name := range []string{processorName, injectorName} {
-					d := one[*appsv1.Deployment](t, r, "Deployment", name)
-					c := d.Spec.Template.Spec.Containers[0]
-					env := map[string]string{}
-					for _, e := range c.Env {
-						env[e.Name] = e.Value
-					}
-					if env["OTEL_EXPORTER_OTLP_ENDPOINT"] != "http://collector.obs:4317" || !strings.Contains(env["OTEL_RESOURCE_ATTRIBUTES"], "deployment.environment=prod") ||
-						!strings.HasPrefix(env["OTEL_SERVICE_NAME"], "tollgate-") {
-						t.Errorf("%s OTEL env = %v", name, env)
-					}
+				cfg := readServeConfig(t, r)
+				if tm := cfg.Telemetry; tm == nil || tm.OTLPEndpoint != "collector.obs:4317" || !tm.OTLPInsecure || tm.ServiceName != "tollgate" {
+					t.Errorf("telemetry = %+v", cfg.Telemetry)
+				}
+				d := one[*appsv1.Deployment](t, r, "Deployment", processorName)
+				if cfg.MetricsListen != "0.0.0.0:9464" || d.Spec.Template.Annotations["prometheus.io/port"] != "9464" {
+					t.Errorf("metrics_listen %q, scrape annotations %v", cfg.MetricsListen, d.Spec.Template.Annotations)
+				}
+				svc := one[*corev1.Service](t, r, "Service", processorName)
+				if !slices.ContainsFunc(svc.Spec.Ports, func(p corev1.ServicePort) bool { return p.Name == "metrics" && p.Port == 9464 }) {
+					t.Errorf("service ports = %+v", svc.Spec.Ports)
 				}
 			}},
+		{"metrics off", vals("metrics.enabled", false), func(t *testing.T, r *Rendered) {
+			if cfg := readServeConfig(t, r); cfg.MetricsListen != "" {
+				t.Errorf("metrics_listen = %q", cfg.MetricsListen)
+			}
+			svc := one[*corev1.Service](t, r, "Service", processorName)
+			if len(svc.Spec.Ports) != 2 {
+				t.Errorf("service ports = %+v", svc.Spec.Ports)
+			}
+		}},
 		{"catalog overlay", vals("processor.catalog", map[string]any{"models": []any{map[string]any{"provider": "openai", "name": "gpt-3.5-turbo", "like": "gpt-4o-mini"}}}),
 			func(t *testing.T, r *Rendered) {
 				cm := one[*corev1.ConfigMap](t, r, "ConfigMap", processorName)
@@ -535,7 +581,10 @@ func TestSchemaRejects(t *testing.T) {
 		{"envFromPolicy", vals("injector.envFromPolicy", "override"), "envFromPolicy"},
 		{"log level", vals("processor.logLevel", "verbose"), "logLevel"},
 		{"port out of range", vals("processor.ports.grpc", 70000), "grpc"},
-		{"redis address without port", vals("redis.address", "redis.cache"), "address"},
+		{"redis URL not redis://", vals("redis.url", "redis.cache:6379"), "url"},
+		{"redis URL with a password", vals("redis.url", "redis://:hunter2@redis.cache:6379/0"), "url"},
+		{"redis failure mode", vals("redis.failureMode", "open"), "failureMode"},
+		{"credits per USD", vals("processor.creditsPerUSD", "1e3"), "creditsPerUSD"},
 		{"upstream not a URL", vals("processor.providers.openai.upstream", "api.openai.com"), "upstream"},
 		{"header with a space", vals("processor.providers.openai.allowHeaders", []any{"x bad"}), "allowHeaders"},
 		{"anthropic version", vals("processor.providers.anthropic.versions", []any{"latest"}), "versions"},
@@ -544,7 +593,7 @@ func TestSchemaRejects(t *testing.T) {
 		{"token ttl", vals("injector.tokens.ttl", "30 days"), "ttl"},
 		{"image digest", vals("image.digest", "latest"), "digest"},
 		{"pull policy", vals("image.pullPolicy", "Sometimes"), "pullPolicy"},
-		{"otel protocol", vals("otel.protocol", "udp"), "protocol"},
+		{"otel endpoint", vals("otel.endpoint", "collector"), "endpoint"},
 		{"unknown catalog key", vals("processor.catalog", map[string]any{"modles": []any{}}), "modles"},
 		{"sidecar port privileged", vals("injector.sidecar.port", 80), "port"},
 		{"hpa percentage", vals("processor.autoscaling.targetCPUUtilizationPercentage", 0), "targetCPUUtilizationPercentage"},
@@ -569,10 +618,11 @@ func TestTemplateRefuses(t *testing.T) {
 		want string
 	}{
 		{"replicas without shared stores", vals("processor.replicas", 3), "needs redis.enabled and postgres.enabled"},
-		{"replicas with redis only", vals("processor.replicas", 2, "redis.enabled", true, "redis.address", "r:6379"), "needs redis.enabled and postgres.enabled"},
+		{"replicas with redis only", vals("processor.replicas", 2, "redis.enabled", true, "redis.url", "redis://r:6379"), "needs redis.enabled and postgres.enabled"},
 		{"HPA without shared stores", vals("processor.autoscaling.enabled", true), "needs redis.enabled and postgres.enabled"},
 		{"persistence with replicas", vals(append(shared, "processor.replicas", 2, "processor.persistence.enabled", true)...), "single-replica"},
-		{"redis without address", vals("redis.enabled", true), "redis.address"},
+		{"redis without URL", vals("redis.enabled", true), "redis.url or redis.existingSecret"},
+		{"redis URL twice", vals("redis.url", "redis://r:6379", "redis.existingSecret", "s"), "not both"},
 		{"postgres without secret", vals("postgres.enabled", true), "postgres.existingSecret"},
 		{"otel without endpoint", vals("otel.enabled", true), "otel.endpoint"},
 		{"existingSecret and keys", vals("providerKeys.existingSecret", "k", "providerKeys.openai", "sk-x"), "not both"},
@@ -592,7 +642,7 @@ func TestLint(t *testing.T) {
 	for _, v := range []map[string]any{
 		nil,
 		vals(append(shared, "processor.replicas", 3, "injector.certs.mode", "certManager")...),
-		vals("providerKeys.existingSecret", "keys", "otel.enabled", true, "otel.endpoint", "http://c:4317"),
+		vals("providerKeys.existingSecret", "keys", "otel.enabled", true, "otel.endpoint", "http://c:4317", "metrics.enabled", false),
 	} {
 		l := action.NewLint()
 		l.Namespace = Namespace

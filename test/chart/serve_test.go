@@ -3,6 +3,7 @@ package chart
 import (
 	"bufio"
 	"context"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -14,6 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 
@@ -108,7 +112,8 @@ func TestProcessorPodRunsTollgate(t *testing.T) {
 	for _, a := range c.Args {
 		args = append(args, remap(a))
 	}
-	args = append(args, "--listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0")
+	metricsAddr := freeAddr(t)
+	args = append(args, "--listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0", "--metrics-listen", metricsAddr)
 	env := harness.CleanEnv()
 	for _, e := range c.Env {
 		if e.ValueFrom == nil {
@@ -131,25 +136,42 @@ func TestProcessorPodRunsTollgate(t *testing.T) {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		_ = cmd.Wait()
 	}()
-	addrRE := regexp.MustCompile(`msg=serving addr=(\S+)`)
+	httpRE := regexp.MustCompile(`msg=serving addr=(\S+)`)
+	grpcRE := regexp.MustCompile(`msg="serving envoy processor" network=tcp addr=(\S+)`)
 	var log strings.Builder
-	addr := ""
+	addr, grpcAddr := "", ""
 	sc := bufio.NewScanner(stderr)
-	for sc.Scan() {
+	for (addr == "" || grpcAddr == "") && sc.Scan() {
 		log.WriteString(sc.Text() + "\n")
-		if m := addrRE.FindStringSubmatch(sc.Text()); m != nil {
+		if m := httpRE.FindStringSubmatch(sc.Text()); m != nil {
 			addr = m[1]
-			break
+		}
+		if m := grpcRE.FindStringSubmatch(sc.Text()); m != nil {
+			grpcAddr = m[1]
 		}
 	}
-	if addr == "" {
-		t.Fatalf("tollgate %v did not start serving:\n%s", args, log.String())
+	if addr == "" || grpcAddr == "" {
+		t.Fatalf("tollgate %v did not start serving HTTP and gRPC:\n%s", args, log.String())
 	}
 	go func() { // keep draining so the process never blocks on stderr
 		for sc.Scan() {
 		}
 	}()
-	for _, path := range []string{"/healthz", "/readyz"} {
+	// The probes as the kubelet runs them: gRPC health (service "") for
+	// liveness, HTTP for startup and readiness.
+	if p := c.LivenessProbe; p == nil || p.GRPC == nil || p.GRPC.Service != nil {
+		t.Fatalf("liveness probe = %+v, want gRPC health of the server", p)
+	}
+	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	hr, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil || hr.Status != healthpb.HealthCheckResponse_SERVING {
+		t.Errorf("gRPC health = %v, %v; want SERVING", hr, err)
+	}
+	for _, path := range []string{c.StartupProbe.HTTPGet.Path, c.ReadinessProbe.HTTPGet.Path} {
 		resp, err := http.Get("http://" + addr + path)
 		if err != nil {
 			t.Fatal(err)
@@ -159,6 +181,18 @@ func TestProcessorPodRunsTollgate(t *testing.T) {
 			t.Errorf("GET %s = %d", path, resp.StatusCode)
 		}
 	}
+	if p := c.Ports; !slices.ContainsFunc(p, func(p corev1.ContainerPort) bool { return p.Name == "metrics" }) {
+		t.Errorf("no metrics port in %+v", p)
+	}
+	resp, err := http.Get("http://" + metricsAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("GET /metrics = %d", resp.StatusCode)
+	}
+
 	// The rendered catalog overlay is in force: the model it adds is served
 	// to an account of the ledger in the rendered data dir.
 	db, err := ledger.OpenSQLite(ctx, filepath.Join(remap("/var/lib/tollgate"), "usage.db"))
@@ -196,4 +230,15 @@ func write(t *testing.T, path, data string) {
 	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// freeAddr is a loopback address with a port free at the time of asking.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }

@@ -93,24 +93,6 @@ caBundle, and RBAC allows exactly this name. */}}
 {{- printf "%s.%s.svc:%v" (include "tollgate.processor.fullname" .) .Release.Namespace .Values.processor.ports.grpc -}}
 {{- end -}}
 
-{{/* Standard OpenTelemetry SDK variables; the SDK reads them itself. */}}
-{{- define "tollgate.otelEnv" -}}
-{{- if .root.Values.otel.enabled -}}
-- name: OTEL_SERVICE_NAME
-  value: {{ printf "tollgate-%s" .component | quote }}
-- name: OTEL_EXPORTER_OTLP_ENDPOINT
-  value: {{ .root.Values.otel.endpoint | quote }}
-- name: OTEL_EXPORTER_OTLP_PROTOCOL
-  value: {{ .root.Values.otel.protocol | quote }}
-{{- $attrs := list (printf "service.namespace=%s" .root.Release.Namespace) (printf "k8s.namespace.name=%s" .root.Release.Namespace) }}
-{{- range $k, $v := .root.Values.otel.resourceAttributes }}
-{{- $attrs = append $attrs (printf "%s=%s" $k $v) }}
-{{- end }}
-- name: OTEL_RESOURCE_ATTRIBUTES
-  value: {{ join "," $attrs | quote }}
-{{- end }}
-{{- end -}}
-
 {{/* Checks the schema cannot express: the processor keeps TPM counters in
 memory and the ledger in SQLite unless Redis and PostgreSQL are configured,
 so several replicas would each enforce their own limit and write their own
@@ -124,11 +106,14 @@ ledger. */}}
 {{- if and $scaled $p.persistence.enabled -}}
 {{- fail "processor.persistence is for the single-replica SQLite ledger; with several replicas the ledger is in PostgreSQL" -}}
 {{- end -}}
-{{- if and .Values.redis.enabled (not .Values.redis.address) -}}
-{{- fail "redis.enabled needs redis.address (host:port of an existing Redis; the chart does not install one)" -}}
+{{- if and .Values.redis.enabled (not (or .Values.redis.url .Values.redis.existingSecret)) -}}
+{{- fail "redis.enabled needs redis.url or redis.existingSecret (an existing Redis; the chart does not install one)" -}}
+{{- end -}}
+{{- if and .Values.redis.url .Values.redis.existingSecret -}}
+{{- fail "redis: set either url or existingSecret, not both" -}}
 {{- end -}}
 {{- if and .Values.postgres.enabled (not .Values.postgres.existingSecret) -}}
-{{- fail "postgres.enabled needs postgres.existingSecret (a Secret with the connection string; the chart does not install PostgreSQL)" -}}
+{{- fail "postgres.enabled needs postgres.existingSecret (a Secret with the ledger URL; the chart does not install PostgreSQL)" -}}
 {{- end -}}
 {{- if and .Values.otel.enabled (not .Values.otel.endpoint) -}}
 {{- fail "otel.enabled needs otel.endpoint" -}}
