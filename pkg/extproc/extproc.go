@@ -17,6 +17,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"runtime"
 	"time"
 
 	extprocfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
@@ -105,6 +106,13 @@ func (s *Server) Process(srv extprocv3.ExternalProcessor_ProcessServer) error {
 // headers (Envoy's default cap is 60 KiB) and protobuf framing.
 const headroom = 1 << 20
 
+// Flow-control windows: a stream may have 4 MiB in flight, a connection
+// (Envoy multiplexes many requests on one) 16 MiB.
+const (
+	streamWindow = 4 << 20
+	connWindow   = 16 << 20
+)
+
 // minResponseBuffer is the largest buffered (non-streamed) response body the
 // processor accepts in one message, at least: the sidecar's response buffer.
 const minResponseBuffer = 32 << 20
@@ -122,6 +130,13 @@ func ServerOptions(maxRequestBody int64) []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(int(size)),
 		grpc.MaxSendMsgSize(int(size)),
+		// Static flow-control windows, large enough for a buffered body to
+		// arrive without waiting for window updates; they also turn off
+		// grpc-go's bandwidth probing, a PING round trip per burst of data.
+		grpc.InitialWindowSize(streamWindow),
+		grpc.InitialConnWindowSize(connWindow),
+		// Streams (one per HTTP request) run on a pool of goroutines.
+		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
 		// Envoy's connection_keepalive interval is the operator's choice:
 		// accept pings every second, with or without streams.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: time.Second, PermitWithoutStream: true}),

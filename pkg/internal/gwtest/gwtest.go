@@ -42,40 +42,59 @@ type Stack struct {
 // Options tune New.
 type Options struct {
 	MaxRequestBody int64
+	// Recorder replaces the Stack's own (whose Recorder field then stays
+	// empty), e.g. to discard records in benchmarks.
+	Recorder gateway.Recorder
 }
 
 // New builds a Stack.
 func New(t testing.TB, o Options) *Stack {
 	t.Helper()
-	cnt, err := counter()
+	s, err := Build(o)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return s
+}
+
+// Build builds a Stack outside a test (a benchmark's server process).
+func Build(o Options) (*Stack, error) {
+	cnt, err := counter()
+	if err != nil {
+		return nil, err
 	}
 	cat, err := catalog.Default()
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	signer, err := auth.GenerateKey("")
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	ups := make(map[string]gateway.Upstream, len(Providers))
 	for _, p := range Providers {
 		ups[p] = gateway.Upstream{Key: Key}
 	}
-	rec := NewRecorder()
+	var rec *Recorder
+	var recorder gateway.Recorder = o.Recorder
+	if recorder == nil {
+		rec = NewRecorder()
+		recorder = rec
+	}
 	gw := gateway.New(gateway.Config{
 		Providers:      []gateway.Provider{openai.New(), anthropic.New(), gemini.New()},
 		Upstreams:      ups,
 		Catalog:        cat,
 		Verifier:       auth.NewVerifier(map[string]ed25519.PublicKey{signer.KeyID(): signer.PublicKey()}, auth.NewRevocationSet()),
-		Recorder:       rec,
+		Recorder:       recorder,
 		Counter:        cnt,
 		MaxRequestBody: o.MaxRequestBody,
 	})
-	s := &Stack{Gateway: gw, Recorder: rec, Signer: signer}
-	s.Token = s.Mint(t, auth.Claims{Account: "acct-1", Project: "proj-1"})
-	return s
+	tok, err := signer.Mint(auth.Claims{Account: "acct-1", Project: "proj-1", ExpiresAt: time.Now().Add(24 * time.Hour)})
+	if err != nil {
+		return nil, err
+	}
+	return &Stack{Gateway: gw, Recorder: rec, Signer: signer, Token: tok}, nil
 }
 
 // Mint signs a token; a zero ExpiresAt means one hour from now.

@@ -1,0 +1,252 @@
+package extproc_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/tollgate-dev/tollgate/pkg/extproc"
+	"github.com/tollgate-dev/tollgate/pkg/gateway"
+	"github.com/tollgate-dev/tollgate/pkg/internal/gwtest"
+	"github.com/tollgate-dev/tollgate/pkg/usage"
+)
+
+// The benchmarks measure the processor alone: it runs in a child process
+// (this test binary, re-executed), so the CPU and allocations it reports
+// through getrusage and runtime.MemStats are the server's, not the
+// benchmark client's.
+
+const benchServerEnv = "TOLLGATE_EXTPROC_BENCH_SERVER"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(benchServerEnv) == "1" {
+		if err := benchServer(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		return
+	}
+	os.Exit(m.Run())
+}
+
+// benchServer serves the processor on loopback, prints its address and a
+// token, and answers each "stats" line on stdin with its CPU time (ns,
+// user+system) and mallocs so far; it exits when stdin closes.
+func benchServer() error {
+	st, err := gwtest.Build(gwtest.Options{Recorder: gateway.RecorderFunc(func(usage.Record) {})})
+	if err != nil {
+		return err
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	gs := grpc.NewServer(extproc.ServerOptions(gateway.DefaultMaxRequestBody)...)
+	extproc.New(st.Gateway, extproc.Options{}).Register(gs)
+	go func() { _ = gs.Serve(lis) }()
+	// TOLLGATE_EXTPROC_BENCH_PROFILE=FILE writes the server's CPU profile.
+	if path := os.Getenv("TOLLGATE_EXTPROC_BENCH_PROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer func() { pprof.StopCPUProfile(); _ = f.Close() }()
+	}
+	fmt.Printf("%s %s\n", lis.Addr(), st.Token)
+	in := bufio.NewScanner(os.Stdin)
+	for in.Scan() {
+		var ru syscall.Rusage
+		if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+			return err
+		}
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		fmt.Printf("%d %d\n", ru.Utime.Nano()+ru.Stime.Nano(), ms.Mallocs)
+	}
+	gs.Stop()
+	return nil
+}
+
+type benchProc struct {
+	cmd    *exec.Cmd
+	in     io.WriteCloser
+	out    *bufio.Scanner
+	token  string
+	client extprocv3.ExternalProcessorClient
+}
+
+func startBenchServer(b *testing.B) *benchProc {
+	b.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), benchServerEnv+"=1")
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	outPipe, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = in.Close(); _ = cmd.Wait() })
+	p := &benchProc{cmd: cmd, in: in, out: bufio.NewScanner(outPipe)}
+	if !p.out.Scan() {
+		b.Fatal("bench server did not start")
+	}
+	addr, tok, _ := strings.Cut(p.out.Text(), " ")
+	p.token = tok
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = conn.Close() })
+	p.client = extprocv3.NewExternalProcessorClient(conn)
+	return p
+}
+
+// stats reads the server's CPU time and mallocs.
+func (p *benchProc) stats(b *testing.B) (cpu time.Duration, mallocs uint64) {
+	b.Helper()
+	if _, err := io.WriteString(p.in, "stats\n"); err != nil {
+		b.Fatal(err)
+	}
+	if !p.out.Scan() {
+		b.Fatal("bench server gone")
+	}
+	a, m, _ := strings.Cut(p.out.Text(), " ")
+	ns, _ := strconv.ParseInt(a, 10, 64)
+	mallocs, _ = strconv.ParseUint(m, 10, 64)
+	return time.Duration(ns), mallocs
+}
+
+// BenchmarkRequest: processor CPU and allocations per non-streamed
+// request, every ext_proc message of it over real gRPC on loopback.
+func BenchmarkRequest(b *testing.B) {
+	p := startBenchServer(b)
+	msgs := extproc.BenchRequest(p.token)
+	one := func() {
+		stream, err := p.client.Process(context.Background())
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, m := range msgs {
+			if err := stream.Send(m); err != nil {
+				b.Fatal(err)
+			}
+			r, err := stream.Recv()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if r.GetImmediateResponse() != nil {
+				b.Fatalf("refused: %s", r.GetImmediateResponse().GetBody())
+			}
+		}
+		_ = stream.CloseSend()
+		if _, err := stream.Recv(); !errors.Is(err, io.EOF) {
+			b.Fatal(err)
+		}
+	}
+	for range 200 { // warm up connections, pools and caches
+		one()
+	}
+	cpu0, m0 := p.stats(b)
+	for b.Loop() {
+		one()
+	}
+	cpu1, m1 := p.stats(b)
+	b.ReportMetric(float64((cpu1-cpu0).Microseconds())/float64(b.N), "server-cpu-µs/req")
+	b.ReportMetric(float64(m1-m0)/float64(b.N), "server-allocs/req")
+}
+
+// BenchmarkChunk: processor CPU, allocations and round trip per streamed
+// response chunk (one SSE event each), with the client's own usage chunk
+// and with the hidden one the gateway edits out.
+func BenchmarkChunk(b *testing.B) {
+	for _, hidden := range []bool{false, true} {
+		name := "passthrough"
+		if hidden {
+			name = "hidden-usage"
+		}
+		b.Run(name, func(b *testing.B) {
+			p := startBenchServer(b)
+			msgs := extproc.BenchRequest(p.token)
+			if hidden {
+				msgs[1] = reqBody(`{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"Tell me a long story."}]}`, true)
+			} else {
+				msgs[1] = reqBody(`{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Tell me a long story."}]}`, true)
+			}
+			msgs[2] = respHeaders(headerList{{":status", "200"}, {"content-type", "text/event-stream; charset=utf-8"}, {"x-request-id", "req_1"}})
+			stream, err := p.client.Process(context.Background())
+			if err != nil {
+				b.Fatal(err)
+			}
+			for _, m := range msgs[:3] {
+				if err := stream.Send(m); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := stream.Recv(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			usageField := ""
+			if hidden {
+				usageField = `,"usage":null` // what include_usage adds to every chunk
+			}
+			event := respBody(`data: {"id":"chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT","object":"chat.completion.chunk","created":1767225600,`+
+				`"model":"gpt-4o-mini-2024-07-18","service_tier":"default","system_fingerprint":"fp_0ba0d124f1","choices":[{"index":0,`+
+				`"delta":{"content":" gateway"},"logprobs":null,"finish_reason":null}]`+usageField+"}\n\n", false)
+			send := func() time.Duration {
+				start := time.Now()
+				if err := stream.Send(event); err != nil {
+					b.Fatal(err)
+				}
+				r, err := stream.Recv()
+				if err != nil {
+					b.Fatal(err)
+				}
+				if hidden != (r.GetResponseBody().GetResponse() != nil) {
+					b.Fatalf("reply %v", r)
+				}
+				return time.Since(start)
+			}
+			for range 200 {
+				send()
+			}
+			lat := make([]time.Duration, 0, 1<<16)
+			cpu0, m0 := p.stats(b)
+			for b.Loop() {
+				lat = append(lat, send())
+			}
+			cpu1, m1 := p.stats(b)
+			b.ReportMetric(float64((cpu1-cpu0).Nanoseconds())/1e3/float64(b.N), "server-cpu-µs/chunk")
+			b.ReportMetric(float64(m1-m0)/float64(b.N), "server-allocs/chunk")
+			slices.Sort(lat)
+			b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-rtt-µs")
+			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-rtt-µs")
+			_ = stream.CloseSend()
+		})
+	}
+}
