@@ -554,3 +554,54 @@ func TestOpenURL(t *testing.T) {
 		t.Errorf("unknown scheme: %v, want ErrInvalid naming it", err)
 	}
 }
+
+// TestMigrateExistingLedger opens a usage.db an earlier release wrote
+// (schema 0001 only): its records keep their values and are rolled up.
+func TestMigrateExistingLedger(t *testing.T) {
+	ctx := t.Context()
+	path := filepath.Join(t.TempDir(), "usage.db")
+	old, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms, err := migrations("sqlite")
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 11, 1, 10, 30, 0, 0, time.UTC).UnixNano()
+	for _, stmt := range []string{
+		ms[0].sql,
+		`CREATE TABLE schema_migrations (version INTEGER NOT NULL PRIMARY KEY, name TEXT NOT NULL, applied_ns INTEGER NOT NULL) STRICT`,
+		`INSERT INTO schema_migrations VALUES (1, '0001_usage.sql', 0)`,
+		fmt.Sprintf(`INSERT INTO usage VALUES ('old-1', %d, 'acme', 'shop', 'openai', 'gpt-4o', 'chat', 'ok', 200, '', 0, 10, 2, 0, 5, 1, 0, 7, 0)`, at),
+		fmt.Sprintf(`INSERT INTO usage VALUES ('old-2', %d, 'acme', 'shop', 'openai', 'gpt-4o', 'chat', 'rejected', 429, 'tpm_limit', 0, 0, 0, 0, 0, 0, 0, 0, 0)`, at+1),
+		`INSERT INTO usage VALUES ('old-3', -1, 'acme', 'shop', 'openai', 'gpt-4o', 'chat', 'rejected', 402, '', 0, 0, 0, 0, 0, 0, 0, 0, 0)`,
+	} {
+		if _, err := old.ExecContext(ctx, stmt); err != nil {
+			t.Fatalf("%s: %v", stmt, err)
+		}
+	}
+	old.Close()
+
+	s, err := OpenSQLite(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	got, err := s.Summarize(ctx, Query{Account: "acme", By: "hour"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Bucket{
+		{Start: time.Unix(-3600, 0).UTC(), Requests: 1, Rejections: map[string]int64{"unspecified": 1}},
+		{Start: time.Date(2026, 11, 1, 10, 0, 0, 0, time.UTC), Tokens: usage.Tokens{Input: 10, CachedInput: 2, Output: 5, Reasoning: 1},
+			Requests: 2, Rejections: map[string]int64{"tpm_limit": 1}},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("roll-ups of the old records\n got %+v\nwant %+v", got, want)
+	}
+	recs := list(t, s, Filter{})
+	if len(recs) != 3 || recs[1].RequestID != "old-1" || recs[1].Input != 10 || recs[1].Latency != 7 || recs[1].Credits != 0 || recs[1].TTFT != 0 {
+		t.Errorf("old records after migrating: %+v", recs)
+	}
+}
