@@ -59,7 +59,11 @@ func benchServer() error {
 		return err
 	}
 	gs := grpc.NewServer(extproc.ServerOptions(gateway.DefaultMaxRequestBody)...)
-	extproc.New(st.Gateway, extproc.Options{}).Register(gs)
+	if os.Getenv(benchServerEnv+"_FLOOR") == "1" {
+		extprocv3.RegisterExternalProcessorServer(gs, floor{})
+	} else {
+		extproc.New(st.Gateway, extproc.Options{}).Register(gs)
+	}
 	go func() { _ = gs.Serve(lis) }()
 	// TOLLGATE_EXTPROC_BENCH_PROFILE=FILE writes the server's CPU profile.
 	if path := os.Getenv("TOLLGATE_EXTPROC_BENCH_PROFILE"); path != "" {
@@ -87,6 +91,36 @@ func benchServer() error {
 	return nil
 }
 
+// floor is the least an ext_proc server can do: answer every message
+// "continue" at once. Over the same gRPC settings it is the transport's
+// share of the processor's cost.
+type floor struct {
+	extprocv3.UnimplementedExternalProcessorServer
+}
+
+func (floor) Process(srv extprocv3.ExternalProcessor_ProcessServer) error {
+	for {
+		req, err := srv.Recv()
+		if err != nil {
+			return nil
+		}
+		r := &extprocv3.ProcessingResponse{}
+		switch req.GetRequest().(type) {
+		case *extprocv3.ProcessingRequest_RequestHeaders:
+			r.Response = &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocv3.HeadersResponse{}}
+		case *extprocv3.ProcessingRequest_RequestBody:
+			r.Response = &extprocv3.ProcessingResponse_RequestBody{RequestBody: &extprocv3.BodyResponse{}}
+		case *extprocv3.ProcessingRequest_ResponseHeaders:
+			r.Response = &extprocv3.ProcessingResponse_ResponseHeaders{ResponseHeaders: &extprocv3.HeadersResponse{}}
+		default:
+			r.Response = &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: &extprocv3.BodyResponse{}}
+		}
+		if err := srv.Send(r); err != nil {
+			return err
+		}
+	}
+}
+
 type benchProc struct {
 	cmd    *exec.Cmd
 	in     io.WriteCloser
@@ -95,10 +129,15 @@ type benchProc struct {
 	client extprocv3.ExternalProcessorClient
 }
 
-func startBenchServer(b *testing.B) *benchProc {
+// startBenchServer starts the processor, or with floor set the do-nothing
+// server, in a child process.
+func startBenchServer(b *testing.B, floor bool) *benchProc {
 	b.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), benchServerEnv+"=1")
+	if floor {
+		cmd.Env = append(cmd.Env, benchServerEnv+"_FLOOR=1")
+	}
 	cmd.Stderr = os.Stderr
 	in, err := cmd.StdinPipe()
 	if err != nil {
@@ -145,7 +184,17 @@ func (p *benchProc) stats(b *testing.B) (cpu time.Duration, mallocs uint64) {
 // BenchmarkRequest: processor CPU and allocations per non-streamed
 // request, every ext_proc message of it over real gRPC on loopback.
 func BenchmarkRequest(b *testing.B) {
-	p := startBenchServer(b)
+	for _, floor := range []bool{false, true} {
+		name := "processor"
+		if floor {
+			name = "grpc-floor"
+		}
+		b.Run(name, func(b *testing.B) { benchRequest(b, floor) })
+	}
+}
+
+func benchRequest(b *testing.B, floor bool) {
+	p := startBenchServer(b, floor)
 	msgs := extproc.BenchRequest(p.token)
 	one := func() {
 		stream, err := p.client.Process(context.Background())
@@ -185,13 +234,13 @@ func BenchmarkRequest(b *testing.B) {
 // response chunk (one SSE event each), with the client's own usage chunk
 // and with the hidden one the gateway edits out.
 func BenchmarkChunk(b *testing.B) {
-	for _, hidden := range []bool{false, true} {
-		name := "passthrough"
-		if hidden {
-			name = "hidden-usage"
-		}
-		b.Run(name, func(b *testing.B) {
-			p := startBenchServer(b)
+	for _, c := range []struct {
+		name          string
+		hidden, floor bool
+	}{{"passthrough", false, false}, {"hidden-usage", true, false}, {"grpc-floor", false, true}} {
+		hidden := c.hidden
+		b.Run(c.name, func(b *testing.B) {
+			p := startBenchServer(b, c.floor)
 			msgs := extproc.BenchRequest(p.token)
 			if hidden {
 				msgs[1] = reqBody(`{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"Tell me a long story."}]}`, true)
