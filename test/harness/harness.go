@@ -89,6 +89,7 @@ type Dev struct {
 	cmd     *exec.Cmd
 	done    chan error
 	stderr  *bytes.Buffer
+	stdout  *bytes.Buffer
 }
 
 type devState struct {
@@ -107,9 +108,9 @@ func StartDev(t testing.TB, extra ...string) *Dev {
 	args := append([]string{"dev", "--listen", "127.0.0.1:0", "--data-dir", dir}, extra...)
 	cmd := exec.Command(Binary(t), args...)
 	cmd.Env = CleanEnv()
-	d := &Dev{DataDir: dir, cmd: cmd, done: make(chan error, 1), stderr: &bytes.Buffer{}}
+	d := &Dev{DataDir: dir, cmd: cmd, done: make(chan error, 1), stderr: &bytes.Buffer{}, stdout: &bytes.Buffer{}}
 	cmd.Stderr = d.stderr
-	cmd.Stdout = &bytes.Buffer{}
+	cmd.Stdout = d.stdout
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -152,8 +153,12 @@ func (d *Dev) Stop(t testing.TB) {
 	}
 }
 
-// Stderr is what the gateway logged so far.
+// Stderr is what the gateway logged so far. Read it after Stop: the
+// process writes it concurrently until then.
 func (d *Dev) Stderr() string { return d.stderr.String() }
+
+// Stdout is what the gateway printed (its exports). Read it after Stop.
+func (d *Dev) Stdout() string { return d.stdout.String() }
 
 func healthy(base string) bool {
 	c := http.Client{Timeout: time.Second}
@@ -195,7 +200,15 @@ func (d *Dev) Served(t testing.TB) []Served {
 	if d.MockURL == "" {
 		t.Fatal("this gateway runs no mock providers")
 	}
-	resp, err := http.Get(d.MockURL + "/_mock/served")
+	return served(t, d.MockURL)
+}
+
+// servedPath is where the mock providers report what they received.
+const servedPath = "/_mock/served"
+
+func served(t testing.TB, root string) []Served {
+	t.Helper()
+	resp, err := http.Get(root + servedPath)
 	if err != nil {
 		t.Fatal(err)
 	}

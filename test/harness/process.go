@@ -1,0 +1,153 @@
+package harness
+
+import (
+	"bytes"
+	"net/http"
+	"os/exec"
+	"regexp"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Process is a running tollgate command other than `tollgate dev`
+// (`tollgate serve`, `tollgate mock`), with its output captured.
+type Process struct {
+	// URL is the root the process serves on, read from its log.
+	URL    string
+	cmd    *exec.Cmd
+	done   chan struct{}
+	err    error
+	stdout syncBuffer
+	stderr syncBuffer
+}
+
+// syncBuffer is a bytes.Buffer the process writes while the test reads.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// Addresses as the two commands log them: `tollgate serve` at info level
+// ("msg=serving addr=HOST:PORT"), `tollgate mock` always ("serving on
+// http://HOST:PORT").
+var (
+	serveAddrRE = regexp.MustCompile(`msg=serving addr=(\S+)`)
+	mockAddrRE  = regexp.MustCompile(`serving on (http://\S+)`)
+)
+
+// StartServe runs `tollgate serve --config FILE --listen 127.0.0.1:0` plus
+// extra args, in a clean environment plus env, and waits until it answers
+// /healthz. The config must leave log_level at info or below: the listen
+// address is read from the log. It is stopped with SIGTERM when the test
+// ends.
+func StartServe(t testing.TB, configFile string, env []string, extra ...string) *Process {
+	t.Helper()
+	args := append([]string{"serve", "--config", configFile, "--listen", "127.0.0.1:0"}, extra...)
+	return start(t, append(CleanEnv(), env...), args, healthy, func(stderr string) string {
+		if m := serveAddrRE.FindStringSubmatch(stderr); m != nil {
+			return "http://" + m[1]
+		}
+		return ""
+	})
+}
+
+// StartMock runs the standalone mock providers (`tollgate mock`) on a free
+// loopback port; their APIs are under URL/openai, URL/anthropic and
+// URL/gemini.
+func StartMock(t testing.TB) *Process {
+	t.Helper()
+	return start(t, CleanEnv(), []string{"mock", "--listen", "127.0.0.1:0"}, answers(servedPath), func(stderr string) string {
+		if m := mockAddrRE.FindStringSubmatch(stderr); m != nil {
+			return m[1]
+		}
+		return ""
+	})
+}
+
+// answers returns a probe that GETs path under a root and wants a 200.
+func answers(path string) func(root string) bool {
+	return func(root string) bool {
+		c := http.Client{Timeout: time.Second}
+		resp, err := c.Get(root + path)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}
+}
+
+// start runs tollgate with args and waits until url (read from its log)
+// passes ready.
+func start(t testing.TB, env, args []string, ready func(root string) bool, url func(stderr string) string) *Process {
+	t.Helper()
+	p := &Process{cmd: exec.Command(Binary(t), args...), done: make(chan struct{})}
+	p.cmd.Env = env
+	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
+	// The process dies with the test binary, however that ends.
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.err = p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() { p.Stop(t) })
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if u := url(p.stderr.String()); u != "" && ready(u) {
+			p.URL = u
+			return p
+		}
+		select {
+		case <-p.done:
+			t.Fatalf("tollgate %v exited early: %v\n%s", args, p.err, p.stderr.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("tollgate %v did not start in time\n%s", args, p.stderr.String())
+		}
+	}
+}
+
+// Stop sends SIGTERM and waits for the process to exit (a gateway flushes
+// its usage records on the way out). Stopping twice does nothing.
+func (p *Process) Stop(t testing.TB) {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(40 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		t.Errorf("tollgate %v did not stop on SIGTERM\n%s", p.cmd.Args[1:], p.stderr.String())
+	}
+}
+
+// Stderr is what the process logged so far.
+func (p *Process) Stderr() string { return p.stderr.String() }
+
+// Stdout is what the process printed so far.
+func (p *Process) Stdout() string { return p.stdout.String() }
+
+// MockServed returns what the standalone mock providers at root received.
+func MockServed(t testing.TB, root string) []Served {
+	t.Helper()
+	return served(t, root)
+}
