@@ -8,7 +8,6 @@ package harness
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -248,19 +247,7 @@ func UsageIn(t testing.TB, dataDir string) []usage.Record {
 // gateway writes them in batches, off the request path).
 func (d *Dev) WaitUsage(t testing.TB, n int) []usage.Record {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	for {
-		recs := d.Usage(t)
-		if len(recs) >= n {
-			return recs
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("ledger has %d usage records, want %d", len(recs), n)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+	return waitUsage(t, d, n)
 }
 
 // CleanEnv is the test process environment without any variable the

@@ -100,7 +100,7 @@ type call struct {
 }
 
 type suite struct {
-	dev   *harness.Dev
+	dev   harness.FrontDoor
 	calls []*call
 }
 
@@ -193,11 +193,21 @@ func mustID(t *testing.T, h http.Header) string {
 
 // ---- the test ----
 
+// TestOfficialGoSDKs runs the suite through each front door: `tollgate dev
+// --mock` (the standalone proxy), and the Envoy sidecar path (envoysim from
+// the sidecar bootstrap, ext_proc to `tollgate serve`). Both must give the
+// same results.
 func TestOfficialGoSDKs(t *testing.T) {
+	for _, door := range harness.Doors {
+		t.Run(door, func(t *testing.T) { officialGoSDKs(t, door) })
+	}
+}
+
+func officialGoSDKs(t *testing.T, door string) {
 	catalogFile := filepath.Join(harness.RepoRoot(), "test", "testdata", "catalog-embeddings.yaml")
 	// Debug logging makes the privacy check below cover everything the
 	// gateway can log.
-	dev := harness.StartDev(t, "--mock", "--catalog", catalogFile, "--log-level", "debug")
+	dev := harness.StartDoor(t, door, harness.DoorOptions{Catalog: catalogFile, LogLevel: "debug"})
 	env := dev.Env(t)
 	wantVars := []string{
 		"OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL",
@@ -215,7 +225,7 @@ func TestOfficialGoSDKs(t *testing.T) {
 	for k, v := range env {
 		t.Setenv(k, v)
 	}
-	if env["OPENAI_API_KEY"] != dev.Token || env["ANTHROPIC_API_KEY"] != dev.Token || env["GEMINI_API_KEY"] != dev.Token {
+	if tok := dev.GatewayToken(); env["OPENAI_API_KEY"] != tok || env["ANTHROPIC_API_KEY"] != tok || env["GEMINI_API_KEY"] != tok {
 		t.Fatal("the key variables are not the dev gateway token")
 	}
 
@@ -969,7 +979,7 @@ func checkRecord(t *testing.T, c *call, r usage.Record) {
 func (s *suite) privacy(t *testing.T) {
 	secrets := map[string]string{
 		"prompt text":       marker,
-		"gateway token":     s.dev.Token,
+		"gateway token":     s.dev.GatewayToken(),
 		"bad OpenAI key":    badOpenAIKey,
 		"bad Anthropic key": badAnthropicKey,
 		"bad Gemini key":    badGeminiKey,
@@ -978,10 +988,10 @@ func (s *suite) privacy(t *testing.T) {
 	if !strings.Contains(stderr, "request_id=") {
 		t.Errorf("gateway log has no request lines; is the privacy check looking at the right output?\n%s", stderr)
 	}
-	out := harness.Run(t, "usage", "--records", "--json", "--data-dir", s.dev.DataDir)
-	files, err := filepath.Glob(filepath.Join(s.dev.DataDir, "usage.db*"))
+	out := harness.Run(t, "usage", "--records", "--json", "--data-dir", s.dev.LedgerDir())
+	files, err := filepath.Glob(filepath.Join(s.dev.LedgerDir(), "usage.db*"))
 	if err != nil || len(files) == 0 {
-		t.Fatalf("no ledger files in %s (%v)", s.dev.DataDir, err)
+		t.Fatalf("no ledger files in %s (%v)", s.dev.LedgerDir(), err)
 	}
 	sources := map[string][]byte{"gateway stderr": []byte(stderr), "tollgate usage --records --json": out}
 	for _, f := range files {
@@ -1006,7 +1016,7 @@ func (s *suite) privacy(t *testing.T) {
 		}
 		for name, vs := range c.served.Header {
 			for _, v := range vs {
-				if strings.Contains(v, s.dev.Token) {
+				if strings.Contains(v, s.dev.GatewayToken()) {
 					t.Errorf("%s: the gateway token reached the provider in header %s", c.name, name)
 				}
 			}
