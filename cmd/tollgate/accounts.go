@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 
@@ -274,10 +275,29 @@ go below zero. Flags may come before NAME or after AMOUNT.`,
 	credit.Flags().SetInterspersed(false)
 	credit.Flags().StringVar(&note, "note", "", "why, kept with the credit entry")
 
+	setTPM := &cobra.Command{
+		Use:   "set-tpm NAME MODEL TOKENS_PER_MINUTE",
+		Short: "Set the account's tokens-per-minute limit for one model, in place of its plan's (0 removes it)",
+		Args:  cobra.ExactArgs(3),
+		RunE: func(c *cobra.Command, args []string) error {
+			tpm, err := strconv.ParseInt(args[2], 10, 64)
+			if err != nil || tpm < 0 {
+				return fmt.Errorf("tokens per minute %q: want a whole number, 0 to remove the override", args[2])
+			}
+			return withAdmin(c, dataDir, false, func(a *localAdmin) error {
+				r, err := a.SetTPMOverride(c.Context(), &pb.SetTPMOverrideRequest{Id: args[0], Model: args[1], TokensPerMinute: tpm})
+				if err != nil {
+					return err
+				}
+				return show(c, a, r.GetAccount())
+			})
+		},
+	}
+
 	cmd.AddCommand(create, showCmd, list, setPlan,
 		enabled("disable", "Disable an account's AI features: its tokens are refused", false),
 		enabled("enable", "Enable an account's AI features again", true),
-		credit)
+		credit, setTPM)
 	return cmd
 }
 

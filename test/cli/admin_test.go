@@ -72,6 +72,14 @@ func TestAccountAndProjectCommands(t *testing.T) {
 	if a := account(t, dir, "acme"); !a.GetEnabled() {
 		t.Fatal("enable left the account disabled")
 	}
+	must(t, "account", "set-tpm", "acme", "gpt-4o-mini", "5000000", "--data-dir", dir)
+	if a := account(t, dir, "acme"); a.GetTpmOverrides()["gpt-4o-mini"] != 5_000_000 {
+		t.Fatalf("after set-tpm: overrides %v", a.GetTpmOverrides())
+	}
+	must(t, "account", "set-tpm", "acme", "gpt-4o-mini", "0", "--data-dir", dir)
+	if a := account(t, dir, "acme"); len(a.GetTpmOverrides()) != 0 {
+		t.Fatalf("set-tpm 0 left overrides %v", a.GetTpmOverrides())
+	}
 
 	must(t, "project", "create", "web", "--account", "acme", "--data-dir", dir)
 	if out := must(t, "account", "show", "acme", "--data-dir", dir); !strings.Contains(out, "web (not activated)") {
@@ -105,6 +113,8 @@ func TestAccountAndProjectCommands(t *testing.T) {
 		{"bad credits", []string{"account", "credit", "acme", "1.2345678"}, "at most 6 decimal places"},
 		{"credit words", []string{"account", "credit", "acme", "lots"}, "decimal number of credits"},
 		{"bad plan change", []string{"account", "set-plan", "acme", "platinum"}, "want free, personal, pro or enterprise"},
+		{"tpm of unknown model", []string{"account", "set-tpm", "acme", "gpt-9", "100"}, "not in the catalog"},
+		{"tpm not a number", []string{"account", "set-tpm", "acme", "gpt-4o-mini", "lots"}, "want a whole number"},
 		{"disable unknown", []string{"account", "disable", "nobody"}, "not found"},
 		{"project of unknown account", []string{"project", "create", "api", "--account", "nobody"}, `account "nobody": not found`},
 		{"project without account", []string{"project", "create", "api"}, "--account is required"},
