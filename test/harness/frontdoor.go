@@ -1,16 +1,14 @@
 package harness
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"net"
 	"net/http/httptest"
-	"os/exec"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -95,28 +93,10 @@ func (d *Dev) LedgerDir() string { return d.DataDir }
 type Envoy struct {
 	dir, token string
 	Proxy      *envoysim.Proxy
-	mocks      *mockprovider.Servers
-	cmd        *exec.Cmd
-	done       chan error
-	stderr     *lockedBuffer
-	stopOnce   sync.Once
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+	// Serve is the processor, `tollgate serve`.
+	Serve    *Process
+	mocks    *mockprovider.Servers
+	stopOnce sync.Once
 }
 
 // FreePort returns a loopback port that was free a moment ago.
@@ -139,7 +119,7 @@ func StartEnvoy(t testing.TB, o DoorOptions) *Envoy {
 	Run(t, "account", "create", "dev", "--plan", "pro", "--credits", "1000000", "--data-dir", dir)
 	Run(t, "project", "create", "dev", "--account", "dev", "--activate", "--data-dir", dir)
 	e := &Envoy{dir: dir, token: strings.TrimSpace(string(Run(t, "token", "mint", "--project", "dev", "--data-dir", dir))),
-		mocks: mockprovider.NewServers(mockprovider.Options{}), done: make(chan error, 1), stderr: &lockedBuffer{}}
+		mocks: mockprovider.NewServers(mockprovider.Options{})}
 	upstreams := map[string]string{}
 	for name, m := range map[string]*mockprovider.Server{"openai": e.mocks.OpenAI, "anthropic": e.mocks.Anthropic, "gemini": e.mocks.Gemini} {
 		srv := httptest.NewServer(m)
@@ -147,22 +127,20 @@ func StartEnvoy(t testing.TB, o DoorOptions) *Envoy {
 		upstreams[name] = strings.TrimPrefix(srv.URL, "http://")
 	}
 	grpcAddr := "127.0.0.1:" + strconv.Itoa(int(FreePort(t)))
-	args := []string{"serve", "--data-dir", dir, "--listen", "127.0.0.1:0", "--grpc-listen", grpcAddr}
-	if o.Catalog != "" {
-		args = append(args, "--catalog", o.Catalog)
-	}
-	if o.LogLevel != "" {
-		args = append(args, "--log-level", o.LogLevel)
-	}
-	e.cmd = exec.Command(Binary(t), args...)
-	e.cmd.Env = CleanEnv()
-	e.cmd.Stderr = e.stderr
-	if err := e.cmd.Start(); err != nil {
+	cfg := filepath.Join(dir, "serve.yaml")
+	if err := os.WriteFile(cfg, []byte("data_dir: "+dir+"\ngrpc_listen: "+grpcAddr+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	go func() { e.done <- e.cmd.Wait() }()
+	var extra []string
+	if o.Catalog != "" {
+		extra = append(extra, "--catalog", o.Catalog)
+	}
+	if o.LogLevel != "" {
+		extra = append(extra, "--log-level", o.LogLevel)
+	}
+	e.Serve = StartServe(t, cfg, nil, extra...)
 	t.Cleanup(func() { e.Stop(t) })
-	waitServing(t, grpcAddr, e)
+	waitServing(t, grpcAddr, e.Serve)
 
 	b, err := sidecar.Bootstrap(sidecar.Options{ListenPort: FreePort(t), Processor: grpcAddr})
 	if err != nil {
@@ -178,7 +156,7 @@ func StartEnvoy(t testing.TB, o DoorOptions) *Envoy {
 }
 
 // waitServing waits for the processor's gRPC health check.
-func waitServing(t testing.TB, addr string, e *Envoy) {
+func waitServing(t testing.TB, addr string, p *Process) {
 	t.Helper()
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -195,13 +173,12 @@ func waitServing(t testing.TB, addr string, e *Envoy) {
 			return
 		}
 		select {
-		case err := <-e.done:
-			e.done <- err
-			t.Fatalf("tollgate serve exited early: %v\n%s", err, e.stderr.String())
+		case <-p.done:
+			t.Fatalf("tollgate serve exited early: %v\n%s", p.err, p.Stderr())
 		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("tollgate serve did not serve gRPC in time\n%s", e.stderr.String())
+			t.Fatalf("tollgate serve did not serve gRPC in time\n%s", p.Stderr())
 		}
 	}
 }
@@ -257,7 +234,7 @@ func (e *Envoy) WaitUsage(t testing.TB, n int) []usage.Record {
 }
 
 // Stderr implements FrontDoor.
-func (e *Envoy) Stderr() string { return e.stderr.String() }
+func (e *Envoy) Stderr() string { return e.Serve.Stderr() }
 
 // Stop closes the sidecar, then interrupts the processor and waits for it
 // (records are flushed on the way out). Anything the simulator flagged in
@@ -270,28 +247,15 @@ func (e *Envoy) Stop(t testing.TB) {
 				t.Errorf("envoysim strict mode: %d problems, first: %s", len(v), v[0])
 			}
 		}
-		if e.cmd.Process == nil {
-			return
-		}
-		_ = e.cmd.Process.Signal(syscall.SIGINT)
-		select {
-		case err := <-e.done:
-			var ee *exec.ExitError
-			if err != nil && !errors.As(err, &ee) {
-				t.Errorf("tollgate serve: %v", err)
-			}
-		case <-time.After(15 * time.Second):
-			_ = e.cmd.Process.Kill()
-			<-e.done
-			t.Errorf("tollgate serve did not stop on SIGINT\n%s", e.stderr.String())
-		}
+		e.Serve.Stop(t)
 	})
 }
 
 // Kill stops the processor at once, without letting it flush (the
 // failure tests).
 func (e *Envoy) Kill() {
-	_ = e.cmd.Process.Kill()
+	_ = e.Serve.cmd.Process.Kill()
+	<-e.Serve.done
 }
 
 // waitUsage polls the ledger until it holds at least n records (the

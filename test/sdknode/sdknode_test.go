@@ -54,12 +54,19 @@ func TestDevRunsNodeScenarios(t *testing.T) {
 	checkLedger(t, lines, recs)
 }
 
-// TestNodeScenariosGroundTruth runs the same script against a running dev
-// gateway, with the env `tollgate env` prints, and compares the ledger with
-// what the mock providers received and would bill.
+// TestNodeScenariosGroundTruth runs the same script against a running
+// gateway through each front door (tollgate dev, and the Envoy sidecar path
+// into tollgate serve), with the env a workload gets, and compares the
+// ledger with what the mock providers received and would bill.
 func TestNodeScenariosGroundTruth(t *testing.T) {
 	requireScenarioDeps(t)
-	dev := harness.StartDev(t, "--mock", "--catalog", catalogFile(t))
+	for _, door := range harness.Doors {
+		t.Run(door, func(t *testing.T) { nodeScenariosGroundTruth(t, door) })
+	}
+}
+
+func nodeScenariosGroundTruth(t *testing.T, door string) {
+	dev := harness.StartDoor(t, door, harness.DoorOptions{Catalog: catalogFile(t)})
 	env := dev.Env(t)
 	for _, k := range []string{"OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "GEMINI_API_KEY", "GOOGLE_GEMINI_BASE_URL"} {
 		if env[k] == "" {
@@ -84,8 +91,8 @@ func TestNodeScenariosGroundTruth(t *testing.T) {
 	if s := stderr.String(); strings.TrimSpace(s) != "" {
 		t.Logf("stderr of the script:\n%s", s)
 	}
-	checkSecrets(t, stdout.Bytes(), dev.Token)
-	checkSecrets(t, stderr.Bytes(), dev.Token)
+	checkSecrets(t, stdout.Bytes(), dev.GatewayToken())
+	checkSecrets(t, stderr.Bytes(), dev.GatewayToken())
 	lines := parseScenarios(t, stdout.Bytes())
 	checkOutcomes(t, lines)
 
@@ -131,12 +138,12 @@ func TestNodeScenariosGroundTruth(t *testing.T) {
 		}
 		for name, vals := range s.Header {
 			for _, v := range vals {
-				if strings.Contains(v, dev.Token) {
+				if strings.Contains(v, dev.GatewayToken()) {
 					t.Errorf("%s: the gateway token reached the provider in header %s", l.key(), name)
 				}
 			}
 		}
-		if bytes.Contains(s.Body, []byte(dev.Token)) {
+		if bytes.Contains(s.Body, []byte(dev.GatewayToken())) {
 			t.Errorf("%s: the gateway token reached the provider in the body", l.key())
 		}
 		rec, ok := byKey[l.key()]
