@@ -71,33 +71,41 @@ func (m meterResult) String() string {
 	return fmt.Sprintf("tokens %+v estimated %v status %s body %d bytes", m.Tokens, m.Estimated, m.Status, len(m.Body))
 }
 
-// TestChunkingThroughProxy replays every recorded stream through the proxy
-// with the upstream writing (and flushing) the body in different chunk
-// sizes: the metered usage and the bytes the client receives must be the
-// same for all, and as recorded.
-func TestChunkingThroughProxy(t *testing.T) {
+// TestChunkingThroughFrontDoors replays every recorded stream through each
+// front door with the upstream writing (and flushing) the body in
+// different chunk sizes, and envoysim cutting the chunks the processor sees
+// the same way (1 byte, random, whole): the metered usage and the bytes the
+// client receives must be the same for all, and as recorded (the bytes
+// without the gateway, less the documented hidden usage chunk).
+func TestChunkingThroughFrontDoors(t *testing.T) {
 	cs, vs := streamCases(t)
 	if len(cs) == 0 {
 		t.Fatal("no recorded streams")
 	}
-	for i, c := range cs {
-		for _, v := range vs[i] {
-			t.Run(c.It.Name()+"/"+v.name, func(t *testing.T) {
-				t.Parallel()
-				var base meterResult
-				var baseName string
-				for _, p := range chunkPlans() {
-					out := replay(t, c, v, p.sizes)
-					if t.Run(p.name, func(t *testing.T) { checkOutcome(t, c, v, out) }) && len(out.Records) == 1 {
-						r := meterResult{out.Records[0].Tokens, out.Records[0].Estimated, out.Records[0].Status, out.Body}
-						if baseName == "" {
-							base, baseName = r, p.name
-						} else if !r.equal(base) {
-							t.Errorf("chunks %s: %v; chunks %s: %v", p.name, r, baseName, base)
-						}
-					}
-				}
-			})
+	for _, d := range frontDoors {
+		for i, c := range cs {
+			for _, v := range vs[i] {
+				t.Run(d.name+"/"+c.It.Name()+"/"+v.name, func(t *testing.T) {
+					t.Parallel()
+					chunkingCase(t, d, c, v)
+				})
+			}
+		}
+	}
+}
+
+func chunkingCase(t *testing.T, d frontDoor, c replayCase, v variant) {
+	var base meterResult
+	var baseName string
+	for _, p := range chunkPlans() {
+		out := replay(t, d, c, v, p.sizes)
+		if t.Run(p.name, func(t *testing.T) { checkOutcome(t, c, v, out) }) && len(out.Records) == 1 {
+			r := meterResult{out.Records[0].Tokens, out.Records[0].Estimated, out.Records[0].Status, out.Body}
+			if baseName == "" {
+				base, baseName = r, p.name
+			} else if !r.equal(base) {
+				t.Errorf("chunks %s: %v; chunks %s: %v", p.name, r, baseName, base)
+			}
 		}
 	}
 }

@@ -23,7 +23,6 @@ import (
 	"github.com/tollgate-dev/tollgate/pkg/provider/anthropic"
 	"github.com/tollgate-dev/tollgate/pkg/provider/gemini"
 	"github.com/tollgate-dev/tollgate/pkg/provider/openai"
-	"github.com/tollgate-dev/tollgate/pkg/proxy"
 	"github.com/tollgate-dev/tollgate/pkg/tokenize"
 	"github.com/tollgate-dev/tollgate/pkg/usage"
 )
@@ -419,9 +418,10 @@ var clientNoise = map[string]string{
 	"X-Goog-User-Project": "client-project",
 }
 
-// replay sends c through a fresh gateway + proxy whose upstreams are a
-// replay of c.It written in the given chunks (nil: the default).
-func replay(t *testing.T, c replayCase, v variant, chunks []int) outcome {
+// replay sends c through a fresh gateway behind front door d, whose
+// upstreams are a replay of c.It written in the given chunks (nil: the
+// default).
+func replay(t *testing.T, d frontDoor, c replayCase, v variant, chunks []int) outcome {
 	t.Helper()
 	f := getFixture(t)
 	up := NewUpstream(c.It)
@@ -441,13 +441,7 @@ func replay(t *testing.T, c replayCase, v variant, chunks []int) outcome {
 		recs = append(recs, r)
 		mu.Unlock()
 	}), keys)
-	px, err := proxy.New(proxy.Config{Gateway: gw, Upstreams: map[string]*url.URL{
-		"openai": base, "anthropic": base, "gemini": base,
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pxSrv := httptest.NewServer(px)
+	doorURL, stop := d.start(t, gw, base, chunks)
 
 	target := c.Target
 	if v.queryKey {
@@ -457,7 +451,7 @@ func replay(t *testing.T, c replayCase, v variant, chunks []int) outcome {
 		}
 		target += sep + "key=" + url.QueryEscape(f.token)
 	}
-	req, err := http.NewRequest(http.MethodPost, pxSrv.URL+target, bytes.NewReader(v.requestBody(c)))
+	req, err := http.NewRequest(http.MethodPost, doorURL+target, bytes.NewReader(v.requestBody(c)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -487,7 +481,7 @@ func replay(t *testing.T, c replayCase, v variant, chunks []int) outcome {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pxSrv.Close() // waits for the handler, so the record is in
+	stop() // the record is in
 	mu.Lock()
 	defer mu.Unlock()
 	return outcome{Status: resp.StatusCode, Header: resp.Header, Body: body, Records: recs, Received: up.Requests()}
@@ -534,13 +528,15 @@ func variants(t *testing.T, c replayCase) []variant {
 
 func TestReplay(t *testing.T) {
 	cases := servedCases(t)
-	for _, c := range cases {
-		for _, v := range variants(t, c) {
-			t.Run(c.It.Name()+"/"+v.name, func(t *testing.T) {
-				t.Parallel()
-				out := replay(t, c, v, nil)
-				checkOutcome(t, c, v, out)
-			})
+	for _, d := range frontDoors {
+		for _, c := range cases {
+			for _, v := range variants(t, c) {
+				t.Run(d.name+"/"+c.It.Name()+"/"+v.name, func(t *testing.T) {
+					t.Parallel()
+					out := replay(t, d, c, v, nil)
+					checkOutcome(t, c, v, out)
+				})
+			}
 		}
 	}
 }
@@ -748,7 +744,7 @@ func TestUnservedEndpointsRefused(t *testing.T) {
 		}
 		t.Run(it.Name(), func(t *testing.T) {
 			c := replayCase{It: it, Provider: "openai", Target: "/openai" + it.Path}
-			out := replay(t, c, variant{name: "unserved"}, nil)
+			out := replay(t, frontDoors[0], c, variant{name: "unserved"}, nil)
 			if out.Status != http.StatusNotFound || len(out.Received) != 0 {
 				t.Errorf("status %d, %d upstream requests; want the gateway's own 404 and none", out.Status, len(out.Received))
 			}
