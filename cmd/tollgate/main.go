@@ -51,6 +51,7 @@ func newRoot() *cobra.Command {
 		newAccountCmd(),
 		newProjectCmd(),
 		newSidecarCmd(),
+		newInjectCmd(),
 	)
 	return root
 }
