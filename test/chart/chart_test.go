@@ -78,15 +78,7 @@ func container(t *testing.T, d *appsv1.Deployment, name string) corev1.Container
 	return corev1.Container{}
 }
 
-func envNames(c corev1.Container) []string {
-	var n []string
-	for _, e := range c.Env {
-		n = append(n, e.Name)
-	}
-	return n
-}
-
-// args returns a container's --flag=value arguments as a map.
+// flags returns a container's --flag=value arguments as a map.
 func flags(c corev1.Container) map[string]string {
 	out := map[string]string{}
 	for _, a := range c.Args {
