@@ -53,6 +53,8 @@ type DoorOptions struct {
 	Catalog string
 	// LogLevel of the gateway process (default info).
 	LogLevel string
+	// ChunkDelay is the mock providers' pause between streamed chunks.
+	ChunkDelay time.Duration
 }
 
 // Doors are the front doors every end-to-end suite runs through.
@@ -69,6 +71,9 @@ func StartDoor(t testing.TB, name string, o DoorOptions) FrontDoor {
 		}
 		if o.LogLevel != "" {
 			args = append(args, "--log-level", o.LogLevel)
+		}
+		if o.ChunkDelay > 0 {
+			args = append(args, "--mock-chunk-delay", o.ChunkDelay.String())
 		}
 		return StartDev(t, args...)
 	case "envoy":
@@ -119,7 +124,7 @@ func StartEnvoy(t testing.TB, o DoorOptions) *Envoy {
 	Run(t, "account", "create", "dev", "--plan", "pro", "--credits", "1000000", "--data-dir", dir)
 	Run(t, "project", "create", "dev", "--account", "dev", "--activate", "--data-dir", dir)
 	e := &Envoy{dir: dir, token: strings.TrimSpace(string(Run(t, "token", "mint", "--project", "dev", "--data-dir", dir))),
-		mocks: mockprovider.NewServers(mockprovider.Options{})}
+		mocks: mockprovider.NewServers(mockprovider.Options{ChunkDelay: o.ChunkDelay})}
 	upstreams := map[string]string{}
 	for name, m := range map[string]*mockprovider.Server{"openai": e.mocks.OpenAI, "anthropic": e.mocks.Anthropic, "gemini": e.mocks.Gemini} {
 		srv := httptest.NewServer(m)
