@@ -331,22 +331,17 @@ func TestCanaryDev(t *testing.T) {
 }
 
 // usageViews are the `tollgate usage` invocations whose output must hold
-// no request text: every view a user has of an account's usage.
+// no request text: the summary as a table and as JSON, by model and by
+// hour, and the records.
 func usageViews(account string) [][]string {
-	var out [][]string
-	for _, by := range []string{"", "hour", "day", "model"} {
-		for _, asJSON := range []bool{false, true} {
-			args := []string{"usage", "--account", account}
-			if by != "" {
-				args = append(args, "--by", by)
-			}
-			if asJSON {
-				args = append(args, "--json")
-			}
-			out = append(out, args)
-		}
+	return [][]string{
+		{"usage", "--account", account},
+		{"usage", "--account", account, "--json"},
+		{"usage", "--account", account, "--by", "model", "--json"},
+		{"usage", "--account", account, "--by", "hour"},
+		{"usage", "--records"},
+		{"usage", "--records", "--json"},
 	}
-	return append(out, []string{"usage"}, []string{"usage", "--records"}, []string{"usage", "--records", "--json"})
 }
 
 func keys(m map[string][]byte) []string {
@@ -355,4 +350,24 @@ func keys(m map[string][]byte) []string {
 		out = append(out, k)
 	}
 	return out
+}
+
+// TestLeaks checks the search itself: the whole canary, a piece of it cut
+// by a stream, or nothing.
+func TestLeaks(t *testing.T) {
+	canary := newCanary(t)
+	for _, tc := range []struct {
+		name string
+		text string
+		want int
+	}{
+		{"whole", "prompt: " + canary, 1},
+		{"streamed piece", `{"delta":"` + canary[5:5+canaryWindow] + `"}`, 1},
+		{"pieces too short", canary[:canaryWindow-1] + " " + canary[canaryWindow-1:2*canaryWindow-2], 0},
+		{"another canary", newCanary(t), 0},
+	} {
+		if got := len(leaks(canary, map[string][]byte{tc.name: []byte(tc.text)})); got != tc.want {
+			t.Errorf("%s: %d leaks found, want %d", tc.name, got, tc.want)
+		}
+	}
 }
