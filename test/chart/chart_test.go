@@ -229,8 +229,9 @@ func TestRender(t *testing.T) {
 			if f["exclude-namespaces"] != strings.Join(ns[1].Values, ",") {
 				t.Errorf("--exclude-namespaces=%q, selector excludes %v", f["exclude-namespaces"], ns[1].Values)
 			}
-			if f["processor"] != "tg-tollgate-processor.tollgate-system.svc:9090" {
-				t.Errorf("--processor=%q", f["processor"])
+			if f["processor"] != "tg-tollgate-processor.tollgate-system.svc:9090" || f["sidecar-mode"] != "native" ||
+				f["proxy-image"] != "docker.io/envoyproxy/envoy:v1.36.2" || f["proxy-port"] != "15080" || f["token-secret"] != "tollgate-gateway-token" {
+				t.Errorf("injector flags = %v", f)
 			}
 		}},
 		{"webhook overrides", vals("injector.webhook.failurePolicy", "Ignore", "injector.webhook.timeoutSeconds", 10,
@@ -371,8 +372,8 @@ func TestRender(t *testing.T) {
 			}},
 		{"native sidecar off", vals("injector.nativeSidecar", false), func(t *testing.T, r *Rendered) {
 			d := one[*appsv1.Deployment](t, r, "Deployment", injectorName)
-			if f := flags(container(t, d, "injector")); f["native-sidecar"] != "false" {
-				t.Errorf("--native-sidecar=%q", f["native-sidecar"])
+			if f := flags(container(t, d, "injector")); f["sidecar-mode"] != "container" {
+				t.Errorf("--sidecar-mode=%q", f["sidecar-mode"])
 			}
 		}},
 		{"persistence", vals("processor.persistence.enabled", true, "processor.persistence.storageClass", "fast"), func(t *testing.T, r *Rendered) {

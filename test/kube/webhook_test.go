@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 
@@ -13,8 +15,13 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/informers"
+	"k8s.io/utils/ptr"
 
+	"github.com/tollgate-dev/tollgate/injector"
+	"github.com/tollgate-dev/tollgate/sidecar"
 	"github.com/tollgate-dev/tollgate/test/chart"
 	"github.com/tollgate-dev/tollgate/test/kube"
 )
@@ -95,7 +102,8 @@ func addSidecar(w http.ResponseWriter, req *http.Request) {
 	resp := &admissionv1.AdmissionResponse{UID: review.Request.UID, Allowed: true}
 	if !slices.ContainsFunc(pod.Spec.Containers, func(c corev1.Container) bool { return c.Name == "other-sidecar" }) {
 		patch, _ := json.Marshal([]map[string]any{{"op": "add", "path": "/spec/containers/-",
-			"value": map[string]any{"name": "other-sidecar", "image": "example.test/other:1"}}})
+			"value": map[string]any{"name": "other-sidecar", "image": "example.test/other:1",
+				"securityContext": map[string]any{"allowPrivilegeEscalation": false, "capabilities": map[string]any{"drop": []string{"ALL"}}}}}})
 		pt := admissionv1.PatchTypeJSONPatch
 		resp.Patch, resp.PatchType = patch, &pt
 	}
@@ -103,10 +111,16 @@ func addSidecar(w http.ResponseWriter, req *http.Request) {
 	_ = json.NewEncoder(w).Encode(&review)
 }
 
+// pod is a function pod that the "restricted" Pod Security Standard admits.
 func pod(ns, name, caseName string) *corev1.Pod {
 	p := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{"case": caseName}},
-		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "example.test/fn:1"}}},
+		Spec: corev1.PodSpec{
+			SecurityContext: &corev1.PodSecurityContext{RunAsNonRoot: ptr.To(true), RunAsUser: ptr.To[int64](1000),
+				SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}},
+			Containers: []corev1.Container{{Name: "app", Image: "example.test/fn:1", SecurityContext: &corev1.SecurityContext{
+				AllowPrivilegeEscalation: ptr.To(false), Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}}}},
+		},
 	}
 	if name == "" {
 		p.GenerateName = caseName + "-"
@@ -114,10 +128,53 @@ func pod(ns, name, caseName string) *corev1.Pod {
 	return p
 }
 
+// injectorFor builds the real injector webhook as the chart configures it:
+// the mutation flags are read from the rendered injector Deployment's args
+// (the same flags `tollgate inject` takes), and the namespaces and envFrom
+// ConfigMaps come from the API server, as in the cluster.
+func injectorFor(t *testing.T, env *kube.Env, r *chart.Rendered) http.Handler {
+	t.Helper()
+	d, err := chart.One[*appsv1.Deployment](r, "Deployment", "tg-tollgate-injector")
+	if err != nil {
+		t.Fatal(err)
+	}
+	flags := map[string]string{}
+	for _, a := range d.Spec.Template.Spec.Containers[0].Args {
+		if k, v, ok := strings.Cut(strings.TrimPrefix(a, "--"), "="); ok {
+			flags[k] = v
+		}
+	}
+	port, err := strconv.ParseUint(flags["proxy-port"], 10, 32)
+	if err != nil {
+		t.Fatalf("--proxy-port=%q: %v", flags["proxy-port"], err)
+	}
+	proxy, err := injector.NewProxy(flags["proxy-image"], sidecar.Options{Processor: flags["processor"], ListenPort: uint32(port)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := injector.NewMutator(injector.Config{
+		Proxy: proxy, SidecarMode: flags["sidecar-mode"], TokenSecret: flags["token-secret"],
+		EnvFromPolicy: flags["env-from-policy"], OwnNamespace: chart.Namespace,
+	}, injector.APIKeys{Client: env.Client}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	factory := informers.NewSharedInformerFactory(env.Client, 0)
+	nsInformer := factory.Core().V1().Namespaces()
+	lister := nsInformer.Lister()
+	stop := make(chan struct{})
+	t.Cleanup(func() { close(stop) })
+	factory.Start(stop)
+	factory.WaitForCacheSync(stop)
+	return injector.NewWebhook(m, injector.NamespaceLister{Lister: lister}, 0, nil)
+}
+
 // TestChartWebhookOnAPIServer installs the MutatingWebhookConfiguration
-// rendered from the chart (pointed at a loopback server by URL) and checks
-// which pod creations the real API server sends to it: the chart's
-// selectors and match conditions decide that, not the webhook.
+// rendered from the chart, pointed by URL at the real injector on a
+// loopback server, and creates pods through the real API server: the
+// chart's selectors and match conditions decide which creations reach the
+// injector, the injector decides what changes, and the API server (with
+// Pod Security "restricted" enforced where labelled) stores the result.
 func TestChartWebhookOnAPIServer(t *testing.T) {
 	env := kube.Shared(t)
 	r, err := chart.Render(nil)
@@ -128,18 +185,38 @@ func TestChartWebhookOnAPIServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec := &recorder{}
+
+	account := map[string]string{"tollgate.dev/account": "acme"}
+	for _, ns := range []struct {
+		name        string
+		labels      map[string]string
+		annotations map[string]string
+	}{
+		{"fn", map[string]string{"tollgate.dev/inject": "enabled", "pod-security.kubernetes.io/enforce": "restricted"}, account},
+		{"fn-loose", map[string]string{"tollgate.dev/inject": "enabled"}, account},
+		{"fn-no-account", map[string]string{"tollgate.dev/inject": "enabled"}, nil},
+		{"plain", nil, nil},
+		{chart.Namespace, map[string]string{"tollgate.dev/inject": "enabled"}, account}, // labelled by mistake
+		{"fn-disabled", map[string]string{"tollgate.dev/inject": "disabled"}, account},
+	} {
+		_, err := env.Client.CoreV1().Namespaces().Create(ctx(t), &corev1.Namespace{
+			ObjectMeta: metav1.ObjectMeta{Name: ns.name, Labels: ns.labels, Annotations: ns.annotations}}, metav1.CreateOptions{})
+		if err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatal(err)
+		}
+	}
+	// A ConfigMap an app takes variables from: its keys are read from the API.
+	if _, err := env.Client.CoreV1().ConfigMaps("fn").Create(ctx(t), &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: "openai-settings"},
+		Data:       map[string]string{"OPENAI_BASE_URL": "https://openai.corp.example/v1"},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	rec := &recorder{next: injectorFor(t, env, r)}
 	hook := kube.ServeWebhook(t, rec)
 	hook.PointAt(mwc)
-
-	on := map[string]string{"tollgate.dev/inject": "enabled"}
-	createNamespace(t, env.Client, "fn", on)
-	createNamespace(t, env.Client, "plain", nil)
-	createNamespace(t, env.Client, chart.Namespace, on) // the release namespace, labelled by mistake
-	createNamespace(t, env.Client, "fn-disabled", map[string]string{"tollgate.dev/inject": "disabled"})
-
-	canary := pod("fn", "canary", "canary")
-	if err := env.InstallWebhook(ctx(t), mwc, canary, func(*corev1.Pod) bool { return len(rec.of("canary")) > 0 }); err != nil {
+	if err := env.InstallWebhook(ctx(t), mwc, pod("fn", "canary", "canary"), isInjected); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -147,34 +224,48 @@ func TestChartWebhookOnAPIServer(t *testing.T) {
 	})
 
 	pods := env.Client.CoreV1()
+	created := map[string]*corev1.Pod{}
 	create := func(p *corev1.Pod, dryRun bool) {
 		t.Helper()
 		opts := metav1.CreateOptions{}
 		if dryRun {
 			opts.DryRun = []string{metav1.DryRunAll}
 		}
-		if _, err := pods.Pods(p.Namespace).Create(ctx(t), p, opts); err != nil {
+		got, err := pods.Pods(p.Namespace).Create(ctx(t), p, opts)
+		if err != nil {
 			t.Fatalf("create pod %s/%s: %v", p.Namespace, p.Name+p.GenerateName, err)
 		}
+		created[p.Labels["case"]] = got
 	}
 
 	create(pod("fn", "plain-pod", "in-opted-in-ns"), false)
 	create(pod("fn", "", "generate-name"), false)
 	create(pod("fn", "dry", "dry-run"), true)
+	userKey := pod("fn", "user-key", "user-key")
+	userKey.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "OPENAI_API_KEY", Value: "sk-users-own"}}
+	create(userKey, false)
+	fromCM := pod("fn", "from-configmap", "envfrom-configmap")
+	fromCM.Spec.Containers[0].EnvFrom = []corev1.EnvFromSource{{ConfigMapRef: &corev1.ConfigMapEnvSource{
+		LocalObjectReference: corev1.LocalObjectReference{Name: "openai-settings"}}}}
+	create(fromCM, false)
+	create(pod("fn-no-account", "p", "no-account"), false)
 	create(pod("plain", "p", "ns-not-opted-in"), false)
 	create(pod("fn-disabled", "p", "ns-label-other-value"), false)
 	create(pod(chart.Namespace, "p", "release-namespace"), false)
 	optOut := pod("fn", "opted-out", "pod-opted-out")
 	optOut.Labels["tollgate.dev/inject"] = "false"
 	create(optOut, false)
-	hostNet := pod("fn", "host-net", "host-network")
+	optOutAnn := pod("fn", "opted-out-ann", "pod-opted-out-annotation")
+	optOutAnn.Annotations = map[string]string{"tollgate.dev/inject": "false"}
+	create(optOutAnn, false)
+	hostNet := pod("fn-loose", "host-net", "host-network")
 	hostNet.Spec.HostNetwork = true
 	create(hostNet, false)
 
 	// A Deployment is stored but, with no controller-manager here, never
 	// gets a ReplicaSet or pods; the webhook only matches pods, so the
 	// create does not reach it. Its pods are what the ReplicaSet
-	// controller would create: generateName and an owner reference.
+	// controller would create: generateName and a controller reference.
 	dep := &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Name: "fn-dep", Namespace: "fn"},
 		Spec: appsv1.DeploymentSpec{
@@ -186,43 +277,76 @@ func TestChartWebhookOnAPIServer(t *testing.T) {
 	if _, err := env.Client.AppsV1().Deployments("fn").Create(ctx(t), dep, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	if got, _ := pods.Pods("fn").List(ctx(t), metav1.ListOptions{LabelSelector: "case=deployment"}); len(got.Items) != 0 {
+		t.Errorf("the Deployment got pods: something acts on Deployments here after all")
+	}
 	rsPod := pod("fn", "", "deployment")
 	rsPod.GenerateName = "fn-dep-5d4f8b9c7-"
 	rsPod.OwnerReferences = []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "fn-dep-5d4f8b9c7",
-		UID: "00000000-0000-0000-0000-000000000001", Controller: new(bool)}}
-	*rsPod.OwnerReferences[0].Controller = true
+		UID: "00000000-0000-0000-0000-000000000001", Controller: ptr.To(true)}}
 	create(rsPod, false)
+
+	// Pod Security "restricted" is really enforced in fn (after mutation),
+	// so every injected pod admitted there, sidecar included, complies.
+	loose := pod("fn", "not-restricted", "not-restricted")
+	loose.Spec.SecurityContext, loose.Spec.Containers[0].SecurityContext = nil, nil
+	if _, err := pods.Pods("fn").Create(ctx(t), loose, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}); !apierrors.IsForbidden(err) {
+		t.Errorf("a pod breaking the restricted profile was admitted in fn: %v", err)
+	}
 
 	tests := []struct {
 		caseName string
 		calls    int
-		check    func(t *testing.T, c []call)
+		check    func(t *testing.T, c []call, p *corev1.Pod)
 	}{
-		{"in-opted-in-ns", 1, func(t *testing.T, c []call) {
+		{"in-opted-in-ns", 1, func(t *testing.T, c []call, p *corev1.Pod) {
 			if c[0].Path != "/inject" || c[0].Name != "plain-pod" || c[0].DryRun {
 				t.Errorf("call = %+v", c[0])
 			}
+			checkInjected(t, p, []string{"openai", "anthropic", "gemini"})
 		}},
-		{"generate-name", 1, func(t *testing.T, c []call) {
+		{"generate-name", 1, func(t *testing.T, c []call, p *corev1.Pod) {
 			if c[0].Name != "" || c[0].GenerateName != "generate-name-" {
 				t.Errorf("generateName pod: request name %q, generateName %q (want empty, set)", c[0].Name, c[0].GenerateName)
 			}
+			checkInjected(t, p, []string{"openai", "anthropic", "gemini"})
 		}},
-		{"dry-run", 1, func(t *testing.T, c []call) {
+		{"dry-run", 1, func(t *testing.T, c []call, p *corev1.Pod) {
 			if !c[0].DryRun {
 				t.Errorf("dry-run create reached the webhook without dryRun=true")
 			}
+			checkInjected(t, p, []string{"openai", "anthropic", "gemini"})
+			if _, err := pods.Pods("fn").Get(ctx(t), "dry", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+				t.Errorf("dry-run pod was stored: %v", err)
+			}
 		}},
-		{"deployment", 1, func(t *testing.T, c []call) {
+		{"deployment", 1, func(t *testing.T, c []call, p *corev1.Pod) {
 			if c[0].Name != "" || c[0].GenerateName != "fn-dep-5d4f8b9c7-" {
 				t.Errorf("ReplicaSet-style pod: %+v", c[0])
 			}
+			checkInjected(t, p, []string{"openai", "anthropic", "gemini"})
 		}},
-		{"ns-not-opted-in", 0, nil},
-		{"ns-label-other-value", 0, nil},
-		{"release-namespace", 0, nil},
-		{"pod-opted-out", 0, nil},
-		{"host-network", 0, nil},
+		{"user-key", 1, func(t *testing.T, _ []call, p *corev1.Pod) {
+			checkInjected(t, p, []string{"anthropic", "gemini"})
+			if v := envValues(p.Spec.Containers[0], "OPENAI_API_KEY"); !slices.Equal(v, []string{"sk-users-own"}) {
+				t.Errorf("user's OPENAI_API_KEY became %v", v)
+			}
+		}},
+		{"envfrom-configmap", 1, func(t *testing.T, _ []call, p *corev1.Pod) {
+			// OPENAI_BASE_URL comes from the ConfigMap: the OpenAI pair is the user's.
+			checkInjected(t, p, []string{"anthropic", "gemini"})
+		}},
+		{"no-account", 1, func(t *testing.T, _ []call, p *corev1.Pod) {
+			if st := p.Annotations["tollgate.dev/status"]; !strings.HasPrefix(st, "skipped: ") || len(p.Spec.InitContainers) != 0 {
+				t.Errorf("pod of a namespace without an account: status %q, init containers %d", st, len(p.Spec.InitContainers))
+			}
+		}},
+		{"pod-opted-out-annotation", 1, checkUntouched},
+		{"ns-not-opted-in", 0, checkUntouched},
+		{"ns-label-other-value", 0, checkUntouched},
+		{"release-namespace", 0, checkUntouched},
+		{"pod-opted-out", 0, checkUntouched},
+		{"host-network", 0, checkUntouched},
 	}
 	for _, tt := range tests {
 		t.Run(tt.caseName, func(t *testing.T) {
@@ -230,41 +354,127 @@ func TestChartWebhookOnAPIServer(t *testing.T) {
 			if len(got) != tt.calls {
 				t.Fatalf("webhook called %d times, want %d: %+v", len(got), tt.calls, got)
 			}
-			if tt.check != nil {
-				tt.check(t, got)
-			}
+			tt.check(t, got, created[tt.caseName])
 		})
 	}
 
-	// Reinvocation: a second webhook, ordered after ours by name, adds a
-	// container; the API server calls ours again (IfNeeded) with it.
-	other := &admissionregistrationv1.MutatingWebhookConfiguration{
-		ObjectMeta: metav1.ObjectMeta{Name: "zz-other-injector"},
-		Webhooks: []admissionregistrationv1.MutatingWebhook{{
-			Name: "other.example.test", AdmissionReviewVersions: []string{"v1"},
-			SideEffects: new(admissionregistrationv1.SideEffectClass),
-			ClientConfig: admissionregistrationv1.WebhookClientConfig{
-				Service: &admissionregistrationv1.ServiceReference{Path: new(string)}},
-			Rules: []admissionregistrationv1.RuleWithOperations{{
-				Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
-				Rule:       admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}},
+	t.Run("reinvocation", func(t *testing.T) {
+		// A second webhook, ordered after ours by name, adds a container;
+		// the API server calls ours again (IfNeeded) with it. The injector
+		// leaves its own output alone: one proxy, variables once, none on
+		// the other injector's container.
+		other := &admissionregistrationv1.MutatingWebhookConfiguration{
+			ObjectMeta: metav1.ObjectMeta{Name: "zz-other-injector"},
+			Webhooks: []admissionregistrationv1.MutatingWebhook{{
+				Name: "other.example.test", AdmissionReviewVersions: []string{"v1"},
+				SideEffects: ptr.To(admissionregistrationv1.SideEffectClassNone),
+				ClientConfig: admissionregistrationv1.WebhookClientConfig{
+					Service: &admissionregistrationv1.ServiceReference{Path: ptr.To("/other")}},
+				Rules: []admissionregistrationv1.RuleWithOperations{{
+					Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
+					Rule:       admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}},
+				}},
+				NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"tollgate.dev/inject": "enabled"}},
 			}},
-			NamespaceSelector: &metav1.LabelSelector{MatchLabels: on},
-		}},
-	}
-	*other.Webhooks[0].SideEffects = admissionregistrationv1.SideEffectClassNone
-	*other.Webhooks[0].ClientConfig.Service.Path = "/other"
-	otherHook := kube.ServeWebhook(t, http.HandlerFunc(addSidecar))
-	otherHook.PointAt(other)
-	if err := env.InstallWebhook(ctx(t), other, pod("fn", "canary2", "canary2"), func(p *corev1.Pod) bool { return len(p.Spec.Containers) == 2 }); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = env.Client.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(ctx(t), other.Name, metav1.DeleteOptions{})
+		}
+		otherHook := kube.ServeWebhook(t, http.HandlerFunc(addSidecar))
+		otherHook.PointAt(other)
+		if err := env.InstallWebhook(ctx(t), other, pod("fn", "canary2", "canary2"), func(p *corev1.Pod) bool { return len(p.Spec.Containers) == 2 }); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			_ = env.Client.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(ctx(t), other.Name, metav1.DeleteOptions{})
+		})
+		create(pod("fn", "reinvoked", "reinvoked"), false)
+		got := rec.of("reinvoked")
+		if len(got) != 2 || !slices.Equal(got[0].Containers, []string{"app"}) || !slices.Equal(got[1].Containers, []string{"app", "other-sidecar"}) {
+			t.Fatalf("want our webhook called twice, second time with the other injector's container; got %+v", got)
+		}
+		p := created["reinvoked"]
+		checkInjected(t, p, []string{"openai", "anthropic", "gemini"})
+		if n := len(envValues(p.Spec.Containers[0], "OPENAI_API_KEY")); n != 1 {
+			t.Errorf("OPENAI_API_KEY set %d times on the app", n)
+		}
+		if c := p.Spec.Containers[1]; c.Name != "other-sidecar" || len(c.Env) != 0 {
+			t.Errorf("the other injector's container got variables: %+v", c)
+		}
 	})
-	create(pod("fn", "reinvoked", "reinvoked"), false)
-	got := rec.of("reinvoked")
-	if len(got) != 2 || !slices.Equal(got[0].Containers, []string{"app"}) || !slices.Equal(got[1].Containers, []string{"app", "other-sidecar"}) {
-		t.Errorf("want our webhook called twice, second time with the other injector's container; got %+v", got)
+}
+
+func isInjected(p *corev1.Pod) bool { return p.Annotations["tollgate.dev/status"] == "injected" }
+
+// checkInjected: the proxy is the first init container (native sidecar),
+// the app's first variables are the gateway's for the providers listed
+// (keys by reference to the token Secret, never a value, base URLs on the
+// proxy), and kubectl's default container is the app.
+func checkInjected(t *testing.T, p *corev1.Pod, providers []string) {
+	t.Helper()
+	if p == nil || !isInjected(p) {
+		t.Fatalf("pod not injected: %+v", p)
 	}
+	if len(p.Spec.InitContainers) == 0 || p.Spec.InitContainers[0].Name != "tollgate-proxy" ||
+		p.Spec.InitContainers[0].RestartPolicy == nil || *p.Spec.InitContainers[0].RestartPolicy != corev1.ContainerRestartPolicyAlways {
+		t.Errorf("no native tollgate-proxy sidecar first: %+v", p.Spec.InitContainers)
+	} else if proxy := p.Spec.InitContainers[0]; proxy.Image != "docker.io/envoyproxy/envoy:v1.36.2" ||
+		!strings.Contains(strings.Join(proxy.Args, " "), "tg-tollgate-processor.tollgate-system.svc") {
+		t.Errorf("proxy image %q or its processor address is not the chart's", proxy.Image)
+	}
+	if p.Annotations["kubectl.kubernetes.io/default-container"] != "app" {
+		t.Errorf("default container = %q", p.Annotations["kubectl.kubernetes.io/default-container"])
+	}
+	app := p.Spec.Containers[0]
+	want := map[string]string{"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY", "gemini": "GEMINI_API_KEY"}
+	for prov, key := range want {
+		has := false
+		for _, e := range app.Env {
+			if e.Name != key {
+				continue
+			}
+			if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
+				has = true
+				if ref := e.ValueFrom.SecretKeyRef; ref.Name != "tollgate-gateway-token" || ref.Key != "token" {
+					t.Errorf("%s refers to %s/%s", key, ref.Name, ref.Key)
+				}
+			}
+		}
+		if has != slices.Contains(providers, prov) {
+			t.Errorf("%s from the token Secret: %v, want %v (env %v)", key, has, slices.Contains(providers, prov), names(app.Env))
+		}
+	}
+	// Ours come first, so a user's $(AI_GATEWAY_BASE_URL) reference expands.
+	if len(app.Env) == 0 || !(app.Env[0].ValueFrom != nil || strings.HasPrefix(app.Env[0].Value, "http://127.0.0.1:15080")) {
+		t.Errorf("the gateway's variables are not first: %v", names(app.Env))
+	}
+	for _, e := range app.Env {
+		if strings.HasSuffix(e.Name, "_BASE_URL") && e.ValueFrom == nil && !strings.HasPrefix(e.Value, "http://127.0.0.1:15080") &&
+			e.Value != "https://openai.corp.example/v1" {
+			t.Errorf("%s=%q does not point at the proxy", e.Name, e.Value)
+		}
+	}
+}
+
+// checkUntouched: the pod is stored as it was sent.
+func checkUntouched(t *testing.T, _ []call, p *corev1.Pod) {
+	t.Helper()
+	if _, ok := p.Annotations["tollgate.dev/status"]; ok || len(p.Spec.InitContainers) != 0 || len(p.Spec.Containers[0].Env) != 0 {
+		t.Errorf("pod changed: annotations %v, init containers %d, env %v", p.Annotations, len(p.Spec.InitContainers), names(p.Spec.Containers[0].Env))
+	}
+}
+
+func envValues(c corev1.Container, name string) []string {
+	var v []string
+	for _, e := range c.Env {
+		if e.Name == name {
+			v = append(v, e.Value)
+		}
+	}
+	return v
+}
+
+func names(env []corev1.EnvVar) []string {
+	var n []string
+	for _, e := range env {
+		n = append(n, e.Name)
+	}
+	return n
 }
