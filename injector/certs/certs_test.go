@@ -220,7 +220,9 @@ func TestWatchFiles(t *testing.T) {
 	defer cancel()
 	errs := make(chan error, 10)
 	done := make(chan error, 1)
-	go func() { done <- WatchFiles(ctx, r, certFile, keyFile, 5*time.Millisecond, func(err error) { errs <- err }) }()
+	go func() {
+		done <- WatchFiles(ctx, r, certFile, keyFile, 5*time.Millisecond, func(err error) { errs <- err })
+	}()
 	waitFor(t, func() bool { return r.Loaded() })
 	addr := serve(t, r)
 	pool := x509.NewCertPool()
