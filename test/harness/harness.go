@@ -70,6 +70,7 @@ func Binary(t testing.TB) string {
 func Run(t testing.TB, args ...string) []byte {
 	t.Helper()
 	cmd := exec.Command(Binary(t), args...)
+	cmd.Env = quickExit(os.Environ())
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -77,6 +78,22 @@ func Run(t testing.TB, args ...string) []byte {
 		t.Fatalf("tollgate %v: %v\n%s", args, err, stderr.String())
 	}
 	return out
+}
+
+// quickExit adds GORACE=atexit_sleep_ms=0 to env for a race-enabled
+// binary, unless GORACE is set: such a binary otherwise sleeps a second
+// on exit (the race runtime's default), which is most of what a CLI call
+// costs and adds up over the hundreds a test run makes.
+func quickExit(env []string) []string {
+	if !raceEnabled {
+		return env
+	}
+	for _, kv := range env {
+		if strings.HasPrefix(kv, "GORACE=") {
+			return env
+		}
+	}
+	return append(env, "GORACE=atexit_sleep_ms=0")
 }
 
 // Dev is a running `tollgate dev`.
