@@ -372,7 +372,7 @@ func freeTPM(t *testing.T, e env, w workload, b *book) (patient func(t *testing.
 	}
 	// The budget is spent within one window: start in a fresh one if
 	// this one is nearly over.
-	if left := untilNextWindow(time.Now()); left < 8*time.Second {
+	if left := untilNextWindow(time.Now()); left < 15*time.Second {
 		time.Sleep(left + 100*time.Millisecond)
 	}
 	window := time.Now().Truncate(time.Minute)
