@@ -1,16 +1,31 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
+	"net/http"
 	"os"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/leaderelection"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
 
 	"github.com/tollgate-dev/tollgate/injector"
+	"github.com/tollgate-dev/tollgate/injector/adminapi"
+	"github.com/tollgate-dev/tollgate/injector/certs"
+	"github.com/tollgate-dev/tollgate/injector/controller"
 	"github.com/tollgate-dev/tollgate/sidecar"
 )
 
@@ -23,9 +38,9 @@ type mutationFlags struct {
 	proxy                                          sidecar.Options
 }
 
-func (f *mutationFlags) register(fs *pflag.FlagSet, modes string) {
+func (f *mutationFlags) register(fs *pflag.FlagSet, mode, modes string) {
 	fs.StringVar(&f.image, "proxy-image", injector.DefaultProxyImage, "Envoy image of the tollgate-proxy sidecar")
-	fs.StringVar(&f.sidecarMode, "sidecar-mode", injector.SidecarNative, "how the proxy is added: "+modes)
+	fs.StringVar(&f.sidecarMode, "sidecar-mode", mode, "how the proxy is added: "+modes)
 	fs.StringVar(&f.tokenSecret, "token-secret", "tollgate-gateway-token", "name of the gateway-token Secret in each namespace (key \"token\")")
 	fs.StringVar(&f.envFromPolicy, "env-from-policy", injector.EnvFromSkip, "when an envFrom source's keys cannot be read: skip (leave the providers it might define alone) or inject (set them anyway)")
 	fs.StringVar(&f.gatewayKey, "gateway-key-name", "", "name of the gateway key variable (default AI_GATEWAY_KEY)")
@@ -133,7 +148,8 @@ through inject again is unchanged.`,
 	f.StringSliceVar(&nsLabels, "namespace-labels", nil, "labels of the namespace, KEY=VALUE,… (tollgate.dev/account, tollgate.dev/project)")
 	f.StringSliceVar(&nsAnnotations, "namespace-annotations", nil, "annotations of the namespace, KEY=VALUE,…")
 	f.StringVar(&nsEnv, "namespace-env", "", "variable names the namespace already defines, comma-separated (as the "+injector.AnnotationDefinedEnv+" annotation)")
-	mf.register(f, "native (init container with restartPolicy Always) or container")
+	mf.register(f, injector.SidecarNative, "native (init container with restartPolicy Always) or container")
+	cmd.AddCommand(newInjectServeCmd())
 	return cmd
 }
 
@@ -148,4 +164,265 @@ func parseKV(pairs []string, what string) (map[string]string, error) {
 		out[k] = v
 	}
 	return out, nil
+}
+
+// serveFlags are `tollgate inject serve`'s own flags.
+type serveFlags struct {
+	listen, kubeconfig, namespace, logLevel                   string
+	tlsMode, certFile, keyFile, tlsSecret, webhookConfig      string
+	service                                                   string
+	tlsHosts                                                  []string
+	adminURL, adminTokenFile                                  string
+	readSecrets, leaderElect                                  bool
+	reviewTimeout, accountTTL, resync, tokenTTL, rotateBefore time.Duration
+}
+
+func newInjectServeCmd() *cobra.Command {
+	var (
+		mf mutationFlags
+		sf serveFlags
+	)
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the mutating admission webhook (HTTPS) and the gateway-token controller",
+		Long: `Serves the webhook at ` + injector.WebhookPath + ` over HTTPS, /healthz and /readyz on the same port,
+and (with --admin-url) runs the controller that keeps a gateway-token Secret in every
+opted-in namespace, leader-elected among replicas. Runs in the cluster with its
+ServiceAccount, or outside with --kubeconfig.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runInjectServe(cmd.Context(), &mf, &sf)
+		},
+	}
+	f := cmd.Flags()
+	mf.register(f, "auto", "auto (native when the API server is 1.29 or later), native or container")
+	f.StringVar(&sf.listen, "listen", ":8443", "HTTPS address of the webhook and health endpoints")
+	f.StringVar(&sf.kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster configuration)")
+	f.StringVar(&sf.namespace, "namespace", envOr("POD_NAMESPACE", "tollgate-system"), "the injector's own namespace (never injected; holds its TLS Secret and leader lease)")
+	f.StringVar(&sf.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&sf.tlsMode, "tls-mode", "self-signed", "self-signed (own CA in a Secret, caBundle patched into the webhook configuration) or files (certificate mounted, e.g. by cert-manager)")
+	f.StringVar(&sf.certFile, "tls-cert-file", "/etc/tollgate/tls/tls.crt", "serving certificate (files mode)")
+	f.StringVar(&sf.keyFile, "tls-key-file", "/etc/tollgate/tls/tls.key", "serving key (files mode)")
+	f.StringVar(&sf.tlsSecret, "tls-secret", "tollgate-injector-tls", "Secret holding the CA and serving certificate (self-signed mode)")
+	f.StringVar(&sf.webhookConfig, "webhook-config", "tollgate-injector", "MutatingWebhookConfiguration whose caBundle is kept (self-signed mode)")
+	f.StringVar(&sf.service, "service", "tollgate-injector", "the webhook's Service; the certificate covers SERVICE.NAMESPACE.svc[.cluster.local]")
+	f.StringSliceVar(&sf.tlsHosts, "tls-hosts", nil, "more DNS names or IPs the certificate covers (a webhook registered by URL)")
+	f.StringVar(&sf.adminURL, "admin-url", "", "the processor's admin API (e.g. http://tollgate-admin.tollgate-system.svc:8081); without it no tokens are managed and accounts are not checked")
+	f.StringVar(&sf.adminTokenFile, "admin-token-file", "/etc/tollgate/admin/token", "file holding the admin API token")
+	f.BoolVar(&sf.readSecrets, "read-secret-keys", false, "read the keys of envFrom Secrets (needs RBAC get on secrets); otherwise --env-from-policy applies to them")
+	f.BoolVar(&sf.leaderElect, "leader-elect", true, "run the token controller on one replica at a time (a Lease in --namespace)")
+	f.DurationVar(&sf.reviewTimeout, "review-timeout", 5*time.Second, "longest time spent on one admission review; keep below the webhook's timeoutSeconds")
+	f.DurationVar(&sf.accountTTL, "account-cache-ttl", time.Minute, "how long an account's enabled/disabled answer is reused")
+	f.DurationVar(&sf.resync, "resync", 5*time.Minute, "how often every namespace is re-checked (account status, rotation)")
+	f.DurationVar(&sf.tokenTTL, "token-ttl", 90*24*time.Hour, "lifetime of a namespace's gateway token")
+	f.DurationVar(&sf.rotateBefore, "token-rotate-before", 45*24*time.Hour, "replace a token this long before it expires (the least validity a starting pod gets)")
+	return cmd
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func runInjectServe(ctx context.Context, mf *mutationFlags, sf *serveFlags) error {
+	log := newLogger(sf.logLevel)
+	rc, err := kubeConfig(sf.kubeconfig)
+	if err != nil {
+		return err
+	}
+	client, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return fmt.Errorf("kubernetes client: %w", err)
+	}
+	mode := mf.sidecarMode
+	if mode == "auto" {
+		if mode, err = detectSidecarMode(client); err != nil {
+			return err
+		}
+		log.Info("inject: sidecar mode detected", "mode", mode)
+	}
+	if mode != injector.SidecarNative && mode != injector.SidecarContainer {
+		return fmt.Errorf("--sidecar-mode %q: want auto, native or container", mode)
+	}
+	cfg, err := mf.config(mode, sf.namespace)
+	if err != nil {
+		return err
+	}
+
+	var api *adminapi.Client
+	var accounts injector.AccountChecker
+	if sf.adminURL != "" {
+		tok, err := os.ReadFile(sf.adminTokenFile)
+		if err != nil {
+			return fmt.Errorf("admin token: %w", err)
+		}
+		if api, err = adminapi.New(sf.adminURL, strings.TrimSpace(string(tok)), nil); err != nil {
+			return err
+		}
+		accounts = adminapi.NewAccountCache(api, sf.accountTTL)
+	} else {
+		log.Warn("inject: no --admin-url: accounts are not checked and no gateway-token Secrets are managed")
+	}
+
+	factory := informers.NewSharedInformerFactory(client, sf.resync)
+	nsInformer := factory.Core().V1().Namespaces()
+	mutator, err := injector.NewMutator(cfg, injector.APIKeys{Client: client, ReadSecrets: sf.readSecrets}, accounts, log)
+	if err != nil {
+		return err
+	}
+	var ctrl *controller.Controller
+	if api != nil {
+		ctrl, err = controller.New(controller.Config{
+			SecretName: cfg.TokenSecret, OwnNamespace: sf.namespace, TTL: sf.tokenTTL, RotateBefore: sf.rotateBefore,
+		}, client, factory, api, accounts, log)
+		if err != nil {
+			return err
+		}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	factory.Start(ctx.Done())
+
+	reloader := &certs.Reloader{}
+	tlsReady := reloader.Loaded
+	errc := make(chan error, 3)
+	switch sf.tlsMode {
+	case "files":
+		go func() {
+			errc <- certs.WatchFiles(ctx, reloader, sf.certFile, sf.keyFile, 30*time.Second, func(err error) {
+				log.Warn("inject: reloading the serving certificate failed", "err", err)
+			})
+		}()
+	case "self-signed":
+		hosts := []string{sf.service + "." + sf.namespace + ".svc", sf.service + "." + sf.namespace + ".svc.cluster.local"}
+		ss := &certs.SelfSigned{
+			Client: client, Namespace: sf.namespace, SecretName: sf.tlsSecret, WebhookConfig: sf.webhookConfig,
+			Hosts: append(hosts, sf.tlsHosts...), Reloader: reloader, Log: log,
+		}
+		tlsReady = func() bool { return reloader.Loaded() && ss.Ready() }
+		go ss.Run(ctx, 30*time.Second)
+	default:
+		return fmt.Errorf("--tls-mode %q: want self-signed or files", sf.tlsMode)
+	}
+
+	if ctrl != nil {
+		go func() { errc <- runController(ctx, client, ctrl, sf, log) }()
+	}
+
+	mux := http.NewServeMux()
+	mux.Handle(injector.WebhookPath, injector.NewWebhook(mutator, injector.NamespaceLister{Lister: nsInformer.Lister()}, sf.reviewTimeout, log))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		switch {
+		case !nsInformer.Informer().HasSynced():
+			http.Error(w, "namespace cache not synced", http.StatusServiceUnavailable)
+		case !tlsReady():
+			http.Error(w, "serving certificate or caBundle not in place", http.StatusServiceUnavailable)
+		default:
+			fmt.Fprintln(w, "ok")
+		}
+	})
+	ln, err := net.Listen("tcp", sf.listen)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Handler:           mux,
+		TLSConfig:         reloader.TLSConfig(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	go func() { errc <- srv.ServeTLS(ln, "", "") }()
+	log.Info("inject: serving", "addr", ln.Addr().String(), "path", injector.WebhookPath, "sidecar_mode", mode, "tls_mode", sf.tlsMode)
+
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	cancel()
+	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer scancel()
+	if serr := srv.Shutdown(sctx); err == nil || errors.Is(err, http.ErrServerClosed) {
+		err = serr
+	}
+	return err
+}
+
+func kubeConfig(path string) (*rest.Config, error) {
+	if path == "" {
+		c, err := rest.InClusterConfig()
+		if err != nil {
+			return nil, fmt.Errorf("in-cluster configuration (use --kubeconfig outside a cluster): %w", err)
+		}
+		return c, nil
+	}
+	c, err := clientcmd.BuildConfigFromFlags("", path)
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// detectSidecarMode picks native sidecars from 1.29 on (SidecarContainers
+// beta and on by default; GA in 1.33), a regular container before.
+func detectSidecarMode(client kubernetes.Interface) (string, error) {
+	v, err := client.Discovery().ServerVersion()
+	if err != nil {
+		return "", fmt.Errorf("detecting the API server version (or set --sidecar-mode): %w", err)
+	}
+	major, _ := strconv.Atoi(strings.TrimRight(v.Major, "+"))
+	minor, _ := strconv.Atoi(strings.TrimRight(v.Minor, "+"))
+	if major > 1 || (major == 1 && minor >= 29) {
+		return injector.SidecarNative, nil
+	}
+	return injector.SidecarContainer, nil
+}
+
+// runController runs the token controller, on the elected replica only
+// when leader election is on. Losing the lease ends the process (the
+// kubelet restarts it as a candidate): a controller's queue cannot be
+// restarted.
+func runController(ctx context.Context, client kubernetes.Interface, ctrl *controller.Controller, sf *serveFlags, log *slog.Logger) error {
+	if !sf.leaderElect {
+		return ctrl.Run(ctx, 2)
+	}
+	id, err := os.Hostname()
+	if err != nil {
+		return err
+	}
+	lock, err := resourcelock.New(resourcelock.LeasesResourceLock, sf.namespace, "tollgate-injector-controller",
+		client.CoreV1(), client.CoordinationV1(), resourcelock.ResourceLockConfig{Identity: id})
+	if err != nil {
+		return err
+	}
+	lost := make(chan error, 1)
+	le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
+		Lock: lock, ReleaseOnCancel: true,
+		LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 2 * time.Second,
+		Callbacks: leaderelection.LeaderCallbacks{
+			OnStartedLeading: func(ctx context.Context) {
+				log.Info("inject: leading; running the token controller", "identity", id)
+				if err := ctrl.Run(ctx, 2); err != nil {
+					lost <- err
+				}
+			},
+			OnStoppedLeading: func() {
+				if ctx.Err() == nil {
+					lost <- errors.New("lost the controller lease")
+				}
+			},
+		},
+	})
+	if err != nil {
+		return err
+	}
+	le.Run(ctx)
+	select {
+	case err := <-lost:
+		return err
+	default:
+		return nil
+	}
 }
