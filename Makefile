@@ -60,6 +60,9 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseProcessor$$' -fuzztime $(FUZZTIME) ./sidecar
 	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME) ./sidecar
 	$(GO) test -run '^$$' -fuzz '^FuzzSpool$$' -fuzztime $(FUZZTIME) ./pkg/ledger
+	$(GO) test -run '^$$' -fuzz '^FuzzCreatePatch$$' -fuzztime $(FUZZTIME) ./injector
+	$(GO) test -run '^$$' -fuzz '^FuzzWebhook$$' -fuzztime $(FUZZTIME) ./injector
+	$(GO) test -run '^$$' -fuzz '^FuzzInjectManifests$$' -fuzztime $(FUZZTIME) ./injector
 
 bench: bench-go bench-load
 
