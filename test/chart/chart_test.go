@@ -95,6 +95,7 @@ func flags(c corev1.Container) map[string]string {
 type serveConfig struct {
 	Listen         string `json:"listen"`
 	GRPCListen     string `json:"grpc_listen"`
+	AdminListen    string `json:"admin_listen"`
 	DataDir        string `json:"data_dir"`
 	Catalog        string `json:"catalog"`
 	MaxRequestBody int64  `json:"max_request_body"`
@@ -138,7 +139,7 @@ func TestRender(t *testing.T) {
 		{"defaults", nil, func(t *testing.T, r *Rendered) {
 			want := []string{"ClusterRole", "ClusterRoleBinding", "ConfigMap", "Deployment", "Deployment",
 				"MutatingWebhookConfiguration", "Namespace", "Pod", "PodDisruptionBudget", "PodDisruptionBudget",
-				"Role", "RoleBinding", "Service", "Service", "ServiceAccount", "ServiceAccount"}
+				"Role", "RoleBinding", "Secret", "Service", "Service", "ServiceAccount", "ServiceAccount"}
 			if got := r.Kinds(); !slices.Equal(got, want) {
 				t.Errorf("kinds = %v\nwant    %v", got, want)
 			}
@@ -175,8 +176,29 @@ func TestRender(t *testing.T) {
 			if got := cfg.Providers["anthropic"].AllowHeaders; !slices.Equal(got, []string{"anthropic-beta"}) {
 				t.Errorf("anthropic allow_headers = %v", got)
 			}
-			if len(r.Find("Secret", "")) != 0 {
-				t.Errorf("a Secret is rendered although no provider key is set")
+			if len(r.Find("Secret", "tg-tollgate-provider-keys")) != 0 {
+				t.Errorf("a provider-keys Secret is rendered although no key is set")
+			}
+			// The admin token: random, in a Secret, given to the processor
+			// (which checks it) and the injector (which calls the admin API)
+			// by reference only.
+			s := one[*corev1.Secret](t, r, "Secret", "tg-tollgate-admin-token")
+			if len(s.Data["token"]) != 48 {
+				t.Errorf("admin token has %d bytes", len(s.Data["token"]))
+			}
+			for _, name := range []string{processorName, injectorName} {
+				c := one[*appsv1.Deployment](t, r, "Deployment", name).Spec.Template.Spec.Containers[0]
+				if !slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool {
+					return e.Name == "TOLLGATE_ADMIN_TOKEN" && e.ValueFrom != nil && e.ValueFrom.SecretKeyRef.Name == s.Name
+				}) {
+					t.Errorf("%s does not get the admin token from %s", name, s.Name)
+				}
+			}
+			if cfg := readServeConfig(t, r); cfg.AdminListen != "0.0.0.0:9091" {
+				t.Errorf("admin_listen = %q", cfg.AdminListen)
+			}
+			if f := flags(container(t, one[*appsv1.Deployment](t, r, "Deployment", injectorName), "injector")); f["admin-url"] != "http://tg-tollgate-processor.tollgate-system.svc:9091" {
+				t.Errorf("--admin-url=%q", f["admin-url"])
 			}
 			if len(r.Find("HorizontalPodAutoscaler", "")) != 0 {
 				t.Errorf("HPA rendered by default")
@@ -341,8 +363,8 @@ func TestRender(t *testing.T) {
 			}},
 		{"existingSecret", vals("providerKeys.existingSecret", "corp-ai-keys", "providerKeys.secretKeys.gemini", ""),
 			func(t *testing.T, r *Rendered) {
-				if len(r.Find("Secret", "")) != 0 {
-					t.Errorf("chart made a Secret although existingSecret is set")
+				if len(r.Find("Secret", "tg-tollgate-provider-keys")) != 0 {
+					t.Errorf("chart made a provider-keys Secret although existingSecret is set")
 				}
 				d := one[*appsv1.Deployment](t, r, "Deployment", processorName)
 				var vol *corev1.SecretVolumeSource
@@ -407,7 +429,7 @@ func TestRender(t *testing.T) {
 				t.Errorf("metrics_listen = %q", cfg.MetricsListen)
 			}
 			svc := one[*corev1.Service](t, r, "Service", processorName)
-			if len(svc.Spec.Ports) != 2 {
+			if len(svc.Spec.Ports) != 3 {
 				t.Errorf("service ports = %+v", svc.Spec.Ports)
 			}
 		}},
@@ -428,7 +450,7 @@ func TestRender(t *testing.T) {
 				t.Errorf("deployments = %d, want the processor only", len(got))
 			}
 		}},
-		{"long release name", vals("fullnameOverride", strings.Repeat("x", 70)), func(t *testing.T, r *Rendered) {
+		{"long release name", vals("fullnameOverride", strings.Repeat("x", 70), "providerKeys.openai", "k"), func(t *testing.T, r *Rendered) {
 			for _, o := range r.Objects {
 				limit := 63
 				if o.GVK.Kind == "MutatingWebhookConfiguration" || o.GVK.Kind == "ClusterRole" || o.GVK.Kind == "ClusterRoleBinding" {
@@ -695,9 +717,7 @@ func TestRBACRules(t *testing.T) {
 		{"ClusterRole", "", "namespaces", "watch", ""}:                                                         "token controller: react to namespaces being labelled and unlabelled",
 		{"ClusterRole", "", "configmaps", "get", ""}:                                                           "envFrom ConfigMaps: their keys decide whether a variable is already defined (one GET per source)",
 		{"ClusterRole", "", "secrets", "create", ""}:                                                           "token controller: make a namespace's token Secret (create cannot be limited by name)",
-		{"ClusterRole", "", "secrets", "get", "tollgate-gateway-token"}:                                        "token controller: read the current token Secret",
-		{"ClusterRole", "", "secrets", "list", "tollgate-gateway-token"}:                                       "token controller: informer over token Secrets only (field selector on the name)",
-		{"ClusterRole", "", "secrets", "watch", "tollgate-gateway-token"}:                                      "token controller: notice a token Secret deleted or edited",
+		{"ClusterRole", "", "secrets", "get", "tollgate-gateway-token"}:                                        "token controller: read a namespace's token Secret (one GET by name per reconcile)",
 		{"ClusterRole", "", "secrets", "update", "tollgate-gateway-token"}:                                     "token controller: rotate the token before it expires",
 		{"ClusterRole", "", "secrets", "delete", "tollgate-gateway-token"}:                                     "token controller: remove the token when a namespace opts out",
 		{"ClusterRole", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "get", webhookName}:   "read its own webhook configuration's caBundle",

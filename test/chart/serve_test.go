@@ -113,11 +113,16 @@ func TestProcessorPodRunsTollgate(t *testing.T) {
 		args = append(args, remap(a))
 	}
 	metricsAddr := freeAddr(t)
-	args = append(args, "--listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0", "--metrics-listen", metricsAddr)
+	args = append(args, "--listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0", "--metrics-listen", metricsAddr,
+		"--admin-listen", "127.0.0.1:0")
 	env := harness.CleanEnv()
 	for _, e := range c.Env {
-		if e.ValueFrom == nil {
+		switch {
+		case e.ValueFrom == nil:
 			env = append(env, e.Name+"="+remap(e.Value))
+		case e.ValueFrom.SecretKeyRef != nil:
+			ref := e.ValueFrom.SecretKeyRef
+			env = append(env, e.Name+"="+string(one[*corev1.Secret](t, r, "Secret", ref.Name).Data[ref.Key]))
 		}
 	}
 
@@ -136,12 +141,13 @@ func TestProcessorPodRunsTollgate(t *testing.T) {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		_ = cmd.Wait()
 	}()
+	adminRE := regexp.MustCompile(`msg="admin API" addr=(\S+)`)
 	httpRE := regexp.MustCompile(`msg=serving addr=(\S+)`)
 	grpcRE := regexp.MustCompile(`msg="serving envoy processor" network=tcp addr=(\S+)`)
 	var log strings.Builder
-	addr, grpcAddr := "", ""
+	addr, grpcAddr, adminAddr := "", "", ""
 	sc := bufio.NewScanner(stderr)
-	for (addr == "" || grpcAddr == "") && sc.Scan() {
+	for (addr == "" || grpcAddr == "" || adminAddr == "") && sc.Scan() {
 		log.WriteString(sc.Text() + "\n")
 		if m := httpRE.FindStringSubmatch(sc.Text()); m != nil {
 			addr = m[1]
@@ -149,8 +155,11 @@ func TestProcessorPodRunsTollgate(t *testing.T) {
 		if m := grpcRE.FindStringSubmatch(sc.Text()); m != nil {
 			grpcAddr = m[1]
 		}
+		if m := adminRE.FindStringSubmatch(sc.Text()); m != nil {
+			adminAddr = m[1]
+		}
 	}
-	if addr == "" || grpcAddr == "" {
+	if addr == "" || grpcAddr == "" || adminAddr == "" {
 		t.Fatalf("tollgate %v did not start serving HTTP and gRPC:\n%s", args, log.String())
 	}
 	go func() { // keep draining so the process never blocks on stderr
@@ -191,6 +200,21 @@ func TestProcessorPodRunsTollgate(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		t.Errorf("GET /metrics = %d", resp.StatusCode)
+	}
+
+	// The admin API takes the rendered admin token, and only it.
+	adminToken := string(one[*corev1.Secret](t, r, "Secret", "tg-tollgate-admin-token").Data["token"])
+	for token, want := range map[string]int{adminToken: http.StatusOK, "not-the-token": http.StatusUnauthorized} {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+adminAddr+"/v1/accounts", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("admin API with token %q... = %d, want %d", token[:4], resp.StatusCode, want)
+		}
 	}
 
 	// The rendered catalog overlay is in force: the model it adds is served

@@ -75,7 +75,7 @@ app.kubernetes.io/component: {{ .component }}
 
 {{/* The Secret holding the provider keys: the operator's, or the chart's. */}}
 {{- define "tollgate.providerKeysSecret" -}}
-{{- default (printf "%s-provider-keys" (include "tollgate.fullname" .)) .Values.providerKeys.existingSecret -}}
+{{- default (printf "%s-provider-keys" (include "tollgate.fullname" . | trunc 49 | trimSuffix "-")) .Values.providerKeys.existingSecret -}}
 {{- end -}}
 
 {{/* The MutatingWebhookConfiguration's name: the injector patches its
@@ -147,3 +147,17 @@ name of the entry in the provider-keys Secret. */}}
 fixed in the injector's code, so not values. */}}
 {{- define "tollgate.injectLabel" -}}tollgate.dev/inject{{- end -}}
 {{- define "tollgate.injectEnabled" -}}enabled{{- end -}}
+
+{{/* The Secret holding the admin API token: the operator's, or the chart's. */}}
+{{- define "tollgate.adminTokenSecret" -}}
+{{- default (printf "%s-admin-token" (include "tollgate.fullname" . | trunc 51 | trimSuffix "-")) .Values.adminToken.existingSecret -}}
+{{- end -}}
+
+{{/* The admin token as an env entry (TOLLGATE_ADMIN_TOKEN), by reference. */}}
+{{- define "tollgate.adminTokenEnv" -}}
+- name: TOLLGATE_ADMIN_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "tollgate.adminTokenSecret" . }}
+      key: {{ .Values.adminToken.key }}
+{{- end -}}
