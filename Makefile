@@ -5,7 +5,7 @@ GO       ?= go
 BIN      ?= bin/tollgate
 NODE_DIR := test/node
 
-.PHONY: run build test test-go kube-tools node-deps fuzz bench bench-go bench-load lint clean proto
+.PHONY: run build test test-go kube-tools node-deps fuzz bench bench-go bench-load load-envoy lint clean proto
 
 run: build
 	$(BIN) dev --mock
@@ -79,6 +79,12 @@ bench-load: build
 BUF ?= github.com/bufbuild/buf/cmd/buf@v1.75.0
 proto:
 	cd proto && $(GO) run $(BUF) generate
+
+# 1,000 concurrent streams for 60 s through envoysim -> tollgate serve
+# (ext_proc) -> mock provider: throughput, processor RSS, goroutine leak
+# check (see docs/benchmarks.md). LOAD_STREAMS and LOAD_DURATION (s) tune it.
+load-envoy:
+	$(GO) test -tags load -count=1 -run '^TestSustainedLoad$$' -v -timeout 15m ./test/envoysim
 
 clean:
 	rm -rf bin

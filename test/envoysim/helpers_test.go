@@ -11,8 +11,10 @@ import (
 	"testing"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	extprocfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
@@ -129,13 +131,16 @@ type env struct {
 type envConfig struct {
 	opts     Options
 	upstream http.HandlerFunc
-	// extProc edits the ext_proc filter config before the proxy reads it.
-	extProc func(*extprocfilterv3.ExternalProcessor)
+	// extProc and extAuthz edit the filter configs before the proxy reads them.
+	extProc  func(*extprocfilterv3.ExternalProcessor)
+	extAuthz func(*extauthzv3.ExtAuthz)
 	// hcm edits the connection manager (routes, filters).
 	hcm   func(*hcmv3.HttpConnectionManager)
 	reply func(n int, req *extprocv3.ProcessingRequest) ([]*extprocv3.ProcessingResponse, error)
 	// noProcessor points the processor cluster at a closed port.
 	noProcessor bool
+	// authz, when set, adds the ext_authz filter served by this.
+	authz authv3.AuthorizationServer
 }
 
 func freePort(t testing.TB) uint32 {
@@ -158,6 +163,9 @@ func newEnv(t *testing.T, c envConfig) *env {
 	e.procAddr = ln.Addr().String()
 	g := grpc.NewServer(grpc.MaxRecvMsgSize(64 << 20))
 	extprocv3.RegisterExternalProcessorServer(g, e.proc)
+	if c.authz != nil {
+		authv3.RegisterAuthorizationServer(g, c.authz)
+	}
 	if c.noProcessor {
 		ln.Close()
 	} else {
@@ -174,11 +182,11 @@ func newEnv(t *testing.T, c envConfig) *env {
 	}
 	e.up = httptest.NewServer(handler)
 	t.Cleanup(e.up.Close)
-	b, err := sidecar.Bootstrap(sidecar.Options{ListenPort: freePort(t), Processor: e.procAddr})
+	b, err := sidecar.Bootstrap(sidecar.Options{ListenPort: freePort(t), Processor: e.procAddr, ExtAuthz: c.authz != nil})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.extProc != nil || c.hcm != nil {
+	if c.extProc != nil || c.hcm != nil || c.extAuthz != nil {
 		a := b.GetStaticResources().GetListeners()[0].GetFilterChains()[0].GetFilters()[0].GetTypedConfig()
 		edit(t, a, &hcmv3.HttpConnectionManager{}, func(h *hcmv3.HttpConnectionManager) {
 			if c.hcm != nil {
@@ -187,6 +195,9 @@ func newEnv(t *testing.T, c envConfig) *env {
 			for _, f := range h.GetHttpFilters() {
 				if f.GetName() == sidecar.FilterExtProc && c.extProc != nil {
 					edit(t, f.GetTypedConfig(), &extprocfilterv3.ExternalProcessor{}, c.extProc)
+				}
+				if f.GetName() == sidecar.FilterExtAuthz && c.extAuthz != nil {
+					edit(t, f.GetTypedConfig(), &extauthzv3.ExtAuthz{}, c.extAuthz)
 				}
 			}
 		})

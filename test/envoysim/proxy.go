@@ -128,6 +128,10 @@ func (p *Proxy) Close() {
 	}
 }
 
+// CloseIdleConnections drops the pooled upstream connections (Envoy keeps
+// such pools too; a leak check counts without them).
+func (p *Proxy) CloseIdleConnections() { p.transport.CloseIdleConnections() }
+
 // Counter is an Envoy-style stat (spurious_msgs_received,
 // rejected_header_mutations, message_timeouts, clear_route_cache_ignored,
 // failure_mode_allowed, streams_started, streams_closed, ...).

@@ -55,6 +55,8 @@ type DoorOptions struct {
 	LogLevel string
 	// ChunkDelay is the mock providers' pause between streamed chunks.
 	ChunkDelay time.Duration
+	// ServeArgs are extra `tollgate serve` flags (Envoy door only).
+	ServeArgs []string
 }
 
 // Doors are the front doors every end-to-end suite runs through.
@@ -136,7 +138,7 @@ func StartEnvoy(t testing.TB, o DoorOptions) *Envoy {
 	if err := os.WriteFile(cfg, []byte("data_dir: "+dir+"\ngrpc_listen: "+grpcAddr+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	var extra []string
+	extra := o.ServeArgs
 	if o.Catalog != "" {
 		extra = append(extra, "--catalog", o.Catalog)
 	}
@@ -281,3 +283,6 @@ func waitUsage(t testing.TB, d FrontDoor, n int) []usage.Record {
 		}
 	}
 }
+
+// ProcessorPID is the pid of `tollgate serve`, for resource readings.
+func (e *Envoy) ProcessorPID() int { return e.Serve.cmd.Process.Pid }

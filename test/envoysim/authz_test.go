@@ -1,0 +1,114 @@
+//lint:file-ignore SA1019 the tests set append, the field ext_authz reads
+
+package envoysim
+
+import (
+	"context"
+	"net/http"
+	"testing"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+type fakeAuthz struct {
+	authv3.UnimplementedAuthorizationServer
+	check func(*authv3.CheckRequest) (*authv3.CheckResponse, error)
+	got   chan *authv3.CheckRequest
+}
+
+func (f *fakeAuthz) Check(_ context.Context, r *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	f.got <- r
+	return f.check(r)
+}
+
+func valueHeader(k, v string) *corev3.HeaderValueOption {
+	return &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: k, Value: v}, Append: wrapperspb.Bool(false)}
+}
+
+// 14. ext_authz.
+func TestExtAuthz(t *testing.T) {
+	okResp := &authv3.CheckResponse{Status: &rpcstatus.Status{Code: int32(codes.OK)}, HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
+		Headers:         []*corev3.HeaderValueOption{valueHeader("x-upstream-key", "real-key")},
+		HeadersToRemove: []string{"authorization", ":path", "host"},
+	}}}
+	denied := &authv3.CheckResponse{Status: &rpcstatus.Status{Code: int32(codes.Unauthenticated)}, HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+		Status: &typev3.HttpStatus{Code: typev3.StatusCode_Unauthorized}, Body: `{"error":{"code":"invalid_api_key"}}`,
+		Headers: []*corev3.HeaderValueOption{valueHeader("content-type", "application/json")},
+	}}}
+	for _, tc := range []struct {
+		name       string
+		resp       *authv3.CheckResponse
+		err        error
+		cfg        func(*extauthzv3.ExtAuthz)
+		wantStatus int
+		upstream   bool
+		check      func(t *testing.T, e *env, r result)
+	}{
+		{name: "OK: headers from value set, removals applied but never of pseudo-headers", resp: okResp, wantStatus: 200, upstream: true,
+			check: func(t *testing.T, e *env, r result) {
+				up := records(t, e)[0].Upstream
+				if v, _ := up.Header.Get("x-upstream-key"); v != "real-key" || up.Header.has("authorization") {
+					t.Errorf("upstream headers %v", up.Header)
+				}
+				if up.Path != "/openai/v1/x" {
+					t.Errorf("path %q", up.Path)
+				}
+				// ext_proc runs after ext_authz and sees its changes.
+				e.proc.wait(t, 1)
+				h := headerMap(e.proc.messages(0)[0].GetRequestHeaders().GetHeaders())
+				if h.has("authorization") || !h.has("x-upstream-key") {
+					t.Errorf("ext_proc saw %v", h)
+				}
+			}},
+		{name: "denied: the denial's status, headers and body; nothing else runs", resp: denied, wantStatus: 401,
+			check: func(t *testing.T, e *env, r result) {
+				if string(r.body) != `{"error":{"code":"invalid_api_key"}}` || r.header.Get("Content-Type") != "application/json" {
+					t.Errorf("%q %v", r.body, r.header)
+				}
+				if e.proxy.Counter("streams_started") != 0 {
+					t.Error("ext_proc ran for a denied request")
+				}
+			}},
+		{name: "gRPC error: status_on_error", err: status.Error(codes.Unavailable, "down"), wantStatus: 503},
+		{name: "gRPC error without status_on_error: 403", err: status.Error(codes.Internal, "x"), wantStatus: 403,
+			cfg: func(c *extauthzv3.ExtAuthz) { c.StatusOnError = nil }},
+		{name: "failure_mode_allow with the header", err: status.Error(codes.Internal, "x"), wantStatus: 200, upstream: true,
+			cfg: func(c *extauthzv3.ExtAuthz) { c.FailureModeAllow, c.FailureModeAllowHeaderAdd = true, true },
+			check: func(t *testing.T, e *env, r result) {
+				if v, _ := records(t, e)[0].Upstream.Header.Get("x-envoy-auth-failure-mode-allowed"); v != "true" {
+					t.Error("no x-envoy-auth-failure-mode-allowed")
+				}
+			}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			az := &fakeAuthz{got: make(chan *authv3.CheckRequest, 1), check: func(*authv3.CheckRequest) (*authv3.CheckResponse, error) { return tc.resp, tc.err }}
+			e := newEnv(t, envConfig{authz: az, extAuthz: tc.cfg})
+			r := do(t, e, "POST", "/openai/v1/x", `{}`, "Authorization", "Bearer tok", "X-Dup", "a", "X-Dup", "b")
+			if r.status != tc.wantStatus {
+				t.Fatalf("status %d, want %d (%s)", r.status, tc.wantStatus, r.body)
+			}
+			req := <-az.got
+			hr := req.GetAttributes().GetRequest().GetHttp()
+			raw := headerMap(hr.GetHeaderMap())
+			if hr.GetMethod() != "POST" || hr.GetPath() != "/openai/v1/x" || hr.GetId() == "" || len(raw.Values("x-dup")) != 2 {
+				t.Errorf("check request %v", hr)
+			}
+			if got := records(t, e)[0].Upstream != nil; got != tc.upstream {
+				t.Errorf("went upstream: %v", got)
+			}
+			if tc.check != nil {
+				tc.check(t, e, r)
+			}
+			if tc.wantStatus == http.StatusOK {
+				noViolations(t, e)
+			}
+		})
+	}
+}
