@@ -303,6 +303,7 @@ type webhookCase struct {
 	readSecrets bool
 	// what the test expects besides the golden pod
 	wantStatus string // the status annotation after the patch, "" for none
+	untouched  bool   // no patch although the status is set (it was already)
 }
 
 var webhookCases = []webhookCase{
@@ -325,6 +326,7 @@ var webhookCases = []webhookCase{
 	{name: "dry-run", file: "no-env.yaml", namespace: "fn", dryRun: true, wantStatus: StatusInjected},
 	{name: "account-unreachable", file: "generate-name-only.yaml", namespace: "fn-flaky", wantStatus: StatusInjected},
 
+	{name: "already-injected", file: "already-injected.yaml", namespace: "fn", wantStatus: StatusInjected, untouched: true},
 	{name: "opted-out-annotation", file: "opted-out-annotation.yaml", namespace: "fn"},
 	{name: "opted-out-label", file: "opted-out-label.yaml", namespace: "fn"},
 	{name: "invalid-opt-value", file: "invalid-opt-value.yaml", namespace: "fn"},
@@ -359,7 +361,7 @@ func TestWebhookGolden(t *testing.T) {
 			got := applyPatch(t, pod, resp)
 			var decoded corev1.Pod
 			strictDecode(t, got, &decoded)
-			if tc.wantStatus == "" && len(resp.Patch) != 0 {
+			if (tc.wantStatus == "" || tc.untouched) && len(resp.Patch) != 0 {
 				t.Errorf("a pod the injector must not touch got a patch: %s", resp.Patch)
 			}
 			if s := decoded.Annotations[AnnotationStatus]; s != tc.wantStatus {
