@@ -5,11 +5,11 @@
 // response headers and the response body, and settles its usage when the
 // stream ends, however it ends.
 //
-// The filter configuration it expects (docs/configuration.md, the sidecar
-// bootstrap): request headers SEND, request body BUFFERED, response headers
-// SEND, response body BUFFERED, trailers SKIP, allow_mode_override with
-// StreamingOverride in allowed_override_modes. Streamed responses are
-// switched to STREAMED in the response headers reply.
+// The sidecar's filter configuration (sidecar.ProcessingMode): request
+// headers SEND, request body BUFFERED, response headers SEND, response body
+// STREAMED, trailers SKIP. A response body BUFFERED with allow_mode_override
+// and StreamingOverride in allowed_override_modes works too: streamed
+// responses are then switched to STREAMED in the response headers reply.
 package extproc
 
 import (
