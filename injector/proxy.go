@@ -11,8 +11,10 @@ import (
 // ProxyName is the proxy container's name.
 const ProxyName = "tollgate-proxy"
 
-// DefaultProxyImage is the Envoy image the proxy runs unless configured.
-const DefaultProxyImage = "envoyproxy/envoy:v1.36.2"
+// DefaultProxyImage is the Envoy image the proxy runs unless configured: the
+// release whose API the sidecar's bootstrap is built from (go-control-plane
+// envoy v1.40.0); an older Envoy would refuse fields it does not know.
+const DefaultProxyImage = "envoyproxy/envoy:v1.40.0"
 
 // envoyUID is the non-root user of the official Envoy image.
 const envoyUID = 101
