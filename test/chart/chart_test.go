@@ -186,13 +186,24 @@ func TestRender(t *testing.T) {
 			if len(s.Data["token"]) != 48 {
 				t.Errorf("admin token has %d bytes", len(s.Data["token"]))
 			}
-			for _, name := range []string{processorName, injectorName} {
-				c := one[*appsv1.Deployment](t, r, "Deployment", name).Spec.Template.Spec.Containers[0]
-				if !slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool {
-					return e.Name == "TOLLGATE_ADMIN_TOKEN" && e.ValueFrom != nil && e.ValueFrom.SecretKeyRef.Name == s.Name
-				}) {
-					t.Errorf("%s does not get the admin token from %s", name, s.Name)
+			if !slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool {
+				return e.Name == "TOLLGATE_ADMIN_TOKEN" && e.ValueFrom != nil && e.ValueFrom.SecretKeyRef.Name == s.Name
+			}) {
+				t.Errorf("the processor does not get the admin token from %s", s.Name)
+			}
+			inj := one[*appsv1.Deployment](t, r, "Deployment", injectorName)
+			f := flags(container(t, inj, "injector"))
+			mounted := false
+			for _, v := range inj.Spec.Template.Spec.Volumes {
+				for _, m := range inj.Spec.Template.Spec.Containers[0].VolumeMounts {
+					if v.Name == m.Name && v.Secret != nil && v.Secret.SecretName == s.Name && len(v.Secret.Items) == 1 &&
+						m.MountPath+"/"+v.Secret.Items[0].Path == f["admin-token-file"] {
+						mounted = true
+					}
 				}
+			}
+			if !mounted {
+				t.Errorf("the injector's --admin-token-file=%q is not the admin token Secret", f["admin-token-file"])
 			}
 			if cfg := readServeConfig(t, r); cfg.AdminListen != "0.0.0.0:9091" {
 				t.Errorf("admin_listen = %q", cfg.AdminListen)
@@ -245,11 +256,12 @@ func TestRender(t *testing.T) {
 				t.Errorf("injector pods are not opted out: %v", d.Spec.Template.Labels)
 			}
 			f := flags(container(t, d, "injector"))
-			if f["webhook-config"] != mwc.Name {
-				t.Errorf("--webhook-config=%q, configuration is %q", f["webhook-config"], mwc.Name)
+			if f["webhook-config"] != mwc.Name || f["service"] != w.ClientConfig.Service.Name || f["tls-mode"] != "self-signed" {
+				t.Errorf("--webhook-config=%q --service=%q --tls-mode=%q, configuration %q calls Service %q",
+					f["webhook-config"], f["service"], f["tls-mode"], mwc.Name, w.ClientConfig.Service.Name)
 			}
-			if f["exclude-namespaces"] != strings.Join(ns[1].Values, ",") {
-				t.Errorf("--exclude-namespaces=%q, selector excludes %v", f["exclude-namespaces"], ns[1].Values)
+			if f["review-timeout"] != "4s" {
+				t.Errorf("--review-timeout=%q: want below the webhook's 5 s timeout", f["review-timeout"])
 			}
 			if f["processor"] != "tg-tollgate-processor.tollgate-system.svc:9090" || f["sidecar-mode"] != "native" ||
 				f["proxy-image"] != "docker.io/envoyproxy/envoy:v1.36.2" || f["proxy-port"] != "15080" || f["token-secret"] != "tollgate-gateway-token" {
@@ -343,11 +355,11 @@ func TestRender(t *testing.T) {
 			}
 			d := one[*appsv1.Deployment](t, r, "Deployment", injectorName)
 			f := flags(container(t, d, "injector"))
-			if f["tls-cert-dir"] == "" || f["tls-secret"] != "" {
+			if f["tls-mode"] != "files" || f["tls-cert-file"] != "/etc/tollgate/tls/tls.crt" || f["tls-secret"] != "" {
 				t.Errorf("injector TLS flags in certManager mode: %v", f)
 			}
-			if len(r.Find("Role", "")) != 0 {
-				t.Errorf("Role for the TLS Secret rendered although cert-manager owns it")
+			if role := one[*rbacv1.Role](t, r, "Role", injectorName); slices.ContainsFunc(role.Rules, func(r rbacv1.PolicyRule) bool { return slices.Contains(r.Resources, "secrets") }) {
+				t.Errorf("Role grants Secrets although cert-manager owns the TLS Secret: %+v", role.Rules)
 			}
 		}},
 		{"cert-manager with a ClusterIssuer", vals("injector.certs.mode", "certManager",
@@ -712,23 +724,22 @@ func rbacPerms(r *Rendered) map[perm]bool {
 
 func TestRBACRules(t *testing.T) {
 	want := map[perm]string{
-		{"ClusterRole", "", "namespaces", "get", ""}:                                                           "read a namespace's opt-in label, account and project, and variable defaults",
-		{"ClusterRole", "", "namespaces", "list", ""}:                                                          "token controller: find every opted-in namespace at start",
-		{"ClusterRole", "", "namespaces", "watch", ""}:                                                         "token controller: react to namespaces being labelled and unlabelled",
-		{"ClusterRole", "", "configmaps", "get", ""}:                                                           "envFrom ConfigMaps: their keys decide whether a variable is already defined (one GET per source)",
-		{"ClusterRole", "", "secrets", "create", ""}:                                                           "token controller: make a namespace's token Secret (create cannot be limited by name)",
-		{"ClusterRole", "", "secrets", "get", "tollgate-gateway-token"}:                                        "token controller: read a namespace's token Secret (one GET by name per reconcile)",
-		{"ClusterRole", "", "secrets", "update", "tollgate-gateway-token"}:                                     "token controller: rotate the token before it expires",
-		{"ClusterRole", "", "secrets", "delete", "tollgate-gateway-token"}:                                     "token controller: remove the token when a namespace opts out",
-		{"ClusterRole", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "get", webhookName}:   "read its own webhook configuration's caBundle",
-		{"ClusterRole", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "list", webhookName}:  "informer over its own webhook configuration only",
-		{"ClusterRole", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "watch", webhookName}: "re-patch the caBundle if an upgrade or a person resets it",
-		{"ClusterRole", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "patch", webhookName}: "put its CA into its own webhook configuration",
-		{"Role", "", "secrets", "create", ""}:                                                                  "webhook TLS: the first replica stores the CA and serving certificate",
-		{"Role", "", "secrets", "get", "tg-tollgate-injector-tls"}:                                             "webhook TLS: the other replicas read the shared certificate",
-		{"Role", "", "secrets", "list", "tg-tollgate-injector-tls"}:                                            "webhook TLS: informer over that one Secret",
-		{"Role", "", "secrets", "watch", "tg-tollgate-injector-tls"}:                                           "webhook TLS: reload the certificate when it rotates",
-		{"Role", "", "secrets", "update", "tg-tollgate-injector-tls"}:                                          "webhook TLS: rotate the certificate before it expires",
+		{"ClusterRole", "", "namespaces", "get", ""}:                                                            "read a namespace's opt-in label, account and project, and variable defaults",
+		{"ClusterRole", "", "namespaces", "list", ""}:                                                           "token controller: find every opted-in namespace at start",
+		{"ClusterRole", "", "namespaces", "watch", ""}:                                                          "token controller: react to namespaces being labelled and unlabelled",
+		{"ClusterRole", "", "configmaps", "get", ""}:                                                            "envFrom ConfigMaps: their keys decide whether a variable is already defined (one GET per source)",
+		{"ClusterRole", "", "secrets", "create", ""}:                                                            "token controller: make a namespace's token Secret (create cannot be limited by name)",
+		{"ClusterRole", "", "secrets", "get", "tollgate-gateway-token"}:                                         "token controller: read a namespace's token Secret (one GET by name per reconcile)",
+		{"ClusterRole", "", "secrets", "update", "tollgate-gateway-token"}:                                      "token controller: rotate the token before it expires",
+		{"ClusterRole", "", "secrets", "delete", "tollgate-gateway-token"}:                                      "token controller: remove the token when a namespace opts out",
+		{"ClusterRole", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "get", webhookName}:    "read its own webhook configuration's caBundle (every 30 s)",
+		{"ClusterRole", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "update", webhookName}: "write its CA into its own webhook configuration, again if something resets it",
+		{"Role", "coordination.k8s.io", "leases", "create", ""}:                                                 "token controller leader election: the first replica creates the Lease",
+		{"Role", "coordination.k8s.io", "leases", "get", "tollgate-injector-controller"}:                        "leader election: read who holds the Lease",
+		{"Role", "coordination.k8s.io", "leases", "update", "tollgate-injector-controller"}:                     "leader election: take or renew the Lease",
+		{"Role", "", "secrets", "create", ""}:                                                                   "webhook TLS: the first replica stores the CA and serving certificate",
+		{"Role", "", "secrets", "get", "tg-tollgate-injector-tls"}:                                              "webhook TLS: the other replicas read the shared certificate",
+		{"Role", "", "secrets", "update", "tg-tollgate-injector-tls"}:                                           "webhook TLS: rotate the certificate before it expires",
 	}
 	// Values that change the grants: each case says what it adds or removes.
 	cases := []struct {
@@ -742,7 +753,9 @@ func TestRBACRules(t *testing.T) {
 			add: map[perm]string{{"ClusterRole", "", "secrets", "get", ""}: "envFrom Secrets' key names, opted in by the operator"}},
 		{name: "certManager", vals: vals("injector.certs.mode", "certManager"),
 			// cert-manager owns the TLS Secret and the caBundle.
-			remove: func(p perm) bool { return p.kind == "Role" || p.resource == "mutatingwebhookconfigurations" }},
+			remove: func(p perm) bool {
+				return p.resource == "secrets" && p.kind == "Role" || p.resource == "mutatingwebhookconfigurations"
+			}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

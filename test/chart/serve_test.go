@@ -266,3 +266,23 @@ func freeAddr(t *testing.T) string {
 	defer l.Close()
 	return l.Addr().String()
 }
+
+// TestInjectorArgsAreFlags: every flag the chart passes to `tollgate inject
+// serve`, in every mode, is one the binary defines (a renamed flag would
+// crash-loop the injector).
+func TestInjectorArgsAreFlags(t *testing.T) {
+	help := string(harness.Run(t, "inject", "serve", "--help"))
+	for _, v := range []map[string]any{nil, vals("injector.certs.mode", "certManager", "injector.nativeSidecar", false, "injector.readEnvFromSecrets", true)} {
+		d := one[*appsv1.Deployment](t, render(t, v), "Deployment", injectorName)
+		args := container(t, d, "injector").Args
+		if len(args) < 2 || args[0] != "inject" || args[1] != "serve" {
+			t.Fatalf("args = %v, want inject serve ...", args)
+		}
+		for _, a := range args[2:] {
+			name, _, _ := strings.Cut(a, "=")
+			if !strings.HasPrefix(name, "--") || !regexp.MustCompile(`(?m)^\s+(-\w, )?`+regexp.QuoteMeta(name)+`\b`).MatchString(help) {
+				t.Errorf("%s is not a flag of tollgate inject serve", a)
+			}
+		}
+	}
+}

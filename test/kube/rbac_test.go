@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -130,19 +131,45 @@ func TestInjectorRBAC(t *testing.T) {
 			_, err := as.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(c, mwcName, metav1.GetOptions{})
 			return err
 		}},
-		{"patch its webhook configuration", true, func(c context.Context) error {
-			_, err := as.AdmissionregistrationV1().MutatingWebhookConfigurations().Patch(c, mwcName, types.MergePatchType, patch, metav1.PatchOptions{})
-			return err
-		}},
-		{"watch its webhook configuration by name", true, func(c context.Context) error {
-			w, err := as.AdmissionregistrationV1().MutatingWebhookConfigurations().Watch(c, metav1.ListOptions{FieldSelector: "metadata.name=" + mwcName})
-			if err == nil {
-				w.Stop()
+		{"update its webhook configuration", true, func(c context.Context) error {
+			api := as.AdmissionregistrationV1().MutatingWebhookConfigurations()
+			m, err := api.Get(c, mwcName, metav1.GetOptions{})
+			if err != nil {
+				return err
 			}
+			_, err = api.Update(c, m, metav1.UpdateOptions{})
 			return err
 		}},
-		{"patch another webhook configuration", false, func(c context.Context) error {
-			_, err := as.AdmissionregistrationV1().MutatingWebhookConfigurations().Patch(c, "someone-elses-webhook", types.MergePatchType, patch, metav1.PatchOptions{})
+		{"update another webhook configuration", false, func(c context.Context) error {
+			m, err := env.Client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(c, "someone-elses-webhook", metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			_, err = as.AdmissionregistrationV1().MutatingWebhookConfigurations().Update(c, m, metav1.UpdateOptions{})
+			return err
+		}},
+		{"list webhook configurations", false, func(c context.Context) error {
+			_, err := as.AdmissionregistrationV1().MutatingWebhookConfigurations().List(c, metav1.ListOptions{})
+			return err
+		}},
+		{"take the controller lease", true, func(c context.Context) error {
+			l := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "tollgate-injector-controller", Namespace: ns}}
+			if _, err := as.CoordinationV1().Leases(ns).Create(c, l, metav1.CreateOptions{}); err != nil {
+				return err
+			}
+			got, err := as.CoordinationV1().Leases(ns).Get(c, l.Name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			_, err = as.CoordinationV1().Leases(ns).Update(c, got, metav1.UpdateOptions{})
+			return err
+		}},
+		{"update another lease", false, func(c context.Context) error {
+			l, err := env.Client.CoordinationV1().Leases(ns).Create(c, &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "other-lease"}}, metav1.CreateOptions{})
+			if err != nil {
+				return err
+			}
+			_, err = as.CoordinationV1().Leases(ns).Update(c, l, metav1.UpdateOptions{})
 			return err
 		}},
 		{"delete its webhook configuration", false, func(c context.Context) error {
