@@ -19,6 +19,7 @@ import (
 	"github.com/openai/openai-go/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/tollgate-dev/tollgate/pkg/envvars"
 	"github.com/tollgate-dev/tollgate/pkg/tokenize"
 	"github.com/tollgate-dev/tollgate/pkg/usage"
 	pb "github.com/tollgate-dev/tollgate/proto/tollgate/v1"
@@ -159,6 +160,48 @@ func (e env) settled(model string, n int) {
 	}
 }
 
+// eventually repeats call until the gateway lets it through: a change
+// made with the CLI reaches a running gateway once its cached copy of the
+// account expires (seconds). Each refusal on the way must have status and
+// is booked under reason; the request that goes through is booked as the
+// mock received it, and returned.
+func (e env) eventually(b *book, model string, status int, reason string, call func() error) harness.Served {
+	e.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var err error
+		f := e.forwarded(model, func() { err = call() })
+		if err == nil {
+			if len(f) != 1 {
+				e.t.Fatalf("%d requests reached the mock for one call", len(f))
+			}
+			b.served(e.t, f[0])
+			return f[0]
+		}
+		if len(f) != 0 {
+			e.t.Fatalf("a refused request reached the mock: %v", err)
+		}
+		if statusOf(err) != status || time.Now().After(deadline) {
+			e.t.Fatalf("got %v, want success (or a %d until the change is seen)", err, status)
+		}
+		b.rejected(reason)
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// statusOf is the HTTP status of an SDK error.
+func statusOf(err error) int {
+	var aerr *anthropic.Error
+	var oerr *openai.Error
+	switch {
+	case errors.As(err, &aerr):
+		return aerr.StatusCode
+	case errors.As(err, &oerr):
+		return oerr.StatusCode
+	}
+	return 0
+}
+
 // metricSum adds the values of a Prometheus metric's samples whose labels
 // contain every filter.
 func metricSum(text []byte, name string, filters ...string) float64 {
@@ -199,11 +242,14 @@ func TestAccounts(t *testing.T) {
 	// First the Free plan's budget, whose last check waits for the next
 	// window while the other accounts are tried.
 	var patient func(t *testing.T)
+	var freeToken string
 	t.Run("free plan TPM", func(t *testing.T) {
 		e := env{dev: e.dev, t: t}
 		b := &book{}
 		books["freeco"] = b
-		patient = freeTPM(t, e, e.account("freeco", "free", "100"), b)
+		w := e.account("freeco", "free", "100")
+		freeToken = w[envvars.AnthropicAPIKey]
+		patient = freeTPM(t, e, w, b)
 	})
 	if patient == nil {
 		t.FailNow()
@@ -226,6 +272,16 @@ func TestAccounts(t *testing.T) {
 		}
 		b.rejected("forbidden")
 		wantAnthropicError(t, err, http.StatusForbidden, shared.ErrorTypePermissionError)
+
+		// Enabled again, the same token works.
+		e.cli("account", "enable", "offco")
+		e.eventually(b, "claude-sonnet-4-5", http.StatusForbidden, "forbidden", func() error {
+			_, err := w.anthropic().Messages.New(callCtx(t), anthropic.MessageNewParams{
+				Model: "claude-sonnet-4-5", MaxTokens: 32,
+				Messages: []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock("hello again"))},
+			})
+			return err
+		})
 	})
 
 	t.Run("unactivated project", func(t *testing.T) {
@@ -250,27 +306,12 @@ func TestAccounts(t *testing.T) {
 		}
 		// Activated, the same token works.
 		e.cli("project", "activate", "draft")
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			var r *openai.ChatCompletion
-			f := e.forwarded("gpt-4o-mini", func() {
-				r, err = w.openai().Chat.Completions.New(callCtx(t), openai.ChatCompletionNewParams{
-					Model: "gpt-4o-mini", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hello again")},
-				})
+		e.eventually(b, "gpt-4o-mini", http.StatusForbidden, "forbidden", func() error {
+			_, err := w.openai().Chat.Completions.New(callCtx(t), openai.ChatCompletionNewParams{
+				Model: "gpt-4o-mini", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hello again")},
 			})
-			if err == nil {
-				if len(f) != 1 || r.Choices[0].Message.Content != f[0].Reply {
-					t.Fatalf("after activation: %d requests reached the mock, reply %+v", len(f), r.Choices)
-				}
-				b.served(t, f[0])
-				break
-			}
-			if !errors.As(err, &oerr) || oerr.StatusCode != http.StatusForbidden || time.Now().After(deadline) {
-				t.Fatalf("after activation: %v", err)
-			}
-			b.rejected("forbidden")
-			time.Sleep(200 * time.Millisecond)
-		}
+			return err
+		})
 	})
 
 	t.Run("out of credits", func(t *testing.T) {
@@ -329,9 +370,42 @@ func TestAccounts(t *testing.T) {
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
+		// Credited, the account works again.
+		e.cli("account", "credit", "brokeco", "1")
+		e.eventually(b, "gpt-4o-mini", http.StatusTooManyRequests, "insufficient_quota", func() error {
+			_, _, err := ask()
+			return err
+		})
 	})
 
 	t.Run("default SDK waits out a 429", patient)
+
+	t.Run("plan change", func(t *testing.T) {
+		// On the Personal plan the same model has the Personal figure.
+		e := env{dev: e.dev, t: t}
+		e.cli("account", "set-plan", "freeco", "personal")
+		want := strconv.FormatInt(tpmFromCSV(t, haiku, "personal"), 10)
+		w := newWorkload(e.dev.BaseURL, freeToken)
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			var raw *http.Response
+			e.eventually(books["freeco"], haiku, http.StatusTooManyRequests, "rate_limited", func() error {
+				_, err := w.anthropic(aoption.WithMaxRetries(0)).Messages.New(callCtx(t), anthropic.MessageNewParams{
+					Model: haiku, MaxTokens: 16,
+					Messages: []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock("upgraded [[mock input=10 output=10]]"))},
+				}, aoption.WithResponseInto(&raw))
+				return err
+			})
+			got := raw.Header.Get("anthropic-ratelimit-tokens-limit")
+			if got == want {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("after set-plan personal: anthropic-ratelimit-tokens-limit %s, want %s", got, want)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	})
 
 	for account, b := range books {
 		e.checkUsage(account, b)
