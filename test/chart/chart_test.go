@@ -452,6 +452,14 @@ func TestRender(t *testing.T) {
 					t.Errorf("catalog overlay not wired: %v", cm.Data)
 				}
 			}},
+		{"helm test account", vals("tests.account", "acme"), func(t *testing.T, r *Rendered) {
+			ns := one[*corev1.Namespace](t, r, "Namespace", "tg-tollgate-test")
+			p := one[*corev1.Pod](t, r, "Pod", "tg-tollgate-gateway-test")
+			if ns.Labels["tollgate.dev/inject"] != "enabled" || ns.Annotations["tollgate.dev/account"] != "acme" ||
+				ns.Annotations["tollgate.dev/project"] != "helm-test" || p.Namespace != ns.Name {
+				t.Errorf("test namespace %+v, pod namespace %q", ns.ObjectMeta, p.Namespace)
+			}
+		}},
 		{"injector disabled", vals("injector.enabled", false), func(t *testing.T, r *Rendered) {
 			for _, kind := range []string{"MutatingWebhookConfiguration", "ClusterRole", "Role", "Namespace", "Pod"} {
 				if got := r.Find(kind, ""); len(got) != 0 {
