@@ -264,7 +264,7 @@ func TestRender(t *testing.T) {
 				t.Errorf("--review-timeout=%q: want below the webhook's 5 s timeout", f["review-timeout"])
 			}
 			if f["processor"] != "tg-tollgate-processor.tollgate-system.svc:9090" || f["sidecar-mode"] != "native" ||
-				f["proxy-image"] != "docker.io/envoyproxy/envoy:v1.36.2" || f["proxy-port"] != "15080" || f["token-secret"] != "tollgate-gateway-token" {
+				f["proxy-image"] != "docker.io/envoyproxy/envoy:v1.40.0" || f["proxy-port"] != "15080" || f["token-secret"] != "tollgate-gateway-token" {
 				t.Errorf("injector flags = %v", f)
 			}
 		}},

@@ -415,7 +415,7 @@ func checkInjected(t *testing.T, p *corev1.Pod, providers []string) {
 	if len(p.Spec.InitContainers) == 0 || p.Spec.InitContainers[0].Name != "tollgate-proxy" ||
 		p.Spec.InitContainers[0].RestartPolicy == nil || *p.Spec.InitContainers[0].RestartPolicy != corev1.ContainerRestartPolicyAlways {
 		t.Errorf("no native tollgate-proxy sidecar first: %+v", p.Spec.InitContainers)
-	} else if proxy := p.Spec.InitContainers[0]; proxy.Image != "docker.io/envoyproxy/envoy:v1.36.2" ||
+	} else if proxy := p.Spec.InitContainers[0]; proxy.Image != "docker.io/envoyproxy/envoy:v1.40.0" ||
 		!strings.Contains(strings.Join(proxy.Args, " "), "tg-tollgate-processor.tollgate-system.svc") {
 		t.Errorf("proxy image %q or its processor address is not the chart's", proxy.Image)
 	}
