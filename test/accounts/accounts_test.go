@@ -17,6 +17,7 @@ import (
 	aoption "github.com/anthropics/anthropic-sdk-go/v2/option"
 	"github.com/anthropics/anthropic-sdk-go/v2/shared"
 	"github.com/openai/openai-go/v3"
+	"google.golang.org/genai"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/tollgate-dev/tollgate/pkg/envvars"
@@ -354,6 +355,26 @@ func TestAccounts(t *testing.T) {
 		}
 		if d := time.Since(start); d > 5*time.Second {
 			t.Errorf("the refusal took %v: the SDK waited to retry it", d)
+		}
+		// The other SDKs get their providers' own billing errors.
+		f = e.forwarded("claude-sonnet-4-5", func() {
+			_, err = w.anthropic().Messages.New(callCtx(t), anthropic.MessageNewParams{
+				Model: "claude-sonnet-4-5", MaxTokens: 32,
+				Messages: []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock("hello"))},
+			})
+		})
+		b.rejected("insufficient_quota")
+		wantAnthropicError(t, err, http.StatusPaymentRequired, shared.ErrorTypeBillingError)
+		f = append(f, e.forwarded("gemini-2.5-flash", func() {
+			_, err = w.gemini(t).Models.GenerateContent(callCtx(t), "gemini-2.5-flash", genai.Text("hello"), nil)
+		})...)
+		b.rejected("insufficient_quota")
+		var gerr genai.APIError
+		if !errors.As(err, &gerr) || gerr.Code != http.StatusTooManyRequests || gerr.Status != "RESOURCE_EXHAUSTED" {
+			t.Errorf("gemini, account below zero: %v, want a 429 RESOURCE_EXHAUSTED", err)
+		}
+		if len(f) != 0 {
+			t.Errorf("a request of an account below zero reached the provider")
 		}
 		// The debit reached the ledger: balance = opening - cost.
 		deadline := time.Now().Add(20 * time.Second)
