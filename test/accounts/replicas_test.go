@@ -208,7 +208,7 @@ func burst(t *testing.T, rds *services.Redis, mock *harness.Process, reps []*rep
 		}
 		return tm
 	}
-	if left := untilNextWindow(now()); left < 10*time.Second {
+	if left := untilNextWindow(now()); left < 20*time.Second {
 		time.Sleep(left + 100*time.Millisecond)
 	}
 	window := now().Truncate(time.Minute)
