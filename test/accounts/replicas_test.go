@@ -1,6 +1,7 @@
 package accounts_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -117,10 +118,18 @@ func TestTwoGatewaysShareRedis(t *testing.T) {
 	canaryToken := strings.TrimSpace(cliIn(t, dirA, "token", "mint", "--project", "canary-app"))
 	copyDir(t, dirA, dirB)
 
+	// The replicas' own provider keys, as an operator sets them: secrets
+	// that must not leak either.
+	keys := map[string]string{}
+	var env []string
+	for _, p := range []string{"openai", "anthropic", "gemini"} {
+		keys[p] = "sk-" + newCanary(t)
+		env = append(env, "TOLLGATE_"+strings.ToUpper(p)+"_API_KEY="+keys[p])
+	}
 	var reps []*replica
 	for _, r := range []*replica{{name: "A", dir: dirA}, {name: "B", dir: dirB}} {
 		r.metrics = freeAddr(t)
-		r.proc = harness.StartServe(t, serveConfig(t, r.dir, mock.URL, rds.Addr(), r.metrics), nil)
+		r.proc = harness.StartServe(t, serveConfig(t, r.dir, mock.URL, rds.Addr(), r.metrics), env)
 		reps = append(reps, r)
 	}
 
@@ -148,7 +157,7 @@ func TestTwoGatewaysShareRedis(t *testing.T) {
 	})
 
 	t.Run("burst", func(t *testing.T) { burst(t, rds, mock, reps, burstToken) })
-	t.Run("canary", func(t *testing.T) { canaryReplicas(t, rds, reps, canaryToken) })
+	t.Run("canary", func(t *testing.T) { canaryReplicas(t, rds, mock, reps, canaryToken, keys) })
 }
 
 // burst sends many requests of one exactly estimated size through both
@@ -320,8 +329,9 @@ func burst(t *testing.T, rds *services.Redis, mock *harness.Process, reps []*rep
 
 // canaryReplicas sends the canary through replica A and looks for it in
 // Redis (every key and value), both replicas' data dirs, logs and metrics,
-// and the usage views of A's ledger.
-func canaryReplicas(t *testing.T, rds *services.Redis, reps []*replica, token string) {
+// and the usage views of A's ledger; and there too for the gateway token
+// and the replicas' provider keys.
+func canaryReplicas(t *testing.T, rds *services.Redis, mock *harness.Process, reps []*replica, token string, keys map[string]string) {
 	canary := newCanary(t)
 	n := canaryCalls(t, newWorkload(reps[0].proc.URL, token), canary)
 	// Wait for the ledger, so everything the gateway writes is written.
@@ -360,6 +370,30 @@ func canaryReplicas(t *testing.T, rds *services.Redis, reps []*replica, token st
 	}
 	for _, l := range leaks(canary, sources) {
 		t.Errorf("the canary leaked: %s", l)
+	}
+	for p, key := range keys {
+		for _, l := range leaks(key, sources) {
+			t.Errorf("the %s key leaked: %s", p, l)
+		}
+	}
+	for name, b := range sources {
+		if bytes.Contains(b, []byte(token)) {
+			t.Errorf("the gateway token leaked into %s", name)
+		}
+	}
+	// Positive control: the keys are the ones the provider was called with.
+	sent := map[string]bool{}
+	for _, s := range harness.MockServed(t, mock.URL) {
+		for _, vs := range s.Header {
+			for _, v := range vs {
+				if strings.Contains(v, keys[s.Provider]) {
+					sent[s.Provider] = true
+				}
+			}
+		}
+	}
+	if len(sent) != len(keys) {
+		t.Errorf("the provider received the configured key for %v only; the key check would prove nothing", sent)
 	}
 }
 
