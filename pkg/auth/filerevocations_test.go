@@ -1,6 +1,8 @@
 package auth
 
 import (
+	"crypto/ed25519"
+	"errors"
 	"os"
 	"path/filepath"
 	"sync"
@@ -87,5 +89,24 @@ func BenchmarkFileRevocations(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		_ = r.Revoked("x")
+	}
+}
+
+func TestAnyRevocations(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "revoked")
+	if err := os.WriteFile(file, []byte("from-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	both := AnyRevocations{NewRevocationSet("from-set"), NewFileRevocations(file)}
+	for id, want := range map[string]bool{"from-set": true, "from-file": true, "neither": false} {
+		if got := both.Revoked(id); got != want {
+			t.Errorf("Revoked(%q) = %v, want %v", id, got, want)
+		}
+	}
+	s := NewSigner("k", testSigner("k", 1).priv)
+	c := testClaims()
+	c.TokenID = "from-file"
+	if _, err := NewVerifier(map[string]ed25519.PublicKey{"k": s.PublicKey()}, both).Verify(mint(t, s, c), t0); !errors.Is(err, ErrRevoked) {
+		t.Errorf("Verify of a token the file revokes: %v, want ErrRevoked", err)
 	}
 }

@@ -140,13 +140,48 @@ func LoadKeyring(dir string) (map[string]ed25519.PublicKey, error) {
 	return keys, nil
 }
 
+// LoadKeyDir reads the signing keys an operator keeps in dir, typically a
+// read-only mounted Secret shared by every replica: each <kid>.pem file is
+// a PKCS#8 PEM ed25519 private key. The key whose kid sorts last signs,
+// whatever the files' times (a Secret mount gives them all one), so every
+// replica signs with the same key; all of them verify, so a key is rotated
+// by adding one with a later-sorting kid and removing the old one once its
+// tokens have expired. LoadKeyDir never writes: a missing or empty dir is
+// an error.
+func LoadKeyDir(dir string) (*Signer, map[string]ed25519.PublicKey, error) {
+	files, err := keyFiles(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(files) == 0 {
+		return nil, nil, fmt.Errorf("auth: key directory %s holds no <kid>.pem signing key", dir)
+	}
+	var signer *Signer
+	keys := make(map[string]ed25519.PublicKey, len(files))
+	for _, f := range files {
+		if err := checkField(f.kid); err != nil {
+			return nil, nil, fmt.Errorf("auth: key file %s: key id %w", f.path, err)
+		}
+		s, err := LoadSigner(f.path, f.kid)
+		if err != nil {
+			return nil, nil, err
+		}
+		keys[f.kid] = s.PublicKey()
+		if signer == nil || f.kid > signer.KeyID() {
+			signer = s
+		}
+	}
+	return signer, keys, nil
+}
+
 type keyFile struct {
 	kid, path string
 	info      fs.FileInfo
 }
 
 // keyFiles lists the <kid>.pem files in dir, skipping hidden files such
-// as the temporaries of writeFileAtomic.
+// as the temporaries of writeFileAtomic. Symbolic links are followed: a
+// mounted Secret's files are links into its hidden ..data directory.
 func keyFiles(dir string) ([]keyFile, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -155,14 +190,18 @@ func keyFiles(dir string) ([]keyFile, error) {
 	var files []keyFile
 	for _, e := range entries {
 		kid, ok := strings.CutSuffix(e.Name(), ".pem")
-		if !ok || kid == "" || strings.HasPrefix(kid, ".") || !e.Type().IsRegular() {
+		if !ok || kid == "" || strings.HasPrefix(kid, ".") {
 			continue
 		}
-		info, err := e.Info()
+		path := filepath.Join(dir, e.Name())
+		info, err := os.Stat(path)
 		if err != nil {
 			return nil, fmt.Errorf("auth: key directory: %w", err)
 		}
-		files = append(files, keyFile{kid: kid, path: filepath.Join(dir, e.Name()), info: info})
+		if !info.Mode().IsRegular() {
+			continue
+		}
+		files = append(files, keyFile{kid: kid, path: path, info: info})
 	}
 	return files, nil
 }

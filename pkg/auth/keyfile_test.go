@@ -188,3 +188,104 @@ func checkPerm(t *testing.T, path string, want fs.FileMode) {
 		t.Errorf("%s: mode %v, want %v", filepath.Base(path), got, want)
 	}
 }
+
+// secretMount lays out keys as the kubelet mounts a Secret: the files live
+// in a hidden timestamped directory, reached through ..data, and each
+// <kid>.pem is a symbolic link into it, all with one modification time.
+func secretMount(t *testing.T, keys map[string]*Signer) string {
+	t.Helper()
+	dir := t.TempDir()
+	stamp := filepath.Join(dir, "..2026_01_02_03_04_05.000000001")
+	if err := os.Mkdir(stamp, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, s := range keys {
+		if err := SaveSigner(filepath.Join(stamp, name), s); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(filepath.Join(stamp, name), t0, t0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink(filepath.Base(stamp), filepath.Join(dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	for name := range keys {
+		if err := os.Symlink(filepath.Join("..data", name), filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+func TestLoadKeyDir(t *testing.T) {
+	old, cur := testSigner("2026-01-k1", 1), testSigner("2026-07-k2", 2)
+	tests := []struct {
+		name    string
+		dir     func(t *testing.T) string
+		signer  *Signer // nil: an error is wanted
+		trusted []*Signer
+		errHas  string
+	}{
+		{"one key", func(t *testing.T) string { return secretMount(t, map[string]*Signer{"2026-01-k1.pem": old}) },
+			old, []*Signer{old}, ""},
+		// Rotation: the kid that sorts last signs, whatever the order the
+		// files were written in; both verify.
+		{"rotated", func(t *testing.T) string {
+			return secretMount(t, map[string]*Signer{"2026-07-k2.pem": cur, "2026-01-k1.pem": old})
+		}, cur, []*Signer{old, cur}, ""},
+		{"missing dir", func(t *testing.T) string { return filepath.Join(t.TempDir(), "none") }, nil, nil, "no such file"},
+		{"empty dir", func(t *testing.T) string { return t.TempDir() }, nil, nil, "holds no <kid>.pem signing key"},
+		{"only other files", func(t *testing.T) string {
+			dir := t.TempDir()
+			if err := os.WriteFile(filepath.Join(dir, "README"), []byte("keys go here"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			return dir
+		}, nil, nil, "holds no <kid>.pem signing key"},
+		{"not a key", func(t *testing.T) string {
+			dir := t.TempDir()
+			if err := os.WriteFile(filepath.Join(dir, "k.pem"), []byte("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			return dir
+		}, nil, nil, "want \"PRIVATE KEY\""},
+		{"kid with a control character", func(t *testing.T) string {
+			return secretMount(t, map[string]*Signer{"bad\tkid.pem": old})
+		}, nil, nil, "control characters"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := tt.dir(t)
+			s, keys, err := LoadKeyDir(dir)
+			if tt.signer == nil {
+				if err == nil || !strings.Contains(err.Error(), tt.errHas) {
+					t.Fatalf("LoadKeyDir = %v, want an error containing %q", err, tt.errHas)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s.KeyID() != tt.signer.KeyID() || !s.PublicKey().Equal(tt.signer.PublicKey()) {
+				t.Errorf("signer %q, want %q", s.KeyID(), tt.signer.KeyID())
+			}
+			if len(keys) != len(tt.trusted) {
+				t.Errorf("keyring has %d keys, want %d", len(keys), len(tt.trusted))
+			}
+			v := NewVerifier(keys, nil)
+			for _, k := range tt.trusted {
+				if _, err := v.Verify(mint(t, k, testClaims()), t0); err != nil {
+					t.Errorf("key %s not trusted: %v", k.KeyID(), err)
+				}
+			}
+			if _, err := v.Verify(mint(t, testSigner(tt.signer.KeyID(), 9), testClaims()), t0); !errors.Is(err, ErrBadSignature) {
+				t.Errorf("a foreign key under a trusted kid: %v, want ErrBadSignature", err)
+			}
+			entries, _ := os.ReadDir(dir)
+			if len(entries) != len(tt.trusted)+2 { // the keys, ..data and the stamp dir
+				t.Errorf("LoadKeyDir changed the directory: %d entries", len(entries))
+			}
+		})
+	}
+}

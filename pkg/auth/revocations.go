@@ -13,6 +13,20 @@ type Revocations interface {
 	Revoked(tokenID string) bool
 }
 
+// AnyRevocations revokes a token that any of its lists revokes, e.g. the
+// ledger's list shared by every replica and a data dir's revocation file.
+type AnyRevocations []Revocations
+
+// Revoked implements Revocations.
+func (a AnyRevocations) Revoked(tokenID string) bool {
+	for _, r := range a {
+		if r.Revoked(tokenID) {
+			return true
+		}
+	}
+	return false
+}
+
 // RevocationSet is an in-memory Revocations. Reads take no lock: Revoked
 // is on every request's path while revocations are rare, so a change
 // copies the set and swaps it in. The zero value is an empty set.
