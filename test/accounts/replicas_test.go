@@ -157,6 +157,7 @@ func TestTwoGatewaysShareRedis(t *testing.T) {
 	})
 
 	t.Run("burst", func(t *testing.T) { burst(t, rds, mock, reps, burstToken) })
+	t.Run("redis down", func(t *testing.T) { redisDown(t, rds, mock, reps[0], burstToken) })
 	t.Run("canary", func(t *testing.T) { canaryReplicas(t, rds, mock, reps, canaryToken, keys) })
 }
 
@@ -324,6 +325,55 @@ func burst(t *testing.T, rds *services.Redis, mock *harness.Process, reps []*rep
 				requests, input, rejected, n, ok*cost, refused)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// redisDown stops Redis under a replica configured to fail closed: a
+// request is refused in the provider's shape (503, which the SDKs retry)
+// and never reaches the provider unmetered; once Redis is back, requests
+// go through again.
+func redisDown(t *testing.T, rds *services.Redis, mock *harness.Process, rep *replica, token string) {
+	const model = "claude-sonnet-4-5"
+	client := newWorkload(rep.proc.URL, token).anthropic(aoption.WithMaxRetries(0))
+	ask := func() error {
+		_, err := client.Messages.New(callCtx(t), anthropic.MessageNewParams{
+			Model: model, MaxTokens: 16,
+			Messages: []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock("hello"))},
+		})
+		return err
+	}
+	served := func() int {
+		n := 0
+		for _, s := range harness.MockServed(t, mock.URL) {
+			if s.Model == model {
+				n++
+			}
+		}
+		return n
+	}
+	before := served()
+	rds.Stop()
+	for range 3 {
+		wantAnthropicError(t, ask(), http.StatusServiceUnavailable, shared.ErrorTypeAPIError)
+	}
+	if n := served() - before; n != 0 {
+		t.Fatalf("with Redis down and redis_failure_mode closed, %d requests reached the provider", n)
+	}
+	rds.Restart()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		err := ask()
+		if err == nil {
+			break
+		}
+		var aerr *anthropic.Error
+		if !errors.As(err, &aerr) || aerr.StatusCode != http.StatusServiceUnavailable || time.Now().After(deadline) {
+			t.Fatalf("after Redis came back: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if n := served() - before; n != 1 {
+		t.Errorf("%d requests reached the provider, want the one let through after Redis came back", n)
 	}
 }
 
