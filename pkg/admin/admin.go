@@ -45,9 +45,11 @@ type Store interface {
 	Summarize(ctx context.Context, q ledger.Query) ([]ledger.Bucket, error)
 }
 
-// Revoker withdraws gateway tokens by token id.
+// Revoker withdraws gateway tokens by token id. expiresAt is when the
+// token expires anyway, after which the revocation may be forgotten.
+// *ledger.DB is the Revoker every gateway on the ledger reads.
 type Revoker interface {
-	Revoke(ctx context.Context, tokenID string) error
+	RevokeToken(ctx context.Context, tokenID string, expiresAt time.Time) error
 }
 
 // Config is what a Service works with.

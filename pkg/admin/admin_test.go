@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/tollgate-dev/tollgate/pkg/admin"
 	"github.com/tollgate-dev/tollgate/pkg/auth"
 	pb "github.com/tollgate-dev/tollgate/proto/tollgate/v1"
 )
@@ -159,8 +160,12 @@ func TestProjectsAndTokens(t *testing.T) {
 	if err != nil || rv.GetTokenId() != minted.GetTokenId() {
 		t.Fatalf("revoke: %v %v", rv, err)
 	}
-	time.Sleep(5 * time.Millisecond) // the verifier re-reads the list at most every millisecond
+	// The ledger's list is polled every millisecond: refused within a
+	// few polls.
 	st := e.grpcCall(t, minted.GetToken(), pb.UsageService_GetUsage_FullMethodName, &pb.GetUsageRequest{}, &pb.GetUsageResponse{})
+	for deadline := time.Now().Add(5 * time.Second); st.Code() == codes.OK && time.Now().Before(deadline); time.Sleep(2 * time.Millisecond) {
+		st = e.grpcCall(t, minted.GetToken(), pb.UsageService_GetUsage_FullMethodName, &pb.GetUsageRequest{}, &pb.GetUsageResponse{})
+	}
 	if st.Code() != codes.Unauthenticated || !strings.Contains(st.Message(), "revoked") {
 		t.Fatalf("usage with a revoked token: %v", st)
 	}
@@ -172,9 +177,24 @@ func TestProjectsAndTokens(t *testing.T) {
 	}
 	var r2 pb.RevokeTokenResponse
 	e.http(t, adminToken, "POST", "/v1/tokens:revoke", `{"token_id":"`+m2.GetTokenId()+`"}`).into(t, &r2)
-	time.Sleep(5 * time.Millisecond)
-	if st := e.grpcCall(t, m2.GetToken(), pb.UsageService_GetUsage_FullMethodName, &pb.GetUsageRequest{}, &pb.GetUsageResponse{}); st.Code() != codes.Unauthenticated {
+	st = e.grpcCall(t, m2.GetToken(), pb.UsageService_GetUsage_FullMethodName, &pb.GetUsageRequest{}, &pb.GetUsageResponse{})
+	for deadline := time.Now().Add(5 * time.Second); st.Code() == codes.OK && time.Now().Before(deadline); time.Sleep(2 * time.Millisecond) {
+		st = e.grpcCall(t, m2.GetToken(), pb.UsageService_GetUsage_FullMethodName, &pb.GetUsageRequest{}, &pb.GetUsageResponse{})
+	}
+	if st.Code() != codes.Unauthenticated {
 		t.Fatalf("usage with a token revoked by id: %v", st)
+	}
+
+	// The ledger keeps each revocation until its token would expire: the
+	// token's own expiry when the token was given, MaxTokenTTL from now
+	// (no minted token lives longer) when only its id was.
+	rs, err := e.store.Revocations(ctx, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rs) != 2 || rs[0].TokenID != minted.GetTokenId() || !rs[0].ExpiresAt.Equal(c.ExpiresAt) ||
+		rs[1].TokenID != m2.GetTokenId() || time.Until(rs[1].ExpiresAt) < admin.MaxTokenTTL-time.Minute || time.Until(rs[1].ExpiresAt) > admin.MaxTokenTTL {
+		t.Errorf("ledger revocations = %+v", rs)
 	}
 }
 

@@ -77,16 +77,22 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	revoked := filepath.Join(dir, "revoked")
+	// As in tollgate serve: revocations go to the ledger, and the
+	// verifier reads the ledger's list and the data dir's file.
+	revoked, err := store.WatchRevocations(ctx, ledger.RevocationWatchOptions{Every: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(revoked.Close)
 	logs := &syncBuffer{}
 	svc := admin.New(admin.Config{
 		Store:      store,
 		Signer:     signer,
-		Revoker:    admin.RevocationFile(revoked),
+		Revoker:    store,
 		Catalog:    cat,
 		AdminToken: adminToken,
 		Verifier: auth.NewVerifier(map[string]ed25519.PublicKey{signer.KeyID(): signer.PublicKey()},
-			auth.NewFileRevocations(revoked, time.Millisecond)),
+			auth.AnyRevocations{revoked, auth.NewFileRevocations(filepath.Join(dir, "revoked"), time.Millisecond)}),
 		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

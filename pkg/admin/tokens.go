@@ -64,7 +64,9 @@ func (s *Service) RevokeToken(ctx context.Context, req *pb.RevokeTokenRequest) (
 	if s.cfg.Revoker == nil {
 		return nil, status.Error(codes.Unimplemented, "revoke token: this server keeps no revocation list")
 	}
-	id := req.GetTokenId()
+	// By id alone the token's expiry is unknown: no token minted here
+	// outlives MaxTokenTTL from now.
+	id, expires := req.GetTokenId(), s.now().Add(MaxTokenTTL)
 	switch {
 	case id != "" && req.GetToken() != "":
 		return nil, invalid("revoke token: give token_id or token, not both")
@@ -73,12 +75,12 @@ func (s *Service) RevokeToken(ctx context.Context, req *pb.RevokeTokenRequest) (
 		if err != nil {
 			return nil, invalid("revoke token: %v", err) // auth's errors never quote the token
 		}
-		id = c.TokenID
+		id, expires = c.TokenID, c.ExpiresAt
 	}
 	if err := checkTokenID(id); err != nil {
 		return nil, invalid("revoke token: %v", err)
 	}
-	if err := s.cfg.Revoker.Revoke(ctx, id); err != nil {
+	if err := s.cfg.Revoker.RevokeToken(ctx, id, expires); err != nil {
 		s.log.Error("admin: revoke token", "error", err)
 		return nil, status.Error(codes.Internal, "revoke token: the revocation list could not be written (see the server log)")
 	}
@@ -102,11 +104,13 @@ func checkTokenID(id string) error {
 
 // RevocationFile is the revocation list auth.FileRevocations reads, one
 // token id a line: gateways on the same data dir refuse a token within a
-// second of its id being appended.
+// second of its id being appended. The ledger's list (a *ledger.DB as the
+// Revoker) reaches every replica; the file only those on its data dir.
 type RevocationFile string
 
-// Revoke appends tokenID to the file, creating it if needed.
-func (f RevocationFile) Revoke(_ context.Context, tokenID string) error {
+// RevokeToken appends tokenID to the file, creating it if needed. The file
+// keeps no expiry: its lines stay until an operator removes them.
+func (f RevocationFile) RevokeToken(_ context.Context, tokenID string, _ time.Time) error {
 	if err := checkTokenID(tokenID); err != nil {
 		return err
 	}
