@@ -124,6 +124,8 @@ type Proxy struct {
 	// calls; the base URLs point there.
 	ListenAddress string
 	ListenerPort  int32
+	// AdminPort is Envoy's admin interface, on loopback.
+	AdminPort int32
 	// HealthPort and HealthPath serve Envoy's readiness on the pod IP, for
 	// the kubelet's probes.
 	HealthPort int32
@@ -133,6 +135,9 @@ type Proxy struct {
 	// RunAsUser is the proxy's non-root uid (101, envoy, in the official image).
 	RunAsUser int64
 }
+
+// ports are the TCP ports the proxy binds in the pod's network namespace.
+func (p Proxy) ports() []int32 { return []int32{p.ListenerPort, p.AdminPort, p.HealthPort} }
 
 // DefaultProxyResources fit one Envoy serving one function's calls.
 func DefaultProxyResources() corev1.ResourceRequirements {
@@ -161,13 +166,14 @@ func (c Config) Validate() error {
 	if len(p.Bootstrap) == 0 {
 		errs = append(errs, errors.New("proxy bootstrap is empty"))
 	}
-	for _, port := range []int32{p.ListenerPort, p.HealthPort} {
+	ports := p.ports()
+	for i, port := range ports {
 		if port <= 0 || port > 65535 {
 			errs = append(errs, fmt.Errorf("proxy port %d out of range", port))
 		}
-	}
-	if p.ListenerPort == p.HealthPort {
-		errs = append(errs, errors.New("proxy listener and health ports are the same"))
+		if slices.Contains(ports[:i], port) {
+			errs = append(errs, fmt.Errorf("proxy port %d is used twice (listener, admin and health ports must differ)", port))
+		}
 	}
 	if !slices.Contains([]string{SidecarNative, SidecarContainer}, c.SidecarMode) {
 		errs = append(errs, fmt.Errorf("sidecar mode %q: want %q or %q", c.SidecarMode, SidecarNative, SidecarContainer))

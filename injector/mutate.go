@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 
@@ -151,6 +152,15 @@ func (m *Mutator) refusal(ctx context.Context, pod *corev1.Pod, ns Namespace) st
 		return "Windows pod: the proxy image is Linux only"
 	case hasContainer(pod, m.cfg.Proxy.Name):
 		return fmt.Sprintf("the pod already has a container named %q", m.cfg.Proxy.Name)
+	case m.cfg.SidecarMode == SidecarContainer && pod.Spec.RestartPolicy != "" && pod.Spec.RestartPolicy != corev1.RestartPolicyAlways:
+		// A regular proxy container never exits, so the pod (a Job's) would
+		// never complete: better run it without the gateway, visibly.
+		return fmt.Sprintf("restartPolicy %s pod and the proxy is a regular container (sidecar mode %q): it would keep the pod from completing; native sidecars do not", pod.Spec.RestartPolicy, SidecarContainer)
+	}
+	if reason := m.portConflict(pod); reason != "" {
+		return reason
+	}
+	switch {
 	case ns.Account() == "":
 		return fmt.Sprintf("namespace %q names no account (%s)", ns.Name, KeyAccount)
 	}
@@ -196,6 +206,7 @@ func (m *Mutator) inject(ctx context.Context, pod *corev1.Pod, ns Namespace) *co
 		}
 	}
 
+	addPodLevelResources(&out.Spec, m.cfg.Proxy.Resources)
 	proxy := m.cfg.Proxy.container(m.cfg.SidecarMode == SidecarNative)
 	if m.cfg.SidecarMode == SidecarNative {
 		// First, so that the other init containers can reach the gateway too.
@@ -216,6 +227,101 @@ func (m *Mutator) inject(ctx context.Context, pod *corev1.Pod, ns Namespace) *co
 		}
 	}
 	return out
+}
+
+// meshPorts are ports other meshes' sidecars bind without declaring them
+// as containerPorts or probing them (Istio's and Linkerd's documented
+// port lists); declared and probed ports are read from the pod itself.
+var meshPorts = map[string][]int32{
+	"istio-proxy":   {15000, 15001, 15004, 15006, 15008, 15009, 15020, 15021, 15053, 15090},
+	"linkerd-proxy": {4140, 4143, 4190, 4191},
+}
+
+// portConflict returns why the proxy cannot bind its ports in the pod, or
+// "": a container that declares, probes or (as a known mesh sidecar) binds
+// one of them. Envoy would fail to start and the pod with it; a skipped
+// pod runs, and says why. Ports a container binds without saying so
+// cannot be seen here.
+func (m *Mutator) portConflict(pod *corev1.Pod) string {
+	ours := m.cfg.Proxy.ports()
+	var running []corev1.Container
+	for _, c := range pod.Spec.InitContainers {
+		// A native proxy starts first and runs beside every init
+		// container; a regular one only beside native sidecars.
+		if m.cfg.SidecarMode == SidecarNative || isSidecar(c) {
+			running = append(running, c)
+		}
+	}
+	for _, c := range append(running, pod.Spec.Containers...) {
+		for _, port := range boundPorts(c) {
+			if slices.Contains(ours, port) {
+				return fmt.Sprintf("container %q uses port %d, which the proxy needs (the injector's --proxy-*-port flags choose other ports)", c.Name, port)
+			}
+		}
+	}
+	return ""
+}
+
+// boundPorts are the TCP ports c is known to listen on in the pod's
+// network namespace.
+func boundPorts(c corev1.Container) []int32 {
+	ports := slices.Clone(meshPorts[c.Name])
+	for _, p := range c.Ports {
+		if p.Protocol == "" || p.Protocol == corev1.ProtocolTCP {
+			ports = append(ports, p.ContainerPort)
+		}
+	}
+	for _, pr := range []*corev1.Probe{c.StartupProbe, c.ReadinessProbe, c.LivenessProbe} {
+		switch {
+		case pr == nil:
+		case pr.HTTPGet != nil && pr.HTTPGet.Host == "" && pr.HTTPGet.Port.Type == intstr.Int:
+			ports = append(ports, pr.HTTPGet.Port.IntVal)
+		case pr.TCPSocket != nil && pr.TCPSocket.Host == "" && pr.TCPSocket.Port.Type == intstr.Int:
+			ports = append(ports, pr.TCPSocket.Port.IntVal)
+		case pr.GRPC != nil:
+			ports = append(ports, pr.GRPC.Port)
+		}
+	}
+	return ports
+}
+
+// addPodLevelResources grows the pod-level budget (spec.resources, the
+// PodLevelResources feature) by the proxy's resources, for each resource
+// the pod sets: the API server requires pod requests ≥ the containers'
+// aggregate requests and each container's limit ≤ the pod's limit, and the
+// app keeps the share its owner gave it. A limit grows by the proxy's
+// limit, or its request when it has none, so requests ≤ limits still holds.
+func addPodLevelResources(spec *corev1.PodSpec, proxy corev1.ResourceRequirements) {
+	if spec.Resources == nil {
+		return
+	}
+	// Kubernetes defaults a container's missing request to its limit.
+	request := func(name corev1.ResourceName) (resource.Quantity, bool) {
+		if q, ok := proxy.Requests[name]; ok {
+			return q, true
+		}
+		q, ok := proxy.Limits[name]
+		return q, ok
+	}
+	grow := func(list corev1.ResourceList, name corev1.ResourceName, by resource.Quantity) {
+		sum := list[name].DeepCopy()
+		sum.Add(by)
+		list[name] = sum
+	}
+	for name := range spec.Resources.Requests {
+		if q, ok := request(name); ok {
+			grow(spec.Resources.Requests, name, q)
+		}
+	}
+	for name := range spec.Resources.Limits {
+		q, ok := proxy.Limits[name]
+		if !ok {
+			q, ok = request(name)
+		}
+		if ok {
+			grow(spec.Resources.Limits, name, q)
+		}
+	}
 }
 
 // appContainers are the pod's regular containers that are not another

@@ -100,7 +100,7 @@ func TestMutateManual(t *testing.T) {
 // and whatever it patches decodes strictly into a Pod that a second pass
 // leaves alone, with every user env entry kept.
 func FuzzWebhook(f *testing.F) {
-	for _, file := range []string{"no-env.yaml", "several-containers.yaml", "init-and-ephemeral.yaml", "gateway-defined.yaml", "envfrom-configmap.yaml"} {
+	for _, file := range []string{"no-env.yaml", "several-containers.yaml", "init-and-ephemeral.yaml", "gateway-defined.yaml", "envfrom-configmap.yaml", "pod-level-resources.yaml", "istio.yaml", "job.yaml"} {
 		pod, err := readPodFile(file)
 		if err != nil {
 			f.Fatal(err)

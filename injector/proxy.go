@@ -47,6 +47,7 @@ func NewProxy(image string, opts sidecar.Options) (Proxy, error) {
 		Bootstrap:     compact.Bytes(),
 		ListenAddress: o.ListenAddress,
 		ListenerPort:  int32(o.ListenPort),
+		AdminPort:     int32(o.AdminPort),
 		HealthPort:    int32(o.HealthPort),
 		HealthPath:    sidecar.ReadyPath,
 		Resources:     DefaultProxyResources(),

@@ -42,6 +42,7 @@ func testConfig() Config {
 			Bootstrap:     []byte(`{"test":"a bootstrap the mutation passes through"}`),
 			ListenAddress: "127.0.0.1",
 			ListenerPort:  15080,
+			AdminPort:     15000,
 			HealthPort:    15021,
 			HealthPath:    "/healthz/ready",
 			Resources:     DefaultProxyResources(),
@@ -301,6 +302,7 @@ type webhookCase struct {
 	mode        string
 	policy      string
 	readSecrets bool
+	ports       []int32 // the proxy's listener, admin and health ports
 	// what the test expects besides the golden pod
 	wantStatus string // the status annotation after the patch, "" for none
 	untouched  bool   // no patch although the status is set (it was already)
@@ -319,7 +321,7 @@ var webhookCases = []webhookCase{
 	{name: "envfrom-secret-prefix", file: "envfrom-secret-prefix.yaml", namespace: "fn", wantStatus: StatusInjected},
 	{name: "envfrom-configmap", file: "envfrom-configmap.yaml", namespace: "fn", wantStatus: StatusInjected},
 	{name: "namespace-defined-env", file: "generate-name-only.yaml", namespace: "fn-defaults", wantStatus: StatusInjected},
-	{name: "several-containers", file: "several-containers.yaml", namespace: "fn", wantStatus: StatusInjected},
+	{name: "several-containers", file: "several-containers.yaml", namespace: "fn", ports: istioFreePorts, wantStatus: StatusInjected},
 	{name: "init-and-ephemeral", file: "init-and-ephemeral.yaml", namespace: "fn", wantStatus: StatusInjected},
 	{name: "gateway-defined", file: "gateway-defined.yaml", namespace: "fn", wantStatus: StatusInjected},
 	{name: "generate-name-only", file: "generate-name-only.yaml", namespace: "fn", wantStatus: StatusInjected},
@@ -338,7 +340,30 @@ var webhookCases = []webhookCase{
 	{name: "account-disabled", file: "generate-name-only.yaml", namespace: "fn-frozen", wantStatus: "skipped: the account has AI features disabled"},
 	{name: "no-account", file: "generate-name-only.yaml", namespace: "fn-no-account", wantStatus: `skipped: namespace "fn-no-account" names no account (tollgate.dev/account)`},
 	{name: "name-conflict", file: "name-conflict.yaml", namespace: "fn", wantStatus: `skipped: the pod already has a container named "tollgate-proxy"`},
+
+	// The edge-case checklist (docs/injector.md).
+	{name: "valuefrom-kinds", file: "valuefrom-kinds.yaml", namespace: "fn", wantStatus: StatusInjected},
+	{name: "env-and-envfrom", file: "env-and-envfrom.yaml", namespace: "fn", readSecrets: true, wantStatus: StatusInjected},
+	{name: "env-references", file: "env-references.yaml", namespace: "fn", wantStatus: StatusInjected},
+	{name: "automount-false", file: "automount-false.yaml", namespace: "fn", wantStatus: StatusInjected},
+	{name: "share-process-namespace", file: "share-process-namespace.yaml", namespace: "fn", wantStatus: StatusInjected},
+	{name: "pod-level-resources", file: "pod-level-resources.yaml", namespace: "fn", wantStatus: StatusInjected},
+	{name: "managed-fields", file: "managed-fields.yaml", namespace: "fn", wantStatus: StatusInjected},
+	{name: "job-native", file: "job.yaml", namespace: "fn", wantStatus: StatusInjected},
+	{name: "istio-other-ports", file: "istio.yaml", namespace: "fn", ports: istioFreePorts, wantStatus: StatusInjected},
+	{name: "mirror-pod", file: "mirror-pod.yaml", namespace: "fn"},
+	{name: "windows", file: "windows.yaml", namespace: "fn", wantStatus: "skipped: Windows pod: the proxy image is Linux only"},
+	{name: "job-container-mode", file: "job.yaml", namespace: "fn", mode: SidecarContainer,
+		wantStatus: `skipped: restartPolicy Never pod and the proxy is a regular container (sidecar mode "container"): it would keep the pod from completing; native sidecars do not`},
+	{name: "istio-port-conflict", file: "istio.yaml", namespace: "fn",
+		wantStatus: `skipped: container "istio-proxy" uses port 15000, which the proxy needs (the injector's --proxy-*-port flags choose other ports)`},
+	{name: "port-conflict", file: "port-conflict.yaml", namespace: "fn",
+		wantStatus: `skipped: container "app" uses port 15080, which the proxy needs (the injector's --proxy-*-port flags choose other ports)`},
 }
+
+// istioFreePorts are proxy ports clear of Istio's (15000-15090 are partly
+// its own), for pods that also carry istio-proxy.
+var istioFreePorts = []int32{15080, 15100, 15121}
 
 func TestWebhookGolden(t *testing.T) {
 	for _, tc := range webhookCases {
@@ -349,6 +374,9 @@ func TestWebhookGolden(t *testing.T) {
 			}
 			if tc.policy != "" {
 				cfg.EnvFromPolicy = tc.policy
+			}
+			if tc.ports != nil {
+				cfg.Proxy.ListenerPort, cfg.Proxy.AdminPort, cfg.Proxy.HealthPort = tc.ports[0], tc.ports[1], tc.ports[2]
 			}
 			srv := startWebhook(t, cfg, tc.readSecrets)
 			pod := readPod(t, tc.file)
@@ -361,6 +389,9 @@ func TestWebhookGolden(t *testing.T) {
 			got := applyPatch(t, pod, resp)
 			var decoded corev1.Pod
 			strictDecode(t, got, &decoded)
+			if bytes.Contains(resp.Patch, []byte(`"/metadata/managedFields`)) {
+				t.Errorf("the patch touches managedFields: %s", resp.Patch)
+			}
 			if (tc.wantStatus == "" || tc.untouched) && len(resp.Patch) != 0 {
 				t.Errorf("a pod the injector must not touch got a patch: %s", resp.Patch)
 			}
