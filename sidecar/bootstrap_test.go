@@ -136,7 +136,7 @@ func TestBadOptions(t *testing.T) {
 		{Processor: "no-port"},
 		{Processor: "host:0"},
 		{Processor: "unix://relative.sock"},
-		{ListenPort: 15000},
+		{ListenPort: DefaultAdminPort},
 		{ListenAddress: "localhost"},
 		{MessageTimeout: 20 * time.Second},
 		{Providers: []Provider{{Name: "x", Prefix: "x", Host: "h"}}},

@@ -41,8 +41,8 @@ const (
 const (
 	DefaultListenAddress = "127.0.0.1"
 	DefaultListenPort    = 15080
-	DefaultAdminPort     = 15000
-	DefaultHealthPort    = 15021
+	DefaultAdminPort     = 15081
+	DefaultHealthPort    = 15082
 	DefaultProcessor     = "tollgate-processor.tollgate-system.svc.cluster.local:9002"
 	DefaultTrustedCA     = "/etc/ssl/certs/ca-certificates.crt"
 	// DefaultRequestBufferBytes is Envoy's request buffer: above the
