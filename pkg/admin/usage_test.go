@@ -50,7 +50,7 @@ func seed(t *testing.T, e *env, base time.Time) []usage.Record {
 		rec("r3", "a", "a-batch", "claude-3-5-haiku-20241022", 65*time.Minute, usage.Tokens{Input: 1000, CacheWrite: 300, Output: 1}, 999, ""),
 		rec("r4", "a", "a-web", "claude-3-5-haiku-20241022", 70*time.Minute, usage.Tokens{}, 0, "rate_limited"),
 		rec("r5", "a", "a-web", "gpt-4o-mini", 71*time.Minute, usage.Tokens{}, 0, "rate_limited"),
-		rec("r6", "a", "a-web", "gpt-4o-mini", 72*time.Minute, usage.Tokens{}, 0, "insufficient_credits"),
+		rec("r6", "a", "a-web", "gpt-4o-mini", 72*time.Minute, usage.Tokens{}, 0, "insufficient_quota"),
 		rec("r7", "a", "a-web", "gpt-4o-mini", -25*time.Hour, usage.Tokens{Input: 5, Output: 5}, 11, ""),
 		rec("r8", "b", "b-web", "gpt-4o-mini", 15*time.Minute, usage.Tokens{Input: 40000, Output: 40000}, 77_000_000, ""),
 	}

@@ -259,7 +259,7 @@ type UsageBucket struct {
 	// credits is what the requests cost.
 	Credits *Credits `protobuf:"bytes,5,opt,name=credits,proto3" json:"credits,omitempty"`
 	// rejections counts the requests the gateway refused, by reason code
-	// (e.g. rate_limited, insufficient_credits).
+	// (e.g. rate_limited, insufficient_quota).
 	Rejections    map[string]int64 `protobuf:"bytes,6,rep,name=rejections,proto3" json:"rejections,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
