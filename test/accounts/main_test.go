@@ -11,7 +11,6 @@ package accounts_test
 import (
 	"context"
 	"os"
-	"strings"
 	"testing"
 	"time"
 
@@ -25,32 +24,8 @@ import (
 	"github.com/tollgate-dev/tollgate/test/harness"
 )
 
-// sdkVars are variables the SDKs read that harness.CleanEnv does not drop;
-// a developer's machine may have them, and they would change what the
-// clients send.
-var sdkVars = []string{
-	"OPENAI_ORG_ID", "OPENAI_PROJECT_ID", "OPENAI_ADMIN_KEY", "OPENAI_WEBHOOK_SECRET", "OPENAI_CUSTOM_HEADERS",
-	"ANTHROPIC_CUSTOM_HEADERS", "ANTHROPIC_PROFILE", "ANTHROPIC_CONFIG_DIR", "ANTHROPIC_WEBHOOK_SIGNING_KEY",
-	"ANTHROPIC_FEDERATION_RULE_ID", "ANTHROPIC_ORGANIZATION_ID", "ANTHROPIC_IDENTITY_TOKEN_FILE", "ANTHROPIC_IDENTITY_TOKEN",
-	"GOOGLE_GENAI_USE_ENTERPRISE", "GOOGLE_CLOUD_PROJECT", "GOOGLE_CLOUD_LOCATION", "GOOGLE_CLOUD_REGION",
-}
-
 func TestMain(m *testing.M) {
-	// The SDKs use os.LookupEnv: unset (not empty) every provider variable,
-	// so the only configuration a client gets is its workload's.
-	keep := map[string]bool{}
-	for _, kv := range harness.CleanEnv() {
-		k, _, _ := strings.Cut(kv, "=")
-		keep[k] = true
-	}
-	for _, kv := range os.Environ() {
-		if k, _, _ := strings.Cut(kv, "="); !keep[k] {
-			os.Unsetenv(k)
-		}
-	}
-	for _, k := range sdkVars {
-		os.Unsetenv(k)
-	}
+	harness.UnsetSDKEnv()
 	os.Exit(m.Run())
 }
 

@@ -290,3 +290,34 @@ func CleanEnv() []string {
 	}
 	return env
 }
+
+// sdkVars are variables the official SDKs read besides the ones CleanEnv
+// drops. A developer's machine may have them; they would change what an
+// "unconfigured" client does (extra headers, org ids, profiles, Vertex).
+var sdkVars = []string{
+	"OPENAI_ORG_ID", "OPENAI_PROJECT_ID", "OPENAI_ADMIN_KEY", "OPENAI_WEBHOOK_SECRET", "OPENAI_CUSTOM_HEADERS",
+	"ANTHROPIC_CUSTOM_HEADERS", "ANTHROPIC_PROFILE", "ANTHROPIC_CONFIG_DIR", "ANTHROPIC_WEBHOOK_SIGNING_KEY",
+	"ANTHROPIC_FEDERATION_RULE_ID", "ANTHROPIC_ORGANIZATION_ID", "ANTHROPIC_IDENTITY_TOKEN_FILE", "ANTHROPIC_IDENTITY_TOKEN",
+	"GOOGLE_GENAI_USE_ENTERPRISE", "GOOGLE_CLOUD_PROJECT", "GOOGLE_CLOUD_LOCATION", "GOOGLE_CLOUD_REGION",
+}
+
+// UnsetSDKEnv removes from the test process every variable that
+// configures the official SDKs or the gateway, so in-process clients get
+// only the configuration a test gives them. It unsets rather than empties:
+// the Go SDKs use os.LookupEnv, so an empty value is not the same as none.
+// Call it from TestMain.
+func UnsetSDKEnv() {
+	keep := map[string]bool{}
+	for _, kv := range CleanEnv() {
+		k, _, _ := strings.Cut(kv, "=")
+		keep[k] = true
+	}
+	for _, kv := range os.Environ() {
+		if k, _, _ := strings.Cut(kv, "="); !keep[k] {
+			os.Unsetenv(k)
+		}
+	}
+	for _, k := range sdkVars {
+		os.Unsetenv(k)
+	}
+}

@@ -48,34 +48,8 @@ const (
 
 const requestIDHeader = "X-Tollgate-Request-Id"
 
-// extraSDKVars are variables the three SDKs read besides the ones
-// harness.CleanEnv drops. A developer's machine may have them; they would
-// change what an "unconfigured" client does (extra headers, org ids,
-// profiles, Vertex), so the test process starts without them.
-var extraSDKVars = []string{
-	"OPENAI_ORG_ID", "OPENAI_PROJECT_ID", "OPENAI_ADMIN_KEY", "OPENAI_WEBHOOK_SECRET", "OPENAI_CUSTOM_HEADERS",
-	"ANTHROPIC_CUSTOM_HEADERS", "ANTHROPIC_PROFILE", "ANTHROPIC_CONFIG_DIR", "ANTHROPIC_WEBHOOK_SIGNING_KEY",
-	"ANTHROPIC_FEDERATION_RULE_ID", "ANTHROPIC_ORGANIZATION_ID", "ANTHROPIC_IDENTITY_TOKEN_FILE", "ANTHROPIC_IDENTITY_TOKEN",
-	"GOOGLE_GENAI_USE_ENTERPRISE", "GOOGLE_CLOUD_PROJECT", "GOOGLE_CLOUD_LOCATION", "GOOGLE_CLOUD_REGION",
-}
-
 func TestMain(m *testing.M) {
-	// Unset (not set to "") every provider variable harness.CleanEnv keeps
-	// away from the gateway: the Go SDKs use os.LookupEnv, so an empty
-	// value is not the same as none.
-	keep := map[string]bool{}
-	for _, kv := range harness.CleanEnv() {
-		k, _, _ := strings.Cut(kv, "=")
-		keep[k] = true
-	}
-	for _, kv := range os.Environ() {
-		if k, _, _ := strings.Cut(kv, "="); !keep[k] {
-			os.Unsetenv(k)
-		}
-	}
-	for _, k := range extraSDKVars {
-		os.Unsetenv(k)
-	}
+	harness.UnsetSDKEnv()
 	os.Exit(m.Run())
 }
 
