@@ -3,7 +3,11 @@ package ledger
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -54,6 +58,7 @@ func BenchmarkInsertUsage(b *testing.B) {
 		next := 0
 		b.ReportAllocs()
 		b.ResetTimer()
+		self0, servers0 := cpuUsed(b)
 		for b.Loop() {
 			for i := range recs {
 				recs[i] = benchRecord(next)
@@ -64,6 +69,7 @@ func BenchmarkInsertUsage(b *testing.B) {
 			}
 		}
 		b.ReportMetric(float64(next)/b.Elapsed().Seconds(), "records/s")
+		reportCPU(b, next, self0, servers0)
 	})
 }
 
@@ -80,6 +86,7 @@ func BenchmarkWriter(b *testing.B) {
 		b.ReportAllocs()
 		b.ResetTimer()
 		start := time.Now()
+		self0, servers0 := cpuUsed(b)
 		for b.Loop() {
 			if err := w.Write(benchRecord(n)); err != nil {
 				b.Fatal(err)
@@ -90,5 +97,72 @@ func BenchmarkWriter(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.ReportMetric(float64(n)/time.Since(start).Seconds(), "records/s")
+		reportCPU(b, n, self0, servers0)
 	})
+}
+
+// cpuUsed is the CPU time (user + system) this process has used, and the
+// PostgreSQL servers it started have: the postmasters with the backends they
+// reaped and those still running. On the shared, loaded machine, wall time
+// says little; CPU per record says what the work costs.
+func cpuUsed(b *testing.B) (self, servers time.Duration) {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	self = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	type proc struct {
+		ppid, ticks, childTicks int64
+		comm                    string
+	}
+	procs := map[int64]proc{}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, e := range entries {
+		pid, err := strconv.ParseInt(e.Name(), 10, 64)
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue // gone
+		}
+		// pid (comm) state ppid … utime stime cutime cstime (fields 14 to 17)
+		open, close := strings.IndexByte(string(stat), '('), strings.LastIndexByte(string(stat), ')')
+		if open < 0 || close < open {
+			continue
+		}
+		f := strings.Fields(string(stat[close+1:]))
+		if len(f) < 15 {
+			continue
+		}
+		n := func(i int) int64 { v, _ := strconv.ParseInt(f[i], 10, 64); return v }
+		procs[pid] = proc{ppid: n(1), ticks: n(11) + n(12), childTicks: n(13) + n(14), comm: string(stat[open+1 : close])}
+	}
+	const tick = 10 * time.Millisecond // USER_HZ is 100 on Linux
+	me := int64(os.Getpid())
+	for pid, p := range procs {
+		if p.ppid != me || p.comm != "postgres" {
+			continue
+		}
+		servers += time.Duration(p.ticks+p.childTicks) * tick
+		for _, c := range procs {
+			if c.ppid == pid {
+				servers += time.Duration(c.ticks) * tick
+			}
+		}
+	}
+	return self, servers
+}
+
+// reportCPU reports the CPU per record since self0 and servers0 (from
+// cpuUsed), this process's and the database server's.
+func reportCPU(b *testing.B, records int, self0, servers0 time.Duration) {
+	self, servers := cpuUsed(b)
+	b.ReportMetric(float64(self-self0)/float64(time.Microsecond)/float64(records), "cpu-µs/record")
+	if servers > 0 {
+		b.ReportMetric(float64(servers-servers0)/float64(time.Microsecond)/float64(records), "server-cpu-µs/record")
+	}
 }

@@ -248,6 +248,9 @@ const usageColumns = `request_id, time_ns, account, project, provider, model, op
 
 const usageFields = 21
 
+// usageColumnNames is usageColumns as a list.
+var usageColumnNames = strings.Fields(strings.ReplaceAll(usageColumns, ",", " "))
+
 // Filter selects usage records. Zero fields select everything.
 type Filter struct {
 	Account, Project, Provider, Model string    // exact matches
