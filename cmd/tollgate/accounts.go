@@ -7,7 +7,6 @@ import (
 	"io"
 	"maps"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -33,17 +32,20 @@ type localAdmin struct {
 	store *ledger.DB
 }
 
-// openAdmin opens the data dir's ledger, creating it on first use; withKey
-// also loads (or creates) the signing key, for minting.
+// openAdmin opens the data dir's ledger, creating it on first use, or the
+// one $TOLLGATE_LEDGER_URL names (as tollgate serve does, so a command run
+// in a gateway's pod works on the shared ledger); withKey also loads (or
+// creates) the signing key, for minting. Revocations go to the ledger,
+// which every gateway on it polls.
 func openAdmin(ctx context.Context, dataDir string, withKey bool) (*localAdmin, error) {
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	store, err := ledger.OpenSQLite(ctx, filepath.Join(dataDir, "usage.db"))
+	store, err := ledger.Open(ctx, ledgerURL(dataDir, os.Getenv("TOLLGATE_LEDGER_URL")))
 	if err != nil {
 		return nil, err
 	}
-	cfg := admin.Config{Store: store, Revoker: admin.RevocationFile(filepath.Join(dataDir, "revoked"))}
+	cfg := admin.Config{Store: store, Revoker: store}
 	if withKey {
 		if cfg.Signer, err = auth.LoadOrCreateSigner(dataDir); err != nil {
 			store.Close()

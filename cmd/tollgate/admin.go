@@ -1,7 +1,7 @@
 package main
 
 import (
-	"crypto/ed25519"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -224,8 +224,12 @@ func newTokenCmd() *cobra.Command {
 				"key_id": c.KeyID, "account": c.Account, "project": c.Project, "token_id": c.TokenID,
 				"issued_at": c.IssuedAt.UTC(), "expires_at": c.ExpiresAt.UTC(),
 			}
-			if s, err := auth.LoadOrCreateSigner(dataDir); err == nil {
-				v := auth.NewVerifier(map[string]ed25519.PublicKey{s.KeyID(): s.PublicKey()}, auth.NewFileRevocations(filepath.Join(dataDir, "revoked")))
+			if _, keys, err := loadKeys(dataDir, ""); err == nil {
+				revoked, err := ledgerRevocations(cmd.Context(), dataDir)
+				if err != nil {
+					return err
+				}
+				v := auth.NewVerifier(keys, auth.AnyRevocations{revoked, auth.NewFileRevocations(filepath.Join(dataDir, "revoked"))})
 				if _, err := v.Verify(args[0], time.Now()); err != nil {
 					out["valid"], out["error"] = false, err.Error()
 				} else {
@@ -257,4 +261,23 @@ func newTokenCmd() *cobra.Command {
 	revoke.Flags().StringVar(&dataDir, "data-dir", defaultDataDir(), "data dir of the gateway")
 	cmd.AddCommand(mint, inspect, revoke)
 	return cmd
+}
+
+// ledgerRevocations reads the revoked token ids from the ledger openAdmin
+// opens.
+func ledgerRevocations(ctx context.Context, dataDir string) (*auth.RevocationSet, error) {
+	a, err := openAdmin(ctx, dataDir, false)
+	if err != nil {
+		return nil, err
+	}
+	defer a.Close()
+	rs, err := a.store.Revocations(ctx, time.Time{})
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]string, len(rs))
+	for i, r := range rs {
+		ids[i] = r.TokenID
+	}
+	return auth.NewRevocationSet(ids...), nil
 }

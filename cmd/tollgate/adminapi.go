@@ -36,18 +36,15 @@ func startAdmin(ctx context.Context, addr string, st *stack, dataDir string, log
 			return nil, err
 		}
 	}
-	keys, err := auth.LoadKeyring(dataDir)
-	if err != nil {
-		return nil, fmt.Errorf("admin API: %w", err)
-	}
-	revoked := filepath.Join(dataDir, "revoked")
+	// Revocations go to the ledger, which every replica polls: one made
+	// here is honoured by all of them.
 	svc := admin.New(admin.Config{
 		Store:      st.store,
 		Signer:     st.signer,
-		Revoker:    admin.RevocationFile(revoked),
+		Revoker:    st.store,
 		Catalog:    st.catalog,
 		AdminToken: token,
-		Verifier:   auth.NewVerifier(keys, auth.NewFileRevocations(revoked)),
+		Verifier:   auth.NewVerifier(st.keys, st.revoked),
 		Logger:     log,
 	})
 	ln, err := net.Listen("tcp", addr)

@@ -30,6 +30,11 @@ type serveConfig struct {
 	MaxRequestBody int64                     `yaml:"max_request_body"`
 	LogLevel       string                    `yaml:"log_level"`
 	Providers      map[string]providerConfig `yaml:"providers"`
+	// SigningKeysDir holds the token signing keys every replica shares
+	// (<kid>.pem, PKCS#8 ed25519; a mounted Secret): the kid that sorts
+	// last signs, all verify. Read only; empty: a key in data_dir/keys,
+	// created on first use (one replica).
+	SigningKeysDir string `yaml:"signing_keys_dir"`
 	// LedgerURL picks the ledger database: postgres://… for PostgreSQL;
 	// empty keeps SQLite (usage.db) in the data dir. $TOLLGATE_LEDGER_URL
 	// wins, so a password need not sit in the file.
@@ -122,7 +127,9 @@ grpc_listen or grpc_socket is set, the Envoy ext_proc and ext_authz services wit
 health checking, all over one gateway. Real provider keys come from each
 provider's key_file in the config (a mounted Secret) or from TOLLGATE_OPENAI_API_KEY,
 TOLLGATE_ANTHROPIC_API_KEY and TOLLGATE_GEMINI_API_KEY. Gateway tokens are verified
-with the signing key kept in the data dir (mint them with ` + "`tollgate token mint`" + `).`,
+with the signing keys in signing_keys_dir (shared by replicas) or else the data dir
+(mint them with ` + "`tollgate token mint`" + ` or the admin API); revocations are read
+from the ledger every second and from the data dir's revoked file.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := loadServeConfig(configFile)
@@ -190,7 +197,7 @@ with the signing key kept in the data dir (mint them with ` + "`tollgate token m
 			}
 			return runServe(cmd.Context(), listeners{http: listen, grpc: grpcListen, socket: grpcSocket,
 				metrics: pick("metrics-listen", cfg.MetricsListen, ""), admin: pick("admin-listen", cfg.AdminListen, "")}, stackOptions{
-				dataDir: dataDir, catalogFile: catalogFile, upstreams: overrides, keys: keys,
+				dataDir: dataDir, signingKeysDir: pick("signing-keys-dir", cfg.SigningKeysDir, ""), catalogFile: catalogFile, upstreams: overrides, keys: keys,
 				allowHeaders: allow, versions: versions, maxBody: maxBody, logger: newLogger(logLevel),
 				ledgerURL: cmp.Or(os.Getenv("TOLLGATE_LEDGER_URL"), cfg.LedgerURL),
 				limits: limitOptions{
@@ -212,6 +219,7 @@ with the signing key kept in the data dir (mint them with ` + "`tollgate token m
 	f.StringVar(&grpcListen, "grpc-listen", "", "serve Envoy ext_proc/ext_authz and gRPC health on this TCP address (e.g. 127.0.0.1:9002)")
 	f.StringVar(&grpcSocket, "grpc-socket", "", "serve Envoy ext_proc/ext_authz and gRPC health on this unix socket (e.g. /run/tollgate/ext.sock)")
 	f.StringVar(&dataDir, "data-dir", "", "keys and usage ledger ($TOLLGATE_DATA_DIR, default ~/.tollgate)")
+	f.String("signing-keys-dir", "", "directory of shared token signing keys, <kid>.pem (e.g. a mounted Secret); the last kid signs, all verify; default: a key in the data dir")
 	f.StringVar(&catalogFile, "catalog", "", "YAML file that overrides or extends the model catalog")
 	f.StringArrayVar(&upstreamFlags, "upstream", nil, "provider=URL: override a provider's API root")
 	f.StringArrayVar(&allowFlags, "allow-header", nil, "provider=header: pass this client header upstream (e.g. anthropic=anthropic-beta)")

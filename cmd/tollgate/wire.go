@@ -44,23 +44,33 @@ type stack struct {
 	store   *ledger.DB
 	writer  *ledger.Writer
 	signer  *auth.Signer
-	catalog *catalog.Catalog
-	limiter *limit.Limiter
-	metrics *telemetry.Telemetry
+	// keys are the public keys tokens are verified with, by key id.
+	keys map[string]ed25519.PublicKey
+	// revoked is what the verifiers refuse: the ledger's list, polled
+	// (revocations), and the data dir's revocation file.
+	revoked     auth.Revocations
+	revocations *ledger.RevocationWatch
+	catalog     *catalog.Catalog
+	limiter     *limit.Limiter
+	metrics     *telemetry.Telemetry
 	// closeLimiter releases the limiter's Redis client, if any.
 	closeLimiter func() error
 }
 
 type stackOptions struct {
-	dataDir      string
-	catalogFile  string
-	upstreams    map[string]string // provider → URL overrides
-	keys         map[string]string // provider → real key
-	allowHeaders map[string][]string
-	versions     []string // accepted anthropic-version values
-	maxBody      int64
-	logger       *slog.Logger
-	limits       limitOptions
+	dataDir string
+	// signingKeysDir holds the signing keys shared by every replica (a
+	// mounted Secret, read only); empty: keys in dataDir/keys, created on
+	// first use.
+	signingKeysDir string
+	catalogFile    string
+	upstreams      map[string]string // provider → URL overrides
+	keys           map[string]string // provider → real key
+	allowHeaders   map[string][]string
+	versions       []string // accepted anthropic-version values
+	maxBody        int64
+	logger         *slog.Logger
+	limits         limitOptions
 	// ledgerURL is the ledger database; empty: SQLite in dataDir.
 	ledgerURL  string
 	creditRate meter.Rate // default meter.DefaultRate
@@ -88,9 +98,9 @@ func newStack(ctx context.Context, o stackOptions) (*stack, error) {
 	if err != nil {
 		return nil, err
 	}
-	signer, err := auth.LoadOrCreateSigner(o.dataDir)
+	signer, keys, err := loadKeys(o.dataDir, o.signingKeysDir)
 	if err != nil {
-		return nil, fmt.Errorf("signing key: %w", err)
+		return nil, err
 	}
 	cacheSecret, err := loadOrCreateSecret(filepath.Join(o.dataDir, "prompt-cache.key"))
 	if err != nil {
@@ -100,11 +110,7 @@ func newStack(ctx context.Context, o stackOptions) (*stack, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tokenizer: %w", err)
 	}
-	ledgerURL := o.ledgerURL
-	if ledgerURL == "" {
-		ledgerURL = "sqlite://" + filepath.Join(o.dataDir, "usage.db")
-	}
-	store, err := ledger.Open(ctx, ledgerURL)
+	store, err := ledger.Open(ctx, ledgerURL(o.dataDir, o.ledgerURL))
 	if err != nil {
 		return nil, err
 	}
@@ -154,12 +160,23 @@ func newStack(ctx context.Context, o stackOptions) (*stack, error) {
 	for _, name := range providerNames {
 		upstreams[name] = gateway.Upstream{Key: o.keys[name], AllowHeaders: lower(o.allowHeaders[name])}
 	}
-	revoked := auth.NewFileRevocations(filepath.Join(o.dataDir, "revoked"))
+	// Revocations made through any replica, the admin API or the CLI reach
+	// the ledger; every replica polls it each second, so a revoked token
+	// is refused everywhere within about a second.
+	watch, err := store.WatchRevocations(ctx, ledger.RevocationWatchOptions{
+		OnError: func(err error) { log.Error("revocation list: keeping the last one read", "error", err) },
+	})
+	if err != nil {
+		store.Close()
+		closeLimiter()
+		return nil, fmt.Errorf("revocation list: %w", err)
+	}
+	revoked := auth.AnyRevocations{watch, auth.NewFileRevocations(filepath.Join(o.dataDir, "revoked"))}
 	gw := gateway.New(gateway.Config{
 		Providers: []gateway.Provider{openai.New(), anthropic.New(o.versions...), gemini.New()},
 		Upstreams: upstreams,
 		Catalog:   cat,
-		Verifier:  auth.NewVerifier(map[string]ed25519.PublicKey{signer.KeyID(): signer.PublicKey()}, revoked),
+		Verifier:  auth.NewVerifier(keys, revoked),
 		Policy:    policy,
 		Recorder: gateway.RecorderFunc(func(r usage.Record) {
 			writer.Write(r)
@@ -172,18 +189,52 @@ func newStack(ctx context.Context, o stackOptions) (*stack, error) {
 	})
 	px, err := proxy.New(proxy.Config{Gateway: gw, Upstreams: ups, Logger: o.logger})
 	if err != nil {
+		watch.Close()
 		store.Close()
 		closeLimiter()
 		return nil, err
 	}
-	return &stack{gw: gw, handler: px, store: store, writer: writer, signer: signer, catalog: cat,
+	return &stack{gw: gw, handler: px, store: store, writer: writer, signer: signer, keys: keys,
+		revoked: revoked, revocations: watch, catalog: cat,
 		limiter: lim, metrics: metrics, closeLimiter: closeLimiter}, nil
+}
+
+// loadKeys returns the signer and the keys tokens are verified with: every
+// key in signingKeysDir when set (shared by the replicas, never written),
+// else every key in dataDir/keys, where one is created on first use.
+func loadKeys(dataDir, signingKeysDir string) (*auth.Signer, map[string]ed25519.PublicKey, error) {
+	if signingKeysDir != "" {
+		signer, keys, err := auth.LoadKeyDir(signingKeysDir)
+		if err != nil {
+			return nil, nil, fmt.Errorf("signing_keys_dir: %w", err)
+		}
+		return signer, keys, nil
+	}
+	signer, err := auth.LoadOrCreateSigner(dataDir)
+	if err != nil {
+		return nil, nil, fmt.Errorf("signing key: %w", err)
+	}
+	keys, err := auth.LoadKeyring(dataDir)
+	if err != nil {
+		return nil, nil, fmt.Errorf("signing key: %w", err)
+	}
+	return signer, keys, nil
+}
+
+// ledgerURL is the ledger a command works on: url when set, else SQLite
+// in the data dir.
+func ledgerURL(dataDir, url string) string {
+	if url == "" {
+		return "sqlite://" + filepath.Join(dataDir, "usage.db")
+	}
+	return url
 }
 
 // Close flushes every pending usage record and closes the ledger.
 func (s *stack) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	s.revocations.Close()
 	return errors.Join(s.writer.Close(ctx), s.store.Close(), s.closeLimiter(), s.metrics.Shutdown(ctx))
 }
 

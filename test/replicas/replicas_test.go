@@ -1,0 +1,250 @@
+// Package replicas_test runs several `tollgate serve` processes as the Helm
+// chart runs its processor replicas: one PostgreSQL ledger, one read-only
+// signing-key directory (the mounted Secret), a data dir each.
+package replicas_test
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/tollgate-dev/tollgate/pkg/auth"
+	pb "github.com/tollgate-dev/tollgate/proto/tollgate/v1"
+	"github.com/tollgate-dev/tollgate/test/harness"
+	"github.com/tollgate-dev/tollgate/test/services"
+)
+
+const adminToken = "replicas-test-admin-token-0123456789"
+
+// revokeBound is how long a revoked token may still be accepted by a
+// replica that did not revoke it: the ledger is polled every second; the
+// rest is slack for a loaded, race-enabled CI machine.
+const revokeBound = 5 * time.Second
+
+type replica struct {
+	name, admin string
+	proc        *harness.Process
+}
+
+func startReplica(t *testing.T, name, keysDir, ledgerURL, mockURL string) *replica {
+	t.Helper()
+	admin := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
+	cfg := fmt.Sprintf(`data_dir: %s
+signing_keys_dir: %s
+admin_listen: %s
+log_level: info
+providers:
+  openai: {upstream: %s/openai}
+  anthropic: {upstream: %s/anthropic}
+  gemini: {upstream: %s/gemini}
+`, t.TempDir(), keysDir, admin, mockURL, mockURL, mockURL)
+	path := filepath.Join(t.TempDir(), name+".yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := harness.StartServe(t, path, []string{"TOLLGATE_ADMIN_TOKEN=" + adminToken, "TOLLGATE_LEDGER_URL=" + ledgerURL})
+	return &replica{name: name, admin: "http://" + admin, proc: p}
+}
+
+// call makes an admin API call over HTTP and decodes the answer into out.
+func (r *replica) call(t *testing.T, path, body string, out proto.Message) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, r.admin+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("%s POST %s: %d %s", r.name, path, resp.StatusCode, b)
+	}
+	if err := protojson.Unmarshal(b, out); err != nil {
+		t.Fatalf("%s POST %s: %v", r.name, path, err)
+	}
+}
+
+func (r *replica) mint(t *testing.T, project string) *pb.MintTokenResponse {
+	t.Helper()
+	var m pb.MintTokenResponse
+	r.call(t, "/v1/tokens", `{"project":"`+project+`","ttl":"3600s"}`, &m)
+	return &m
+}
+
+// chat sends one chat completion through the replica's proxy with tok and
+// returns the status.
+func (r *replica) chat(t *testing.T, tok string) int {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, r.proc.URL+"/openai/v1/chat/completions",
+		strings.NewReader(`{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// refusedWithin polls r with tok until it answers 401 and returns how long
+// that took; it fails the test if that takes longer than revokeBound.
+func (r *replica) refusedWithin(t *testing.T, tok string, since time.Time) time.Duration {
+	t.Helper()
+	for {
+		code := r.chat(t, tok)
+		if code == http.StatusUnauthorized {
+			return time.Since(since)
+		}
+		if code != http.StatusOK {
+			t.Fatalf("%s: status %d while waiting for the revocation", r.name, code)
+		}
+		if time.Since(since) > revokeBound {
+			t.Fatalf("%s still accepts a revoked token after %v", r.name, revokeBound)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func writeKey(t *testing.T, dir, kid string) *auth.Signer {
+	t.Helper()
+	s, err := auth.GenerateKey(kid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := auth.SaveSigner(filepath.Join(dir, kid+".pem"), s); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func dirNames(t *testing.T, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+// TestReplicasShareKeysAndRevocations: a token minted through one
+// replica's admin API works on another; revoked through the first (or
+// with the CLI on the shared ledger), every replica refuses it within
+// the polling bound; a key added to the directory signs on replicas
+// started after, while tokens of the old key still verify there.
+func TestReplicasShareKeysAndRevocations(t *testing.T) {
+	pg := services.StartPostgres(t)
+	ledgerURL := pg.NewDatabase(t)
+	mock := harness.StartMock(t)
+	keys := t.TempDir()
+	first := writeKey(t, keys, "2026-01-a")
+
+	a := startReplica(t, "A", keys, ledgerURL, mock.URL)
+	b := startReplica(t, "B", keys, ledgerURL, mock.URL)
+
+	a.call(t, "/v1/accounts", `{"id":"acme","plan":"pro","credits":"100"}`, &pb.CreateAccountResponse{})
+	a.call(t, "/v1/projects", `{"id":"web","account":"acme","activate":true}`, &pb.CreateProjectResponse{})
+
+	m := a.mint(t, "web")
+	if c, err := auth.Parse(m.GetToken()); err != nil || c.KeyID != first.KeyID() {
+		t.Fatalf("A minted with key %q (%v), want the shared key %q", c.KeyID, err, first.KeyID())
+	}
+	for _, r := range []*replica{a, b} {
+		if code := r.chat(t, m.GetToken()); code != http.StatusOK {
+			t.Fatalf("%s answers %d to a token minted through A", r.name, code)
+		}
+	}
+
+	// Revoked through A's admin API by the token itself: B refuses it.
+	start := time.Now()
+	a.call(t, "/v1/tokens:revoke", `{"token":"`+m.GetToken()+`"}`, &pb.RevokeTokenResponse{})
+	took := b.refusedWithin(t, m.GetToken(), start)
+	t.Logf("B refused a token revoked through A after %v", took)
+	a.refusedWithin(t, m.GetToken(), start)
+
+	// Minted through B, revoked by id with the CLI on the shared ledger
+	// (as `kubectl exec` in a processor pod does): A refuses it.
+	m2 := b.mint(t, "web")
+	if code := a.chat(t, m2.GetToken()); code != http.StatusOK {
+		t.Fatalf("A answers %d to a token minted through B", code)
+	}
+	cli := exec.Command(harness.Binary(t), "token", "revoke", m2.GetTokenId(), "--data-dir", t.TempDir())
+	cli.Env = append(harness.CleanEnv(), "TOLLGATE_LEDGER_URL="+ledgerURL)
+	if out, err := cli.CombinedOutput(); err != nil {
+		t.Fatalf("tollgate token revoke: %v\n%s", err, out)
+	}
+	start = time.Now()
+	a.refusedWithin(t, m2.GetToken(), start)
+	b.refusedWithin(t, m2.GetToken(), start)
+
+	// Rotation: a key whose kid sorts later signs on a replica started
+	// after it was added; the first key's tokens still verify there.
+	old := a.mint(t, "web")
+	second := writeKey(t, keys, "2026-07-b")
+	c := startReplica(t, "C", keys, ledgerURL, mock.URL)
+	m3 := c.mint(t, "web")
+	if cl, err := auth.Parse(m3.GetToken()); err != nil || cl.KeyID != second.KeyID() {
+		t.Fatalf("C minted with key %q (%v), want the newest %q", cl.KeyID, err, second.KeyID())
+	}
+	for _, tok := range []string{old.GetToken(), m3.GetToken()} {
+		if code := c.chat(t, tok); code != http.StatusOK {
+			t.Errorf("C answers %d to a token of a key in its directory", code)
+		}
+	}
+
+	// The replicas never wrote to the shared directory.
+	if got := dirNames(t, keys); !slices.Equal(got, []string{"2026-01-a.pem", "2026-07-b.pem"}) {
+		t.Errorf("signing-key dir holds %v", got)
+	}
+	for _, r := range []*replica{a, b, c} {
+		if s := r.proc.Stderr(); strings.Contains(s, auth.Prefix+".") || strings.Contains(s, adminToken) {
+			t.Errorf("%s logged a token", r.name)
+		}
+	}
+}
+
+// TestSigningKeysDirMustHoldAKey: serve never creates a key in the shared
+// directory; a missing or empty one stops it at startup with a clear error.
+func TestSigningKeysDirMustHoldAKey(t *testing.T) {
+	empty := t.TempDir()
+	for _, tc := range []struct{ name, dir, want string }{
+		{"empty", empty, "holds no <kid>.pem signing key"},
+		{"missing", filepath.Join(t.TempDir(), "absent"), "no such file or directory"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.Command(harness.Binary(t), "serve", "--listen", "127.0.0.1:0", "--data-dir", t.TempDir(),
+				"--signing-keys-dir", tc.dir)
+			cmd.Env = harness.CleanEnv()
+			out, err := cmd.CombinedOutput()
+			if err == nil || !strings.Contains(string(out), "signing_keys_dir") || !strings.Contains(string(out), tc.want) {
+				t.Fatalf("serve with signing keys dir %s: %v\n%s", tc.name, err, out)
+			}
+		})
+	}
+	if got := dirNames(t, empty); len(got) != 0 {
+		t.Errorf("serve wrote %v into the signing-key dir", got)
+	}
+}
