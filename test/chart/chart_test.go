@@ -1,7 +1,11 @@
 package chart
 
 import (
+	"crypto/ed25519"
+	"crypto/x509"
 	"encoding/base64"
+	"encoding/pem"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -97,6 +101,7 @@ type serveConfig struct {
 	GRPCListen     string `json:"grpc_listen"`
 	AdminListen    string `json:"admin_listen"`
 	DataDir        string `json:"data_dir"`
+	SigningKeysDir string `json:"signing_keys_dir"`
 	Catalog        string `json:"catalog"`
 	MaxRequestBody int64  `json:"max_request_body"`
 	LogLevel       string `json:"log_level"`
@@ -139,7 +144,7 @@ func TestRender(t *testing.T) {
 		{"defaults", nil, func(t *testing.T, r *Rendered) {
 			want := []string{"ClusterRole", "ClusterRoleBinding", "ConfigMap", "Deployment", "Deployment",
 				"MutatingWebhookConfiguration", "Namespace", "Pod", "PodDisruptionBudget", "PodDisruptionBudget",
-				"Role", "RoleBinding", "Secret", "Service", "Service", "ServiceAccount", "ServiceAccount"}
+				"Role", "RoleBinding", "Secret", "Secret", "Service", "Service", "ServiceAccount", "ServiceAccount"}
 			if got := r.Kinds(); !slices.Equal(got, want) {
 				t.Errorf("kinds = %v\nwant    %v", got, want)
 			}
@@ -214,6 +219,34 @@ func TestRender(t *testing.T) {
 			if len(r.Find("HorizontalPodAutoscaler", "")) != 0 {
 				t.Errorf("HPA rendered by default")
 			}
+		}},
+		{"signing key", nil, func(t *testing.T, r *Rendered) {
+			// One new ed25519 key, named <kid>.pem with a kid that sorts
+			// by date, mounted whole where serve's signing_keys_dir is.
+			s := one[*corev1.Secret](t, r, "Secret", "tg-tollgate-signing-keys")
+			if len(s.Data) != 1 {
+				t.Fatalf("signing-keys Secret has %d entries, want 1", len(s.Data))
+			}
+			for name, pem := range s.Data {
+				if !regexp.MustCompile(`^tollgate-\d{14}\.pem$`).MatchString(name) {
+					t.Errorf("key entry %q, want tollgate-YYYYMMDDhhmmss.pem", name)
+				}
+				checkSigningKey(t, name, pem)
+			}
+			checkSigningKeysMounted(t, r, s.Name)
+		}},
+		{"signing keys existingSecret", vals("signingKeys.existingSecret", "corp-token-keys"), func(t *testing.T, r *Rendered) {
+			if len(r.Find("Secret", "tg-tollgate-signing-keys")) != 0 {
+				t.Errorf("chart made a signing-keys Secret although existingSecret is set")
+			}
+			checkSigningKeysMounted(t, r, "corp-token-keys")
+		}},
+		{"replicas share the signing keys", vals(append(shared, "processor.replicas", 3)...), func(t *testing.T, r *Rendered) {
+			d := one[*appsv1.Deployment](t, r, "Deployment", processorName)
+			if d.Spec.Replicas == nil || *d.Spec.Replicas != 3 {
+				t.Fatalf("replicas = %v", d.Spec.Replicas)
+			}
+			checkSigningKeysMounted(t, r, "tg-tollgate-signing-keys")
 		}},
 		{"webhook", nil, func(t *testing.T, r *Rendered) {
 			mwc := one[*admissionregistrationv1.MutatingWebhookConfiguration](t, r, "MutatingWebhookConfiguration", webhookName)
@@ -848,5 +881,84 @@ func TestNoProviderKeyInRender(t *testing.T) {
 		if strings.Contains(r.Notes, k) || strings.Contains(r.Notes, base64.StdEncoding.EncodeToString([]byte(k))) {
 			t.Errorf("NOTES print the %s key", p)
 		}
+	}
+}
+
+// checkSigningKey: a chart-made key is what auth.LoadKeyDir reads, a
+// PKCS#8 PEM ed25519 private key.
+func checkSigningKey(t *testing.T, name string, data []byte) {
+	t.Helper()
+	block, rest := pem.Decode(data)
+	if block == nil || block.Type != "PRIVATE KEY" || len(strings.TrimSpace(string(rest))) != 0 {
+		t.Fatalf("%s is not one PEM PRIVATE KEY block", name)
+	}
+	key, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	if _, ok := key.(ed25519.PrivateKey); !ok {
+		t.Fatalf("%s holds a %T, want an ed25519 key", name, key)
+	}
+}
+
+// checkSigningKeysMounted: the processor mounts every entry of secret,
+// read only, at the directory its config names as signing_keys_dir.
+func checkSigningKeysMounted(t *testing.T, r *Rendered, secret string) {
+	t.Helper()
+	d := one[*appsv1.Deployment](t, r, "Deployment", processorName)
+	c := container(t, d, "processor")
+	cfg := readServeConfig(t, r)
+	if cfg.SigningKeysDir == "" {
+		t.Fatal("serve config has no signing_keys_dir")
+	}
+	for _, v := range d.Spec.Template.Spec.Volumes {
+		if v.Secret == nil || v.Secret.SecretName != secret {
+			continue
+		}
+		if len(v.Secret.Items) != 0 {
+			t.Errorf("signing keys volume picks items %v: a key added for rotation would not be mounted", v.Secret.Items)
+		}
+		for _, m := range c.VolumeMounts {
+			if m.Name == v.Name && m.MountPath == cfg.SigningKeysDir && m.ReadOnly && m.SubPath == "" {
+				return
+			}
+		}
+	}
+	t.Errorf("Secret %s is not mounted read only at signing_keys_dir %s", secret, cfg.SigningKeysDir)
+}
+
+// TestNoSigningKeyInRender: the chart-made signing key appears only in its
+// Secret: in no other object, and not in the NOTES.
+func TestNoSigningKeyInRender(t *testing.T) {
+	r := render(t, vals(append(shared, "processor.replicas", 3)...))
+	s := one[*corev1.Secret](t, r, "Secret", "tg-tollgate-signing-keys")
+	var needles []string
+	for _, data := range s.Data {
+		block, _ := pem.Decode(data)
+		if block == nil {
+			t.Fatal("no PEM in the signing-keys Secret")
+		}
+		needles = append(needles, string(data), base64.StdEncoding.EncodeToString(data),
+			base64.StdEncoding.EncodeToString(block.Bytes), strings.Split(string(data), "\n")[1])
+	}
+	holders := 0
+	for _, o := range r.Objects {
+		if o.GVK.Kind == "Secret" && o.Name == s.Name {
+			holders++
+			continue
+		}
+		for _, n := range needles {
+			if strings.Contains(string(o.YAML), n) {
+				t.Errorf("the signing key appears in %s %s", o.GVK.Kind, o.Name)
+			}
+		}
+	}
+	for _, n := range needles {
+		if strings.Contains(r.Notes, n) {
+			t.Error("NOTES print the signing key")
+		}
+	}
+	if holders != 1 {
+		t.Errorf("signing-keys Secret rendered %d times", holders)
 	}
 }

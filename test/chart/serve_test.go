@@ -3,6 +3,7 @@ package chart
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"net"
 	"net/http"
 	"os"
@@ -21,6 +22,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/tollgate-dev/tollgate/pkg/auth"
 	"github.com/tollgate-dev/tollgate/pkg/catalog"
 	"github.com/tollgate-dev/tollgate/pkg/ledger"
 	"github.com/tollgate-dev/tollgate/test/harness"
@@ -71,6 +73,11 @@ func TestProcessorPodRunsTollgate(t *testing.T) {
 			}
 		case v.Secret != nil:
 			s := one[*corev1.Secret](t, r, "Secret", v.Secret.SecretName)
+			if len(v.Secret.Items) == 0 { // the whole Secret, an entry a file
+				for k, data := range s.Data {
+					write(t, filepath.Join(dir, k), string(data))
+				}
+			}
 			for _, it := range v.Secret.Items {
 				data, ok := s.Data[it.Key]
 				if !ok {
@@ -230,8 +237,33 @@ func TestProcessorPodRunsTollgate(t *testing.T) {
 		t.Fatal(err)
 	}
 	db.Close()
-	token := strings.TrimSpace(string(harness.Run(t, "token", "mint", "--data-dir", remap("/var/lib/tollgate"),
-		"--account", "chart-test", "--project", "chart-test")))
+	// Minted through the admin API, as the injector mints: signed with the
+	// key of the rendered signing-keys Secret.
+	req, _ := http.NewRequest(http.MethodPost, "http://"+adminAddr+"/v1/tokens", strings.NewReader(`{"project":"chart-test"}`))
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var minted struct {
+		Token string `json:"token"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&minted)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("mint through the admin API: %d %v", resp.StatusCode, err)
+	}
+	token := minted.Token
+	claims, err := auth.Parse(token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if keys := one[*corev1.Secret](t, r, "Secret", "tg-tollgate-signing-keys").Data; keys[claims.KeyID+".pem"] == nil {
+		t.Errorf("token signed with key %q, not the signing-keys Secret's", claims.KeyID)
+	}
+	if _, err := os.Stat(filepath.Join(remap("/var/lib/tollgate"), "keys")); !os.IsNotExist(err) {
+		t.Errorf("serve made a signing key in the data dir (%v) although signing_keys_dir is set", err)
+	}
 	for model, want := range map[string]int{"gpt-3.5-turbo": http.StatusOK, "gpt-no-such-model": http.StatusNotFound} {
 		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/openai/v1/models/"+model, nil)
 		req.Header.Set("Authorization", "Bearer "+token)

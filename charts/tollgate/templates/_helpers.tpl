@@ -153,6 +153,11 @@ fixed in the injector's code, so not values. */}}
 {{- default (printf "%s-admin-token" (include "tollgate.fullname" . | trunc 51 | trimSuffix "-")) .Values.adminToken.existingSecret -}}
 {{- end -}}
 
+{{/* The Secret holding the token signing keys: the operator's, or the chart's. */}}
+{{- define "tollgate.signingKeysSecret" -}}
+{{- default (printf "%s-signing-keys" (include "tollgate.fullname" . | trunc 50 | trimSuffix "-")) .Values.signingKeys.existingSecret -}}
+{{- end -}}
+
 {{/* The admin token as an env entry (TOLLGATE_ADMIN_TOKEN), by reference. */}}
 {{- define "tollgate.adminTokenEnv" -}}
 - name: TOLLGATE_ADMIN_TOKEN
