@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -102,7 +103,7 @@ func newStack(ctx context.Context, o stackOptions) (*stack, error) {
 	if err != nil {
 		return nil, err
 	}
-	cacheSecret, err := loadOrCreateSecret(filepath.Join(o.dataDir, "prompt-cache.key"))
+	cacheSecret, err := promptCacheSecret(o.dataDir)
 	if err != nil {
 		return nil, err
 	}
@@ -272,6 +273,25 @@ func newLogger(level string) *slog.Logger {
 func baseURLFor(addr string) string {
 	u := url.URL{Scheme: "http", Host: addr}
 	return u.String()
+}
+
+// promptCacheKeyEnv holds the prompt cache secret when replicas must share
+// it (the chart sets it from a Secret); otherwise each data dir keeps one.
+const promptCacheKeyEnv = "TOLLGATE_PROMPT_CACHE_KEY"
+
+// promptCacheSecret is the secret per-account prompt cache keys are an
+// HMAC under: from $TOLLGATE_PROMPT_CACHE_KEY (at least 32 characters,
+// hashed to 32 bytes) so that every replica computes the same keys, else
+// kept in the data dir.
+func promptCacheSecret(dataDir string) ([]byte, error) {
+	if v := os.Getenv(promptCacheKeyEnv); v != "" {
+		if len(v) < 32 {
+			return nil, fmt.Errorf("%s: want at least 32 random characters", promptCacheKeyEnv)
+		}
+		sum := sha256.Sum256([]byte(v))
+		return sum[:], nil
+	}
+	return loadOrCreateSecret(filepath.Join(dataDir, "prompt-cache.key"))
 }
 
 // loadOrCreateSecret keeps a random 32-byte secret in path, so values keyed

@@ -962,3 +962,45 @@ func TestNoSigningKeyInRender(t *testing.T) {
 		t.Errorf("signing-keys Secret rendered %d times", holders)
 	}
 }
+
+// Every processor replica reads one prompt cache secret from the admin
+// token Secret; the injector, which reads that Secret's token, never gets it.
+func TestPromptCacheKeyShared(t *testing.T) {
+	r := render(t, vals(append(shared, "processor.replicas", 3)...))
+	const envName = "TOLLGATE_PROMPT_CACHE_KEY"
+	proc := container(t, one[*appsv1.Deployment](t, r, "Deployment", processorName), "processor")
+	var ref *corev1.SecretKeySelector
+	for _, e := range proc.Env {
+		if e.Name == envName && e.ValueFrom != nil {
+			ref = e.ValueFrom.SecretKeyRef
+		}
+	}
+	if ref == nil || ref.Key != "prompt-cache-key" {
+		t.Fatalf("processor env %s: %+v, want a secretKeyRef to prompt-cache-key", envName, ref)
+	}
+	s := one[*corev1.Secret](t, r, "Secret", ref.Name)
+	if v := s.Data["prompt-cache-key"]; len(v) < 32 {
+		t.Fatalf("prompt-cache-key holds %d bytes, want at least 32 random characters", len(v))
+	}
+	inj := one[*appsv1.Deployment](t, r, "Deployment", injectorName)
+	for _, v := range inj.Spec.Template.Spec.Volumes {
+		if v.Secret == nil || v.Secret.SecretName != s.Name {
+			continue
+		}
+		if len(v.Secret.Items) == 0 {
+			t.Errorf("injector volume %s mounts the whole admin token Secret, prompt cache secret included", v.Name)
+		}
+		for _, it := range v.Secret.Items {
+			if it.Key == "prompt-cache-key" {
+				t.Errorf("injector volume %s mounts the prompt cache secret", v.Name)
+			}
+		}
+	}
+	for _, c := range inj.Spec.Template.Spec.Containers {
+		for _, e := range c.Env {
+			if e.Name == envName || e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil && e.ValueFrom.SecretKeyRef.Key == "prompt-cache-key" {
+				t.Errorf("injector container %s gets the prompt cache secret", c.Name)
+			}
+		}
+	}
+}
