@@ -284,10 +284,12 @@ func runServe(ctx context.Context, l listeners, o stackOptions) error {
 		}
 	}
 	if l.metrics != "" {
-		if err := serveMetrics(l.metrics, st.metrics.Handler()); err != nil {
+		addr, err := serveMetrics(l.metrics, st.metrics.Handler())
+		if err != nil {
 			_ = ln.Close()
 			return err
 		}
+		o.logger.Info("serving metrics", "addr", addr)
 	}
 	stopAdmin, err := startAdmin(ctx, l.admin, st, o.dataDir, o.logger)
 	if err != nil {
@@ -329,16 +331,17 @@ func runServe(ctx context.Context, l listeners, o stackOptions) error {
 
 // serveMetrics serves Prometheus metrics at /metrics on their own
 // listener, so scraping needs no access to the proxy's.
-func serveMetrics(addr string, h http.Handler) error {
+// It returns the address it listens on (port 0 picks one).
+func serveMetrics(addr string, h http.Handler) (string, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("metrics listen %s: %w", addr, err)
+		return "", fmt.Errorf("metrics listen %s: %w", addr, err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", h)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
-	return nil
+	return ln.Addr().String(), nil
 }
 
 // serveDebug exposes net/http/pprof on its own listener, never on the
