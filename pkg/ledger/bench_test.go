@@ -47,29 +47,33 @@ func benchAccounts(b *testing.B, s *DB) {
 	}
 }
 
-// BenchmarkInsertUsage is the store's write throughput in the Writer's
-// default batches of new records, each debiting a balance and updating
-// roll-ups.
+// BenchmarkInsertUsage is the store's write throughput in batches of new
+// records, each debiting a balance and updating roll-ups: the Writer's
+// default batch and the earlier default, 1,024.
 func BenchmarkInsertUsage(b *testing.B) {
 	benchBackends(b, func(b *testing.B, s *DB) {
 		benchAccounts(b, s)
-		batch := WriterOptions{}.withDefaults().BatchSize
-		recs := make([]usage.Record, batch)
 		next := 0
-		b.ReportAllocs()
-		b.ResetTimer()
-		self0, servers0 := cpuUsed(b)
-		for b.Loop() {
-			for i := range recs {
-				recs[i] = benchRecord(next)
-				next++
-			}
-			if err := s.InsertUsage(b.Context(), recs...); err != nil {
-				b.Fatal(err)
-			}
+		for _, batch := range []int{WriterOptions{}.withDefaults().BatchSize, 1024} {
+			b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
+				recs := make([]usage.Record, batch)
+				n := 0
+				b.ReportAllocs()
+				self0, servers0 := cpuUsed(b)
+				for b.Loop() {
+					for i := range recs {
+						recs[i] = benchRecord(next)
+						next++
+					}
+					if err := s.InsertUsage(b.Context(), recs...); err != nil {
+						b.Fatal(err)
+					}
+					n += batch
+				}
+				b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "records/s")
+				reportCPU(b, n, self0, servers0)
+			})
 		}
-		b.ReportMetric(float64(next)/b.Elapsed().Seconds(), "records/s")
-		reportCPU(b, next, self0, servers0)
 	})
 }
 

@@ -27,9 +27,22 @@ func FuzzSpool(f *testing.F) {
 	f.Add([]byte{})
 	f.Add(appendFrame(nil, usage.Record{RequestID: "ünï", Time: time.Unix(0, -1)}))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		recs, good, err := parseSpool(b)
+		recs, good, err := parseSpool(b, nil, 0)
 		if good < 0 || good > len(b) || (good < len(b)) != (err != nil) {
 			t.Fatalf("good %d of %d with error %v", good, len(b), err)
+		}
+		// Read in pieces of up to 2 records, it gives the same.
+		var pieces []usage.Record
+		for off := 0; ; {
+			var n int
+			pieces, n, err = parseSpool(b[off:], pieces, 2)
+			off += n
+			if err != nil || n == 0 {
+				if off != good || len(pieces) != len(recs) {
+					t.Fatalf("read 2 at a time: %d records, %d good bytes; read at once: %d, %d", len(pieces), off, len(recs), good)
+				}
+				break
+			}
 		}
 		var again []byte
 		for _, r := range recs {
@@ -67,7 +80,7 @@ func TestParseSpoolDamage(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			recs, n, err := parseSpool(append(append([]byte(nil), good...), reframe(tt.payload)...))
+			recs, n, err := parseSpool(append(append([]byte(nil), good...), reframe(tt.payload)...), nil, 0)
 			if len(recs) != 1 || n != len(good) || !errors.Is(err, errDamaged) {
 				t.Errorf("parseSpool = %d records, %d good bytes, %v; want 1, %d, a damaged record", len(recs), n, err, len(good))
 			}

@@ -166,28 +166,29 @@ func (d *decoder) varint() int64 {
 	return n
 }
 
-// parseSpool reads the records of one segment. good is the length of the
-// readable prefix; when it is short of len(b), err says why the rest is
-// not readable (errTorn or errDamaged).
-func parseSpool(b []byte) (recs []usage.Record, good int, err error) {
-	for good < len(b) {
+// parseSpool appends to recs the records at the start of b, up to limit of
+// them (all if limit <= 0), and returns good, the length of the bytes it
+// read. When it stopped short of the limit and of len(b), err says why the
+// rest is not readable (errTorn or errDamaged).
+func parseSpool(b []byte, recs []usage.Record, limit int) (_ []usage.Record, good int, err error) {
+	for n := 0; good < len(b) && (limit <= 0 || n < limit); n++ {
 		rest := b[good:]
 		if len(rest) < frameHeader {
 			return recs, good, fmt.Errorf("%w: %d of %d header bytes", errTorn, len(rest), frameHeader)
 		}
-		n := binary.LittleEndian.Uint32(rest)
+		size := binary.LittleEndian.Uint32(rest)
 		if allZero(rest) {
 			// File systems can leave a tail the power cut did not let
 			// them fill in as zeros.
 			return recs, good, fmt.Errorf("%w: %d zero bytes", errTorn, len(rest))
 		}
-		if n == 0 || n > maxFramePayload {
-			return recs, good, fmt.Errorf("%w: length %d", errDamaged, n)
+		if size == 0 || size > maxFramePayload {
+			return recs, good, fmt.Errorf("%w: length %d", errDamaged, size)
 		}
-		if uint64(len(rest)-frameHeader) < uint64(n) {
-			return recs, good, fmt.Errorf("%w: %d of %d bytes", errTorn, len(rest)-frameHeader, n)
+		if uint64(len(rest)-frameHeader) < uint64(size) {
+			return recs, good, fmt.Errorf("%w: %d of %d bytes", errTorn, len(rest)-frameHeader, size)
 		}
-		payload := rest[frameHeader : frameHeader+int(n)]
+		payload := rest[frameHeader : frameHeader+int(size)]
 		if crc32.Checksum(payload, castagnoli) != binary.LittleEndian.Uint32(rest[4:]) {
 			return recs, good, fmt.Errorf("%w: checksum mismatch", errDamaged)
 		}
@@ -196,7 +197,7 @@ func parseSpool(b []byte) (recs []usage.Record, good int, err error) {
 			return recs, good, fmt.Errorf("%w: %v", errDamaged, err)
 		}
 		recs = append(recs, rec)
-		good += frameHeader + int(n)
+		good += frameHeader + int(size)
 	}
 	return recs, good, nil
 }

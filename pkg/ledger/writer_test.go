@@ -96,8 +96,9 @@ func segments(t *testing.T, dir string) []string {
 func TestWriterFlushOnClose(t *testing.T) {
 	s, _ := openTemp(t)
 	dir := t.TempDir()
-	// Neither trigger can fire before Close.
-	w := newTestWriter(t, s, dir, WriterOptions{BatchSize: 1 << 20, FlushInterval: time.Hour})
+	// Neither trigger can fire before Close (nor the sync tick, which also
+	// wakes the goroutine and lets it seal the head).
+	w := newTestWriter(t, s, dir, WriterOptions{BatchSize: 1 << 20, FlushInterval: time.Hour, SyncInterval: time.Hour})
 	for i := range 1000 {
 		if err := w.Write(recN(i)); err != nil {
 			t.Fatal(err)
@@ -151,7 +152,7 @@ func TestWriterFlushTriggers(t *testing.T) {
 
 func TestWriterDefaults(t *testing.T) {
 	got := WriterOptions{}.withDefaults()
-	want := WriterOptions{BatchSize: 1024, FlushInterval: 50 * time.Millisecond, SyncInterval: 100 * time.Millisecond, SegmentSize: 8 << 20}
+	want := WriterOptions{BatchSize: 4096, FlushInterval: 50 * time.Millisecond, SyncInterval: 100 * time.Millisecond, SegmentSize: 8 << 20}
 	if got.BatchSize != want.BatchSize || got.FlushInterval != want.FlushInterval || got.SyncInterval != want.SyncInterval || got.SegmentSize != want.SegmentSize {
 		t.Errorf("defaults %+v, want %+v", got, want)
 	}
