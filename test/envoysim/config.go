@@ -35,6 +35,13 @@ type Options struct {
 	// RequestChunks and ResponseChunks make a chunk plan per request
 	// (default Natural).
 	RequestChunks, ResponseChunks func() ChunkPlan
+	// EarlyBody: the codec has the body (up to the buffer limit) by the
+	// time the headers reply arrives, as with small bodies and fast peers.
+	// A body that is complete then goes out as one message with buffered
+	// semantics, whatever the body mode (doc §3.2); a longer one sends what
+	// was held as one chunk. Off, the body is taken after the reply, so
+	// that chunk plans reach the processor as planned.
+	EarlyBody bool
 	// EmptyFinalChunk ends a streamed body with an empty chunk carrying
 	// end_of_stream, as HTTP/1 chunked upstreams commonly produce.
 	EmptyFinalChunk bool
@@ -142,6 +149,9 @@ func readConfig(b *bootstrapv3.Bootstrap, o Options) (*config, error) {
 			return nil, fmt.Errorf("http filter %q (%T): not simulated", f.Name, cfg)
 		}
 	}
+	if err := checkFullDuplex(c.extProc); err != nil {
+		return nil, err
+	}
 	if c.extProc != nil {
 		if c.processor, err = grpcTarget(in, c.extProc.GetGrpcService()); err != nil {
 			return nil, fmt.Errorf("ext_proc: %w", err)
@@ -219,6 +229,32 @@ func (c *config) match(path string) *route {
 	for _, r := range c.routes {
 		if r.matches(path) {
 			return r
+		}
+	}
+	return nil
+}
+
+// checkFullDuplex is Envoy's config validation for FULL_DUPLEX_STREAMED:
+// the direction's trailer mode must be SEND, and failure_mode_allow is
+// refused.
+func checkFullDuplex(c *extprocv3.ExternalProcessor) error {
+	m := c.GetProcessingMode()
+	for _, d := range []struct {
+		name    string
+		body    extprocv3.ProcessingMode_BodySendMode
+		trailer extprocv3.ProcessingMode_HeaderSendMode
+	}{
+		{"request", m.GetRequestBodyMode(), m.GetRequestTrailerMode()},
+		{"response", m.GetResponseBodyMode(), m.GetResponseTrailerMode()},
+	} {
+		if d.body != extprocv3.ProcessingMode_FULL_DUPLEX_STREAMED {
+			continue
+		}
+		if d.trailer != extprocv3.ProcessingMode_SEND {
+			return fmt.Errorf("ext_proc: %s body mode FULL_DUPLEX_STREAMED needs the %s trailer mode SEND", d.name, d.name)
+		}
+		if c.GetFailureModeAllow() {
+			return fmt.Errorf("ext_proc: FULL_DUPLEX_STREAMED with failure_mode_allow")
 		}
 	}
 	return nil

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -115,6 +116,13 @@ type filter struct {
 	pending  []msgKind
 	timer    [2]Timer
 	overrode [2]bool
+	// obs: observability mode, send and go (doc §4.10).
+	obs bool
+	// headersDone[dir]: the headers reply of that direction has arrived.
+	headersDone [2]bool
+	// fdChunk: a FULL_DUPLEX_STREAMED chunk went out; from then on the
+	// filter fails closed whatever failure_mode_allow says (§4.9).
+	fdChunk bool
 }
 
 func newFilter(rq *request, cfg *extprocfilterv3.ExternalProcessor, per *extprocfilterv3.ExtProcPerRoute) (*filter, error) {
@@ -122,7 +130,7 @@ func newFilter(rq *request, cfg *extprocfilterv3.ExternalProcessor, per *extproc
 		return nil, nil
 	}
 	f := &filter{rq: rq, cfg: cfg, mode: proto.Clone(cfg.GetProcessingMode()).(*extprocfilterv3.ProcessingMode),
-		failOpen: cfg.GetFailureModeAllow(), timeout: 200 * time.Millisecond}
+		failOpen: cfg.GetFailureModeAllow(), timeout: 200 * time.Millisecond, obs: cfg.GetObservabilityMode()}
 	if f.mode == nil {
 		f.mode = &extprocfilterv3.ProcessingMode{}
 	}
@@ -169,6 +177,35 @@ func (f *filter) bodyMode(d direction) extprocfilterv3.ProcessingMode_BodySendMo
 	return f.mode.GetResponseBodyMode()
 }
 
+func (f *filter) trailerMode(d direction) extprocfilterv3.ProcessingMode_HeaderSendMode {
+	if d == dirRequest {
+		return f.mode.GetRequestTrailerMode()
+	}
+	return f.mode.GetResponseTrailerMode()
+}
+
+func (f *filter) observing() bool { return f != nil && f.obs }
+
+// early: body chunks go out while the headers reply is pending.
+func (f *filter) early(d direction) bool {
+	switch f.bodyMode(d) {
+	case extprocfilterv3.ProcessingMode_FULL_DUPLEX_STREAMED:
+		return true
+	case extprocfilterv3.ProcessingMode_STREAMED:
+		return f.cfg.GetSendBodyWithoutWaitingForHeaderResponse()
+	}
+	return false
+}
+
+// noTimer: no message timer runs in observability mode or in
+// FULL_DUPLEX_STREAMED (doc §4.8).
+func (f *filter) noTimer(d direction) bool {
+	return f.obs || f.bodyMode(d) == extprocfilterv3.ProcessingMode_FULL_DUPLEX_STREAMED
+}
+
+// finishDirection: a FULL_DUPLEX_STREAMED direction has its whole body.
+func (f *filter) finishDirection(d direction) { f.skip[d] = true }
+
 // active: messages of this direction go to the processor.
 func (f *filter) active(d direction) bool { return f != nil && !f.done && !f.skip[d] }
 
@@ -200,6 +237,19 @@ func (f *filter) open(ctx context.Context) *failure {
 	}
 	f.rq.p.count("streams_started")
 	f.stream, f.cancel = st, cancel
+	if f.obs {
+		// Envoy ignores every reply in observability mode.
+		go func() {
+			for {
+				resp, err := st.Recv()
+				if err != nil {
+					return
+				}
+				f.rq.trace(false, resp)
+			}
+		}()
+		return nil
+	}
 	f.replies = make(chan recv, 16)
 	go func() {
 		for {
@@ -223,6 +273,10 @@ func (f *filter) send(ctx context.Context, kind msgKind, req *extprocv3.Processi
 	if fl := f.open(ctx); fl != nil {
 		return fl
 	}
+	if f.obs {
+		req.ObservabilityMode = true
+		f.sent = true // protocol_config is never sent in observability mode
+	}
 	if !f.sent {
 		req.ProtocolConfig = &extprocv3.ProtocolConfiguration{
 			RequestBodyMode:                         f.mode.GetRequestBodyMode(),
@@ -241,11 +295,22 @@ func (f *filter) send(ctx context.Context, kind msgKind, req *extprocv3.Processi
 	}
 	f.rq.trace(true, req)
 	if err := f.stream.Send(req); err != nil {
+		if f.obs {
+			// Send and go: a broken stream loses data silently.
+			f.finish()
+			return nil
+		}
 		// The server is gone; its status comes with the next Recv.
 		return f.drainError()
 	}
+	if f.obs || (kind == bodyKind(d) && f.bodyMode(d) == extprocfilterv3.ProcessingMode_FULL_DUPLEX_STREAMED) {
+		// Send and go; FULL_DUPLEX chunks have no reply of their own.
+		return nil
+	}
 	f.pending = append(f.pending, kind)
-	f.startTimer(d, f.timeout)
+	if !f.noTimer(d) {
+		f.startTimer(d, f.timeout)
+	}
 	return nil
 }
 
@@ -302,6 +367,8 @@ func (f *filter) timerC(d direction) <-chan time.Time {
 	return f.timer[d].C()
 }
 
+func (f *filter) outstandingKind(k msgKind) bool { return slices.Contains(f.pending, k) }
+
 func (f *filter) outstanding(d direction) bool {
 	for _, k := range f.pending {
 		if k.dir() == d {
@@ -326,6 +393,8 @@ type chunk struct {
 	data []byte
 	eos  bool
 	err  error
+	// trailers end the body in place of end_of_stream.
+	trailers Headers
 }
 
 // next waits for the next reply of direction d (or a chunk from extra).
@@ -388,6 +457,10 @@ func (f *filter) match(resp *extprocv3.ProcessingResponse) (event, bool) {
 		// Envoy counts it spurious.
 		k = 0
 	}
+	if (k == kindRequestBody || k == kindResponseBody) && f.bodyMode(k.dir()) == extprocfilterv3.ProcessingMode_FULL_DUPLEX_STREAMED && f.active(k.dir()) {
+		// Any number of streamed_response pieces; not matched to a chunk.
+		return event{resp: resp, kind: k}, true
+	}
 	if len(f.pending) == 0 || k == 0 || (k > 0 && k != f.pending[0]) {
 		return event{fail: f.spurious(fmt.Sprintf("reply %v while waiting for %v", k, f.pending))}, true
 	}
@@ -397,7 +470,7 @@ func (f *filter) match(resp *extprocv3.ProcessingResponse) (event, bool) {
 	kind := f.pending[0]
 	f.pending = f.pending[1:]
 	d := kind.dir()
-	if f.outstanding(d) {
+	if f.outstanding(d) && !f.noTimer(d) {
 		f.startTimer(d, f.timeout)
 	} else {
 		f.stopTimer(d)
@@ -425,7 +498,7 @@ func (f *filter) failed(fl *failure) *localReply {
 	if fl.status == -1 {
 		return nil
 	}
-	if fl.openable && f.failOpen {
+	if fl.openable && f.failOpen && !f.fdChunk {
 		f.rq.p.count("failure_mode_allowed")
 		return nil
 	}
@@ -462,8 +535,32 @@ func (f *filter) closeStream() {
 	if f.stream == nil {
 		return
 	}
-	if f.rq.p.opts.GracefulClose {
-		_ = f.stream.CloseSend()
+	st, cancel, p := f.stream, f.cancel, f.rq.p
+	f.stream = nil
+	if f.obs {
+		// Observability mode defers the close so that the server can
+		// drain (deferred_close_timeout, default 5 s).
+		after := 5 * time.Second
+		if d := f.cfg.GetDeferredCloseTimeout(); d != nil {
+			after = d.AsDuration()
+		}
+		t := p.clock.NewTimer(after)
+		go func() {
+			defer t.Stop()
+			select {
+			case <-t.C():
+			case <-p.closing:
+			}
+			if p.opts.GracefulClose {
+				_ = st.CloseSend()
+			}
+			cancel()
+			p.count("streams_closed")
+		}()
+		return
+	}
+	if p.opts.GracefulClose {
+		_ = st.CloseSend()
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
@@ -478,9 +575,8 @@ func (f *filter) closeStream() {
 		case <-time.After(5 * time.Second): // deferred_close_timeout default
 		}
 	}
-	f.cancel()
-	f.stream = nil
-	f.rq.p.count("streams_closed")
+	cancel()
+	p.count("streams_closed")
 }
 
 // applyCommon applies a headers or body reply's CommonResponse to the

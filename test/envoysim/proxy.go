@@ -46,6 +46,7 @@ type Proxy struct {
 	finished   int
 	recorded   chan struct{} // closed and replaced when a request finishes
 	violations []string
+	closing    chan struct{}
 }
 
 // Start reads the bootstrap, dials the processor cluster and listens on the
@@ -55,7 +56,7 @@ func Start(b *bootstrapv3.Bootstrap, opts Options) (*Proxy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("envoysim: %w", err)
 	}
-	p := &Proxy{cfg: cfg, opts: opts, clock: opts.Clock, counters: map[string]int64{}, recorded: make(chan struct{})}
+	p := &Proxy{cfg: cfg, opts: opts, clock: opts.Clock, counters: map[string]int64{}, recorded: make(chan struct{}), closing: make(chan struct{})}
 	if p.clock == nil {
 		p.clock = realClock{}
 	}
@@ -115,6 +116,11 @@ func (p *Proxy) URL() string { return "http://" + p.ln.Addr().String() }
 
 // Close stops listening and drops the connections.
 func (p *Proxy) Close() {
+	select {
+	case <-p.closing:
+	default:
+		close(p.closing)
+	}
 	if p.srv != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_ = p.srv.Shutdown(ctx)
@@ -221,6 +227,7 @@ type UpstreamRequest struct {
 	Method, Path, Host string
 	Header             Headers
 	Body               []byte
+	Trailer            Headers
 }
 
 // TraceEntry is one ext_proc message.
@@ -258,6 +265,9 @@ type request struct {
 	reqHeaders Headers
 	rec        *Record
 	rematch    bool
+	// replaced is the body a CONTINUE_AND_REPLACE headers reply set.
+	replaced     []byte
+	replacedBody bool
 	// released[dir]: the headers of that direction have left Envoy.
 	released [2]bool
 }
@@ -364,128 +374,57 @@ func (rq *request) serve() {
 		}
 		rq.f = f
 	}
-	body, lr := rq.decode()
+	body, trailers, lr := rq.decode()
 	if lr != nil {
 		rq.writeLocal(lr)
 		return
 	}
-	rq.forward(body)
+	rq.forward(body, trailers)
 }
 
 // decode runs the request path of ext_proc and returns the body to send
-// upstream (nil reader for none).
-func (rq *request) decode() (io.Reader, *localReply) {
-	f, h := rq.f, &rq.reqHeaders
+// upstream (nil reader for none) and its trailers. The body is taken whole
+// before it goes upstream (Envoy would start forwarding sooner).
+func (rq *request) decode() (io.Reader, Headers, *localReply) {
+	h := &rq.reqHeaders
 	bodyless := rq.r.Body == nil || rq.r.Body == http.NoBody
-	var replaced []byte
-	replacedBody := false
-	if f.active(dirRequest) && f.headerMode(dirRequest) == extprocfilterv3.ProcessingMode_SEND {
-		if fl := f.send(rq.ctx, kindRequestHeaders, &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{
-			RequestHeaders: &extprocv3.HttpHeaders{Headers: f.forwarded(*h).headerMap(), EndOfStream: bodyless}}}); fl != nil {
-			if lr := f.failed(fl); lr != nil {
-				return nil, lr
+	var parts [][]byte
+	r := &run{rq: rq, f: rq.f, d: dirRequest, h: h, release: func(Headers) { rq.released[dirRequest] = true },
+		out: func(b []byte) {
+			if len(b) > 0 {
+				parts = append(parts, b)
 			}
-		}
-		if f.active(dirRequest) {
-			ev := f.next(rq.ctx, dirRequest, nil)
-			switch {
-			case ev.fail != nil:
-				if lr := f.failed(ev.fail); lr != nil || ev.fail.clientGone {
-					return nil, orGone(lr)
-				}
-			case ev.resp != nil:
-				if ir := ev.resp.GetImmediateResponse(); ir != nil {
-					f.metadata(ev.resp)
-					return nil, f.immediate(ir)
-				}
-				f.modeOverride(ev.resp, true)
-				f.metadata(ev.resp)
-				common := ev.resp.GetRequestHeaders().GetResponse()
-				if common.GetStatus() == extprocv3.CommonResponse_CONTINUE_AND_REPLACE {
-					f.skip[dirRequest] = true
-					if bm := common.GetBodyMutation(); bm != nil {
-						replaced, replacedBody = bm.GetBody(), true
-						h.del("content-length")
-					}
-				}
-				if err := f.applyCommon(dirRequest, h, common, true, nil); err != nil {
-					return nil, rq.mutationFailed(err)
-				}
-				if rq.rematch {
-					p, _ := h.Get(":path")
-					rq.route = rq.p.cfg.match(p)
-					if rq.route != nil {
-						rq.rec.Route, rq.rec.Cluster = rq.route.name, rq.route.cluster
-					} else {
-						rq.rec.Route, rq.rec.Cluster = "", ""
-					}
-				}
-			}
+		}}
+	if !bodyless {
+		ch, stop := make(chan chunk), make(chan struct{})
+		defer close(stop)
+		go readChunks(rq.r.Body, rq.r.ContentLength, rq.p.opts.RequestChunks(), false, ch, stop,
+			func() Headers { return fromHTTP(rq.r.Trailer) })
+		r.src = ch
+	}
+	if lr := r.headers(bodyless); lr != nil {
+		return nil, nil, lr
+	}
+	if rq.rematch {
+		p, _ := h.Get(":path")
+		rq.route = rq.p.cfg.match(p)
+		if rq.route != nil {
+			rq.rec.Route, rq.rec.Cluster = rq.route.name, rq.route.cluster
+		} else {
+			rq.rec.Route, rq.rec.Cluster = "", ""
 		}
 	}
-	if f.stripsContentLength(dirRequest) && f.active(dirRequest) {
-		h.del("content-length")
+	if rq.replacedBody {
+		// The original body is drained as it arrives.
+		return bytes.NewReader(rq.replaced), nil, nil
 	}
-	if replacedBody {
-		_, _ = io.Copy(io.Discard, rq.r.Body)
-		return bytes.NewReader(replaced), nil
+	if lr := r.body(); lr != nil {
+		return nil, nil, lr
 	}
 	if bodyless {
-		return nil, nil
+		return nil, nil, nil
 	}
-	if !f.active(dirRequest) || f.bodyMode(dirRequest) == extprocfilterv3.ProcessingMode_NONE {
-		return rq.r.Body, nil
-	}
-	switch f.bodyMode(dirRequest) {
-	case extprocfilterv3.ProcessingMode_BUFFERED, extprocfilterv3.ProcessingMode_BUFFERED_PARTIAL:
-		partial := f.bodyMode(dirRequest) == extprocfilterv3.ProcessingMode_BUFFERED_PARTIAL
-		limit := rq.p.cfg.bufferLimit
-		buf, err := io.ReadAll(io.LimitReader(rq.r.Body, int64(limit)+1))
-		if err != nil {
-			return nil, &localReply{details: "downstream_remote_disconnect"}
-		}
-		var rest io.Reader
-		eos := true
-		if len(buf) > limit {
-			if !partial {
-				return nil, &localReply{status: http.StatusRequestEntityTooLarge, details: "request_payload_too_large",
-					header: Headers{{"content-type", "text/plain"}}, body: []byte("Payload Too Large")}
-			}
-			rest = io.MultiReader(bytes.NewReader(buf[limit:]), rq.r.Body)
-			buf, eos = buf[:limit], false
-		}
-		out, lr := rq.bodyRoundTrip(dirRequest, kindRequestBody, buf, eos, h)
-		if lr != nil {
-			return nil, lr
-		}
-		if rest != nil {
-			return io.MultiReader(bytes.NewReader(out), rest), nil
-		}
-		return bytes.NewReader(out), nil
-	case extprocfilterv3.ProcessingMode_STREAMED:
-		// One chunk at a time; the upstream gets the body once every chunk
-		// has its reply (Envoy would start forwarding sooner).
-		var out []byte
-		plan := rq.p.opts.RequestChunks()
-		all, err := io.ReadAll(rq.r.Body)
-		if err != nil {
-			return nil, &localReply{details: "downstream_remote_disconnect"}
-		}
-		for i, chunks := 0, split(all, plan); i < len(chunks); i++ {
-			if !f.active(dirRequest) {
-				out = append(out, bytes.Join(chunks[i:], nil)...)
-				break
-			}
-			o, lr := rq.bodyRoundTrip(dirRequest, kindRequestBody, chunks[i], i == len(chunks)-1, h)
-			if lr != nil {
-				return nil, lr
-			}
-			out = append(out, o...)
-		}
-		return bytes.NewReader(out), nil
-	}
-	rq.violation("request body mode " + f.bodyMode(dirRequest).String() + " is not simulated")
-	return nil, &localReply{status: http.StatusInternalServerError, details: "envoysim_unsupported_body_mode"}
+	return bytes.NewReader(bytes.Join(parts, nil)), r.trailers, nil
 }
 
 func orGone(lr *localReply) *localReply {
@@ -570,7 +509,7 @@ var hopByHop = map[string]bool{"connection": true, "keep-alive": true, "proxy-co
 
 // forward is the router: it sends the request to the route's cluster and
 // runs the response through the response path.
-func (rq *request) forward(body io.Reader) {
+func (rq *request) forward(body io.Reader, trailers Headers) {
 	p, h := rq.p, rq.reqHeaders
 	rq.released[dirRequest] = true
 	if rq.route == nil {
@@ -628,12 +567,18 @@ func (rq *request) forward(body io.Reader) {
 		req.Body = nil
 		req.ContentLength = 0
 	}
+	if len(trailers) > 0 {
+		// HTTP/1.1 trailers need chunked encoding.
+		req.Trailer = http.Header{}
+		trailers.toHTTP(req.Trailer)
+		req.ContentLength = -1
+	}
 	if rq.route.timeout > 0 {
 		c, cancel := context.WithTimeout(ctx, rq.route.timeout)
 		defer cancel()
 		req = req.WithContext(c)
 	}
-	up := &UpstreamRequest{Method: method, Path: path, Host: host}
+	up := &UpstreamRequest{Method: method, Path: path, Host: host, Trailer: trailers}
 	for _, x := range h {
 		if !strings.HasPrefix(x.Key, ":") {
 			up.Header = append(up.Header, x)
@@ -668,89 +613,28 @@ func synthetic(status int, body []byte) *http.Response {
 
 // encode runs the response path and writes the response downstream.
 func (rq *request) encode(resp *http.Response, details string) {
-	f := rq.f
 	rq.rec.Details = details
 	h := append(Headers{{":status", strconv.Itoa(resp.StatusCode)}}, fromHTTP(resp.Header)...)
 	eos := resp.ContentLength == 0 || resp.Body == nil || resp.Body == http.NoBody
-	if f.active(dirResponse) && f.headerMode(dirResponse) == extprocfilterv3.ProcessingMode_SEND {
-		if fl := f.send(rq.ctx, kindResponseHeaders, &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseHeaders{
-			ResponseHeaders: &extprocv3.HttpHeaders{Headers: f.forwarded(h).headerMap(), EndOfStream: eos}}}); fl != nil {
-			if lr := f.failed(fl); lr != nil {
-				rq.writeLocal(lr)
-				return
-			}
-		}
-		if f.active(dirResponse) {
-			ev := f.next(rq.ctx, dirResponse, nil)
-			switch {
-			case ev.fail != nil:
-				if lr := f.failed(ev.fail); lr != nil {
-					rq.writeLocal(lr)
-					return
-				}
-				if ev.fail.clientGone {
-					rq.rec.Details = "downstream_remote_disconnect"
-					return
-				}
-			case ev.resp != nil:
-				if ir := ev.resp.GetImmediateResponse(); ir != nil {
-					f.metadata(ev.resp)
-					rq.writeLocal(f.immediate(ir))
-					return
-				}
-				f.modeOverride(ev.resp, true)
-				f.metadata(ev.resp)
-				if err := f.applyCommon(dirResponse, &h, ev.resp.GetResponseHeaders().GetResponse(), true, nil); err != nil {
-					rq.writeLocal(rq.mutationFailed(err))
-					return
-				}
-			}
-		}
+	r := &run{rq: rq, f: rq.f, d: dirResponse, h: &h, release: rq.writeHeaders, out: rq.write}
+	if !eos {
+		ch, stop := make(chan chunk), make(chan struct{})
+		defer close(stop)
+		go readChunks(resp.Body, resp.ContentLength, rq.p.opts.ResponseChunks(), rq.p.opts.EmptyFinalChunk, ch, stop,
+			func() Headers { return fromHTTP(resp.Trailer) })
+		r.src = ch
 	}
-	if f.active(dirResponse) && f.stripsContentLength(dirResponse) {
-		h.del("content-length")
+	if lr := r.headers(eos); lr != nil {
+		rq.writeLocal(lr)
+		return
 	}
-	mode := extprocfilterv3.ProcessingMode_NONE
-	if f.active(dirResponse) && !eos {
-		mode = f.bodyMode(dirResponse)
+	if lr := r.body(); lr != nil {
+		rq.writeLocal(lr)
+		return
 	}
-	switch mode {
-	case extprocfilterv3.ProcessingMode_NONE:
-		rq.writeHeaders(h)
-		rq.copyBody(resp.Body)
-	case extprocfilterv3.ProcessingMode_BUFFERED, extprocfilterv3.ProcessingMode_BUFFERED_PARTIAL:
-		limit := rq.p.cfg.respLimit[rq.route.clusterOr()]
-		buf, err := io.ReadAll(io.LimitReader(resp.Body, int64(limit)+1))
-		if err != nil {
-			rq.upstreamReset()
-			return
-		}
-		var rest io.Reader
-		eos := true
-		if len(buf) > limit {
-			if mode == extprocfilterv3.ProcessingMode_BUFFERED {
-				f.finish()
-				rq.writeLocal(&localReply{status: http.StatusInternalServerError, details: "response_payload_too_large"})
-				return
-			}
-			rest, buf, eos = resp.Body, buf[:limit], false
-		}
-		out, lr := rq.bodyRoundTrip(dirResponse, kindResponseBody, buf, eos, &h)
-		if lr != nil {
-			rq.writeLocal(lr)
-			return
-		}
-		rq.writeHeaders(h)
-		rq.write(out)
-		if rest != nil {
-			rq.copyBody(rest)
-		}
-	case extprocfilterv3.ProcessingMode_STREAMED:
-		rq.writeHeaders(h)
-		rq.stream(resp.Body, resp.ContentLength)
-	default:
-		rq.violation("response body mode " + mode.String() + " is not simulated")
-		rq.writeLocal(&localReply{status: http.StatusInternalServerError, details: "envoysim_unsupported_body_mode"})
+	r.doRelease()
+	for _, x := range r.trailers {
+		rq.w.Header().Add(http.TrailerPrefix+x.Key, x.Value)
 	}
 }
 
@@ -761,102 +645,13 @@ func (r *route) clusterOr() string {
 	return r.cluster
 }
 
-// stream is the STREAMED response engine: each chunk is sent as it
-// arrives (several may be outstanding), replies are matched FIFO, and a
-// chunk reaches the client only with its reply.
-func (rq *request) stream(body io.Reader, length int64) {
-	f := rq.f
-	chunks := make(chan chunk)
-	stop := make(chan struct{})
-	defer close(stop)
-	go readChunks(body, length, rq.p.opts.ResponseChunks(), rq.p.opts.EmptyFinalChunk, chunks, stop)
-	type queued struct {
-		data []byte
-		eos  bool
-	}
-	var queue []queued
-	in := chunks
-	for in != nil || len(queue) > 0 {
-		if !f.active(dirResponse) {
-			for _, q := range queue {
-				rq.write(q.data)
-			}
-			queue = nil
-			if in != nil {
-				for c := range in {
-					if c.err != nil {
-						rq.upstreamReset()
-						return
-					}
-					rq.write(c.data)
-				}
-			}
-			return
-		}
-		ev := f.next(rq.ctx, dirResponse, in)
-		switch {
-		case ev.gotEOF:
-			in = nil
-		case ev.fail != nil:
-			if ev.fail.clientGone {
-				rq.rec.Details = "downstream_remote_disconnect"
-				f.finish()
-				return
-			}
-			if lr := f.failed(ev.fail); lr != nil {
-				// The headers have gone: all Envoy can do is reset.
-				rq.rec.Details = lr.details
-				rq.rec.Reset = true
-				return
-			}
-		case ev.closed:
-		case ev.resp == nil:
-			c := ev.chunk
-			if c.err != nil {
-				rq.upstreamReset()
-				return
-			}
-			if fl := f.send(rq.ctx, kindResponseBody, &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseBody{
-				ResponseBody: &extprocv3.HttpBody{Body: c.data, EndOfStream: c.eos}}}); fl != nil {
-				if lr := f.failed(fl); lr != nil {
-					rq.rec.Details, rq.rec.Reset = lr.details, true
-					return
-				}
-				rq.write(c.data)
-				continue
-			}
-			queue = append(queue, queued{c.data, c.eos})
-		default:
-			if ev.resp.GetImmediateResponse() != nil {
-				f.metadata(ev.resp)
-				f.finish()
-				rq.rec.Details, rq.rec.Reset = "ext_proc_immediate_response_after_headers", true
-				return
-			}
-			if ev.resp.GetModeOverride() != nil {
-				rq.violation("mode_override in a body reply is ignored")
-			}
-			f.metadata(ev.resp)
-			q := queue[0]
-			queue = queue[1:]
-			out := q.data
-			if err := f.applyCommon(dirResponse, nil, ev.resp.GetResponseBody().GetResponse(), false, &out); err != nil {
-				rq.mutationFailed(err)
-				rq.rec.Reset = true
-				return
-			}
-			rq.write(out)
-			if q.eos {
-				f.finish()
-			}
-		}
-	}
-}
-
 // readChunks reads the upstream body and cuts it by plan. As in Envoy, a
 // body of known length ends with end_of_stream on its last bytes; a chunked
 // one (or any, with emptyFinal) ends with an empty chunk carrying it.
-func readChunks(body io.Reader, length int64, plan ChunkPlan, emptyFinal bool, out chan<- chunk, stop <-chan struct{}) {
+//
+// When the body ends with trailers, the codec hands them over instead of an
+// empty end_of_stream chunk, and no chunk carries end_of_stream.
+func readChunks(body io.Reader, length int64, plan ChunkPlan, emptyFinal bool, out chan<- chunk, stop <-chan struct{}, trailers func() Headers) {
 	defer close(out)
 	emit := func(c chunk) bool {
 		select {
@@ -898,16 +693,14 @@ func readChunks(body io.Reader, length int64, plan ChunkPlan, emptyFinal bool, o
 			pending, want = pending[want:], 0
 		}
 		if atEnd {
+			if t := trailers(); len(t) > 0 {
+				emit(chunk{trailers: t})
+				return
+			}
 			emit(chunk{eos: true})
 			return
 		}
 	}
-}
-
-func (rq *request) upstreamReset() {
-	rq.rec.Flags, rq.rec.Details = "UR", "upstream_reset_after_response_started"
-	rq.f.finish()
-	rq.rec.Reset = true
 }
 
 func (rq *request) writeHeaders(h Headers) {
@@ -936,30 +729,16 @@ func (rq *request) write(b []byte) {
 	}
 }
 
-func (rq *request) copyBody(r io.Reader) {
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := r.Read(buf)
-		rq.write(buf[:n])
-		if err != nil {
-			if !errors.Is(err, io.EOF) {
-				rq.upstreamReset()
-			}
-			return
-		}
-	}
-}
-
 // writeLocal sends a local reply, or resets the stream if the response
 // headers have already gone.
 func (rq *request) writeLocal(lr *localReply) {
 	rq.rec.Details = lr.details
-	if rq.released[dirResponse] {
-		rq.rec.Reset = true
-		return
-	}
 	if lr.status == 0 {
 		// The client went away: nothing to write.
+		return
+	}
+	if rq.released[dirResponse] {
+		rq.rec.Reset = true
 		return
 	}
 	h := append(Headers{{":status", strconv.Itoa(lr.status)}}, lr.header...)
