@@ -157,6 +157,9 @@ func TestObservabilityMode(t *testing.T) {
 	waitFor(t, func() bool {
 		e.proc.mu.Lock()
 		defer e.proc.mu.Unlock()
+		if len(e.proc.streams) == 0 {
+			return false
+		}
 		m := e.proc.streams[0]
 		return len(m) > 0 && m[len(m)-1].GetResponseBody().GetEndOfStream()
 	})
@@ -290,8 +293,10 @@ func TestFullDuplexStreamed(t *testing.T) {
 				}
 				return nil, nil
 			}})
-		if r := do(t, e, "POST", "/openai/v1/x", `{}`); r.err == nil {
-			t.Errorf("clean response %d %q: the failure must reset the stream", r.status, r.body)
+		// The chunk may go out before the headers reply: a 503 local reply
+		// while the headers are held, a reset after; never fail-open.
+		if r := do(t, e, "POST", "/openai/v1/x", `{}`); r.err == nil && r.status != 503 {
+			t.Errorf("clean response %d %q: the failure must fail closed", r.status, r.body)
 		}
 		if n := e.proxy.Counter("failure_mode_allowed"); n != 0 {
 			t.Errorf("failure_mode_allowed %d", n)
@@ -603,4 +608,45 @@ func editExtProc(t *testing.T, a *anypb.Any, f func(*extprocfilterv3.ExternalPro
 			}
 		}
 	})
+}
+
+// 10. Spurious replies the TestFailures table leaves out: an
+// immediate_response with disable_immediate_response, a second reply to
+// one message, and the standalone mode_override of newer Envoy (spurious
+// in the Envoy simulated here).
+func TestMoreSpuriousReplies(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		cfg   func(*extprocfilterv3.ExternalProcessor)
+		reply func(int, *extprocv3.ProcessingRequest) ([]*extprocv3.ProcessingResponse, error)
+	}{
+		{"immediate_response with disable_immediate_response", func(c *extprocfilterv3.ExternalProcessor) { c.DisableImmediateResponse = true },
+			func(_ int, req *extprocv3.ProcessingRequest) ([]*extprocv3.ProcessingResponse, error) {
+				return []*extprocv3.ProcessingResponse{immediate(typev3.StatusCode_Forbidden, "no", "x")}, nil
+			}},
+		{"a second reply to one message", nil, func(_ int, req *extprocv3.ProcessingRequest) ([]*extprocv3.ProcessingResponse, error) {
+			if req.GetRequestBody() != nil {
+				return []*extprocv3.ProcessingResponse{reqBody(nil), reqBody(nil)}, nil
+			}
+			return nil, nil
+		}},
+		{"standalone mode_override", func(c *extprocfilterv3.ExternalProcessor) { c.AllowModeOverride = true },
+			func(_ int, req *extprocv3.ProcessingRequest) ([]*extprocv3.ProcessingResponse, error) {
+				if req.GetRequestHeaders() != nil {
+					return []*extprocv3.ProcessingResponse{{ModeOverride: &extprocfilterv3.ProcessingMode{RequestBodyMode: extprocfilterv3.ProcessingMode_FULL_DUPLEX_STREAMED}}}, nil
+				}
+				return nil, nil
+			}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, envConfig{extProc: tc.cfg, reply: tc.reply})
+			r := do(t, e, "POST", "/openai/v1/x", `{}`)
+			if r.status != 503 || e.proxy.Counter("spurious_msgs_received") != 1 {
+				t.Errorf("%d %q, spurious %d: want status_on_error", r.status, r.body, e.proxy.Counter("spurious_msgs_received"))
+			}
+			if tc.name != "a second reply to one message" && records(t, e)[0].Upstream != nil {
+				t.Error("went upstream")
+			}
+		})
+	}
 }
