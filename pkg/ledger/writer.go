@@ -293,12 +293,15 @@ func (w *Writer) run(backlog []uint64) {
 	tick := time.NewTicker(min(w.opts.FlushInterval, w.opts.SyncInterval))
 	defer tick.Stop()
 
-	for {
+	// The first pass only drains what an earlier run left; the head is
+	// sealed on a trigger (tick, batch size, Close), never merely because
+	// this goroutine happened to start after the first Writes.
+	for woken := false; ; woken = true {
 		// Seal the head when it holds records and the store keeps up (while
 		// the store fails, Write seals by size only, so the backlog is a few
 		// large segments rather than one per tick).
 		w.mu.Lock()
-		if w.head != nil && w.headCount > 0 && len(backlog) == 0 && !time.Now().Before(retryAt) {
+		if woken && w.head != nil && w.headCount > 0 && len(backlog) == 0 && !time.Now().Before(retryAt) {
 			if err := w.seal(true); err != nil {
 				w.report(fmt.Errorf("ledger: spool: new segment: %w", err))
 			}
