@@ -14,6 +14,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -183,17 +185,27 @@ func (p *benchProc) stats(b *testing.B) (cpu time.Duration, mallocs uint64) {
 
 // BenchmarkRequest: processor CPU and allocations per non-streamed
 // request, every ext_proc message of it over real gRPC on loopback.
+//
+// The sequential runs are one request at a time, a ping-pong that leaves
+// the server's scheduler spinning between messages; the concurrent runs
+// keep 32 streams in flight, as a processor serving many sidecars does,
+// where grpc-go batches reads and writes across streams.
 func BenchmarkRequest(b *testing.B) {
-	for _, floor := range []bool{false, true} {
-		name := "processor"
-		if floor {
-			name = "grpc-floor"
+	for _, workers := range []int{1, 32} {
+		for _, floor := range []bool{false, true} {
+			name := "processor"
+			if floor {
+				name = "grpc-floor"
+			}
+			if workers > 1 {
+				name += fmt.Sprintf("/concurrent-%d", workers)
+			}
+			b.Run(name, func(b *testing.B) { benchRequest(b, floor, workers) })
 		}
-		b.Run(name, func(b *testing.B) { benchRequest(b, floor) })
 	}
 }
 
-func benchRequest(b *testing.B, floor bool) {
+func benchRequest(b *testing.B, floor bool, workers int) {
 	p := startBenchServer(b, floor)
 	msgs := extproc.BenchRequest(p.token)
 	one := func() {
@@ -222,8 +234,23 @@ func benchRequest(b *testing.B, floor bool) {
 		one()
 	}
 	cpu0, m0 := p.stats(b)
-	for b.Loop() {
-		one()
+	if workers == 1 {
+		for b.Loop() {
+			one()
+		}
+	} else {
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		b.ResetTimer()
+		for range workers {
+			wg.Go(func() {
+				for next.Add(1) <= int64(b.N) {
+					one()
+				}
+			})
+		}
+		wg.Wait()
+		b.StopTimer()
 	}
 	cpu1, m1 := p.stats(b)
 	b.ReportMetric(float64((cpu1-cpu0).Microseconds())/float64(b.N), "server-cpu-µs/req")
