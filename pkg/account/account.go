@@ -8,8 +8,12 @@
 // Accounts and projects are read from the ledger through a short-lived
 // cache, so the hot path reads the database at most once per account per
 // CacheTTL; the debit of a settled request reaches the database through the
-// ledger's writer, and until the cached balance is reloaded the policy
-// subtracts what it settled itself.
+// ledger's writer a few milliseconds later, so the policy subtracts what it
+// settled itself since the cached balance was read, and after a reload
+// still subtracts what it settled in the window before: a debit the
+// database may not have yet is never forgotten, at the price of counting
+// some twice for one CacheTTL (an account near zero is refused a little
+// early, never let through unpaid).
 package account
 
 import (
@@ -74,12 +78,15 @@ type Policy struct {
 }
 
 // cached is one Directory entry as read at loaded. spent is what this
-// process settled against an account since then, micro-credits.
+// process settled against an account since then, and carried what it
+// settled while the entry before this one was cached, in micro-credits.
 type cached[T any] struct {
-	v      T
-	err    error // ErrNotFound, remembered like a value
-	loaded time.Time
-	spent  atomic.Int64
+	v         T
+	err       error // ErrNotFound, remembered like a value
+	loaded    time.Time
+	spent     atomic.Int64
+	lastSpent atomic.Int64 // unix ns of the latest settlement in spent
+	carried   int64
 }
 
 // New builds a Policy.
@@ -146,7 +153,7 @@ func (p *Policy) Authorize(ctx context.Context, c auth.Claims) *gateway.Failure 
 		return gateway.Fail(gateway.StatusForbidden, gateway.CodeForbidden,
 			"Project %q is not activated yet; its gateway key works once the project is activated.", c.Project)
 	}
-	if acct.v.Balance-acct.spent.Load() <= 0 {
+	if acct.v.Balance-acct.carried-acct.spent.Load() <= 0 {
 		f := gateway.Fail(gateway.StatusTooManyRequests, gateway.CodeQuota,
 			"Account %q has no credits left. Add credits to continue.", c.Account)
 		f.NoRetry = true
@@ -203,6 +210,11 @@ func load[T any](ctx context.Context, p *Policy, c *lru.Cache[string, *cached[T]
 		return nil, err
 	}
 	fresh := &cached[T]{v: v, loaded: now}
+	// Debits settled lately may not be in what was just read: the previous
+	// entry lived one TTL, so its recent settlements are at most two old.
+	if ok && now.UnixNano()-e.lastSpent.Load() < int64(2*p.ttl) {
+		fresh.carried = e.spent.Load()
+	}
 	c.Add(id, fresh)
 	return fresh, nil
 }
@@ -213,7 +225,7 @@ func (p *Policy) Admit(ctx context.Context, a gateway.Admission) (gateway.Grant,
 	if !ok { // the gateway looked it up already; a race with a catalog reload
 		return nil, gateway.Fail(gateway.StatusNotFound, gateway.CodeModelNotFound, "The model %q does not exist.", a.Model)
 	}
-	g := &grant{p: p, provider: a.Provider, price: m.Price}
+	g := &grant{p: p, provider: a.Provider, price: m.Price, account: a.Claims.Account}
 	if p.lim == nil {
 		return g, nil
 	}
@@ -225,7 +237,6 @@ func (p *Policy) Admit(ctx context.Context, a gateway.Admission) (gateway.Grant,
 	if f != nil {
 		return nil, f
 	}
-	g.acct = acct
 	tpm := p.tpm(acct.v, m)
 	cost := max(a.Input, 1)
 	checks := make([]limit.Check, 0, 3)
@@ -305,7 +316,7 @@ type grant struct {
 	p        *Policy
 	provider string
 	price    catalog.Price
-	acct     *cached[ledger.Account]
+	account  string
 	res      limit.Reservation
 	limits   gateway.RateLimit
 }
@@ -315,8 +326,11 @@ func (g *grant) Limits() gateway.RateLimit { return g.limits }
 // Settle implements gateway.Grant.
 func (g *grant) Settle(ctx context.Context, rec *usage.Record) {
 	rec.Credits = meter.Credits(g.price, rec.Tokens, g.p.rate)
-	if g.acct != nil {
-		g.acct.spent.Add(rec.Credits)
+	// Count it in the account's current cache entry: the one admission
+	// saw may have been reloaded since.
+	if e, ok := g.p.accounts.Peek(g.account); ok && rec.Credits != 0 {
+		e.spent.Add(rec.Credits)
+		e.lastSpent.Store(g.p.now().UnixNano())
 	}
 	if g.p.lim == nil {
 		return

@@ -259,6 +259,17 @@ func TestSpentCreditsRefuseBeforeReload(t *testing.T) {
 	if fail == nil || fail.Code != gateway.CodeQuota {
 		t.Fatalf("after spending the balance: %v, want insufficient_quota", fail)
 	}
+	// The cache expires before the ledger has the debit (nothing writes it
+	// here): the reloaded entry still carries what was settled.
+	f.clock.Add(2100 * time.Millisecond)
+	if fail = f.pol.Authorize(context.Background(), c); fail == nil || fail.Code != gateway.CodeQuota {
+		t.Fatalf("after a reload without the debit in the ledger: %v, want insufficient_quota", fail)
+	}
+	// Debits older than a whole cache period are the ledger's to count.
+	f.clock.Add(2100 * time.Millisecond)
+	if fail = f.pol.Authorize(context.Background(), c); fail != nil {
+		t.Fatalf("two periods later, with the ledger's balance positive: %v", fail)
+	}
 }
 
 // flaky fails every read while down is set.
