@@ -47,6 +47,7 @@ kube-tools:
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 lint:
 	test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt: the files above need formatting"; exit 1; }
+	$(GO) mod tidy -diff || { echo "go.mod/go.sum: run go mod tidy"; exit 1; }
 	GOFLAGS=-race $(GO) vet ./...
 	GOBIN=$(CURDIR)/bin $(GO) install $(STATICCHECK)
 	GOFLAGS=-race bin/staticcheck ./...
