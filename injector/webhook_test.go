@@ -14,8 +14,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
+
+	"github.com/tollgate-dev/tollgate/test/logbuf"
 
 	jsonpatch "gopkg.in/evanphx/json-patch.v4"
 	admissionv1 "k8s.io/api/admission/v1"
@@ -94,28 +95,10 @@ func (f fakeAccounts) AccountEnabled(_ context.Context, account string) (bool, e
 	return enabled, nil
 }
 
-// lockedBuffer collects logs from the server's goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 type testServer struct {
 	*httptest.Server
 	client *fake.Clientset
-	logs   *lockedBuffer
+	logs   *logbuf.Buffer
 }
 
 // startWebhook serves the webhook over real HTTPS on loopback, with the
@@ -130,7 +113,7 @@ func startWebhook(t *testing.T, cfg Config, readSecrets bool) *testServer {
 	factory.Start(ctx.Done())
 	factory.WaitForCacheSync(ctx.Done())
 
-	logs := &lockedBuffer{}
+	logs := &logbuf.Buffer{}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	m, err := NewMutator(cfg, APIKeys{Client: client, ReadSecrets: readSecrets},
 		fakeAccounts{"acme": true, "frozen": false}, log)

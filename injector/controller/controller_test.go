@@ -1,15 +1,15 @@
 package controller
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"maps"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/tollgate-dev/tollgate/test/logbuf"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -28,29 +28,12 @@ const secretName = "tollgate-gateway-token"
 
 var testCfg = Config{SecretName: secretName, OwnNamespace: "tollgate-system", TTL: 90 * 24 * time.Hour, RotateBefore: 45 * 24 * time.Hour}
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type env struct {
 	t      *testing.T
 	proc   *processortest.Processor
 	client *fake.Clientset
 	ctrl   *Controller
-	logs   *syncBuffer
+	logs   *logbuf.Buffer
 	now    time.Time
 	ctx    context.Context
 }
@@ -87,7 +70,7 @@ func newEnv(t *testing.T, objects ...*corev1.Namespace) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &logbuf.Buffer{}
 	factory := informers.NewSharedInformerFactory(client, 0)
 	ctrl, err := New(testCfg, client, factory, api, api, slog.New(slog.NewJSONHandler(logs, nil)))
 	if err != nil {

@@ -1,7 +1,6 @@
 package admin_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
@@ -11,9 +10,10 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/tollgate-dev/tollgate/test/logbuf"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -38,26 +38,7 @@ type env struct {
 	signer *auth.Signer
 	base   string // http://127.0.0.1:PORT
 	conn   *grpc.ClientConn
-	logs   *syncBuffer
-}
-
-// syncBuffer collects the service's log lines (slog handlers may be called
-// from several goroutines).
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	logs   *logbuf.Buffer
 }
 
 func newEnv(t *testing.T) *env {
@@ -84,7 +65,7 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(revoked.Close)
-	logs := &syncBuffer{}
+	logs := &logbuf.Buffer{}
 	svc := admin.New(admin.Config{
 		Store:      store,
 		Signer:     signer,

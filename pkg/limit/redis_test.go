@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate-dev/tollgate/test/logbuf"
+
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tollgate-dev/tollgate/pkg/usage"
@@ -209,30 +211,12 @@ func TestRedisMatchesMemory(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log sink for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestRedisOutageFallsBackLocally kills Redis under load: decisions go on
 // in the local store, limited, counted and logged once; once Redis is back
 // it is used again.
 func TestRedisOutageFallsBackLocally(t *testing.T) {
 	srv := services.StartRedis(t)
-	var logs syncBuffer
+	var logs logbuf.Buffer
 	l := newLimiter(t, NewRedis(newClient(t, srv.Addr()), RedisOptions{}), Options{
 		Recheck:  100 * time.Millisecond,
 		LogEvery: time.Hour,

@@ -1,14 +1,14 @@
 package harness
 
 import (
-	"bytes"
 	"net/http"
 	"os/exec"
 	"regexp"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tollgate-dev/tollgate/test/logbuf"
 )
 
 // Process is a running tollgate command other than `tollgate dev`
@@ -19,26 +19,8 @@ type Process struct {
 	cmd    *exec.Cmd
 	done   chan struct{}
 	err    error
-	stdout syncBuffer
-	stderr syncBuffer
-}
-
-// syncBuffer is a bytes.Buffer the process writes while the test reads.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+	stdout logbuf.Buffer
+	stderr logbuf.Buffer
 }
 
 // Addresses as the two commands log them: `tollgate serve` at info level

@@ -1,7 +1,6 @@
 package sdknode
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,32 +12,15 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/tollgate-dev/tollgate/test/logbuf"
+
 	"github.com/tollgate-dev/tollgate/pkg/usage"
 	"github.com/tollgate-dev/tollgate/test/harness"
 )
-
-// lockedBuffer is a bytes.Buffer safe to read while a process writes it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 func freePort(t testing.TB) int {
 	t.Helper()
@@ -61,7 +43,7 @@ func TestDadJokesExample(t *testing.T) {
 		"--", "node", "examples/dad-jokes/server.js")
 	cmd.Dir = harness.RepoRoot()
 	cmd.Env = append(harness.CleanEnv(), fmt.Sprintf("PORT=%d", port))
-	var stdout, stderr lockedBuffer
+	var stdout, stderr logbuf.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	ownProcessGroup(cmd)
 	if err := cmd.Start(); err != nil {
