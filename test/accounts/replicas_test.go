@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -65,16 +64,6 @@ func copyDir(t *testing.T, src, dst string) {
 	}
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // serveConfig writes a `tollgate serve` config: every provider sent to the
 // mock, the limiter in Redis and refusing (503) rather than deciding alone
 // when Redis is unreachable, debug logging, metrics on their own port.
@@ -128,7 +117,7 @@ func TestTwoGatewaysShareRedis(t *testing.T) {
 	}
 	var reps []*replica
 	for _, r := range []*replica{{name: "A", dir: dirA}, {name: "B", dir: dirB}} {
-		r.metrics = freeAddr(t)
+		r.metrics = harness.FreeAddr(t)
 		r.proc = harness.StartServe(t, serveConfig(t, r.dir, mock.URL, rds.Addr(), r.metrics), env)
 		reps = append(reps, r)
 	}

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -119,7 +118,7 @@ func TestProcessorPodRunsTollgate(t *testing.T) {
 	for _, a := range c.Args {
 		args = append(args, remap(a))
 	}
-	metricsAddr := freeAddr(t)
+	metricsAddr := harness.FreeAddr(t)
 	args = append(args, "--listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0", "--metrics-listen", metricsAddr,
 		"--admin-listen", "127.0.0.1:0")
 	env := harness.CleanEnv()
@@ -286,17 +285,6 @@ func write(t *testing.T, path, data string) {
 	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// freeAddr is a loopback address with a port free at the time of asking.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // TestInjectorArgsAreFlags: every flag the chart passes to `tollgate inject

@@ -143,7 +143,7 @@ func TestAccountAndProjectCommands(t *testing.T) {
 // a running `tollgate dev`: a new account's token works at once, and
 // `tollgate usage` and GET /v1/usage show exactly the requests made.
 func TestAdminWhileDevRuns(t *testing.T) {
-	adminAddr := freePort(t)
+	adminAddr := harness.FreeAddr(t)
 	dev := harness.StartDev(t, "--mock", "--admin-listen", adminAddr)
 	dir := dev.DataDir
 
@@ -274,7 +274,7 @@ func protoEqualTotals(a, b *pb.UsageBucket) bool {
 // operator would: the generated gRPC client and curl-style JSON.
 func TestServeAdminAPI(t *testing.T) {
 	dir := t.TempDir()
-	addr, adminAddr := freePort(t), freePort(t)
+	addr, adminAddr := harness.FreeAddr(t), harness.FreeAddr(t)
 	cfg := filepath.Join(dir, "tollgate.yaml")
 	if err := os.WriteFile(cfg, []byte("listen: "+addr+"\nadmin_listen: "+adminAddr+"\ndata_dir: "+filepath.Join(dir, "data")+"\nlog_level: error\n"), 0o600); err != nil {
 		t.Fatal(err)

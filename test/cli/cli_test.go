@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -110,22 +109,12 @@ func TestEnvWithoutGateway(t *testing.T) {
 	}
 }
 
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // TestServeConfigFile runs `tollgate serve` from a config file against the
 // mock upstream, with the real key from a key file and an allow-listed
 // header, and checks what the mock received.
 func TestServeConfigFile(t *testing.T) {
 	dir := t.TempDir()
-	mockAddr := freePort(t)
+	mockAddr := harness.FreeAddr(t)
 	mock := exec.Command(harness.Binary(t), "mock", "--listen", mockAddr)
 	if err := mock.Start(); err != nil {
 		t.Fatal(err)
@@ -136,7 +125,7 @@ func TestServeConfigFile(t *testing.T) {
 	if err := os.WriteFile(keyFile, []byte("sk-ant-from-file\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	addr := freePort(t)
+	addr := harness.FreeAddr(t)
 	cfg := filepath.Join(dir, "tollgate.yaml")
 	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`listen: %s
 data_dir: %s

@@ -31,7 +31,7 @@ import (
 // ext_proc answering, and a SIGTERM that lets a request in flight finish.
 func TestServeGRPC(t *testing.T) {
 	dir := t.TempDir()
-	tcp := freePort(t)
+	tcp := harness.FreeAddr(t)
 	socket := filepath.Join(dir, "run", "ext.sock")
 	// A socket left behind by a killed run is replaced.
 	if err := os.MkdirAll(filepath.Dir(socket), 0o755); err != nil {
@@ -45,7 +45,7 @@ func TestServeGRPC(t *testing.T) {
 	_ = stale.Close()
 	cfg := filepath.Join(dir, "tollgate.yaml")
 	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("listen: %s\ngrpc_listen: %s\ngrpc_socket: %s\ndata_dir: %s\nlog_level: error\n",
-		freePort(t), tcp, socket, filepath.Join(dir, "data"))), 0o600); err != nil {
+		harness.FreeAddr(t), tcp, socket, filepath.Join(dir, "data"))), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	srv := exec.Command(harness.Binary(t), "serve", "--config", cfg)

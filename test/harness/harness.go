@@ -10,6 +10,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -320,4 +321,16 @@ func UnsetSDKEnv() {
 	for _, k := range sdkVars {
 		os.Unsetenv(k)
 	}
+}
+
+// FreeAddr is a loopback address whose port was free when asked, for
+// processes that must be told their port before they start.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }
