@@ -18,7 +18,10 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tollgate-dev/tollgate/pkg/auth"
+	"github.com/tollgate-dev/tollgate/pkg/catalog"
 	"github.com/tollgate-dev/tollgate/pkg/envvars"
+	"github.com/tollgate-dev/tollgate/pkg/ledger"
+	"github.com/tollgate-dev/tollgate/pkg/meter"
 	"github.com/tollgate-dev/tollgate/pkg/mockprovider"
 )
 
@@ -305,3 +308,29 @@ func alive(ctx context.Context, base string) bool {
 	resp.Body.Close()
 	return resp.StatusCode == http.StatusOK
 }
+
+// Local development identity: the tokens `tollgate dev` mints belong to this
+// account and project, created on first start.
+const (
+	devAccount = "dev"
+	devProject = "dev"
+	// devCredits is what the dev account starts with: enough for any
+	// local session against the mock providers.
+	devCredits = 1_000_000 * meter.MicroCredits
+)
+
+// ensureDevAccount creates the dev account and its activated project unless
+// they exist; it leaves an existing account's settings alone.
+func ensureDevAccount(ctx context.Context, st ledger.Store) error {
+	if _, err := st.CreateAccount(ctx, devAccount, catalog.PlanPro, devCredits); err != nil && !errors.Is(err, ledger.ErrExists) {
+		return fmt.Errorf("dev account: %w", err)
+	}
+	if _, err := st.CreateProject(ctx, devProject, devAccount, true); err != nil && !errors.Is(err, ledger.ErrExists) {
+		return fmt.Errorf("dev project: %w", err)
+	}
+	return nil
+}
+
+// devMetricsPath is where `tollgate dev` serves Prometheus metrics, on its
+// own loopback listener.
+const devMetricsPath = "/_tollgate/metrics"

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -9,11 +8,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/tollgate-dev/tollgate/pkg/account"
-	"github.com/tollgate-dev/tollgate/pkg/catalog"
-	"github.com/tollgate-dev/tollgate/pkg/ledger"
 	"github.com/tollgate-dev/tollgate/pkg/limit"
-	"github.com/tollgate-dev/tollgate/pkg/meter"
 )
 
 // limitOptions configure the tokens-per-minute limiter.
@@ -61,34 +56,3 @@ func newLimiter(o limitOptions, log *slog.Logger) (*limit.Limiter, func() error,
 	}
 	return l, client.Close, nil
 }
-
-// newPolicy builds the account policy over the ledger.
-func newPolicy(dir account.Directory, cat *catalog.Catalog, lim *limit.Limiter, rate meter.Rate, log *slog.Logger) (*account.Policy, error) {
-	return account.New(account.Config{Directory: dir, Catalog: cat, Limiter: lim, Rate: rate, Logger: log})
-}
-
-// Local development identity: `tollgate dev` and `tollgate dev` tokens use
-// this account and project, created on first start.
-const (
-	devAccount = "dev"
-	devProject = "dev"
-	// devCredits is what the dev account starts with: enough for any
-	// local session against the mock providers.
-	devCredits = 1_000_000 * meter.MicroCredits
-)
-
-// ensureDevAccount creates the dev account and its activated project unless
-// they exist; it leaves an existing account's settings alone.
-func ensureDevAccount(ctx context.Context, st ledger.Store) error {
-	if _, err := st.CreateAccount(ctx, devAccount, catalog.PlanPro, devCredits); err != nil && !errors.Is(err, ledger.ErrExists) {
-		return fmt.Errorf("dev account: %w", err)
-	}
-	if _, err := st.CreateProject(ctx, devProject, devAccount, true); err != nil && !errors.Is(err, ledger.ErrExists) {
-		return fmt.Errorf("dev project: %w", err)
-	}
-	return nil
-}
-
-// devMetricsPath is where `tollgate dev` serves Prometheus metrics, on its
-// own loopback listener.
-const devMetricsPath = "/_tollgate/metrics"

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tollgate-dev/tollgate/pkg/account"
 	"github.com/tollgate-dev/tollgate/pkg/auth"
 	"github.com/tollgate-dev/tollgate/pkg/catalog"
 	"github.com/tollgate-dev/tollgate/pkg/gateway"
@@ -126,7 +127,7 @@ func newStack(ctx context.Context, o stackOptions) (*stack, error) {
 		store.Close()
 		return nil, err
 	}
-	policy, err := newPolicy(store, cat, lim, o.creditRate, o.logger)
+	policy, err := account.New(account.Config{Directory: store, Catalog: cat, Limiter: lim, Rate: o.creditRate, Logger: o.logger})
 	if err != nil {
 		store.Close()
 		closeLimiter()
