@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -241,13 +242,13 @@ func (p *Policy) Admit(ctx context.Context, a gateway.Admission) (gateway.Grant,
 	cost := max(a.Input, 1)
 	checks := make([]limit.Check, 0, 3)
 	if tpm > 0 {
-		checks = append(checks, limit.Check{Key: "tpm:{" + a.Claims.Account + "}:" + m.Name, Limit: tpm, Cost: cost})
+		checks = append(checks, limit.Check{Key: accountTPMKey + "{" + a.Claims.Account + "}:" + m.Name, Limit: tpm, Cost: cost})
 	}
 	if proj.v.TPM > 0 {
-		checks = append(checks, limit.Check{Key: "ptpm:{" + a.Claims.Account + "}:" + proj.v.ID, Limit: proj.v.TPM, Cost: cost})
+		checks = append(checks, limit.Check{Key: projectTPMKey + "{" + a.Claims.Account + "}:" + proj.v.ID, Limit: proj.v.TPM, Cost: cost})
 	}
 	if proj.v.RPM > 0 {
-		checks = append(checks, limit.Check{Key: "prpm:{" + a.Claims.Account + "}:" + proj.v.ID, Limit: proj.v.RPM, Cost: 1, Requests: true})
+		checks = append(checks, limit.Check{Key: projectRPMKey + "{" + a.Claims.Account + "}:" + proj.v.ID, Limit: proj.v.RPM, Cost: 1, Requests: true})
 	}
 	d, res, err := p.lim.Admit(ctx, p.now(), checks...)
 	if err != nil {
@@ -265,6 +266,14 @@ func (p *Policy) Admit(ctx context.Context, a gateway.Admission) (gateway.Grant,
 	}
 	return g, nil
 }
+
+// Budget key prefixes. The account id is a Redis hash tag ({id}) so that
+// one request's keys share a cluster slot.
+const (
+	accountTPMKey = "tpm:"
+	projectTPMKey = "ptpm:"
+	projectRPMKey = "prpm:"
+)
 
 // tpm is the account's tokens-per-minute limit for m: its own override,
 // else its plan's figure; Enterprise accounts without an override get the
@@ -292,7 +301,7 @@ func refusal(checks []limit.Check, d limit.Decision, model string) *gateway.Fail
 	switch {
 	case c.Requests:
 		what = "requests per minute for this project"
-	case c.Key[0] == 'p':
+	case strings.HasPrefix(c.Key, projectTPMKey):
 		what = "tokens per minute for this project"
 	}
 	if d.TooLarge {
