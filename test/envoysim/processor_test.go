@@ -3,6 +3,7 @@ package envoysim_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"io"
 	"net/http"
 	"strings"
@@ -41,6 +42,8 @@ func TestProcessorKilledMidStream(t *testing.T) {
 	if rest, err := io.ReadAll(br); err == nil {
 		t.Errorf("the stream ended cleanly after the processor died (%d more bytes): Envoy resets it", len(rest))
 	}
+	// The stream's record is in before its reset reaches the client.
+	before := len(door.Proxy.Records())
 	for i := range 3 {
 		r, err := post(`{"model":"gpt-4o-mini","messages":[{"role":"user","content":"again"}]}`)
 		if err != nil {
@@ -57,8 +60,15 @@ func TestProcessorKilledMidStream(t *testing.T) {
 			t.Errorf("a request made after the processor died reached the mock: %s %s", s.Method, s.Path)
 		}
 	}
-	recs := door.Proxy.Records()
-	for _, r := range recs[len(recs)-3:] {
+	// A client can read a whole 503 before the proxy's handler has filed
+	// its record, so wait for all three.
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	recs, err := door.Proxy.Await(ctx, before+3)
+	if err != nil {
+		t.Fatalf("records of the requests after the kill: %v", err)
+	}
+	for _, r := range recs[before:] {
 		if r.Upstream != nil || !strings.HasPrefix(r.Details, "ext_proc_error_gRPC_error_") {
 			t.Errorf("record %+v: want a gRPC failure and nothing upstream", r)
 		}
