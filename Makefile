@@ -79,6 +79,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzCreatePatch$$' -fuzztime $(FUZZTIME) ./injector
 	$(GO) test -run '^$$' -fuzz '^FuzzWebhook$$' -fuzztime $(FUZZTIME) ./injector
 	$(GO) test -run '^$$' -fuzz '^FuzzInjectManifests$$' -fuzztime $(FUZZTIME) ./injector
+	$(GO) test -run '^$$' -fuzz '^FuzzChunkFramer$$' -fuzztime $(FUZZTIME) ./test/load/baseline
 
 bench: bench-go bench-load
 

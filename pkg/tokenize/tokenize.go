@@ -49,6 +49,7 @@ package tokenize
 import (
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/tiktoken-go/tokenizer"
 )
@@ -69,19 +70,22 @@ const (
 
 // Counter counts tokens. It is safe for concurrent use.
 type Counter struct {
-	codec tokenizer.Codec
+	codec func() (tokenizer.Codec, error)
 }
 
 // NewCounter returns a Counter using the o200k_base encoding. The vocabulary
-// is compiled into the binary (no download, no cache directory); building its
-// table takes a few tens of milliseconds and happens once per process however
-// many Counters there are, so create one Counter at startup and share it.
+// is compiled into the binary (no download, no cache directory). Its table
+// (about 15 MiB of heap, a few tens of milliseconds to build) is built on the
+// first body that really needs tokenizing: most never do, and a gateway that
+// only sees ordinary requests should not carry it.
 func NewCounter() (*Counter, error) {
-	codec, err := tokenizer.Get(tokenizer.O200kBase)
-	if err != nil {
-		return nil, fmt.Errorf("tokenize: loading o200k_base: %w", err)
-	}
-	return &Counter{codec: codec}, nil
+	return &Counter{codec: sync.OnceValues(func() (tokenizer.Codec, error) {
+		codec, err := tokenizer.Get(tokenizer.O200kBase)
+		if err != nil {
+			return nil, fmt.Errorf("tokenize: loading o200k_base: %w", err)
+		}
+		return codec, nil
+	})}, nil
 }
 
 // scan is the cheap pass over a body: bytes of text once unescaped, and media
@@ -116,7 +120,8 @@ func scanBody(body []byte) (scan, error) {
 // one per byte of text it did not need to (a body whose text has no more bytes
 // than limit is not tokenized at all), plus the media allowance.
 //
-// An error means the body is not valid JSON.
+// An error means the body is not valid JSON (or, never in practice, that
+// the compiled-in vocabulary did not load).
 func (c *Counter) InputTokens(body []byte, limit int64) (int64, error) {
 	s, err := scanBody(body)
 	if err != nil {
@@ -128,6 +133,10 @@ func (c *Counter) InputTokens(body []byte, limit int64) (int64, error) {
 		return count + remaining, nil
 	}
 
+	codec, err := c.codec()
+	if err != nil {
+		return 0, err
+	}
 	var (
 		buf      []byte
 		countErr error
@@ -140,7 +149,7 @@ func (c *Counter) InputTokens(body []byte, limit int64) (int64, error) {
 		}
 		for len(text) > 0 {
 			n := cut(text, chunkSize)
-			k, err := c.codec.Count(string(text[:n]))
+			k, err := codec.Count(string(text[:n]))
 			if err != nil {
 				countErr = err
 				return false
@@ -184,10 +193,14 @@ func (c *Counter) Estimate(body []byte) int64 {
 // on the text a stream delivered before its client went away, to bill an
 // output the provider never reported.
 func (c *Counter) CountText(s string) int64 {
+	codec, loadErr := c.codec()
 	var total int64
 	for len(s) > 0 {
 		n := cut(s, chunkSize)
-		k, err := c.codec.Count(s[:n])
+		k, err := 0, loadErr
+		if err == nil {
+			k, err = codec.Count(s[:n])
+		}
 		if err != nil {
 			// The codec only fails in its strict UTF-8 mode, which is not used
 			// here; fall back to the estimate rather than count nothing.

@@ -4,11 +4,16 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"math/rand/v2"
+	"os"
+	"os/exec"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"github.com/tiktoken-go/tokenizer"
 )
 
 const limit200k = 200_000
@@ -95,7 +100,7 @@ func referenceCount(t testing.TB, c *Counter, body []byte) int64 {
 	var total int64
 	var visit func(any)
 	count := func(s string) {
-		n, err := c.codec.Count(s)
+		n, err := mustCodec(t, c).Count(s)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -145,7 +150,7 @@ func TestCountText(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			want, err := c.codec.Count(tt.text)
+			want, err := mustCodec(t, c).Count(tt.text)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -598,4 +603,50 @@ func BenchmarkEstimate(b *testing.B) {
 	for b.Loop() {
 		c.Estimate(body)
 	}
+}
+
+func mustCodec(t testing.TB, c *Counter) tokenizer.Codec {
+	t.Helper()
+	codec, err := c.codec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return codec
+}
+
+// TestNewCounterIsLazy: the vocabulary table is built on the first body that
+// needs it, not when the gateway starts. It runs in a fresh process: the
+// library keeps one table per process, which other tests have built.
+func TestNewCounterIsLazy(t *testing.T) {
+	if os.Getenv("TOKENIZE_LAZY_CHILD") != "1" {
+		cmd := exec.Command(os.Args[0], "-test.run", "^TestNewCounterIsLazy$", "-test.count", "1")
+		cmd.Env = append(os.Environ(), "TOKENIZE_LAZY_CHILD=1")
+		if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "PASS") {
+			t.Fatalf("fresh process: %v\n%s", err, out)
+		}
+		return
+	}
+	heap := func() uint64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	before := heap()
+	c, err := NewCounter()
+	if err != nil {
+		t.Fatal(err)
+	}
+	created := heap()
+	if n := c.CountText("hello world"); n != 2 {
+		t.Fatalf("CountText = %d, want 2", n)
+	}
+	loaded := heap()
+	if created > before+1<<20 {
+		t.Errorf("NewCounter grew the heap by %d bytes: it built the table up front", created-before)
+	}
+	if loaded < created+4<<20 {
+		t.Errorf("the first count grew the heap by only %d bytes: was the table already built?", loaded-created)
+	}
+	runtime.KeepAlive(c)
 }

@@ -11,8 +11,10 @@
 #     request crosses cores four times, a direct one never);
 #   - gateway CPU per streamed event (long streams);
 #   - gateway peak RSS (VmHWM);
-# and the same CPU figures for a bare httputil.ReverseProxy (test/load/
-# baseline) in the same layout, the floor net/http sets on this machine.
+# and the same CPU figures, in the same layout, for two floors (test/load/
+# baseline): a bare httputil.ReverseProxy (what net/http costs) and a raw
+# HTTP/1.1 forwarder with nothing in the way (what the kernel and Go's
+# netpoller cost), each split into user and kernel time.
 # Bounded: every wrk run has a fixed duration; all processes are stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -23,6 +25,7 @@ BIN=${BIN:-bin/tollgate}
 MOCK_PORT=${MOCK_PORT:-19100}
 GW_PORT=${GW_PORT:-19101}
 BASE_PORT=${BASE_PORT:-19102}
+RAW_PORT=${RAW_PORT:-19103}
 OUT=${OUT:-test/load/results}
 
 command -v wrk >/dev/null || { echo "installing wrk"; apt-get install -y -qq wrk >/dev/null; }
@@ -40,6 +43,7 @@ taskset -c 0 env ${GW_ENV:-} "$BIN" serve --listen 127.0.0.1:$GW_PORT --data-dir
   --upstream anthropic=http://127.0.0.1:$MOCK_PORT/anthropic \
   --upstream gemini=http://127.0.0.1:$MOCK_PORT/gemini & gw=$!; pids+=($gw)
 taskset -c 0 "$(dirname "$BIN")/load-baseline" --listen 127.0.0.1:$BASE_PORT --upstream http://127.0.0.1:$MOCK_PORT & base=$!; pids+=($base)
+taskset -c 0 "$(dirname "$BIN")/load-baseline" --raw --listen 127.0.0.1:$RAW_PORT --upstream http://127.0.0.1:$MOCK_PORT & raw=$!; pids+=($raw)
 for _ in $(seq 50); do curl -sf http://127.0.0.1:$GW_PORT/healthz >/dev/null && break; sleep 0.1; done
 "$BIN" account create bench --plan enterprise --credits 1000000 --data-dir "$data" >/dev/null
 # The load is far above any plan's TPM: measure the gateway, not its refusals.
@@ -61,6 +65,17 @@ wrk.body = '{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","con
 LUA
 
 cpu_ticks() { awk '{print $14+$15}' /proc/$1/stat; }
+sys_ticks() { awk '{print $15}' /proc/$1/stat; }
+# measure NAME PID URL SCRIPT PER: runs 64 connections against URL and
+# prints requests, then CPU and kernel CPU of PID in µs per request
+# divided by PER (events per stream, or 1).
+measure() {
+  local t0 s0 t1 s1 n
+  t0=$(cpu_ticks $2); s0=$(sys_ticks $2)
+  read -r n _ < <(run "$1" "$3" "$4" 64)
+  t1=$(cpu_ticks $2); s1=$(sys_ticks $2)
+  awk -v n=$n -v t=$((t1-t0)) -v s=$((s1-s0)) -v hz=$hz -v per=$5 'BEGIN{printf "%d %.2f %.2f\n", n, t/hz*1e6/n/per, s/hz*1e6/n/per}'
+}
 hz=$(getconf CLK_TCK)
 WRK_CORE=1
 run() { # name url script conns -> prints requests and p50 (ms)
@@ -75,15 +90,15 @@ run() { # name url script conns -> prints requests and p50 (ms)
 direct=http://127.0.0.1:$MOCK_PORT/openai/v1/chat/completions
 via=http://127.0.0.1:$GW_PORT/openai/v1/chat/completions
 bare=http://127.0.0.1:$BASE_PORT/openai/v1/chat/completions
+rawurl=http://127.0.0.1:$RAW_PORT/openai/v1/chat/completions
 
 # Warm both paths.
 taskset -c 1 wrk -t1 -c8 -d2s -s "$data/plain.lua" "$via" >/dev/null
 
 read -r d64 _ < <(run direct-64 "$direct" "$data/plain.lua" 64)
-t0=$(cpu_ticks $gw); read -r g64 _ < <(run gateway-64 "$via" "$data/plain.lua" 64); t1=$(cpu_ticks $gw)
-cpu_req=$(awk -v t=$((t1-t0)) -v hz=$hz -v n=$g64 'BEGIN{printf "%.1f", t/hz*1e6/n}')
-t0=$(cpu_ticks $base); read -r b64 _ < <(run baseline-64 "$bare" "$data/plain.lua" 64); t1=$(cpu_ticks $base)
-base_req=$(awk -v t=$((t1-t0)) -v hz=$hz -v n=$b64 'BEGIN{printf "%.1f", t/hz*1e6/n}')
+read -r g64 cpu_req sys_req < <(measure gateway-64 $gw "$via" "$data/plain.lua" 1)
+read -r _ base_req base_sys_req < <(measure baseline-64 $base "$bare" "$data/plain.lua" 1)
+read -r _ raw_req raw_sys_req < <(measure raw-64 $raw "$rawurl" "$data/plain.lua" 1)
 
 read -r _ xdp50 < <(run direct-1-cross "$direct" "$data/plain.lua" 1)
 read -r _ xgp50 < <(run gateway-1-cross "$via" "$data/plain.lua" 1)
@@ -99,20 +114,26 @@ taskset -p -c 1 $mock >/dev/null; WRK_CORE=1
 
 events=$(curl -sN "$via" -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' \
   -d '{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"[[mock chunks=100]] Tell me a long joke."}]}' | grep -c '^data: ')
-t0=$(cpu_ticks $gw); read -r gs _ < <(run gateway-stream-64 "$via" "$data/stream.lua" 64); t1=$(cpu_ticks $gw)
-cpu_event=$(awk -v t=$((t1-t0)) -v hz=$hz -v n=$gs -v e=$events 'BEGIN{printf "%.2f", t/hz*1e6/(n*e)}')
-t0=$(cpu_ticks $base); read -r bs _ < <(run baseline-stream-64 "$bare" "$data/stream.lua" 64); t1=$(cpu_ticks $base)
-base_event=$(awk -v t=$((t1-t0)) -v hz=$hz -v n=$bs -v e=$events 'BEGIN{printf "%.2f", t/hz*1e6/(n*e)}')
+read -r _ cpu_event sys_event < <(measure gateway-stream-64 $gw "$via" "$data/stream.lua" $events)
+read -r _ base_event base_sys_event < <(measure baseline-stream-64 $base "$bare" "$data/stream.lua" $events)
+read -r _ raw_event raw_sys_event < <(measure raw-stream-64 $raw "$rawurl" "$data/stream.lua" $events)
 rss=$(awk '/VmHWM/ {printf "%.1f", $2/1024}' /proc/$gw/status)
+rss_split=$(awk '/RssAnon|RssFile/ {printf "%s %.1f MiB  ", $1, $2/1024}' /proc/$gw/status)
 
 cat <<RES | tee "$OUT/summary.txt"
 duration per run:                 $DURATION
 direct, 64 conns:                 $d64 requests
 gateway, 64 conns:                $g64 requests
-gateway CPU per request (64c):    $cpu_req µs   (bare ReverseProxy: $base_req µs)
+CPU per request (64c), total (kernel):
+  gateway                         $cpu_req µs ($sys_req)
+  bare ReverseProxy               $base_req µs ($base_sys_req)
+  raw forwarder                   $raw_req µs ($raw_sys_req)
 p50 direct / gateway (1 conn, one core):   $dp50 ms / $gp50 ms  (added $added ms; bare ReverseProxy adds $badded ms)
 p50 direct / gateway (1 conn, two cores):  $xdp50 ms / $xgp50 ms  (added $xadded ms)
 events per stream (client side):  $events
-gateway CPU per streamed event:   $cpu_event µs   (bare ReverseProxy: $base_event µs)
-gateway peak RSS:                 $rss MiB
+CPU per streamed event, total (kernel):
+  gateway                         $cpu_event µs ($sys_event)
+  bare ReverseProxy               $base_event µs ($base_sys_event)
+  raw forwarder                   $raw_event µs ($raw_sys_event)
+gateway peak RSS:                 $rss MiB  (now: $rss_split)
 RES
