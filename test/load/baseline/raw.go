@@ -144,7 +144,7 @@ func copyChunked(w io.Writer, r *bufio.Reader, head []byte) error {
 // chunkFramer tracks where a chunked body ends: size line, data and its
 // CRLF, and after the zero-size chunk the (empty) trailer.
 type chunkFramer struct {
-	size    int  // bytes of chunk data and CRLF still to skip
+	size    int // bytes of chunk data and CRLF still to skip
 	sizeVal int
 	ext     bool // past ';' in the size line
 	last    bool // the zero-size chunk was seen: reading the trailer
