@@ -115,7 +115,7 @@ defaults to 24h. With --records it lists the usage records themselves instead.`,
 				if provider != "" || limit != 0 {
 					return fmt.Errorf("--provider and --limit apply to --records only")
 				}
-				return withAdmin(cmd, dataDir, false, func(a *localAdmin) error {
+				return withAdmin(cmd, dataDir, signingKeys{}, func(a *localAdmin) error {
 					return summarizeUsage(cmd, a, usageFlags{account: account, project: project, model: model, since: since, until: until, by: by, json: asJSON})
 				})
 			}
@@ -177,7 +177,7 @@ defaults to 24h. With --records it lists the usage records themselves instead.`,
 
 func newTokenCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "token", Short: "Mint, inspect and revoke gateway tokens"}
-	var dataDir, account, project string
+	var dataDir, keysDir, account, project string
 	var ttl time.Duration
 	mint := &cobra.Command{
 		Use:   "mint --project NAME",
@@ -187,7 +187,7 @@ func newTokenCmd() *cobra.Command {
 			if project == "" {
 				return fmt.Errorf("--project is required (create one with `tollgate project create`)")
 			}
-			return withAdmin(cmd, dataDir, true, func(a *localAdmin) error {
+			return withAdmin(cmd, dataDir, signingKeys{mint: true, dir: keysDir}, func(a *localAdmin) error {
 				if account != "" {
 					p, err := a.GetProject(cmd.Context(), &pb.GetProjectRequest{Id: project})
 					if err != nil {
@@ -207,6 +207,7 @@ func newTokenCmd() *cobra.Command {
 		},
 	}
 	mint.Flags().StringVar(&dataDir, "data-dir", defaultDataDir(), "data dir holding the signing key")
+	mint.Flags().StringVar(&keysDir, "signing-keys-dir", os.Getenv("TOLLGATE_SIGNING_KEYS_DIR"), "the replicas' shared signing_keys_dir, whose last kid signs ($TOLLGATE_SIGNING_KEYS_DIR); default: the data dir's key")
 	mint.Flags().StringVar(&account, "account", "", "check that the project belongs to this account")
 	mint.Flags().StringVar(&project, "project", "", "project the token belongs to")
 	mint.Flags().DurationVar(&ttl, "ttl", 30*24*time.Hour, "lifetime")
@@ -224,7 +225,7 @@ func newTokenCmd() *cobra.Command {
 				"key_id": c.KeyID, "account": c.Account, "project": c.Project, "token_id": c.TokenID,
 				"issued_at": c.IssuedAt.UTC(), "expires_at": c.ExpiresAt.UTC(),
 			}
-			if _, keys, err := loadKeys(dataDir, ""); err == nil {
+			if _, keys, err := loadKeys(dataDir, keysDir); err == nil {
 				revoked, err := ledgerRevocations(cmd.Context(), dataDir)
 				if err != nil {
 					return err
@@ -242,6 +243,7 @@ func newTokenCmd() *cobra.Command {
 		},
 	}
 	inspect.Flags().StringVar(&dataDir, "data-dir", defaultDataDir(), "data dir holding the signing key")
+	inspect.Flags().StringVar(&keysDir, "signing-keys-dir", os.Getenv("TOLLGATE_SIGNING_KEYS_DIR"), "check against the replicas' shared signing_keys_dir ($TOLLGATE_SIGNING_KEYS_DIR) instead of the data dir's key")
 
 	revoke := &cobra.Command{
 		Use:   "revoke TOKEN",
@@ -252,7 +254,7 @@ func newTokenCmd() *cobra.Command {
 			if _, err := auth.Parse(args[0]); err == nil {
 				req = &pb.RevokeTokenRequest{Token: args[0]}
 			}
-			return withAdmin(cmd, dataDir, false, func(a *localAdmin) error {
+			return withAdmin(cmd, dataDir, signingKeys{}, func(a *localAdmin) error {
 				_, err := a.RevokeToken(cmd.Context(), req)
 				return err
 			})
@@ -266,7 +268,7 @@ func newTokenCmd() *cobra.Command {
 // ledgerRevocations reads the revoked token ids from the ledger openAdmin
 // opens.
 func ledgerRevocations(ctx context.Context, dataDir string) (*auth.RevocationSet, error) {
-	a, err := openAdmin(ctx, dataDir, false)
+	a, err := openAdmin(ctx, dataDir, signingKeys{})
 	if err != nil {
 		return nil, err
 	}

@@ -40,11 +40,11 @@ func startAdmin(ctx context.Context, addr string, st *stack, dataDir string, log
 	// here is honoured by all of them.
 	svc := admin.New(admin.Config{
 		Store:      st.store,
-		Signer:     st.signer,
+		Signer:     st.keys,
 		Revoker:    st.store,
 		Catalog:    st.catalog,
 		AdminToken: token,
-		Verifier:   auth.NewVerifier(st.keys, st.revoked),
+		Verifier:   auth.NewKeySetVerifier(st.keys, st.revoked),
 		Logger:     log,
 	})
 	ln, err := net.Listen("tcp", addr)

@@ -164,7 +164,7 @@ func runDev(ctx context.Context, o devOptions) error {
 		_ = srv.Shutdown(sctx)
 	}()
 
-	token, err := st.signer.Mint(auth.Claims{Account: devAccount, Project: devProject, ExpiresAt: time.Now().Add(30 * 24 * time.Hour)})
+	token, err := st.keys.Mint(auth.Claims{Account: devAccount, Project: devProject, ExpiresAt: time.Now().Add(30 * 24 * time.Hour)})
 	if err != nil {
 		return fmt.Errorf("mint dev token: %w", err)
 	}

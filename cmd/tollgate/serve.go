@@ -35,6 +35,9 @@ type serveConfig struct {
 	// last signs, all verify. Read only; empty: a key in data_dir/keys,
 	// created on first use (one replica).
 	SigningKeysDir string `yaml:"signing_keys_dir"`
+	// SigningKeysPoll is how often signing_keys_dir is read again, so keys
+	// rotate without a restart (default 10s).
+	SigningKeysPoll string `yaml:"signing_keys_poll"`
 	// LedgerURL picks the ledger database: postgres://… for PostgreSQL;
 	// empty keeps SQLite (usage.db) in the data dir. $TOLLGATE_LEDGER_URL
 	// wins, so a password need not sit in the file.
@@ -189,6 +192,12 @@ from the ledger every second and from the data dir's revoked file.`,
 					return err
 				}
 			}
+			keysPoll := 10 * time.Second
+			if cfg.SigningKeysPoll != "" {
+				if keysPoll, err = time.ParseDuration(cfg.SigningKeysPoll); err != nil || keysPoll <= 0 {
+					return fmt.Errorf("config: signing_keys_poll %q: want a positive duration such as 10s", cfg.SigningKeysPoll)
+				}
+			}
 			rate := meter.DefaultRate
 			if cfg.CreditsPerUSD != "" {
 				if rate, err = meter.ParseRate(cfg.CreditsPerUSD); err != nil {
@@ -197,7 +206,7 @@ from the ledger every second and from the data dir's revoked file.`,
 			}
 			return runServe(cmd.Context(), listeners{http: listen, grpc: grpcListen, socket: grpcSocket,
 				metrics: pick("metrics-listen", cfg.MetricsListen, ""), admin: pick("admin-listen", cfg.AdminListen, "")}, stackOptions{
-				dataDir: dataDir, signingKeysDir: pick("signing-keys-dir", cfg.SigningKeysDir, ""), catalogFile: catalogFile, upstreams: overrides, keys: keys,
+				dataDir: dataDir, signingKeysDir: pick("signing-keys-dir", cfg.SigningKeysDir, ""), signingKeysPoll: keysPoll, catalogFile: catalogFile, upstreams: overrides, keys: keys,
 				allowHeaders: allow, versions: versions, maxBody: maxBody, logger: newLogger(logLevel),
 				ledgerURL: cmp.Or(os.Getenv("TOLLGATE_LEDGER_URL"), cfg.LedgerURL),
 				limits: limitOptions{

@@ -45,9 +45,9 @@ type stack struct {
 	handler http.Handler
 	store   *ledger.DB
 	writer  *ledger.Writer
-	signer  *auth.Signer
-	// keys are the public keys tokens are verified with, by key id.
-	keys map[string]ed25519.PublicKey
+	// keys sign new tokens and verify presented ones; with
+	// signing_keys_dir they follow the directory (see watchKeys).
+	keys *auth.KeySet
 	// revoked is what the verifiers refuse: the ledger's list, polled
 	// (revocations), and the data dir's revocation file.
 	revoked     auth.Revocations
@@ -65,14 +65,16 @@ type stackOptions struct {
 	// mounted Secret, read only); empty: keys in dataDir/keys, created on
 	// first use.
 	signingKeysDir string
-	catalogFile    string
-	upstreams      map[string]string // provider → URL overrides
-	keys           map[string]string // provider → real key
-	allowHeaders   map[string][]string
-	versions       []string // accepted anthropic-version values
-	maxBody        int64
-	logger         *slog.Logger
-	limits         limitOptions
+	// signingKeysPoll is how often signingKeysDir is read again.
+	signingKeysPoll time.Duration
+	catalogFile     string
+	upstreams       map[string]string // provider → URL overrides
+	keys            map[string]string // provider → real key
+	allowHeaders    map[string][]string
+	versions        []string // accepted anthropic-version values
+	maxBody         int64
+	logger          *slog.Logger
+	limits          limitOptions
 	// ledgerURL is the ledger database; empty: SQLite in dataDir.
 	ledgerURL  string
 	creditRate meter.Rate // default meter.DefaultRate
@@ -100,9 +102,23 @@ func newStack(ctx context.Context, o stackOptions) (*stack, error) {
 	if err != nil {
 		return nil, err
 	}
-	signer, keys, err := loadKeys(o.dataDir, o.signingKeysDir)
+	signer, pubs, err := loadKeys(o.dataDir, o.signingKeysDir)
 	if err != nil {
 		return nil, err
+	}
+	keys := auth.NewKeySet(signer, pubs)
+	if o.signingKeysDir != "" {
+		// A rotated Secret reaches its mount within a minute or two; the
+		// keys follow it here without a restart.
+		go auth.KeyDirWatch{
+			Interval: o.signingKeysPoll,
+			OnChange: func(signer string, kids []string) {
+				o.logger.Info("signing keys changed", "signer", signer, "keys", kids)
+			},
+			OnError: func(err error) {
+				o.logger.Error("signing keys: keeping the keys in force", "error", err)
+			},
+		}.Run(ctx, o.signingKeysDir, keys)
 	}
 	cacheSecret, err := promptCacheSecret(o.dataDir)
 	if err != nil {
@@ -178,7 +194,7 @@ func newStack(ctx context.Context, o stackOptions) (*stack, error) {
 		Providers: []gateway.Provider{openai.New(), anthropic.New(o.versions...), gemini.New()},
 		Upstreams: upstreams,
 		Catalog:   cat,
-		Verifier:  auth.NewVerifier(keys, revoked),
+		Verifier:  auth.NewKeySetVerifier(keys, revoked),
 		Policy:    policy,
 		Recorder: gateway.RecorderFunc(func(r usage.Record) {
 			writer.Write(r)
@@ -196,7 +212,7 @@ func newStack(ctx context.Context, o stackOptions) (*stack, error) {
 		closeLimiter()
 		return nil, err
 	}
-	return &stack{gw: gw, handler: px, store: store, writer: writer, signer: signer, keys: keys,
+	return &stack{gw: gw, handler: px, store: store, writer: writer, keys: keys,
 		revoked: revoked, revocations: watch, catalog: cat,
 		limiter: lim, metrics: metrics, closeLimiter: closeLimiter}, nil
 }

@@ -52,11 +52,17 @@ type Revoker interface {
 	RevokeToken(ctx context.Context, tokenID string, expiresAt time.Time) error
 }
 
+// Minter signs tokens: an *auth.Signer, or an *auth.KeySet whose keys
+// rotate while the server runs.
+type Minter interface {
+	Mint(auth.Claims) (string, error)
+}
+
 // Config is what a Service works with.
 type Config struct {
 	Store Store
 	// Signer mints tokens; without one MintToken is unavailable.
-	Signer *auth.Signer
+	Signer Minter
 	// Revoker withdraws tokens; without one RevokeToken is unavailable.
 	Revoker Revoker
 	// Catalog, when set, refuses TPM overrides for models it does not

@@ -14,17 +14,22 @@ import (
 // every active one.
 const DefaultCacheSize = 4096
 
-// Verifier checks tokens against a fixed set of public keys. It is safe for
-// concurrent use. To change the keys, build a new Verifier: the cache is
-// only sound because the keys never change under it.
+// Verifier checks tokens against the keys of a KeySet. It is safe for
+// concurrent use.
 type Verifier struct {
-	keys    map[string]ed25519.PublicKey
+	keys    *KeySet
 	revoked Revocations
 	// cache maps token strings whose signature verified to their claims,
 	// so a repeat caller skips the ed25519 check (tens of microseconds).
 	// Only signed tokens get in, so garbage cannot evict good entries;
-	// expiry and revocation are checked again on every hit.
-	cache *lru.Cache[string, Claims]
+	// expiry and revocation are checked again on every hit, and an entry
+	// from before the keys changed is verified again.
+	cache *lru.Cache[string, verified]
+}
+
+type verified struct {
+	claims Claims
+	gen    uint64 // the KeySet generation that verified it
 }
 
 // VerifierOption configures NewVerifier.
@@ -36,7 +41,7 @@ func WithCacheSize(n int) VerifierOption {
 	return func(v *Verifier) {
 		v.cache = nil
 		if n > 0 {
-			v.cache, _ = lru.New[string, Claims](n) // fails only for n <= 0
+			v.cache, _ = lru.New[string, verified](n) // fails only for n <= 0
 		}
 	}
 }
@@ -44,13 +49,13 @@ func WithCacheSize(n int) VerifierOption {
 // NewVerifier returns a Verifier trusting keys, by key id, and refusing
 // tokens revoked says are revoked (nil for none). It keeps a copy of keys.
 func NewVerifier(keys map[string]ed25519.PublicKey, revoked Revocations, opts ...VerifierOption) *Verifier {
-	v := &Verifier{
-		keys:    make(map[string]ed25519.PublicKey, len(keys)),
-		revoked: revoked,
-	}
-	for kid, pub := range keys {
-		v.keys[kid] = append(ed25519.PublicKey(nil), pub...)
-	}
+	return NewKeySetVerifier(NewKeySet(nil, keys), revoked, opts...)
+}
+
+// NewKeySetVerifier returns a Verifier trusting the keys ks holds at each
+// call, and refusing tokens revoked says are revoked (nil for none).
+func NewKeySetVerifier(ks *KeySet, revoked Revocations, opts ...VerifierOption) *Verifier {
+	v := &Verifier{keys: ks, revoked: revoked}
 	WithCacheSize(DefaultCacheSize)(v)
 	for _, opt := range opts {
 		opt(v)
@@ -63,16 +68,17 @@ func NewVerifier(keys map[string]ed25519.PublicKey, revoked Revocations, opts ..
 // token has expired, is not yet valid or is revoked, the claims come back
 // with the error, so a rejection can still be counted against its account.
 func (v *Verifier) Verify(token string, now time.Time) (Claims, error) {
+	keys := v.keys.cur.Load()
 	if v.cache != nil && len(token) <= maxTokenLen {
-		if c, ok := v.cache.Get(token); ok {
-			return v.check(c, now)
+		if e, ok := v.cache.Get(token); ok && e.gen == keys.gen {
+			return v.check(e.claims, now)
 		}
 	}
 	c, signed, sig, err := parse(token)
 	if err != nil {
 		return Claims{}, err
 	}
-	pub, ok := v.keys[c.KeyID]
+	pub, ok := keys.keys[c.KeyID]
 	if !ok {
 		return Claims{}, fmt.Errorf("%w: key id %q", ErrUnknownKey, c.KeyID)
 	}
@@ -85,7 +91,7 @@ func (v *Verifier) Verify(token string, now time.Time) (Claims, error) {
 	if v.cache != nil {
 		// The caller's string may point into a whole request buffer;
 		// a copy keeps the cache from holding that alive.
-		v.cache.Add(strings.Clone(token), c)
+		v.cache.Add(strings.Clone(token), verified{claims: c, gen: keys.gen})
 	}
 	return v.check(c, now)
 }

@@ -41,6 +41,7 @@ func startReplica(t *testing.T, name, keysDir, ledgerURL, mockURL string) *repli
 	admin := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
 	cfg := fmt.Sprintf(`data_dir: %s
 signing_keys_dir: %s
+signing_keys_poll: 100ms
 admin_listen: %s
 log_level: info
 providers:
@@ -84,6 +85,27 @@ func (r *replica) mint(t *testing.T, project string) *pb.MintTokenResponse {
 	var m pb.MintTokenResponse
 	r.call(t, "/v1/tokens", `{"project":"`+project+`","ttl":"3600s"}`, &m)
 	return &m
+}
+
+// mintWith mints through r until the token is signed with kid (the
+// replica has read the key directory again) and returns it.
+func (r *replica) mintWith(t *testing.T, project, kid string) *pb.MintTokenResponse {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		m := r.mint(t, project)
+		c, err := auth.Parse(m.GetToken())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.KeyID == kid {
+			return m
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s still signs with %q 10s after %q was added", r.name, c.KeyID, kid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // chat sends one chat completion through the replica's proxy with tok and
@@ -153,8 +175,8 @@ func dirNames(t *testing.T, dir string) []string {
 // TestReplicasShareKeysAndRevocations: a token minted through one
 // replica's admin API works on another; revoked through the first (or
 // with the CLI on the shared ledger), every replica refuses it within
-// the polling bound; a key added to the directory signs on replicas
-// started after, while tokens of the old key still verify there.
+// the polling bound; a key added to the directory signs on every replica
+// without a restart, tokens of the old key verify until it is removed.
 func TestReplicasShareKeysAndRevocations(t *testing.T) {
 	pg := services.StartPostgres(t)
 	ledgerURL := pg.NewDatabase(t)
@@ -200,26 +222,62 @@ func TestReplicasShareKeysAndRevocations(t *testing.T) {
 	a.refusedWithin(t, m2.GetToken(), start)
 	b.refusedWithin(t, m2.GetToken(), start)
 
-	// Rotation: a key whose kid sorts later signs on a replica started
-	// after it was added; the first key's tokens still verify there.
+	// Rotation without a restart: a key whose kid sorts later is added to
+	// the directory; both replicas sign with it from their next read and
+	// still verify the first key's tokens.
 	old := a.mint(t, "web")
 	second := writeKey(t, keys, "2026-07-b")
-	c := startReplica(t, "C", keys, ledgerURL, mock.URL)
-	m3 := c.mint(t, "web")
-	if cl, err := auth.Parse(m3.GetToken()); err != nil || cl.KeyID != second.KeyID() {
-		t.Fatalf("C minted with key %q (%v), want the newest %q", cl.KeyID, err, second.KeyID())
+	for _, r := range []*replica{a, b} {
+		m3 := r.mintWith(t, "web", second.KeyID())
+		for _, tok := range []string{old.GetToken(), m3.GetToken()} {
+			for _, v := range []*replica{a, b} {
+				if code := v.chat(t, tok); code != http.StatusOK {
+					t.Errorf("%s answers %d during the rotation to a token of a key in the directory", v.name, code)
+				}
+			}
+		}
 	}
-	for _, tok := range []string{old.GetToken(), m3.GetToken()} {
-		if code := c.chat(t, tok); code != http.StatusOK {
-			t.Errorf("C answers %d to a token of a key in its directory", code)
+	// The first key retired: its tokens are refused (cached ones too),
+	// the second key's work.
+	if err := os.Remove(filepath.Join(keys, first.KeyID()+".pem")); err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	a.refusedWithin(t, old.GetToken(), start)
+	b.refusedWithin(t, old.GetToken(), start)
+	if code := b.chat(t, a.mint(t, "web").GetToken()); code != http.StatusOK {
+		t.Errorf("B answers %d to a token A minted after the rotation", code)
+	}
+	// The CLI in a processor pod mints with the shared keys, not a key of
+	// its own data dir, and checks tokens against them.
+	cliMint := exec.Command(harness.Binary(t), "token", "mint", "--project", "web", "--data-dir", t.TempDir())
+	cliMint.Env = append(harness.CleanEnv(), "TOLLGATE_LEDGER_URL="+ledgerURL, "TOLLGATE_SIGNING_KEYS_DIR="+keys)
+	out, err := cliMint.Output()
+	if err != nil {
+		t.Fatalf("tollgate token mint --signing-keys-dir: %v", err)
+	}
+	cliTok := strings.TrimSpace(string(out))
+	if cl, err := auth.Parse(cliTok); err != nil || cl.KeyID != second.KeyID() {
+		t.Fatalf("the CLI minted with key %q (%v), want the shared %q", cl.KeyID, err, second.KeyID())
+	}
+	if code := a.chat(t, cliTok); code != http.StatusOK {
+		t.Errorf("A answers %d to a token the CLI minted with the shared keys", code)
+	}
+	inspect := exec.Command(harness.Binary(t), "token", "inspect", cliTok, "--signing-keys-dir", keys, "--data-dir", t.TempDir())
+	inspect.Env = append(harness.CleanEnv(), "TOLLGATE_LEDGER_URL="+ledgerURL)
+	if out, err := inspect.Output(); err != nil || !strings.Contains(string(out), `"valid": true`) {
+		t.Errorf("tollgate token inspect --signing-keys-dir: %v\n%s", err, out)
+	}
+	if got := dirNames(t, keys); !slices.Equal(got, []string{"2026-07-b.pem"}) {
+		t.Errorf("signing-key dir holds %v", got)
+	}
+	for _, r := range []*replica{a, b} {
+		if s := r.proc.Stderr(); !strings.Contains(s, "signing keys changed") {
+			t.Errorf("%s did not log the key change", r.name)
 		}
 	}
 
-	// The replicas never wrote to the shared directory.
-	if got := dirNames(t, keys); !slices.Equal(got, []string{"2026-01-a.pem", "2026-07-b.pem"}) {
-		t.Errorf("signing-key dir holds %v", got)
-	}
-	for _, r := range []*replica{a, b, c} {
+	for _, r := range []*replica{a, b} {
 		if s := r.proc.Stderr(); strings.Contains(s, auth.Prefix+".") || strings.Contains(s, adminToken) {
 			t.Errorf("%s logged a token", r.name)
 		}

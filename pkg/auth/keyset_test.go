@@ -1,0 +1,179 @@
+package auth
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestKeySetRotation(t *testing.T) {
+	old, next := testSigner("k1", 1), testSigner("k2", 2)
+	now := time.Now()
+	ks := NewKeySet(old, map[string]ed25519.PublicKey{"k1": old.PublicKey()})
+	v := NewKeySetVerifier(ks, nil)
+	mint := func() string {
+		t.Helper()
+		tok, err := ks.Mint(Claims{Account: "a", Project: "p", ExpiresAt: now.Add(time.Hour)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	byOld := mint()
+	if _, err := v.Verify(byOld, now); err != nil {
+		t.Fatalf("token of the only key: %v", err)
+	}
+
+	// Rotation, step 1: the new key signs, both verify.
+	ks.Set(next, map[string]ed25519.PublicKey{"k1": old.PublicKey(), "k2": next.PublicKey()})
+	byNext := mint()
+	if c, _ := Parse(byNext); c.KeyID != "k2" {
+		t.Errorf("minted with %q after the rotation, want k2", c.KeyID)
+	}
+	for _, tok := range []string{byOld, byNext} {
+		if _, err := v.Verify(tok, now); err != nil {
+			t.Errorf("during the rotation: %v", err)
+		}
+	}
+
+	// Step 2: the old key is retired; its token was cached, and still goes.
+	ks.Set(next, map[string]ed25519.PublicKey{"k2": next.PublicKey()})
+	if _, err := v.Verify(byOld, now); !errors.Is(err, ErrUnknownKey) {
+		t.Errorf("token of a retired key: %v, want ErrUnknownKey", err)
+	}
+	if _, err := v.Verify(byNext, now); err != nil {
+		t.Errorf("token of the new key: %v", err)
+	}
+	if got := ks.KeyIDs(); !slices.Equal(got, []string{"k2"}) || ks.SignerID() != "k2" {
+		t.Errorf("KeyIDs %v, signer %q", got, ks.SignerID())
+	}
+
+	verifyOnly := NewKeySet(nil, map[string]ed25519.PublicKey{"k2": next.PublicKey()})
+	if _, err := verifyOnly.Mint(Claims{Account: "a", Project: "p", ExpiresAt: now.Add(time.Hour)}); !errors.Is(err, ErrNoSigner) {
+		t.Errorf("Mint without a signer: %v", err)
+	}
+}
+
+// TestKeySetConcurrent: minting, verifying and rotating at once (run with
+// -race) never verifies a token against the wrong keys.
+func TestKeySetConcurrent(t *testing.T) {
+	a, b := testSigner("ka", 3), testSigner("kb", 4)
+	both := map[string]ed25519.PublicKey{"ka": a.PublicKey(), "kb": b.PublicKey()}
+	ks := NewKeySet(a, both)
+	v := NewKeySetVerifier(ks, nil)
+	now := time.Now()
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for i := range 500 {
+				if g == 0 {
+					ks.Set([]*Signer{a, b}[i%2], both)
+					continue
+				}
+				tok, err := ks.Mint(Claims{Account: "a", Project: "p", ExpiresAt: now.Add(time.Hour)})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if _, err := v.Verify(tok, now); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+func TestKeyDirWatch(t *testing.T) {
+	dir := t.TempDir()
+	write := func(s *Signer) {
+		t.Helper()
+		if err := SaveSigner(filepath.Join(dir, s.KeyID()+".pem"), s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	k1, k2 := testSigner("2026-01", 5), testSigner("2026-02", 6)
+	write(k1)
+	signer, keys, err := LoadKeyDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ks := NewKeySet(signer, keys)
+	v := NewKeySetVerifier(ks, nil)
+	now := time.Now()
+	tok1, err := ks.Mint(Claims{Account: "a", Project: "p", ExpiresAt: now.Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	changes := make(chan []string, 10)
+	errs := make(chan error, 100)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		KeyDirWatch{
+			Interval: 10 * time.Millisecond,
+			OnChange: func(signer string, keys []string) { changes <- append([]string{signer}, keys...) },
+			OnError:  func(err error) { errs <- err },
+		}.Run(ctx, dir, ks)
+	}()
+	defer func() { cancel(); <-done }()
+	wait := func(want ...string) {
+		t.Helper()
+		select {
+		case got := <-changes:
+			if !slices.Equal(got, want) {
+				t.Fatalf("change to %v, want %v", got, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no change to %v seen", want)
+		}
+	}
+
+	write(k2)
+	wait("2026-02", "2026-01", "2026-02")
+	if ks.SignerID() != "2026-02" {
+		t.Errorf("signing with %q after a later key was added", ks.SignerID())
+	}
+	if _, err := v.Verify(tok1, now); err != nil {
+		t.Errorf("token of the first key while both are in the dir: %v", err)
+	}
+
+	// A bad file refuses the read and keeps the keys in force.
+	if err := os.WriteFile(filepath.Join(dir, "2026-03.pem"), []byte("not a key"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-errs:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a bad key file was not reported")
+	}
+	if _, err := v.Verify(tok1, now); err != nil {
+		t.Errorf("after a bad read the keys changed: %v", err)
+	}
+	if err := os.Remove(filepath.Join(dir, "2026-03.pem")); err != nil {
+		t.Fatal(err)
+	}
+
+	// Retiring the first key.
+	if err := os.Remove(filepath.Join(dir, "2026-01.pem")); err != nil {
+		t.Fatal(err)
+	}
+	wait("2026-02", "2026-02")
+	if _, err := v.Verify(tok1, now); !errors.Is(err, ErrUnknownKey) {
+		t.Errorf("token of the retired key: %v, want ErrUnknownKey", err)
+	}
+	select {
+	case got := <-changes:
+		t.Errorf("a change with nothing changed: %v", got)
+	case <-time.After(100 * time.Millisecond):
+	}
+}
