@@ -275,6 +275,25 @@ func TestProcessorPodRunsTollgate(t *testing.T) {
 			t.Errorf("GET /openai/v1/models/%s = %d, want %d", model, resp.StatusCode, want)
 		}
 	}
+
+	// `kubectl exec … tollgate token mint` with the pod's env signs with the
+	// shared keys too, and writes no key of its own.
+	mint := exec.CommandContext(ctx, harness.Binary(t), "token", "mint", "--project", "chart-test")
+	mint.Env = env
+	out, err := mint.Output()
+	if err != nil {
+		t.Fatalf("tollgate token mint in the processor pod: %v", err)
+	}
+	claims, err = auth.Parse(strings.TrimSpace(string(out)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if keys := one[*corev1.Secret](t, r, "Secret", "tg-tollgate-signing-keys").Data; keys[claims.KeyID+".pem"] == nil {
+		t.Errorf("the CLI in the pod signed with key %q, not the signing-keys Secret's", claims.KeyID)
+	}
+	if _, err := os.Stat(filepath.Join(remap("/var/lib/tollgate"), "keys")); !os.IsNotExist(err) {
+		t.Errorf("the CLI made a signing key in the data dir (%v)", err)
+	}
 }
 
 func write(t *testing.T, path, data string) {
