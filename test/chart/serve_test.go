@@ -253,16 +253,22 @@ func TestProcessorPodRunsTollgate(t *testing.T) {
 		t.Fatalf("mint through the admin API: %d %v", resp.StatusCode, err)
 	}
 	token := minted.Token
-	claims, err := auth.Parse(token)
-	if err != nil {
-		t.Fatal(err)
+	// sharedKeys checks that who signed token with a key of the rendered
+	// signing-keys Secret and made no key in the data dir.
+	sharedKeys := func(who, token string) {
+		t.Helper()
+		claims, err := auth.Parse(token)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if keys := one[*corev1.Secret](t, r, "Secret", "tg-tollgate-signing-keys").Data; keys[claims.KeyID+".pem"] == nil {
+			t.Errorf("%s signed with key %q, not the signing-keys Secret's", who, claims.KeyID)
+		}
+		if _, err := os.Stat(filepath.Join(remap("/var/lib/tollgate"), "keys")); !os.IsNotExist(err) {
+			t.Errorf("%s made a signing key in the data dir (%v) although signing_keys_dir is set", who, err)
+		}
 	}
-	if keys := one[*corev1.Secret](t, r, "Secret", "tg-tollgate-signing-keys").Data; keys[claims.KeyID+".pem"] == nil {
-		t.Errorf("token signed with key %q, not the signing-keys Secret's", claims.KeyID)
-	}
-	if _, err := os.Stat(filepath.Join(remap("/var/lib/tollgate"), "keys")); !os.IsNotExist(err) {
-		t.Errorf("serve made a signing key in the data dir (%v) although signing_keys_dir is set", err)
-	}
+	sharedKeys("the admin API", token)
 	for model, want := range map[string]int{"gpt-3.5-turbo": http.StatusOK, "gpt-no-such-model": http.StatusNotFound} {
 		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/openai/v1/models/"+model, nil)
 		req.Header.Set("Authorization", "Bearer "+token)
@@ -284,16 +290,7 @@ func TestProcessorPodRunsTollgate(t *testing.T) {
 	if err != nil {
 		t.Fatalf("tollgate token mint in the processor pod: %v", err)
 	}
-	claims, err = auth.Parse(strings.TrimSpace(string(out)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if keys := one[*corev1.Secret](t, r, "Secret", "tg-tollgate-signing-keys").Data; keys[claims.KeyID+".pem"] == nil {
-		t.Errorf("the CLI in the pod signed with key %q, not the signing-keys Secret's", claims.KeyID)
-	}
-	if _, err := os.Stat(filepath.Join(remap("/var/lib/tollgate"), "keys")); !os.IsNotExist(err) {
-		t.Errorf("the CLI made a signing key in the data dir (%v)", err)
-	}
+	sharedKeys("the CLI in the pod", strings.TrimSpace(string(out)))
 }
 
 func write(t *testing.T, path, data string) {
