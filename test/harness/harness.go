@@ -38,32 +38,47 @@ func RepoRoot() string {
 	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
 }
 
-// Binary builds cmd/tollgate once and returns its path.
+// Binary builds cmd/tollgate once per test binary and returns its path.
+// Every test package shares one file in .cache/test-bin, replaced
+// atomically after each build (a running process keeps the file it
+// started), so a test run leaves one binary behind rather than one per
+// package in the temp dir.
 func Binary(t testing.TB) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "tollgate-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "tollgate")
-		args := []string{"build", "-o", binPath}
-		if raceEnabled {
-			args = append(args, "-race")
-		}
-		args = append(args, "./cmd/tollgate")
-		cmd := exec.Command("go", args...)
-		cmd.Dir = RepoRoot()
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
+	buildOnce.Do(func() { binPath, buildErr = build() })
 	if buildErr != nil {
 		t.Fatal(buildErr)
 	}
 	return binPath
+}
+
+func build() (string, error) {
+	dir := filepath.Join(RepoRoot(), ".cache", "test-bin")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	name := "tollgate"
+	args := []string{"build"}
+	if raceEnabled {
+		name += "-race"
+		args = append(args, "-race")
+	}
+	tmp, err := os.CreateTemp(dir, "."+name+"-*")
+	if err != nil {
+		return "", err
+	}
+	tmp.Close()
+	defer os.Remove(tmp.Name()) // gone after the rename; left only on failure
+	cmd := exec.Command("go", append(args, "-o", tmp.Name(), "./cmd/tollgate")...)
+	cmd.Dir = RepoRoot()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	path := filepath.Join(dir, name)
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return "", err
+	}
+	return path, nil
 }
 
 // Run runs the tollgate binary with args and returns stdout; it fails the
