@@ -13,7 +13,7 @@ import (
 // KeySet is the keys in force: the signer new tokens are minted with and
 // every key tokens are verified with. Its keys can be replaced while
 // tokens are being minted and verified, so a key is rotated without a
-// restart. It is safe for concurrent use.
+// restart. It is safe for concurrent use; make one with NewKeySet.
 type KeySet struct {
 	cur atomic.Pointer[keySnapshot]
 }
