@@ -38,6 +38,10 @@ type serveConfig struct {
 	// SigningKeysPoll is how often signing_keys_dir is read again, so keys
 	// rotate without a restart (default 10s).
 	SigningKeysPoll string `yaml:"signing_keys_poll"`
+	// SigningKeysGrace is how long a key added to signing_keys_dir is
+	// trusted before it signs, so every replica has read it first
+	// (default 2m).
+	SigningKeysGrace string `yaml:"signing_keys_grace"`
 	// LedgerURL picks the ledger database: postgres://… for PostgreSQL;
 	// empty keeps SQLite (usage.db) in the data dir. $TOLLGATE_LEDGER_URL
 	// wins, so a password need not sit in the file.
@@ -192,11 +196,13 @@ from the ledger every second and from the data dir's revoked file.`,
 					return err
 				}
 			}
-			keysPoll := 10 * time.Second
-			if cfg.SigningKeysPoll != "" {
-				if keysPoll, err = time.ParseDuration(cfg.SigningKeysPoll); err != nil || keysPoll <= 0 {
-					return fmt.Errorf("config: signing_keys_poll %q: want a positive duration such as 10s", cfg.SigningKeysPoll)
-				}
+			keysPoll, err := configDuration("signing_keys_poll", cfg.SigningKeysPoll, 10*time.Second, false)
+			if err != nil {
+				return err
+			}
+			keysGrace, err := configDuration("signing_keys_grace", cfg.SigningKeysGrace, 2*time.Minute, true)
+			if err != nil {
+				return err
 			}
 			rate := meter.DefaultRate
 			if cfg.CreditsPerUSD != "" {
@@ -206,7 +212,7 @@ from the ledger every second and from the data dir's revoked file.`,
 			}
 			return runServe(cmd.Context(), listeners{http: listen, grpc: grpcListen, socket: grpcSocket,
 				metrics: pick("metrics-listen", cfg.MetricsListen, ""), admin: pick("admin-listen", cfg.AdminListen, "")}, stackOptions{
-				dataDir: dataDir, signingKeysDir: pick("signing-keys-dir", cfg.SigningKeysDir, ""), signingKeysPoll: keysPoll, catalogFile: catalogFile, upstreams: overrides, keys: keys,
+				dataDir: dataDir, signingKeysDir: pick("signing-keys-dir", cfg.SigningKeysDir, ""), signingKeysPoll: keysPoll, signingKeysGrace: keysGrace, catalogFile: catalogFile, upstreams: overrides, keys: keys,
 				allowHeaders: allow, versions: versions, maxBody: maxBody, logger: newLogger(logLevel),
 				ledgerURL: cmp.Or(os.Getenv("TOLLGATE_LEDGER_URL"), cfg.LedgerURL),
 				limits: limitOptions{
@@ -238,6 +244,23 @@ from the ledger every second and from the data dir's revoked file.`,
 	f.String("admin-listen", "", adminListenUsage)
 	f.StringVar(&debugListen, "debug-listen", "", "serve Go profiling endpoints (/debug/pprof) on this address; keep it on loopback")
 	return cmd
+}
+
+// configDuration parses the config key's value, def when empty; zero is
+// allowed only when zeroOK.
+func configDuration(key, value string, def time.Duration, zeroOK bool) (time.Duration, error) {
+	if value == "" {
+		return def, nil
+	}
+	d, err := time.ParseDuration(value)
+	if err != nil || d < 0 || d == 0 && !zeroOK {
+		want := "a positive duration such as 10s"
+		if zeroOK {
+			want = "a duration such as 2m, or 0"
+		}
+		return 0, fmt.Errorf("config: %s %q: want %s", key, value, want)
+	}
+	return d, nil
 }
 
 func providerKey(provider, file string) (string, error) {

@@ -65,16 +65,17 @@ type stackOptions struct {
 	// mounted Secret, read only); empty: keys in dataDir/keys, created on
 	// first use.
 	signingKeysDir string
-	// signingKeysPoll is how often signingKeysDir is read again.
-	signingKeysPoll time.Duration
-	catalogFile     string
-	upstreams       map[string]string // provider → URL overrides
-	keys            map[string]string // provider → real key
-	allowHeaders    map[string][]string
-	versions        []string // accepted anthropic-version values
-	maxBody         int64
-	logger          *slog.Logger
-	limits          limitOptions
+	// signingKeysPoll is how often signingKeysDir is read again;
+	// signingKeysGrace how long a key added there verifies before it signs.
+	signingKeysPoll, signingKeysGrace time.Duration
+	catalogFile                       string
+	upstreams                         map[string]string // provider → URL overrides
+	keys                              map[string]string // provider → real key
+	allowHeaders                      map[string][]string
+	versions                          []string // accepted anthropic-version values
+	maxBody                           int64
+	logger                            *slog.Logger
+	limits                            limitOptions
 	// ledgerURL is the ledger database; empty: SQLite in dataDir.
 	ledgerURL  string
 	creditRate meter.Rate // default meter.DefaultRate
@@ -111,7 +112,8 @@ func newStack(ctx context.Context, o stackOptions) (*stack, error) {
 		// A rotated Secret reaches its mount within a minute or two; the
 		// keys follow it here without a restart.
 		go auth.KeyDirWatch{
-			Interval: o.signingKeysPoll,
+			Interval:  o.signingKeysPoll,
+			SignAfter: o.signingKeysGrace,
 			OnChange: func(signer string, kids []string) {
 				o.logger.Info("signing keys changed", "signer", signer, "keys", kids)
 			},

@@ -149,29 +149,42 @@ func LoadKeyring(dir string) (map[string]ed25519.PublicKey, error) {
 // tokens have expired. LoadKeyDir never writes: a missing or empty dir is
 // an error.
 func LoadKeyDir(dir string) (*Signer, map[string]ed25519.PublicKey, error) {
-	files, err := keyFiles(dir)
+	signers, err := loadKeyDirSigners(dir)
 	if err != nil {
 		return nil, nil, err
 	}
-	if len(files) == 0 {
-		return nil, nil, fmt.Errorf("auth: key directory %s holds no <kid>.pem signing key", dir)
-	}
 	var signer *Signer
-	keys := make(map[string]ed25519.PublicKey, len(files))
-	for _, f := range files {
-		if err := checkField(f.kid); err != nil {
-			return nil, nil, fmt.Errorf("auth: key file %s: key id %w", f.path, err)
-		}
-		s, err := LoadSigner(f.path, f.kid)
-		if err != nil {
-			return nil, nil, err
-		}
-		keys[f.kid] = s.PublicKey()
-		if signer == nil || f.kid > signer.KeyID() {
+	keys := make(map[string]ed25519.PublicKey, len(signers))
+	for kid, s := range signers {
+		keys[kid] = s.PublicKey()
+		if signer == nil || kid > signer.KeyID() {
 			signer = s
 		}
 	}
 	return signer, keys, nil
+}
+
+// loadKeyDirSigners reads every <kid>.pem in dir, by key id.
+func loadKeyDirSigners(dir string) (map[string]*Signer, error) {
+	files, err := keyFiles(dir)
+	if err != nil {
+		return nil, err
+	}
+	if len(files) == 0 {
+		return nil, fmt.Errorf("auth: key directory %s holds no <kid>.pem signing key", dir)
+	}
+	signers := make(map[string]*Signer, len(files))
+	for _, f := range files {
+		if err := checkField(f.kid); err != nil {
+			return nil, fmt.Errorf("auth: key file %s: key id %w", f.path, err)
+		}
+		s, err := LoadSigner(f.path, f.kid)
+		if err != nil {
+			return nil, err
+		}
+		signers[f.kid] = s
+	}
+	return signers, nil
 }
 
 type keyFile struct {

@@ -87,9 +87,15 @@ func (ks *KeySet) same(signer *Signer, keys map[string]ed25519.PublicKey) bool {
 
 // KeyDirWatch keeps a KeySet in step with a signing-key directory.
 type KeyDirWatch struct {
-	// Interval between reads of the directory (default 10s). A mounted
-	// Secret's files change within a minute or two of the Secret itself.
+	// Interval between reads of the directory (default 10s).
 	Interval time.Duration
+	// SignAfter is how long a key added while the watch runs is trusted
+	// before it signs. Replicas read a mounted Secret at different times
+	// (the kubelet syncs each pod's volume on its own, within a minute or
+	// two), so a key must be trusted everywhere before anyone signs with
+	// it, or a token minted through one replica is refused by another.
+	// Zero: a new key signs from the read that finds it.
+	SignAfter time.Duration
 	// OnChange is told the new signer's key id and trusted key ids after
 	// each change; OnError is told why a read was refused, the keys in
 	// force staying as they were. Both may be nil.
@@ -97,10 +103,13 @@ type KeyDirWatch struct {
 	OnError  func(error)
 }
 
-// Run re-reads dir (as LoadKeyDir does) every Interval until ctx ends, and
-// puts what it finds into ks when it differs. A directory that cannot be
-// read, or holds no key or a bad one, changes nothing: a half-written
-// rotation never leaves the gateway without keys.
+// Run re-reads dir every Interval until ctx ends, and puts what it finds
+// into ks when it differs: every key there verifies at once; the key whose
+// id sorts last among those seen for SignAfter signs (the keys ks held
+// when Run started count as seen long ago), or, if none has been, the last
+// of all. A directory that cannot be read, or holds no key or a bad one,
+// changes nothing: a half-written rotation never leaves the gateway
+// without keys.
 func (w KeyDirWatch) Run(ctx context.Context, dir string, ks *KeySet) {
 	interval := w.Interval
 	if interval <= 0 {
@@ -108,18 +117,47 @@ func (w KeyDirWatch) Run(ctx context.Context, dir string, ks *KeySet) {
 	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	seen := make(map[string]time.Time) // key id → first read that found it
+	for _, kid := range ks.KeyIDs() {
+		seen[kid] = time.Time{}
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		signer, keys, err := LoadKeyDir(dir)
+		signers, err := loadKeyDirSigners(dir)
 		if err != nil {
 			if w.OnError != nil {
 				w.OnError(err)
 			}
 			continue
+		}
+		now := time.Now()
+		var signer, newest *Signer
+		keys := make(map[string]ed25519.PublicKey, len(signers))
+		for kid, s := range signers {
+			keys[kid] = s.PublicKey()
+			first, ok := seen[kid]
+			if !ok {
+				first = now
+				seen[kid] = now
+			}
+			if newest == nil || kid > newest.KeyID() {
+				newest = s
+			}
+			if now.Sub(first) >= w.SignAfter && (signer == nil || kid > signer.KeyID()) {
+				signer = s
+			}
+		}
+		if signer == nil {
+			signer = newest
+		}
+		for kid := range seen {
+			if _, ok := signers[kid]; !ok {
+				delete(seen, kid) // a key put back later waits again
+			}
 		}
 		if ks.same(signer, keys) {
 			continue

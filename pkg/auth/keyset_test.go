@@ -177,3 +177,82 @@ func TestKeyDirWatch(t *testing.T) {
 	case <-time.After(100 * time.Millisecond):
 	}
 }
+
+// TestKeyDirWatchSignAfter: a key added while the watch runs verifies at
+// once but signs only after SignAfter, so every replica trusts it first.
+func TestKeyDirWatchSignAfter(t *testing.T) {
+	dir := t.TempDir()
+	write := func(s *Signer) {
+		t.Helper()
+		if err := SaveSigner(filepath.Join(dir, s.KeyID()+".pem"), s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old, next := testSigner("2026-01", 7), testSigner("2026-02", 8)
+	write(old)
+	signer, keys, err := LoadKeyDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ks := NewKeySet(signer, keys)
+	type change struct {
+		signer string
+		at     time.Time
+	}
+	changes := make(chan change, 10)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	const grace = 400 * time.Millisecond
+	go func() {
+		defer close(done)
+		KeyDirWatch{
+			Interval:  10 * time.Millisecond,
+			SignAfter: grace,
+			OnChange:  func(signer string, _ []string) { changes <- change{signer, time.Now()} },
+		}.Run(ctx, dir, ks)
+	}()
+	defer func() { cancel(); <-done }()
+	next1 := func() change {
+		t.Helper()
+		select {
+		case c := <-changes:
+			return c
+		case <-time.After(10 * time.Second):
+			t.Fatal("no change seen")
+			return change{}
+		}
+	}
+
+	added := time.Now()
+	write(next)
+	trusted := next1()
+	if trusted.signer != "2026-01" {
+		t.Fatalf("a new key signs at once (%q), before the grace", trusted.signer)
+	}
+	if got := ks.KeyIDs(); !slices.Equal(got, []string{"2026-01", "2026-02"}) {
+		t.Fatalf("trusted keys %v, want both", got)
+	}
+	signs := next1()
+	if signs.signer != "2026-02" || signs.at.Sub(added) < grace {
+		t.Errorf("signer %q after %v, want 2026-02 after at least %v", signs.signer, signs.at.Sub(added), grace)
+	}
+
+	// Both older keys removed: the newest key signs (at once if its grace
+	// has not run out: better than no signer).
+	third := testSigner("2026-03", 9)
+	write(third)
+	if c := next1(); c.signer != "2026-02" {
+		t.Fatalf("signer %q right after 2026-03 was added", c.signer)
+	}
+	for _, kid := range []string{"2026-01", "2026-02"} {
+		if err := os.Remove(filepath.Join(dir, kid+".pem")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for {
+		c := next1()
+		if c.signer == "2026-03" && slices.Equal(ks.KeyIDs(), []string{"2026-03"}) {
+			break
+		}
+	}
+}

@@ -42,6 +42,7 @@ func startReplica(t *testing.T, name, keysDir, ledgerURL, mockURL string) *repli
 	cfg := fmt.Sprintf(`data_dir: %s
 signing_keys_dir: %s
 signing_keys_poll: 100ms
+signing_keys_grace: 1s
 admin_listen: %s
 log_level: info
 providers:
@@ -223,8 +224,9 @@ func TestReplicasShareKeysAndRevocations(t *testing.T) {
 	b.refusedWithin(t, m2.GetToken(), start)
 
 	// Rotation without a restart: a key whose kid sorts later is added to
-	// the directory; both replicas sign with it from their next read and
-	// still verify the first key's tokens.
+	// the directory; each replica trusts it from its next read and signs
+	// with it a grace later, by when the other trusts it too; the first
+	// key's tokens still verify.
 	old := a.mint(t, "web")
 	second := writeKey(t, keys, "2026-07-b")
 	for _, r := range []*replica{a, b} {
