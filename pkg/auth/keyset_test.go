@@ -91,7 +91,10 @@ func TestKeySetConcurrent(t *testing.T) {
 	wg.Wait()
 }
 
-func TestKeyDirWatch(t *testing.T) {
+// keyDir starts a key directory holding first, and returns it, a function
+// that adds a key to it, and a KeySet loaded from it.
+func keyDir(t *testing.T, first *Signer) (string, func(*Signer), *KeySet) {
+	t.Helper()
 	dir := t.TempDir()
 	write := func(s *Signer) {
 		t.Helper()
@@ -99,13 +102,17 @@ func TestKeyDirWatch(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	k1, k2 := testSigner("2026-01", 5), testSigner("2026-02", 6)
-	write(k1)
+	write(first)
 	signer, keys, err := LoadKeyDir(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ks := NewKeySet(signer, keys)
+	return dir, write, NewKeySet(signer, keys)
+}
+
+func TestKeyDirWatch(t *testing.T) {
+	k1, k2 := testSigner("2026-01", 5), testSigner("2026-02", 6)
+	dir, write, ks := keyDir(t, k1)
 	v := NewKeySetVerifier(ks, nil)
 	now := time.Now()
 	tok1, err := ks.Mint(Claims{Account: "a", Project: "p", ExpiresAt: now.Add(time.Hour)})
@@ -181,20 +188,8 @@ func TestKeyDirWatch(t *testing.T) {
 // TestKeyDirWatchSignAfter: a key added while the watch runs verifies at
 // once but signs only after SignAfter, so every replica trusts it first.
 func TestKeyDirWatchSignAfter(t *testing.T) {
-	dir := t.TempDir()
-	write := func(s *Signer) {
-		t.Helper()
-		if err := SaveSigner(filepath.Join(dir, s.KeyID()+".pem"), s); err != nil {
-			t.Fatal(err)
-		}
-	}
 	old, next := testSigner("2026-01", 7), testSigner("2026-02", 8)
-	write(old)
-	signer, keys, err := LoadKeyDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ks := NewKeySet(signer, keys)
+	dir, write, ks := keyDir(t, old)
 	type change struct {
 		signer string
 		at     time.Time
