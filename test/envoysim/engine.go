@@ -106,6 +106,23 @@ func (r *run) arrive(c chunk) {
 	}
 }
 
+// holdOver takes the codec's chunks into held until it holds more than
+// limit bytes or the body has ended; a codec error ends the stream.
+func (r *run) holdOver(limit int) *localReply {
+	for r.src != nil && len(r.held) <= limit {
+		c, ok := <-r.src
+		if !ok {
+			r.src = nil
+			break
+		}
+		if c.err != nil {
+			return r.codecError()
+		}
+		r.arrive(c)
+	}
+	return nil
+}
+
 // headers sends the headers message and waits for its reply. Body chunks
 // go out meanwhile in FULL_DUPLEX_STREAMED and with
 // send_body_without_waiting_for_header_response; otherwise the codec's data
@@ -237,16 +254,8 @@ func (r *run) body() *localReply {
 	}
 	if r.rq.p.opts.EarlyBody && !r.sentEarly && mode != extprocfilterv3.ProcessingMode_NONE && !f.observing() {
 		// What the codec had by the headers reply, up to the buffer limit.
-		for r.src != nil && len(r.held) <= r.rq.limit(d) {
-			c, ok := <-r.src
-			if !ok {
-				r.src = nil
-				break
-			}
-			if c.err != nil {
-				return r.codecError()
-			}
-			r.arrive(c)
+		if lr := r.holdOver(r.rq.limit(d)); lr != nil {
+			return lr
 		}
 	}
 	// Body complete before the headers reply: one message with buffered
@@ -305,16 +314,8 @@ func (r *run) passRest() *localReply {
 // the body message's reply, which may mutate them (doc §3.2).
 func (r *run) buffered(partial bool) *localReply {
 	limit := r.rq.limit(r.d)
-	for r.src != nil && len(r.held) <= limit {
-		c, ok := <-r.src
-		if !ok {
-			r.src = nil
-			break
-		}
-		if c.err != nil {
-			return r.codecError()
-		}
-		r.arrive(c)
+	if lr := r.holdOver(limit); lr != nil {
+		return lr
 	}
 	buf, rest := r.held, []byte(nil)
 	if len(buf) > limit {
