@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -22,23 +21,13 @@ import (
 	"github.com/tollgate-dev/tollgate/test/harness"
 )
 
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // TestDadJokesExample runs the README's quickstart: `tollgate dev -- node
 // examples/dad-jokes/server.js`, one GET /api/joke, the ledger, then Ctrl-C.
 func TestDadJokesExample(t *testing.T) {
 	requireNode(t)
 	requireNodeModules(t, "examples/dad-jokes", "openai")
 	dir := t.TempDir()
-	port := freePort(t)
+	port := harness.FreePort(t)
 	cmd := exec.Command(harness.Binary(t), "dev", "--mock", "--listen", "127.0.0.1:0", "--data-dir", dir,
 		"--", "node", "examples/dad-jokes/server.js")
 	cmd.Dir = harness.RepoRoot()
