@@ -6,11 +6,9 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"strings"
 	"testing"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -41,16 +39,7 @@ func TestTokenControllerOnAPIServer(t *testing.T) {
 	}
 	createNamespace(t, env.Client, ns, nil)
 	apply(t, env, r, "MutatingWebhookConfiguration", "Pod")
-	d, err := chart.One[*appsv1.Deployment](r, "Deployment", release+"-tollgate-injector")
-	if err != nil {
-		t.Fatal(err)
-	}
-	flags := map[string]string{}
-	for _, a := range d.Spec.Template.Spec.Containers[0].Args {
-		if k, v, ok := strings.Cut(strings.TrimPrefix(a, "--"), "="); ok {
-			flags[k] = v
-		}
-	}
+	flags := injectorFlags(t, r, release+"-tollgate-injector")
 	ttl, err1 := time.ParseDuration(flags["token-ttl"])
 	rotate, err2 := time.ParseDuration(flags["token-rotate-before"])
 	if err1 != nil || err2 != nil {

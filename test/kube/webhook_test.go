@@ -134,16 +134,7 @@ func pod(ns, name, caseName string) *corev1.Pod {
 // ConfigMaps come from the API server, as in the cluster.
 func injectorFor(t *testing.T, env *kube.Env, r *chart.Rendered) http.Handler {
 	t.Helper()
-	d, err := chart.One[*appsv1.Deployment](r, "Deployment", "tg-tollgate-injector")
-	if err != nil {
-		t.Fatal(err)
-	}
-	flags := map[string]string{}
-	for _, a := range d.Spec.Template.Spec.Containers[0].Args {
-		if k, v, ok := strings.Cut(strings.TrimPrefix(a, "--"), "="); ok {
-			flags[k] = v
-		}
-	}
+	flags := injectorFlags(t, r, "tg-tollgate-injector")
 	port, err := strconv.ParseUint(flags["proxy-port"], 10, 32)
 	if err != nil {
 		t.Fatalf("--proxy-port=%q: %v", flags["proxy-port"], err)
@@ -477,4 +468,21 @@ func names(env []corev1.EnvVar) []string {
 		n = append(n, e.Name)
 	}
 	return n
+}
+
+// injectorFlags are the --name=value flags the chart gives the injector
+// Deployment's container.
+func injectorFlags(t *testing.T, r *chart.Rendered, deployment string) map[string]string {
+	t.Helper()
+	d, err := chart.One[*appsv1.Deployment](r, "Deployment", deployment)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flags := map[string]string{}
+	for _, a := range d.Spec.Template.Spec.Containers[0].Args {
+		if k, v, ok := strings.Cut(strings.TrimPrefix(a, "--"), "="); ok {
+			flags[k] = v
+		}
+	}
+	return flags
 }
