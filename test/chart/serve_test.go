@@ -211,15 +211,8 @@ func TestProcessorPodRunsTollgate(t *testing.T) {
 	// The admin API takes the rendered admin token, and only it.
 	adminToken := string(one[*corev1.Secret](t, r, "Secret", "tg-tollgate-admin-token").Data["token"])
 	for token, want := range map[string]int{adminToken: http.StatusOK, "not-the-token": http.StatusUnauthorized} {
-		req, _ := http.NewRequest(http.MethodGet, "http://"+adminAddr+"/v1/accounts", nil)
-		req.Header.Set("Authorization", "Bearer "+token)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != want {
-			t.Errorf("admin API with token %q... = %d, want %d", token[:4], resp.StatusCode, want)
+		if got := getStatus(t, "http://"+adminAddr+"/v1/accounts", token); got != want {
+			t.Errorf("admin API with token %q... = %d, want %d", token[:4], got, want)
 		}
 	}
 
@@ -270,15 +263,8 @@ func TestProcessorPodRunsTollgate(t *testing.T) {
 	}
 	sharedKeys("the admin API", token)
 	for model, want := range map[string]int{"gpt-3.5-turbo": http.StatusOK, "gpt-no-such-model": http.StatusNotFound} {
-		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/openai/v1/models/"+model, nil)
-		req.Header.Set("Authorization", "Bearer "+token)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != want {
-			t.Errorf("GET /openai/v1/models/%s = %d, want %d", model, resp.StatusCode, want)
+		if got := getStatus(t, "http://"+addr+"/openai/v1/models/"+model, token); got != want {
+			t.Errorf("GET /openai/v1/models/%s = %d, want %d", model, got, want)
 		}
 	}
 
@@ -291,6 +277,22 @@ func TestProcessorPodRunsTollgate(t *testing.T) {
 		t.Fatalf("tollgate token mint in the processor pod: %v", err)
 	}
 	sharedKeys("the CLI in the pod", strings.TrimSpace(string(out)))
+}
+
+// getStatus GETs url with a bearer token and returns the status.
+func getStatus(t *testing.T, url, token string) int {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
 
 func write(t *testing.T, path, data string) {
