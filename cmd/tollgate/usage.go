@@ -84,6 +84,11 @@ func summarizeUsage(cmd *cobra.Command, a *localAdmin, f usageFlags) error {
 		fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t\n", b.GetRequests(), t.GetInput(), t.GetCachedInput(), t.GetCacheWrite(),
 			t.GetOutput(), t.GetReasoning(), b.GetCredits().GetDecimal(), rejections(b.GetRejections()))
 	}
+	if first == "" {
+		// Not grouped: the only bucket is the total, printed once.
+		row("", resp.GetTotal())
+		return tw.Flush()
+	}
 	for _, b := range resp.GetBuckets() {
 		label := b.GetModel()
 		switch by {
@@ -94,11 +99,7 @@ func summarizeUsage(cmd *cobra.Command, a *localAdmin, f usageFlags) error {
 		}
 		row(label, b)
 	}
-	if first != "" {
-		row("TOTAL", resp.GetTotal())
-	} else {
-		row("", resp.GetTotal())
-	}
+	row("TOTAL", resp.GetTotal())
 	return tw.Flush()
 }
 

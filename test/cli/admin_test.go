@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -203,6 +204,11 @@ func TestAdminWhileDevRuns(t *testing.T) {
 	table := must(t, "usage", "--account", "acme", "--by", "hour", "--data-dir", dir)
 	if !strings.Contains(table, "HOUR (UTC)") || !strings.Contains(table, "TOTAL") || !strings.Contains(table, "CREDITS") {
 		t.Errorf("usage table:\n%s", table)
+	}
+	// Not grouped: the scope line, the header and one row, the total.
+	summary := strings.Split(strings.TrimSpace(must(t, "usage", "--account", "acme", "--data-dir", dir)), "\n")
+	if len(summary) != 3 || !strings.Contains(summary[1], "REQUESTS") || !strings.HasPrefix(strings.TrimSpace(summary[2]), strconv.Itoa(requests)+" ") {
+		t.Errorf("usage summary, want one total row of %d requests:\n%s", requests, strings.Join(summary, "\n"))
 	}
 
 	// The same over the dev gateway's admin API, with the admin token it
