@@ -8,11 +8,14 @@ MODULE   := github.com/tollgate-dev/tollgate
 
 .PHONY: run build test test-go kube-tools node-deps fuzz bench bench-go bench-load load-envoy lint clean proto
 
-run: build
+run:
+	$(GO) build -o $(BIN) ./cmd/tollgate
 	$(BIN) dev --mock
 
+# tollgate, and beside it tollgate-injector, which `tollgate inject` runs.
 build:
 	$(GO) build -o $(BIN) ./cmd/tollgate
+	$(GO) build -o $(dir $(BIN))tollgate-injector ./cmd/tollgate-injector
 
 node-deps:
 	cd $(NODE_DIR) && npm ci --no-audit --no-fund --loglevel=error

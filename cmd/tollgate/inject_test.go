@@ -1,89 +1,52 @@
 package main
 
 import (
-	"bytes"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
-
-	"k8s.io/apimachinery/pkg/version"
-	fakediscovery "k8s.io/client-go/discovery/fake"
-	"k8s.io/client-go/kubernetes/fake"
-
-	"github.com/tollgate-dev/tollgate/injector"
 )
 
-func TestDetectSidecarMode(t *testing.T) {
-	tests := []struct{ major, minor, want string }{
-		{"1", "28", injector.SidecarContainer},
-		{"1", "29", injector.SidecarNative},
-		{"1", "33+", injector.SidecarNative}, // managed clusters add a "+"
-		{"1", "37", injector.SidecarNative},
-		{"2", "0", injector.SidecarNative},
-	}
-	for _, tt := range tests {
-		client := fake.NewClientset()
-		client.Discovery().(*fakediscovery.FakeDiscovery).FakedServerVersion = &version.Info{Major: tt.major, Minor: tt.minor}
-		got, err := detectSidecarMode(client)
-		if err != nil || got != tt.want {
-			t.Errorf("%s.%s: got %q, %v; want %q", tt.major, tt.minor, got, err, tt.want)
-		}
-	}
-}
-
-// TestInjectCommand runs `tollgate inject -f -` as a user would: stdin in,
-// injected YAML out, a note on stderr for what was left alone, and its own
-// output unchanged by a second run.
-func TestInjectCommand(t *testing.T) {
-	in := `apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web}
-spec:
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      containers: [{name: web, image: nginx}]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: out, annotations: {tollgate.dev/inject: "false"}}
-spec: {containers: [{name: c, image: busybox}]}
-`
-	run := func(stdin string, args ...string) (string, string, error) {
-		root := newRoot()
-		var out, errOut bytes.Buffer
-		root.SetIn(strings.NewReader(stdin))
-		root.SetOut(&out)
-		root.SetErr(&errOut)
-		root.SetArgs(args)
-		err := root.Execute()
-		return out.String(), errOut.String(), err
-	}
-	args := []string{"inject", "-f", "-", "--namespace-labels", "tollgate.dev/account=acme", "--sidecar-mode", "container"}
-	out, stderr, err := run(in, args...)
-	if err != nil {
+func TestFindInjector(t *testing.T) {
+	withSibling := t.TempDir()
+	if err := os.WriteFile(filepath.Join(withSibling, injectorBinary), []byte("#!/bin/sh\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(out, "tollgate.dev/status: injected") || !strings.Contains(out, "name: tollgate-proxy") ||
-		!strings.Contains(out, "secretKeyRef") || strings.Contains(out, "restartPolicy: Always") {
-		t.Errorf("output not injected in container mode:\n%s", out)
+	notExecutable := t.TempDir()
+	if err := os.WriteFile(filepath.Join(notExecutable, injectorBinary), nil, 0o644); err != nil {
+		t.Fatal(err)
 	}
-	if stderr != "pod/out: not injected: pod opted out\n" {
-		t.Errorf("stderr %q", stderr)
+	onPath := func(string) (string, error) { return "/opt/bin/" + injectorBinary, nil }
+	missing := func(string) (string, error) { return "", exec.ErrNotFound }
+	broken := func(string) (string, error) { return "", errors.New("permission denied") }
+	tests := []struct {
+		name     string
+		self     string
+		lookPath func(string) (string, error)
+		want     string
+		wantErr  string
+	}{
+		{"beside tollgate wins over PATH", filepath.Join(withSibling, "tollgate"), onPath, filepath.Join(withSibling, injectorBinary), ""},
+		{"a file that cannot run is passed over", filepath.Join(notExecutable, "tollgate"), onPath, "/opt/bin/" + injectorBinary, ""},
+		{"on PATH", filepath.Join(t.TempDir(), "tollgate"), onPath, "/opt/bin/" + injectorBinary, ""},
+		{"unknown executable path", "", onPath, "/opt/bin/" + injectorBinary, ""},
+		{"nowhere: says how to install it", filepath.Join(t.TempDir(), "tollgate"), missing, "", "make build"},
+		{"PATH lookup fails otherwise", filepath.Join(t.TempDir(), "tollgate"), broken, "", "permission denied"},
 	}
-	again, _, err := run(out, args...)
-	if err != nil || again != out {
-		t.Errorf("second run changed the output (err %v):\n%s", err, again)
-	}
-
-	for _, bad := range [][]string{
-		{"inject"},
-		{"inject", "-f", "-", "--sidecar-mode", "sometimes"},
-		{"inject", "-f", "-", "--namespace-labels", "novalue"},
-		{"inject", "-f", "/nonexistent.yaml"},
-	} {
-		if _, _, err := run(in, bad...); err == nil {
-			t.Errorf("tollgate %s: no error", strings.Join(bad, " "))
-		}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := findInjector(tt.self, tt.lookPath)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("got %q, %v; want an error containing %q", got, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || got != tt.want {
+				t.Fatalf("got %q, %v; want %q", got, err, tt.want)
+			}
+		})
 	}
 }

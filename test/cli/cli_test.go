@@ -207,3 +207,24 @@ providers:
 		t.Errorf("unknown config key: exit %d, stderr %q", code, stderr)
 	}
 }
+
+// TestInjectRunsTheInjector: `tollgate inject` is tollgate-injector, run
+// from beside tollgate: its output, its errors and its exit code.
+func TestInjectRunsTheInjector(t *testing.T) {
+	manifest := filepath.Join(t.TempDir(), "pod.yaml")
+	if err := os.WriteFile(manifest, []byte("apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec: {containers: [{name: web, image: nginx}]}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, stderr, code := tollgate(t, "inject", "-f", manifest, "--namespace-labels", "tollgate.dev/account=acme")
+	if code != 0 || !strings.Contains(out, "name: tollgate-proxy") || !strings.Contains(out, "OPENAI_BASE_URL") {
+		t.Errorf("exit %d, stderr %q, output:\n%s", code, stderr, out)
+	}
+	_, stderr, code = tollgate(t, "inject", "-f", manifest, "--sidecar-mode", "sometimes")
+	if code != 1 || !strings.Contains(stderr, `--sidecar-mode "sometimes"`) {
+		t.Errorf("bad flag: exit %d, stderr %q", code, stderr)
+	}
+	out, _, code = tollgate(t, "inject", "--help")
+	if code != 0 || !strings.Contains(out, "--namespace-labels") {
+		t.Errorf("help: exit %d:\n%s", code, out)
+	}
+}

@@ -1,6 +1,6 @@
 // Package harness runs the real tollgate binary for end-to-end tests: it
-// builds cmd/tollgate once per test binary (with the race detector when the
-// tests have it), starts `tollgate dev` on a free loopback port with its own
+// builds cmd/tollgate and cmd/tollgate-injector once per test binary (with
+// the race detector when the tests have it), starts `tollgate dev` on a free loopback port with its own
 // data dir, and reads back what a user would see: the env it sets, the
 // usage ledger, and the mock providers' ground truth.
 package harness
@@ -37,11 +37,12 @@ func RepoRoot() string {
 	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
 }
 
-// Binary builds cmd/tollgate once per test binary and returns its path.
-// Every test package shares one file in .cache/test-bin, replaced
-// atomically after each build (a running process keeps the file it
-// started), so a test run leaves one binary behind rather than one per
-// package in the temp dir.
+// Binary builds cmd/tollgate and cmd/tollgate-injector (which `tollgate
+// inject` runs from beside it) once per test binary and returns tollgate's
+// path. Every test package shares one directory in .cache/test-bin, each
+// file replaced atomically after its build (a running process keeps the
+// file it started), so a test run leaves one pair of binaries behind rather
+// than one per package in the temp dir.
 func Binary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() { binPath, buildErr = build() })
@@ -52,32 +53,38 @@ func Binary(t testing.TB) string {
 }
 
 func build() (string, error) {
-	dir := filepath.Join(RepoRoot(), ".cache", "test-bin")
+	flavour, flags := "plain", []string(nil)
+	if raceEnabled {
+		flavour, flags = "race", []string{"-race"}
+	}
+	dir := filepath.Join(RepoRoot(), ".cache", "test-bin", flavour)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
-	name := "tollgate"
-	args := []string{"build"}
-	if raceEnabled {
-		name += "-race"
-		args = append(args, "-race")
+	for _, name := range []string{"tollgate-injector", "tollgate"} {
+		if err := buildInto(dir, name, flags); err != nil {
+			return "", err
+		}
 	}
+	return filepath.Join(dir, "tollgate"), nil
+}
+
+// buildInto builds ./cmd/NAME to dir/NAME through a temporary file and a
+// rename, so that concurrent test packages never run a half-written file.
+func buildInto(dir, name string, flags []string) error {
 	tmp, err := os.CreateTemp(dir, "."+name+"-*")
 	if err != nil {
-		return "", err
+		return err
 	}
 	tmp.Close()
 	defer os.Remove(tmp.Name()) // gone after the rename; left only on failure
-	cmd := exec.Command("go", append(args, "-o", tmp.Name(), "./cmd/tollgate")...)
+	args := append(append([]string{"build"}, flags...), "-o", tmp.Name(), "./cmd/"+name)
+	cmd := exec.Command("go", args...)
 	cmd.Dir = RepoRoot()
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build: %v\n%s", err, out)
+		return fmt.Errorf("go build %s: %v\n%s", name, err, out)
 	}
-	path := filepath.Join(dir, name)
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return "", err
-	}
-	return path, nil
+	return os.Rename(tmp.Name(), filepath.Join(dir, name))
 }
 
 // Run runs the tollgate binary with args and returns stdout; it fails the
