@@ -141,18 +141,19 @@ func ingressListener(o Options) (*listenerv3.Listener, error) {
 	return listener(ListenerName, o.ListenAddress, o.ListenPort, o.RequestBufferBytes, hcm)
 }
 
-// providerRoute sends a prefix to its provider. The path is left to the
-// processor: it strips the prefix (and may rewrite the rest) in :path, and
-// the route cache is retained, so the route must not rewrite the prefix
-// again (Envoy would cut the prefix's length off the rewritten path). The
-// host rewrite is applied by the router when it forwards, because ext_proc
-// may not set :authority.
+// providerRoute sends a prefix to its provider, and strips it: /openai/x
+// goes upstream as /x. The router cuts the prefix's length off :path as the
+// processor left it, so the processor never strips the prefix itself; when
+// it changes the path (a dropped key parameter, a renamed model) it keeps
+// the prefix and edits what follows. The host rewrite is applied by the
+// router too, because ext_proc may not set :authority.
 func providerRoute(p Provider, o Options) *routev3.Route {
 	return &routev3.Route{
 		Name:  p.Name,
 		Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: p.Prefix}},
 		Action: &routev3.Route_Route{Route: &routev3.RouteAction{
 			ClusterSpecifier:     &routev3.RouteAction_Cluster{Cluster: p.Name},
+			PrefixRewrite:        "/",
 			HostRewriteSpecifier: &routev3.RouteAction_HostRewriteLiteral{HostRewriteLiteral: p.Host},
 			// 0 disables the 15 s default that would cut streams.
 			Timeout:     durationpb.New(0),
@@ -178,7 +179,9 @@ func extProcFilter(o Options) *extprocv3.ExternalProcessor {
 		MetadataOptions: &extprocv3.MetadataOptions{
 			ReceivingNamespaces: &extprocv3.MetadataOptions_MetadataNamespaces{Untyped: []string{MetadataNamespace}},
 		},
-		// The processor rewrites :path; the prefix route stays.
+		// The route matched on the client's path is already the right
+		// one; a re-match after the processor's header mutation is wasted
+		// work.
 		RouteCacheAction: extprocv3.ExternalProcessor_RETAIN,
 	}
 }

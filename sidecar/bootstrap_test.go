@@ -19,6 +19,7 @@ import (
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -140,6 +141,8 @@ func TestBadOptions(t *testing.T) {
 		{ListenAddress: "localhost"},
 		{MessageTimeout: 20 * time.Second},
 		{Providers: []Provider{{Name: "x", Prefix: "x", Host: "h"}}},
+		{Providers: []Provider{{Name: "x", Prefix: "/x/v1/", Host: "h"}}},
+		{Providers: []Provider{{Name: "x", Prefix: "//", Host: "h"}}},
 		{Providers: []Provider{{Name: ProcessorCluster, Prefix: "/x/", Host: "h"}}},
 		{ListenPort: 70000},
 	} {
@@ -305,9 +308,23 @@ func TestValidatorCatchesEachKnob(t *testing.T) {
 				h.GetRouteConfig().GetVirtualHosts()[0].GetRoutes()[2].GetRoute().IdleTimeout = nil
 			})
 		}, "set idle_timeout"},
-		{"route prefix rewrite", Options{}, func(t *testing.T, b *bootstrapv3.Bootstrap) {
-			editRoute(t, b, "anthropic", func(r *routev3.Route) { r.GetRoute().PrefixRewrite = "/" })
-		}, "no path rewrite"},
+		{"route prefix rewrite removed", Options{}, func(t *testing.T, b *bootstrapv3.Bootstrap) {
+			editRoute(t, b, "anthropic", func(r *routev3.Route) { r.GetRoute().PrefixRewrite = "" })
+		}, `anthropic": want prefix_rewrite "/"`},
+		{"route prefix rewrite keeps a segment", Options{}, func(t *testing.T, b *bootstrapv3.Bootstrap) {
+			editRoute(t, b, "openai", func(r *routev3.Route) { r.GetRoute().PrefixRewrite = "/v1/" })
+		}, `openai": want prefix_rewrite "/"`},
+		{"route regex rewrite", Options{}, func(t *testing.T, b *bootstrapv3.Bootstrap) {
+			editRoute(t, b, "gemini", func(r *routev3.Route) {
+				r.GetRoute().RegexRewrite = &matcherv3.RegexMatchAndSubstitute{
+					Pattern: &matcherv3.RegexMatcher{Regex: "^/gemini"}, Substitution: ""}
+			})
+		}, `gemini": want prefix_rewrite "/"`},
+		{"route prefix of two segments", Options{}, func(t *testing.T, b *bootstrapv3.Bootstrap) {
+			editRoute(t, b, "openai", func(r *routev3.Route) {
+				r.Match.PathSpecifier = &routev3.RouteMatch_Prefix{Prefix: "/openai/v1/"}
+			})
+		}, "prefix match of one segment"},
 		{"route to a missing cluster", Options{}, func(t *testing.T, b *bootstrapv3.Bootstrap) {
 			editRoute(t, b, "gemini", func(r *routev3.Route) {
 				r.GetRoute().ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: "vertex"}

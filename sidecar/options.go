@@ -61,7 +61,8 @@ const (
 type Provider struct {
 	// Name is also the cluster name.
 	Name string
-	// Prefix is the listener path prefix, e.g. "/openai/".
+	// Prefix is the listener path prefix, one segment, e.g. "/openai/";
+	// the route strips it.
 	Prefix string
 	// Host is the provider's API host (SNI, SAN and Host header).
 	Host string
@@ -181,7 +182,7 @@ func (o Options) check() error {
 	}
 	seen := map[string]bool{}
 	for _, p := range o.Providers {
-		if p.Name == "" || p.Host == "" || !strings.HasPrefix(p.Prefix, "/") || !strings.HasSuffix(p.Prefix, "/") {
+		if p.Name == "" || p.Host == "" || !oneSegment(p.Prefix) {
 			return fmt.Errorf("provider %+v: want a name, a host and a prefix like /name/", p)
 		}
 		if seen[p.Name] || p.Name == ProcessorCluster || p.Name == AdminCluster {

@@ -223,7 +223,7 @@ func (c *checker) extProc(in *Ingress, ep *extprocv3.ExternalProcessor) {
 		c.add("%s: processing_mode %v, want %v (headers both ways, the whole request body, the response body streamed)", at, m, want)
 	}
 	if ep.GetRouteCacheAction() != extprocv3.ExternalProcessor_RETAIN && !ep.GetDisableClearRouteCache() {
-		c.add("%s: route_cache_action must be RETAIN: the processor rewrites :path, and re-matching the rewritten path finds no route", at)
+		c.add("%s: route_cache_action must be RETAIN: the route matched on the client's path is final, and a re-match after every header mutation is wasted work", at)
 	}
 	c.grpcCluster(in, at, ep.GetGrpcService())
 }
@@ -284,8 +284,11 @@ func (c *checker) route(in *Ingress, vh *routev3.VirtualHost, r *routev3.Route) 
 	if ra.GetIdleTimeout() == nil && in.HCM.GetStreamIdleTimeout() == nil {
 		c.add("%s: set idle_timeout (or the connection manager's stream_idle_timeout): the 5 min default cuts long generations", at)
 	}
-	if ra.GetPrefixRewrite() != "" || ra.GetRegexRewrite() != nil || ra.GetPathRewrite() != "" {
-		c.add("%s: no path rewrite: the processor sets :path, and a route rewrite would cut the rewritten path again", at)
+	if ra.GetPrefixRewrite() != "/" || ra.GetRegexRewrite() != nil || ra.GetPathRewrite() != "" {
+		c.add("%s: want prefix_rewrite \"/\" and no other path rewrite: the route strips the provider prefix, and the processor keeps it in :path", at)
+	}
+	if !oneSegment(r.GetMatch().GetPrefix()) {
+		c.add("%s: want a prefix match of one segment, like /name/: the processor keeps the client's first segment as the prefix", at)
 	}
 	host := ra.GetHostRewriteLiteral()
 	if host == "" {
@@ -313,6 +316,14 @@ func (c *checker) route(in *Ingress, vh *routev3.VirtualHost, r *routev3.Route) 
 		c.add("%s: ext_authz is disabled for a provider route", at)
 	}
 	c.providerTLS(at, cl, host)
+}
+
+// oneSegment reports whether prefix is "/name/": one non-empty path segment
+// between slashes.
+func oneSegment(prefix string) bool {
+	seg, ok := strings.CutPrefix(prefix, "/")
+	seg, ok2 := strings.CutSuffix(seg, "/")
+	return ok && ok2 && seg != "" && !strings.Contains(seg, "/")
 }
 
 // providerTLS: a provider is reached over TLS, with SNI and the verified

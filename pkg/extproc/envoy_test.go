@@ -204,6 +204,8 @@ type result struct {
 	immediate *extprocv3.ImmediateResponse
 	// upstream request as Envoy would forward it
 	upHeader headerList
+	// setPath is the :path the processor set, if it set one.
+	setPath  string
 	upBody   []byte
 	upCalled bool
 	// client-facing response
@@ -295,6 +297,10 @@ func (e *env) run(x exchange) result {
 			}
 		}
 	}
+	if p, _ := up.get(":path"); p != x.path {
+		res.setPath = p
+	}
+	up = routed(x.path, up)
 	res.upHeader, res.upBody = up, upBody
 	if x.cutAfter < 0 && x.cutHow != noCut {
 		return e.cut(stream, cancel, x.cutHow, res)
@@ -523,8 +529,24 @@ func dropHeader(h headerList, name string) headerList {
 	return out
 }
 
+// routed applies the sidecar's provider route to the request as the
+// processor left it: the route matched the client's path ("/openai/";
+// the route cache is retained), and its prefix_rewrite "/" replaces that
+// many leading bytes of :path, whatever :path is by then.
+func routed(origPath string, h headerList) headerList {
+	provider, _, _ := strings.Cut(strings.TrimPrefix(origPath, "/"), "/")
+	n := len("/" + provider + "/")
+	out := append(headerList(nil), h...)
+	for i, f := range out {
+		if f.name == ":path" {
+			out[i].value = "/" + f.value[min(n, len(f.value)):]
+		}
+	}
+	return out
+}
+
 // callUpstream sends the forwarded request to the mock behind the route
-// the original path selected (Envoy keeps the route: no cache clearing).
+// the original path selected.
 func (e *env) callUpstream(origPath string, h headerList, body []byte) *http.Response {
 	e.t.Helper()
 	provider, _, _ := strings.Cut(strings.TrimPrefix(origPath, "/"), "/")

@@ -10,6 +10,10 @@
 // STREAMED, trailers SKIP. A response body BUFFERED with allow_mode_override
 // and StreamingOverride in allowed_override_modes works too: streamed
 // responses are then switched to STREAMED in the response headers reply.
+//
+// The sidecar's provider routes strip the provider prefix (prefix_rewrite
+// "/"), so the processor keeps it in :path and sets :path only when the
+// upstream path differs from what the route makes of the client's.
 package extproc
 
 import (

@@ -127,6 +127,47 @@ func TestForward(t *testing.T) {
 	}
 }
 
+// TestUpstreamPath: the processor leaves :path alone when the route's
+// prefix_rewrite gives the upstream path, and otherwise edits it keeping
+// the prefix; either way the mock gets the prefix-less upstream path.
+func TestUpstreamPath(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	gemini := fixtures[2]
+	for _, tc := range []struct {
+		name      string
+		x         exchange
+		wantSet   string // "": no :path mutation
+		wantPath  string
+		wantQuery string
+	}{
+		{"openai", fixtures[0].request(e.stack.Token, "hi", false), "", "/v1/chat/completions", ""},
+		{"gemini header key", gemini.request(e.stack.Token, "hi", true), "",
+			"/v1beta/models/gemini-2.5-flash:streamGenerateContent", "alt=sse"},
+		{"gemini query key", exchange{
+			path:   "/gemini/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse&key=" + e.stack.Token,
+			header: headerList{{"content-type", "application/json"}},
+			body:   gemini.body("hi", true),
+		}, "/gemini/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
+			"/v1beta/models/gemini-2.5-flash:streamGenerateContent", "alt=sse"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e.t = t
+			e.mock.Reset()
+			res := e.run(tc.x)
+			if res.status != 200 {
+				t.Fatalf("status %d: %s", res.status, res.body)
+			}
+			if res.setPath != tc.wantSet {
+				t.Errorf("the processor set :path %q, want %q", res.setPath, tc.wantSet)
+			}
+			provider, _, _ := strings.Cut(tc.x.path[1:], "/")
+			if srv := onlyServed(t, e, provider); srv.Path != tc.wantPath || srv.RawQuery != tc.wantQuery {
+				t.Errorf("the mock got %s?%s, want %s?%s", srv.Path, srv.RawQuery, tc.wantPath, tc.wantQuery)
+			}
+		})
+	}
+}
+
 // TestResponseHeaders: what the provider says about the operator's shared
 // account stays behind, the gateway's request id is added.
 func TestResponseHeaders(t *testing.T) {

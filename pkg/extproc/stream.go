@@ -203,7 +203,8 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 // upstreamHeaders rewrites the client's headers into the upstream request's:
 // the gateway's headers set, every other client header removed (Envoy
 // refuses to remove pseudo-headers, host and x-envoy-*; it manages
-// content-length and transfer-encoding itself), and :path replaced.
+// content-length and transfer-encoding itself), and :path set when the
+// route's prefix rewrite alone would not give the upstream path.
 func (st *stream) upstreamHeaders(up gateway.UpstreamRequest) *extprocv3.HeaderMutation {
 	m := &extprocv3.HeaderMutation{
 		SetHeaders:    make([]*corev3.HeaderValueOption, 0, len(up.Header)+2),
@@ -213,8 +214,8 @@ func (st *stream) upstreamHeaders(up gateway.UpstreamRequest) *extprocv3.HeaderM
 		name := strings.ToLower(h.Name)
 		m.SetHeaders = append(m.SetHeaders, set(name, h.Value, envoyhdr.Has(up.Header[:i], name)))
 	}
-	if up.Path != st.path {
-		m.SetHeaders = append(m.SetHeaders, set(":path", up.Path, false))
+	if p, ok := routedPath(st.path, up.Path); ok {
+		m.SetHeaders = append(m.SetHeaders, set(":path", p, false))
 	}
 	for _, h := range st.client {
 		name := strings.ToLower(h.Name)
@@ -224,6 +225,35 @@ func (st *stream) upstreamHeaders(up gateway.UpstreamRequest) *extprocv3.HeaderM
 		m.RemoveHeaders = append(m.RemoveHeaders, name)
 	}
 	return m
+}
+
+// routedPath returns the :path from which the route's rewrite gives
+// upstream (the gateway's prefix-less upstream path), and ok false when the
+// client's :path already does. The sidecar's provider route matched the
+// client's first segment ("/gemini/") and strips it with prefix_rewrite
+// "/"; the route cache is retained, and the router cuts that many bytes off
+// whatever :path is by then. So the processor never strips the prefix
+// itself: it keeps it and changes only what follows (a dropped key
+// parameter, a renamed model).
+func routedPath(client, upstream string) (path string, ok bool) {
+	prefix := routePrefix(client)
+	if client[len(prefix):] == upstream {
+		return "", false
+	}
+	return prefix + upstream, true
+}
+
+// routePrefix is the client's first path segment with its slash, "/gemini"
+// of "/gemini/v1beta/models/x?alt=sse": the segment the gateway names the
+// provider by (and the sidecar routes on).
+func routePrefix(target string) string {
+	p, _, _ := strings.Cut(target, "?")
+	rest := strings.TrimPrefix(p, "/")
+	i := strings.IndexByte(rest, '/')
+	if i < 0 {
+		return p
+	}
+	return p[:len(p)-len(rest)+i]
 }
 
 func (st *stream) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.ProcessingResponse {

@@ -57,7 +57,7 @@ func TestExtAuthz(t *testing.T) {
 				if v, _ := up.Header.Get("x-upstream-key"); v != "real-key" || up.Header.has("authorization") {
 					t.Errorf("upstream headers %v", up.Header)
 				}
-				if up.Path != "/openai/v1/x" {
+				if up.Path != "/v1/x" { // :path kept, the route's prefix_rewrite applied
 					t.Errorf("path %q", up.Path)
 				}
 				// ext_proc runs after ext_authz and sees its changes.

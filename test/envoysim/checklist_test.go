@@ -700,14 +700,16 @@ func TestBufferedBodyMutation(t *testing.T) {
 
 // 7. Route cache.
 func TestRouteCache(t *testing.T) {
-	rewrite := func(clear bool, mutate bool) func(int, *extprocv3.ProcessingRequest) ([]*extprocv3.ProcessingResponse, error) {
+	// setPath replies to the request headers with :path set (none when
+	// path is empty) and the clear_route_cache bit.
+	setPath := func(clear bool, path string) func(int, *extprocv3.ProcessingRequest) ([]*extprocv3.ProcessingResponse, error) {
 		return func(_ int, req *extprocv3.ProcessingRequest) ([]*extprocv3.ProcessingResponse, error) {
 			if req.GetRequestHeaders() == nil {
 				return nil, nil
 			}
 			c := &extprocv3.CommonResponse{ClearRouteCache: clear}
-			if mutate {
-				c.HeaderMutation = &extprocv3.HeaderMutation{SetHeaders: []*corev3.HeaderValueOption{set(":path", "/v1/chat/completions")}}
+			if path != "" {
+				c.HeaderMutation = &extprocv3.HeaderMutation{SetHeaders: []*corev3.HeaderValueOption{set(":path", path)}}
 			}
 			return []*extprocv3.ProcessingResponse{reqHeaders(c)}, nil
 		}
@@ -715,6 +717,8 @@ func TestRouteCache(t *testing.T) {
 	defaultAction := func(c *extprocfilterv3.ExternalProcessor) {
 		c.RouteCacheAction = extprocfilterv3.ExternalProcessor_DEFAULT
 	}
+	// The client's path; the shipped route /openai/ has prefix_rewrite "/".
+	const client = "/openai/v1/chat/completions?key=k"
 	for _, tc := range []struct {
 		name        string
 		cfg         func(*extprocfilterv3.ExternalProcessor)
@@ -722,14 +726,20 @@ func TestRouteCache(t *testing.T) {
 		wantStatus  int
 		wantFlags   string
 		wantIgnored int64
+		wantPath    string // upstream path, for a 200
 	}{
-		{"RETAIN keeps the prefix route; host rewritten at forward", nil, rewrite(true, true), 200, "", 0},
-		{"DEFAULT re-matches the rewritten path: 404 NR", defaultAction, rewrite(true, true), 404, "NR", 0},
-		{"clear without a header mutation is ignored", defaultAction, rewrite(true, false), 200, "", 1},
+		{"shipped: no :path mutation, the route strips the prefix", nil, setPath(false, ""), 200, "", 0, "/v1/chat/completions?key=k"},
+		{"shipped: the processor edits :path keeping the prefix, the route strips it; RETAIN ignores the clear",
+			nil, setPath(true, "/openai/v1/chat/completions"), 200, "", 0, "/v1/chat/completions"},
+		{"trap: the processor strips the prefix too, the route cuts the prefix's length again",
+			nil, setPath(false, "/v1/chat/completions"), 200, "", 0, "//completions"},
+		{"DEFAULT re-matches the kept prefix: the same route", defaultAction, setPath(true, "/openai/v1/chat/completions"), 200, "", 0, "/v1/chat/completions"},
+		{"DEFAULT re-matches a stripped path: 404 NR", defaultAction, setPath(true, "/v1/chat/completions"), 404, "NR", 0, ""},
+		{"clear without a header mutation is ignored", defaultAction, setPath(true, ""), 200, "", 1, "/v1/chat/completions?key=k"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, envConfig{extProc: tc.cfg, reply: tc.reply})
-			r := do(t, e, "POST", "/openai/v1/chat/completions", `{}`)
+			r := do(t, e, "POST", client, `{}`)
 			if r.status != tc.wantStatus {
 				t.Fatalf("%d", r.status)
 			}
@@ -737,23 +747,19 @@ func TestRouteCache(t *testing.T) {
 			if rec.Flags != tc.wantFlags {
 				t.Errorf("flags %q", rec.Flags)
 			}
-			if tc.wantStatus == 200 && (rec.Upstream.Host != "api.openai.com" || rec.Cluster != "openai") {
-				t.Errorf("upstream %+v cluster %q", rec.Upstream, rec.Cluster)
+			if tc.wantStatus == 200 {
+				if rec.Upstream.Host != "api.openai.com" || rec.Cluster != "openai" {
+					t.Errorf("upstream %+v cluster %q", rec.Upstream, rec.Cluster)
+				}
+				if rec.Upstream.Path != tc.wantPath {
+					t.Errorf("upstream path %q, want %q", rec.Upstream.Path, tc.wantPath)
+				}
 			}
 			if got := e.proxy.Counter("clear_route_cache_ignored"); got != tc.wantIgnored {
 				t.Errorf("clear_route_cache_ignored %d", got)
 			}
 		})
 	}
-	t.Run("a route prefix_rewrite cuts the processor's rewritten path again", func(t *testing.T) {
-		e := newEnv(t, envConfig{reply: rewrite(false, true), hcm: func(h *hcmv3.HttpConnectionManager) {
-			h.GetRouteConfig().GetVirtualHosts()[0].GetRoutes()[0].GetRoute().PrefixRewrite = "/"
-		}})
-		do(t, e, "POST", "/openai/v1/chat/completions", `{}`)
-		if p := records(t, e)[0].Upstream.Path; p != "//completions" {
-			t.Errorf("upstream path %q: the simulator must show the double rewrite", p)
-		}
-	})
 }
 
 // 8. Immediate responses.

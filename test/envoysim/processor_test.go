@@ -6,6 +6,8 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -95,5 +97,65 @@ func TestCLIBootstrap(t *testing.T) {
 		if !bytes.Equal(out, wantOut) {
 			t.Errorf("%s: the CLI prints another config than sidecar.Bootstrap", format)
 		}
+	}
+}
+
+// TestUpstreamPathThroughSidecar: through the shipped route (prefix_rewrite
+// "/") and the real processor, the provider gets exactly the gateway's
+// upstream path: the prefix gone once, Gemini's key parameter dropped and
+// alt=sse kept, a catalog alias renamed to its upstream model in the path.
+func TestUpstreamPathThroughSidecar(t *testing.T) {
+	overlay := filepath.Join(t.TempDir(), "catalog.yaml")
+	if err := os.WriteFile(overlay, []byte(`models:
+  - {provider: gemini, name: gemini-house, like: gemini-2.5-flash, upstream: gemini-2.5-flash}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	door := harness.StartEnvoy(t, harness.DoorOptions{Catalog: overlay})
+	tok := door.GatewayToken()
+	gemini := `{"contents":[{"role":"user","parts":[{"text":"hi"}]}]}`
+	for _, tc := range []struct {
+		name, path, body string
+		header           []string
+		wantPath         string
+		wantQuery        string
+	}{
+		{"openai: the route alone strips the prefix", "/openai/v1/chat/completions",
+			`{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}`,
+			[]string{"Authorization", "Bearer " + tok}, "/v1/chat/completions", ""},
+		{"gemini: key dropped, alt=sse kept", "/gemini/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse&key=" + tok,
+			gemini, nil, "/v1beta/models/gemini-2.5-flash:streamGenerateContent", "alt=sse"},
+		{"gemini: key alone dropped", "/gemini/v1beta/models/gemini-2.5-flash:generateContent?key=" + tok,
+			gemini, nil, "/v1beta/models/gemini-2.5-flash:generateContent", ""},
+		{"gemini: alias renamed in the path", "/gemini/v1beta/models/gemini-house:generateContent",
+			gemini, []string{"X-Goog-Api-Key", tok}, "/v1beta/models/gemini-2.5-flash:generateContent", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := len(door.Served(t))
+			req, err := http.NewRequest(http.MethodPost, door.BaseURL()+tc.path, strings.NewReader(tc.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Content-Type", "application/json")
+			for i := 0; i+1 < len(tc.header); i += 2 {
+				req.Header.Set(tc.header[i], tc.header[i+1])
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("status %d: %s", resp.StatusCode, b)
+			}
+			served := door.Served(t)
+			if len(served) != before+1 {
+				t.Fatalf("the mocks served %d requests, want 1", len(served)-before)
+			}
+			if s := served[before]; s.Path != tc.wantPath || s.RawQuery != tc.wantQuery {
+				t.Errorf("the mock got %s?%s, want %s?%s", s.Path, s.RawQuery, tc.wantPath, tc.wantQuery)
+			}
+		})
 	}
 }
