@@ -151,7 +151,7 @@ through inject again is unchanged.`,
 	f.StringSliceVar(&nsAnnotations, "namespace-annotations", nil, "annotations of the namespace, KEY=VALUE,…")
 	f.StringVar(&nsEnv, "namespace-env", "", "variable names the namespace already defines, comma-separated (as the "+injector.AnnotationDefinedEnv+" annotation)")
 	mf.register(f, injector.SidecarNative, "native (init container with restartPolicy Always) or container")
-	cmd.AddCommand(newInjectServeCmd())
+	cmd.AddCommand(newInjectServeCmd(), newSidecarCmd())
 	return cmd
 }
 

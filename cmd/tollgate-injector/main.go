@@ -1,11 +1,12 @@
-// Command tollgate-injector adds the tollgate-proxy sidecar and the provider
-// variables to workloads: offline to YAML (-f), or as the cluster's mutating
-// admission webhook and gateway-token controller (serve). `tollgate inject`
-// runs it.
+// Command tollgate-injector builds what runs in the cluster beside the
+// gateway: it adds the tollgate-proxy sidecar and the provider variables to
+// workloads, offline to YAML (-f) or as the mutating admission webhook and
+// gateway-token controller (serve), and prints the sidecar's Envoy config
+// (sidecar bootstrap). `tollgate inject` and `tollgate sidecar` run it.
 //
-// It is a binary of its own because client-go and the Kubernetes API types
-// more than double an executable's code, and the gateway, which never talks
-// to the API server, would carry them in its resident memory.
+// It is a binary of its own because client-go, the Kubernetes API types and
+// Envoy's config protos are most of an executable's code, and the gateway,
+// which needs none of them, would carry them in its resident memory.
 package main
 
 import (
