@@ -111,6 +111,7 @@ defaults to 24h. With --records it lists the usage records themselves instead.`,
 			if _, err := os.Stat(path); err != nil {
 				return fmt.Errorf("no usage ledger in %s (run `tollgate dev` or `tollgate serve` with --data-dir %s first)", dataDir, dataDir)
 			}
+			awaitSpooled(cmd, dataDir)
 			if !records {
 				if provider != "" || limit != 0 {
 					return fmt.Errorf("--provider and --limit apply to --records only")

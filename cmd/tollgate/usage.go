@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"maps"
 	"slices"
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tollgate-dev/tollgate/pkg/admin"
+	"github.com/tollgate-dev/tollgate/pkg/ledger"
 	pb "github.com/tollgate-dev/tollgate/proto/tollgate/v1"
 )
 
@@ -113,4 +115,21 @@ func rejections(m map[string]int64) string {
 		parts = append(parts, fmt.Sprintf("%s=%d", r, m[r]))
 	}
 	return strings.Join(parts, " ")
+}
+
+// awaitSpooled gives a gateway running on dataDir the moment it needs to
+// store the usage it has spooled (up to its 50 ms flush interval), so that
+// usage read right after a request counts it. What cannot be stored now
+// is named on stderr rather than silently left out.
+func awaitSpooled(cmd *cobra.Command, dataDir string) {
+	ctx, cancel := context.WithTimeout(cmd.Context(), 2*time.Second)
+	defer cancel()
+	dir := spoolDir(dataDir)
+	pending, err := ledger.AwaitSpool(ctx, dir)
+	switch {
+	case err != nil:
+		fmt.Fprintf(cmd.ErrOrStderr(), "note: usage records waiting in %s could not be read: %v\n", dir, err)
+	case pending > 0:
+		fmt.Fprintf(cmd.ErrOrStderr(), "note: %d usage records in %s are not in the ledger yet and are not counted here; the gateway stores them once its ledger takes writes again, or when it next starts\n", pending, dir)
+	}
 }

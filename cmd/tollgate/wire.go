@@ -162,7 +162,7 @@ func newStack(ctx context.Context, o stackOptions) (*stack, error) {
 	log := o.logger
 	// The spool holds settled usage until the ledger has it; records a
 	// previous run left there are written first.
-	writer, err := ledger.NewWriter(store, filepath.Join(o.dataDir, "spool"), ledger.WriterOptions{
+	writer, err := ledger.NewWriter(store, spoolDir(o.dataDir), ledger.WriterOptions{
 		OnError: func(err error) { log.Error("usage ledger", "error", err) },
 	})
 	if err != nil {
@@ -280,6 +280,10 @@ func parsePairs(pairs []string, what string) (map[string]string, error) {
 	}
 	return out, nil
 }
+
+// spoolDir is where the gateway on dataDir keeps settled usage records
+// until its ledger has them.
+func spoolDir(dataDir string) string { return filepath.Join(dataDir, "spool") }
 
 func newLogger(level string) *slog.Logger {
 	var l slog.Level

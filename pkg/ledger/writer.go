@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/tollgate-dev/tollgate/pkg/usage"
@@ -133,7 +132,7 @@ func NewWriter(s Inserter, dir string, opts WriterOptions) (*Writer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ledger: spool: %w", err)
 	}
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	if err := lockSpool(lock); err != nil {
 		lock.Close()
 		return nil, fmt.Errorf("ledger: spool %s is in use by another process: %w", dir, err)
 	}

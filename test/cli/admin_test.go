@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"os"
@@ -23,6 +24,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/tollgate-dev/tollgate/pkg/ledger"
+	"github.com/tollgate-dev/tollgate/pkg/usage"
 	pb "github.com/tollgate-dev/tollgate/proto/tollgate/v1"
 	"github.com/tollgate-dev/tollgate/test/harness"
 )
@@ -340,5 +343,81 @@ func TestServeAdminAPI(t *testing.T) {
 	stop()
 	if strings.Contains(stderr.String(), adminToken) {
 		t.Errorf("serve logged the admin token:\n%s", stderr.String())
+	}
+}
+
+// TestUsageRightAfterARequest: `tollgate usage` run the moment a response
+// has arrived counts that request, although the gateway stores usage in
+// batches (it waits for the gateway's spool to drain).
+func TestUsageRightAfterARequest(t *testing.T) {
+	dev := harness.StartDev(t, "--mock")
+	for i := 1; i <= 5; i++ {
+		req, _ := http.NewRequest(http.MethodPost, dev.BaseURL+"/anthropic/v1/messages",
+			strings.NewReader(`{"model":"claude-haiku-4-5","max_tokens":50,"messages":[{"role":"user","content":"hi"}]}`))
+		req.Header.Set("x-api-key", dev.Token)
+		req.Header.Set("anthropic-version", "2023-06-01")
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("request %d: %d %s", i, resp.StatusCode, body)
+		}
+		var sum pb.GetUsageResponse
+		if err := protojson.Unmarshal([]byte(must(t, "usage", "--json", "--data-dir", dev.DataDir)), &sum); err != nil {
+			t.Fatal(err)
+		}
+		if got := sum.GetTotal().GetRequests(); got != int64(i) {
+			t.Fatalf("after request %d, tollgate usage counts %d requests", i, got)
+		}
+	}
+}
+
+// failingStore is a ledger whose writes fail, as when its database is down.
+type failingStore struct{}
+
+func (failingStore) InsertUsage(context.Context, ...usage.Record) error {
+	return errors.New("database is down")
+}
+
+// TestUsageNamesRecordsNotYetStored: usage a gateway holds in its spool,
+// because its ledger refuses writes, is not silently missing from `tollgate
+// usage`: the command waits a moment, then says how many records it could
+// not count.
+func TestUsageNamesRecordsNotYetStored(t *testing.T) {
+	dir := t.TempDir()
+	must(t, "account", "create", "acme", "--plan", "pro", "--data-dir", dir) // creates the ledger
+	// This test process plays the gateway: it owns the data dir's spool.
+	w, err := ledger.NewWriter(failingStore{}, filepath.Join(dir, "spool"), ledger.WriterOptions{FlushInterval: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		w.Close(ctx) // gives up: the store never recovers
+	})
+	for i := range 3 {
+		rec := usage.Record{RequestID: "req-" + strconv.Itoa(i), Time: time.Now(), Account: "acme", Project: "web", Provider: "openai", Model: "gpt-4o-mini", Status: usage.StatusOK}
+		if err := w.Write(rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, stderr, code := tollgate(t, "usage", "--json", "--data-dir", dir)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var sum pb.GetUsageResponse
+	if err := protojson.Unmarshal([]byte(out), &sum); err != nil {
+		t.Fatalf("stdout is not the JSON answer alone: %v\n%s", err, out)
+	}
+	if sum.GetTotal().GetRequests() != 0 {
+		t.Errorf("counted %d requests the ledger does not have", sum.GetTotal().GetRequests())
+	}
+	if !strings.Contains(stderr, "3 usage records in "+filepath.Join(dir, "spool")+" are not in the ledger yet") {
+		t.Errorf("stderr does not name the 3 spooled records: %q", stderr)
 	}
 }
