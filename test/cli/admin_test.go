@@ -161,18 +161,11 @@ func TestAdminWhileDevRuns(t *testing.T) {
 
 	const requests = 3
 	for i := range requests {
-		req, _ := http.NewRequest(http.MethodPost, dev.BaseURL+"/openai/v1/chat/completions",
-			strings.NewReader(`{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello `+string(rune('a'+i))+`"}]}`))
-		req.Header.Set("Authorization", "Bearer "+tok)
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("request %d with the minted token: %d %s", i, resp.StatusCode, body)
+		status, body := post(t, dev.BaseURL+"/openai/v1/chat/completions",
+			`{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello `+string(rune('a'+i))+`"}]}`,
+			"Authorization", "Bearer "+tok)
+		if status != http.StatusOK {
+			t.Fatalf("request %d with the minted token: %d %s", i, status, body)
 		}
 	}
 	recs := dev.WaitUsage(t, requests)
@@ -352,19 +345,11 @@ func TestServeAdminAPI(t *testing.T) {
 func TestUsageRightAfterARequest(t *testing.T) {
 	dev := harness.StartDev(t, "--mock")
 	for i := 1; i <= 5; i++ {
-		req, _ := http.NewRequest(http.MethodPost, dev.BaseURL+"/anthropic/v1/messages",
-			strings.NewReader(`{"model":"claude-haiku-4-5","max_tokens":50,"messages":[{"role":"user","content":"hi"}]}`))
-		req.Header.Set("x-api-key", dev.Token)
-		req.Header.Set("anthropic-version", "2023-06-01")
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("request %d: %d %s", i, resp.StatusCode, body)
+		status, body := post(t, dev.BaseURL+"/anthropic/v1/messages",
+			`{"model":"claude-haiku-4-5","max_tokens":50,"messages":[{"role":"user","content":"hi"}]}`,
+			"x-api-key", dev.Token, "anthropic-version", "2023-06-01")
+		if status != http.StatusOK {
+			t.Fatalf("request %d: %d %s", i, status, body)
 		}
 		var sum pb.GetUsageResponse
 		if err := protojson.Unmarshal([]byte(must(t, "usage", "--json", "--data-dir", dev.DataDir)), &sum); err != nil {

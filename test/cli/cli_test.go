@@ -37,6 +37,30 @@ func tollgate(t *testing.T, args ...string) (string, string, int) {
 	return stdout.String(), stderr.String(), code
 }
 
+// post sends body as JSON to url with the headers given as name, value
+// pairs, and returns the status and the response body.
+func post(t *testing.T, url, body string, headers ...string) (int, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, b
+}
+
 func TestModelsListsCatalogAndOverlay(t *testing.T) {
 	out, _, code := tollgate(t, "models", "--json")
 	if code != 0 {
@@ -164,20 +188,12 @@ providers:
 	if code != 0 {
 		t.Fatal("mint failed")
 	}
-	req, _ := http.NewRequest(http.MethodPost, base+"/anthropic/v1/messages",
-		strings.NewReader(`{"model":"claude-haiku-4-5","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}`))
-	req.Header.Set("x-api-key", strings.TrimSpace(tok))
-	req.Header.Set("anthropic-version", "2023-06-01")
-	req.Header.Set("anthropic-beta", "some-beta-2026-01-01")
-	req.Header.Set("x-random-test", "1")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("status %d: %s", resp.StatusCode, body)
+	status, body := post(t, base+"/anthropic/v1/messages",
+		`{"model":"claude-haiku-4-5","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}`,
+		"x-api-key", strings.TrimSpace(tok), "anthropic-version", "2023-06-01",
+		"anthropic-beta", "some-beta-2026-01-01", "x-random-test", "1")
+	if status != http.StatusOK {
+		t.Fatalf("status %d: %s", status, body)
 	}
 	mresp, err := http.Get("http://" + mockAddr + "/_mock/served")
 	if err != nil {
