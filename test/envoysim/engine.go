@@ -95,30 +95,37 @@ func (r *run) doRelease() {
 	}
 }
 
-// arrive records a chunk taken from the codec while the headers are held.
-func (r *run) arrive(c chunk) {
-	if c.trailers != nil {
-		r.trailers, r.hasTrail = c.trailers, true
+// next takes the codec's next chunk. ok is false once nothing more will
+// come: the source closed, or the codec failed (lr then ends the stream).
+// Trailers are kept, and a chunk that ends the body drops the source.
+func (r *run) next() (c chunk, ok bool, lr *localReply) {
+	c, ok = <-r.src
+	switch {
+	case !ok:
+		r.src = nil
+	case c.err != nil:
+		return c, false, r.codecError()
+	case c.eos || c.trailers != nil:
+		if c.trailers != nil {
+			r.trailers, r.hasTrail = c.trailers, true
+		}
+		r.src = nil
 	}
-	r.held = append(r.held, c.data...)
-	if c.eos || c.trailers != nil {
-		r.ended, r.src = true, nil
-	}
+	return c, ok, nil
 }
 
 // holdOver takes the codec's chunks into held until it holds more than
 // limit bytes or the body has ended; a codec error ends the stream.
 func (r *run) holdOver(limit int) *localReply {
 	for r.src != nil && len(r.held) <= limit {
-		c, ok := <-r.src
+		c, ok, lr := r.next()
 		if !ok {
-			r.src = nil
-			break
+			return lr
 		}
-		if c.err != nil {
-			return r.codecError()
+		r.held = append(r.held, c.data...)
+		if r.src == nil {
+			r.ended = true
 		}
-		r.arrive(c)
 	}
 	return nil
 }
@@ -290,21 +297,14 @@ func (r *run) body() *localReply {
 // passRest forwards what is left of the body unprocessed.
 func (r *run) passRest() *localReply {
 	for r.src != nil {
-		c, ok := <-r.src
+		c, ok, lr := r.next()
+		if lr != nil {
+			return lr
+		}
 		if !ok {
-			r.src = nil
 			break
 		}
-		if c.err != nil {
-			return r.codecError()
-		}
-		if c.trailers != nil {
-			r.trailers, r.hasTrail = c.trailers, true
-		}
 		r.out(c.data)
-		if c.eos || c.trailers != nil {
-			r.src = nil
-		}
 	}
 	r.ended = true
 	return nil
