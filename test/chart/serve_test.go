@@ -211,7 +211,7 @@ func TestProcessorPodRunsTollgate(t *testing.T) {
 	// The admin API takes the rendered admin token, and only it.
 	adminToken := string(one[*corev1.Secret](t, r, "Secret", "tg-tollgate-admin-token").Data["token"])
 	for token, want := range map[string]int{adminToken: http.StatusOK, "not-the-token": http.StatusUnauthorized} {
-		if got := getStatus(t, "http://"+adminAddr+"/v1/accounts", token); got != want {
+		if got := harness.GetStatus(t, "http://"+adminAddr+"/v1/accounts", token); got != want {
 			t.Errorf("admin API with token %q... = %d, want %d", token[:4], got, want)
 		}
 	}
@@ -263,7 +263,7 @@ func TestProcessorPodRunsTollgate(t *testing.T) {
 	}
 	sharedKeys("the admin API", token)
 	for model, want := range map[string]int{"gpt-3.5-turbo": http.StatusOK, "gpt-no-such-model": http.StatusNotFound} {
-		if got := getStatus(t, "http://"+addr+"/openai/v1/models/"+model, token); got != want {
+		if got := harness.GetStatus(t, "http://"+addr+"/openai/v1/models/"+model, token); got != want {
 			t.Errorf("GET /openai/v1/models/%s = %d, want %d", model, got, want)
 		}
 	}
@@ -277,22 +277,6 @@ func TestProcessorPodRunsTollgate(t *testing.T) {
 		t.Fatalf("tollgate token mint in the processor pod: %v", err)
 	}
 	sharedKeys("the CLI in the pod", strings.TrimSpace(string(out)))
-}
-
-// getStatus GETs url with a bearer token and returns the status.
-func getStatus(t *testing.T, url, token string) int {
-	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	return resp.StatusCode
 }
 
 func write(t *testing.T, path, data string) {

@@ -112,16 +112,7 @@ func TestTokenControllerOnAPIServer(t *testing.T) {
 	if sec.Labels["app.kubernetes.io/managed-by"] != "tollgate-injector" || sec.Annotations["tollgate.dev/token-id"] != claims.TokenID {
 		t.Errorf("secret metadata: labels %v annotations %v", sec.Labels, sec.Annotations)
 	}
-	status := func() int {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, proc.URL+"/openai/v1/models/gpt-4o-mini", nil)
-		req.Header.Set("Authorization", "Bearer "+token)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp.StatusCode
-	}
+	status := func() int { return harness.GetStatus(t, proc.URL+"/openai/v1/models/gpt-4o-mini", token) }
 	if got := status(); got != http.StatusOK {
 		t.Errorf("the gateway answers the namespace's token with %d", got)
 	}
