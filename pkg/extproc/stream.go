@@ -236,24 +236,11 @@ func (st *stream) upstreamHeaders(up gateway.UpstreamRequest) *extprocv3.HeaderM
 // itself: it keeps it and changes only what follows (a dropped key
 // parameter, a renamed model).
 func routedPath(client, upstream string) (path string, ok bool) {
-	prefix := routePrefix(client)
+	prefix := gateway.RoutePrefix(client)
 	if client[len(prefix):] == upstream {
 		return "", false
 	}
 	return prefix + upstream, true
-}
-
-// routePrefix is the client's first path segment with its slash, "/gemini"
-// of "/gemini/v1beta/models/x?alt=sse": the segment the gateway names the
-// provider by (and the sidecar routes on).
-func routePrefix(target string) string {
-	p, _, _ := strings.Cut(target, "?")
-	rest := strings.TrimPrefix(p, "/")
-	i := strings.IndexByte(rest, '/')
-	if i < 0 {
-		return p
-	}
-	return p[:len(p)-len(rest)+i]
 }
 
 func (st *stream) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.ProcessingResponse {

@@ -189,12 +189,23 @@ func (l catalogLister) Get(name string) (catalog.Model, bool) {
 // slicing target without copying it.
 func splitPrefix(target string) (prefix, path, rawQuery string) {
 	path, rawQuery, _ = strings.Cut(target, "?")
-	rest := strings.TrimPrefix(path, "/")
-	i := strings.IndexByte(rest, '/')
-	if i < 0 {
-		return rest, "/", rawQuery
+	rp := RoutePrefix(path)
+	if path = path[len(rp):]; path == "" {
+		path = "/"
 	}
-	return rest[:i], rest[i:], rawQuery
+	return strings.TrimPrefix(rp, "/"), path, rawQuery
+}
+
+// RoutePrefix is the first segment of target's path with its leading slash
+// ("/gemini" of "/gemini/v1beta/models/x?alt=sse"): the segment that names
+// the provider, here and in the sidecar's routes.
+func RoutePrefix(target string) string {
+	p, _, _ := strings.Cut(target, "?")
+	rest := strings.TrimPrefix(p, "/")
+	if i := strings.IndexByte(rest, '/'); i >= 0 {
+		return p[:len(p)-len(rest)+i]
+	}
+	return p
 }
 
 // RecorderFunc adapts a function to Recorder.
