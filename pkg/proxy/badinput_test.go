@@ -368,6 +368,34 @@ func TestBadInputNeverReachesUpstream(t *testing.T) {
 			status: same(400), reason: gateway.CodeUnsupported, kind: same("INVALID_ARGUMENT"), msg: notSupported, authed: true,
 		},
 		{
+			name:      "Gemini body cached_content",
+			providers: []string{"gemini"},
+			req: withBody([]byte(`{"cached_content":"cachedContents/abc123","contents":[{"role":"user","parts":[{"text":"` +
+				promptMarker + `"}]}]}`)),
+			status: same(400), reason: gateway.CodeUnsupported, kind: same("INVALID_ARGUMENT"), msg: notSupported, authed: true,
+		},
+		{
+			name:      "Gemini serviceTier priority",
+			providers: []string{"gemini"},
+			req: withBody([]byte(`{"serviceTier":"priority","contents":[{"role":"user","parts":[{"text":"` +
+				promptMarker + `"}]}]}`)),
+			status: same(400), reason: gateway.CodeUnsupported, kind: same("INVALID_ARGUMENT"), msg: notSupported, authed: true,
+		},
+		{
+			name:      "Gemini service_tier SERVICE_TIER_PRIORITY",
+			providers: []string{"gemini"},
+			req: withBody([]byte(`{"service_tier":"SERVICE_TIER_PRIORITY","contents":[{"role":"user","parts":[{"text":"` +
+				promptMarker + `"}]}]}`)),
+			status: same(400), reason: gateway.CodeUnsupported, kind: same("INVALID_ARGUMENT"), msg: notSupported, authed: true,
+		},
+		{
+			name:      "Anthropic fast mode",
+			providers: []string{"anthropic"},
+			req: withBody([]byte(`{"model":"claude-sonnet-4-5","max_tokens":5,"speed":"fast","messages":[{"role":"user","content":"` +
+				promptMarker + `"}]}`)),
+			status: same(400), reason: gateway.CodeUnsupported, kind: same("invalid_request_error"), msg: notSupported, authed: true,
+		},
+		{
 			name:   "over 200k tokens",
 			req:    func(s *stack, f providerFixture) (request, string) { return withBody(f.body(f.model, long))(s, f) },
 			status: same(400), reason: gateway.CodeContextTooLong,

@@ -90,6 +90,11 @@ func (*Provider) Inspect(r gateway.Route, body []byte) (gateway.Inspection, *gat
 	if f != nil {
 		return in, f
 	}
+	// Fast mode is billed at a premium the catalog does not price.
+	if speed, _ := gateway.StringField(in.Body, "speed"); speed == "fast" {
+		return in, gateway.Fail(http.StatusBadRequest, gateway.CodeUnsupported,
+			`speed "fast" (fast mode) is not supported by this gateway.`).WithParam("speed")
+	}
 	return in, checkCacheTTL(body)
 }
 

@@ -109,9 +109,21 @@ func (*Provider) Inspect(r gateway.Route, body []byte) (gateway.Inspection, *gat
 		return in, f
 	}
 	in.Body = obj
-	if !jsonedit.IsNull(obj.Get("cachedContent")) {
-		return in, gateway.Fail(http.StatusBadRequest, gateway.CodeUnsupported,
-			"cachedContent (explicit context caching) is not supported by this gateway.").WithParam("cachedContent")
+	// The API reads JSON with protobuf's rules, which accept a field's
+	// snake_case name as well as its camelCase one.
+	for _, field := range [...]string{"cachedContent", "cached_content"} {
+		if !jsonedit.IsNull(obj.Get(field)) {
+			return in, gateway.Fail(http.StatusBadRequest, gateway.CodeUnsupported,
+				"cachedContent (explicit context caching) is not supported by this gateway.").WithParam(field)
+		}
+	}
+	// Priority processing is billed above the catalog's prices; protobuf
+	// also accepts an enum's full name (SERVICE_TIER_PRIORITY).
+	for _, field := range [...]string{"serviceTier", "service_tier"} {
+		if tier, _ := gateway.StringField(obj, field); strings.Contains(strings.ToLower(tier), "priority") {
+			return in, gateway.Fail(http.StatusBadRequest, gateway.CodeUnsupported,
+				"serviceTier %q (priority processing) is not supported by this gateway.", tier).WithParam(field)
+		}
 	}
 	return in, nil
 }
