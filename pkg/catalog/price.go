@@ -19,11 +19,13 @@ import (
 //     provider does.
 //   - CacheWrite empty: the provider does not bill cache writes separately
 //     (OpenAI, Gemini); a token written to the cache is an ordinary input
-//     token on its invoice, so Input is exactly what it costs.
+//     token on its invoice, so Input is exactly what it costs. OpenAI's
+//     cache_write_tokens are recorded as CacheWrite all the same, so this
+//     fallback is what keeps their cost that of input.
 type Price struct {
 	Input       int64 // uncached input
 	CachedInput int64 // input read from a provider cache
-	CacheWrite  int64 // input written to a provider cache (Anthropic 5-minute TTL)
+	CacheWrite  int64 // input written to a provider cache (Anthropic 5-minute TTL, OpenAI)
 	Output      int64 // output, reasoning included
 }
 

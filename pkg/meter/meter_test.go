@@ -428,3 +428,24 @@ func BenchmarkCredits(b *testing.B) {
 		b.Fatal("no credits")
 	}
 }
+
+// TestCreditsOpenAICacheWrites: OpenAI reports cache writes as a part of the
+// prompt and bills them as input; with the cache-write cell empty, moving
+// prompt tokens from Input to CacheWrite must not change what a request
+// costs on any OpenAI model.
+func TestCreditsOpenAICacheWrites(t *testing.T) {
+	cat, err := catalog.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range cat.All() {
+		if m.Provider != catalog.OpenAI {
+			continue
+		}
+		asInput := Credits(m.Price, usage.Tokens{Input: 700, CachedInput: 300, Output: 10}, DefaultRate)
+		asWrite := Credits(m.Price, usage.Tokens{Input: 500, CachedInput: 300, CacheWrite: 200, Output: 10}, DefaultRate)
+		if asInput != asWrite {
+			t.Errorf("%s: 200 prompt tokens cost %d as input, %d as cache writes", m.Name, asInput, asWrite)
+		}
+	}
+}

@@ -7,12 +7,13 @@ import "time"
 
 // Tokens is the metered usage of one request.
 type Tokens struct {
-	// Input is uncached input: OpenAI prompt − cached; Anthropic input_tokens;
-	// Gemini prompt − cached + tool-use prompt.
+	// Input is uncached input: OpenAI prompt − cached − cache write;
+	// Anthropic input_tokens; Gemini prompt − cached + tool-use prompt.
 	Input int64 `json:"input_tokens"`
 	// CachedInput is input read from a provider cache.
 	CachedInput int64 `json:"cached_input_tokens"`
-	// CacheWrite is input written to a provider cache (Anthropic 5m writes).
+	// CacheWrite is input written to a provider cache (Anthropic
+	// cache_creation_input_tokens, OpenAI cache_write_tokens).
 	CacheWrite int64 `json:"cache_write_tokens"`
 	// Output is all output, reasoning included.
 	Output int64 `json:"output_tokens"`

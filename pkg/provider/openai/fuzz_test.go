@@ -35,6 +35,8 @@ func FuzzOpenAIUsage(f *testing.F) {
 		`{"usage":{"prompt_tokens":100,"completion_tokens":50,"prompt_tokens_details":{"cached_tokens":30},"completion_tokens_details":{"reasoning_tokens":20}}}`,
 		`{"type":"response.completed","response":{"usage":{"input_tokens":36,"input_tokens_details":{"cached_tokens":6},"output_tokens":87,"output_tokens_details":{"reasoning_tokens":7}}}}`,
 		`{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1}}`,
+		`{"usage":{"prompt_tokens":10,"completion_tokens":1,"prompt_tokens_details":{"cached_tokens":4,"cache_write_tokens":25}}}`,
+		`{"type":"response.completed","response":{"usage":{"input_tokens":9,"input_tokens_details":{"cached_tokens":3,"cache_write_tokens":6},"output_tokens":1}}}`,
 		`{"usage":{"prompt_tokens":9223372036854775807,"completion_tokens":9223372036854775807}}`,
 		`{"usage":{"completion_tokens":5,"output_tokens":9,"completion_tokens_details":{"reasoning_tokens":5},"output_tokens_details":{"reasoning_tokens":9}}}`,
 		`{"id":"c","choices":[{"index":0,"delta":{"content":"x"}}],"usage":null}`,

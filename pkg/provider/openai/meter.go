@@ -107,7 +107,8 @@ func (m *meter) responsesEvent(ev sse.Event) bool {
 
 // read maps an OpenAI usage object onto the gateway's disjoint kinds. Chat
 // reports prompt/completion tokens, Responses input/output tokens; cached
-// tokens are a subset of the prompt and reasoning a subset of the output.
+// and cache-written tokens are subsets of the prompt and reasoning a subset
+// of the output.
 func (m *meter) read(raw []byte) {
 	prompt, ok := gateway.Count(raw, "prompt_tokens")
 	if !ok {
@@ -124,12 +125,22 @@ func (m *meter) read(raw []byte) {
 	if !ok {
 		cached, _ = gateway.Count(raw, "input_tokens_details", "cached_tokens")
 	}
+	written, ok := gateway.Count(raw, "prompt_tokens_details", "cache_write_tokens")
+	if !ok {
+		written, _ = gateway.Count(raw, "input_tokens_details", "cache_write_tokens")
+	}
 	reasoning, ok := gateway.Count(raw, "completion_tokens_details", "reasoning_tokens")
 	if !ok {
 		reasoning, _ = gateway.Count(raw, "output_tokens_details", "reasoning_tokens")
 	}
-	// Cached is a subset of the prompt, reasoning of the output.
-	cached, reasoning = min(cached, prompt), min(reasoning, out)
-	m.u = usage.Tokens{Input: prompt - cached, CachedInput: cached, Output: out, Reasoning: reasoning}
+	// Cached and written tokens are both details of the prompt (the SDK
+	// documents them as a breakdown of prompt/input tokens) and a token is
+	// either read from the cache or written to it, never both; reasoning is
+	// a subset of the output. Clamping keeps the kinds disjoint whatever
+	// the body says.
+	cached = min(cached, prompt)
+	written = min(written, prompt-cached)
+	reasoning = min(reasoning, out)
+	m.u = usage.Tokens{Input: prompt - cached - written, CachedInput: cached, CacheWrite: written, Output: out, Reasoning: reasoning}
 	m.found = true
 }
