@@ -147,10 +147,20 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeResponse(w, out.Response)
 		return
 	}
-	end = p.forward(ctx, w, x, out.Upstream)
+	var cut bool
+	end, cut = p.forward(ctx, w, x, out.Upstream)
+	if cut {
+		// The body was cut and its framing has no error event to say so (a
+		// JSON body, a streamed JSON array): end the response without its
+		// final chunk, so no client takes the truncated body as whole. The
+		// deferred Settle still records the request.
+		panic(http.ErrAbortHandler)
+	}
 }
 
-func (p *Proxy) forward(ctx context.Context, w http.ResponseWriter, x *gateway.Exchange, up gateway.UpstreamRequest) gateway.End {
+// forward calls the upstream and streams its answer back. cut reports an
+// upstream failure midway through a body that no error event can flag.
+func (p *Proxy) forward(ctx context.Context, w http.ResponseWriter, x *gateway.Exchange, up gateway.UpstreamRequest) (end gateway.End, cut bool) {
 	base := p.upstreams[up.Provider]
 	u := *base
 	// up.Path is in its escaped form, as the client sent it: keep it so, and
@@ -159,7 +169,7 @@ func (p *Proxy) forward(ctx context.Context, w http.ResponseWriter, x *gateway.E
 	unescaped, err := url.PathUnescape(path)
 	if err != nil {
 		writeResponse(w, x.Reject(gateway.Fail(http.StatusBadRequest, gateway.CodeInvalidRequest, "The request path is not validly escaped.")))
-		return gateway.Completed
+		return gateway.Completed, false
 	}
 	u.Path = base.Path + unescaped
 	u.RawPath = base.EscapedPath() + path
@@ -167,7 +177,7 @@ func (p *Proxy) forward(ctx context.Context, w http.ResponseWriter, x *gateway.E
 	req, err := http.NewRequestWithContext(ctx, up.Method, u.String(), nil)
 	if err != nil {
 		writeResponse(w, x.UpstreamUnavailable())
-		return gateway.UpstreamFailed
+		return gateway.UpstreamFailed, false
 	}
 	req.Body = io.NopCloser(bytes.NewReader(up.Body))
 	req.ContentLength = int64(len(up.Body))
@@ -178,12 +188,12 @@ func (p *Proxy) forward(ctx context.Context, w http.ResponseWriter, x *gateway.E
 	resp, err := p.rt.RoundTrip(req)
 	if err != nil {
 		if ctx.Err() != nil {
-			return gateway.ClientGone
+			return gateway.ClientGone, false
 		}
 		p.log.LogAttrs(ctx, slog.LevelWarn, "upstream unreachable",
 			slog.String("request_id", x.ID()), slog.String("provider", up.Provider), slog.String("error", redactURL(err)))
 		writeResponse(w, x.UpstreamUnavailable())
-		return gateway.UpstreamFailed
+		return gateway.UpstreamFailed, false
 	}
 	defer resp.Body.Close()
 
@@ -210,11 +220,11 @@ func (p *Proxy) forward(ctx context.Context, w http.ResponseWriter, x *gateway.E
 		if n > 0 {
 			if fwd := x.ResponseBody(buf[:n], false); len(fwd) > 0 {
 				if _, err := w.Write(fwd); err != nil {
-					return gateway.ClientGone
+					return gateway.ClientGone, false
 				}
 				if stream {
 					if err := rc.Flush(); err != nil {
-						return gateway.ClientGone
+						return gateway.ClientGone, false
 					}
 				}
 			}
@@ -225,19 +235,21 @@ func (p *Proxy) forward(ctx context.Context, w http.ResponseWriter, x *gateway.E
 		case errors.Is(rerr, io.EOF):
 			if fwd := x.ResponseBody(nil, true); len(fwd) > 0 {
 				if _, err := w.Write(fwd); err != nil {
-					return gateway.ClientGone
+					return gateway.ClientGone, false
 				}
 			}
 			_ = rc.Flush()
-			return gateway.Completed
+			return gateway.Completed, false
 		case ctx.Err() != nil:
-			return gateway.ClientGone
+			return gateway.ClientGone, false
 		default:
-			if tail := x.StreamAborted(); len(tail) > 0 {
-				_, _ = w.Write(tail)
-				_ = rc.Flush()
+			tail := x.StreamAborted()
+			if len(tail) == 0 {
+				return gateway.UpstreamFailed, true
 			}
-			return gateway.UpstreamFailed
+			_, _ = w.Write(tail)
+			_ = rc.Flush()
+			return gateway.UpstreamFailed, false
 		}
 	}
 }

@@ -285,6 +285,27 @@ func (r *recorder) waitN(t testing.TB, id string, n int) []usage.Record {
 	}
 }
 
+// only waits for the stack's first record and returns it: for a request
+// whose response never carried the gateway's request id.
+func (r *recorder) only(t testing.TB) usage.Record {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		r.mu.Lock()
+		ch := r.ch
+		for id := range r.recs {
+			r.mu.Unlock()
+			return r.wait(t, id)
+		}
+		r.mu.Unlock()
+		select {
+		case <-ch:
+		case <-deadline:
+			t.Fatal("no usage record after 10s")
+		}
+	}
+}
+
 // ids returns every request id recorded so far and how many records each has.
 func (r *recorder) ids() map[string]int {
 	r.mu.Lock()

@@ -1,7 +1,10 @@
 package proxy_test
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -125,6 +128,58 @@ func TestUpstreamDiesMidStream(t *testing.T) {
 			rec := s.rec.wait(t, res.id)
 			if rec.Status != usage.StatusError || rec.Reason != "upstream_error" || !rec.Estimated || rec.Output == 0 || rec.Input == 0 {
 				t.Errorf("record %+v, want an upstream error with an estimate of input and output", rec)
+			}
+		})
+	}
+}
+
+// An upstream that dies midway through a body whose framing has no error
+// event (a streamed JSON array, a JSON document sent chunked): the client's
+// response is cut short too, never ended cleanly, so no client takes the
+// truncated body as whole; the record is an upstream error. A stream has
+// sent its headers already; a document may not have sent anything, and then
+// the client sees its connection fail, which SDKs retry.
+func TestUpstreamDiesMidBodyWithoutErrorEvent(t *testing.T) {
+	cases := []struct {
+		name, path, body, head string
+		streamed               bool
+	}{
+		{"gemini JSON array", "/gemini/v1beta/models/gemini-2.5-flash:streamGenerateContent", `{"contents":[{"parts":[{"text":"hi"}]}]}`,
+			"[{\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"Once\"}],\"role\":\"model\"}}],\"usageMetadata\":{\"promptTokenCount\":7,\"candidatesTokenCount\":1}}\n,", true},
+		{"openai JSON document", "/openai/v1/chat/completions", `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}`,
+			"{\"id\":\"c\",\"object\":\"chat.completion\",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"Once", false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("content-type", "application/json")
+				w.WriteHeader(http.StatusOK)
+				_, _ = w.Write([]byte(c.head))
+				w.(http.Flusher).Flush()
+				if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+					conn.Close()
+				}
+			}))
+			t.Cleanup(upstream.Close)
+			s := newStack(t, stackOptions{upstream: upstream.URL})
+			req := s.newRequest(context.Background(), request{path: c.path, body: []byte(c.body), header: s.authed(nil)})
+			res, err := http.DefaultClient.Do(req)
+			switch {
+			case err != nil && c.streamed:
+				t.Fatalf("%v: a stream's headers were not sent before the cut", err)
+			case err == nil:
+				defer res.Body.Close()
+				got, err := io.ReadAll(res.Body)
+				if !errors.Is(err, io.ErrUnexpectedEOF) {
+					t.Errorf("reading the cut body: err %v, want an unexpected EOF (the response must not end cleanly)", err)
+				}
+				if !strings.HasPrefix(c.head, string(got)) || c.streamed && string(got) != c.head {
+					t.Errorf("the bytes sent before the failure were not forwarded as they were:\n%q", got)
+				}
+			}
+			rec := s.rec.only(t)
+			if rec.Status != usage.StatusError || rec.Reason != "upstream_error" {
+				t.Errorf("record %+v, want an upstream error", rec)
 			}
 		})
 	}
