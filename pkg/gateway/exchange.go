@@ -185,15 +185,17 @@ func (x *Exchange) RequestBody(body []byte) Outcome {
 	if int64(len(body)) > x.g.cfg.MaxRequestBody {
 		return x.reject(x.TooLarge())
 	}
+	// A refused body still names its model when it could be read: the
+	// rejection's record is then counted under that model.
 	in, f := x.prov.Inspect(x.route, body)
-	if f != nil {
-		return x.reject(f)
-	}
 	x.model = in.Model
 	if x.route.Model != "" {
 		x.model = x.route.Model
 	}
 	x.stream = in.Stream || x.route.Stream
+	if f != nil {
+		return x.reject(f)
+	}
 	m, ok := x.g.cfg.Catalog.Lookup(catalog.Provider(x.prov.Name()), x.model)
 	if !ok {
 		return x.reject(Fail(StatusNotFound, CodeModelNotFound,

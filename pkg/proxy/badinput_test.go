@@ -135,6 +135,9 @@ type badCase struct {
 	// revoked), so the record names its account. unauth: no trustworthy
 	// token, so the record must name no account.
 	authed, unauth bool
+	// model, when set, is the model the record must name: a refused body
+	// whose model could be read is counted under it.
+	model string
 }
 
 func same[T any](v T) per[T] { return per[T]{v, v, v} }
@@ -394,6 +397,7 @@ func TestBadInputNeverReachesUpstream(t *testing.T) {
 			req: withBody([]byte(`{"model":"claude-sonnet-4-5","max_tokens":5,"speed":"fast","messages":[{"role":"user","content":"` +
 				promptMarker + `"}]}`)),
 			status: same(400), reason: gateway.CodeUnsupported, kind: same("invalid_request_error"), msg: notSupported, authed: true,
+			model: "claude-sonnet-4-5",
 		},
 		{
 			name:   "over 200k tokens",
@@ -441,7 +445,7 @@ func TestBadInputNeverReachesUpstream(t *testing.T) {
 				req: path(http.MethodPost, ep, fmt.Sprintf(`{"model":"gpt-4o-mini","service_tier":%q,"messages":[{"role":"user","content":%q}],"input":%q}`,
 					tier, promptMarker, promptMarker)),
 				status: same(400), reason: gateway.CodeUnsupported, kind: same("unsupported"), param: "service_tier",
-				msg: notSupported, authed: true,
+				msg: notSupported, authed: true, model: "gpt-4o-mini",
 			})
 		}
 	}
@@ -454,7 +458,7 @@ func TestBadInputNeverReachesUpstream(t *testing.T) {
 			req: path(http.MethodPost, "/openai/v1/responses",
 				fmt.Sprintf(`{"model":"gpt-4o-mini","input":%q,%q:%s}`, promptMarker, field.name, field.json)),
 			status: same(400), reason: gateway.CodeUnsupported, kind: same("unsupported"), param: field.name,
-			msg: notSupported, authed: true,
+			msg: notSupported, authed: true, model: "gpt-4o-mini",
 		})
 	}
 	// Anthropic policy.
@@ -471,7 +475,7 @@ func TestBadInputNeverReachesUpstream(t *testing.T) {
 			providers: []string{"anthropic"},
 			req:       withBody([]byte(where.body)),
 			status:    same(400), reason: gateway.CodeUnsupported, kind: same("invalid_request_error"),
-			msg: regexp.MustCompile(`(?i)ttl.*not supported`), authed: true,
+			msg: regexp.MustCompile(`(?i)ttl.*not supported`), authed: true, model: "claude-sonnet-4-5",
 		})
 	}
 	for _, v := range []struct{ name, value string }{{"missing", ""}, {"unknown", "2099-01-01"}} {
@@ -552,6 +556,9 @@ func TestBadInputNeverReachesUpstream(t *testing.T) {
 				}
 				if c.authed && (rec.Account != "acct-1" || rec.Project != "proj-1") {
 					t.Errorf("record account %q project %q, want acct-1 proj-1 (the token was verified)", rec.Account, rec.Project)
+				}
+				if c.model != "" && rec.Model != c.model {
+					t.Errorf("record model %q, want %q", rec.Model, c.model)
 				}
 				if c.unauth && (rec.Account != "" || rec.Project != "") {
 					t.Errorf("record account %q project %q for an unverified token, want none", rec.Account, rec.Project)
