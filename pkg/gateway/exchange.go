@@ -298,20 +298,30 @@ func (x *Exchange) authenticate(h Headers, rawQuery string) *Failure {
 // credential finds the gateway token wherever an SDK or a raw REST user
 // puts it: Authorization Bearer (OpenAI and current Anthropic SDKs),
 // x-api-key (Anthropic REST), x-goog-api-key (Gemini SDKs), ?key= (Gemini
-// REST).
+// REST). A client can send more than one, e.g. an Anthropic SDK given both
+// the gateway token and a token of the user's own, so a value that looks
+// like a gateway token wins; failing that, the first one found is checked
+// (and refused).
 func credential(h Headers, rawQuery string) string {
-	if v := h.Get("authorization"); v != "" {
-		if len(v) > 7 && strings.EqualFold(v[:7], "bearer ") {
-			return strings.TrimSpace(v[7:])
+	var first string
+	for _, v := range [...]string{bearer(h.Get("authorization")), h.Get("x-api-key"), h.Get("x-goog-api-key"), QueryValue(rawQuery, "key")} {
+		v = strings.TrimSpace(v)
+		if strings.HasPrefix(v, auth.Prefix+".") {
+			return v
+		}
+		if first == "" {
+			first = v
 		}
 	}
-	if v := h.Get("x-api-key"); v != "" {
-		return strings.TrimSpace(v)
+	return first
+}
+
+// bearer is the credential of an Authorization value in the Bearer scheme.
+func bearer(v string) string {
+	if len(v) > 7 && strings.EqualFold(v[:7], "bearer ") {
+		return v[7:]
 	}
-	if v := h.Get("x-goog-api-key"); v != "" {
-		return strings.TrimSpace(v)
-	}
-	return QueryValue(rawQuery, "key")
+	return ""
 }
 
 func (x *Exchange) checkContext(m catalog.Model, body []byte) *Failure {

@@ -1,0 +1,32 @@
+package gateway
+
+import "testing"
+
+func TestCredential(t *testing.T) {
+	const tok = "tg1.payload.signature"
+	for _, c := range []struct {
+		name  string
+		h     Headers
+		query string
+		want  string
+	}{
+		{"bearer", Headers{{"Authorization", "Bearer " + tok}}, "", tok},
+		{"bearer in any case, padded", Headers{{"authorization", "bearer  " + tok + " "}}, "", tok},
+		{"x-api-key", Headers{{"X-Api-Key", tok}}, "", tok},
+		{"x-goog-api-key", Headers{{"x-goog-api-key", tok}}, "", tok},
+		{"key query parameter", nil, "alt=sse&key=" + tok, tok},
+		{"none", Headers{{"content-type", "application/json"}}, "alt=sse", ""},
+		{"not a bearer scheme", Headers{{"Authorization", "Basic " + tok}}, "", ""},
+		// An SDK given the gateway token and a token of the user's own sends both.
+		{"gateway token in x-api-key beside another bearer", Headers{{"Authorization", "Bearer sk-ant-own"}, {"x-api-key", tok}}, "", tok},
+		{"gateway token in ?key= beside another header", Headers{{"x-goog-api-key", "AIza-own"}}, "key=" + tok, tok},
+		{"no gateway token: the first is checked", Headers{{"x-api-key", "junk-1"}, {"x-goog-api-key", "junk-2"}}, "", "junk-1"},
+		{"two gateway tokens: the first", Headers{{"Authorization", "Bearer tg1.a.b"}, {"x-api-key", tok}}, "", "tg1.a.b"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if got := credential(c.h, c.query); got != c.want {
+				t.Errorf("credential = %q, want %q", got, c.want)
+			}
+		})
+	}
+}
