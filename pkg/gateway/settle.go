@@ -9,6 +9,28 @@ import (
 	"github.com/tollgate-dev/tollgate/pkg/usage"
 )
 
+// ReasonStreamError is the record reason of a response that began with a
+// success status and then carried the provider's own error (see
+// StreamFailer).
+const ReasonStreamError = "upstream_stream_error"
+
+// StreamFailer is implemented by meters that recognise an error the
+// provider reports inside a response it already started with a 2xx status:
+// Anthropic's error event, an OpenAI or Gemini error chunk, Responses'
+// response.failed. The status alone would record such a request as ok
+// although it failed midway.
+type StreamFailer interface {
+	// Failed reports whether the response carried such an error.
+	Failed() bool
+}
+
+// streamFailed reports whether the meter saw the provider report an error
+// inside the response.
+func (x *Exchange) streamFailed() bool {
+	f, ok := x.meter.(StreamFailer)
+	return ok && f.Failed()
+}
+
 // Settle ends the exchange and hands its one usage record to the recorder.
 // It is safe to call more than once; only the first call counts. Adapters
 // call it however the request ended: completion, client reset, upstream
@@ -47,6 +69,9 @@ func (x *Exchange) Settle(how End) usage.Record {
 	case x.status/100 != 2:
 		rec.Status = usage.StatusError
 		rec.Reason = "upstream_status"
+	case x.streamFailed():
+		rec.Status = usage.StatusError
+		rec.Reason = ReasonStreamError
 	default:
 		rec.Status = usage.StatusOK
 	}

@@ -14,13 +14,17 @@ func (*Provider) NewMeter(r gateway.Route, _ gateway.Rewritten) gateway.Meter { 
 // output count is not final), message_delta has cumulative totals that
 // overwrite — never add to — what came before, as the SDK accumulators do.
 type meter struct {
-	u     usage.Tokens
-	state gateway.Completeness
-	chars int64
+	u      usage.Tokens
+	state  gateway.Completeness
+	chars  int64
+	failed bool
 }
 
 func (m *meter) Usage() (usage.Tokens, gateway.Completeness) { return m.u, m.state }
 func (m *meter) OutputChars() int64                          { return m.chars }
+
+// Failed implements gateway.StreamFailer.
+func (m *meter) Failed() bool { return m.failed }
 
 func (m *meter) Document(doc []byte) {
 	if raw, ok := jsonscan.Field(doc, "usage"); ok && m.read(raw) {
@@ -38,6 +42,11 @@ func (m *meter) Event(ev sse.Event) bool {
 		if raw, ok := jsonscan.Field(ev.Data, "usage"); ok && m.read(raw) {
 			m.state = gateway.FinalUsage
 		}
+	case "error":
+		// An error after the stream started (overloaded_error midway):
+		// the 200 already sent does not make the request a success. The
+		// usage read before it stands.
+		m.failed = true
 	case "content_block_delta":
 		for _, f := range [...]string{"text", "partial_json", "thinking"} {
 			if raw, ok := jsonscan.Field(ev.Data, "delta", f); ok {

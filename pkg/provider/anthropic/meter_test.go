@@ -177,6 +177,43 @@ func TestMeterStream(t *testing.T) {
 	}
 }
 
+// TestMeterStreamErrors: an error event after the 200 makes the request an
+// error, and the usage read before it stands.
+func TestMeterStreamErrors(t *testing.T) {
+	start := ev("message_start", `{"type":"message_start","message":{"id":"m","usage":{"input_tokens":394,"cache_creation_input_tokens":10,"cache_read_input_tokens":20,"output_tokens":1}}}`)
+	text := ev("content_block_delta", `{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hello world, partial output here"}}`)
+	overloaded := `{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}`
+	for _, tc := range []struct {
+		name   string
+		stream string
+		want   usage.Tokens
+		state  gateway.Completeness
+		failed bool
+	}{
+		{"error event midway", start + text + ev("error", overloaded),
+			usage.Tokens{Input: 394, CachedInput: 20, CacheWrite: 10, Output: 1}, gateway.PartialUsage, true},
+		{"error named only by its type", start + "data: " + overloaded + "\n\n",
+			usage.Tokens{Input: 394, CachedInput: 20, CacheWrite: 10, Output: 1}, gateway.PartialUsage, true},
+		{"error before any usage", ev("error", overloaded), usage.Tokens{}, gateway.NoUsage, true},
+		{"a stream that ends well", start + text + ev("message_delta", `{"type":"message_delta","usage":{"output_tokens":9}}`) + ev("message_stop", `{"type":"message_stop"}`),
+			usage.Tokens{Input: 394, CachedInput: 20, CacheWrite: 10, Output: 9}, gateway.FinalUsage, false},
+		{"text that mentions an error is not one", start + ev("content_block_delta", `{"type":"content_block_delta","delta":{"type":"text_delta","text":"event: error"}}`),
+			usage.Tokens{Input: 394, CachedInput: 20, CacheWrite: 10, Output: 1}, gateway.PartialUsage, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := newMeter(t)
+			feedSSE(t, m, []byte(tc.stream))
+			got, state := m.Usage()
+			if state != tc.state || got != tc.want {
+				t.Errorf("usage = %+v (%v), want %+v (%v)", got, state, tc.want, tc.state)
+			}
+			if f := metertest.Failed(m); f != tc.failed {
+				t.Errorf("failed = %v, want %v", f, tc.failed)
+			}
+		})
+	}
+}
+
 func TestMeterOutputChars(t *testing.T) {
 	m := newMeter(t)
 	feedSSE(t, m, []byte(

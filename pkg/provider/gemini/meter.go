@@ -20,10 +20,14 @@ type meter struct {
 	u      usage.Tokens
 	state  gateway.Completeness
 	chars  int64
+	failed bool
 }
 
 func (m *meter) Usage() (usage.Tokens, gateway.Completeness) { return m.u, m.state }
 func (m *meter) OutputChars() int64                          { return m.chars }
+
+// Failed implements gateway.StreamFailer.
+func (m *meter) Failed() bool { return m.failed }
 
 func (m *meter) Event(ev sse.Event) bool {
 	m.Document(ev.Data)
@@ -31,6 +35,12 @@ func (m *meter) Event(ev sse.Event) bool {
 }
 
 func (m *meter) Document(doc []byte) {
+	// A chunk with an error object is how a stream fails after its 200
+	// (SSE and streamed array alike); the running total before it stands.
+	if raw, ok := jsonscan.Field(doc, "error"); ok && !jsonedit.IsNull(raw) {
+		m.failed = true
+		return
+	}
 	var first []byte
 	if cands, ok := jsonscan.Field(doc, "candidates"); ok {
 		first = jsonedit.FirstElement(cands)

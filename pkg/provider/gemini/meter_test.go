@@ -2,6 +2,7 @@ package gemini_test
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/tollgate-dev/tollgate/pkg/gateway"
@@ -167,6 +168,51 @@ func TestMeterStreamRunningTotals(t *testing.T) {
 			t.Errorf("OutputChars = %d", m.OutputChars())
 		}
 	})
+}
+
+// TestMeterStreamErrors: an error chunk after the 200 makes the request an
+// error; the running total before it stands.
+func TestMeterStreamErrors(t *testing.T) {
+	first := chunk("Hello world partial", "", `{"promptTokenCount":50,"candidatesTokenCount":4,"totalTokenCount":54}`)
+	last := chunk("!", "STOP", `{"promptTokenCount":50,"candidatesTokenCount":6,"totalTokenCount":56}`)
+	unavailable := `{"error":{"code":503,"message":"overloaded","status":"UNAVAILABLE"}}`
+	for _, tc := range []struct {
+		name   string
+		chunks []string
+		want   usage.Tokens
+		state  gateway.Completeness
+		failed bool
+	}{
+		{"error chunk midway", []string{first, unavailable}, usage.Tokens{Input: 50, Output: 4}, gateway.PartialUsage, true},
+		{"error chunk first", []string{unavailable}, usage.Tokens{}, gateway.NoUsage, true},
+		{"error null is no error", []string{first, `{"error":null}`}, usage.Tokens{Input: 50, Output: 4}, gateway.PartialUsage, false},
+		{"a stream that ends well", []string{first, last}, usage.Tokens{Input: 50, Output: 6}, gateway.FinalUsage, false},
+	} {
+		t.Run("sse/"+tc.name, func(t *testing.T) {
+			var stream string
+			for _, c := range tc.chunks {
+				stream += "data: " + c + "\r\n\r\n"
+			}
+			m := newMeter(t, streamPath, streamSSEQuery)
+			feedSSE(t, m, []byte(stream))
+			if got, state := m.Usage(); got != tc.want || state != tc.state {
+				t.Errorf("usage = %+v (%v), want %+v (%v)", got, state, tc.want, tc.state)
+			}
+			if f := metertest.Failed(m); f != tc.failed {
+				t.Errorf("failed = %v, want %v", f, tc.failed)
+			}
+		})
+		t.Run("array/"+tc.name, func(t *testing.T) {
+			m := newMeter(t, streamPath, "")
+			metertest.FeedArray(t, m, []byte("["+strings.Join(tc.chunks, ",")+"]"))
+			if got, state := m.Usage(); got != tc.want || state != tc.state {
+				t.Errorf("usage = %+v (%v), want %+v (%v)", got, state, tc.want, tc.state)
+			}
+			if f := metertest.Failed(m); f != tc.failed {
+				t.Errorf("failed = %v, want %v", f, tc.failed)
+			}
+		})
+	}
 }
 
 func TestMeterRecordedStreams(t *testing.T) {

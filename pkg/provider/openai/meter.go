@@ -16,12 +16,16 @@ func (*Provider) NewMeter(r gateway.Route, rw gateway.Rewritten) gateway.Meter {
 }
 
 type meter struct {
-	op    string
-	hide  bool
-	u     usage.Tokens
-	found bool
-	chars int64
+	op     string
+	hide   bool
+	u      usage.Tokens
+	found  bool
+	chars  int64
+	failed bool
 }
+
+// Failed implements gateway.StreamFailer.
+func (m *meter) Failed() bool { return m.failed }
 
 // Usage implements gateway.Meter. OpenAI sends usage once, at the end.
 // nullUsage is what OpenAI adds to every chunk of a stream that asked for
@@ -68,6 +72,12 @@ func (m *meter) Event(ev sse.Event) bool {
 	if len(data) == 0 || data[0] != '{' {
 		return false // [DONE]
 	}
+	// A chunk with a top-level error is how a chat stream fails after its
+	// 200 (the SDKs raise it as an APIError).
+	if raw, ok := jsonscan.Field(data, "error"); ok && !jsonedit.IsNull(raw) {
+		m.failed = true
+		return false
+	}
 	if raw, ok := jsonscan.Field(data, "usage"); ok && !jsonedit.IsNull(raw) {
 		m.read(raw)
 		// The chunk the gateway asked for on the client's behalf carries
@@ -92,11 +102,19 @@ func (m *meter) Event(ev sse.Event) bool {
 }
 
 func (m *meter) responsesEvent(ev sse.Event) bool {
-	switch gateway.EventType(ev) {
+	switch typ := gateway.EventType(ev); typ {
 	case "response.completed", "response.incomplete", "response.failed":
 		if raw, ok := jsonscan.Field(ev.Data, "response", "usage"); ok && !jsonedit.IsNull(raw) {
 			m.read(raw)
 		}
+		// A failed response ends the stream as an error, with whatever
+		// usage it reports; incomplete is a success cut by a limit the
+		// client set (max_output_tokens).
+		if typ == "response.failed" {
+			m.failed = true
+		}
+	case "error":
+		m.failed = true
 	case "response.output_text.delta", "response.function_call_arguments.delta", "response.reasoning_summary_text.delta":
 		if raw, ok := jsonscan.Field(ev.Data, "delta"); ok {
 			m.chars += int64(len(raw))

@@ -278,6 +278,61 @@ func TestMeterResponsesEvents(t *testing.T) {
 	}
 }
 
+// TestMeterStreamErrors: an error reported inside a stream after the 200
+// (a chat chunk with a top-level error, Responses' response.failed or
+// error event) makes the request an error, keeping any usage it sent.
+func TestMeterStreamErrors(t *testing.T) {
+	const (
+		chunk = "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello world\"},\"finish_reason\":null}]}\n\n"
+		u     = `"usage":{"input_tokens":40,"input_tokens_details":{"cached_tokens":10},"output_tokens":9,"output_tokens_details":{"reasoning_tokens":3}}`
+	)
+	for _, tc := range []struct {
+		name   string
+		path   string
+		stream string
+		want   usage.Tokens
+		state  gateway.Completeness
+		failed bool
+	}{
+		{"chat error chunk midway", chatPath,
+			chunk + "data: {\"error\":{\"message\":\"The server had an error\",\"type\":\"server_error\"}}\n\n",
+			usage.Tokens{}, gateway.NoUsage, true},
+		{"chat error null is no error", chatPath,
+			"data: {\"choices\":[],\"error\":null,\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1}}\n\ndata: [DONE]\n\n",
+			usage.Tokens{Input: 3, Output: 1}, gateway.FinalUsage, false},
+		{"chat stream that ends well", chatPath, chunk + "data: [DONE]\n\n", usage.Tokens{}, gateway.NoUsage, false},
+		{"responses failed, with its usage", responsesPath,
+			"event: response.failed\ndata: {\"type\":\"response.failed\",\"response\":{\"status\":\"failed\"," + u + "}}\n\n",
+			usage.Tokens{Input: 30, CachedInput: 10, Output: 9, Reasoning: 3}, gateway.FinalUsage, true},
+		{"responses failed, named only by type", responsesPath,
+			"data: {\"type\":\"response.failed\",\"response\":{\"status\":\"failed\",\"usage\":null}}\n\n",
+			usage.Tokens{}, gateway.NoUsage, true},
+		{"responses error event", responsesPath,
+			"event: error\ndata: {\"type\":\"error\",\"code\":\"server_error\",\"message\":\"The server had an error\"}\n\n",
+			usage.Tokens{}, gateway.NoUsage, true},
+		{"responses incomplete is not a failure", responsesPath,
+			"event: response.incomplete\ndata: {\"type\":\"response.incomplete\",\"response\":{\"status\":\"incomplete\"," + u + "}}\n\n",
+			usage.Tokens{Input: 30, CachedInput: 10, Output: 9, Reasoning: 3}, gateway.FinalUsage, false},
+		{"responses completed", responsesPath, "@responses-stream.sse", usage.Tokens{Input: 22, Output: 6}, gateway.FinalUsage, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			stream := []byte(tc.stream)
+			if tc.stream[0] == '@' {
+				stream = metertest.Testdata(t, tc.stream[1:])
+			}
+			m := newMeter(t, tc.path, false)
+			metertest.FeedSSE(t, m, stream)
+			got, state := m.Usage()
+			if state != tc.state || got != tc.want {
+				t.Errorf("usage = %+v (%v), want %+v (%v)", got, state, tc.want, tc.state)
+			}
+			if f := metertest.Failed(m); f != tc.failed {
+				t.Errorf("failed = %v, want %v", f, tc.failed)
+			}
+		})
+	}
+}
+
 // TestMeterNeverNegative: whatever numbers upstream writes, the meter must
 // not hand the ledger a negative count (a negative count is a credit).
 func TestMeterNeverNegative(t *testing.T) {

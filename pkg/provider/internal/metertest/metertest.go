@@ -58,6 +58,13 @@ func FeedArray(t testing.TB, m gateway.Meter, stream []byte) {
 	}
 }
 
+// Failed reports whether m saw the provider report an error inside the
+// response (gateway.StreamFailer); a meter that cannot tell never has.
+func Failed(m gateway.Meter) bool {
+	f, ok := m.(gateway.StreamFailer)
+	return ok && f.Failed()
+}
+
 // Negative reports whether any kind of u is below zero.
 func Negative(u usage.Tokens) bool {
 	return u.Input < 0 || u.CachedInput < 0 || u.CacheWrite < 0 || u.Output < 0 || u.Reasoning < 0

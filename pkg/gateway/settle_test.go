@@ -1,0 +1,134 @@
+package gateway_test
+
+import (
+	"testing"
+
+	"github.com/tollgate-dev/tollgate/pkg/gateway"
+	"github.com/tollgate-dev/tollgate/pkg/usage"
+)
+
+// streamCase is one streamed request through the whole pipeline and the
+// record it must settle as.
+type streamCase struct {
+	name     string
+	provider string // openai, anthropic or gemini
+	target   string
+	body     string
+	response string
+	status   usage.Status
+	reason   string
+	tokens   usage.Tokens
+	// estimated is what the record's estimated flag must be; an estimated
+	// output must be at least tokens.Output, and an input of zero in
+	// tokens stands for the gateway's own (positive) estimate.
+	estimated bool
+}
+
+func (c *streamCase) pipeline(t *testing.T, token string) pipelineCase {
+	t.Helper()
+	h := gateway.Headers{{Name: "Content-Type", Value: "application/json"}}
+	switch c.provider {
+	case "openai":
+		h = append(h, gateway.Header{Name: "Authorization", Value: "Bearer " + token})
+	case "anthropic":
+		h = append(h, gateway.Header{Name: "Authorization", Value: "Bearer " + token},
+			gateway.Header{Name: "Anthropic-Version", Value: "2023-06-01"})
+	case "gemini":
+		h = append(h, gateway.Header{Name: "X-Goog-Api-Key", Value: token})
+	default:
+		t.Fatalf("provider %q", c.provider)
+	}
+	return pipelineCase{name: c.name, target: c.target, header: h, body: []byte(c.body), response: []byte(c.response)}
+}
+
+func runStreamCases(t *testing.T, cases []streamCase) {
+	t.Helper()
+	env := newBenchEnv(t)
+	hdr := upstreamHeaders("text/event-stream")
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			pc := c.pipeline(t, env.token)
+			rec, fail := runPipeline(env.g, &pc, hdr)
+			if fail != "" {
+				t.Fatal(fail)
+			}
+			if rec.Status != c.status || rec.Reason != c.reason || rec.Estimated != c.estimated {
+				t.Errorf("record %s reason %q estimated %v, want %s %q estimated %v",
+					rec.Status, rec.Reason, rec.Estimated, c.status, c.reason, c.estimated)
+			}
+			got, want := rec.Tokens, c.tokens
+			if c.estimated {
+				// The output estimate comes from the text; the provider's
+				// own count is its floor. Without a provider count the
+				// input is the gateway's estimate from the request.
+				if got.Output < want.Output {
+					t.Errorf("estimated output %d below the provider's %d", got.Output, want.Output)
+				}
+				got.Output, want.Output = 0, 0
+				if want.Input == 0 && got.Input > 0 {
+					got.Input = 0
+				}
+			}
+			if got != want {
+				t.Errorf("tokens %+v, want %+v", rec.Tokens, c.tokens)
+			}
+		})
+	}
+}
+
+const (
+	chatStream      = `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":true}}`
+	responsesStream = `{"model":"gpt-5","input":"hi","stream":true}`
+	messagesStream  = `{"model":"claude-sonnet-4-5","max_tokens":10,"messages":[{"role":"user","content":"hi"}],"stream":true}`
+	geminiSSE       = "/gemini/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+	geminiBody      = `{"contents":[{"parts":[{"text":"hi"}]}]}`
+
+	anthropicStart = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"usage\":{\"input_tokens\":394,\"cache_creation_input_tokens\":10,\"cache_read_input_tokens\":20,\"output_tokens\":1}}}\n\n" +
+		"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hello world, partial output here\"}}\n\n"
+	chatChunk   = "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello world, this is partial output\"},\"finish_reason\":null}]}\n\n"
+	geminiChunk = "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"Hello world partial\"}],\"role\":\"model\"},\"index\":0}],\"usageMetadata\":{\"promptTokenCount\":50,\"candidatesTokenCount\":4,\"totalTokenCount\":54}}\r\n\r\n"
+	respUsage   = `"usage":{"input_tokens":40,"input_tokens_details":{"cached_tokens":10},"output_tokens":9,"output_tokens_details":{"reasoning_tokens":3}}`
+)
+
+// TestSettleStreamErrors: a provider error inside a stream that began with
+// 200 is an error record (docs/usage.md: "failure midway"), with the
+// reason upstream_stream_error and whatever usage the provider sent.
+func TestSettleStreamErrors(t *testing.T) {
+	runStreamCases(t, []streamCase{
+		{
+			name: "anthropic error event", provider: "anthropic", target: "/anthropic/v1/messages", body: messagesStream,
+			response: anthropicStart + "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n",
+			status:   usage.StatusError, reason: gateway.ReasonStreamError,
+			tokens: usage.Tokens{Input: 394, CachedInput: 20, CacheWrite: 10, Output: 1}, estimated: true,
+		},
+		{
+			name: "openai chat error chunk", provider: "openai", target: "/openai/v1/chat/completions", body: chatStream,
+			response: chatChunk + "data: {\"error\":{\"message\":\"The server had an error\",\"type\":\"server_error\"}}\n\n",
+			status:   usage.StatusError, reason: gateway.ReasonStreamError,
+			estimated: true,
+		},
+		{
+			name: "openai responses failed", provider: "openai", target: "/openai/v1/responses", body: responsesStream,
+			response: "event: response.failed\ndata: {\"type\":\"response.failed\",\"response\":{\"status\":\"failed\"," + respUsage + "}}\n\n",
+			status:   usage.StatusError, reason: gateway.ReasonStreamError,
+			tokens: usage.Tokens{Input: 30, CachedInput: 10, Output: 9, Reasoning: 3},
+		},
+		{
+			name: "openai responses error event", provider: "openai", target: "/openai/v1/responses", body: responsesStream,
+			response: "event: error\ndata: {\"type\":\"error\",\"code\":\"server_error\",\"message\":\"The server had an error\"}\n\n",
+			status:   usage.StatusError, reason: gateway.ReasonStreamError, estimated: true,
+		},
+		{
+			name: "gemini error chunk", provider: "gemini", target: geminiSSE, body: geminiBody,
+			response: geminiChunk + "data: {\"error\":{\"code\":503,\"message\":\"overloaded\",\"status\":\"UNAVAILABLE\"}}\r\n\r\n",
+			status:   usage.StatusError, reason: gateway.ReasonStreamError,
+			tokens: usage.Tokens{Input: 50, Output: 4}, estimated: true,
+		},
+		{
+			name: "openai responses incomplete is ok", provider: "openai", target: "/openai/v1/responses", body: responsesStream,
+			response: "event: response.incomplete\ndata: {\"type\":\"response.incomplete\",\"response\":{\"status\":\"incomplete\"," + respUsage + "}}\n\n",
+			status:   usage.StatusOK,
+			tokens:   usage.Tokens{Input: 30, CachedInput: 10, Output: 9, Reasoning: 3},
+		},
+	})
+}
