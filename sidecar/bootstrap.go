@@ -99,7 +99,11 @@ func loopback(listen string) string {
 func ingressListener(o Options) (*listenerv3.Listener, error) {
 	routes := make([]*routev3.Route, 0, len(o.Providers))
 	for _, p := range o.Providers {
-		routes = append(routes, providerRoute(p, o))
+		r, err := providerRoute(p, o)
+		if err != nil {
+			return nil, err
+		}
+		routes = append(routes, r)
 	}
 	extProc, err := typed(extProcFilter(o))
 	if err != nil {
@@ -147,8 +151,13 @@ func ingressListener(o Options) (*listenerv3.Listener, error) {
 // it changes the path (a dropped key parameter, a renamed model) it keeps
 // the prefix and edits what follows. The host rewrite is applied by the
 // router too, because ext_proc may not set :authority.
-func providerRoute(p Provider, o Options) *routev3.Route {
-	return &routev3.Route{
+//
+// With ext_authz, the route tells the processor's Check that ext_proc
+// follows (ContextExtProc): Check then only verifies the token. A Check that
+// swapped the token for the provider key would leave ext_proc a request
+// without a gateway token, which it must refuse.
+func providerRoute(p Provider, o Options) (*routev3.Route, error) {
+	r := &routev3.Route{
 		Name:  p.Name,
 		Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: p.Prefix}},
 		Action: &routev3.Route_Route{Route: &routev3.RouteAction{
@@ -160,6 +169,16 @@ func providerRoute(p Provider, o Options) *routev3.Route {
 			IdleTimeout: durationpb.New(o.StreamIdleTimeout),
 		}},
 	}
+	if o.ExtAuthz {
+		a, err := typed(&extauthzv3.ExtAuthzPerRoute{Override: &extauthzv3.ExtAuthzPerRoute_CheckSettings{
+			CheckSettings: &extauthzv3.CheckSettings{ContextExtensions: map[string]string{ContextExtProc: "true"}},
+		}})
+		if err != nil {
+			return nil, err
+		}
+		r.TypedPerFilterConfig = map[string]*anypb.Any{FilterExtAuthz: a}
+	}
+	return r, nil
 }
 
 func extProcFilter(o Options) *extprocv3.ExternalProcessor {

@@ -299,6 +299,9 @@ func TestValidatorCatchesEachKnob(t *testing.T) {
 				h.HttpFilters[0], h.HttpFilters[1] = h.HttpFilters[1], h.HttpFilters[0]
 			})
 		}, "must come before"},
+		{"ext_authz route without the ext_proc context extension", Options{ExtAuthz: true}, func(t *testing.T, b *bootstrapv3.Bootstrap) {
+			editRoute(t, b, "anthropic", func(r *routev3.Route) { delete(r.TypedPerFilterConfig, FilterExtAuthz) })
+		}, `anthropic": ext_authz needs check_settings.context_extensions tollgate-ext-proc`},
 		{"route timeout default", Options{}, func(t *testing.T, b *bootstrapv3.Bootstrap) {
 			editRoute(t, b, "openai", func(r *routev3.Route) { r.GetRoute().Timeout = nil })
 		}, "timeout must be 0s"},

@@ -28,6 +28,13 @@ const (
 	FilterExtAuthz = "envoy.filters.http.ext_authz"
 	FilterRouter   = "envoy.filters.http.router"
 
+	// ContextExtProc is the ext_authz context extension that every provider
+	// route carries when ext_authz runs before ext_proc (Options.ExtAuthz):
+	// the processor's Check then only verifies the gateway token and leaves
+	// the request unchanged, because ext_proc checks it again, meters the
+	// request and swaps in the provider key. pkg/extauthz reads the same key.
+	ContextExtProc = "tollgate-ext-proc"
+
 	// MetadataNamespace is the dynamic-metadata namespace the processor may
 	// write (the access log reads the model from it).
 	MetadataNamespace = "tollgate"
@@ -95,8 +102,11 @@ type Options struct {
 	// mode); MaxMessageTimeout caps the processor's override_message_timeout.
 	MessageTimeout    time.Duration
 	MaxMessageTimeout time.Duration
-	// ExtAuthz adds the ext_authz filter before ext_proc (token check and
-	// key swap in a separate header-only hop), with AuthzTimeout.
+	// ExtAuthz adds the ext_authz filter before ext_proc, with AuthzTimeout:
+	// the token is checked in an early header-only hop, and a bad one is
+	// refused before any body is buffered. Its routes tell the processor
+	// that ext_proc follows (ContextExtProc), so the key swap stays with
+	// ext_proc.
 	ExtAuthz     bool
 	AuthzTimeout time.Duration
 	// RequestBufferBytes is the listener buffer limit, the cap on a

@@ -314,6 +314,8 @@ func (c *checker) route(in *Ingress, vh *routev3.VirtualHost, r *routev3.Route) 
 		c.add("%s: %v", at, err)
 	} else if ar.GetDisabled() && in.ExtAuthz != nil {
 		c.add("%s: ext_authz is disabled for a provider route", at)
+	} else if in.ExtAuthz != nil && ar.GetCheckSettings().GetContextExtensions()[ContextExtProc] != "true" {
+		c.add("%s: ext_authz needs check_settings.context_extensions %s: \"true\": otherwise the processor's Check swaps the token for the key, and ext_proc refuses every request", at, ContextExtProc)
 	}
 	c.providerTLS(at, cl, host)
 }

@@ -1,7 +1,6 @@
 // Package extauthz is the header-only Envoy adapter over pkg/gateway: an
 // envoy.service.auth.v3.Authorization server for deployments that check
-// the gateway token and swap in the real key in a separate hop, without
-// ext_proc.
+// the gateway token in a separate hop, alone or before ext_proc.
 //
 // Check runs the gateway's request-header step (route, token, account
 // policy, upstream headers). An accepted request is answered OK with the
@@ -12,6 +11,11 @@
 // the gateway answers itself, its answer). Such a hop cannot read bodies,
 // so it neither meters usage nor enforces token limits: deployments that
 // bill use ext_proc (pkg/extproc).
+//
+// When ext_proc follows on the same request, the route says so with the
+// context extension ContextExtProc, and an accepted request is answered OK
+// with no changes: ext_proc checks the token again, meters the request and
+// swaps the key itself, so it must see the client's headers as they came.
 package extauthz
 
 import (
@@ -31,6 +35,11 @@ import (
 	"github.com/tollgate-dev/tollgate/pkg/gateway"
 	"github.com/tollgate-dev/tollgate/pkg/internal/envoyhdr"
 )
+
+// ContextExtProc is the CheckRequest context extension (the route's
+// ExtAuthzPerRoute check_settings) that says ext_proc follows; its value is
+// "true". The sidecar sets it (sidecar.ContextExtProc, the same string).
+const ContextExtProc = "tollgate-ext-proc"
 
 // Options tune a Server.
 type Options struct {
@@ -70,6 +79,14 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		// way the request ends here and is recorded.
 		x.Settle(gateway.Completed)
 		return denied(out.Response), nil
+	}
+	if req.GetAttributes().GetContextExtensions()[ContextExtProc] == "true" {
+		// ext_proc handles the request next and records it; nothing is
+		// recorded here, and nothing changes.
+		return &authv3.CheckResponse{
+			Status:       &rpcstatus.Status{Code: int32(codes.OK)},
+			HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{}},
+		}, nil
 	}
 	return allowed(out.Upstream, client, h.GetPath()), nil
 }

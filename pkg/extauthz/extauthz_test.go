@@ -22,6 +22,7 @@ import (
 	"github.com/tollgate-dev/tollgate/pkg/internal/gwtest"
 	"github.com/tollgate-dev/tollgate/pkg/mockprovider"
 	"github.com/tollgate-dev/tollgate/pkg/usage"
+	"github.com/tollgate-dev/tollgate/sidecar"
 )
 
 type env struct {
@@ -57,6 +58,12 @@ func newEnv(t *testing.T) *env {
 // (raw) or with the joined header map.
 func (e *env) check(t *testing.T, method, path string, h [][2]string, raw bool) *authv3.CheckResponse {
 	t.Helper()
+	return e.checkWith(t, method, path, h, raw, nil)
+}
+
+// checkWith is check with the route's context extensions.
+func (e *env) checkWith(t *testing.T, method, path string, h [][2]string, raw bool, ext map[string]string) *authv3.CheckResponse {
+	t.Helper()
 	hr := &authv3.AttributeContext_HttpRequest{Method: method, Path: path, Host: "127.0.0.1:15080", Scheme: "http", Protocol: "HTTP/1.1"}
 	if raw {
 		hr.HeaderMap = &corev3.HeaderMap{}
@@ -74,7 +81,7 @@ func (e *env) check(t *testing.T, method, path string, h [][2]string, raw bool) 
 		}
 	}
 	resp, err := e.client.Check(context.Background(), &authv3.CheckRequest{
-		Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{Http: hr}}})
+		Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{Http: hr}, ContextExtensions: ext}})
 	if err != nil {
 		t.Fatalf("Check: %v (a denial must be a CheckResponse, never a gRPC error)", err)
 	}
@@ -236,6 +243,52 @@ func TestDenied(t *testing.T) {
 			recs := e.stack.Recorder.All()[before:]
 			if len(recs) != 1 || recs[0].Status != c.record {
 				t.Errorf("records %+v, want one %s", recs, c.record)
+			}
+		})
+	}
+}
+
+// TestFollowedByExtProc: with the context extension the sidecar sets when
+// ext_proc follows, an accepted request passes unchanged (ext_proc checks
+// the token again and swaps the key, so it must still see the token) and
+// is not recorded; a refusal is denied and recorded once, as alone. Any
+// other value of the extension leaves the key swap here.
+func TestFollowedByExtProc(t *testing.T) {
+	if extauthz.ContextExtProc != sidecar.ContextExtProc {
+		t.Fatalf("extauthz reads %q, the sidecar sets %q", extauthz.ContextExtProc, sidecar.ContextExtProc)
+	}
+	e := newEnv(t)
+	tok := e.stack.Token
+	followed := map[string]string{sidecar.ContextExtProc: "true"}
+	cases := []struct {
+		name, path string
+		h          [][2]string
+		ext        map[string]string
+		code       codes.Code
+		unchanged  bool
+		records    int
+	}{
+		{"openai", "/openai/v1/chat/completions", [][2]string{{"authorization", "Bearer " + tok}, {"x-stainless-os", "Linux"}}, followed, codes.OK, true, 0},
+		{"anthropic", "/anthropic/v1/messages", [][2]string{{"x-api-key", tok}, {"anthropic-version", "2023-06-01"}}, followed, codes.OK, true, 0},
+		{"gemini key parameter", "/gemini/v1beta/models/gemini-2.5-flash:generateContent?key=" + tok, nil, followed, codes.OK, true, 0},
+		{"bad token", "/openai/v1/chat/completions", [][2]string{{"authorization", "Bearer nope"}}, followed, codes.Unauthenticated, false, 1},
+		{"other value: alone", "/openai/v1/chat/completions", [][2]string{{"authorization", "Bearer " + tok}}, map[string]string{sidecar.ContextExtProc: "false"}, codes.OK, false, 0},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			before := len(e.stack.Recorder.All())
+			resp := e.checkWith(t, "POST", c.path, c.h, true, c.ext)
+			if got := codes.Code(resp.GetStatus().GetCode()); got != c.code {
+				t.Fatalf("status %v, want %v: %v", got, c.code, resp.GetHttpResponse())
+			}
+			if ok := resp.GetOkResponse(); c.code == codes.OK {
+				changes := len(ok.GetHeaders()) + len(ok.GetHeadersToRemove()) + len(ok.GetQueryParametersToRemove())
+				if c.unchanged != (changes == 0) {
+					t.Errorf("ok_response %v: want it unchanged %v", ok, c.unchanged)
+				}
+			}
+			if n := len(e.stack.Recorder.All()) - before; n != c.records {
+				t.Errorf("%d records, want %d", n, c.records)
 			}
 		})
 	}

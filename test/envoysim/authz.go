@@ -41,10 +41,18 @@ func (rq *request) authorize() *localReply {
 	if t := cfg.GetGrpcService().GetTimeout(); t != nil {
 		timeout = t.AsDuration()
 	}
+	// The route's check_settings.context_extensions ride along. Envoy
+	// merges them from the virtual host and the route; the simulator takes
+	// the most specific per-route config only.
+	var ext map[string]string
+	if rq.route != nil {
+		ext = rq.route.extAuthz.GetCheckSettings().GetContextExtensions()
+	}
 	ctx, cancel := context.WithTimeout(rq.ctx, timeout)
 	defer cancel()
 	resp, err := rq.p.authClient.Check(ctx, &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
-		Request: &authv3.AttributeContext_Request{Http: httpReq},
+		Request:           &authv3.AttributeContext_Request{Http: httpReq},
+		ContextExtensions: ext,
 	}})
 	if err == nil && resp.GetErrorResponse() != nil {
 		err = context.DeadlineExceeded // an error response counts as an authz error

@@ -15,6 +15,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/tollgate-dev/tollgate/sidecar"
 )
 
 type fakeAuthz struct {
@@ -99,6 +101,10 @@ func TestExtAuthz(t *testing.T) {
 			raw := headerMap(hr.GetHeaderMap())
 			if hr.GetMethod() != "POST" || hr.GetPath() != "/openai/v1/x" || hr.GetId() == "" || len(raw.Values("x-dup")) != 2 {
 				t.Errorf("check request %v", hr)
+			}
+			// The sidecar's route tells the processor that ext_proc follows.
+			if ext := req.GetAttributes().GetContextExtensions(); ext[sidecar.ContextExtProc] != "true" {
+				t.Errorf("context_extensions %v, want the route's", ext)
 			}
 			if got := records(t, e)[0].Upstream != nil; got != tc.upstream {
 				t.Errorf("went upstream: %v", got)

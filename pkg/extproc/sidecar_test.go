@@ -1,0 +1,172 @@
+package extproc_test
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/tollgate-dev/tollgate/pkg/extauthz"
+	"github.com/tollgate-dev/tollgate/pkg/extproc"
+	"github.com/tollgate-dev/tollgate/pkg/internal/gwtest"
+	"github.com/tollgate-dev/tollgate/pkg/mockprovider"
+	"github.com/tollgate-dev/tollgate/pkg/usage"
+	"github.com/tollgate-dev/tollgate/sidecar"
+	"github.com/tollgate-dev/tollgate/test/envoysim"
+)
+
+// These tests run the shipped sidecar config: envoysim built from
+// sidecar.Bootstrap and validated, in front of the real ext_proc and
+// ext_authz services on one gRPC server (as `tollgate serve` wires them),
+// with the mock providers as the provider clusters.
+
+type sidecarEnv struct {
+	stack   *gwtest.Stack
+	proxy   *envoysim.Proxy
+	streams *tracker
+}
+
+// startSidecar starts the stack; upstreams replaces a provider's mock.
+func startSidecar(t *testing.T, so sidecar.Options, eo envoysim.Options, upstreams map[string]http.Handler) *sidecarEnv {
+	t.Helper()
+	st := gwtest.New(t, gwtest.Options{MaxRequestBody: 32 << 20})
+	mocks := mockprovider.NewServers(mockprovider.Options{APIKey: gwtest.Key})
+	hs := map[string]http.Handler{"openai": mocks.OpenAI, "anthropic": mocks.Anthropic, "gemini": mocks.Gemini}
+	for name, h := range upstreams {
+		hs[name] = h
+	}
+	eo.Upstreams = map[string]string{}
+	for name, h := range hs {
+		s := httptest.NewServer(h)
+		t.Cleanup(s.Close)
+		eo.Upstreams[name] = strings.TrimPrefix(s.URL, "http://")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &tracker{idle: make(chan struct{})}
+	gs := grpc.NewServer(append(extproc.ServerOptions(32<<20), grpc.StreamInterceptor(tr.intercept))...)
+	extproc.New(st.Gateway, extproc.Options{}).Register(gs)
+	extauthz.New(st.Gateway, extauthz.Options{}).Register(gs)
+	go func() { _ = gs.Serve(ln) }()
+	t.Cleanup(gs.Stop)
+	so.Processor = ln.Addr().String()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	so.ListenPort = uint32(l.Addr().(*net.TCPAddr).Port)
+	l.Close()
+	b, err := sidecar.Bootstrap(so)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sidecar.Validate(b); err != nil {
+		t.Fatal(err)
+	}
+	p, err := envoysim.Start(b, eo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return &sidecarEnv{stack: st, proxy: p, streams: tr}
+}
+
+func (e *sidecarEnv) post(t *testing.T, path, body string, hdr ...string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, e.proxy.URL()+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(b)
+}
+
+// settled returns the usage records once n requests have left the proxy
+// and every ext_proc stream has ended (and settled).
+func (e *sidecarEnv) settled(t *testing.T, n int) []usage.Record {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if _, err := e.proxy.Await(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	e.streams.wait(t)
+	return e.stack.Recorder.All()
+}
+
+// sidecarCases are one chat request per provider, with the token where each
+// official SDK puts it.
+func sidecarCases(token string) []struct {
+	provider, path, body string
+	hdr                  []string
+} {
+	return []struct {
+		provider, path, body string
+		hdr                  []string
+	}{
+		{"openai", "/openai/v1/chat/completions", `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}`,
+			[]string{"Authorization", "Bearer " + token}},
+		{"anthropic", "/anthropic/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}`,
+			[]string{"X-Api-Key", token, "Anthropic-Version", "2023-06-01"}},
+		{"gemini", "/gemini/v1beta/models/gemini-2.5-flash:generateContent", `{"contents":[{"role":"user","parts":[{"text":"hi"}]}]}`,
+			[]string{"X-Goog-Api-Key", token}},
+	}
+}
+
+// TestExtAuthzThenExtProc: with --ext-authz, ext_authz checks the token
+// first and ext_proc still swaps the key and meters: each provider answers
+// 200 (the mock accepts only the real key) and the request is recorded
+// once, with the provider's usage. A bad token is refused by ext_authz,
+// also recorded once.
+func TestExtAuthzThenExtProc(t *testing.T) {
+	e := startSidecar(t, sidecar.Options{ExtAuthz: true}, envoysim.Options{}, nil)
+	cases := sidecarCases(e.stack.Token)
+	for i, c := range cases {
+		t.Run(c.provider, func(t *testing.T) {
+			code, body := e.post(t, c.path, c.body, c.hdr...)
+			if code != http.StatusOK {
+				t.Fatalf("status %d %s, want 200", code, body)
+			}
+			recs := e.settled(t, i+1)
+			if len(recs) != i+1 {
+				t.Fatalf("%d records after %d requests, want one each", len(recs), i+1)
+			}
+			if r := recs[i]; r.Provider != c.provider || r.Status != usage.StatusOK || r.Estimated || r.Input == 0 || r.Output == 0 {
+				t.Errorf("record %+v, want ok with the provider's usage", r)
+			}
+		})
+	}
+	t.Run("bad token", func(t *testing.T) {
+		code, body := e.post(t, cases[0].path, cases[0].body, "Authorization", "Bearer nope")
+		if code != http.StatusUnauthorized || !strings.Contains(body, "invalid_api_key") {
+			t.Fatalf("status %d %s, want OpenAI's 401", code, body)
+		}
+		recs := e.settled(t, len(cases)+1)
+		if len(recs) != len(cases)+1 || recs[len(cases)].Status != usage.StatusRejected {
+			t.Errorf("records %+v, want one more, rejected", recs)
+		}
+	})
+	if v := e.proxy.Violations(); len(v) > 0 {
+		t.Errorf("violations: %v", v)
+	}
+}
