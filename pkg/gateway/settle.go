@@ -31,6 +31,18 @@ func (x *Exchange) streamFailed() bool {
 	return ok && f.Failed()
 }
 
+// RunningTotaler is implemented by meters whose partial usage is the
+// provider's running total of everything generated so far (Gemini's
+// usageMetadata on every chunk), unlike a count of the input side only
+// (Anthropic's message_start). Such a total is the provider's own count of
+// the output it covers; replacing it with a byte-based estimate would bill
+// a guess over a count.
+type RunningTotaler interface {
+	// UncountedChars is the generated text seen after the last running
+	// total, which no provider count covers.
+	UncountedChars() int64
+}
+
 // Settle ends the exchange and hands its one usage record to the recorder.
 // It is safe to call more than once; only the first call counts. Adapters
 // call it however the request ended: completion, client reset, upstream
@@ -88,9 +100,15 @@ func (x *Exchange) Settle(how End) usage.Record {
 			rec.Tokens = u
 		case state == PartialUsage:
 			// Keep what the provider counted and estimate the output it
-			// never reported.
+			// never reported: the text after a running total, or all of it
+			// when the count is of the input side only. Still an estimate,
+			// since the final count never came.
 			rec.Tokens = u
-			rec.Output = max(u.Output, outEst)
+			if rt, ok := x.meter.(RunningTotaler); ok {
+				rec.Output = u.Output + (rt.UncountedChars()+3)/4
+			} else {
+				rec.Output = max(u.Output, outEst)
+			}
 			rec.Estimated = true
 		case x.forwarded && !x.route.Unbilled && (x.status == 0 || x.status/100 == 2):
 			// The provider bills a request it received even when it never

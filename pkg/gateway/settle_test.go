@@ -1,6 +1,8 @@
 package gateway_test
 
 import (
+	"context"
+	"net/http"
 	"testing"
 
 	"github.com/tollgate-dev/tollgate/pkg/gateway"
@@ -15,13 +17,18 @@ type streamCase struct {
 	target   string
 	body     string
 	response string
-	status   usage.Status
-	reason   string
-	tokens   usage.Tokens
-	// estimated is what the record's estimated flag must be; an estimated
-	// output must be at least tokens.Output, and an input of zero in
-	// tokens stands for the gateway's own (positive) estimate.
+	// cut, when set, ends the response before its end, this way.
+	cut    gateway.End
+	status usage.Status
+	reason string
+	tokens usage.Tokens
+	// estimated is what the record's estimated flag must be. An input of
+	// zero in tokens then stands for the gateway's own (positive) estimate
+	// from the request.
 	estimated bool
+	// guessedOutput: the output is estimated from the text, so tokens.Output
+	// is only its floor (the provider's own count).
+	guessedOutput bool
 }
 
 func (c *streamCase) pipeline(t *testing.T, token string) pipelineCase {
@@ -48,32 +55,50 @@ func runStreamCases(t *testing.T, cases []streamCase) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			pc := c.pipeline(t, env.token)
-			rec, fail := runPipeline(env.g, &pc, hdr)
-			if fail != "" {
-				t.Fatal(fail)
+			var rec usage.Record
+			if c.cut == 0 {
+				var fail string
+				if rec, fail = runPipeline(env.g, &pc, hdr); fail != "" {
+					t.Fatal(fail)
+				}
+			} else {
+				rec = cutPipeline(t, env.g, &pc, hdr, c.cut)
 			}
 			if rec.Status != c.status || rec.Reason != c.reason || rec.Estimated != c.estimated {
 				t.Errorf("record %s reason %q estimated %v, want %s %q estimated %v",
 					rec.Status, rec.Reason, rec.Estimated, c.status, c.reason, c.estimated)
 			}
 			got, want := rec.Tokens, c.tokens
-			if c.estimated {
-				// The output estimate comes from the text; the provider's
-				// own count is its floor. Without a provider count the
-				// input is the gateway's estimate from the request.
+			if c.guessedOutput {
 				if got.Output < want.Output {
 					t.Errorf("estimated output %d below the provider's %d", got.Output, want.Output)
 				}
 				got.Output, want.Output = 0, 0
-				if want.Input == 0 && got.Input > 0 {
-					got.Input = 0
-				}
+			}
+			if c.estimated && want.Input == 0 && got.Input > 0 {
+				got.Input = 0
 			}
 			if got != want {
 				t.Errorf("tokens %+v, want %+v", rec.Tokens, c.tokens)
 			}
 		})
 	}
+}
+
+// cutPipeline drives one exchange whose response stops after its first
+// chunk, the way the proxy settles it.
+func cutPipeline(t *testing.T, g *gateway.Gateway, c *pipelineCase, respHdr gateway.Headers, how gateway.End) usage.Record {
+	t.Helper()
+	x := g.NewExchange(context.Background(), "cut-request")
+	if out := x.RequestHeaders(http.MethodPost, c.target, c.header); out.Action != gateway.NeedBody {
+		t.Fatalf("request headers: %s", out.Response.Body)
+	}
+	if out := x.RequestBody(c.body); out.Action != gateway.Forward {
+		t.Fatalf("request body: %s", out.Response.Body)
+	}
+	_ = x.ResponseHeaders(http.StatusOK, respHdr)
+	_ = x.ResponseBody(c.response, false)
+	return x.Settle(how)
 }
 
 const (
@@ -99,13 +124,13 @@ func TestSettleStreamErrors(t *testing.T) {
 			name: "anthropic error event", provider: "anthropic", target: "/anthropic/v1/messages", body: messagesStream,
 			response: anthropicStart + "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n",
 			status:   usage.StatusError, reason: gateway.ReasonStreamError,
-			tokens: usage.Tokens{Input: 394, CachedInput: 20, CacheWrite: 10, Output: 1}, estimated: true,
+			tokens: usage.Tokens{Input: 394, CachedInput: 20, CacheWrite: 10, Output: 1}, estimated: true, guessedOutput: true,
 		},
 		{
 			name: "openai chat error chunk", provider: "openai", target: "/openai/v1/chat/completions", body: chatStream,
 			response: chatChunk + "data: {\"error\":{\"message\":\"The server had an error\",\"type\":\"server_error\"}}\n\n",
 			status:   usage.StatusError, reason: gateway.ReasonStreamError,
-			estimated: true,
+			estimated: true, guessedOutput: true,
 		},
 		{
 			name: "openai responses failed", provider: "openai", target: "/openai/v1/responses", body: responsesStream,
@@ -116,7 +141,7 @@ func TestSettleStreamErrors(t *testing.T) {
 		{
 			name: "openai responses error event", provider: "openai", target: "/openai/v1/responses", body: responsesStream,
 			response: "event: error\ndata: {\"type\":\"error\",\"code\":\"server_error\",\"message\":\"The server had an error\"}\n\n",
-			status:   usage.StatusError, reason: gateway.ReasonStreamError, estimated: true,
+			status:   usage.StatusError, reason: gateway.ReasonStreamError, estimated: true, guessedOutput: true,
 		},
 		{
 			name: "gemini error chunk", provider: "gemini", target: geminiSSE, body: geminiBody,
@@ -129,6 +154,41 @@ func TestSettleStreamErrors(t *testing.T) {
 			response: "event: response.incomplete\ndata: {\"type\":\"response.incomplete\",\"response\":{\"status\":\"incomplete\"," + respUsage + "}}\n\n",
 			status:   usage.StatusOK,
 			tokens:   usage.Tokens{Input: 30, CachedInput: 10, Output: 9, Reasoning: 3},
+		},
+	})
+}
+
+// TestSettleStreamCut: a stream that stops midway keeps the counts the
+// provider sent. Gemini's running totals are its own count of the output
+// so far and are not replaced by a larger byte-based guess; only text after
+// the last total is estimated. Anthropic's message_start counts the input
+// side only, so its output is estimated from the text.
+func TestSettleStreamCut(t *testing.T) {
+	const noUsageChunk = "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"abcdefgh\"}],\"role\":\"model\"},\"index\":0}]}\r\n\r\n"
+	runStreamCases(t, []streamCase{
+		{
+			name: "gemini running total kept", provider: "gemini", target: geminiSSE, body: geminiBody,
+			response: geminiChunk, cut: gateway.UpstreamFailed,
+			status: usage.StatusError, reason: string(gateway.CodeUpstream),
+			tokens: usage.Tokens{Input: 50, Output: 4}, estimated: true,
+		},
+		{
+			name: "gemini text after the last total is estimated on top", provider: "gemini", target: geminiSSE, body: geminiBody,
+			response: geminiChunk + noUsageChunk, cut: gateway.UpstreamFailed,
+			status: usage.StatusError, reason: string(gateway.CodeUpstream),
+			tokens: usage.Tokens{Input: 50, Output: 4 + 3}, estimated: true, // "abcdefgh" is 10 bytes of JSON: 3 tokens
+		},
+		{
+			name: "gemini abandoned by the client", provider: "gemini", target: geminiSSE, body: geminiBody,
+			response: geminiChunk, cut: gateway.ClientGone,
+			status: usage.StatusAbandoned, reason: "client_gone",
+			tokens: usage.Tokens{Input: 50, Output: 4}, estimated: true,
+		},
+		{
+			name: "anthropic output estimated from the text", provider: "anthropic", target: "/anthropic/v1/messages", body: messagesStream,
+			response: anthropicStart, cut: gateway.UpstreamFailed,
+			status: usage.StatusError, reason: string(gateway.CodeUpstream),
+			tokens: usage.Tokens{Input: 394, CachedInput: 20, CacheWrite: 10, Output: 9}, estimated: true, // 34 bytes of JSON string: 9 tokens
 		},
 	})
 }

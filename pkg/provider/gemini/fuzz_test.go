@@ -74,6 +74,9 @@ func FuzzGeminiUsage(f *testing.F) {
 			if m.OutputChars() < 0 {
 				t.Fatalf("%s: OutputChars %d < 0", r.what, m.OutputChars())
 			}
+			if u := m.(gateway.RunningTotaler).UncountedChars(); u < 0 || u > m.OutputChars() {
+				t.Fatalf("%s: UncountedChars %d outside [0, OutputChars %d]", r.what, u, m.OutputChars())
+			}
 			if state == gateway.NoUsage && !got.IsZero() {
 				t.Fatalf("%s: NoUsage with counts %+v", r.what, got)
 			}

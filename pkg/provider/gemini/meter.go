@@ -20,8 +20,15 @@ type meter struct {
 	u      usage.Tokens
 	state  gateway.Completeness
 	chars  int64
-	failed bool
+	// counted is chars when the last running total arrived: the text up to
+	// there is inside its counts.
+	counted int64
+	failed  bool
 }
+
+// UncountedChars implements gateway.RunningTotaler: each usageMetadata is a
+// running total that covers the text of its own chunk and all before.
+func (m *meter) UncountedChars() int64 { return m.chars - m.counted }
 
 func (m *meter) Usage() (usage.Tokens, gateway.Completeness) { return m.u, m.state }
 func (m *meter) OutputChars() int64                          { return m.chars }
@@ -61,6 +68,7 @@ func (m *meter) Document(doc []byte) {
 	prompt, cached := n("promptTokenCount"), n("cachedContentTokenCount")
 	cached = min(cached, prompt)
 	thoughts := n("thoughtsTokenCount")
+	m.counted = m.chars
 	m.u = usage.Tokens{
 		Input:       prompt - cached + n("toolUsePromptTokenCount"),
 		CachedInput: cached,

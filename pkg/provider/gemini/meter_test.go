@@ -170,6 +170,37 @@ func TestMeterStreamRunningTotals(t *testing.T) {
 	})
 }
 
+// TestMeterUncountedChars: a running total covers the text of its own chunk
+// and every chunk before; only text after the last total is uncounted.
+func TestMeterUncountedChars(t *testing.T) {
+	withTotal := chunk("Hello", "", `{"promptTokenCount":8,"candidatesTokenCount":2}`)
+	noTotal := `{"candidates":[{"content":{"parts":[{"text":"abcdefgh"}],"role":"model"},"index":0}]}`
+	for _, tc := range []struct {
+		name   string
+		chunks []string
+		want   int64
+	}{
+		{"every chunk with a total", []string{withTotal, withTotal}, 0},
+		{"text after the last total", []string{withTotal, noTotal}, int64(len(`"abcdefgh"`))},
+		{"a total after text without one covers it", []string{noTotal, withTotal}, 0},
+		{"no total at all", []string{noTotal}, int64(len(`"abcdefgh"`))},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := newMeter(t, streamPath, streamSSEQuery)
+			for _, c := range tc.chunks {
+				m.Event(sse.Event{Data: []byte(c)})
+			}
+			rt, ok := m.(gateway.RunningTotaler)
+			if !ok {
+				t.Fatal("the Gemini meter does not report running totals")
+			}
+			if got := rt.UncountedChars(); got != tc.want {
+				t.Errorf("UncountedChars = %d, want %d", got, tc.want)
+			}
+		})
+	}
+}
+
 // TestMeterStreamErrors: an error chunk after the 200 makes the request an
 // error; the running total before it stands.
 func TestMeterStreamErrors(t *testing.T) {
