@@ -35,7 +35,11 @@ import (
 //     estimate need the complete JSON (the listener buffer limit caps it);
 //   - response headers, for the status;
 //   - the response body STREAMED, one reply per chunk, so a stream is never
-//     held whole and usage is read from the chunks as they pass.
+//     held whole and usage is read from the chunks as they pass;
+//   - response trailers, because a body that ends with trailers never
+//     carries end_of_stream: the trailers message is how the processor
+//     learns that such a response completed (with SKIP it could not tell it
+//     from a client reset, and would record it abandoned).
 //
 // Every field is explicit, as Envoy's override rules need (doc §4.7).
 func ProcessingMode() *extprocv3.ProcessingMode {
@@ -45,7 +49,7 @@ func ProcessingMode() *extprocv3.ProcessingMode {
 		RequestTrailerMode:  extprocv3.ProcessingMode_SKIP,
 		ResponseHeaderMode:  extprocv3.ProcessingMode_SEND,
 		ResponseBodyMode:    extprocv3.ProcessingMode_STREAMED,
-		ResponseTrailerMode: extprocv3.ProcessingMode_SKIP,
+		ResponseTrailerMode: extprocv3.ProcessingMode_SEND,
 	}
 }
 

@@ -249,8 +249,14 @@ func TestValidatorCatchesEachKnob(t *testing.T) {
 		{"full duplex without trailers", Options{}, func(t *testing.T, b *bootstrapv3.Bootstrap) {
 			editExtProc(t, b, func(e *extprocv3.ExternalProcessor) {
 				e.ProcessingMode.ResponseBodyMode = extprocv3.ProcessingMode_FULL_DUPLEX_STREAMED
+				e.ProcessingMode.ResponseTrailerMode = extprocv3.ProcessingMode_SKIP
 			})
 		}, "needs response_trailer_mode SEND"},
+		{"response trailers skipped", Options{}, func(t *testing.T, b *bootstrapv3.Bootstrap) {
+			editExtProc(t, b, func(e *extprocv3.ExternalProcessor) {
+				e.ProcessingMode.ResponseTrailerMode = extprocv3.ProcessingMode_SKIP
+			})
+		}, "processing_mode"},
 		{"full duplex with failure_mode_allow", Options{}, func(t *testing.T, b *bootstrapv3.Bootstrap) {
 			editExtProc(t, b, func(e *extprocv3.ExternalProcessor) {
 				e.ProcessingMode.RequestBodyMode = extprocv3.ProcessingMode_FULL_DUPLEX_STREAMED
@@ -348,6 +354,7 @@ func TestValidatorCatchesEachKnob(t *testing.T) {
 			editRoute(t, b, "openai", func(r *routev3.Route) {
 				pm := ProcessingMode()
 				pm.ResponseBodyMode = extprocv3.ProcessingMode_FULL_DUPLEX_STREAMED
+				pm.ResponseTrailerMode = extprocv3.ProcessingMode_SKIP
 				r.TypedPerFilterConfig = perRoute(t, &extprocv3.ExtProcPerRoute{Override: &extprocv3.ExtProcPerRoute_Overrides{
 					Overrides: &extprocv3.ExtProcOverrides{ProcessingMode: pm}}})
 			})

@@ -7,9 +7,15 @@
 //
 // The sidecar's filter configuration (sidecar.ProcessingMode): request
 // headers SEND, request body BUFFERED, response headers SEND, response body
-// STREAMED, trailers SKIP. A response body BUFFERED with allow_mode_override
-// and StreamingOverride in allowed_override_modes works too: streamed
-// responses are then switched to STREAMED in the response headers reply.
+// STREAMED, request trailers SKIP, response trailers SEND. A response body
+// BUFFERED with allow_mode_override and StreamingOverride in
+// allowed_override_modes works too: streamed responses are then switched to
+// STREAMED in the response headers reply.
+//
+// A response body that ends with trailers never carries end_of_stream; the
+// response_trailers message ends it. Without it (response trailers SKIP) a
+// completed response and a client reset look the same on the gRPC stream,
+// and the exchange is settled as abandoned.
 //
 // The sidecar's provider routes strip the provider prefix (prefix_rewrite
 // "/"), so the processor keeps it in :path and sets :path only when the
@@ -64,7 +70,8 @@ func (s *Server) Register(g *grpc.Server) { extprocv3.RegisterExternalProcessorS
 // of a streamed response (SSE or a streamed JSON array). Envoy applies it
 // only when it equals an entry of the filter's allowed_override_modes
 // exactly, so the sidecar config lists this very value. Every field is
-// explicit: body modes in an override are copied verbatim.
+// explicit: body modes in an override are copied verbatim. Response
+// trailers stay SEND, so that a stream ending with trailers completes.
 func StreamingOverride() *extprocfilterv3.ProcessingMode {
 	return &extprocfilterv3.ProcessingMode{
 		RequestHeaderMode:   extprocfilterv3.ProcessingMode_SEND,
@@ -72,7 +79,7 @@ func StreamingOverride() *extprocfilterv3.ProcessingMode {
 		RequestTrailerMode:  extprocfilterv3.ProcessingMode_SKIP,
 		ResponseHeaderMode:  extprocfilterv3.ProcessingMode_SEND,
 		ResponseBodyMode:    extprocfilterv3.ProcessingMode_STREAMED,
-		ResponseTrailerMode: extprocfilterv3.ProcessingMode_SKIP,
+		ResponseTrailerMode: extprocfilterv3.ProcessingMode_SEND,
 	}
 }
 

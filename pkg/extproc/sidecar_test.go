@@ -170,3 +170,59 @@ func TestExtAuthzThenExtProc(t *testing.T) {
 		t.Errorf("violations: %v", v)
 	}
 }
+
+// TestResponseEndingWithTrailers: a response whose body ends with HTTP
+// trailers never carries end_of_stream; the sidecar sends the response
+// trailers, and the processor settles the response complete, with the
+// provider's usage, instead of abandoned with an estimate. The client gets
+// the trailers.
+func TestResponseEndingWithTrailers(t *testing.T) {
+	for _, tc := range []struct {
+		name, contentType, body, request string
+	}{
+		{"json", "application/json",
+			`{"id":"c1","object":"chat.completion","model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"hello"},"finish_reason":"stop"}],"usage":{"prompt_tokens":11,"completion_tokens":3,"total_tokens":14}}`,
+			`{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}`},
+		{"sse", "text/event-stream",
+			"data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hello\"},\"finish_reason\":\"stop\"}]}\n\n" +
+				"data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"model\":\"gpt-4o-mini\",\"choices\":[],\"usage\":{\"prompt_tokens\":11,\"completion_tokens\":3,\"total_tokens\":14}}\n\n" +
+				"data: [DONE]\n\n",
+			`{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			up := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				_, _ = io.ReadAll(r.Body)
+				w.Header().Set("Content-Type", tc.contentType)
+				w.Header().Set("Trailer", "X-Upstream-Done")
+				w.WriteHeader(http.StatusOK)
+				_, _ = io.WriteString(w, tc.body)
+				w.Header().Set("X-Upstream-Done", "1")
+			})
+			e := startSidecar(t, sidecar.Options{}, envoysim.Options{}, map[string]http.Handler{"openai": up})
+			req, err := http.NewRequest(http.MethodPost, e.proxy.URL()+"/openai/v1/chat/completions", strings.NewReader(tc.request))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Authorization", "Bearer "+e.stack.Token)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil || resp.StatusCode != http.StatusOK || !strings.Contains(string(b), "hello") {
+				t.Fatalf("status %d %q %v", resp.StatusCode, b, err)
+			}
+			if got := resp.Trailer.Get("X-Upstream-Done"); got != "1" {
+				t.Errorf("client trailer %q, want the upstream's", got)
+			}
+			recs := e.settled(t, 1)
+			if len(recs) != 1 {
+				t.Fatalf("%d records", len(recs))
+			}
+			if r := recs[0]; r.Status != usage.StatusOK || r.Estimated || r.Input != 11 || r.Output != 3 {
+				t.Errorf("record %s/%s %+v estimated=%v, want ok with the provider's usage {11, 3}", r.Status, r.Reason, r.Tokens, r.Estimated)
+			}
+		})
+	}
+}

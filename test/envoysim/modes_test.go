@@ -341,6 +341,7 @@ func TestFullDuplexStreamed(t *testing.T) {
 		for _, bad := range []func(*extprocfilterv3.ExternalProcessor){
 			func(c *extprocfilterv3.ExternalProcessor) {
 				c.ProcessingMode.ResponseBodyMode = extprocfilterv3.ProcessingMode_FULL_DUPLEX_STREAMED
+				c.ProcessingMode.ResponseTrailerMode = extprocfilterv3.ProcessingMode_SKIP
 			},
 			func(c *extprocfilterv3.ExternalProcessor) {
 				fdResponse(c)
@@ -513,14 +514,17 @@ func TestSendBodyWithoutWaiting(t *testing.T) {
 // stream with trailers ends with them, not with an end_of_stream chunk.
 func TestTrailers(t *testing.T) {
 	events := []string{"data: 1\n\n", "data: 2\n\n"}
+	// sendTrailers sets both trailer modes (the sidecar's own config sends
+	// response trailers).
 	sendTrailers := func(req, resp bool) func(*extprocfilterv3.ExternalProcessor) {
+		mode := func(send bool) extprocfilterv3.ProcessingMode_HeaderSendMode {
+			if send {
+				return extprocfilterv3.ProcessingMode_SEND
+			}
+			return extprocfilterv3.ProcessingMode_SKIP
+		}
 		return func(c *extprocfilterv3.ExternalProcessor) {
-			if req {
-				c.ProcessingMode.RequestTrailerMode = extprocfilterv3.ProcessingMode_SEND
-			}
-			if resp {
-				c.ProcessingMode.ResponseTrailerMode = extprocfilterv3.ProcessingMode_SEND
-			}
+			c.ProcessingMode.RequestTrailerMode, c.ProcessingMode.ResponseTrailerMode = mode(req), mode(resp)
 		}
 	}
 	mutate := func(_ int, req *extprocv3.ProcessingRequest) ([]*extprocv3.ProcessingResponse, error) {
@@ -541,7 +545,7 @@ func TestTrailers(t *testing.T) {
 		wantUp, wantDown  map[string]string
 		upstreamEndsEmpty bool
 	}{
-		{name: "SKIP both: passed through, never an end_of_stream body", cfg: nil, reqTrailers: true, respTrailers: true,
+		{name: "SKIP both: passed through, never an end_of_stream body", cfg: sendTrailers(false, false), reqTrailers: true, respTrailers: true,
 			wantKinds: []string{"RequestHeaders", "RequestBody(7,false)", "ResponseHeaders", "ResponseBody(9,false)", "ResponseBody(9,false)"},
 			wantUp:    map[string]string{"X-Req-T": "1"}, wantDown: map[string]string{"X-Resp-T": "2"}},
 		{name: "SEND both: trailers messages, mutations applied", cfg: sendTrailers(true, true), reqTrailers: true, respTrailers: true,
