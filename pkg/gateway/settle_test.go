@@ -192,3 +192,15 @@ func TestSettleStreamCut(t *testing.T) {
 		},
 	})
 }
+
+// TestSettleGeminiBlocked: a stream whose only chunk is a blocked prompt
+// settles as the provider's final count, not an estimate, as the same
+// answer does without a stream.
+func TestSettleGeminiBlocked(t *testing.T) {
+	const blocked = `{"promptFeedback":{"blockReason":"SAFETY"},"usageMetadata":{"promptTokenCount":12,"totalTokenCount":12}}`
+	runStreamCases(t, []streamCase{{
+		name: "gemini blockReason", provider: "gemini", target: geminiSSE, body: geminiBody,
+		response: "data: " + blocked + "\r\n\r\n",
+		status:   usage.StatusOK, tokens: usage.Tokens{Input: 12},
+	}})
+}

@@ -44,7 +44,7 @@ func (m *meter) Event(ev sse.Event) bool {
 func (m *meter) Document(doc []byte) {
 	// A chunk with an error object is how a stream fails after its 200
 	// (SSE and streamed array alike); the running total before it stands.
-	if raw, ok := jsonscan.Field(doc, "error"); ok && !jsonedit.IsNull(raw) {
+	if present(doc, "error") {
 		m.failed = true
 		return
 	}
@@ -76,14 +76,17 @@ func (m *meter) Document(doc []byte) {
 		Reasoning:   thoughts,
 	}
 	// A whole response is final; in a stream, the chunk that ends the
-	// candidate carries the final total.
-	if !m.stream {
-		m.state = gateway.FinalUsage
-		return
-	}
-	if fr, ok := jsonscan.Field(first, "finishReason"); ok && !jsonedit.IsNull(fr) {
+	// candidate carries the final total, and so does a blocked prompt's,
+	// which ends the stream with no candidate at all.
+	if !m.stream || present(first, "finishReason") || present(doc, "promptFeedback", "blockReason") {
 		m.state = gateway.FinalUsage
 	} else if m.state != gateway.FinalUsage {
 		m.state = gateway.PartialUsage
 	}
+}
+
+// present reports whether the member at path is there and not null.
+func present(doc []byte, path ...string) bool {
+	raw, ok := jsonscan.Field(doc, path...)
+	return ok && !jsonedit.IsNull(raw)
 }

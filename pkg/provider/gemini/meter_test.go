@@ -170,6 +170,38 @@ func TestMeterStreamRunningTotals(t *testing.T) {
 	})
 }
 
+// TestMeterBlockedPrompt: a blocked prompt is answered with one chunk that
+// has promptFeedback.blockReason, usage and no candidate. It ends the
+// stream, so its usage is final, as the same answer without a stream is.
+func TestMeterBlockedPrompt(t *testing.T) {
+	const blocked = `{"promptFeedback":{"blockReason":"PROHIBITED_CONTENT"},"usageMetadata":{"promptTokenCount":12,"totalTokenCount":12},"modelVersion":"gemini-2.5-flash"}`
+	want := usage.Tokens{Input: 12}
+	for _, tc := range []struct {
+		name        string
+		path, query string
+		feed        func(m gateway.Meter)
+	}{
+		{"generateContent", generatePath, "", func(m gateway.Meter) { m.Document([]byte(blocked)) }},
+		{"sse", streamPath, streamSSEQuery, func(m gateway.Meter) { feedSSE(t, m, []byte("data: "+blocked+"\r\n\r\n")) }},
+		{"array", streamPath, "", func(m gateway.Meter) { metertest.FeedArray(t, m, []byte("["+blocked+"]")) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := newMeter(t, tc.path, tc.query)
+			tc.feed(m)
+			if got, state := m.Usage(); got != want || state != gateway.FinalUsage {
+				t.Errorf("usage = %+v (%v), want %+v final", got, state, want)
+			}
+		})
+	}
+	t.Run("blockReason null is not a block", func(t *testing.T) {
+		m := newMeter(t, streamPath, streamSSEQuery)
+		m.Event(sse.Event{Data: []byte(`{"promptFeedback":{"blockReason":null},"usageMetadata":{"promptTokenCount":12}}`)})
+		if _, state := m.Usage(); state != gateway.PartialUsage {
+			t.Errorf("completeness = %v, want partial", state)
+		}
+	})
+}
+
 // TestMeterUncountedChars: a running total covers the text of its own chunk
 // and every chunk before; only text after the last total is uncounted.
 func TestMeterUncountedChars(t *testing.T) {
