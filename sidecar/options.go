@@ -55,7 +55,9 @@ const (
 	// DefaultRequestBufferBytes is Envoy's request buffer: above the
 	// processor's own 32 MiB body limit, so that the processor, not Envoy,
 	// answers an oversized body (in the provider's error shape). The
-	// processor's gRPC receive limit must be above it.
+	// processor's gRPC receive limit is this plus 1 MiB for headers and
+	// framing (extproc.ServerOptions; pkg/extproc's TestBodyAtSidecarBuffer
+	// fails if this grows past it).
 	DefaultRequestBufferBytes = 33 << 20
 	DefaultMessageTimeout     = 2 * time.Second
 	DefaultMaxMessageTimeout  = 10 * time.Second

@@ -124,17 +124,23 @@ const (
 	connWindow   = 16 << 20
 )
 
-// minResponseBuffer is the largest buffered (non-streamed) response body the
-// processor accepts in one message, at least: the sidecar's response buffer.
-const minResponseBuffer = 32 << 20
+// sidecarBuffer is the largest body the sidecar's Envoy may buffer and send
+// in one message: its request buffer, which is also each provider cluster's
+// response buffer (sidecar.DefaultRequestBufferBytes; the gateway binary
+// does not import sidecar and Envoy's config protos with it, so
+// TestBodyAtSidecarBuffer keeps the two in step). A body of that size must
+// reach the processor, which answers it with the provider's 413 instead of
+// Envoy's 500 for a failed stream.
+const sidecarBuffer = 33 << 20
 
 // ServerOptions are the gRPC server settings Envoy needs: messages as large
-// as a whole buffered body (a request up to maxRequestBody, or a buffered
-// response) plus headroom, else Recv fails and Envoy answers 500; and a
-// keepalive policy that tolerates Envoy's HTTP/2 pings, which grpc-go's
-// default (5 min, none without streams) answers with GOAWAY too_many_pings.
+// as a whole buffered body (a request up to maxRequestBody, or whatever the
+// sidecar buffers) plus headroom, else Recv fails and Envoy answers 500;
+// and a keepalive policy that tolerates Envoy's HTTP/2 pings, which
+// grpc-go's default (5 min, none without streams) answers with GOAWAY
+// too_many_pings.
 func ServerOptions(maxRequestBody int64) []grpc.ServerOption {
-	size := max(maxRequestBody, minResponseBuffer) + headroom
+	size := max(maxRequestBody, sidecarBuffer) + headroom
 	if size > math.MaxInt32 {
 		size = math.MaxInt32
 	}

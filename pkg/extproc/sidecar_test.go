@@ -2,6 +2,7 @@ package extproc_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -10,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	extprocfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/grpc"
 
 	"github.com/tollgate-dev/tollgate/pkg/extauthz"
@@ -222,6 +226,46 @@ func TestResponseEndingWithTrailers(t *testing.T) {
 			}
 			if r := recs[0]; r.Status != usage.StatusOK || r.Estimated || r.Input != 11 || r.Output != 3 {
 				t.Errorf("record %s/%s %+v estimated=%v, want ok with the provider's usage {11, 3}", r.Status, r.Reason, r.Tokens, r.Estimated)
+			}
+		})
+	}
+}
+
+// TestBodyAtSidecarBuffer: a request body as large as the sidecar's Envoy
+// buffers (its default listener limit), sent in one message with its
+// headers' framing, fits the processor's gRPC receive limit, and is
+// answered with the provider's 413 rather than failing the stream (which
+// Envoy turns into its own 503).
+func TestBodyAtSidecarBuffer(t *testing.T) {
+	limit := sidecar.Options{}.WithDefaults().RequestBufferBytes
+	for _, maxBody := range []int64{32 << 20, 1 << 20} {
+		t.Run(fmt.Sprintf("max body %d", maxBody), func(t *testing.T) {
+			e := newEnv(t, envOptions{maxBody: maxBody})
+			stream, err := e.client.Process(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			x := fixtures[0].request(e.stack.Token, "hi", false)
+			h := append(headerList{{":authority", "127.0.0.1:15080"}, {":path", x.path}, {":method", "POST"}, {":scheme", "http"}}, x.header...)
+			if err := stream.Send(&extprocv3.ProcessingRequest{
+				Request:        &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{Headers: h.headerMap()}},
+				ProtocolConfig: &extprocv3.ProtocolConfiguration{RequestBodyMode: extprocfilterv3.ProcessingMode_BUFFERED, ResponseBodyMode: extprocfilterv3.ProcessingMode_STREAMED},
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := stream.Recv(); err != nil {
+				t.Fatal(err)
+			}
+			if err := stream.Send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestBody{
+				RequestBody: &extprocv3.HttpBody{Body: make([]byte, limit), EndOfStream: true}}}); err != nil {
+				t.Fatal(err)
+			}
+			r, err := stream.Recv()
+			if err != nil {
+				t.Fatalf("a %d-byte body (the sidecar's buffer) failed the stream: %v", limit, err)
+			}
+			if got := r.GetImmediateResponse().GetStatus().GetCode(); got != typev3.StatusCode_PayloadTooLarge {
+				t.Errorf("reply %v, want the provider's 413", r)
 			}
 		})
 	}
