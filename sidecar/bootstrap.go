@@ -68,7 +68,7 @@ func Bootstrap(opts Options) (*bootstrapv3.Bootstrap, error) {
 	if err != nil {
 		return nil, err
 	}
-	pc, err := processorCluster(proc)
+	pc, err := processorCluster(proc, o.RequestBufferBytes+MessageHeadroomBytes)
 	if err != nil {
 		return nil, err
 	}
@@ -318,8 +318,10 @@ func listener(name, addr string, port, bufferLimit uint32, hcm *hcmv3.HttpConnec
 }
 
 // processorCluster is the gRPC cluster: HTTP/2 only, with keepalive pings
-// the processor's gRPC server must permit.
-func processorCluster(a ProcessorAddress) (*clusterv3.Cluster, error) {
+// the processor's gRPC server must permit, and a connection buffer that
+// holds the largest message Envoy sends it (a whole buffered body and its
+// headers) rather than Envoy's 1 MiB default.
+func processorCluster(a ProcessorAddress, bufferLimit uint32) (*clusterv3.Cluster, error) {
 	h2, err := typed(&httpv3.HttpProtocolOptions{
 		UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
 			ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{
@@ -337,6 +339,7 @@ func processorCluster(a ProcessorAddress) (*clusterv3.Cluster, error) {
 		Name:                          ProcessorCluster,
 		ConnectTimeout:                durationpb.New(time.Second),
 		LbPolicy:                      clusterv3.Cluster_ROUND_ROBIN,
+		PerConnectionBufferLimitBytes: wrapperspb.UInt32(bufferLimit),
 		TypedExtensionProtocolOptions: map[string]*anypb.Any{httpProtocolOptionsName: h2},
 	}
 	var addr *corev3.Address

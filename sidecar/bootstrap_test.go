@@ -3,6 +3,7 @@ package sidecar
 import (
 	"bytes"
 	"flag"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -145,6 +146,7 @@ func TestBadOptions(t *testing.T) {
 		{Providers: []Provider{{Name: "x", Prefix: "//", Host: "h"}}},
 		{Providers: []Provider{{Name: ProcessorCluster, Prefix: "/x/", Host: "h"}}},
 		{ListenPort: 70000},
+		{RequestBufferBytes: math.MaxUint32},
 	} {
 		if _, err := Bootstrap(o); err == nil {
 			t.Errorf("Bootstrap(%+v) accepted", o)
@@ -233,6 +235,12 @@ func TestValidatorCatchesEachKnob(t *testing.T) {
 					HttpProtocolOptions: &corev3.Http1ProtocolOptions{}}}}})
 			cluster(b, ProcessorCluster).TypedExtensionProtocolOptions[httpProtocolOptionsName] = h1
 		}, "must be HTTP/2 only"},
+		{"processor cluster with Envoy's default buffer", Options{}, func(t *testing.T, b *bootstrapv3.Bootstrap) {
+			cluster(b, ProcessorCluster).PerConnectionBufferLimitBytes = nil
+		}, `cluster "tollgate_processor" per_connection_buffer_limit_bytes must be at least 35651584`},
+		{"processor cluster buffer without headroom", Options{}, func(t *testing.T, b *bootstrapv3.Bootstrap) {
+			cluster(b, ProcessorCluster).PerConnectionBufferLimitBytes = wrapperspb.UInt32(DefaultRequestBufferBytes)
+		}, `cluster "tollgate_processor" per_connection_buffer_limit_bytes must be at least`},
 		{"processor cluster without endpoints", Options{}, func(t *testing.T, b *bootstrapv3.Bootstrap) {
 			cluster(b, ProcessorCluster).LoadAssignment.Endpoints = nil
 		}, "has no endpoint"},

@@ -8,6 +8,7 @@ package sidecar
 
 import (
 	"fmt"
+	"math"
 	"net"
 	"strconv"
 	"strings"
@@ -59,10 +60,14 @@ const (
 	// framing (extproc.ServerOptions; pkg/extproc's TestBodyAtSidecarBuffer
 	// fails if this grows past it).
 	DefaultRequestBufferBytes = 33 << 20
-	DefaultMessageTimeout     = 2 * time.Second
-	DefaultMaxMessageTimeout  = 10 * time.Second
-	DefaultAuthzTimeout       = 500 * time.Millisecond
-	DefaultStreamIdleTimeout  = 10 * time.Minute
+	// MessageHeadroomBytes is what a body message to the processor carries
+	// besides the body: the headers (60 KiB at most by default) and the
+	// gRPC and protobuf framing.
+	MessageHeadroomBytes     = 1 << 20
+	DefaultMessageTimeout    = 2 * time.Second
+	DefaultMaxMessageTimeout = 10 * time.Second
+	DefaultAuthzTimeout      = 500 * time.Millisecond
+	DefaultStreamIdleTimeout = 10 * time.Minute
 )
 
 // Provider is one upstream API: its route prefix on the listener and the
@@ -188,6 +193,9 @@ func (o Options) check() error {
 	}
 	if o.MessageTimeout < time.Millisecond || o.MaxMessageTimeout <= o.MessageTimeout {
 		return fmt.Errorf("message timeout %v, max %v: want 1ms <= timeout < max", o.MessageTimeout, o.MaxMessageTimeout)
+	}
+	if o.RequestBufferBytes > math.MaxUint32-MessageHeadroomBytes {
+		return fmt.Errorf("request buffer %d bytes: the processor cluster's buffer (this plus %d) must fit in 32 bits", o.RequestBufferBytes, MessageHeadroomBytes)
 	}
 	if _, err := ParseProcessor(o.Processor); err != nil {
 		return err

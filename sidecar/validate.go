@@ -226,6 +226,21 @@ func (c *checker) extProc(in *Ingress, ep *extprocv3.ExternalProcessor) {
 		c.add("%s: route_cache_action must be RETAIN: the route matched on the client's path is final, and a re-match after every header mutation is wasted work", at)
 	}
 	c.grpcCluster(in, at, ep.GetGrpcService())
+	c.processorBuffer(in, at, ep.GetGrpcService().GetEnvoyGrpc().GetClusterName())
+}
+
+// processorBuffer: the processor cluster's connection buffer holds a whole
+// buffered request body (the listener's limit) and its message headroom;
+// Envoy's 1 MiB default does not.
+func (c *checker) processorBuffer(in *Ingress, at, name string) {
+	cl, ok := in.Clusters[name]
+	if !ok {
+		return // grpcCluster reports it
+	}
+	want := uint64(in.Listener.GetPerConnectionBufferLimitBytes().GetValue()) + MessageHeadroomBytes
+	if lim := cl.GetPerConnectionBufferLimitBytes(); lim == nil || uint64(lim.GetValue()) < want {
+		c.add("%s: cluster %q per_connection_buffer_limit_bytes must be at least %d (the listener's buffer plus %d for headers and framing), so that a whole buffered body fits", at, name, want, MessageHeadroomBytes)
+	}
 }
 
 // grpcCluster: the service's cluster exists and speaks HTTP/2.
