@@ -224,7 +224,10 @@ func extAuthzFilter(o Options) *extauthzv3.ExtAuthz {
 }
 
 // accessLogFields never name a header that carries a token or key, nor the
-// path (Gemini accepts the key as ?key=), nor a body.
+// path (Gemini accepts the key as ?key=), nor a body. The request id is the
+// gateway's own, which keys its usage record, from the processor's dynamic
+// metadata: the line joins the ledger. (The processor removes x-request-id
+// from the request, so %REQ(X-REQUEST-ID)% would read "-".)
 var accessLogFields = map[string]string{
 	"start":         "%START_TIME%",
 	"status":        "%RESPONSE_CODE%",
@@ -235,8 +238,7 @@ var accessLogFields = map[string]string{
 	"duration_ms":   "%DURATION%",
 	"bytes_in":      "%BYTES_RECEIVED%",
 	"bytes_out":     "%BYTES_SENT%",
-	"request_id":    "%REQ(X-REQUEST-ID)%",
-	"model":         "%DYNAMIC_METADATA(" + MetadataNamespace + ":model)%",
+	"request_id":    "%DYNAMIC_METADATA(" + MetadataNamespace + ":request_id)%",
 	"extproc_state": "%FILTER_STATE(" + FilterExtProc + ":PLAIN)%",
 }
 

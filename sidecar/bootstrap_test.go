@@ -297,6 +297,9 @@ func TestValidatorCatchesEachKnob(t *testing.T) {
 				e.AllowedOverrideModes = []*extprocv3.ProcessingMode{ProcessingMode()}
 			})
 		}, "can never apply"},
+		{"metadata namespace not received", Options{}, func(t *testing.T, b *bootstrapv3.Bootstrap) {
+			editExtProc(t, b, func(e *extprocv3.ExternalProcessor) { e.MetadataOptions = nil })
+		}, `receiving_namespaces.untyped must list "tollgate"`},
 		{"observability mode", Options{}, func(t *testing.T, b *bootstrapv3.Bootstrap) {
 			editExtProc(t, b, func(e *extprocv3.ExternalProcessor) { e.ObservabilityMode = true })
 		}, "observability_mode"},

@@ -36,8 +36,9 @@ const (
 	// request and swaps in the provider key. pkg/extauthz reads the same key.
 	ContextExtProc = "tollgate-ext-proc"
 
-	// MetadataNamespace is the dynamic-metadata namespace the processor may
-	// write (the access log reads the model from it).
+	// MetadataNamespace is the dynamic-metadata namespace the processor
+	// writes: the access log reads the gateway's request id from it.
+	// pkg/extproc writes the same string (extproc.MetadataNamespace).
 	MetadataNamespace = "tollgate"
 
 	// ReadyPath on the health port answers Envoy's own readiness (admin

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
@@ -206,7 +207,7 @@ func (c *checker) extProc(in *Ingress, ep *extprocv3.ExternalProcessor) {
 		c.add("%s: message_timeout must be set (the 200 ms default is too short for a buffered 10 MiB body)", at)
 	}
 	if mmt == nil || mmt.AsDuration() <= mt.AsDuration() {
-		c.add("%s: max_message_timeout must be set above message_timeout (the processor asks for more time with override_message_timeout)", at)
+		c.add("%s: max_message_timeout must be set above message_timeout (the cap on override_message_timeout; Envoy's default 0 turns it off)", at)
 	}
 	// Tollgate's own rules.
 	if ep.GetFailureModeAllow() {
@@ -221,6 +222,9 @@ func (c *checker) extProc(in *Ingress, ep *extprocv3.ExternalProcessor) {
 	want := ProcessingMode()
 	if !proto.Equal(m, want) {
 		c.add("%s: processing_mode %v, want %v (headers both ways, the whole request body, the response body streamed)", at, m, want)
+	}
+	if !slices.Contains(ep.GetMetadataOptions().GetReceivingNamespaces().GetUntyped(), MetadataNamespace) {
+		c.add("%s: metadata_options.receiving_namespaces.untyped must list %q: Envoy drops the processor's metadata otherwise, and the access log loses the request id", at, MetadataNamespace)
 	}
 	if ep.GetRouteCacheAction() != extprocv3.ExternalProcessor_RETAIN && !ep.GetDisableClearRouteCache() {
 		c.add("%s: route_cache_action must be RETAIN: the route matched on the client's path is final, and a re-match after every header mutation is wasted work", at)

@@ -40,6 +40,12 @@ import (
 	"github.com/tollgate-dev/tollgate/pkg/gateway"
 )
 
+// MetadataNamespace is the dynamic-metadata namespace the processor writes
+// (the request id, for the sidecar's access log). Envoy keeps it only if
+// the filter's metadata_options.receiving_namespaces lists it, as the
+// sidecar's does (sidecar.MetadataNamespace, the same string).
+const MetadataNamespace = "tollgate"
+
 // Options tune a Server.
 type Options struct {
 	Logger *slog.Logger

@@ -270,3 +270,42 @@ func TestBodyAtSidecarBuffer(t *testing.T) {
 		})
 	}
 }
+
+// TestAccessLogRequestID: the processor publishes the gateway's request id
+// as dynamic metadata in the namespace the sidecar's access log reads, so
+// the log line of every request it handled, answered upstream or refused,
+// joins that request's usage record; the metadata holds nothing else (no
+// prompt, completion, token or key).
+func TestAccessLogRequestID(t *testing.T) {
+	if extproc.MetadataNamespace != sidecar.MetadataNamespace {
+		t.Fatalf("the processor writes %q, the sidecar receives %q", extproc.MetadataNamespace, sidecar.MetadataNamespace)
+	}
+	e := startSidecar(t, sidecar.Options{}, envoysim.Options{}, nil)
+	c := sidecarCases(e.stack.Token)[0]
+	for i, tc := range []struct {
+		name   string
+		token  string
+		status int
+		record usage.Status
+	}{
+		{"answered", e.stack.Token, http.StatusOK, usage.StatusOK},
+		{"refused", "nope", http.StatusUnauthorized, usage.StatusRejected},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if code, body := e.post(t, c.path, c.body, "Authorization", "Bearer "+tc.token); code != tc.status {
+				t.Fatalf("status %d %s, want %d", code, body, tc.status)
+			}
+			rec := e.settled(t, i+1)[i]
+			if rec.Status != tc.record {
+				t.Fatalf("record %+v, want %s", rec, tc.record)
+			}
+			md := e.proxy.Records()[i].Metadata[sidecar.MetadataNamespace]
+			if got := md.GetFields()["request_id"].GetStringValue(); got == "" || got != rec.RequestID {
+				t.Errorf("access log request_id %q, want the usage record's %q", got, rec.RequestID)
+			}
+			if len(md.GetFields()) != 1 {
+				t.Errorf("metadata %v: want the request id only", md)
+			}
+		})
+	}
+}

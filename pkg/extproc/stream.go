@@ -11,6 +11,7 @@ import (
 	extprocfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/tollgate-dev/tollgate/pkg/gateway"
 	"github.com/tollgate-dev/tollgate/pkg/internal/envoyhdr"
@@ -47,6 +48,8 @@ type stream struct {
 	path   string
 	// ended is how the exchange ends if the response never completes.
 	ended gateway.End
+	// published: the request id has gone out as dynamic metadata.
+	published bool
 }
 
 func newStream(gw *gateway.Gateway, ctx context.Context, ids *gateway.RequestIDs) *stream {
@@ -84,11 +87,35 @@ func (st *stream) settle() {
 	st.x.Settle(how)
 }
 
-// handle answers one message; nil means no answer is expected.
+// handle answers one message; nil means no answer is expected. The first
+// answer for a request of ours publishes its id (see metadata).
 func (st *stream) handle(req *extprocv3.ProcessingRequest) *extprocv3.ProcessingResponse {
 	if pc := req.GetProtocolConfig(); pc != nil && !st.configured {
 		st.reqMode, st.respMode, st.configured = pc.GetRequestBodyMode(), pc.GetResponseBodyMode(), true
 	}
+	resp := st.answer(req)
+	if resp != nil && st.x != nil && !st.published {
+		resp.DynamicMetadata = st.metadata()
+		st.published = true
+	}
+	return resp
+}
+
+// metadata is the dynamic metadata Envoy keeps for the request, under
+// MetadataNamespace: the gateway's request id, the key of its usage record,
+// so that the sidecar's access log line joins the ledger (the client's
+// x-request-id is not sent upstream, and the gateway makes its own ids
+// anyway). Never a prompt, a completion, a token or a key.
+func (st *stream) metadata() *structpb.Struct {
+	return &structpb.Struct{Fields: map[string]*structpb.Value{
+		MetadataNamespace: structpb.NewStructValue(&structpb.Struct{Fields: map[string]*structpb.Value{
+			"request_id": structpb.NewStringValue(st.x.ID()),
+		}}),
+	}}
+}
+
+// answer is the reply to one message.
+func (st *stream) answer(req *extprocv3.ProcessingRequest) *extprocv3.ProcessingResponse {
 	switch r := req.GetRequest().(type) {
 	case *extprocv3.ProcessingRequest_RequestHeaders:
 		return st.requestHeaders(r.RequestHeaders)

@@ -1000,17 +1000,27 @@ func TestFailures(t *testing.T) {
 // 11. Dynamic metadata.
 func TestDynamicMetadata(t *testing.T) {
 	e := newEnv(t, envConfig{reply: func(_ int, req *extprocv3.ProcessingRequest) ([]*extprocv3.ProcessingResponse, error) {
-		if req.GetRequestBody() == nil {
+		var r *extprocv3.ProcessingResponse
+		var md *structpb.Struct
+		switch {
+		case req.GetRequestHeaders() != nil:
+			r = continueReply(req)
+			md, _ = structpb.NewStruct(map[string]any{"tollgate": map[string]any{"request_id": "r1", "model": "first"}})
+		case req.GetRequestBody() != nil:
+			r = reqBody(nil)
+			md, _ = structpb.NewStruct(map[string]any{"tollgate": map[string]any{"model": "gpt-4o"}, "other": map[string]any{"x": 1}})
+		default:
 			return nil, nil
 		}
-		md, _ := structpb.NewStruct(map[string]any{"tollgate": map[string]any{"model": "gpt-4o"}, "other": map[string]any{"x": 1}})
-		r := reqBody(nil)
 		r.DynamicMetadata = md
 		return []*extprocv3.ProcessingResponse{r}, nil
 	}})
 	do(t, e, "POST", "/openai/v1/x", `{}`)
 	md := records(t, e)[0].Metadata
-	if md["tollgate"].GetFields()["model"].GetStringValue() != "gpt-4o" || md["other"] != nil {
+	// A later reply merges into the namespace: it overwrites the fields it
+	// repeats and keeps the others.
+	f := md["tollgate"].GetFields()
+	if f["model"].GetStringValue() != "gpt-4o" || f["request_id"].GetStringValue() != "r1" || md["other"] != nil {
 		t.Errorf("metadata %v", md)
 	}
 	if e.proxy.Counter("dynamic_metadata_dropped") != 1 {

@@ -213,7 +213,9 @@ type Record struct {
 	// Flags like Envoy's %RESPONSE_FLAGS% (NR, UF, UH, UR for a reset).
 	Flags string
 	// Reset: the client's stream was reset.
-	Reset    bool
+	Reset bool
+	// Metadata is the request's dynamic metadata by namespace, what the
+	// access log's %DYNAMIC_METADATA(ns:key)% reads.
 	Metadata map[string]*structpb.Struct
 	// Trace holds every message on the ext_proc stream, in order, when
 	// Options.KeepTrace is set.
@@ -245,13 +247,19 @@ func (e TraceEntry) String() string {
 	return dir + " " + protojson.MarshalOptions{UseProtoNames: true}.Format(e.Msg)
 }
 
+// setMetadata merges s into the namespace, as Envoy's setDynamicMetadata
+// does (protobuf MergeFrom): a later reply adds fields and overwrites those
+// it repeats, and keeps the rest.
 func (r *Record) setMetadata(ns string, s *structpb.Struct) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.Metadata == nil {
 		r.Metadata = map[string]*structpb.Struct{}
 	}
-	r.Metadata[ns] = s
+	if r.Metadata[ns] == nil {
+		r.Metadata[ns] = &structpb.Struct{}
+	}
+	proto.Merge(r.Metadata[ns], s)
 }
 
 // request is one HTTP request through the simulated filter chain.
