@@ -92,7 +92,7 @@ mock provider (all of them with --mock).`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&listen, "listen", "127.0.0.1:8787", "address to listen on (port 0 picks a free port; `tollgate env` reports it)")
+	f.StringVar(&listen, "listen", "127.0.0.1:8787", "address to listen on (port 0 picks a free port, which \"tollgate env\" reports)")
 	f.StringVar(&dataDir, "data-dir", defaultDataDir(), "where keys, usage records and the dev state live ($TOLLGATE_DATA_DIR)")
 	f.StringVar(&catalogFile, "catalog", "", "YAML file that overrides or extends the model catalog")
 	f.StringArrayVar(&upstreamFlags, "upstream", nil, "provider=URL: send that provider's traffic to URL (called without a key unless one is configured)")
@@ -111,7 +111,10 @@ type devOptions struct {
 }
 
 func runDev(ctx context.Context, o devOptions) error {
-	log := newLogger(o.logLevel)
+	log, err := newLogger(o.logLevel)
+	if err != nil {
+		return err
+	}
 	var mocked []string
 	var mockURL string
 	for _, p := range providerNames {

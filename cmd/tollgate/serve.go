@@ -162,8 +162,18 @@ from the ledger every second and from the data dir's revoked file.`,
 			dataDir = pick("data-dir", cfg.DataDir, defaultDataDir())
 			catalogFile = pick("catalog", cfg.Catalog, "")
 			logLevel = pick("log-level", cfg.LogLevel, "info")
-			if !f.Changed("max-request-body") && cfg.MaxRequestBody > 0 {
+			if !f.Changed("max-request-body") && cfg.MaxRequestBody != 0 {
 				maxBody = cfg.MaxRequestBody
+			}
+			if maxBody <= 0 {
+				return fmt.Errorf("max request body %d: want a positive number of bytes", maxBody)
+			}
+			logger, err := newLogger(logLevel)
+			if err != nil {
+				return err
+			}
+			if cfg.Limits.MaxKeys < 0 {
+				return fmt.Errorf("config: limits.max_keys %d: want 0 (the default) or more", cfg.Limits.MaxKeys)
 			}
 			overrides, err := parsePairs(upstreamFlags, "--upstream")
 			if err != nil {
@@ -213,7 +223,7 @@ from the ledger every second and from the data dir's revoked file.`,
 			return runServe(cmd.Context(), listeners{http: listen, grpc: grpcListen, socket: grpcSocket,
 				metrics: pick("metrics-listen", cfg.MetricsListen, ""), admin: pick("admin-listen", cfg.AdminListen, "")}, stackOptions{
 				dataDir: dataDir, signingKeysDir: pick("signing-keys-dir", cfg.SigningKeysDir, ""), signingKeysPoll: keysPoll, signingKeysGrace: keysGrace, catalogFile: catalogFile, upstreams: overrides, keys: keys,
-				allowHeaders: allow, versions: versions, maxBody: maxBody, logger: newLogger(logLevel),
+				allowHeaders: allow, versions: versions, maxBody: maxBody, logger: logger,
 				ledgerURL: cmp.Or(os.Getenv("TOLLGATE_LEDGER_URL"), cfg.LedgerURL),
 				limits: limitOptions{
 					redisURL:    cmp.Or(os.Getenv("TOLLGATE_REDIS_URL"), cfg.Limits.RedisURL),
@@ -269,7 +279,12 @@ func providerKey(provider, file string) (string, error) {
 		if err != nil {
 			return "", fmt.Errorf("%s key file: %w", provider, err)
 		}
-		return strings.TrimSpace(string(b)), nil
+		key := strings.TrimSpace(string(b))
+		if key == "" {
+			// An unfilled Secret would otherwise call the provider keyless.
+			return "", fmt.Errorf("%s key file %s is empty", provider, file)
+		}
+		return key, nil
 	}
 	return strings.TrimSpace(os.Getenv(keyEnv(provider))), nil
 }

@@ -96,6 +96,13 @@ func loadCatalog(file string) (*catalog.Catalog, error) {
 }
 
 func newStack(ctx context.Context, o stackOptions) (*stack, error) {
+	for _, name := range providerNames {
+		for _, h := range o.allowHeaders[name] {
+			if err := gateway.CheckAllowHeader(h); err != nil {
+				return nil, fmt.Errorf("allowed headers for %s: %w", name, err)
+			}
+		}
+	}
 	if err := os.MkdirAll(o.dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
@@ -285,12 +292,12 @@ func parsePairs(pairs []string, what string) (map[string]string, error) {
 // until its ledger has them.
 func spoolDir(dataDir string) string { return filepath.Join(dataDir, "spool") }
 
-func newLogger(level string) *slog.Logger {
+func newLogger(level string) (*slog.Logger, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
-		l = slog.LevelInfo
+		return nil, fmt.Errorf("log level %q: want debug, info, warn or error", level)
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
 }
 
 func baseURLFor(addr string) string {

@@ -5,6 +5,7 @@ package cli_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -221,6 +222,65 @@ providers:
 	}
 	if _, stderr, code := tollgate(t, "serve", "--config", bad); code == 0 || !strings.Contains(stderr, "listen_port") {
 		t.Errorf("unknown config key: exit %d, stderr %q", code, stderr)
+	}
+}
+
+// TestServeRefusesSettingsThatCannotWork: a value that cannot work stops
+// serve (and dev) at start with an error naming it, instead of running on a
+// silent default.
+func TestServeRefusesSettingsThatCannotWork(t *testing.T) {
+	dir := t.TempDir()
+	emptyKey := filepath.Join(dir, "empty.key")
+	if err := os.WriteFile(emptyKey, []byte("\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	config := func(body string) string {
+		f, err := os.CreateTemp(dir, "config-*.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.WriteString(body); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		return f.Name()
+	}
+	for _, c := range []struct {
+		name string
+		args []string
+		want string // in stderr
+	}{
+		{"log level flag", []string{"serve", "--log-level", "loud"}, `log level "loud"`},
+		{"log level in the file", []string{"serve", "--config", config("log_level: loud\n")}, `log level "loud"`},
+		{"dev log level", []string{"dev", "--log-level", "loud"}, `log level "loud"`},
+		{"negative body cap", []string{"serve", "--max-request-body", "-1"}, "max request body -1"},
+		{"zero body cap", []string{"serve", "--max-request-body", "0"}, "max request body 0"},
+		{"negative body cap in the file", []string{"serve", "--config", config("max_request_body: -5\n")}, "max request body -5"},
+		{"empty key file", []string{"serve", "--config", config("providers: {openai: {key_file: " + emptyKey + "}}\n")}, "is empty"},
+		{"negative max_keys", []string{"serve", "--config", config("limits: {max_keys: -1}\n")}, "limits.max_keys -1"},
+		{"credential allowed upstream", []string{"serve", "--allow-header", "openai=Authorization"}, `"Authorization" carries the client's credential`},
+		{"credential allowed upstream in the file", []string{"serve", "--config", config("providers: {anthropic: {allow_headers: [x-api-key]}}\n")}, `"x-api-key" carries the client's credential`},
+		{"gateway's own header allowed upstream", []string{"serve", "--allow-header", "anthropic=anthropic-version"}, "set by the gateway"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			args := append(c.args, "--listen", "127.0.0.1:0", "--data-dir", filepath.Join(dir, "data"))
+			cmd := exec.CommandContext(ctx, harness.Binary(t), args...)
+			cmd.Env = harness.CleanEnv()
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			err := cmd.Run()
+			if ctx.Err() != nil {
+				t.Fatalf("%v: still running after 30s; the bad value was accepted", args)
+			}
+			if err == nil || !strings.Contains(stderr.String(), c.want) {
+				t.Errorf("%v: err %v, stderr %q; want a failure naming %q", args, err, stderr.String(), c.want)
+			}
+			if strings.Contains(stderr.String(), "goroutine ") {
+				t.Errorf("a stack trace instead of a message: %s", stderr.String())
+			}
+		})
 	}
 }
 
