@@ -61,7 +61,7 @@ func TestLoadExample(t *testing.T) {
 	}
 
 	emb := mustLookup(t, c, OpenAI, "text-embedding-3-small")
-	wantEmb := Price{Input: 20_000, CachedInput: 20_000, CacheWrite: 20_000, Output: 0}
+	wantEmb := Price{Input: 20_000, CachedInput: 20_000, CacheWrite: 20_000, CacheWrite1h: 40_000, Output: 0}
 	if emb.Kind != KindEmbedding || emb.Price != wantEmb || emb.Family != "text-embedding-3-small" {
 		t.Errorf("text-embedding-3-small = kind %q price %+v family %q", emb.Kind, emb.Price, emb.Family)
 	}
@@ -95,7 +95,7 @@ func TestLoadExample(t *testing.T) {
 		m := mustLookup(t, c, OpenAI, name)
 		want := mustLookup(t, defaults, OpenAI, name).Price
 		if name == "gpt-4o" {
-			want = Price{2_750_000, 1_250_000, 2_750_000, 11_000_000}
+			want = Price{2_750_000, 1_250_000, 2_750_000, 5_500_000, 11_000_000}
 		}
 		if m.Price != want {
 			t.Errorf("%s: price %+v, want %+v", name, m.Price, want)
@@ -129,43 +129,43 @@ func TestLoadFamilyPrice(t *testing.T) {
 			name:  "family price reaches dated models",
 			yaml:  `prices: [{provider: openai, family: gpt-5, input: 2}]`,
 			model: "gpt-5-2025-08-07",
-			want:  Price{2_000_000, 125_000, 2_000_000, 10_000_000},
+			want:  Price{2_000_000, 125_000, 2_000_000, 4_000_000, 10_000_000},
 		},
 		{
 			name:  "empty cached cell follows a new input price",
 			yaml:  `prices: [{provider: openai, family: gpt-5-pro, input: 16}]`,
 			model: "gpt-5-pro",
-			want:  Price{16_000_000, 16_000_000, 16_000_000, 120_000_000},
+			want:  Price{16_000_000, 16_000_000, 16_000_000, 32_000_000, 120_000_000},
 		},
 		{
 			name:  "model price over family price",
 			yaml:  `models: [{provider: openai, name: gpt-5-mini, price: {output: "2.10"}}]`,
 			model: "gpt-5-mini",
-			want:  Price{250_000, 25_000, 250_000, 2_100_000},
+			want:  Price{250_000, 25_000, 250_000, 500_000, 2_100_000},
 		},
 		{
 			name:  "like follows the other model's family",
 			yaml:  "prices: [{provider: openai, family: gpt-4o-mini, output: 0.7}]\nmodels: [{provider: openai, name: my-mini, like: gpt-4o-mini}]",
 			model: "my-mini",
-			want:  Price{150_000, 75_000, 150_000, 700_000},
+			want:  Price{150_000, 75_000, 150_000, 300_000, 700_000},
 		},
 		{
 			name:  "new dated snapshot resolves its family and takes its limits",
 			yaml:  `models: [{provider: openai, name: gpt-4o-2024-08-06}]`,
 			model: "gpt-4o-2024-08-06",
-			want:  Price{2_500_000, 1_250_000, 2_500_000, 10_000_000},
+			want:  Price{2_500_000, 1_250_000, 2_500_000, 5_000_000, 10_000_000},
 		},
 		{
 			name:  "new family for a new model",
 			yaml:  "prices: [{provider: openai, family: gpt-3.5-turbo, input: 0.5, output: 1.5}]\nmodels: [{provider: openai, name: gpt-3.5-turbo-0125, tpm: {free: 1, personal: 2, pro: 3}}]",
 			model: "gpt-3.5-turbo-0125",
-			want:  Price{500_000, 500_000, 500_000, 1_500_000},
+			want:  Price{500_000, 500_000, 500_000, 1_000_000, 1_500_000},
 		},
 		{
 			name:  "explicit family",
 			yaml:  `models: [{provider: openai, name: house-model, family: o3, tpm: {free: 1, personal: 2, pro: 3}}]`,
 			model: "house-model",
-			want:  Price{2_000_000, 500_000, 2_000_000, 8_000_000},
+			want:  Price{2_000_000, 500_000, 2_000_000, 4_000_000, 8_000_000},
 		},
 	}
 	for _, tt := range tests {
@@ -288,7 +288,7 @@ models:
 		t.Fatalf("%d models, want 1", len(all))
 	}
 	m := all[0]
-	if m.Family != "house" || m.Price != (Price{1_000_000, 1_000_000, 1_250_000, 5_000_000}) || m.TPM[PlanEnterprise] != 40 {
+	if m.Family != "house" || m.Price != (Price{1_000_000, 1_000_000, 1_250_000, 2_000_000, 5_000_000}) || m.TPM[PlanEnterprise] != 40 {
 		t.Errorf("model = %+v", m)
 	}
 }

@@ -22,11 +22,16 @@ import (
 //     token on its invoice, so Input is exactly what it costs. OpenAI's
 //     cache_write_tokens are recorded as CacheWrite all the same, so this
 //     fallback is what keeps their cost that of input.
+//
+// CacheWrite1h prices the 1-hour part of CacheWrite (usage.Tokens). It has no
+// cell of its own: it is always twice Input, Anthropic's rule for every
+// model, and only Anthropic reports such writes.
 type Price struct {
-	Input       int64 // uncached input
-	CachedInput int64 // input read from a provider cache
-	CacheWrite  int64 // input written to a provider cache (Anthropic 5-minute TTL, OpenAI)
-	Output      int64 // output, reasoning included
+	Input        int64 // uncached input
+	CachedInput  int64 // input read from a provider cache
+	CacheWrite   int64 // input written to a provider cache (Anthropic 5-minute TTL, OpenAI)
+	CacheWrite1h int64 // input written to Anthropic's cache with a 1-hour TTL
+	Output       int64 // output, reasoning included
 }
 
 // priceSpec is a price as written in a table or an overlay, before the
@@ -68,10 +73,11 @@ func (p priceSpec) complete() bool { return p.input.set && p.output.set }
 // resolve applies the fallbacks documented on Price.
 func (p priceSpec) resolve() Price {
 	return Price{
-		Input:       p.input.v,
-		CachedInput: p.cachedInput.or(p.input).v,
-		CacheWrite:  p.cacheWrite.or(p.input).v,
-		Output:      p.output.v,
+		Input:        p.input.v,
+		CachedInput:  p.cachedInput.or(p.input).v,
+		CacheWrite:   p.cacheWrite.or(p.input).v,
+		CacheWrite1h: 2 * p.input.v, // ParsePrice keeps a price under 10¹⁸, so this cannot overflow
+		Output:       p.output.v,
 	}
 }
 

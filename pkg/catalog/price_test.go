@@ -94,9 +94,9 @@ func TestPriceFallbacks(t *testing.T) {
 		spec priceSpec
 		want Price
 	}{
-		{"all cells", priceSpec{some(3), some(1), some(4), some(15)}, Price{3, 1, 4, 15}},
-		{"no cached input bills input", priceSpec{input: some(15), output: some(120)}, Price{15, 15, 15, 120}},
-		{"no cache write bills input", priceSpec{input: some(2), cachedInput: some(1), output: some(8)}, Price{2, 1, 2, 8}},
+		{"all cells", priceSpec{some(3), some(1), some(4), some(15)}, Price{3, 1, 4, 6, 15}},
+		{"no cached input bills input", priceSpec{input: some(15), output: some(120)}, Price{15, 15, 15, 30, 120}},
+		{"no cache write bills input", priceSpec{input: some(2), cachedInput: some(1), output: some(8)}, Price{2, 1, 2, 4, 8}},
 	}
 	for _, tt := range tests {
 		if got := tt.spec.resolve(); got != tt.want {

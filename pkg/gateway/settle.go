@@ -118,6 +118,17 @@ func (x *Exchange) Settle(how End) usage.Record {
 			rec.Estimated = true
 		}
 	}
+	if rec.CacheWrite1h > 0 {
+		// The gateway refuses ttl 1h, so 1-hour writes mean the provider
+		// wrote some by default: they are billed (at twice the input
+		// price) and an operator must look. No prompt or key is logged.
+		x.g.log.LogAttrs(x.ctx, slog.LevelWarn, "upstream wrote 1-hour cache entries the gateway does not allow",
+			slog.String("request_id", rec.RequestID),
+			slog.String("provider", rec.Provider),
+			slog.String("model", rec.Model),
+			slog.Int64("cache_write_1h_tokens", rec.CacheWrite1h),
+		)
+	}
 	if !x.firstByte.IsZero() {
 		rec.TTFT = x.firstByte.Sub(x.start)
 	}

@@ -1,8 +1,12 @@
 package gateway_test
 
 import (
+	"bytes"
 	"context"
+	"fmt"
+	"log/slog"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/tollgate-dev/tollgate/pkg/gateway"
@@ -203,4 +207,53 @@ func TestSettleGeminiBlocked(t *testing.T) {
 		response: "data: " + blocked + "\r\n\r\n",
 		status:   usage.StatusOK, tokens: usage.Tokens{Input: 12},
 	}})
+}
+
+// TestSettleWarnsOn1hCacheWrites: the gateway refuses ttl 1h, so 1-hour
+// cache writes in a response mean upstream changed a default. The record
+// carries them for billing (at twice the input price, pkg/meter) and a
+// warning names the request, never its prompt or key.
+func TestSettleWarnsOn1hCacheWrites(t *testing.T) {
+	env := newBenchEnv(t)
+	var logs bytes.Buffer
+	g := gateway.New(gateway.Config{
+		Providers: env.providers(),
+		Upstreams: env.upstreams(),
+		Catalog:   env.catalog(t),
+		Verifier:  env.verifier,
+		Logger:    slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	const prompt = "a secret prompt"
+	for _, tc := range []struct {
+		name     string
+		oneHour  int64
+		wantWarn bool
+	}{
+		{"5-minute writes only", 0, false},
+		{"1-hour writes", 1000, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			logs.Reset()
+			c := streamCase{provider: "anthropic", target: "/anthropic/v1/messages",
+				body: `{"model":"claude-sonnet-4-5","max_tokens":10,"messages":[{"role":"user","content":"` + prompt + `"}]}`}
+			pc := c.pipeline(t, env.token)
+			pc.response = fmt.Appendf(nil, `{"type":"message","usage":{"input_tokens":0,"cache_creation_input_tokens":1000,"cache_read_input_tokens":0,`+
+				`"cache_creation":{"ephemeral_5m_input_tokens":%d,"ephemeral_1h_input_tokens":%d},"output_tokens":1}}`, 1000-tc.oneHour, tc.oneHour)
+			rec, fail := runPipeline(g, &pc, upstreamHeaders("application/json"))
+			if fail != "" {
+				t.Fatal(fail)
+			}
+			if rec.CacheWrite != 1000 || rec.CacheWrite1h != tc.oneHour {
+				t.Errorf("cache writes %d, of them 1-hour %d; want 1000, %d", rec.CacheWrite, rec.CacheWrite1h, tc.oneHour)
+			}
+			out := logs.String()
+			if warned := strings.Contains(out, "level=WARN") && strings.Contains(out, "cache_write_1h_tokens=1000") &&
+				strings.Contains(out, "request_id="+rec.RequestID); warned != tc.wantWarn {
+				t.Errorf("warned = %v, want %v; log:\n%s", warned, tc.wantWarn, out)
+			}
+			if strings.Contains(out, prompt) || strings.Contains(out, env.token) || strings.Contains(out, "sk-ant-real") {
+				t.Errorf("the log holds the prompt or a key:\n%s", out)
+			}
+		})
+	}
 }

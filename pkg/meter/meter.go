@@ -60,6 +60,7 @@ const denominator = 1_000_000 * 1_000_000
 //
 //	(Input×p.Input + CachedInput×p.CachedInput + CacheWrite×p.CacheWrite + Output×p.Output) × r / 10¹²
 //
+// where the 1-hour part of CacheWrite is at p.CacheWrite1h instead,
 // rounded once to the nearest micro-credit, ties to even. Reasoning tokens
 // are part of Output and are not billed again. Ties to even rather than up
 // because ties are common (0.025 USD/MTok at 180 credits/USD is 4.5
@@ -76,15 +77,20 @@ func Credits(p catalog.Price, t usage.Tokens, r Rate) int64 {
 	if r <= 0 {
 		return 0
 	}
-	// sum = Σ count × price, at most 4 × 2⁴⁰ × 2⁶³ < 2¹⁰⁶: 128 bits.
+	// A part priced apart is billed instead of, never on top of, the rest
+	// of its kind; clamped to the kind, no body can bill it twice.
+	write := usage.Clamp(t.CacheWrite)
+	write1h := min(usage.Clamp(t.CacheWrite1h), write)
+	// sum = Σ count × price, at most 5 × 2⁴⁰ × 2⁶³ < 2¹⁰⁶: 128 bits.
 	var hi, lo uint64
 	for _, k := range [...]struct{ n, price int64 }{
-		{t.Input, p.Input},
-		{t.CachedInput, p.CachedInput},
-		{t.CacheWrite, p.CacheWrite},
-		{t.Output, p.Output},
+		{usage.Clamp(t.Input), p.Input},
+		{usage.Clamp(t.CachedInput), p.CachedInput},
+		{write - write1h, p.CacheWrite},
+		{write1h, p.CacheWrite1h},
+		{usage.Clamp(t.Output), p.Output},
 	} {
-		h, l := bits.Mul64(uint64(usage.Clamp(k.n)), uint64(max(k.price, 0)))
+		h, l := bits.Mul64(uint64(k.n), uint64(max(k.price, 0)))
 		var c uint64
 		lo, c = bits.Add64(lo, l, 0)
 		hi += h + c

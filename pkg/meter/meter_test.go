@@ -16,7 +16,7 @@ import (
 // Worked by hand from the price table, so they check the formula rather
 // than echo it.
 func TestCreditsWorked(t *testing.T) {
-	sonnet := catalog.Price{Input: 3_000_000, CachedInput: 300_000, CacheWrite: 3_750_000, Output: 15_000_000}
+	sonnet := catalog.Price{Input: 3_000_000, CachedInput: 300_000, CacheWrite: 3_750_000, CacheWrite1h: 6_000_000, Output: 15_000_000}
 	flash := catalog.Price{Input: 100_000, CachedInput: 25_000, CacheWrite: 100_000, Output: 400_000}
 	tests := []struct {
 		name   string
@@ -30,6 +30,13 @@ func TestCreditsWorked(t *testing.T) {
 		{"sonnet all kinds", sonnet, usage.Tokens{Input: 12_000, CachedInput: 30_000, CacheWrite: 2_000, Output: 800, Reasoning: 300}, DefaultRate, 11_610_000},
 		// Reasoning is inside Output: 0.0645 USD again, whatever Reasoning says.
 		{"reasoning not billed twice", sonnet, usage.Tokens{Input: 12_000, CachedInput: 30_000, CacheWrite: 2_000, Output: 800, Reasoning: 800}, DefaultRate, 11_610_000},
+		// 1,000 5-minute writes × 3.75 USD/MTok = 0.00375 USD = 675,000
+		// micro-credits; 1-hour writes are 2 × input, 6.00 USD/MTok: 1,080,000.
+		{"5-minute cache writes", sonnet, usage.Tokens{CacheWrite: 1000}, DefaultRate, 675_000},
+		{"1-hour cache writes at twice the input price", sonnet, usage.Tokens{CacheWrite: 1000, CacheWrite1h: 1000}, DefaultRate, 1_080_000},
+		{"1-hour part of the writes", sonnet, usage.Tokens{CacheWrite: 1000, CacheWrite1h: 400}, DefaultRate, 600*675 + 400*1080},
+		{"1-hour part above all writes is clamped to them", sonnet, usage.Tokens{CacheWrite: 1000, CacheWrite1h: 5000}, DefaultRate, 1_080_000},
+		{"1-hour part without writes bills nothing", sonnet, usage.Tokens{CacheWrite1h: 1000}, DefaultRate, 0},
 		// 1 token × 3.00 USD/MTok = 3e-6 USD = 540 micro-credits.
 		{"one input token", sonnet, usage.Tokens{Input: 1}, DefaultRate, 540},
 		{"nothing", sonnet, usage.Tokens{}, DefaultRate, 0},
@@ -71,7 +78,7 @@ func TestCreditsWorked(t *testing.T) {
 
 // priceRow is one row of the price table read straight from its text, in
 // USD per million tokens.
-type priceRow struct{ input, cachedInput, cacheWrite, output *big.Rat }
+type priceRow struct{ input, cachedInput, cacheWrite, cacheWrite1h, output *big.Rat }
 
 // readPriceTable parses the catalog's price CSV independently of the
 // catalog, keyed by provider/family.
@@ -115,6 +122,8 @@ func readPriceTable(t testing.TB) map[string]priceRow {
 		if row.cacheWrite == nil {
 			row.cacheWrite = row.input
 		}
+		// A 1-hour cache write is twice the input price (Anthropic's rule).
+		row.cacheWrite1h = new(big.Rat).Mul(row.input, big.NewRat(2, 1))
 		rows[rec[col["provider"]]+"/"+rec[col["model"]]] = row
 	}
 	return rows
@@ -123,18 +132,21 @@ func readPriceTable(t testing.TB) map[string]priceRow {
 // exactMicroCredits is the unrounded cost: tokens × USD per MTok × credits
 // per USD is micro-credits, since the two millions cancel.
 func exactMicroCredits(row priceRow, tok usage.Tokens, creditsPerUSD *big.Rat) *big.Rat {
+	clamp := func(n int64) int64 { return min(max(n, 0), usage.MaxCount) }
+	// The 1-hour writes are a part of the writes, billed instead of them.
+	write1h := min(clamp(tok.CacheWrite1h), clamp(tok.CacheWrite))
 	sum := new(big.Rat)
 	for _, k := range []struct {
 		n     int64
 		price *big.Rat
 	}{
-		{tok.Input, row.input},
-		{tok.CachedInput, row.cachedInput},
-		{tok.CacheWrite, row.cacheWrite},
-		{tok.Output, row.output},
+		{clamp(tok.Input), row.input},
+		{clamp(tok.CachedInput), row.cachedInput},
+		{clamp(tok.CacheWrite) - write1h, row.cacheWrite},
+		{write1h, row.cacheWrite1h},
+		{clamp(tok.Output), row.output},
 	} {
-		n := min(max(k.n, 0), usage.MaxCount)
-		sum.Add(sum, new(big.Rat).Mul(new(big.Rat).SetInt64(n), k.price))
+		sum.Add(sum, new(big.Rat).Mul(new(big.Rat).SetInt64(k.n), k.price))
 	}
 	return sum.Mul(sum, creditsPerUSD)
 }
@@ -175,7 +187,7 @@ func randomTokens(rng *rand.Rand) usage.Tokens {
 			return rng.Int64N(int64(1) << rng.IntN(41))
 		}
 	}
-	tok := usage.Tokens{Input: count(), CachedInput: count(), CacheWrite: count(), Output: count()}
+	tok := usage.Tokens{Input: count(), CachedInput: count(), CacheWrite: count(), CacheWrite1h: count(), Output: count()}
 	if tok.Output > 0 {
 		tok.Reasoning = rng.Int64N(tok.Output + 1)
 	}
@@ -213,6 +225,7 @@ func TestCreditsEveryModel(t *testing.T) {
 			{"input", m.Price.Input, row.input},
 			{"cached input", m.Price.CachedInput, row.cachedInput},
 			{"cache write", m.Price.CacheWrite, row.cacheWrite},
+			{"1-hour cache write", m.Price.CacheWrite1h, row.cacheWrite1h},
 			{"output", m.Price.Output, row.output},
 		} {
 			if new(big.Rat).SetInt64(c.got).Cmp(new(big.Rat).Mul(c.want, million)) != 0 {
@@ -400,13 +413,13 @@ func FuzzParseRate(f *testing.F) {
 // FuzzCredits compares Credits with the rational computation on arbitrary
 // prices, counts and rates, saturation included.
 func FuzzCredits(f *testing.F) {
-	f.Add(int64(3_000_000), int64(300_000), int64(3_750_000), int64(15_000_000), int64(12_000), int64(30_000), int64(2_000), int64(800), int64(DefaultRate))
-	f.Add(int64(math.MaxInt64), int64(0), int64(-1), int64(1), int64(math.MaxInt64), int64(-5), int64(1), int64(1<<40), int64(math.MaxInt64))
-	f.Fuzz(func(t *testing.T, pi, pc, pw, po, ni, nc, nw, no, rate int64) {
-		p := catalog.Price{Input: pi, CachedInput: pc, CacheWrite: pw, Output: po}
-		tok := usage.Tokens{Input: ni, CachedInput: nc, CacheWrite: nw, Output: no}
+	f.Add(int64(3_000_000), int64(300_000), int64(3_750_000), int64(6_000_000), int64(15_000_000), int64(12_000), int64(30_000), int64(2_000), int64(500), int64(800), int64(DefaultRate))
+	f.Add(int64(math.MaxInt64), int64(0), int64(-1), int64(math.MaxInt64), int64(1), int64(math.MaxInt64), int64(-5), int64(1), int64(7), int64(1<<40), int64(math.MaxInt64))
+	f.Fuzz(func(t *testing.T, pi, pc, pw, pw1h, po, ni, nc, nw, nw1h, no, rate int64) {
+		p := catalog.Price{Input: pi, CachedInput: pc, CacheWrite: pw, CacheWrite1h: pw1h, Output: po}
+		tok := usage.Tokens{Input: ni, CachedInput: nc, CacheWrite: nw, CacheWrite1h: nw1h, Output: no}
 		usd := func(micros int64) *big.Rat { return big.NewRat(max(micros, 0), 1_000_000) }
-		row := priceRow{usd(pi), usd(pc), usd(pw), usd(po)}
+		row := priceRow{usd(pi), usd(pc), usd(pw), usd(pw1h), usd(po)}
 		want := int64(0)
 		if rate > 0 {
 			want = roundHalfEven(exactMicroCredits(row, tok, big.NewRat(rate, MicroCredits)))

@@ -19,6 +19,16 @@ type Tokens struct {
 	Output int64 `json:"output_tokens"`
 	// Reasoning is the reasoning/thinking part of Output, for information only.
 	Reasoning int64 `json:"reasoning_tokens"`
+
+	// The parts below are subsets of the kinds above that the provider
+	// bills at a rate of their own. They are not extra tokens and are not
+	// stored: they only change what the request costs (pkg/meter), so the
+	// record keeps the four disjoint kinds and the ledger its columns.
+
+	// CacheWrite1h is the part of CacheWrite written with a 1-hour TTL
+	// (Anthropic ephemeral_1h_input_tokens), billed at twice the input
+	// price instead of the 5-minute write price.
+	CacheWrite1h int64 `json:"-"`
 }
 
 // PromptTotal is every input token the model saw, cached or not.

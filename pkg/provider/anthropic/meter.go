@@ -69,6 +69,10 @@ func (m *meter) read(raw []byte) bool {
 	set(&m.u.Input, "input_tokens")
 	set(&m.u.CachedInput, "cache_read_input_tokens")
 	set(&m.u.CacheWrite, "cache_creation_input_tokens")
+	set(&m.u.CacheWrite1h, "cache_creation", "ephemeral_1h_input_tokens")
+	// 1-hour writes are a part of all writes; the gateway refuses ttl 1h,
+	// but if upstream wrote some anyway they cost twice the input price.
+	m.u.CacheWrite1h = min(m.u.CacheWrite1h, m.u.CacheWrite)
 	set(&m.u.Output, "output_tokens")
 	set(&m.u.Reasoning, "output_tokens_details", "thinking_tokens")
 	m.u.Reasoning = min(m.u.Reasoning, m.u.Output) // thinking is part of the output

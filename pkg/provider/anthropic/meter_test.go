@@ -45,6 +45,20 @@ func TestMeterDocument(t *testing.T) {
 			state: gateway.FinalUsage,
 		},
 		{
+			name: "1-hour writes are the part of the writes they are",
+			doc: `{"usage":{"input_tokens":0,"cache_creation_input_tokens":1000,"cache_read_input_tokens":0,
+				"cache_creation":{"ephemeral_5m_input_tokens":0,"ephemeral_1h_input_tokens":1000},"output_tokens":0}}`,
+			want:  usage.Tokens{CacheWrite: 1000, CacheWrite1h: 1000},
+			state: gateway.FinalUsage,
+		},
+		{
+			name: "1-hour writes above all writes are clamped to them",
+			doc: `{"usage":{"input_tokens":5,"cache_creation_input_tokens":30,
+				"cache_creation":{"ephemeral_5m_input_tokens":0,"ephemeral_1h_input_tokens":80},"output_tokens":1}}`,
+			want:  usage.Tokens{Input: 5, CacheWrite: 30, CacheWrite1h: 30, Output: 1},
+			state: gateway.FinalUsage,
+		},
+		{
 			name:  "older shape without cache counters",
 			doc:   `{"usage":{"input_tokens":7,"output_tokens":3}}`,
 			want:  usage.Tokens{Input: 7, Output: 3},
