@@ -107,9 +107,14 @@ defaults to 24h. With --records it lists the usage records themselves instead.`,
   tollgate usage --records --account acme --limit 20`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			path := filepath.Join(dataDir, "usage.db")
-			if _, err := os.Stat(path); err != nil {
-				return fmt.Errorf("no usage ledger in %s (run `tollgate dev` or `tollgate serve` with --data-dir %s first)", dataDir, dataDir)
+			// The ledger the gateways share ($TOLLGATE_LEDGER_URL), else the
+			// data dir's SQLite file, which must exist: reading must not
+			// create an empty one under a mistyped path.
+			shared := os.Getenv("TOLLGATE_LEDGER_URL")
+			if shared == "" {
+				if _, err := os.Stat(filepath.Join(dataDir, "usage.db")); err != nil {
+					return fmt.Errorf("no usage ledger in %s (run `tollgate dev` or `tollgate serve` with --data-dir %s first, or set $TOLLGATE_LEDGER_URL)", dataDir, dataDir)
+				}
 			}
 			awaitSpooled(cmd, dataDir)
 			if !records {
@@ -123,7 +128,7 @@ defaults to 24h. With --records it lists the usage records themselves instead.`,
 			if by != "" || until != "" {
 				return fmt.Errorf("--by and --until apply to the summary, not to --records")
 			}
-			st, err := ledger.OpenSQLite(cmd.Context(), path)
+			st, err := ledger.Open(cmd.Context(), ledgerURL(dataDir, shared))
 			if err != nil {
 				return err
 			}

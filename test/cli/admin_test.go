@@ -361,6 +361,33 @@ func TestUsageRightAfterARequest(t *testing.T) {
 	}
 }
 
+// TestUsageReadsTheSharedLedger: with $TOLLGATE_LEDGER_URL set, as in a
+// processor's pod, `tollgate usage` reads that ledger, not the data dir's;
+// without it, a data dir with no ledger is an error, not an empty answer.
+func TestUsageReadsTheSharedLedger(t *testing.T) {
+	dev := harness.StartDev(t, "--mock")
+	status, body := post(t, dev.BaseURL+"/openai/v1/chat/completions",
+		`{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}`, "Authorization", "Bearer "+dev.Token)
+	if status != http.StatusOK {
+		t.Fatalf("%d %s", status, body)
+	}
+	dev.WaitUsage(t, 1)
+	elsewhere := t.TempDir() // a pod's own data dir: no ledger in it
+	shared := []string{"TOLLGATE_LEDGER_URL=sqlite://" + filepath.Join(dev.DataDir, "usage.db")}
+	for _, args := range [][]string{{"usage", "--records", "--json"}, {"usage", "--json"}} {
+		out, stderr, code := tollgateEnv(t, shared, append(args, "--data-dir", elsewhere)...)
+		if code != 0 {
+			t.Fatalf("%v with $TOLLGATE_LEDGER_URL: exit %d: %s", args, code, stderr)
+		}
+		if !strings.Contains(out, "gpt-4o-mini") && !strings.Contains(out, `"requests": "1"`) && !strings.Contains(out, `"requests":"1"`) {
+			t.Errorf("%v with $TOLLGATE_LEDGER_URL does not show the request stored there:\n%s", args, out)
+		}
+	}
+	if _, stderr, code := tollgate(t, "usage", "--records", "--data-dir", elsewhere); code == 0 || !strings.Contains(stderr, "no usage ledger") {
+		t.Errorf("usage on a data dir with no ledger: exit %d, stderr %q", code, stderr)
+	}
+}
+
 // failingStore is a ledger whose writes fail, as when its database is down.
 type failingStore struct{}
 

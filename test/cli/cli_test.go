@@ -24,8 +24,14 @@ import (
 // tollgate runs the binary and returns stdout, stderr and the exit code.
 func tollgate(t *testing.T, args ...string) (string, string, int) {
 	t.Helper()
+	return tollgateEnv(t, nil, args...)
+}
+
+// tollgateEnv is tollgate with extra NAME=VALUE environment variables.
+func tollgateEnv(t *testing.T, env []string, args ...string) (string, string, int) {
+	t.Helper()
 	cmd := exec.Command(harness.Binary(t), args...)
-	cmd.Env = harness.CleanEnv()
+	cmd.Env = append(harness.CleanEnv(), env...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
