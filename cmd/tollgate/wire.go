@@ -170,7 +170,8 @@ func newStack(ctx context.Context, o stackOptions) (*stack, error) {
 	// The spool holds settled usage until the ledger has it; records a
 	// previous run left there are written first.
 	writer, err := ledger.NewWriter(store, spoolDir(o.dataDir), ledger.WriterOptions{
-		OnError: func(err error) { log.Error("usage ledger", "error", err) },
+		OnError:  func(err error) { log.Error("usage ledger", "error", err) },
+		OnStored: policy.Stored,
 	})
 	if err != nil {
 		store.Close()

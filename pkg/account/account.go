@@ -7,13 +7,11 @@
 //
 // Accounts and projects are read from the ledger through a short-lived
 // cache, so the hot path reads the database at most once per account per
-// CacheTTL; the debit of a settled request reaches the database through the
-// ledger's writer a few milliseconds later, so the policy subtracts what it
-// settled itself since the cached balance was read, and after a reload
-// still subtracts what it settled in the window before: a debit the
-// database may not have yet is never forgotten, at the price of counting
-// some twice for one CacheTTL (an account near zero is refused a little
-// early, never let through unpaid).
+// CacheTTL. The debit of a settled request reaches the database through the
+// ledger's writer a few milliseconds later, and the writer tells the policy
+// when it has (Stored). So a balance is the one read less exactly the
+// debits this process settled that the database did not hold when it was
+// read: none is forgotten, and none counted twice.
 package account
 
 import (
@@ -23,7 +21,7 @@ import (
 	"log/slog"
 	"math"
 	"strings"
-	"sync/atomic"
+	"sync"
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -76,18 +74,17 @@ type Policy struct {
 	now      func() time.Time
 	accounts *lru.Cache[string, *cached[ledger.Account]]
 	projects *lru.Cache[string, *cached[ledger.Project]]
+	debits   debits
 }
 
-// cached is one Directory entry as read at loaded. spent is what this
-// process settled against an account since then, and carried what it
-// settled while the entry before this one was cached, in micro-credits.
+// cached is one Directory entry as read at loaded. For an account,
+// storedBefore is how many of this process's debits to it, in
+// micro-credits, the ledger had stored just before the read.
 type cached[T any] struct {
-	v         T
-	err       error // ErrNotFound, remembered like a value
-	loaded    time.Time
-	spent     atomic.Int64
-	lastSpent atomic.Int64 // unix ns of the latest settlement in spent
-	carried   int64
+	v            T
+	err          error // ErrNotFound, remembered like a value
+	loaded       time.Time
+	storedBefore int64
 }
 
 // New builds a Policy.
@@ -96,7 +93,8 @@ func New(cfg Config) (*Policy, error) {
 		return nil, errors.New("account: a Directory and a Catalog are required")
 	}
 	p := &Policy{dir: cfg.Directory, cat: cfg.Catalog, lim: cfg.Limiter, rate: cfg.Rate,
-		ttl: cfg.CacheTTL, stale: cfg.StaleTTL, log: cfg.Logger, now: cfg.Now}
+		ttl: cfg.CacheTTL, stale: cfg.StaleTTL, log: cfg.Logger, now: cfg.Now,
+		debits: debits{pending: map[string]pendingDebit{}, accounts: map[string]*accountDebits{}}}
 	if p.rate <= 0 {
 		p.rate = meter.DefaultRate
 	}
@@ -154,17 +152,23 @@ func (p *Policy) Authorize(ctx context.Context, c auth.Claims) *gateway.Failure 
 		return gateway.Fail(gateway.StatusForbidden, gateway.CodeForbidden,
 			"Project %q is not activated yet; its gateway key works once the project is activated.", c.Project)
 	}
-	if acct.v.Balance-acct.carried-acct.spent.Load() <= 0 {
-		f := gateway.Fail(gateway.StatusTooManyRequests, gateway.CodeQuota,
-			"Account %q has no credits left. Add credits to continue.", c.Account)
-		f.NoRetry = true
-		return f
+	if acct.v.Balance-p.debits.unstored(c.Account, acct.storedBefore) <= 0 {
+		return NoCredits(c.Account)
 	}
 	return nil
 }
 
+// NoCredits is the refusal of a request from an account whose balance is
+// at or below zero. It says not to retry: only a top-up helps.
+func NoCredits(account string) *gateway.Failure {
+	f := gateway.Fail(gateway.StatusTooManyRequests, gateway.CodeQuota,
+		"Account %q has no credits left. Add credits to continue.", account)
+	f.NoRetry = true
+	return f
+}
+
 func (p *Policy) account(ctx context.Context, id string) (*cached[ledger.Account], *gateway.Failure) {
-	e, err := load(ctx, p, p.accounts, id, p.dir.GetAccount)
+	e, err := load(ctx, p, p.accounts, id, p.dir.GetAccount, p.debits.storedOf)
 	switch {
 	case err != nil:
 		return nil, unavailable()
@@ -176,7 +180,7 @@ func (p *Policy) account(ctx context.Context, id string) (*cached[ledger.Account
 }
 
 func (p *Policy) project(ctx context.Context, id string) (*cached[ledger.Project], *gateway.Failure) {
-	e, err := load(ctx, p, p.projects, id, p.dir.GetProject)
+	e, err := load(ctx, p, p.projects, id, p.dir.GetProject, nil)
 	switch {
 	case err != nil:
 		return nil, unavailable()
@@ -188,14 +192,19 @@ func (p *Policy) project(ctx context.Context, id string) (*cached[ledger.Project
 }
 
 // load returns the cached entry for id, reading it again once it is older
-// than the TTL. When the read fails, a cached entry younger than StaleTTL
+// than the TTL. snapshot, if set, is taken just before each read and kept
+// with the entry. When the read fails, a cached entry younger than StaleTTL
 // keeps serving; the error is returned only when there is none.
 func load[T any](ctx context.Context, p *Policy, c *lru.Cache[string, *cached[T]], id string,
-	get func(context.Context, string) (T, error)) (*cached[T], error) {
+	get func(context.Context, string) (T, error), snapshot func(id string) int64) (*cached[T], error) {
 	now := p.now()
 	e, ok := c.Get(id)
 	if ok && now.Sub(e.loaded) < p.ttl {
 		return e, nil
+	}
+	var storedBefore int64
+	if snapshot != nil {
+		storedBefore = snapshot(id)
 	}
 	v, err := get(ctx, id)
 	switch {
@@ -210,12 +219,7 @@ func load[T any](ctx context.Context, p *Policy, c *lru.Cache[string, *cached[T]
 		}
 		return nil, err
 	}
-	fresh := &cached[T]{v: v, loaded: now}
-	// Debits settled lately may not be in what was just read: the previous
-	// entry lived one TTL, so its recent settlements are at most two old.
-	if ok && now.UnixNano()-e.lastSpent.Load() < int64(2*p.ttl) {
-		fresh.carried = e.spent.Load()
-	}
+	fresh := &cached[T]{v: v, loaded: now, storedBefore: storedBefore}
 	c.Add(id, fresh)
 	return fresh, nil
 }
@@ -335,16 +339,92 @@ func (g *grant) Limits() gateway.RateLimit { return g.limits }
 // Settle implements gateway.Grant.
 func (g *grant) Settle(ctx context.Context, rec *usage.Record) {
 	rec.Credits = meter.Credits(g.price, rec.Tokens, g.p.rate)
-	// Count it in the account's current cache entry: the one admission
-	// saw may have been reloaded since.
-	if e, ok := g.p.accounts.Peek(g.account); ok && rec.Credits != 0 {
-		e.spent.Add(rec.Credits)
-		e.lastSpent.Store(g.p.now().UnixNano())
-	}
+	g.p.debits.settle(rec.RequestID, g.account, rec.Credits)
 	if g.p.lim == nil {
 		return
 	}
 	if err := g.p.lim.Settle(ctx, g.p.now(), g.res, limit.Counted(g.provider, rec.Tokens)); err != nil {
 		g.p.log.LogAttrs(ctx, slog.LevelWarn, "rate limiter settle", slog.String("error", err.Error()))
 	}
+}
+
+// Stored is told of each batch of usage records the ledger has committed
+// (ledger.WriterOptions.OnStored): their debits are in the database from
+// now on, so a balance read from here on holds them.
+func (p *Policy) Stored(recs []usage.Record) { p.debits.stored(recs) }
+
+// debits tracks, per account, the credits this process settled and how
+// many of them the ledger has stored. A balance read from the database
+// lacks exactly the settled debits that were not stored before the read.
+type debits struct {
+	mu       sync.Mutex
+	pending  map[string]pendingDebit // by request id, until stored
+	accounts map[string]*accountDebits
+}
+
+type pendingDebit struct {
+	account string
+	credits int64
+}
+
+// accountDebits only grow, in micro-credits.
+type accountDebits struct{ settled, stored int64 }
+
+func (d *debits) settle(requestID, account string, credits int64) {
+	if credits == 0 || account == "" {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, dup := d.pending[requestID]; dup {
+		return // an id is billed once, as the ledger stores it once
+	}
+	d.pending[requestID] = pendingDebit{account, credits}
+	d.of(account).settled += credits
+}
+
+// stored marks recs' debits as in the database. A record it did not settle
+// (one a previous process spooled) or already marked (a batch retried
+// after a failure) changes nothing.
+func (d *debits) stored(recs []usage.Record) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, r := range recs {
+		if pd, ok := d.pending[r.RequestID]; ok {
+			delete(d.pending, r.RequestID)
+			d.of(pd.account).stored += pd.credits
+		}
+	}
+}
+
+// storedOf is what the ledger holds of the account's debits so far.
+func (d *debits) storedOf(account string) int64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if a, ok := d.accounts[account]; ok {
+		return a.stored
+	}
+	return 0
+}
+
+// unstored is what a balance read after storedBefore of the account's
+// debits were stored does not hold: every debit settled since, and those
+// still waiting then.
+func (d *debits) unstored(account string, storedBefore int64) int64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if a, ok := d.accounts[account]; ok {
+		return a.settled - storedBefore
+	}
+	return 0
+}
+
+// of returns the account's counters; d.mu is held.
+func (d *debits) of(account string) *accountDebits {
+	a, ok := d.accounts[account]
+	if !ok {
+		a = &accountDebits{}
+		d.accounts[account] = a
+	}
+	return a
 }

@@ -242,34 +242,93 @@ func TestEnterpriseOverrideAndProjectLimits(t *testing.T) {
 	}
 }
 
-// Settled credits count against the cached balance at once: an account
-// cannot spend the same credits twice while its cache entry is fresh.
-func TestSpentCreditsRefuseBeforeReload(t *testing.T) {
+// A balance is the ledger's less exactly the debits this process settled
+// that the ledger did not hold when it was read: a settled debit counts at
+// once, is never forgotten across a cache reload while the ledger lacks it,
+// and is not counted twice once the ledger has it, so an account with
+// credits left is never refused.
+func TestSettledDebitsCountOnce(t *testing.T) {
+	ctx := context.Background()
 	f := newFixture(t)
-	c := f.add(t, "small", catalog.PlanPro, 1, true) // one micro-credit
-	if fail := f.pol.Authorize(context.Background(), c); fail != nil {
-		t.Fatal(fail)
+	rec := usage.Record{Time: f.clock.Now(), Account: "small", Project: "small-web", Provider: "openai",
+		Model: "gpt-4o-mini", Operation: "chat", Status: usage.StatusOK, Tokens: usage.Tokens{Input: 1000, Output: 1000}}
+	cost := meter.Credits(f.priceOf(t, "openai", "gpt-4o-mini"), rec.Tokens, meter.DefaultRate)
+	c := f.add(t, "small", catalog.PlanPro, 2*cost+cost/2, true) // two requests and a half
+	settle := func(id string) usage.Record {
+		t.Helper()
+		g, fail := admit(t, f, c, "openai", "gpt-4o-mini", 10)
+		if fail != nil {
+			t.Fatal(fail)
+		}
+		r := rec
+		r.RequestID = id
+		g.Settle(ctx, &r)
+		if r.Credits != cost {
+			t.Fatalf("settled %d micro-credits, want %d", r.Credits, cost)
+		}
+		return r
 	}
-	g, fail := admit(t, f, c, "openai", "gpt-4o-mini", 10)
-	if fail != nil {
-		t.Fatal(fail)
+	store := func(recs ...usage.Record) {
+		t.Helper()
+		if err := f.db.InsertUsage(ctx, recs...); err != nil {
+			t.Fatal(err)
+		}
+		f.pol.Stored(recs)
 	}
-	g.Settle(context.Background(), &usage.Record{Tokens: usage.Tokens{Input: 1000, Output: 1000}})
-	fail = f.pol.Authorize(context.Background(), c)
-	if fail == nil || fail.Code != gateway.CodeQuota {
-		t.Fatalf("after spending the balance: %v, want insufficient_quota", fail)
+	allowed := func(when string, want bool) {
+		t.Helper()
+		fail := f.pol.Authorize(ctx, c)
+		switch {
+		case want && fail != nil:
+			t.Fatalf("%s: refused with credits left: %v", when, fail)
+		case !want && (fail == nil || fail.Code != gateway.CodeQuota):
+			t.Fatalf("%s: %v, want insufficient_quota", when, fail)
+		}
 	}
-	// The cache expires before the ledger has the debit (nothing writes it
-	// here): the reloaded entry still carries what was settled.
-	f.clock.Add(2100 * time.Millisecond)
-	if fail = f.pol.Authorize(context.Background(), c); fail == nil || fail.Code != gateway.CodeQuota {
-		t.Fatalf("after a reload without the debit in the ledger: %v, want insufficient_quota", fail)
+	reload := func() { f.clock.Add(2100 * time.Millisecond) }
+
+	allowed("before any request", true)
+	r1 := settle("r1")
+	r2 := settle("r2")
+	allowed("two settled, none stored, cache fresh", true)
+	reload()
+	allowed("two settled, none stored, reloaded", true)
+	store(r1)
+	allowed("one stored after the read", true)
+	reload()
+	allowed("one of two stored, reloaded", true) // counted twice, it would look overdrawn
+	reload()
+	allowed("one of two stored, reloaded again", true)
+	store(r2, r1) // a retried batch repeats r1
+	reload()
+	allowed("both stored, a batch retried", true)
+	r3 := settle("r3")
+	allowed("overdrawn, not stored", false)
+	reload()
+	allowed("overdrawn, not stored, reloaded", false)
+	reload()
+	allowed("overdrawn, not stored, much later", false)
+	store(r3)
+	reload()
+	allowed("overdrawn, stored", false)
+	// A record a previous process spooled is stored without this one
+	// having settled it: nothing of this process's changes.
+	store(usage.Record{RequestID: "old", Time: f.clock.Now(), Account: "small", Project: "small-web", Provider: "openai",
+		Model: "gpt-4o-mini", Status: usage.StatusOK, Credits: cost})
+	if _, err := f.db.Credit(ctx, "small", 3*cost, "top-up"); err != nil {
+		t.Fatal(err)
 	}
-	// Debits older than a whole cache period are the ledger's to count.
-	f.clock.Add(2100 * time.Millisecond)
-	if fail = f.pol.Authorize(context.Background(), c); fail != nil {
-		t.Fatalf("two periods later, with the ledger's balance positive: %v", fail)
+	reload()
+	allowed("topped up past the old record", true)
+}
+
+func (f *fixture) priceOf(t *testing.T, provider, model string) catalog.Price {
+	t.Helper()
+	m, ok := f.cat.Lookup(catalog.Provider(provider), model)
+	if !ok {
+		t.Fatalf("%s/%s not in the catalog", provider, model)
 	}
+	return m.Price
 }
 
 // flaky fails every read while down is set.

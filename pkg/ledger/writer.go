@@ -39,6 +39,11 @@ type WriterOptions struct {
 	// fails (the records stay spooled and are retried with backoff) or
 	// part of a spool file is unreadable. It must not block.
 	OnError func(error)
+	// OnStored, if set, is called from the Writer's goroutine with each
+	// batch the store has committed (records it already held included, so
+	// a batch retried after a failure comes again). It must not block or
+	// keep the slice.
+	OnStored func([]usage.Record)
 }
 
 func (o WriterOptions) withDefaults() WriterOptions {
@@ -391,6 +396,9 @@ func (w *Writer) drain(seq uint64) error {
 		if len(w.batch) > 0 {
 			if err := w.store.InsertUsage(w.ctx, w.batch...); err != nil {
 				return err
+			}
+			if w.opts.OnStored != nil {
+				w.opts.OnStored(w.batch)
 			}
 		}
 		if perr != nil || good == len(b) {

@@ -195,6 +195,40 @@ func TestWriterRetriesFailedFlush(t *testing.T) {
 	}
 }
 
+// TestWriterOnStored: OnStored hears of every committed record, after the
+// store has it, and of no record whose flush failed.
+func TestWriterOnStored(t *testing.T) {
+	sink := &fakeSink{failN: 2, failErr: errors.New("database is down")}
+	var (
+		mu    sync.Mutex
+		heard = map[string]bool{}
+	)
+	w := newTestWriter(t, sink, "", WriterOptions{BatchSize: 4, FlushInterval: time.Millisecond, OnStored: func(recs []usage.Record) {
+		ids, _ := sink.stored()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, r := range recs {
+			if !ids[r.RequestID] {
+				t.Errorf("OnStored(%s) before the store had it", r.RequestID)
+			}
+			heard[r.RequestID] = true
+		}
+	}})
+	for i := range 10 {
+		if err := w.Write(recN(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(t.Context()); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(heard) != 10 {
+		t.Errorf("OnStored heard of %d records, want all 10", len(heard))
+	}
+}
+
 // TestWriterCloseGivesUp closes a Writer whose store always fails: Close
 // says what is left, and the next Writer on the spool writes it.
 func TestWriterCloseGivesUp(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tollgate-dev/tollgate/pkg/account"
 	"github.com/tollgate-dev/tollgate/pkg/gateway"
 	"github.com/tollgate-dev/tollgate/pkg/provider/anthropic"
 	"github.com/tollgate-dev/tollgate/pkg/provider/gemini"
@@ -13,15 +14,8 @@ import (
 )
 
 // quotaFailure is the refusal docs/credits.md documents for an account
-// without credits.
-func quotaFailure() *gateway.Failure {
-	return &gateway.Failure{
-		Status:  429,
-		Code:    gateway.CodeQuota,
-		Message: "This account has no credits left. Add credits to continue.",
-		NoRetry: true,
-	}
-}
+// without credits, for the account its examples use.
+func quotaFailure() *gateway.Failure { return account.NoCredits("acme") }
 
 // TestQuotaErrorsDocumented keeps the per-provider error shapes in
 // docs/credits.md equal to what the providers render.
