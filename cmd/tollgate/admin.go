@@ -220,7 +220,7 @@ func newTokenCmd() *cobra.Command {
 
 	inspect := &cobra.Command{
 		Use:   "inspect TOKEN",
-		Short: "Decode a token's claims and check it against the data dir's key",
+		Short: "Decode a token's claims and check it against the data dir's key (exit 1 if it is not valid)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := auth.Parse(args[0])
@@ -245,7 +245,14 @@ func newTokenCmd() *cobra.Command {
 			}
 			enc := json.NewEncoder(cmd.OutOrStdout())
 			enc.SetIndent("", "  ")
-			return enc.Encode(out)
+			if err := enc.Encode(out); err != nil {
+				return err
+			}
+			// Scripts test the exit code: a token the gateway would refuse fails.
+			if out["valid"] == false {
+				return fmt.Errorf("the token is not valid: %s", out["error"])
+			}
+			return nil
 		},
 	}
 	inspect.Flags().StringVar(&dataDir, "data-dir", defaultDataDir(), "data dir holding the signing key")

@@ -313,10 +313,11 @@ func refusal(checks []limit.Check, d limit.Decision, model string) *gateway.Fail
 			"Request too large: it needs about %d tokens, over the limit of %d %s.", c.Cost, c.Limit, what)
 		f.NoRetry = true
 	} else {
+		// The message says what retry-after says: whole seconds, rounded up.
+		retry := max(int(min(math.Ceil(d.RetryAfter.Seconds()), math.MaxInt32)), 1)
 		f = gateway.Fail(gateway.StatusTooManyRequests, gateway.CodeRateLimited,
-			"Rate limit reached: limit %d %s, %d remaining. Retry after %s.", c.Limit, what, max(b.Remaining, 0), d.RetryAfter.Round(time.Second))
-		f.RetryAfter = int(min(math.Ceil(d.RetryAfter.Seconds()), math.MaxInt32))
-		f.RetryAfter = max(f.RetryAfter, 1)
+			"Rate limit reached: limit %d %s, %d remaining. Retry after %ds.", c.Limit, what, max(b.Remaining, 0), retry)
+		f.RetryAfter = retry
 	}
 	if !c.Requests {
 		f.Limits = gateway.RateLimit{Limit: b.Limit, Remaining: b.Remaining, Reset: b.Reset}

@@ -3,8 +3,10 @@ package account_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -165,6 +167,9 @@ func TestAdmitTPM(t *testing.T) {
 	}
 	if fail.RetryAfter < 1 || fail.RetryAfter > 60 || fail.Limits.Limit != limitFree || fail.Limits.Remaining != limitFree-800 {
 		t.Fatalf("refusal retry-after %d limits %+v", fail.RetryAfter, fail.Limits)
+	}
+	if want := fmt.Sprintf("Retry after %ds.", fail.RetryAfter); !strings.HasSuffix(fail.Message, want) {
+		t.Errorf("refusal message %q does not end %q, which retry-after says", fail.Message, want)
 	}
 	// A request larger than the whole budget is refused for good.
 	_, fail = admit(t, f, c, "anthropic", model, limitFree+1)

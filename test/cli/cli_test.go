@@ -102,10 +102,10 @@ func TestTokenMintInspectRevoke(t *testing.T) {
 		t.Fatalf("mint: exit %d: %s", code, stderr)
 	}
 	tok = strings.TrimSpace(tok)
-	inspect := func() map[string]any {
+	inspect := func(wantCode int) map[string]any {
 		out, stderr, code := tollgate(t, "token", "inspect", "--data-dir", dir, tok)
-		if code != 0 {
-			t.Fatalf("inspect: exit %d: %s", code, stderr)
+		if code != wantCode {
+			t.Fatalf("inspect: exit %d, want %d: %s", code, wantCode, stderr)
 		}
 		var m map[string]any
 		if err := json.Unmarshal([]byte(out), &m); err != nil {
@@ -113,7 +113,7 @@ func TestTokenMintInspectRevoke(t *testing.T) {
 		}
 		return m
 	}
-	m := inspect()
+	m := inspect(0)
 	if m["account"] != "acme" || m["project"] != "web" || m["valid"] != true {
 		t.Fatalf("inspect = %v", m)
 	}
@@ -121,7 +121,7 @@ func TestTokenMintInspectRevoke(t *testing.T) {
 		t.Fatalf("revoke: exit %d", code)
 	}
 	// Each inspect is a new process, which reads the revocation list at start.
-	if m := inspect(); m["valid"] != false || !strings.Contains(fmt.Sprint(m["error"]), "revoked") {
+	if m := inspect(1); m["valid"] != false || !strings.Contains(fmt.Sprint(m["error"]), "revoked") {
 		t.Fatalf("after revoke, inspect = %v", m)
 	}
 	if _, stderr, code := tollgate(t, "token", "mint", "--data-dir", dir); code == 0 || !strings.Contains(stderr, "--project") {
