@@ -176,6 +176,9 @@ func newStack(ctx context.Context, o stackOptions) (*stack, error) {
 	if err != nil {
 		store.Close()
 		closeLimiter()
+		if errors.Is(err, ledger.ErrSpoolInUse) {
+			return nil, fmt.Errorf("another gateway is running on data dir %s (tollgate env --data-dir %s shows a dev one); stop it or give this one another --data-dir: %w", o.dataDir, o.dataDir, err)
+		}
 		return nil, err
 	}
 	ups, err := proxy.ParseUpstreams(o.upstreams)

@@ -18,6 +18,9 @@ import (
 // ErrClosed is returned by [Writer.Write] after Close.
 var ErrClosed = errors.New("ledger: writer closed")
 
+// ErrSpoolInUse is NewWriter's error when another process owns the spool.
+var ErrSpoolInUse = errors.New("in use by another process")
+
 // WriterOptions tune a [Writer]. Zero fields take the defaults.
 type WriterOptions struct {
 	// BatchSize is how many spooled records trigger a flush, and the most
@@ -139,7 +142,7 @@ func NewWriter(s Inserter, dir string, opts WriterOptions) (*Writer, error) {
 	}
 	if err := lockSpool(lock); err != nil {
 		lock.Close()
-		return nil, fmt.Errorf("ledger: spool %s is in use by another process: %w", dir, err)
+		return nil, fmt.Errorf("ledger: spool %s is %w: %w", dir, ErrSpoolInUse, err)
 	}
 	backlog, err := listSegments(dir)
 	if err != nil {

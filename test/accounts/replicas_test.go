@@ -140,7 +140,7 @@ func TestTwoGatewaysShareRedis(t *testing.T) {
 			<-done
 			t.Fatal("a second tollgate serve on a data dir in use kept running")
 		}
-		if err == nil || !strings.Contains(string(out), "in use by another process") {
+		if err == nil || !strings.Contains(string(out), "another gateway is running on data dir") {
 			t.Errorf("a second tollgate serve on a data dir in use: %v\n%s", err, out)
 		}
 	})
