@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/tollgate-dev/tollgate/pkg/auth"
 	"github.com/tollgate-dev/tollgate/pkg/catalog"
@@ -139,9 +140,9 @@ func (x *Exchange) RequestHeaders(method, target string, h Headers) Outcome {
 		return x.reject(f)
 	}
 	x.route = route
-	x.model = route.Model
+	x.model = recordedModel(route.Model)
 	if route.ModelID != "" {
-		x.model = route.ModelID
+		x.model = recordedModel(route.ModelID)
 	}
 	if f := x.authenticate(h, rawQuery); f != nil {
 		return x.reject(f)
@@ -188,7 +189,7 @@ func (x *Exchange) RequestBody(body []byte) Outcome {
 	// A refused body still names its model when it could be read: the
 	// rejection's record is then counted under that model.
 	in, f := x.prov.Inspect(x.route, body)
-	x.model = in.Model
+	x.model = recordedModel(in.Model)
 	if x.route.Model != "" {
 		x.model = x.route.Model
 	}
@@ -226,6 +227,23 @@ func (x *Exchange) RequestBody(body []byte) Outcome {
 	return Outcome{Action: Forward, Upstream: UpstreamRequest{
 		Provider: x.prov.Name(), Method: x.method, Path: x.upstreamPath(out.Path), Header: x.upHdr, Body: out.Body,
 	}}
+}
+
+// maxModelName bounds the model name a record keeps: the name comes from
+// the client, and a refused one is recorded too.
+const maxModelName = 256
+
+// recordedModel is the client's model name as a record keeps it: cut to
+// maxModelName bytes, on a rune boundary.
+func recordedModel(name string) string {
+	if len(name) <= maxModelName {
+		return name
+	}
+	cut := maxModelName
+	for cut > 0 && !utf8.RuneStart(name[cut]) {
+		cut--
+	}
+	return name[:cut]
 }
 
 // upstreamPath is the upstream path with the credential-free query; path

@@ -1,6 +1,10 @@
 package gateway
 
-import "testing"
+import (
+	"strings"
+	"testing"
+	"unicode/utf8"
+)
 
 func TestCredential(t *testing.T) {
 	const tok = "tg1.payload.signature"
@@ -28,5 +32,21 @@ func TestCredential(t *testing.T) {
 				t.Errorf("credential = %q, want %q", got, c.want)
 			}
 		})
+	}
+}
+
+func TestRecordedModel(t *testing.T) {
+	long := strings.Repeat("m", maxModelName+10)
+	runes := strings.Repeat("é", maxModelName) // two bytes each
+	for _, c := range []struct{ in, want string }{
+		{"gpt-4o-mini", "gpt-4o-mini"},
+		{long, long[:maxModelName]},
+		{runes, runes[:maxModelName]}, // an even cut is a rune boundary
+		{"x" + runes, "x" + runes[:maxModelName-2]},
+	} {
+		got := recordedModel(c.in)
+		if got != c.want || !utf8.ValidString(got) || len(got) > maxModelName {
+			t.Errorf("recordedModel(%d bytes) = %d bytes %q…, want %d bytes", len(c.in), len(got), got[:min(len(got), 8)], len(c.want))
+		}
 	}
 }
