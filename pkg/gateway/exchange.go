@@ -191,7 +191,7 @@ func (x *Exchange) RequestBody(body []byte) Outcome {
 	in, f := x.prov.Inspect(x.route, body)
 	x.model = recordedModel(in.Model)
 	if x.route.Model != "" {
-		x.model = x.route.Model
+		x.model = recordedModel(x.route.Model)
 	}
 	x.stream = in.Stream || x.route.Stream
 	if f != nil {
