@@ -114,6 +114,8 @@ type priceCells struct {
 	CachedInput *usd `yaml:"cached_input"`
 	CacheWrite  *usd `yaml:"cache_write"`
 	Output      *usd `yaml:"output"`
+	AudioInput  *usd `yaml:"audio_input"`
+	ImageOutput *usd `yaml:"image_output"`
 }
 
 func (p *priceCells) spec() priceSpec {
@@ -128,6 +130,8 @@ func (p *priceCells) spec() priceSpec {
 		cachedInput: cell(p.CachedInput),
 		cacheWrite:  cell(p.CacheWrite),
 		output:      cell(p.Output),
+		audioInput:  cell(p.AudioInput),
+		imageOutput: cell(p.ImageOutput),
 	}
 }
 

@@ -61,7 +61,7 @@ func TestLoadExample(t *testing.T) {
 	}
 
 	emb := mustLookup(t, c, OpenAI, "text-embedding-3-small")
-	wantEmb := Price{Input: 20_000, CachedInput: 20_000, CacheWrite: 20_000, CacheWrite1h: 40_000, Output: 0}
+	wantEmb := Price{Input: 20_000, CachedInput: 20_000, CacheWrite: 20_000, CacheWrite1h: 40_000, Output: 0, AudioInput: 20_000, ImageOutput: 0}
 	if emb.Kind != KindEmbedding || emb.Price != wantEmb || emb.Family != "text-embedding-3-small" {
 		t.Errorf("text-embedding-3-small = kind %q price %+v family %q", emb.Kind, emb.Price, emb.Family)
 	}
@@ -95,7 +95,7 @@ func TestLoadExample(t *testing.T) {
 		m := mustLookup(t, c, OpenAI, name)
 		want := mustLookup(t, defaults, OpenAI, name).Price
 		if name == "gpt-4o" {
-			want = Price{2_750_000, 1_250_000, 2_750_000, 5_500_000, 11_000_000}
+			want = Price{2_750_000, 1_250_000, 2_750_000, 5_500_000, 11_000_000, 2_750_000, 11_000_000}
 		}
 		if m.Price != want {
 			t.Errorf("%s: price %+v, want %+v", name, m.Price, want)
@@ -129,43 +129,43 @@ func TestLoadFamilyPrice(t *testing.T) {
 			name:  "family price reaches dated models",
 			yaml:  `prices: [{provider: openai, family: gpt-5, input: 2}]`,
 			model: "gpt-5-2025-08-07",
-			want:  Price{2_000_000, 125_000, 2_000_000, 4_000_000, 10_000_000},
+			want:  Price{2_000_000, 125_000, 2_000_000, 4_000_000, 10_000_000, 2_000_000, 10_000_000},
 		},
 		{
 			name:  "empty cached cell follows a new input price",
 			yaml:  `prices: [{provider: openai, family: gpt-5-pro, input: 16}]`,
 			model: "gpt-5-pro",
-			want:  Price{16_000_000, 16_000_000, 16_000_000, 32_000_000, 120_000_000},
+			want:  Price{16_000_000, 16_000_000, 16_000_000, 32_000_000, 120_000_000, 16_000_000, 120_000_000},
 		},
 		{
 			name:  "model price over family price",
 			yaml:  `models: [{provider: openai, name: gpt-5-mini, price: {output: "2.10"}}]`,
 			model: "gpt-5-mini",
-			want:  Price{250_000, 25_000, 250_000, 500_000, 2_100_000},
+			want:  Price{250_000, 25_000, 250_000, 500_000, 2_100_000, 250_000, 2_100_000},
 		},
 		{
 			name:  "like follows the other model's family",
 			yaml:  "prices: [{provider: openai, family: gpt-4o-mini, output: 0.7}]\nmodels: [{provider: openai, name: my-mini, like: gpt-4o-mini}]",
 			model: "my-mini",
-			want:  Price{150_000, 75_000, 150_000, 300_000, 700_000},
+			want:  Price{150_000, 75_000, 150_000, 300_000, 700_000, 150_000, 700_000},
 		},
 		{
 			name:  "new dated snapshot resolves its family and takes its limits",
 			yaml:  `models: [{provider: openai, name: gpt-4o-2024-08-06}]`,
 			model: "gpt-4o-2024-08-06",
-			want:  Price{2_500_000, 1_250_000, 2_500_000, 5_000_000, 10_000_000},
+			want:  Price{2_500_000, 1_250_000, 2_500_000, 5_000_000, 10_000_000, 2_500_000, 10_000_000},
 		},
 		{
 			name:  "new family for a new model",
 			yaml:  "prices: [{provider: openai, family: gpt-3.5-turbo, input: 0.5, output: 1.5}]\nmodels: [{provider: openai, name: gpt-3.5-turbo-0125, tpm: {free: 1, personal: 2, pro: 3}}]",
 			model: "gpt-3.5-turbo-0125",
-			want:  Price{500_000, 500_000, 500_000, 1_000_000, 1_500_000},
+			want:  Price{500_000, 500_000, 500_000, 1_000_000, 1_500_000, 500_000, 1_500_000},
 		},
 		{
 			name:  "explicit family",
 			yaml:  `models: [{provider: openai, name: house-model, family: o3, tpm: {free: 1, personal: 2, pro: 3}}]`,
 			model: "house-model",
-			want:  Price{2_000_000, 500_000, 2_000_000, 4_000_000, 8_000_000},
+			want:  Price{2_000_000, 500_000, 2_000_000, 4_000_000, 8_000_000, 2_000_000, 8_000_000},
 		},
 	}
 	for _, tt := range tests {
@@ -288,7 +288,7 @@ models:
 		t.Fatalf("%d models, want 1", len(all))
 	}
 	m := all[0]
-	if m.Family != "house" || m.Price != (Price{1_000_000, 1_000_000, 1_250_000, 2_000_000, 5_000_000}) || m.TPM[PlanEnterprise] != 40 {
+	if m.Family != "house" || m.Price != (Price{1_000_000, 1_000_000, 1_250_000, 2_000_000, 5_000_000, 1_000_000, 5_000_000}) || m.TPM[PlanEnterprise] != 40 {
 		t.Errorf("model = %+v", m)
 	}
 }
@@ -314,5 +314,38 @@ func TestLoadFile(t *testing.T) {
 	}
 	if _, err := LoadFile(bad); err == nil || !strings.Contains(err.Error(), bad) || !strings.Contains(err.Error(), "modles") {
 		t.Errorf("LoadFile(bad) error %v, want it to name the file and the key", err)
+	}
+}
+
+// TestLoadModalityPrices: the audio-input and image-output cells behave as
+// every other cell: like: copies them, prices: and price: set them, and an
+// unset one follows the input or output price it falls back to.
+func TestLoadModalityPrices(t *testing.T) {
+	defaults := mustDefault(t)
+	tests := []struct {
+		name, yaml, model  string
+		audio, imageOutput int64
+	}{
+		{"like copies the overrides", `models: [{provider: gemini, name: my-flash, like: gemini-2.5-flash}]`,
+			"my-flash", 1_000_000, 2_500_000},
+		{"family image output", `prices: [{provider: gemini, family: gemini-2.5-flash-image, image_output: 40}]`,
+			"gemini-2.5-flash-image", 300_000, 40_000_000},
+		{"model audio input", `models: [{provider: gemini, name: gemini-2.0-flash, price: {audio_input: 0.7}}]`,
+			"gemini-2.0-flash", 700_000, 400_000},
+		{"an unset cell follows a new input price", `prices: [{provider: gemini, family: gemini-2.5-pro, input: 2}]`,
+			"gemini-2.5-pro", 2_000_000, 10_000_000},
+		{"a set cell does not", `prices: [{provider: gemini, family: gemini-2.5-flash, input: 0.4}]`,
+			"gemini-2.5-flash", 1_000_000, 2_500_000},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := mustLookup(t, mustLoad(t, defaults, tt.yaml), Gemini, tt.model).Price
+			if p.AudioInput != tt.audio || p.ImageOutput != tt.imageOutput {
+				t.Errorf("%s: audio input %d, image output %d; want %d, %d", tt.model, p.AudioInput, p.ImageOutput, tt.audio, tt.imageOutput)
+			}
+		})
+	}
+	if _, err := Load(defaults, []byte(`prices: [{provider: gemini, family: gemini-2.5-flash, audio: 1}]`)); err == nil {
+		t.Error("a misspelt modality key loaded")
 	}
 }

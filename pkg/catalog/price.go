@@ -23,15 +23,23 @@ import (
 //     cache_write_tokens are recorded as CacheWrite all the same, so this
 //     fallback is what keeps their cost that of input.
 //
-// CacheWrite1h prices the 1-hour part of CacheWrite (usage.Tokens). It has no
-// cell of its own: it is always twice Input, Anthropic's rule for every
-// model, and only Anthropic reports such writes.
+// The last three price parts of a kind that the provider bills apart
+// (usage.Tokens):
+//   - CacheWrite1h, the 1-hour part of CacheWrite, has no cell of its own:
+//     it is always twice Input, Anthropic's rule for every model, and only
+//     Anthropic reports such writes.
+//   - AudioInput and ImageOutput, the audio part of Input and the image
+//     part of Output (Gemini modalities), follow Input and Output unless
+//     the table sets them: a model without an override bills every
+//     modality alike.
 type Price struct {
 	Input        int64 // uncached input
 	CachedInput  int64 // input read from a provider cache
 	CacheWrite   int64 // input written to a provider cache (Anthropic 5-minute TTL, OpenAI)
 	CacheWrite1h int64 // input written to Anthropic's cache with a 1-hour TTL
 	Output       int64 // output, reasoning included
+	AudioInput   int64 // uncached audio input (Gemini Flash models)
+	ImageOutput  int64 // generated image output (gemini-2.5-flash-image)
 }
 
 // priceSpec is a price as written in a table or an overlay, before the
@@ -39,6 +47,7 @@ type Price struct {
 // change Input and have an empty CachedInput follow it.
 type priceSpec struct {
 	input, cachedInput, cacheWrite, output optMicros
+	audioInput, imageOutput                optMicros
 }
 
 // optMicros is a price cell that may be empty.
@@ -64,6 +73,8 @@ func (p priceSpec) merge(over priceSpec) priceSpec {
 		cachedInput: over.cachedInput.or(p.cachedInput),
 		cacheWrite:  over.cacheWrite.or(p.cacheWrite),
 		output:      over.output.or(p.output),
+		audioInput:  over.audioInput.or(p.audioInput),
+		imageOutput: over.imageOutput.or(p.imageOutput),
 	}
 }
 
@@ -78,6 +89,8 @@ func (p priceSpec) resolve() Price {
 		CacheWrite:   p.cacheWrite.or(p.input).v,
 		CacheWrite1h: 2 * p.input.v, // ParsePrice keeps a price under 10¹⁸, so this cannot overflow
 		Output:       p.output.v,
+		AudioInput:   p.audioInput.or(p.input).v,
+		ImageOutput:  p.imageOutput.or(p.output).v,
 	}
 }
 

@@ -94,13 +94,29 @@ func TestPriceFallbacks(t *testing.T) {
 		spec priceSpec
 		want Price
 	}{
-		{"all cells", priceSpec{some(3), some(1), some(4), some(15)}, Price{3, 1, 4, 6, 15}},
-		{"no cached input bills input", priceSpec{input: some(15), output: some(120)}, Price{15, 15, 15, 30, 120}},
-		{"no cache write bills input", priceSpec{input: some(2), cachedInput: some(1), output: some(8)}, Price{2, 1, 2, 4, 8}},
+		{"all cells", priceSpec{some(3), some(1), some(4), some(15), some(7), some(40)}, Price{3, 1, 4, 6, 15, 7, 40}},
+		{"no modality cells bill their kind", priceSpec{input: some(3), cachedInput: some(1), cacheWrite: some(4), output: some(15)}, Price{3, 1, 4, 6, 15, 3, 15}},
+		{"no cached input bills input", priceSpec{input: some(15), output: some(120)}, Price{15, 15, 15, 30, 120, 15, 120}},
+		{"no cache write bills input", priceSpec{input: some(2), cachedInput: some(1), output: some(8)}, Price{2, 1, 2, 4, 8, 2, 8}},
 	}
 	for _, tt := range tests {
 		if got := tt.spec.resolve(); got != tt.want {
 			t.Errorf("%s: resolve() = %+v, want %+v", tt.name, got, tt.want)
 		}
+	}
+}
+
+// TestPricesWithoutModalityColumns: the platform's published table has no
+// modality columns; it still loads, and every modality bills at its kind.
+func TestPricesWithoutModalityColumns(t *testing.T) {
+	const published = "provider,model,input_usd_per_mtok,cached_input_usd_per_mtok,cache_write_usd_per_mtok,output_usd_per_mtok,source\n" +
+		"gemini,gemini-2.5-flash,0.30,0.03,,2.50,LiteLLM (audio input 1.00)\n"
+	families, err := parsePrices(published)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := families[key{Gemini, "gemini-2.5-flash"}].resolve()
+	if got.AudioInput != 300_000 || got.ImageOutput != 2_500_000 {
+		t.Errorf("price %+v: want audio input at the input price, image output at the output price", got)
 	}
 }

@@ -11,8 +11,9 @@ import (
 )
 
 // The platform's published tables, copied from shared/data so the binary
-// serves them with no files around. Strings, not byte slices, so nothing
-// can change them.
+// serves them with no files around; the price table adds the modality
+// columns its source notes give (docs/catalog.md). Strings, not byte
+// slices, so nothing can change them.
 var (
 	//go:embed data/model-prices.csv
 	pricesCSV string
@@ -58,11 +59,19 @@ func (t *table) next() (func(col string) string, string, error) {
 	}
 	line, _ := t.r.FieldPos(0)
 	where := fmt.Sprintf("%s line %d", t.name, line)
-	return func(col string) string { return strings.TrimSpace(rec[t.cols[col]]) }, where, nil
+	return func(col string) string {
+		i, ok := t.cols[col]
+		if !ok {
+			return "" // an optional column the file does not have
+		}
+		return strings.TrimSpace(rec[i])
+	}, where, nil
 }
 
 // parsePrices reads model-prices.csv: one row per provider and family,
 // USD per million tokens, an empty cell for a kind not priced separately.
+// The modality columns (audio input, image output) are optional, so the
+// platform's published table, which has none, still loads.
 func parsePrices(data string) (map[key]priceSpec, error) {
 	t, err := newTable("model-prices.csv", data,
 		"provider", "model", "input_usd_per_mtok", "cached_input_usd_per_mtok",
@@ -95,6 +104,8 @@ func parsePrices(data string) (map[key]priceSpec, error) {
 			{"cached_input_usd_per_mtok", &spec.cachedInput},
 			{"cache_write_usd_per_mtok", &spec.cacheWrite},
 			{"output_usd_per_mtok", &spec.output},
+			{"audio_input_usd_per_mtok", &spec.audioInput},
+			{"image_output_usd_per_mtok", &spec.imageOutput},
 		} {
 			v := col(c.col)
 			if v == "" {

@@ -60,7 +60,9 @@ const denominator = 1_000_000 * 1_000_000
 //
 //	(Input×p.Input + CachedInput×p.CachedInput + CacheWrite×p.CacheWrite + Output×p.Output) × r / 10¹²
 //
-// where the 1-hour part of CacheWrite is at p.CacheWrite1h instead,
+// where the parts priced apart are at their own price instead: the audio
+// part of Input at p.AudioInput, the 1-hour part of CacheWrite at
+// p.CacheWrite1h, the image part of Output at p.ImageOutput. The result is
 // rounded once to the nearest micro-credit, ties to even. Reasoning tokens
 // are part of Output and are not billed again. Ties to even rather than up
 // because ties are common (0.025 USD/MTok at 180 credits/USD is 4.5
@@ -79,16 +81,20 @@ func Credits(p catalog.Price, t usage.Tokens, r Rate) int64 {
 	}
 	// A part priced apart is billed instead of, never on top of, the rest
 	// of its kind; clamped to the kind, no body can bill it twice.
-	write := usage.Clamp(t.CacheWrite)
+	in, write, out := usage.Clamp(t.Input), usage.Clamp(t.CacheWrite), usage.Clamp(t.Output)
+	audio := min(usage.Clamp(t.AudioInput), in)
 	write1h := min(usage.Clamp(t.CacheWrite1h), write)
-	// sum = Σ count × price, at most 5 × 2⁴⁰ × 2⁶³ < 2¹⁰⁶: 128 bits.
+	image := min(usage.Clamp(t.ImageOutput), out)
+	// sum = Σ count × price, at most 7 × 2⁴⁰ × 2⁶³ < 2¹⁰⁶: 128 bits.
 	var hi, lo uint64
 	for _, k := range [...]struct{ n, price int64 }{
-		{usage.Clamp(t.Input), p.Input},
+		{in - audio, p.Input},
+		{audio, p.AudioInput},
 		{usage.Clamp(t.CachedInput), p.CachedInput},
 		{write - write1h, p.CacheWrite},
 		{write1h, p.CacheWrite1h},
-		{usage.Clamp(t.Output), p.Output},
+		{out - image, p.Output},
+		{image, p.ImageOutput},
 	} {
 		h, l := bits.Mul64(uint64(k.n), uint64(max(k.price, 0)))
 		var c uint64

@@ -18,6 +18,8 @@ import (
 func TestCreditsWorked(t *testing.T) {
 	sonnet := catalog.Price{Input: 3_000_000, CachedInput: 300_000, CacheWrite: 3_750_000, CacheWrite1h: 6_000_000, Output: 15_000_000}
 	flash := catalog.Price{Input: 100_000, CachedInput: 25_000, CacheWrite: 100_000, Output: 400_000}
+	flash25 := catalog.Price{Input: 300_000, CachedInput: 30_000, CacheWrite: 300_000, CacheWrite1h: 600_000, Output: 2_500_000, AudioInput: 1_000_000, ImageOutput: 2_500_000}
+	flashImage := catalog.Price{Input: 300_000, CachedInput: 30_000, CacheWrite: 300_000, CacheWrite1h: 600_000, Output: 2_500_000, AudioInput: 300_000, ImageOutput: 30_000_000}
 	tests := []struct {
 		name   string
 		price  catalog.Price
@@ -37,6 +39,12 @@ func TestCreditsWorked(t *testing.T) {
 		{"1-hour part of the writes", sonnet, usage.Tokens{CacheWrite: 1000, CacheWrite1h: 400}, DefaultRate, 600*675 + 400*1080},
 		{"1-hour part above all writes is clamped to them", sonnet, usage.Tokens{CacheWrite: 1000, CacheWrite1h: 5000}, DefaultRate, 1_080_000},
 		{"1-hour part without writes bills nothing", sonnet, usage.Tokens{CacheWrite1h: 1000}, DefaultRate, 0},
+		// 400 text × 0.30 + 600 audio × 1.00 USD/MTok = 0.00072 USD = 129,600.
+		{"audio input at its own price", flash25, usage.Tokens{Input: 1000, AudioInput: 600}, DefaultRate, 129_600},
+		{"audio above input is clamped to it", flash25, usage.Tokens{Input: 1000, AudioInput: 9000}, DefaultRate, 180_000},
+		// 10 text × 2.50 + 1,290 image × 30.00 USD/MTok = 0.038725 USD = 6,970,500.
+		{"image output at its own price", flashImage, usage.Tokens{Output: 1300, ImageOutput: 1290}, DefaultRate, 6_970_500},
+		{"image above output is clamped to it", flashImage, usage.Tokens{Output: 10, ImageOutput: 1290}, DefaultRate, 54_000},
 		// 1 token × 3.00 USD/MTok = 3e-6 USD = 540 micro-credits.
 		{"one input token", sonnet, usage.Tokens{Input: 1}, DefaultRate, 540},
 		{"nothing", sonnet, usage.Tokens{}, DefaultRate, 0},
@@ -78,7 +86,10 @@ func TestCreditsWorked(t *testing.T) {
 
 // priceRow is one row of the price table read straight from its text, in
 // USD per million tokens.
-type priceRow struct{ input, cachedInput, cacheWrite, cacheWrite1h, output *big.Rat }
+type priceRow struct {
+	input, cachedInput, cacheWrite, cacheWrite1h, output *big.Rat
+	audioInput, imageOutput                              *big.Rat
+}
 
 // readPriceTable parses the catalog's price CSV independently of the
 // catalog, keyed by provider/family.
@@ -114,6 +125,8 @@ func readPriceTable(t testing.TB) map[string]priceRow {
 			cachedInput: rat(rec[col["cached_input_usd_per_mtok"]]),
 			cacheWrite:  rat(rec[col["cache_write_usd_per_mtok"]]),
 			output:      rat(rec[col["output_usd_per_mtok"]]),
+			audioInput:  rat(rec[col["audio_input_usd_per_mtok"]]),
+			imageOutput: rat(rec[col["image_output_usd_per_mtok"]]),
 		}
 		// An empty cell is billed at the input price (catalog.Price).
 		if row.cachedInput == nil {
@@ -121,6 +134,13 @@ func readPriceTable(t testing.TB) map[string]priceRow {
 		}
 		if row.cacheWrite == nil {
 			row.cacheWrite = row.input
+		}
+		// An empty modality cell bills the kind's price.
+		if row.audioInput == nil {
+			row.audioInput = row.input
+		}
+		if row.imageOutput == nil {
+			row.imageOutput = row.output
 		}
 		// A 1-hour cache write is twice the input price (Anthropic's rule).
 		row.cacheWrite1h = new(big.Rat).Mul(row.input, big.NewRat(2, 1))
@@ -133,18 +153,23 @@ func readPriceTable(t testing.TB) map[string]priceRow {
 // per USD is micro-credits, since the two millions cancel.
 func exactMicroCredits(row priceRow, tok usage.Tokens, creditsPerUSD *big.Rat) *big.Rat {
 	clamp := func(n int64) int64 { return min(max(n, 0), usage.MaxCount) }
-	// The 1-hour writes are a part of the writes, billed instead of them.
+	// Audio input, 1-hour writes and image output are parts of their
+	// kind, billed instead of it.
+	audio := min(clamp(tok.AudioInput), clamp(tok.Input))
 	write1h := min(clamp(tok.CacheWrite1h), clamp(tok.CacheWrite))
+	image := min(clamp(tok.ImageOutput), clamp(tok.Output))
 	sum := new(big.Rat)
 	for _, k := range []struct {
 		n     int64
 		price *big.Rat
 	}{
-		{clamp(tok.Input), row.input},
+		{clamp(tok.Input) - audio, row.input},
+		{audio, row.audioInput},
 		{clamp(tok.CachedInput), row.cachedInput},
 		{clamp(tok.CacheWrite) - write1h, row.cacheWrite},
 		{write1h, row.cacheWrite1h},
-		{clamp(tok.Output), row.output},
+		{clamp(tok.Output) - image, row.output},
+		{image, row.imageOutput},
 	} {
 		sum.Add(sum, new(big.Rat).Mul(new(big.Rat).SetInt64(k.n), k.price))
 	}
@@ -187,7 +212,8 @@ func randomTokens(rng *rand.Rand) usage.Tokens {
 			return rng.Int64N(int64(1) << rng.IntN(41))
 		}
 	}
-	tok := usage.Tokens{Input: count(), CachedInput: count(), CacheWrite: count(), CacheWrite1h: count(), Output: count()}
+	tok := usage.Tokens{Input: count(), CachedInput: count(), CacheWrite: count(), CacheWrite1h: count(), Output: count(),
+		AudioInput: count(), ImageOutput: count()}
 	if tok.Output > 0 {
 		tok.Reasoning = rng.Int64N(tok.Output + 1)
 	}
@@ -226,6 +252,8 @@ func TestCreditsEveryModel(t *testing.T) {
 			{"cached input", m.Price.CachedInput, row.cachedInput},
 			{"cache write", m.Price.CacheWrite, row.cacheWrite},
 			{"1-hour cache write", m.Price.CacheWrite1h, row.cacheWrite1h},
+			{"audio input", m.Price.AudioInput, row.audioInput},
+			{"image output", m.Price.ImageOutput, row.imageOutput},
 			{"output", m.Price.Output, row.output},
 		} {
 			if new(big.Rat).SetInt64(c.got).Cmp(new(big.Rat).Mul(c.want, million)) != 0 {
@@ -413,13 +441,15 @@ func FuzzParseRate(f *testing.F) {
 // FuzzCredits compares Credits with the rational computation on arbitrary
 // prices, counts and rates, saturation included.
 func FuzzCredits(f *testing.F) {
-	f.Add(int64(3_000_000), int64(300_000), int64(3_750_000), int64(6_000_000), int64(15_000_000), int64(12_000), int64(30_000), int64(2_000), int64(500), int64(800), int64(DefaultRate))
-	f.Add(int64(math.MaxInt64), int64(0), int64(-1), int64(math.MaxInt64), int64(1), int64(math.MaxInt64), int64(-5), int64(1), int64(7), int64(1<<40), int64(math.MaxInt64))
-	f.Fuzz(func(t *testing.T, pi, pc, pw, pw1h, po, ni, nc, nw, nw1h, no, rate int64) {
-		p := catalog.Price{Input: pi, CachedInput: pc, CacheWrite: pw, CacheWrite1h: pw1h, Output: po}
-		tok := usage.Tokens{Input: ni, CachedInput: nc, CacheWrite: nw, CacheWrite1h: nw1h, Output: no}
+	f.Add(int64(3_000_000), int64(300_000), int64(3_750_000), int64(6_000_000), int64(15_000_000), int64(1_000_000), int64(30_000_000),
+		int64(12_000), int64(30_000), int64(2_000), int64(500), int64(800), int64(300), int64(90), int64(DefaultRate))
+	f.Add(int64(math.MaxInt64), int64(0), int64(-1), int64(math.MaxInt64), int64(1), int64(math.MaxInt64), int64(-1),
+		int64(math.MaxInt64), int64(-5), int64(1), int64(7), int64(1<<40), int64(math.MaxInt64), int64(3), int64(math.MaxInt64))
+	f.Fuzz(func(t *testing.T, pi, pc, pw, pw1h, po, pa, pimg, ni, nc, nw, nw1h, no, na, nimg, rate int64) {
+		p := catalog.Price{Input: pi, CachedInput: pc, CacheWrite: pw, CacheWrite1h: pw1h, Output: po, AudioInput: pa, ImageOutput: pimg}
+		tok := usage.Tokens{Input: ni, CachedInput: nc, CacheWrite: nw, CacheWrite1h: nw1h, Output: no, AudioInput: na, ImageOutput: nimg}
 		usd := func(micros int64) *big.Rat { return big.NewRat(max(micros, 0), 1_000_000) }
-		row := priceRow{usd(pi), usd(pc), usd(pw), usd(pw1h), usd(po)}
+		row := priceRow{usd(pi), usd(pc), usd(pw), usd(pw1h), usd(po), usd(pa), usd(pimg)}
 		want := int64(0)
 		if rate > 0 {
 			want = roundHalfEven(exactMicroCredits(row, tok, big.NewRat(rate, MicroCredits)))

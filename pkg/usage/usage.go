@@ -29,6 +29,12 @@ type Tokens struct {
 	// (Anthropic ephemeral_1h_input_tokens), billed at twice the input
 	// price instead of the 5-minute write price.
 	CacheWrite1h int64 `json:"-"`
+	// AudioInput is the audio part of Input (Gemini's AUDIO modality,
+	// uncached), which Flash models bill above text.
+	AudioInput int64 `json:"-"`
+	// ImageOutput is the image part of Output (Gemini's IMAGE modality),
+	// which image models bill above text.
+	ImageOutput int64 `json:"-"`
 }
 
 // PromptTotal is every input token the model saw, cached or not.

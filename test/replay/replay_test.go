@@ -907,6 +907,11 @@ func recordedUsage(c replayCase) (u usage.Tokens, ok bool, err error) {
 					Candidates int64 `json:"candidatesTokenCount"`
 					Thoughts   int64 `json:"thoughtsTokenCount"`
 					ToolPrompt int64 `json:"toolUsePromptTokenCount"`
+					// Modality breakdowns: audio input and image output
+					// are billed apart (usage.Tokens).
+					PromptDet     modalities `json:"promptTokensDetails"`
+					CacheDet      modalities `json:"cacheTokensDetails"`
+					CandidatesDet modalities `json:"candidatesTokensDetails"`
 				} `json:"usageMetadata"`
 			}
 			if err := json.Unmarshal(d, &e); err != nil {
@@ -922,11 +927,32 @@ func recordedUsage(c replayCase) (u usage.Tokens, ok bool, err error) {
 				Output:      m.Candidates + m.Thoughts,
 				Reasoning:   m.Thoughts,
 			}
+			for _, d := range m.PromptDet {
+				if d.Modality == "AUDIO" {
+					u.AudioInput += d.Count
+				}
+			}
+			for _, d := range m.CacheDet {
+				if d.Modality == "AUDIO" {
+					u.AudioInput -= d.Count // cached audio is billed as cached input
+				}
+			}
+			for _, d := range m.CandidatesDet {
+				if d.Modality == "IMAGE" {
+					u.ImageOutput += d.Count
+				}
+			}
 			ok = true
 		}
 		return u, ok, nil
 	}
 	return u, false, fmt.Errorf("provider %s", c.Provider)
+}
+
+// modalities is a Gemini *TokensDetails array.
+type modalities []struct {
+	Modality string `json:"modality"`
+	Count    int64  `json:"tokenCount"`
 }
 
 // openAIUsage maps a Chat (prompt/completion) or Responses (input/output)

@@ -68,6 +68,9 @@ func FuzzAnthropicUsage(f *testing.F) {
 			if metertest.Negative(got) {
 				t.Fatalf("%s: usage %+v has a negative kind (state %v) for %q", r.what, got, state, data)
 			}
+			if metertest.PartsExceed(got) {
+				t.Fatalf("%s: usage %+v has a part larger than its kind for %q", r.what, got, data)
+			}
 			if m.OutputChars() < 0 {
 				t.Fatalf("%s: OutputChars %d < 0", r.what, m.OutputChars())
 			}

@@ -36,6 +36,7 @@ func FuzzGeminiUsage(f *testing.F) {
 		`{"candidates":[{"content":{"parts":[{"text":"x"}]},"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":100,"cachedContentTokenCount":40,"candidatesTokenCount":30,"thoughtsTokenCount":20,"toolUsePromptTokenCount":10}}`,
 		`[{"usageMetadata":{"promptTokenCount":8}},{"candidates":[{"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":8,"candidatesTokenCount":3}}]`,
 		`{"error":{"code":503,"message":"overloaded","status":"UNAVAILABLE"}}`,
+		`{"usageMetadata":{"promptTokenCount":10,"cachedContentTokenCount":4,"candidatesTokenCount":3,"promptTokensDetails":[{"modality":"AUDIO","tokenCount":9}],"cacheTokensDetails":[{"modality":"AUDIO","tokenCount":1}],"candidatesTokensDetails":[{"modality":"IMAGE","tokenCount":3}]}}`,
 		``,
 	} {
 		f.Add([]byte(s))
@@ -70,6 +71,9 @@ func FuzzGeminiUsage(f *testing.F) {
 			got, state := m.Usage()
 			if metertest.Negative(got) {
 				t.Fatalf("%s: usage %+v has a negative kind (state %v) for %q", r.what, got, state, data)
+			}
+			if metertest.PartsExceed(got) {
+				t.Fatalf("%s: usage %+v has a part larger than its kind for %q", r.what, got, data)
 			}
 			if m.OutputChars() < 0 {
 				t.Fatalf("%s: OutputChars %d < 0", r.what, m.OutputChars())

@@ -67,14 +67,21 @@ func (m *meter) Document(doc []byte) {
 	}
 	prompt, cached := n("promptTokenCount"), n("cachedContentTokenCount")
 	cached = min(cached, prompt)
-	thoughts := n("thoughtsTokenCount")
+	thoughts, candidates := n("thoughtsTokenCount"), n("candidatesTokenCount")
 	m.counted = m.chars
 	m.u = usage.Tokens{
 		Input:       prompt - cached + n("toolUsePromptTokenCount"),
 		CachedInput: cached,
-		Output:      n("candidatesTokenCount") + thoughts,
+		Output:      candidates + thoughts,
 		Reasoning:   thoughts,
 	}
+	// The parts billed above text: uncached audio (the prompt's audio less
+	// the cached audio; cached audio stays at the cached rate, the price
+	// table has no rate of its own for it) and generated images, each
+	// clamped to the count it is a part of.
+	audio := modality(raw, "promptTokensDetails", "AUDIO") - modality(raw, "cacheTokensDetails", "AUDIO")
+	m.u.AudioInput = min(max(audio, 0), m.u.Input)
+	m.u.ImageOutput = min(modality(raw, "candidatesTokensDetails", "IMAGE"), candidates)
 	// A whole response is final; in a stream, the chunk that ends the
 	// candidate carries the final total, and so does a blocked prompt's,
 	// which ends the stream with no candidate at all.
@@ -89,4 +96,38 @@ func (m *meter) Document(doc []byte) {
 func present(doc []byte, path ...string) bool {
 	raw, ok := jsonscan.Field(doc, path...)
 	return ok && !jsonedit.IsNull(raw)
+}
+
+// modality sums the tokenCount of the entries of the *TokensDetails array
+// key of a usageMetadata whose modality is want
+// ([{"modality":"AUDIO","tokenCount":N}, …]). An array that cannot be read
+// counts as no tokens, which bills them at the text rate of their kind.
+func modality(usageMetadata []byte, key, want string) int64 {
+	arr, ok := jsonscan.Field(usageMetadata, key)
+	if !ok || len(arr) == 0 || arr[0] != '[' {
+		return 0
+	}
+	var sum int64
+	for i := 1; i < len(arr); {
+		switch arr[i] {
+		case ' ', '\t', '\n', '\r', ',':
+			i++
+			continue
+		case ']':
+			return sum
+		}
+		end, ok := jsonscan.ValueEnd(arr, i)
+		if !ok {
+			return 0
+		}
+		entry := arr[i:end]
+		if raw, ok := jsonscan.Field(entry, "modality"); ok {
+			if s, _ := jsonscan.String(raw); s == want {
+				c, _ := gateway.Count(entry, "tokenCount")
+				sum = usage.Clamp(sum + c) // each term ≤ MaxCount: no overflow
+			}
+		}
+		i = end
+	}
+	return 0
 }

@@ -5,7 +5,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tollgate-dev/tollgate/pkg/catalog"
 	"github.com/tollgate-dev/tollgate/pkg/gateway"
+	"github.com/tollgate-dev/tollgate/pkg/meter"
 	"github.com/tollgate-dev/tollgate/pkg/provider/gemini"
 	"github.com/tollgate-dev/tollgate/pkg/provider/internal/metertest"
 	"github.com/tollgate-dev/tollgate/pkg/sse"
@@ -168,6 +170,90 @@ func TestMeterStreamRunningTotals(t *testing.T) {
 			t.Errorf("OutputChars = %d", m.OutputChars())
 		}
 	})
+}
+
+// TestMeterModalities: the audio part of uncached input and the image part
+// of output, read from the modality arrays, ride along with the counts they
+// are parts of (providers.md §4.3, §9).
+func TestMeterModalities(t *testing.T) {
+	for _, tc := range []struct {
+		name, meta string
+		want       usage.Tokens
+	}{
+		{"audio prompt, part of it cached",
+			`{"promptTokenCount":1000,"cachedContentTokenCount":300,"candidatesTokenCount":20,
+			"promptTokensDetails":[{"modality":"TEXT","tokenCount":400},{"modality":"AUDIO","tokenCount":600}],
+			"cacheTokensDetails":[{"modality":"AUDIO","tokenCount":100},{"modality":"TEXT","tokenCount":200}]}`,
+			usage.Tokens{Input: 700, CachedInput: 300, Output: 20, AudioInput: 500}},
+		{"generated image",
+			`{"promptTokenCount":8,"candidatesTokenCount":1300,"thoughtsTokenCount":50,
+			"candidatesTokensDetails":[{"modality":"IMAGE","tokenCount":1290},{"modality":"TEXT","tokenCount":10}]}`,
+			usage.Tokens{Input: 8, Output: 1350, Reasoning: 50, ImageOutput: 1290}},
+		{"text only", `{"promptTokenCount":8,"candidatesTokenCount":2,"promptTokensDetails":[{"modality":"TEXT","tokenCount":8}]}`,
+			usage.Tokens{Input: 8, Output: 2}},
+		{"audio above the uncached input is clamped to it",
+			`{"promptTokenCount":10,"cachedContentTokenCount":4,"promptTokensDetails":[{"modality":"AUDIO","tokenCount":99}]}`,
+			usage.Tokens{Input: 6, CachedInput: 4, AudioInput: 6}},
+		{"image above the candidates is clamped to them (thoughts are never images)",
+			`{"promptTokenCount":1,"candidatesTokenCount":5,"thoughtsTokenCount":7,"candidatesTokensDetails":[{"modality":"IMAGE","tokenCount":99}]}`,
+			usage.Tokens{Input: 1, Output: 12, Reasoning: 7, ImageOutput: 5}},
+		{"entries of one modality are summed", `{"promptTokenCount":10,"promptTokensDetails":[{"modality":"AUDIO","tokenCount":3},{"modality":"AUDIO","tokenCount":4}]}`,
+			usage.Tokens{Input: 10, AudioInput: 7}},
+		{"a details array that is not one counts nothing", `{"promptTokenCount":10,"promptTokensDetails":{"modality":"AUDIO","tokenCount":3}}`,
+			usage.Tokens{Input: 10}},
+		{"negative or odd counts count nothing", `{"promptTokenCount":10,"promptTokensDetails":[{"modality":"AUDIO","tokenCount":-3},{"modality":"AUDIO","tokenCount":"4"},{"modality":"AUDIO"}]}`,
+			usage.Tokens{Input: 10}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := newMeter(t, generatePath, "")
+			m.Document([]byte(`{"candidates":[{"finishReason":"STOP"}],"usageMetadata":` + tc.meta + `}`))
+			if got, _ := m.Usage(); got != tc.want {
+				t.Errorf("usage = %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+	t.Run("a stream's last running total wins", func(t *testing.T) {
+		m := newMeter(t, streamPath, streamSSEQuery)
+		m.Event(sse.Event{Data: []byte(chunk("a", "", `{"promptTokenCount":10,"candidatesTokenCount":1,"candidatesTokensDetails":[{"modality":"IMAGE","tokenCount":1}]}`))})
+		m.Event(sse.Event{Data: []byte(chunk("b", "STOP", `{"promptTokenCount":10,"candidatesTokenCount":5,"candidatesTokensDetails":[{"modality":"IMAGE","tokenCount":4}]}`))})
+		if got, _ := m.Usage(); got != (usage.Tokens{Input: 10, Output: 5, ImageOutput: 4}) {
+			t.Errorf("usage = %+v", got)
+		}
+	})
+}
+
+// TestMeterModalityCredits follows a response from the wire to what it
+// costs: audio on gemini-2.5-flash and images on gemini-2.5-flash-image at
+// their own rates (1.00 and 30.00 USD/MTok), not the text rate.
+func TestMeterModalityCredits(t *testing.T) {
+	cat, err := catalog.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		model, meta string
+		want        int64 // micro-credits at 180 credits/USD
+	}{
+		// 400 text × 0.30 + 600 audio × 1.00 USD/MTok = 0.00072 USD.
+		{"gemini-2.5-flash", `{"promptTokenCount":1000,"promptTokensDetails":[{"modality":"TEXT","tokenCount":400},{"modality":"AUDIO","tokenCount":600}]}`, 129_600},
+		// The CSV gives gemini-2.0-flash no audio rate: input rate, 0.10.
+		{"gemini-2.0-flash", `{"promptTokenCount":1000,"promptTokensDetails":[{"modality":"AUDIO","tokenCount":1000}]}`, 18_000},
+		// 10 text × 2.50 + 1,290 image × 30.00 USD/MTok = 0.038725 USD.
+		{"gemini-2.5-flash-image", `{"promptTokenCount":0,"candidatesTokenCount":1300,"candidatesTokensDetails":[{"modality":"IMAGE","tokenCount":1290},{"modality":"TEXT","tokenCount":10}]}`, 6_970_500},
+	} {
+		t.Run(tc.model, func(t *testing.T) {
+			model, ok := cat.Lookup(catalog.Gemini, tc.model)
+			if !ok {
+				t.Fatalf("%s is not in the catalog", tc.model)
+			}
+			m := newMeter(t, generatePath, "")
+			m.Document([]byte(`{"usageMetadata":` + tc.meta + `}`))
+			u, _ := m.Usage()
+			if got := meter.Credits(model.Price, u, meter.DefaultRate); got != tc.want {
+				t.Errorf("%+v costs %d micro-credits, want %d", u, got, tc.want)
+			}
+		})
+	}
 }
 
 // TestMeterBlockedPrompt: a blocked prompt is answered with one chunk that

@@ -65,9 +65,17 @@ func Failed(m gateway.Meter) bool {
 	return ok && f.Failed()
 }
 
-// Negative reports whether any kind of u is below zero.
+// Negative reports whether any kind of u, or any part priced apart, is
+// below zero.
 func Negative(u usage.Tokens) bool {
-	return u.Input < 0 || u.CachedInput < 0 || u.CacheWrite < 0 || u.Output < 0 || u.Reasoning < 0
+	return u.Input < 0 || u.CachedInput < 0 || u.CacheWrite < 0 || u.Output < 0 || u.Reasoning < 0 ||
+		u.CacheWrite1h < 0 || u.AudioInput < 0 || u.ImageOutput < 0
+}
+
+// PartsExceed reports whether a part priced apart is larger than the kind
+// it is a part of, which would make a meter's reading inconsistent.
+func PartsExceed(u usage.Tokens) bool {
+	return u.CacheWrite1h > u.CacheWrite || u.AudioInput > u.Input || u.ImageOutput > u.Output
 }
 
 // UsageObject decodes doc with encoding/json, which like the meters takes
