@@ -31,21 +31,24 @@ type localAdmin struct {
 	store *ledger.DB
 }
 
-// signingKeys says whether an admin command mints tokens, and with which
-// key.
-type signingKeys struct {
+// adminOptions are what some admin commands need beyond the ledger.
+type adminOptions struct {
+	// mint loads a signing key: dir, the replicas' shared
+	// signing_keys_dir, whose last kid signs; empty: the data dir's key,
+	// created on first use.
 	mint bool
-	// dir is the replicas' shared signing_keys_dir, whose last kid signs;
-	// empty: the data dir's key, created on first use.
-	dir string
+	dir  string
+	// catalog is the YAML file the gateways extend the catalog with, so
+	// that models it adds can be named.
+	catalog string
 }
 
 // openAdmin opens the data dir's ledger, creating it on first use, or the
 // one $TOLLGATE_LEDGER_URL names (as tollgate serve does, so a command run
-// in a gateway's pod works on the shared ledger); keys.mint also loads the
+// in a gateway's pod works on the shared ledger); opts.mint also loads the
 // signing key. Revocations go to the ledger, which every gateway on it
 // polls.
-func openAdmin(ctx context.Context, dataDir string, keys signingKeys) (*localAdmin, error) {
+func openAdmin(ctx context.Context, dataDir string, opts adminOptions) (*localAdmin, error) {
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
@@ -54,15 +57,15 @@ func openAdmin(ctx context.Context, dataDir string, keys signingKeys) (*localAdm
 		return nil, err
 	}
 	cfg := admin.Config{Store: store, Revoker: store}
-	if keys.mint {
-		signer, _, err := loadKeys(dataDir, keys.dir)
+	if opts.mint {
+		signer, _, err := loadKeys(dataDir, opts.dir)
 		if err != nil {
 			store.Close()
 			return nil, err
 		}
 		cfg.Signer = signer
 	}
-	if cfg.Catalog, err = loadCatalog(""); err != nil {
+	if cfg.Catalog, err = loadCatalog(opts.catalog); err != nil {
 		store.Close()
 		return nil, err
 	}
@@ -73,8 +76,8 @@ func (a *localAdmin) Close() error { return a.store.Close() }
 
 // withAdmin runs fn on the data dir's admin service and turns an API error
 // into its message alone, which is written for people.
-func withAdmin(cmd *cobra.Command, dataDir string, keys signingKeys, fn func(*localAdmin) error) error {
-	a, err := openAdmin(cmd.Context(), dataDir, keys)
+func withAdmin(cmd *cobra.Command, dataDir string, opts adminOptions, fn func(*localAdmin) error) error {
+	a, err := openAdmin(cmd.Context(), dataDir, opts)
 	if err != nil {
 		return err
 	}
@@ -135,7 +138,7 @@ func printAccount(w io.Writer, a *pb.Account, projects []*pb.Project) error {
 }
 
 func newAccountCmd() *cobra.Command {
-	var dataDir string
+	var dataDir, catalogFile string
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "account",
@@ -167,7 +170,7 @@ func newAccountCmd() *cobra.Command {
 			if plan == "" {
 				return errors.New("--plan is required: free, personal, pro or enterprise")
 			}
-			return withAdmin(c, dataDir, signingKeys{}, func(a *localAdmin) error {
+			return withAdmin(c, dataDir, adminOptions{}, func(a *localAdmin) error {
 				r, err := a.CreateAccount(c.Context(), &pb.CreateAccountRequest{Id: args[0], Plan: plan, Credits: opening})
 				if err != nil {
 					return err
@@ -184,7 +187,7 @@ func newAccountCmd() *cobra.Command {
 		Short: "Show an account: plan, enabled, balance, overrides, projects",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			return withAdmin(c, dataDir, signingKeys{}, func(a *localAdmin) error {
+			return withAdmin(c, dataDir, adminOptions{}, func(a *localAdmin) error {
 				r, err := a.GetAccount(c.Context(), &pb.GetAccountRequest{Id: args[0]})
 				if err != nil {
 					return err
@@ -199,7 +202,7 @@ func newAccountCmd() *cobra.Command {
 		Short: "List every account",
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			return withAdmin(c, dataDir, signingKeys{}, func(a *localAdmin) error {
+			return withAdmin(c, dataDir, adminOptions{}, func(a *localAdmin) error {
 				r, err := a.ListAccounts(c.Context(), &pb.ListAccountsRequest{})
 				if err != nil {
 					return err
@@ -222,7 +225,7 @@ func newAccountCmd() *cobra.Command {
 		Short: "Move an account to another plan (free, personal, pro or enterprise)",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(c *cobra.Command, args []string) error {
-			return withAdmin(c, dataDir, signingKeys{}, func(a *localAdmin) error {
+			return withAdmin(c, dataDir, adminOptions{}, func(a *localAdmin) error {
 				r, err := a.SetPlan(c.Context(), &pb.SetPlanRequest{Id: args[0], Plan: args[1]})
 				if err != nil {
 					return err
@@ -238,7 +241,7 @@ func newAccountCmd() *cobra.Command {
 			Short: short,
 			Args:  cobra.ExactArgs(1),
 			RunE: func(c *cobra.Command, args []string) error {
-				return withAdmin(c, dataDir, signingKeys{}, func(a *localAdmin) error {
+				return withAdmin(c, dataDir, adminOptions{}, func(a *localAdmin) error {
 					r, err := a.SetEnabled(c.Context(), &pb.SetEnabledRequest{Id: args[0], Enabled: on})
 					if err != nil {
 						return err
@@ -275,7 +278,7 @@ go below zero. Flags may come before NAME or after AMOUNT.`,
 					return fmt.Errorf("unexpected arguments %q: want NAME AMOUNT", c.Flags().Args())
 				}
 			}
-			return withAdmin(c, dataDir, signingKeys{}, func(a *localAdmin) error {
+			return withAdmin(c, dataDir, adminOptions{}, func(a *localAdmin) error {
 				r, err := a.Credit(c.Context(), &pb.CreditRequest{Id: args[0], Amount: args[1], Note: note})
 				if err != nil {
 					return err
@@ -296,7 +299,7 @@ go below zero. Flags may come before NAME or after AMOUNT.`,
 			if err != nil || tpm < 0 {
 				return fmt.Errorf("tokens per minute %q: want a whole number, 0 to remove the override", args[2])
 			}
-			return withAdmin(c, dataDir, signingKeys{}, func(a *localAdmin) error {
+			return withAdmin(c, dataDir, adminOptions{catalog: catalogFile}, func(a *localAdmin) error {
 				r, err := a.SetTPMOverride(c.Context(), &pb.SetTPMOverrideRequest{Id: args[0], Model: args[1], TokensPerMinute: tpm})
 				if err != nil {
 					return err
@@ -305,6 +308,8 @@ go below zero. Flags may come before NAME or after AMOUNT.`,
 			})
 		},
 	}
+
+	setTPM.Flags().StringVar(&catalogFile, "catalog", "", "the gateways' catalog file, to name a model it adds")
 
 	cmd.AddCommand(create, showCmd, list, setPlan,
 		enabled("disable", "Disable an account's AI features: its tokens are refused", false),
@@ -349,7 +354,7 @@ func newProjectCmd() *cobra.Command {
 			if account == "" {
 				return errors.New("--account is required")
 			}
-			return withAdmin(c, dataDir, signingKeys{}, func(a *localAdmin) error {
+			return withAdmin(c, dataDir, adminOptions{}, func(a *localAdmin) error {
 				r, err := a.CreateProject(c.Context(), &pb.CreateProjectRequest{Id: args[0], Account: account, Activate: activate})
 				if err != nil {
 					return err
@@ -366,7 +371,7 @@ func newProjectCmd() *cobra.Command {
 		Short: "Activate a project: its tokens are accepted from now on",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			return withAdmin(c, dataDir, signingKeys{}, func(a *localAdmin) error {
+			return withAdmin(c, dataDir, adminOptions{}, func(a *localAdmin) error {
 				r, err := a.ActivateProject(c.Context(), &pb.ActivateProjectRequest{Id: args[0]})
 				if err != nil {
 					return err
@@ -381,7 +386,7 @@ func newProjectCmd() *cobra.Command {
 		Short: "Show a project",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			return withAdmin(c, dataDir, signingKeys{}, func(a *localAdmin) error {
+			return withAdmin(c, dataDir, adminOptions{}, func(a *localAdmin) error {
 				r, err := a.GetProject(c.Context(), &pb.GetProjectRequest{Id: args[0]})
 				if err != nil {
 					return err
@@ -397,7 +402,7 @@ func newProjectCmd() *cobra.Command {
 		Short: "Set the project's own requests and tokens per minute (0: none)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			return withAdmin(c, dataDir, signingKeys{}, func(a *localAdmin) error {
+			return withAdmin(c, dataDir, adminOptions{}, func(a *localAdmin) error {
 				r, err := a.SetProjectLimits(c.Context(), &pb.SetProjectLimitsRequest{Id: args[0], RequestsPerMinute: rpm, TokensPerMinute: tpm})
 				if err != nil {
 					return err

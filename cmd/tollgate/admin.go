@@ -121,7 +121,7 @@ defaults to 24h. With --records it lists the usage records themselves instead.`,
 				if provider != "" || limit != 0 {
 					return fmt.Errorf("--provider and --limit apply to --records only")
 				}
-				return withAdmin(cmd, dataDir, signingKeys{}, func(a *localAdmin) error {
+				return withAdmin(cmd, dataDir, adminOptions{}, func(a *localAdmin) error {
 					return summarizeUsage(cmd, a, usageFlags{account: account, project: project, model: model, since: since, until: until, by: by, json: asJSON})
 				})
 			}
@@ -193,7 +193,7 @@ func newTokenCmd() *cobra.Command {
 			if project == "" {
 				return fmt.Errorf("--project is required (create one with `tollgate project create`)")
 			}
-			return withAdmin(cmd, dataDir, signingKeys{mint: true, dir: keysDir}, func(a *localAdmin) error {
+			return withAdmin(cmd, dataDir, adminOptions{mint: true, dir: keysDir}, func(a *localAdmin) error {
 				if account != "" {
 					p, err := a.GetProject(cmd.Context(), &pb.GetProjectRequest{Id: project})
 					if err != nil {
@@ -267,7 +267,7 @@ func newTokenCmd() *cobra.Command {
 			if _, err := auth.Parse(args[0]); err == nil {
 				req = &pb.RevokeTokenRequest{Token: args[0]}
 			}
-			return withAdmin(cmd, dataDir, signingKeys{}, func(a *localAdmin) error {
+			return withAdmin(cmd, dataDir, adminOptions{}, func(a *localAdmin) error {
 				_, err := a.RevokeToken(cmd.Context(), req)
 				return err
 			})
@@ -281,7 +281,7 @@ func newTokenCmd() *cobra.Command {
 // ledgerRevocations reads the revoked token ids from the ledger openAdmin
 // opens.
 func ledgerRevocations(ctx context.Context, dataDir string) (*auth.RevocationSet, error) {
-	a, err := openAdmin(ctx, dataDir, signingKeys{})
+	a, err := openAdmin(ctx, dataDir, adminOptions{})
 	if err != nil {
 		return nil, err
 	}

@@ -84,6 +84,19 @@ func TestAccountAndProjectCommands(t *testing.T) {
 	if a := account(t, dir, "acme"); len(a.GetTpmOverrides()) != 0 {
 		t.Fatalf("set-tpm 0 left overrides %v", a.GetTpmOverrides())
 	}
+	// A model the gateways' catalog file adds is named with that file.
+	overlay := filepath.Join(t.TempDir(), "catalog.yaml")
+	if err := os.WriteFile(overlay, []byte("models: [{provider: openai, name: gpt-3.5-turbo, like: gpt-4o-mini}]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, code := tollgate(t, "account", "set-tpm", "acme", "gpt-3.5-turbo", "7000", "--data-dir", dir); code == 0 || !strings.Contains(stderr, "gpt-3.5-turbo") {
+		t.Errorf("set-tpm of a model not in the catalog: exit %d, stderr %q", code, stderr)
+	}
+	must(t, "account", "set-tpm", "acme", "gpt-3.5-turbo", "7000", "--catalog", overlay, "--data-dir", dir)
+	if a := account(t, dir, "acme"); a.GetTpmOverrides()["gpt-3.5-turbo"] != 7000 {
+		t.Fatalf("set-tpm with --catalog: overrides %v", a.GetTpmOverrides())
+	}
+	must(t, "account", "set-tpm", "acme", "gpt-3.5-turbo", "0", "--catalog", overlay, "--data-dir", dir)
 
 	must(t, "project", "create", "web", "--account", "acme", "--data-dir", dir)
 	if out := must(t, "account", "show", "acme", "--data-dir", dir); !strings.Contains(out, "web (not activated)") {
