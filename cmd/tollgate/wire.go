@@ -88,11 +88,7 @@ func loadCatalog(file string) (*catalog.Catalog, error) {
 	if file == "" {
 		return catalog.Default()
 	}
-	c, err := catalog.LoadFile(file)
-	if err != nil {
-		return nil, fmt.Errorf("catalog %s: %w", file, err)
-	}
-	return c, nil
+	return catalog.LoadFile(file)
 }
 
 func newStack(ctx context.Context, o stackOptions) (*stack, error) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -22,9 +23,9 @@ func LoadFile(path string) (*Catalog, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := Load(defaults, data)
+	c, err := load(defaults, data)
 	if err != nil {
-		return nil, fmt.Errorf("%w (in %s)", err, path)
+		return nil, fmt.Errorf("catalog: %s: %w", path, err)
 	}
 	return c, nil
 }
@@ -38,22 +39,26 @@ func LoadFile(path string) (*Catalog, error) {
 // nothing, and every error names the entry it is about. The format is
 // described in docs/catalog.md.
 func Load(defaults *Catalog, yamlBytes []byte) (*Catalog, error) {
-	var ov overlay
-	if err := decodeOverlay(yamlBytes, &ov); err != nil {
-		return nil, fmt.Errorf("catalog: overlay: %w", err)
-	}
-	families, specs := defaults.sources()
-	if err := ov.applyPrices(families); err != nil {
-		return nil, fmt.Errorf("catalog: overlay: %w", err)
-	}
-	if err := ov.applyModels(specs); err != nil {
-		return nil, fmt.Errorf("catalog: overlay: %w", err)
-	}
-	c, err := build(families, specs)
+	c, err := load(defaults, yamlBytes)
 	if err != nil {
 		return nil, fmt.Errorf("catalog: overlay: %w", err)
 	}
 	return c, nil
+}
+
+func load(defaults *Catalog, yamlBytes []byte) (*Catalog, error) {
+	var ov overlay
+	if err := decodeOverlay(yamlBytes, &ov); err != nil {
+		return nil, err
+	}
+	families, specs := defaults.sources()
+	if err := ov.applyPrices(families); err != nil {
+		return nil, err
+	}
+	if err := ov.applyModels(specs); err != nil {
+		return nil, err
+	}
+	return build(families, specs)
 }
 
 func decodeOverlay(data []byte, ov *overlay) error {
@@ -63,7 +68,8 @@ func decodeOverlay(data []byte, ov *overlay) error {
 		if errors.Is(err, io.EOF) {
 			return nil // an empty file changes nothing
 		}
-		return err
+		// Name a misspelt key in the file's words, not Go's types.
+		return errors.New(unknownField.ReplaceAllString(err.Error(), `unknown key "$1"`))
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
@@ -71,6 +77,9 @@ func decodeOverlay(data []byte, ov *overlay) error {
 	}
 	return nil
 }
+
+// unknownField is the YAML decoder's wording for a key no field takes.
+var unknownField = regexp.MustCompile(`field (\S+) not found in type \S+`)
 
 // overlay is the YAML file's shape.
 type overlay struct {
@@ -87,7 +96,7 @@ type overlayModel struct {
 	Kind          string      `yaml:"kind"`
 	Price         *priceCells `yaml:"price"`
 	TPM           *overlayTPM `yaml:"tpm"`
-	ContextTokens *int64      `yaml:"context_tokens"`
+	ContextTokens *count      `yaml:"context_tokens"`
 	DisplayName   string      `yaml:"display_name"`
 	Created       *date       `yaml:"created"`
 	Disabled      *bool       `yaml:"disabled"`
@@ -95,10 +104,23 @@ type overlayModel struct {
 
 // overlayTPM has one field per plan, so an unknown plan is an unknown key.
 type overlayTPM struct {
-	Free       *int64 `yaml:"free"`
-	Personal   *int64 `yaml:"personal"`
-	Pro        *int64 `yaml:"pro"`
-	Enterprise *int64 `yaml:"enterprise"`
+	Free       *count `yaml:"free"`
+	Personal   *count `yaml:"personal"`
+	Pro        *count `yaml:"pro"`
+	Enterprise *count `yaml:"enterprise"`
+}
+
+// count is a number of tokens read from a YAML integer: a fraction is an
+// error, not cut to a whole number.
+type count int64
+
+func (c *count) UnmarshalYAML(n *yaml.Node) error {
+	var v int64
+	if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!int" || n.Decode(&v) != nil {
+		return fmt.Errorf("line %d: want a whole number of tokens, found %q", n.Line, n.Value)
+	}
+	*c = count(v)
+	return nil
 }
 
 type overlayPrice struct {
@@ -183,29 +205,35 @@ func (ov *overlay) applyPrices(families map[key]priceSpec) error {
 	return nil
 }
 
+// applyModels applies every entry it can and reports all the bad ones
+// together, so one edit can fix a file.
 func (ov *overlay) applyModels(specs map[key]*modelSpec) error {
 	seen := make(map[key]bool, len(ov.Models))
+	var errs []error
 	for i, m := range ov.Models {
 		if !m.Provider.Valid() || m.Name == "" {
-			return fmt.Errorf("models[%d]: want provider (openai, anthropic or gemini) and name", i)
+			errs = append(errs, fmt.Errorf("models[%d]: want provider (openai, anthropic or gemini) and name", i))
+			continue
 		}
 		where := fmt.Sprintf("models[%d] (%s/%s)", i, m.Provider, m.Name)
 		k := key{m.Provider, m.Name}
 		if seen[k] {
-			return fmt.Errorf("%s: model listed twice", where)
+			errs = append(errs, fmt.Errorf("%s: model listed twice", where))
+			continue
 		}
 		seen[k] = true
 		s, err := m.base(specs)
-		if err != nil {
-			return fmt.Errorf("%s: %w", where, err)
+		if err == nil {
+			err = m.applyTo(s)
 		}
-		if err := m.applyTo(s); err != nil {
-			return fmt.Errorf("%s: %w", where, err)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", where, err))
+			continue
 		}
 		s.origin = fmt.Sprintf("models[%d]", i)
 		specs[k] = s
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // base returns the spec an entry starts from: a copy of the model it is
@@ -256,7 +284,7 @@ func (m *overlayModel) applyTo(s *modelSpec) error {
 	if m.TPM != nil {
 		for _, t := range [...]struct {
 			plan Plan
-			v    *int64
+			v    *count
 		}{
 			{PlanFree, m.TPM.Free},
 			{PlanPersonal, m.TPM.Personal},
@@ -269,14 +297,14 @@ func (m *overlayModel) applyTo(s *modelSpec) error {
 			if *t.v <= 0 {
 				return fmt.Errorf("tpm.%s: want a positive number of tokens per minute", t.plan)
 			}
-			s.tpm[t.plan] = *t.v
+			s.tpm[t.plan] = int64(*t.v)
 		}
 	}
 	if m.ContextTokens != nil {
 		if *m.ContextTokens <= 0 {
 			return errors.New("context_tokens: want a positive number of tokens")
 		}
-		s.contextTokens = *m.ContextTokens
+		s.contextTokens = int64(*m.ContextTokens)
 	}
 	if m.DisplayName != "" {
 		s.displayName = m.DisplayName

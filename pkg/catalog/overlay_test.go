@@ -189,11 +189,11 @@ func TestLoadErrors(t *testing.T) {
 		yaml string
 		want []string // substrings of the error
 	}{
-		{"unknown top-level key", `model: []`, []string{"field model not found"}},
-		{"unknown model key", `models: [{provider: openai, name: gpt-4o, tokens: 5}]`, []string{"field tokens not found"}},
-		{"unknown plan", `models: [{provider: openai, name: gpt-4o, tpm: {premium: 5}}]`, []string{"field premium not found"}},
-		{"unknown price key", `models: [{provider: openai, name: gpt-4o, price: {input_cached: 1}}]`, []string{"field input_cached not found"}},
-		{"unknown family key", `prices: [{provider: openai, family: gpt-4o, in: 1}]`, []string{"field in not found"}},
+		{"unknown top-level key", `model: []`, []string{`unknown key "model"`}},
+		{"unknown model key", `models: [{provider: openai, name: gpt-4o, tokens: 5}]`, []string{`unknown key "tokens"`}},
+		{"unknown plan", `models: [{provider: openai, name: gpt-4o, tpm: {premium: 5}}]`, []string{`unknown key "premium"`}},
+		{"unknown price key", `models: [{provider: openai, name: gpt-4o, price: {input_cached: 1}}]`, []string{`unknown key "input_cached"`}},
+		{"unknown family key", `prices: [{provider: openai, family: gpt-4o, in: 1}]`, []string{`unknown key "in"`}},
 		{"unknown provider", `models: [{provider: azure, name: gpt-4o}]`, []string{"models[0]", "provider"}},
 		{"no name", `models: [{provider: openai}]`, []string{"models[0]", "name"}},
 		{"like unknown", `models: [{provider: openai, name: x, like: gpt-9}]`, []string{"models[0] (openai/x)", "like", "gpt-9"}},
@@ -210,6 +210,9 @@ func TestLoadErrors(t *testing.T) {
 		{"zero tpm", `models: [{provider: openai, name: gpt-4o, tpm: {free: 0}}]`, []string{"models[0] (openai/gpt-4o)", "tpm.free"}},
 		{"negative tpm", `models: [{provider: openai, name: gpt-4o, tpm: {enterprise: -5}}]`, []string{"tpm.enterprise"}},
 		{"zero context", `models: [{provider: openai, name: gpt-4o, context_tokens: 0}]`, []string{"models[0] (openai/gpt-4o)", "context_tokens"}},
+		{"fractional tpm", `models: [{provider: openai, name: gpt-4o, tpm: {free: 1.5}}]`, []string{"line 1", "whole number", `"1.5"`}},
+		{"tpm not a number", `models: [{provider: openai, name: gpt-4o, tpm: {free: lots}}]`, []string{"whole number", `"lots"`}},
+		{"fractional context", `models: [{provider: openai, name: gpt-4o, context_tokens: 1e5}]`, []string{"whole number"}},
 		{"price too fine", `models: [{provider: openai, name: gpt-4o, price: {input: 0.0000001}}]`, []string{"line 1", "micro-dollar"}},
 		{"negative price", `prices: [{provider: openai, family: gpt-4o, input: -1}]`, []string{"price \"-1\""}},
 		{"price not a number", `prices: [{provider: openai, family: gpt-4o, input: [1]}]`, []string{"want a price"}},
@@ -238,13 +241,24 @@ func TestLoadErrors(t *testing.T) {
 }
 
 func TestLoadReportsEveryBadModel(t *testing.T) {
-	_, err := Load(mustDefault(t), []byte(`
+	for _, y := range []string{`
 models:
   - {provider: openai, name: a-model}
   - {provider: openai, name: b-model}
-`))
-	if err == nil || !strings.Contains(err.Error(), "openai/a-model") || !strings.Contains(err.Error(), "openai/b-model") {
-		t.Errorf("error %v, want both bad models named", err)
+`, `
+models:
+  - {provider: openai, name: a-model, like: nope}
+  - {provider: openai, name: ok-model, like: gpt-4o-mini}
+  - {provider: openai, name: b-model, kind: image}
+  - {provider: azure, name: c-model}
+`} {
+		_, err := Load(mustDefault(t), []byte(y))
+		if err == nil || !strings.Contains(err.Error(), "openai/a-model") || !strings.Contains(err.Error(), "openai/b-model") {
+			t.Errorf("error %v, want every bad model named", err)
+		}
+		if err != nil && strings.Contains(err.Error(), "ok-model") {
+			t.Errorf("error %v names a good model", err)
+		}
 	}
 }
 
