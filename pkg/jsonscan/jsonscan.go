@@ -50,6 +50,35 @@ func Field(doc []byte, path ...string) (raw []byte, ok bool) {
 	return doc[s.found:s.foundEnd], true
 }
 
+// Members is Field for several top-level keys at once, in one pass over
+// doc: vals[i] gets the raw value of keys[i], or nil when doc has no such
+// member (vals must be as long as keys). It reports whether doc is valid
+// JSON, with Field's rules; when it is not, vals are all nil. It takes at
+// most 8 keys. A provider's
+// event is read once for all the members the gateway looks at, not once
+// for each.
+func Members(doc []byte, keys []string, vals [][]byte) bool {
+	if len(keys) > maxMembers {
+		panic("jsonscan: Members takes at most 8 keys")
+	}
+	clear(vals)
+	s := scanner{data: doc, found: -1, members: keys}
+	s.skipSpace()
+	if !s.value(nil, 0) {
+		return false
+	}
+	s.skipSpace()
+	if s.pos != len(doc) {
+		return false
+	}
+	for i := range keys {
+		if at := s.memberAt[i]; at[1] > 0 {
+			vals[i] = doc[at[0]:at[1]]
+		}
+	}
+	return true
+}
+
 // Int returns the value of raw, a JSON number, if it is an integer that fits
 // in an int64. Fractions and exponents are rejected even when the value is
 // integral: providers write token counts as plain integers. null is not a

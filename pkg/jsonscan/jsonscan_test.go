@@ -363,6 +363,46 @@ func readTestdata(t testing.TB, name string) []byte {
 	return b
 }
 
+// checkMembers: Members finds what Field finds, key by key, in one pass.
+func checkMembers(t *testing.T, doc []byte, keys ...string) {
+	t.Helper()
+	vals := make([][]byte, len(keys))
+	ok := Members(doc, keys, vals)
+	_, valid := Field(doc)
+	if ok != valid {
+		t.Fatalf("Members(%#q) = %v, Field says valid = %v", doc, ok, valid)
+	}
+	for i, k := range keys {
+		want, found := Field(doc, k)
+		if found != (vals[i] != nil) || !bytes.Equal(vals[i], want) {
+			t.Fatalf("Members(%#q)[%q] = %#q, Field = %#q, %v", doc, k, vals[i], want, found)
+		}
+	}
+}
+
+func TestMembers(t *testing.T) {
+	for _, doc := range []string{
+		`{"candidates":[{"content":{"parts":[{"text":"hi"}]}}],"usageMetadata":{"promptTokenCount":3},"modelVersion":"x"}`,
+		`{"error":{"code":503},"usageMetadata":null}`,
+		`{"a":1,"a":2,"b":{"a":3}}`,         // the last occurrence wins; nested keys are not members
+		`[{"a":1}]`,                         // not an object: valid, no members
+		`{"\u0061":true}`,                   // keys match unescaped
+		`{"a":1,`,                           // truncated: nothing
+		`{"a":1} x`,                         // trailing garbage: nothing
+		"  {\"b\" : [1,2] , \"a\":\"x\"}  ", // spaces around
+	} {
+		checkMembers(t, []byte(doc), "a", "b", "usageMetadata", "candidates", "error", "missing")
+	}
+	vals := make([][]byte, 2)
+	if !Members([]byte(`{"a":1,"a":[2],"b":{"a":3}}`), []string{"a", "b"}, vals) || string(vals[0]) != "[2]" || string(vals[1]) != `{"a":3}` {
+		t.Errorf("Members = %q", vals)
+	}
+	doc, keys := []byte(`{"a":1,"b":2}`), []string{"a", "b"}
+	if allocs := testing.AllocsPerRun(100, func() { Members(doc, keys, vals) }); allocs != 0 {
+		t.Errorf("Members allocates %v times", allocs)
+	}
+}
+
 func FuzzField(f *testing.F) {
 	f.Add([]byte(`{"usage":{"a":1},"a":[1,"x"]}`), "usage", "a")
 	f.Add([]byte(`{"a":{"b":1},"a":{"c":2}}`), "a", "b")
@@ -373,6 +413,7 @@ func FuzzField(f *testing.F) {
 		checkField(t, doc)
 		checkField(t, doc, k1)
 		checkField(t, doc, k1, k2)
+		checkMembers(t, doc, k1, k2)
 		// Arbitrary keys rarely occur in the document; also try its own.
 		checkFieldKeys(t, doc)
 		if raw, ok := Field(doc, k1); ok {

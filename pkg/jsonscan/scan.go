@@ -16,7 +16,16 @@ type scanner struct {
 	// found and foundEnd delimit the value at the path; found is -1 while
 	// there is none.
 	found, foundEnd int
+
+	// members, when set, are top-level keys whose values' bounds are
+	// recorded in the same places of memberAt (see Members); positions,
+	// not slices of data, so that data does not escape through them.
+	members  []string
+	memberAt [maxMembers][2]int
 }
+
+// maxMembers is the most keys one Members call takes.
+const maxMembers = 8
 
 func (s *scanner) skipSpace() {
 	for s.pos < len(s.data) {
@@ -103,6 +112,13 @@ func (s *scanner) object(path []string, depth int) bool {
 		}
 		if match && len(rest) == 0 {
 			s.found, s.foundEnd = start, s.pos
+		}
+		if depth == 1 && s.members != nil {
+			for i, k := range s.members {
+				if keyEqual(key, special, k) {
+					s.memberAt[i] = [2]int{start, s.pos}
+				}
+			}
 		}
 
 		s.skipSpace()

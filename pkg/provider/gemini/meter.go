@@ -24,6 +24,10 @@ type meter struct {
 	// there is inside its counts.
 	counted int64
 	failed  bool
+	// top and usage hold Document's member values while it runs (here,
+	// not on its stack, which they would escape from on every call).
+	top   [len(topKeys)][]byte
+	usage [len(usageKeys)][]byte
 }
 
 // UncountedChars implements gateway.RunningTotaler: each usageMetadata is a
@@ -42,14 +46,19 @@ func (m *meter) Event(ev sse.Event) bool {
 }
 
 func (m *meter) Document(doc []byte) {
+	// One pass over the chunk for every member read here, one over its
+	// usageMetadata for every count: a chunk is read twice, not once a key.
+	defer clear(m.top[:]) // they alias the chunk
+	jsonscan.Members(doc, topKeys[:], m.top[:])
+	errObj, cands, raw, feedback := m.top[0], m.top[1], m.top[2], m.top[3]
 	// A chunk with an error object is how a stream fails after its 200
 	// (SSE and streamed array alike); the running total before it stands.
-	if present(doc, "error") {
+	if errObj != nil && !jsonedit.IsNull(errObj) {
 		m.failed = true
 		return
 	}
 	var first []byte
-	if cands, ok := jsonscan.Field(doc, "candidates"); ok {
+	if cands != nil {
 		first = jsonedit.FirstElement(cands)
 		if parts, ok := jsonscan.Field(first, "content", "parts"); ok {
 			if text, ok := jsonscan.Field(jsonedit.FirstElement(parts), "text"); ok {
@@ -57,20 +66,22 @@ func (m *meter) Document(doc []byte) {
 			}
 		}
 	}
-	raw, ok := jsonscan.Field(doc, "usageMetadata")
-	if !ok || jsonedit.IsNull(raw) {
+	if raw == nil || jsonedit.IsNull(raw) {
 		return
 	}
-	n := func(path string) int64 {
-		c, _ := gateway.Count(raw, path)
+	defer clear(m.usage[:])
+	jsonscan.Members(raw, usageKeys[:], m.usage[:])
+	u := &m.usage
+	n := func(i int) int64 {
+		c, _ := gateway.Count(u[i])
 		return c
 	}
-	prompt, cached := n("promptTokenCount"), n("cachedContentTokenCount")
+	prompt, cached := n(uPrompt), n(uCached)
 	cached = min(cached, prompt)
-	thoughts, candidates := n("thoughtsTokenCount"), n("candidatesTokenCount")
+	thoughts, candidates := n(uThoughts), n(uCandidates)
 	m.counted = m.chars
 	m.u = usage.Tokens{
-		Input:       prompt - cached + n("toolUsePromptTokenCount"),
+		Input:       prompt - cached + n(uToolUse),
 		CachedInput: cached,
 		Output:      candidates + thoughts,
 		Reasoning:   thoughts,
@@ -79,18 +90,37 @@ func (m *meter) Document(doc []byte) {
 	// the cached audio; cached audio stays at the cached rate, the price
 	// table has no rate of its own for it) and generated images, each
 	// clamped to the count it is a part of.
-	audio := modality(raw, "promptTokensDetails", "AUDIO") - modality(raw, "cacheTokensDetails", "AUDIO")
+	audio := modality(u[uPromptDetails], "AUDIO") - modality(u[uCacheDetails], "AUDIO")
 	m.u.AudioInput = min(max(audio, 0), m.u.Input)
-	m.u.ImageOutput = min(modality(raw, "candidatesTokensDetails", "IMAGE"), candidates)
+	m.u.ImageOutput = min(modality(u[uCandidatesDetails], "IMAGE"), candidates)
 	// A whole response is final; in a stream, the chunk that ends the
 	// candidate carries the final total, and so does a blocked prompt's,
 	// which ends the stream with no candidate at all.
-	if !m.stream || present(first, "finishReason") || present(doc, "promptFeedback", "blockReason") {
+	if !m.stream || present(first, "finishReason") || present(feedback, "blockReason") {
 		m.state = gateway.FinalUsage
 	} else if m.state != gateway.FinalUsage {
 		m.state = gateway.PartialUsage
 	}
 }
+
+// topKeys are the members of a response (or chunk) the meter reads.
+var topKeys = [...]string{"error", "candidates", "usageMetadata", "promptFeedback"}
+
+// usageKeys are the members of usageMetadata the meter reads, indexed by
+// the u… constants.
+var usageKeys = [...]string{"promptTokenCount", "cachedContentTokenCount", "candidatesTokenCount",
+	"thoughtsTokenCount", "toolUsePromptTokenCount", "promptTokensDetails", "cacheTokensDetails", "candidatesTokensDetails"}
+
+const (
+	uPrompt = iota
+	uCached
+	uCandidates
+	uThoughts
+	uToolUse
+	uPromptDetails
+	uCacheDetails
+	uCandidatesDetails
+)
 
 // present reports whether the member at path is there and not null.
 func present(doc []byte, path ...string) bool {
@@ -98,13 +128,12 @@ func present(doc []byte, path ...string) bool {
 	return ok && !jsonedit.IsNull(raw)
 }
 
-// modality sums the tokenCount of the entries of the *TokensDetails array
-// key of a usageMetadata whose modality is want
-// ([{"modality":"AUDIO","tokenCount":N}, …]). An array that cannot be read
-// counts as no tokens, which bills them at the text rate of their kind.
-func modality(usageMetadata []byte, key, want string) int64 {
-	arr, ok := jsonscan.Field(usageMetadata, key)
-	if !ok || len(arr) == 0 || arr[0] != '[' {
+// modality sums the tokenCount of the entries of a *TokensDetails array
+// whose modality is want ([{"modality":"AUDIO","tokenCount":N}, …]). An
+// array that cannot be read counts as no tokens, which bills them at the
+// text rate of their kind.
+func modality(arr []byte, want string) int64 {
+	if len(arr) == 0 || arr[0] != '[' {
 		return 0
 	}
 	var sum int64

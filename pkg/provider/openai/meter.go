@@ -22,7 +22,13 @@ type meter struct {
 	found  bool
 	chars  int64
 	failed bool
+	// chunk holds a chat chunk's members while Event reads them (here, not
+	// on its stack, which they would escape from on every call).
+	chunk [len(chunkKeys)][]byte
 }
+
+// chunkKeys are the members of a chat chunk the meter reads, in one pass.
+var chunkKeys = [...]string{"error", "usage", "choices"}
 
 // Failed implements gateway.StreamFailer.
 func (m *meter) Failed() bool { return m.failed }
@@ -72,23 +78,25 @@ func (m *meter) Event(ev sse.Event) bool {
 	if len(data) == 0 || data[0] != '{' {
 		return false // [DONE]
 	}
+	defer clear(m.chunk[:]) // they alias the event
+	jsonscan.Members(data, chunkKeys[:], m.chunk[:])
+	errObj, usageObj, choices := m.chunk[0], m.chunk[1], m.chunk[2]
 	// A chunk with a top-level error is how a chat stream fails after its
 	// 200 (the SDKs raise it as an APIError).
-	if raw, ok := jsonscan.Field(data, "error"); ok && !jsonedit.IsNull(raw) {
+	if errObj != nil && !jsonedit.IsNull(errObj) {
 		m.failed = true
 		return false
 	}
-	if raw, ok := jsonscan.Field(data, "usage"); ok && !jsonedit.IsNull(raw) {
-		m.read(raw)
+	if usageObj != nil && !jsonedit.IsNull(usageObj) {
+		m.read(usageObj)
 		// The chunk the gateway asked for on the client's behalf carries
 		// usage and no choices: the client never sees it.
 		if m.hide {
-			choices, _ := jsonscan.Field(data, "choices")
 			return jsonedit.IsEmptyArray(choices)
 		}
 		return false
 	}
-	if choices, ok := jsonscan.Field(data, "choices"); ok {
+	if choices != nil {
 		if first := jsonedit.FirstElement(choices); first != nil {
 			if c, ok := jsonscan.Field(first, "delta", "content"); ok {
 				m.chars += int64(len(c))
