@@ -322,6 +322,7 @@ func refusal(checks []limit.Check, d limit.Decision, model string) *gateway.Fail
 	if !c.Requests {
 		f.Limits = gateway.RateLimit{Limit: b.Limit, Remaining: b.Remaining, Reset: b.Reset}
 	}
+	f.RequestLimit = c.Requests
 	return f
 }
 

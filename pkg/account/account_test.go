@@ -18,6 +18,7 @@ import (
 	"github.com/tollgate-dev/tollgate/pkg/ledger"
 	"github.com/tollgate-dev/tollgate/pkg/limit"
 	"github.com/tollgate-dev/tollgate/pkg/meter"
+	"github.com/tollgate-dev/tollgate/pkg/provider/openai"
 	"github.com/tollgate-dev/tollgate/pkg/usage"
 )
 
@@ -230,6 +231,12 @@ func TestEnterpriseOverrideAndProjectLimits(t *testing.T) {
 	_, fail = admit(t, f, c, "openai", model, 10)
 	if fail == nil || fail.Status != 429 {
 		t.Fatalf("third request in a minute with rpm 2: got %v, want 429", fail)
+	}
+	if !fail.RequestLimit {
+		t.Errorf("the project's request limit refused, but the failure says a token limit: %+v", fail)
+	}
+	if _, body := openai.New().Error(fail); !strings.Contains(string(body), `"type":"requests"`) {
+		t.Errorf("OpenAI renders a request limit as %s, want type requests", body)
 	}
 	// Enterprise without an override: the Pro figure.
 	m, _ := f.cat.Lookup("openai", "gpt-4o")

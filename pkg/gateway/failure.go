@@ -47,6 +47,9 @@ type Failure struct {
 	NoRetry bool
 	// Limits, when set, is sent as the provider's rate-limit headers.
 	Limits RateLimit
+	// RequestLimit marks a rate limit on requests rather than tokens, for
+	// providers whose error type tells the two apart.
+	RequestLimit bool
 }
 
 func (f *Failure) Error() string { return fmt.Sprintf("%d %s: %s", f.Status, f.Code, f.Message) }

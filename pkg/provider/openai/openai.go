@@ -175,6 +175,9 @@ func (*Provider) Error(f *gateway.Failure) (int, []byte) {
 		code = "invalid_api_key"
 	case gateway.CodeRateLimited:
 		typ, code = "tokens", "rate_limit_exceeded"
+		if f.RequestLimit {
+			typ = "requests"
+		}
 	case gateway.CodeQuota:
 		typ = "insufficient_quota"
 	case gateway.CodeModelNotFound:
