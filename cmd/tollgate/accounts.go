@@ -7,6 +7,7 @@ import (
 	"io"
 	"maps"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -41,18 +42,25 @@ type adminOptions struct {
 	// catalog is the YAML file the gateways extend the catalog with, so
 	// that models it adds can be named.
 	catalog string
+	// create makes the data dir's ledger when there is none; only account
+	// create does, so a mistyped --data-dir is an error, not a new ledger.
+	create bool
 }
 
-// openAdmin opens the data dir's ledger, creating it on first use, or the
-// one $TOLLGATE_LEDGER_URL names (as tollgate serve does, so a command run
-// in a gateway's pod works on the shared ledger); opts.mint also loads the
-// signing key. Revocations go to the ledger, which every gateway on it
-// polls.
+// openAdmin opens the data dir's ledger (opts.create makes it on first
+// use), or the one $TOLLGATE_LEDGER_URL names (as tollgate serve does, so
+// a command run in a gateway's pod works on the shared ledger); opts.mint
+// also loads the signing key. Revocations go to the ledger, which every
+// gateway on it polls.
 func openAdmin(ctx context.Context, dataDir string, opts adminOptions) (*localAdmin, error) {
+	shared := os.Getenv("TOLLGATE_LEDGER_URL")
+	if shared == "" && !opts.create && !hasLedger(dataDir) {
+		return nil, fmt.Errorf("no ledger in %s: create an account there first (tollgate account create NAME --plan P --data-dir %s), or give the --data-dir of a gateway, or set $TOLLGATE_LEDGER_URL", dataDir, dataDir)
+	}
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	store, err := ledger.Open(ctx, ledgerURL(dataDir, os.Getenv("TOLLGATE_LEDGER_URL")))
+	store, err := ledger.Open(ctx, ledgerURL(dataDir, shared))
 	if err != nil {
 		return nil, err
 	}
@@ -73,6 +81,12 @@ func openAdmin(ctx context.Context, dataDir string, opts adminOptions) (*localAd
 }
 
 func (a *localAdmin) Close() error { return a.store.Close() }
+
+// hasLedger reports whether dataDir holds a SQLite ledger.
+func hasLedger(dataDir string) bool {
+	_, err := os.Stat(filepath.Join(dataDir, "usage.db"))
+	return err == nil
+}
 
 // withAdmin runs fn on the data dir's admin service and turns an API error
 // into its message alone, which is written for people.
@@ -170,7 +184,7 @@ func newAccountCmd() *cobra.Command {
 			if plan == "" {
 				return errors.New("--plan is required: free, personal, pro or enterprise")
 			}
-			return withAdmin(c, dataDir, adminOptions{}, func(a *localAdmin) error {
+			return withAdmin(c, dataDir, adminOptions{create: true}, func(a *localAdmin) error {
 				r, err := a.CreateAccount(c.Context(), &pb.CreateAccountRequest{Id: args[0], Plan: plan, Credits: opening})
 				if err != nil {
 					return err

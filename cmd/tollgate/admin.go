@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -111,10 +112,8 @@ defaults to 24h. With --records it lists the usage records themselves instead.`,
 			// data dir's SQLite file, which must exist: reading must not
 			// create an empty one under a mistyped path.
 			shared := os.Getenv("TOLLGATE_LEDGER_URL")
-			if shared == "" {
-				if _, err := os.Stat(filepath.Join(dataDir, "usage.db")); err != nil {
-					return fmt.Errorf("no usage ledger in %s (run `tollgate dev` or `tollgate serve` with --data-dir %s first, or set $TOLLGATE_LEDGER_URL)", dataDir, dataDir)
-				}
+			if shared == "" && !hasLedger(dataDir) {
+				return fmt.Errorf("no usage ledger in %s (run `tollgate dev` or `tollgate serve` with --data-dir %s first, or set $TOLLGATE_LEDGER_URL)", dataDir, dataDir)
 			}
 			awaitSpooled(cmd, dataDir)
 			if !records {
@@ -231,7 +230,7 @@ func newTokenCmd() *cobra.Command {
 				"key_id": c.KeyID, "account": c.Account, "project": c.Project, "token_id": c.TokenID,
 				"issued_at": c.IssuedAt.UTC(), "expires_at": c.ExpiresAt.UTC(),
 			}
-			if _, keys, err := loadKeys(dataDir, keysDir); err == nil {
+			if keys, err := publicKeys(dataDir, keysDir); err == nil && len(keys) > 0 {
 				revoked, err := ledgerRevocations(cmd.Context(), dataDir)
 				if err != nil {
 					return err
@@ -280,7 +279,21 @@ func newTokenCmd() *cobra.Command {
 
 // ledgerRevocations reads the revoked token ids from the ledger openAdmin
 // opens.
+// publicKeys are the keys tokens are checked with: the shared
+// signing_keys_dir's, else the data dir's. Unlike loadKeys it never makes a
+// key: checking a token needs one that signed it.
+func publicKeys(dataDir, signingKeysDir string) (map[string]ed25519.PublicKey, error) {
+	if signingKeysDir != "" {
+		_, keys, err := auth.LoadKeyDir(signingKeysDir)
+		return keys, err
+	}
+	return auth.LoadKeyring(dataDir)
+}
+
 func ledgerRevocations(ctx context.Context, dataDir string) (*auth.RevocationSet, error) {
+	if os.Getenv("TOLLGATE_LEDGER_URL") == "" && !hasLedger(dataDir) {
+		return auth.NewRevocationSet(), nil // no ledger, no revocations in it
+	}
 	a, err := openAdmin(ctx, dataDir, adminOptions{})
 	if err != nil {
 		return nil, err

@@ -401,6 +401,46 @@ func TestUsageReadsTheSharedLedger(t *testing.T) {
 	}
 }
 
+// TestMistypedDataDir: a command that reads or changes what is in a ledger,
+// pointed at a directory without one, says so and leaves nothing behind
+// (an empty ledger there would hide the mistake); only account create makes
+// a ledger.
+func TestMistypedDataDir(t *testing.T) {
+	tok := strings.TrimSpace(func() string {
+		dir := t.TempDir()
+		must(t, "account", "create", "acme", "--plan", "pro", "--data-dir", dir)
+		must(t, "project", "create", "web", "--account", "acme", "--activate", "--data-dir", dir)
+		return must(t, "token", "mint", "--project", "web", "--data-dir", dir)
+	}())
+	for _, args := range [][]string{
+		{"account", "list"},
+		{"account", "show", "acme"},
+		{"account", "credit", "acme", "5"},
+		{"project", "show", "web"},
+		{"token", "mint", "--project", "web"},
+		{"token", "revoke", "some-id"},
+		{"usage"},
+		{"usage", "--records"},
+	} {
+		typo := filepath.Join(t.TempDir(), "typo")
+		_, stderr, code := tollgate(t, append(args, "--data-dir", typo)...)
+		if code == 0 || !strings.Contains(stderr, "ledger in "+typo) {
+			t.Errorf("%v on a dir with no ledger: exit %d, stderr %q", args, code, stderr)
+		}
+		if _, err := os.Stat(typo); !os.IsNotExist(err) {
+			t.Errorf("%v on a dir with no ledger left %s behind (%v)", args, typo, err)
+		}
+	}
+	// token inspect still decodes the token, and leaves nothing behind.
+	typo := filepath.Join(t.TempDir(), "typo")
+	if out, _, _ := tollgate(t, "token", "inspect", tok, "--data-dir", typo); !strings.Contains(out, `"account": "acme"`) {
+		t.Errorf("inspect with no keys at hand does not decode the claims: %s", out)
+	}
+	if _, err := os.Stat(typo); !os.IsNotExist(err) {
+		t.Errorf("token inspect left %s behind (%v)", typo, err)
+	}
+}
+
 // failingStore is a ledger whose writes fail, as when its database is down.
 type failingStore struct{}
 
