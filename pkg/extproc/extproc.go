@@ -110,9 +110,12 @@ func (s *Server) Process(srv extprocv3.ExternalProcessor_ProcessServer) error {
 		}
 		resp := st.handle(req)
 		if resp == nil || req.GetObservabilityMode() {
+			st.sent()
 			continue
 		}
-		if err := srv.Send(resp); err != nil {
+		err = srv.Send(resp) // marshals resp before it returns
+		st.sent()
+		if err != nil {
 			st.closed(gateway.ClientGone)
 			return err
 		}

@@ -39,6 +39,7 @@ func BenchmarkHandle(b *testing.B) {
 			if _, err := proto.Marshal(r); err != nil {
 				b.Fatal(err)
 			}
+			s.sent()
 		}
 		s.settle()
 	}

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
@@ -50,6 +51,9 @@ type stream struct {
 	ended gateway.End
 	// published: the request id has gone out as dynamic metadata.
 	published bool
+	// lent is the metadata of the answer being sent, back to its pool once
+	// sent (see sent).
+	lent *requestMetadata
 }
 
 func newStream(gw *gateway.Gateway, ctx context.Context, ids *gateway.RequestIDs) *stream {
@@ -95,24 +99,44 @@ func (st *stream) handle(req *extprocv3.ProcessingRequest) *extprocv3.Processing
 	}
 	resp := st.answer(req)
 	if resp != nil && st.x != nil && !st.published {
-		resp.DynamicMetadata = st.metadata()
+		m := metadataPool.Get().(*requestMetadata)
+		m.id.StringValue = st.x.ID()
+		resp.DynamicMetadata, st.lent = m.msg, m
 		st.published = true
 	}
 	return resp
 }
 
-// metadata is the dynamic metadata Envoy keeps for the request, under
+// sent is told that handle's answer has been marshalled (sent or dropped),
+// so the metadata it carried can serve the next request.
+func (st *stream) sent() {
+	if m := st.lent; m != nil {
+		m.id.StringValue = ""
+		metadataPool.Put(m)
+		st.lent = nil
+	}
+}
+
+// requestMetadata is the dynamic metadata Envoy keeps for a request, under
 // MetadataNamespace: the gateway's request id, the key of its usage record,
 // so that the sidecar's access log line joins the ledger (the client's
 // x-request-id is not sent upstream, and the gateway makes its own ids
-// anyway). Never a prompt, a completion, a token or a key.
-func (st *stream) metadata() *structpb.Struct {
-	return &structpb.Struct{Fields: map[string]*structpb.Value{
-		MetadataNamespace: structpb.NewStructValue(&structpb.Struct{Fields: map[string]*structpb.Value{
-			"request_id": structpb.NewStringValue(st.x.ID()),
-		}}),
-	}}
+// anyway). Never a prompt, a completion, a token or a key. Only the id
+// changes from one request to the next, so the messages and maps are
+// pooled rather than built for each.
+type requestMetadata struct {
+	msg *structpb.Struct
+	id  *structpb.Value_StringValue
 }
+
+var metadataPool = sync.Pool{New: func() any {
+	id := &structpb.Value_StringValue{}
+	return &requestMetadata{id: id, msg: &structpb.Struct{Fields: map[string]*structpb.Value{
+		MetadataNamespace: structpb.NewStructValue(&structpb.Struct{Fields: map[string]*structpb.Value{
+			"request_id": {Kind: id},
+		}}),
+	}}}
+}}
 
 // answer is the reply to one message.
 func (st *stream) answer(req *extprocv3.ProcessingRequest) *extprocv3.ProcessingResponse {
