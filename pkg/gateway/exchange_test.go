@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -48,5 +49,26 @@ func TestRecordedModel(t *testing.T) {
 		if got != c.want || !utf8.ValidString(got) || len(got) > maxModelName {
 			t.Errorf("recordedModel(%d bytes) = %d bytes %q…, want %d bytes", len(c.in), len(got), got[:min(len(got), 8)], len(c.want))
 		}
+	}
+}
+
+func TestResponseHeadersDropHopByHop(t *testing.T) {
+	x := &Exchange{id: "req-1"}
+	out := x.ResponseHeaders(200, Headers{
+		{"Content-Type", "application/json"},
+		{"Connection", "keep-alive, X-Hop ,x-other"},
+		{"x-hop", "1"},
+		{"X-Other", "2"},
+		{"Keep-Alive", "timeout=5"},
+		{"X-Kept", "3"},
+		{"Openai-Organization", "org-operator"},
+	})
+	var got []string
+	for _, h := range out {
+		got = append(got, h.Name+"="+h.Value)
+	}
+	want := []string{"Content-Type=application/json", "X-Kept=3", "x-tollgate-request-id=req-1"}
+	if !slices.Equal(got, want) {
+		t.Errorf("headers to the client %q, want %q", got, want)
 	}
 }

@@ -22,10 +22,14 @@ func (x *Exchange) ResponseHeaders(status int, h Headers) Headers {
 	default:
 		x.framing = framingDoc
 	}
+	// A field the upstream's Connection header names is hop-by-hop too
+	// (RFC 9110 §7.6.1); HTTP/1.1 upstreams may send one.
+	conn := h.Get("connection")
 	// Filter in place: h is the adapter's own list, built for this call.
 	out := h[:0]
 	for _, f := range h {
-		if dropResponseHeader(f.Name) || x.hide && strings.EqualFold(f.Name, "content-length") {
+		if dropResponseHeader(f.Name) || x.hide && strings.EqualFold(f.Name, "content-length") ||
+			conn != "" && namedIn(conn, f.Name) {
 			continue
 		}
 		out = append(out, f)
@@ -57,6 +61,17 @@ func dropResponseHeader(name string) bool {
 	}
 	for _, p := range droppedResponsePrefixes {
 		if len(name) >= len(p) && strings.EqualFold(name[:len(p)], p) {
+			return true
+		}
+	}
+	return false
+}
+
+// namedIn reports whether list, a comma-separated Connection value, names
+// the field name, in any letter case.
+func namedIn(list, name string) bool {
+	for tok := range strings.SplitSeq(list, ",") {
+		if strings.EqualFold(strings.TrimSpace(tok), name) {
 			return true
 		}
 	}
