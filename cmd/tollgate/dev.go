@@ -68,7 +68,7 @@ exports and serves until interrupted.
 
 Real provider keys come from TOLLGATE_OPENAI_API_KEY, TOLLGATE_ANTHROPIC_API_KEY and
 TOLLGATE_GEMINI_API_KEY. A provider with no key and no --upstream uses the built-in
-mock provider (all of them with --mock).`,
+mock provider; --mock ignores the keys, so every provider without an --upstream does.`,
 		Example: `  tollgate dev -- node server.js
   tollgate dev --mock --listen 127.0.0.1:0
   tollgate dev --upstream openai=http://127.0.0.1:9000 -- go test ./...`,
@@ -96,7 +96,7 @@ mock provider (all of them with --mock).`,
 	f.StringVar(&dataDir, "data-dir", defaultDataDir(), "where keys, usage records and the dev state live ($TOLLGATE_DATA_DIR)")
 	f.StringVar(&catalogFile, "catalog", "", "YAML file that overrides or extends the model catalog")
 	f.StringArrayVar(&upstreamFlags, "upstream", nil, "provider=URL: send that provider's traffic to URL (called without a key unless one is configured)")
-	f.BoolVar(&mock, "mock", false, "use the built-in mock providers for every provider")
+	f.BoolVar(&mock, "mock", false, "ignore provider keys: every provider without an --upstream uses the built-in mock")
 	f.DurationVar(&chunkDelay, "mock-chunk-delay", 0, "pause between streamed chunks of the mock providers")
 	f.StringVar(&logLevel, "log-level", "warn", "debug, info, warn or error")
 	f.StringVar(&adminListen, "admin-listen", "", adminListenUsage)
