@@ -43,7 +43,7 @@ func CheckAllowHeader(name string) error {
 		return fmt.Errorf("header %q carries the client's credential, which is the gateway token: it never goes upstream", name)
 	case slices.Contains(gatewayHeaders, lower):
 		return fmt.Errorf("header %q is set by the gateway itself", name)
-	case slices.Contains(hopHeaders, lower):
+	case slices.Contains(hopHeaders[:], lower):
 		return fmt.Errorf("header %q is hop-by-hop and cannot be forwarded", name)
 	}
 	return nil
@@ -52,7 +52,9 @@ func CheckAllowHeader(name string) error {
 var (
 	credentialHeaders = []string{"authorization", "x-api-key", "x-goog-api-key", "proxy-authorization", "cookie"}
 	gatewayHeaders    = []string{"content-type", "content-length", "host", "user-agent", "anthropic-version", "accept-encoding"}
-	hopHeaders        = []string{"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade"}
+	// hopHeaders mean something between two hops only: never passed on,
+	// in either direction.
+	hopHeaders = [...]string{"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade"}
 )
 
 // AppendAllowed appends to dst the client headers named in allow (lower

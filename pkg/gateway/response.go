@@ -43,8 +43,8 @@ func (x *Exchange) ResponseHeaders(status int, h Headers) Headers {
 }
 
 var (
+	// droppedResponseHeaders are dropped besides the hop-by-hop ones.
 	droppedResponseHeaders = [...]string{
-		"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer",
 		"set-cookie", "openai-organization", "openai-project", "anthropic-organization-id",
 		"x-tollgate-request-id", "alt-svc",
 	}
@@ -54,9 +54,11 @@ var (
 // dropResponseHeader reports, in any letter case, whether a response header
 // stays behind.
 func dropResponseHeader(name string) bool {
-	for _, d := range droppedResponseHeaders {
-		if strings.EqualFold(name, d) {
-			return true
+	for _, list := range [...][]string{hopHeaders[:], droppedResponseHeaders[:]} {
+		for _, d := range list {
+			if strings.EqualFold(name, d) {
+				return true
+			}
 		}
 	}
 	for _, p := range droppedResponsePrefixes {
