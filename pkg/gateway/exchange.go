@@ -140,10 +140,11 @@ func (x *Exchange) RequestHeaders(method, target string, h Headers) Outcome {
 		return x.reject(f)
 	}
 	x.route = route
-	x.model = recordedModel(route.Model)
+	model := route.Model
 	if route.ModelID != "" {
-		x.model = recordedModel(route.ModelID)
+		model = route.ModelID
 	}
+	x.model = recordedModel(model)
 	if f := x.authenticate(h, rawQuery); f != nil {
 		return x.reject(f)
 	}
@@ -189,10 +190,11 @@ func (x *Exchange) RequestBody(body []byte) Outcome {
 	// A refused body still names its model when it could be read: the
 	// rejection's record is then counted under that model.
 	in, f := x.prov.Inspect(x.route, body)
-	x.model = recordedModel(in.Model)
+	model := in.Model
 	if x.route.Model != "" {
-		x.model = recordedModel(x.route.Model)
+		model = x.route.Model
 	}
+	x.model = recordedModel(model)
 	x.stream = in.Stream || x.route.Stream
 	if f != nil {
 		return x.reject(f)
