@@ -24,10 +24,10 @@ type StreamFailer interface {
 	Failed() bool
 }
 
-// streamFailed reports whether the meter saw the provider report an error
-// inside the response.
-func (x *Exchange) streamFailed() bool {
-	f, ok := x.meter.(StreamFailer)
+// MeterFailed reports whether m saw the provider report an error inside the
+// response; a meter that cannot tell (no StreamFailer) never has.
+func MeterFailed(m Meter) bool {
+	f, ok := m.(StreamFailer)
 	return ok && f.Failed()
 }
 
@@ -81,7 +81,7 @@ func (x *Exchange) Settle(how End) usage.Record {
 	case x.status/100 != 2:
 		rec.Status = usage.StatusError
 		rec.Reason = "upstream_status"
-	case x.streamFailed():
+	case MeterFailed(x.meter):
 		rec.Status = usage.StatusError
 		rec.Reason = ReasonStreamError
 	default:

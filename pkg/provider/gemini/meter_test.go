@@ -347,7 +347,7 @@ func TestMeterStreamErrors(t *testing.T) {
 			if got, state := m.Usage(); got != tc.want || state != tc.state {
 				t.Errorf("usage = %+v (%v), want %+v (%v)", got, state, tc.want, tc.state)
 			}
-			if f := metertest.Failed(m); f != tc.failed {
+			if f := gateway.MeterFailed(m); f != tc.failed {
 				t.Errorf("failed = %v, want %v", f, tc.failed)
 			}
 		})
@@ -357,7 +357,7 @@ func TestMeterStreamErrors(t *testing.T) {
 			if got, state := m.Usage(); got != tc.want || state != tc.state {
 				t.Errorf("usage = %+v (%v), want %+v (%v)", got, state, tc.want, tc.state)
 			}
-			if f := metertest.Failed(m); f != tc.failed {
+			if f := gateway.MeterFailed(m); f != tc.failed {
 				t.Errorf("failed = %v, want %v", f, tc.failed)
 			}
 		})

@@ -326,7 +326,7 @@ func TestMeterStreamErrors(t *testing.T) {
 			if state != tc.state || got != tc.want {
 				t.Errorf("usage = %+v (%v), want %+v (%v)", got, state, tc.want, tc.state)
 			}
-			if f := metertest.Failed(m); f != tc.failed {
+			if f := gateway.MeterFailed(m); f != tc.failed {
 				t.Errorf("failed = %v, want %v", f, tc.failed)
 			}
 		})

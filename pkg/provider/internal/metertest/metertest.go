@@ -58,13 +58,6 @@ func FeedArray(t testing.TB, m gateway.Meter, stream []byte) {
 	}
 }
 
-// Failed reports whether m saw the provider report an error inside the
-// response (gateway.StreamFailer); a meter that cannot tell never has.
-func Failed(m gateway.Meter) bool {
-	f, ok := m.(gateway.StreamFailer)
-	return ok && f.Failed()
-}
-
 // Negative reports whether any kind of u, or any part priced apart, is
 // below zero.
 func Negative(u usage.Tokens) bool {
