@@ -35,16 +35,7 @@ const maxDepth = 10000
 // raw aliases doc. Field does not allocate.
 func Field(doc []byte, path ...string) (raw []byte, ok bool) {
 	s := scanner{data: doc, found: -1}
-	s.skipSpace()
-	start := s.pos
-	if !s.value(path, 0) {
-		return nil, false
-	}
-	if len(path) == 0 {
-		s.found, s.foundEnd = start, s.pos
-	}
-	s.skipSpace()
-	if s.pos != len(doc) || s.found < 0 {
+	if !s.document(path) || s.found < 0 {
 		return nil, false
 	}
 	return doc[s.found:s.foundEnd], true
@@ -54,21 +45,15 @@ func Field(doc []byte, path ...string) (raw []byte, ok bool) {
 // doc: vals[i] gets the raw value of keys[i], or nil when doc has no such
 // member (vals must be as long as keys). It reports whether doc is valid
 // JSON, with Field's rules; when it is not, vals are all nil. It takes at
-// most 8 keys. A provider's
-// event is read once for all the members the gateway looks at, not once
-// for each.
+// most 8 keys. A provider's event is read once for all the members the
+// gateway looks at, not once for each.
 func Members(doc []byte, keys []string, vals [][]byte) bool {
 	if len(keys) > maxMembers {
 		panic("jsonscan: Members takes at most 8 keys")
 	}
 	clear(vals)
 	s := scanner{data: doc, found: -1, members: keys}
-	s.skipSpace()
-	if !s.value(nil, 0) {
-		return false
-	}
-	s.skipSpace()
-	if s.pos != len(doc) {
+	if !s.document(nil) {
 		return false
 	}
 	for i := range keys {

@@ -44,6 +44,22 @@ func (s *scanner) skipSpace() {
 	}
 }
 
+// document scans all of s.data as one JSON value between optional
+// whitespace, recording in s.found the value at path (the whole value when
+// path is empty).
+func (s *scanner) document(path []string) bool {
+	s.skipSpace()
+	start := s.pos
+	if !s.value(path, 0) {
+		return false
+	}
+	if len(path) == 0 {
+		s.found, s.foundEnd = start, s.pos
+	}
+	s.skipSpace()
+	return s.pos == len(s.data)
+}
+
 // value scans the value starting at s.pos. depth is the number of enclosing
 // arrays and objects. If path is not empty, value records in s.found the
 // position of the value path leads to inside this one.
