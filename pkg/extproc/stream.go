@@ -92,7 +92,7 @@ func (st *stream) settle() {
 }
 
 // handle answers one message; nil means no answer is expected. The first
-// answer for a request of ours publishes its id (see metadata).
+// answer for a request of ours publishes its id (see requestMetadata).
 func (st *stream) handle(req *extprocv3.ProcessingRequest) *extprocv3.ProcessingResponse {
 	if pc := req.GetProtocolConfig(); pc != nil && !st.configured {
 		st.reqMode, st.respMode, st.configured = pc.GetRequestBodyMode(), pc.GetResponseBodyMode(), true
