@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -512,22 +513,49 @@ func TestBufferLimits(t *testing.T) {
 			t.Errorf("body message of %d bytes, eos %v", len(b.GetBody()), b.GetEndOfStream())
 		}
 	})
-	t.Run("buffered response over the cluster buffer: 500", func(t *testing.T) {
-		e := newEnv(t, envConfig{
-			extProc: func(c *extprocfilterv3.ExternalProcessor) {
-				c.ProcessingMode.ResponseBodyMode = extprocfilterv3.ProcessingMode_BUFFERED
-			},
-			hcm: func(h *hcmv3.HttpConnectionManager) {},
-			upstream: func(w http.ResponseWriter, r *http.Request) {
-				_, _ = w.Write(bytes.Repeat([]byte("z"), defaultBufferLimit+1))
-			},
+	// Envoy's filter manager has one buffer limit per stream, the
+	// downstream connection's (encoderBufferLimit returns the same
+	// buffer_limit_ as decoderBufferLimit); a cluster's
+	// per_connection_buffer_limit_bytes sizes only its upstream connections.
+	for _, tc := range []struct {
+		name                  string
+		listener, cluster     uint32
+		wantStatus            int
+		wantDetails, wantBody string
+	}{
+		{name: "buffered response over the cluster buffer, within the listener's: passes",
+			listener: 4 << 20, cluster: defaultBufferLimit, wantStatus: 200, wantDetails: "via_upstream"},
+		{name: "buffered response over the listener buffer: 500, whatever the cluster's",
+			listener: defaultBufferLimit, cluster: 64 << 20, wantStatus: 500, wantDetails: "response_payload_too_large"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			big := bytes.Repeat([]byte("z"), defaultBufferLimit+1)
+			e := newEnv(t, envConfig{
+				extProc: func(c *extprocfilterv3.ExternalProcessor) {
+					c.ProcessingMode.ResponseBodyMode = extprocfilterv3.ProcessingMode_BUFFERED
+				},
+				upstream: func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write(big) },
+				boot: func(b *bootstrapv3.Bootstrap) {
+					b.GetStaticResources().GetListeners()[0].PerConnectionBufferLimitBytes = wrapperspb.UInt32(tc.listener)
+					for _, c := range b.GetStaticResources().GetClusters() {
+						if c.GetName() == "openai" {
+							c.PerConnectionBufferLimitBytes = wrapperspb.UInt32(tc.cluster)
+						}
+					}
+				},
+			})
+			r := do(t, e, "POST", "/openai/v1/x", `{}`)
+			if r.status != tc.wantStatus {
+				t.Fatalf("status %d, want %d", r.status, tc.wantStatus)
+			}
+			if d := records(t, e)[0].Details; d != tc.wantDetails {
+				t.Errorf("details %q, want %q", d, tc.wantDetails)
+			}
+			if tc.wantStatus == 200 && !bytes.Equal(r.body, big) {
+				t.Errorf("client got %d bytes, want the %d the upstream sent", len(r.body), len(big))
+			}
 		})
-		// Test clusters keep their bootstrap limit; use one without it.
-		e.proxy.cfg.respLimit["openai"] = defaultBufferLimit
-		if r := do(t, e, "POST", "/openai/v1/x", `{}`); r.status != 500 {
-			t.Errorf("%d", r.status)
-		}
-	})
+	}
 }
 
 // GET: end_of_stream on the headers, no body message.

@@ -111,7 +111,6 @@ type config struct {
 	processor     string // gRPC target of the processor cluster
 	authz         string // gRPC target of ext_authz's cluster
 	upstreams     map[string]string
-	respLimit     map[string]int
 }
 
 // defaultBufferLimit is Envoy's per-connection buffer default.
@@ -129,7 +128,6 @@ func readConfig(b *bootstrapv3.Bootstrap, o Options) (*config, error) {
 		extProc:     in.ExtProc,
 		extAuthz:    in.ExtAuthz,
 		upstreams:   map[string]string{},
-		respLimit:   map[string]int{},
 	}
 	if l := in.Listener.GetPerConnectionBufferLimitBytes(); l != nil {
 		c.bufferLimit = int(l.GetValue())
@@ -190,15 +188,13 @@ func readConfig(b *bootstrapv3.Bootstrap, o Options) (*config, error) {
 			c.routes = append(c.routes, cr)
 		}
 	}
-	for name, cl := range in.Clusters {
+	// A cluster's per_connection_buffer_limit_bytes only sizes its upstream
+	// connections' buffers; the filters' buffer is the downstream stream's.
+	for name := range in.Clusters {
 		if addr, ok := o.Upstreams[name]; ok {
 			c.upstreams[name] = addr
 		} else if a, err := in.Endpoint(name); err == nil {
 			c.upstreams[name] = target(a)
-		}
-		c.respLimit[name] = defaultBufferLimit
-		if l := cl.GetPerConnectionBufferLimitBytes(); l != nil {
-			c.respLimit[name] = int(l.GetValue())
 		}
 	}
 	return c, nil

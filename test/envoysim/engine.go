@@ -508,11 +508,11 @@ func (r *run) trailerPhase() *localReply {
 	return nil
 }
 
-// limit is the buffer limit of a direction: the listener's for requests,
-// the cluster's for responses.
-func (rq *request) limit(d direction) int {
-	if d == dirRequest {
-		return rq.p.cfg.bufferLimit
-	}
-	return rq.p.cfg.respLimit[rq.route.clusterOr()]
+// limit is the buffer limit of a direction. Envoy's filter manager has one
+// buffer limit per stream, taken from the downstream connection (the
+// listener's per_connection_buffer_limit_bytes): decoderBufferLimit and
+// encoderBufferLimit both return it, so a BUFFERED response is capped by the
+// listener too, not by the upstream cluster.
+func (rq *request) limit(direction) int {
+	return rq.p.cfg.bufferLimit
 }

@@ -135,7 +135,9 @@ type envConfig struct {
 	extProc  func(*extprocfilterv3.ExternalProcessor)
 	extAuthz func(*extauthzv3.ExtAuthz)
 	// hcm edits the connection manager (routes, filters).
-	hcm   func(*hcmv3.HttpConnectionManager)
+	hcm func(*hcmv3.HttpConnectionManager)
+	// boot edits the bootstrap last (listener, clusters).
+	boot  func(*bootstrapv3.Bootstrap)
 	reply func(n int, req *extprocv3.ProcessingRequest) ([]*extprocv3.ProcessingResponse, error)
 	// noProcessor points the processor cluster at a closed port.
 	noProcessor bool
@@ -201,6 +203,9 @@ func newEnv(t *testing.T, c envConfig) *env {
 				}
 			}
 		})
+	}
+	if c.boot != nil {
+		c.boot(b)
 	}
 	e.boot = b
 	o := c.opts

@@ -646,13 +646,6 @@ func (rq *request) encode(resp *http.Response, details string) {
 	}
 }
 
-func (r *route) clusterOr() string {
-	if r == nil {
-		return ""
-	}
-	return r.cluster
-}
-
 // readChunks reads the upstream body and cuts it by plan. As in Envoy, a
 // body of known length ends with end_of_stream on its last bytes; a chunked
 // one (or any, with emptyFinal) ends with an empty chunk carrying it.
