@@ -82,9 +82,6 @@ func (rq *request) authorize() *localReply {
 		if c := d.GetStatus().GetCode(); c != 0 {
 			lr.status = int(c)
 		}
-		if len(lr.body) > 0 {
-			lr.header = Headers{{"content-type", "text/plain"}}
-		}
 		applyAuthzHeaders(&lr.header, d.GetHeaders())
 		return lr
 	}

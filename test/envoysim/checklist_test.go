@@ -820,6 +820,36 @@ func TestImmediateResponse(t *testing.T) {
 		}
 		noViolations(t, e)
 	})
+	// Envoy's local reply (Utility::prepareLocalReply) sets content-length
+	// and, if absent, a text/plain content-type when the body is not empty,
+	// and removes both when it is, whatever the processor's headers set.
+	for _, tc := range []struct {
+		name, body, wantType, wantLength string
+		headers                          []*corev3.HeaderValueOption
+	}{
+		{name: "empty body: no content-type, even the processor's", headers: []*corev3.HeaderValueOption{set("content-type", "application/json"), set("content-length", "7")},
+			wantLength: "0"},
+		{name: "empty body, no headers: no content-type", wantLength: "0"},
+		{name: "a body: text/plain and its length", body: "denied", wantType: "text/plain", wantLength: "6"},
+		{name: "a body: the processor's content-type, Envoy's length", body: "{}", headers: []*corev3.HeaderValueOption{set("content-type", "application/json"), set("content-length", "7")},
+			wantType: "application/json", wantLength: "2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, envConfig{reply: func(_ int, req *extprocv3.ProcessingRequest) ([]*extprocv3.ProcessingResponse, error) {
+				return []*extprocv3.ProcessingResponse{immediate(typev3.StatusCode_Forbidden, tc.body, "x", tc.headers...)}, nil
+			}})
+			r := do(t, e, "POST", "/openai/v1/x", `{}`)
+			if r.err != nil || r.status != 403 || string(r.body) != tc.body {
+				t.Fatalf("%+v", r)
+			}
+			if got := r.header.Get("Content-Type"); got != tc.wantType {
+				t.Errorf("content-type %q, want %q", got, tc.wantType)
+			}
+			if got := r.header.Get("Content-Length"); got != tc.wantLength {
+				t.Errorf("content-length %q, want %q", got, tc.wantLength)
+			}
+		})
+	}
 	t.Run("after the response headers went: reset", func(t *testing.T) {
 		e := newEnv(t, envConfig{reply: func(_ int, req *extprocv3.ProcessingRequest) ([]*extprocv3.ProcessingResponse, error) {
 			if req.GetResponseBody() == nil {

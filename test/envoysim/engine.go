@@ -323,7 +323,7 @@ func (r *run) buffered(partial bool) *localReply {
 			r.f.finish()
 			if r.d == dirRequest {
 				return &localReply{status: http.StatusRequestEntityTooLarge, details: "request_payload_too_large",
-					header: Headers{{"content-type", "text/plain"}}, body: []byte("Payload Too Large")}
+					body: []byte("Payload Too Large")}
 			}
 			return &localReply{status: http.StatusInternalServerError, details: "response_payload_too_large"}
 		}

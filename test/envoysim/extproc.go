@@ -721,10 +721,10 @@ func (f *filter) immediate(ir *extprocv3.ImmediateResponse) *localReply {
 	if st < 200 {
 		st = 200
 	}
+	// The headers are Envoy's modify_headers callback of sendLocalReply:
+	// they start from :status alone; the local reply adds content-type and
+	// content-length afterwards (localReplyHeaders).
 	lr := &localReply{status: st, details: strings.Join(strings.Fields(ir.GetDetails()), "_"), body: ir.GetBody()}
-	if len(lr.body) > 0 {
-		lr.header = Headers{{"content-type", "text/plain"}}
-	}
 	mu := mutation{rules: f.rules}
 	out, err := mu.apply(&lr.header, ir.GetHeaders())
 	f.rq.p.add("rejected_header_mutations", out.rejected)

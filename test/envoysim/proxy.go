@@ -278,6 +278,8 @@ type request struct {
 	replacedBody bool
 	// released[dir]: the headers of that direction have left Envoy.
 	released [2]bool
+	// headersOnly: the response ends with its headers (end_stream).
+	headersOnly bool
 }
 
 func (rq *request) headersSent(d direction) bool { return rq.released[d] }
@@ -712,6 +714,12 @@ func (rq *request) writeHeaders(h Headers) {
 	if _, ok := hh["Content-Type"]; !ok {
 		hh["Content-Type"] = nil // no sniffing: Envoy adds none
 	}
+	if _, ok := hh["Content-Length"]; !ok && rq.headersOnly && code >= 200 && code != http.StatusNoContent && code != http.StatusNotModified {
+		// Envoy's HTTP/1 codec writes an explicit content-length: 0 for a
+		// headers-only response (the header map has none); Go would go
+		// chunked once the headers are flushed.
+		hh["Content-Length"] = []string{"0"}
+	}
 	rq.w.WriteHeader(code)
 	rq.rec.Status = code
 	rq.released[dirResponse] = true
@@ -742,8 +750,26 @@ func (rq *request) writeLocal(lr *localReply) {
 		rq.rec.Reset = true
 		return
 	}
-	h := append(Headers{{":status", strconv.Itoa(lr.status)}}, lr.header...)
-	h.set("content-length", strconv.Itoa(len(lr.body)))
-	rq.writeHeaders(h)
+	rq.headersOnly = len(lr.body) == 0
+	rq.writeHeaders(localReplyHeaders(lr))
 	rq.write(lr.body)
+}
+
+// localReplyHeaders are the headers of a local reply as Envoy's
+// Utility::prepareLocalReply makes them: :status, then the filter's own
+// headers (its modify_headers callback), then, with a body, content-length
+// and a text/plain content-type unless one is set; without a body,
+// content-length and content-type are removed, including any the filter set.
+func localReplyHeaders(lr *localReply) Headers {
+	h := append(Headers{{":status", strconv.Itoa(lr.status)}}, lr.header...)
+	if len(lr.body) == 0 {
+		h.del("content-length")
+		h.del("content-type")
+		return h
+	}
+	h.set("content-length", strconv.Itoa(len(lr.body)))
+	if !h.has("content-type") {
+		h = append(h, Header{"content-type", "text/plain"})
+	}
+	return h
 }
