@@ -1,18 +1,30 @@
 // Package replay replays provider traffic recorded by other open-source
 // projects (testdata/recorded/, see its SOURCES.md) through the gateway.
 //
-// This file loads the three cassette formats found there into one
-// normalised list of interactions:
+// This file loads the cassette formats found there, and the variants the
+// same source repositories write today, into one normalised list of
+// interactions. The format is decided per interaction by its shape, not by
+// the file's version number:
 //
-//   - go-vcr v2 (envoyproxy-ai-gateway/): `version: 2`; request.url,
-//     request.body and response.body are raw strings; response.code.
+//   - go-vcr (envoyproxy-ai-gateway/; cassette versions 1 and 2, go-vcr v1
+//     to v4): request.url, request.body and response.body are raw strings;
+//     response.code (or a "200 OK" response.status).
 //   - vcrpy v1 (most folders): request.uri, request.body (a string, null or
-//     !!binary), response.body.string (raw text or !!binary, the latter
+//     !!binary, or a mapping aiohttp recordings store decoded),
+//     response.body.string (raw text or !!binary, the latter
 //     gzip-compressed when the recorded headers say Content-Encoding: gzip),
 //     response.status.code.
 //   - pydantic-ai's vcrpy serializer: like vcrpy, but JSON bodies are stored
 //     decoded under parsed_body (a YAML mapping) and re-encoded here with
 //     encoding/json; non-JSON bodies (SSE) stay under body.string.
+//   - cassetter (pydantic-ai's recorder since 2026): bodies are typed,
+//     body: {type: json|text|binary|none, content: ...} (json content is
+//     the decoded document, text a string, binary lowercase hex), and
+//     response.status is a bare integer. Bodies are stored decompressed.
+//
+// A cassetter file may hold only gRPC or WebSocket interactions
+// (grpc_interactions, ws_interactions); it has no HTTP interaction to
+// replay and loads as none.
 //
 // Bodies come back as bytes with any gzip removed, so they are what a
 // provider sends a client that asked for identity encoding.
@@ -22,6 +34,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -44,9 +57,10 @@ import (
 type Format string
 
 const (
-	FormatGoVCR    Format = "go-vcr-v2"
-	FormatVCRPy    Format = "vcrpy-v1"
-	FormatPydantic Format = "pydantic-ai"
+	FormatGoVCR     Format = "go-vcr"
+	FormatVCRPy     Format = "vcrpy-v1"
+	FormatPydantic  Format = "pydantic-ai"
+	FormatCassetter Format = "cassetter"
 )
 
 // Interaction is one recorded request and its response.
@@ -161,22 +175,35 @@ func Parse(name string, data []byte) ([]Interaction, error) {
 		return nil, errors.New("not a YAML mapping")
 	}
 	root := doc.Content[0]
-	version := scalar(get(root, "version"))
+	switch v := scalar(get(root, "version")); v {
+	case "", "1", "2": // cassetter omits it; go-vcr writes 1 or 2, vcrpy 1
+	default:
+		return nil, fmt.Errorf("unknown cassette version %q", v)
+	}
 	list := get(root, "interactions")
-	if list == nil || list.Kind != yaml.SequenceNode {
+	if list == nil || list.Kind == yaml.ScalarNode && list.Tag == "!!null" {
+		if get(root, "grpc_interactions") != nil || get(root, "ws_interactions") != nil {
+			return nil, nil // gRPC or WebSocket only: nothing over HTTP
+		}
 		return nil, errors.New("no interactions list")
+	}
+	if list.Kind != yaml.SequenceNode {
+		return nil, errors.New("interactions is not a list")
 	}
 	var out []Interaction
 	for i, n := range list.Content {
 		var it Interaction
 		var err error
-		switch version {
-		case "2":
-			it, err = parseGoVCR(n)
-		case "1":
+		req := get(n, "request")
+		switch {
+		case req == nil:
+			err = errors.New("no request")
+		case get(req, "uri") != nil:
 			it, err = parseVCRPy(n)
+		case get(req, "url") != nil:
+			it, err = parseGoVCR(n)
 		default:
-			return nil, fmt.Errorf("unknown cassette version %q", version)
+			err = errors.New("request has neither uri (vcrpy, cassetter) nor url (go-vcr)")
 		}
 		if err != nil {
 			return nil, fmt.Errorf("interaction %d: %w", i, err)
@@ -208,11 +235,13 @@ func parseGoVCR(n *yaml.Node) (Interaction, error) {
 		return it, fmt.Errorf("request headers: %w", err)
 	}
 	it.RequestHeader = h
-	code, err := strconv.Atoi(scalar(get(resp, "code")))
-	if err != nil {
+	code := scalar(get(resp, "code"))
+	if code == "" { // only the status line: "200 OK"
+		code, _, _ = strings.Cut(scalar(get(resp, "status")), " ")
+	}
+	if it.Status, err = strconv.Atoi(code); err != nil {
 		return it, fmt.Errorf("response code: %w", err)
 	}
-	it.Status = code
 	if it.Header, err = headers(get(resp, "headers")); err != nil {
 		return it, fmt.Errorf("response headers: %w", err)
 	}
@@ -221,7 +250,7 @@ func parseGoVCR(n *yaml.Node) (Interaction, error) {
 }
 
 // parseVCRPy reads a vcrpy v1 interaction, including pydantic-ai's
-// parsed_body variant.
+// parsed_body variant and cassetter's typed bodies and integer status.
 func parseVCRPy(n *yaml.Node) (Interaction, error) {
 	req, resp := get(n, "request"), get(n, "response")
 	if req == nil || resp == nil {
@@ -231,39 +260,92 @@ func parseVCRPy(n *yaml.Node) (Interaction, error) {
 	it.Method = scalar(get(req, "method"))
 	it.URL = scalar(get(req, "uri"))
 	var err error
-	if pb := get(req, "parsed_body"); pb != nil {
-		it.Format = FormatPydantic
-		if it.RequestBody, err = nodeJSON(pb); err != nil {
-			return it, fmt.Errorf("request parsed_body: %w", err)
-		}
-	} else if it.RequestBody, err = bodyBytes(get(req, "body")); err != nil {
+	if it.RequestBody, err = vcrBody(&it, req); err != nil {
 		return it, fmt.Errorf("request body: %w", err)
 	}
 	if it.RequestHeader, err = headers(get(req, "headers")); err != nil {
 		return it, fmt.Errorf("request headers: %w", err)
 	}
 	status := get(resp, "status")
-	if it.Status, err = strconv.Atoi(scalar(get(status, "code"))); err != nil {
+	code := scalar(status) // cassetter: status: 200
+	if status != nil && status.Kind == yaml.MappingNode {
+		code = scalar(get(status, "code")) // vcrpy: status: {code: 200, message: OK}
+	}
+	if it.Status, err = strconv.Atoi(code); err != nil {
 		return it, fmt.Errorf("response status: %w", err)
 	}
 	if it.Header, err = headers(get(resp, "headers")); err != nil {
 		return it, fmt.Errorf("response headers: %w", err)
 	}
-	if pb := get(resp, "parsed_body"); pb != nil {
-		it.Format = FormatPydantic
-		if it.Body, err = nodeJSON(pb); err != nil {
-			return it, fmt.Errorf("response parsed_body: %w", err)
-		}
-		return it, nil
-	}
-	body := get(resp, "body")
-	if body != nil && body.Kind == yaml.MappingNode {
-		body = get(body, "string")
-	}
-	if it.Body, err = bodyBytes(body); err != nil {
+	if it.Body, err = vcrBody(&it, resp); err != nil {
 		return it, fmt.Errorf("response body: %w", err)
 	}
 	return it, nil
+}
+
+// vcrBody reads the body of a vcrpy or cassetter request or response (m)
+// and marks the format it was stored in on it.
+func vcrBody(it *Interaction, m *yaml.Node) ([]byte, error) {
+	if pb := get(m, "parsed_body"); pb != nil {
+		it.Format = FormatPydantic
+		return nodeJSON(pb)
+	}
+	body := get(m, "body")
+	if body == nil || body.Kind != yaml.MappingNode {
+		return bodyBytes(body) // vcrpy request: a string, null or !!binary
+	}
+	if isTypedBody(body) {
+		it.Format = FormatCassetter
+		return typedBody(body)
+	}
+	if s := get(body, "string"); s != nil || len(body.Content) == 0 {
+		return bodyBytes(s) // vcrpy response: {string: ...}
+	}
+	// A mapping that is neither: a JSON body stored decoded (aiohttp
+	// recordings do this for requests).
+	return nodeJSON(body)
+}
+
+// typedBodyTypes are the values of a cassetter body's type.
+var typedBodyTypes = []string{"json", "text", "binary", "none"}
+
+// isTypedBody reports whether a body mapping is cassetter's envelope: a
+// known type and no key but type and content (the rule cassetter itself
+// reads by).
+func isTypedBody(n *yaml.Node) bool {
+	if !slices.Contains(typedBodyTypes, scalar(get(n, "type"))) {
+		return false
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if k := n.Content[i].Value; k != "type" && k != "content" {
+			return false
+		}
+	}
+	return true
+}
+
+// typedBody reads cassetter's {type, content} body.
+func typedBody(n *yaml.Node) ([]byte, error) {
+	c := get(n, "content")
+	if c == nil || c.Kind == yaml.ScalarNode && c.Tag == "!!null" {
+		return nil, nil
+	}
+	switch t := scalar(get(n, "type")); t {
+	case "json": // the decoded document, of any JSON type
+		return nodeJSON(c)
+	case "text":
+		return bodyBytes(c)
+	case "binary": // lowercase hex; cassetter falls back to text if it is not
+		if c.Kind != yaml.ScalarNode {
+			return nil, errors.New("binary content is not a string")
+		}
+		if b, err := hex.DecodeString(c.Value); err == nil {
+			return b, nil
+		}
+		return []byte(c.Value), nil
+	default: // none
+		return nil, nil
+	}
 }
 
 func (it *Interaction) splitURL() error {
@@ -370,7 +452,8 @@ func headers(n *yaml.Node) (http.Header, error) {
 	return h, nil
 }
 
-// nodeJSON re-encodes a YAML mapping (pydantic-ai's parsed_body) as JSON.
+// nodeJSON re-encodes a decoded JSON body (pydantic-ai's parsed_body,
+// cassetter's json content) as JSON.
 // Key order becomes encoding/json's (sorted); scalars keep their YAML type,
 // and a scalar YAML would read as a timestamp stays the string it was.
 func nodeJSON(n *yaml.Node) ([]byte, error) {
