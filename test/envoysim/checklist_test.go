@@ -17,6 +17,7 @@ import (
 	"time"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	mutationrulesv3 "github.com/envoyproxy/go-control-plane/envoy/config/common/mutation_rules/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -687,6 +688,73 @@ func mustRules(t *testing.T, js string) *rules {
 		t.Fatal(err)
 	}
 	return r
+}
+
+// allow_envoy decides, in both directions, whether the processor may set
+// or remove x-envoy-* headers (mutation_rules.cc isAllowed: the last rule,
+// after the routing and system-header rules). Refused, a mutation is
+// dropped, or fails the request with disallow_is_error (the sidecar's).
+func TestAllowEnvoy(t *testing.T) {
+	reply := func(_ int, req *extprocv3.ProcessingRequest) ([]*extprocv3.ProcessingResponse, error) {
+		m := func(remove, add string) *extprocv3.CommonResponse {
+			return &extprocv3.CommonResponse{HeaderMutation: &extprocv3.HeaderMutation{
+				RemoveHeaders: []string{remove}, SetHeaders: []*corev3.HeaderValueOption{set(add, "1")}}}
+		}
+		switch {
+		case req.GetRequestHeaders() != nil:
+			return []*extprocv3.ProcessingResponse{reqHeaders(m("x-envoy-client-tag", "x-envoy-to-upstream"))}, nil
+		case req.GetResponseHeaders() != nil:
+			return []*extprocv3.ProcessingResponse{respHeaders(m("x-envoy-from-upstream", "x-envoy-to-client"))}, nil
+		}
+		return nil, nil
+	}
+	upstream := func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("X-Envoy-From-Upstream", "1")
+		_, _ = io.WriteString(w, "{}")
+	}
+	for _, tc := range []struct {
+		name                string
+		allowEnvoy, isError *wrapperspb.BoolValue
+		wantStatus          int
+		// applied: the removes and sets took effect on both paths.
+		applied  bool
+		rejected int64
+	}{
+		{name: "allow_envoy: set and remove both ways", allowEnvoy: wrapperspb.Bool(true), isError: wrapperspb.Bool(true), wantStatus: 200, applied: true},
+		{name: "allow_envoy false: dropped both ways", allowEnvoy: wrapperspb.Bool(false), isError: wrapperspb.Bool(false), wantStatus: 200, rejected: 4},
+		{name: "unset, as false: dropped", isError: wrapperspb.Bool(false), wantStatus: 200, rejected: 4},
+		{name: "unset, with disallow_is_error: the request fails", isError: wrapperspb.Bool(true), wantStatus: 503},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, envConfig{reply: reply, upstream: upstream, extProc: func(c *extprocfilterv3.ExternalProcessor) {
+				if c.MutationRules == nil {
+					c.MutationRules = &mutationrulesv3.HeaderMutationRules{}
+				}
+				c.MutationRules.AllowEnvoy, c.MutationRules.DisallowIsError = tc.allowEnvoy, tc.isError
+			}})
+			r := do(t, e, "POST", "/openai/v1/x", `{}`, "X-Envoy-Client-Tag", "c")
+			if r.status != tc.wantStatus {
+				t.Fatalf("status %d, want %d (%s)", r.status, tc.wantStatus, r.body)
+			}
+			if got := e.proxy.Counter("rejected_header_mutations"); got != tc.rejected {
+				t.Errorf("rejected_header_mutations %d, want %d", got, tc.rejected)
+			}
+			if tc.wantStatus != 200 {
+				if records(t, e)[0].Upstream != nil {
+					t.Error("a refused mutation with disallow_is_error still went upstream")
+				}
+				return
+			}
+			up := records(t, e)[0].Upstream.Header
+			if up.has("x-envoy-client-tag") == tc.applied || up.has("x-envoy-to-upstream") != tc.applied {
+				t.Errorf("upstream headers %v (mutations applied: %v)", up, tc.applied)
+			}
+			if (r.header.Get("X-Envoy-From-Upstream") != "") == tc.applied || (r.header.Get("X-Envoy-To-Client") != "") != tc.applied {
+				t.Errorf("client headers %v (mutations applied: %v)", r.header, tc.applied)
+			}
+		})
+	}
 }
 
 // The BUFFERED content-length check and mutation errors, through the proxy.
