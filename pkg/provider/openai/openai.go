@@ -169,6 +169,11 @@ func (*Provider) AuthHeaders(key string) gateway.Headers {
 
 // Error implements gateway.Provider.
 func (*Provider) Error(f *gateway.Failure) (int, []byte) {
+	return f.Status, errorBody(f)
+}
+
+// errorBody is OpenAI's error document for f.
+func errorBody(f *gateway.Failure) []byte {
 	typ, code, param, msg := "invalid_request_error", string(f.Code), f.Param, f.Message
 	switch f.Code {
 	case gateway.CodeBadToken, gateway.CodeExpiredToken, gateway.CodeRevokedToken:
@@ -193,10 +198,6 @@ func (*Provider) Error(f *gateway.Failure) (int, []byte) {
 	case gateway.CodeForbidden:
 		typ = "permission_error"
 	}
-	return f.Status, errorBody(msg, typ, param, code)
-}
-
-func errorBody(msg, typ, param, code string) []byte {
 	b := make([]byte, 0, 128+len(msg))
 	b = append(b, `{"error":{"message":`...)
 	b = append(b, gateway.JSONString(msg)...)
@@ -217,14 +218,18 @@ func appendNullable(b []byte, s string) []byte {
 }
 
 // StreamError implements gateway.Provider: a data payload with a top-level
-// error key makes both SDKs raise (chat); Responses streams get an error
-// event.
+// error key makes every SDK raise (chat). Responses streams get the
+// documented error event, and the same error object nested under "error":
+// the JS, Go and Python SDKs raise only for that key and otherwise hand the
+// event over as data, so a cut stream would look complete.
 func (*Provider) StreamError(f *gateway.Failure, r gateway.Route) []byte {
+	body := errorBody(f)
 	if r.Operation == opResponses {
-		return fmt.Appendf(nil, "event: error\ndata: {\"type\":\"error\",\"code\":%s,\"message\":%s,\"param\":null}\n\n",
+		b := fmt.Appendf(nil, "event: error\ndata: {\"type\":\"error\",\"code\":%s,\"message\":%s,\"param\":null,",
 			gateway.JSONString(string(f.Code)), gateway.JSONString(f.Message))
+		b = append(b, body[1:]...) // "error":{…}}
+		return append(b, "\n\n"...)
 	}
-	_, body := (*Provider)(nil).Error(f)
 	return fmt.Appendf(nil, "data: %s\n\n", body)
 }
 
