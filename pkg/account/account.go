@@ -296,6 +296,10 @@ func (p *Policy) tpm(a ledger.Account, m catalog.Model) int64 {
 	return 0
 }
 
+// maxSDKRetryAfter is the longest retry-after, in seconds, that every
+// official SDK waits for; a longer wait is sent with x-should-retry: false.
+const maxSDKRetryAfter = 60
+
 // refusal is the 429 for a refused admission, naming which budget refused.
 func refusal(checks []limit.Check, d limit.Decision, model string) *gateway.Failure {
 	c := checks[d.Refused]
@@ -318,6 +322,9 @@ func refusal(checks []limit.Check, d limit.Decision, model string) *gateway.Fail
 		f = gateway.Fail(gateway.StatusTooManyRequests, gateway.CodeRateLimited,
 			"Rate limit reached: limit %d %s, %d remaining. Retry after %ds.", c.Limit, what, max(b.Remaining, 0), retry)
 		f.RetryAfter = retry
+		// The Python SDKs honour retry-after only up to 60 s and otherwise
+		// retry within about a second and a half, which is refused again.
+		f.NoRetry = retry > maxSDKRetryAfter
 	}
 	if !c.Requests {
 		f.Limits = gateway.RateLimit{Limit: b.Limit, Remaining: b.Remaining, Reset: b.Reset}
@@ -340,7 +347,16 @@ func (g *grant) Limits() gateway.RateLimit { return g.limits }
 
 // Settle implements gateway.Grant.
 func (g *grant) Settle(ctx context.Context, rec *usage.Record) {
-	rec.Credits = meter.Credits(g.price, rec.Tokens, g.p.rate)
+	price := g.price
+	if rec.ServedModel != "" && rec.ServedModel != rec.Model {
+		// A server-side fallback: the tokens are the served model's.
+		if m, ok := g.p.cat.Lookup(catalog.Provider(g.provider), rec.ServedModel); ok && m.Price != price {
+			price = m.Price
+			g.p.log.LogAttrs(ctx, slog.LevelInfo, "priced as the model that answered",
+				slog.String("request_id", rec.RequestID), slog.String("model", rec.Model), slog.String("served_model", m.Name))
+		}
+	}
+	rec.Credits = meter.Credits(price, rec.Tokens, g.p.rate)
 	g.p.debits.settle(rec.RequestID, g.account, rec.Credits)
 	if g.p.lim == nil {
 		return

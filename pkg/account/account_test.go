@@ -166,8 +166,8 @@ func TestAdmitTPM(t *testing.T) {
 	if fail == nil || fail.Status != 429 || fail.Code != gateway.CodeRateLimited {
 		t.Fatalf("over the limit: got %v, want 429 rate_limited", fail)
 	}
-	if fail.RetryAfter < 1 || fail.RetryAfter > 60 || fail.Limits.Limit != limitFree || fail.Limits.Remaining != limitFree-800 {
-		t.Fatalf("refusal retry-after %d limits %+v", fail.RetryAfter, fail.Limits)
+	if fail.RetryAfter < 1 || fail.RetryAfter > 60 || fail.NoRetry || fail.Limits.Limit != limitFree || fail.Limits.Remaining != limitFree-800 {
+		t.Fatalf("refusal retry-after %d no-retry %v limits %+v", fail.RetryAfter, fail.NoRetry, fail.Limits)
 	}
 	if want := fmt.Sprintf("Retry after %ds.", fail.RetryAfter); !strings.HasSuffix(fail.Message, want) {
 		t.Errorf("refusal message %q does not end %q, which retry-after says", fail.Message, want)
@@ -178,8 +178,52 @@ func TestAdmitTPM(t *testing.T) {
 		t.Fatalf("too large: got %v, want 429 without retry", fail)
 	}
 	f.clock.Add(time.Duration(fail.RetryAfter+60) * time.Second)
-	if _, fail = admit(t, f, c, "anthropic", model, 500); fail != nil {
+	g, fail = admit(t, f, c, "anthropic", model, 500)
+	if fail != nil {
 		t.Fatalf("after the window: %v", fail)
+	}
+	// A reply far over the reservation puts the account minutes in debt: the
+	// refusal says so and tells the SDKs not to retry, since the Python ones
+	// would retry at once instead of waiting over a minute.
+	g.Settle(context.Background(), &usage.Record{Tokens: usage.Tokens{Input: 500, Output: 3 * limitFree}})
+	_, fail = admit(t, f, c, "anthropic", model, 10)
+	if fail == nil || fail.RetryAfter <= 60 || !fail.NoRetry {
+		t.Fatalf("in debt: got %+v, want retry-after over 60 s without SDK retries", fail)
+	}
+}
+
+// A response from another model than the one asked for (a server-side
+// fallback) is priced as the model that answered, when the catalog knows it;
+// an unknown or equally priced name leaves the requested model's price.
+func TestSettlePricesServedModel(t *testing.T) {
+	f := newFixture(t)
+	c := f.add(t, "fb", catalog.PlanPro, 100*meter.MicroCredits, true)
+	const asked, fallback = "claude-haiku-4-5", "claude-opus-4-5-20251101"
+	askedM, _ := f.cat.Lookup("anthropic", asked)
+	fallbackM, ok := f.cat.Lookup("anthropic", fallback)
+	if !ok || fallbackM.Price == askedM.Price {
+		t.Fatalf("fixture: %s must be in the catalog at another price than %s", fallback, asked)
+	}
+	tokens := usage.Tokens{Input: 1000, Output: 500}
+	for _, tc := range []struct {
+		served string
+		want   catalog.Price
+	}{
+		{"", askedM.Price},
+		{asked, askedM.Price},
+		{"claude-haiku-4-5-20251001", askedM.Price}, // the dated name of the same model
+		{"claude-unknown-9", askedM.Price},
+		{fallback, fallbackM.Price},
+	} {
+		g, fail := admit(t, f, c, "anthropic", asked, 10)
+		if fail != nil {
+			t.Fatal(fail)
+		}
+		rec := usage.Record{Model: asked, ServedModel: tc.served, Tokens: tokens}
+		g.Settle(context.Background(), &rec)
+		if want := meter.Credits(tc.want, tokens, meter.DefaultRate); rec.Credits != want {
+			t.Errorf("served %q: %d credits, want %d", tc.served, rec.Credits, want)
+		}
 	}
 }
 

@@ -43,6 +43,13 @@ type RunningTotaler interface {
 	UncountedChars() int64
 }
 
+// ServedModeler is implemented by meters that read which model answered
+// (Anthropic names it in every message, and may have fallen back from the
+// requested one); the request is priced as that model.
+type ServedModeler interface {
+	ServedModel() string
+}
+
 // Settle ends the exchange and hands its one usage record to the recorder.
 // It is safe to call more than once; only the first call counts. Adapters
 // call it however the request ended: completion, client reset, upstream
@@ -92,6 +99,9 @@ func (x *Exchange) Settle(how End) usage.Record {
 		// still counts.
 		if x.framing == framingSSE && !x.completed {
 			_ = x.dec.Close(func(ev sse.Event) error { x.meter.Event(ev); return nil })
+		}
+		if sm, ok := x.meter.(ServedModeler); ok {
+			rec.ServedModel = recordedModel(sm.ServedModel())
 		}
 		u, state := x.meter.Usage()
 		outEst := (x.meter.OutputChars() + 3) / 4

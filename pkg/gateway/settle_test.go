@@ -33,6 +33,8 @@ type streamCase struct {
 	// guessedOutput: the output is estimated from the text, so tokens.Output
 	// is only its floor (the provider's own count).
 	guessedOutput bool
+	// served, when set, is the record's ServedModel.
+	served string
 }
 
 func (c *streamCase) pipeline(t *testing.T, token string) pipelineCase {
@@ -84,6 +86,9 @@ func runStreamCases(t *testing.T, cases []streamCase) {
 			}
 			if got != want {
 				t.Errorf("tokens %+v, want %+v", rec.Tokens, c.tokens)
+			}
+			if c.served != "" && rec.ServedModel != c.served {
+				t.Errorf("served model %q, want %q", rec.ServedModel, c.served)
 			}
 		})
 	}
@@ -206,6 +211,17 @@ func TestSettleGeminiBlocked(t *testing.T) {
 		name: "gemini blockReason", provider: "gemini", target: geminiSSE, body: geminiBody,
 		response: "data: " + blocked + "\r\n\r\n",
 		status:   usage.StatusOK, tokens: usage.Tokens{Input: 12},
+	}})
+}
+
+// TestSettleServedModel: the record carries the model the provider says
+// answered, for pricing a server-side fallback.
+func TestSettleServedModel(t *testing.T) {
+	runStreamCases(t, []streamCase{{
+		name: "anthropic fallback", provider: "anthropic", target: "/anthropic/v1/messages", body: messagesStream,
+		response: "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"model\":\"claude-opus-4-5\",\"usage\":{\"input_tokens\":14,\"output_tokens\":0}}}\n\n" +
+			"event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":11}}\n\n",
+		status: usage.StatusOK, tokens: usage.Tokens{Input: 14, Output: 11}, served: "claude-opus-4-5",
 	}})
 }
 

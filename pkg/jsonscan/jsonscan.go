@@ -135,6 +135,49 @@ func String(raw []byte) (string, bool) {
 	return s, true
 }
 
+// Elements calls fn with the raw bytes of each element of the JSON array
+// raw, in order, until fn returns false. It reports whether raw is one valid
+// JSON array (whitespace around it allowed); elements before an invalid one
+// have been passed to fn by then. Elements does not allocate.
+func Elements(raw []byte, fn func(elem []byte) bool) bool {
+	s := scanner{data: raw, found: -1}
+	s.skipSpace()
+	if s.pos >= len(raw) || raw[s.pos] != '[' {
+		return false
+	}
+	s.pos++
+	s.skipSpace()
+	if s.pos < len(raw) && raw[s.pos] == ']' {
+		s.pos++
+		s.skipSpace()
+		return s.pos == len(raw)
+	}
+	for {
+		start := s.pos
+		if !s.value(nil, 1) {
+			return false
+		}
+		if !fn(raw[start:s.pos]) {
+			return true
+		}
+		s.skipSpace()
+		if s.pos >= len(raw) {
+			return false
+		}
+		switch raw[s.pos] {
+		case ',':
+			s.pos++
+			s.skipSpace()
+		case ']':
+			s.pos++
+			s.skipSpace()
+			return s.pos == len(raw)
+		default:
+			return false
+		}
+	}
+}
+
 // ValueEnd returns the index just past the JSON value that starts at
 // doc[i] (no leading whitespace), validating it on the way. It lets an
 // editor walk a document's members with this package's one scanner.

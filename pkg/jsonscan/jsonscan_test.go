@@ -380,6 +380,49 @@ func checkMembers(t *testing.T, doc []byte, keys ...string) {
 	}
 }
 
+// checkElements compares Elements with encoding/json: the same validity
+// and, for an array, the same elements in order.
+func checkElements(t *testing.T, raw []byte) {
+	t.Helper()
+	var got [][]byte
+	ok := Elements(raw, func(e []byte) bool { got = append(got, e); return true })
+	var want []json.RawMessage
+	err := json.Unmarshal(raw, &want)
+	if ok != (err == nil) {
+		t.Fatalf("Elements(%#q) = %v, encoding/json: %v", raw, ok, err)
+	}
+	if !ok {
+		return
+	}
+	if len(got) != len(want) {
+		t.Fatalf("Elements(%#q) gave %d elements, encoding/json %d", raw, len(got), len(want))
+	}
+	for i := range got {
+		if !bytes.Equal(got[i], want[i]) {
+			t.Fatalf("Elements(%#q)[%d] = %#q, encoding/json %#q", raw, i, got[i], want[i])
+		}
+	}
+}
+
+func TestElements(t *testing.T) {
+	for _, raw := range []string{
+		`[]`, ` [ ] `, `[1]`, `[1,"a",{"b":[2]},null, [3] ]`,
+		`[{"type":"compaction","input_tokens":100},{"type":"message"}]`,
+		`[1,]`, `[,1]`, `[1 2]`, `[1`, `[1] x`, `{"a":1}`, `"[1]"`, ``, `[[1]`,
+	} {
+		checkElements(t, []byte(raw))
+	}
+	// fn returning false stops the walk early.
+	n := 0
+	if !Elements([]byte(`[1,2,3]`), func([]byte) bool { n++; return n < 2 }) || n != 2 {
+		t.Errorf("stopping after 2: %d calls", n)
+	}
+	raw := []byte(`[{"a":1},{"a":2}]`)
+	if allocs := testing.AllocsPerRun(100, func() { Elements(raw, func([]byte) bool { return true }) }); allocs != 0 {
+		t.Errorf("Elements allocates %v times", allocs)
+	}
+}
+
 func TestMembers(t *testing.T) {
 	for _, doc := range []string{
 		`{"candidates":[{"content":{"parts":[{"text":"hi"}]}}],"usageMetadata":{"promptTokenCount":3},"modelVersion":"x"}`,
@@ -414,6 +457,7 @@ func FuzzField(f *testing.F) {
 		checkField(t, doc, k1)
 		checkField(t, doc, k1, k2)
 		checkMembers(t, doc, k1, k2)
+		checkElements(t, doc)
 		// Arbitrary keys rarely occur in the document; also try its own.
 		checkFieldKeys(t, doc)
 		if raw, ok := Field(doc, k1); ok {

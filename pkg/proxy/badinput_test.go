@@ -400,6 +400,23 @@ func TestBadInputNeverReachesUpstream(t *testing.T) {
 			model: "claude-sonnet-4-5",
 		},
 		{
+			name:      "Anthropic server-side fallbacks",
+			providers: []string{"anthropic"},
+			req: withBody([]byte(`{"model":"claude-sonnet-4-5","max_tokens":5,"fallbacks":[{"model":"claude-opus-4-5"}],"messages":[{"role":"user","content":"` +
+				promptMarker + `"}]}`)),
+			status: same(400), reason: gateway.CodeUnsupported, kind: same("invalid_request_error"), msg: notSupported, authed: true,
+			model: "claude-sonnet-4-5",
+		},
+		{
+			name:      "Anthropic advisor tool",
+			providers: []string{"anthropic"},
+			req: withBody([]byte(`{"model":"claude-sonnet-4-5","max_tokens":5,"tools":[{"type":"custom","name":"x","input_schema":{"type":"object"}},` +
+				`{"max_tokens":1024,"model":"claude-opus-4-5","name":"advisor","type":"advisor_20260301"}],"messages":[{"role":"user","content":"` +
+				promptMarker + `"}]}`)),
+			status: same(400), reason: gateway.CodeUnsupported, kind: same("invalid_request_error"), msg: notSupported, authed: true,
+			model: "claude-sonnet-4-5",
+		},
+		{
 			name:   "over 200k tokens",
 			req:    func(s *stack, f providerFixture) (request, string) { return withBody(f.body(f.model, long))(s, f) },
 			status: same(400), reason: gateway.CodeContextTooLong,

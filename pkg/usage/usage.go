@@ -43,6 +43,20 @@ func (t Tokens) PromptTotal() int64 { return t.Input + t.CachedInput + t.CacheWr
 // Total is every token billed.
 func (t Tokens) Total() int64 { return t.PromptTotal() + t.Output }
 
+// Plus is t and o counted together, every kind and part, each clamped.
+func (t Tokens) Plus(o Tokens) Tokens {
+	return Tokens{
+		Input:        Clamp(t.Input + o.Input),
+		CachedInput:  Clamp(t.CachedInput + o.CachedInput),
+		CacheWrite:   Clamp(t.CacheWrite + o.CacheWrite),
+		Output:       Clamp(t.Output + o.Output),
+		Reasoning:    Clamp(t.Reasoning + o.Reasoning),
+		CacheWrite1h: Clamp(t.CacheWrite1h + o.CacheWrite1h),
+		AudioInput:   Clamp(t.AudioInput + o.AudioInput),
+		ImageOutput:  Clamp(t.ImageOutput + o.ImageOutput),
+	}
+}
+
 // IsZero reports whether no tokens were counted.
 func (t Tokens) IsZero() bool { return t == Tokens{} }
 
@@ -80,6 +94,11 @@ type Record struct {
 	// TTFT is the time from the request to the first response body byte;
 	// zero when no body arrived.
 	TTFT time.Duration `json:"-"`
+	// ServedModel is the model the provider says answered, when the
+	// response names one; the request is priced as that model when the
+	// catalog prices it differently (a server-side fallback). Not stored:
+	// the record keeps the model the caller asked for.
+	ServedModel string `json:"-"`
 }
 
 // MaxCount bounds any one count read from a provider (about a trillion

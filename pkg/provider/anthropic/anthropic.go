@@ -15,6 +15,7 @@ import (
 
 	"github.com/tollgate-dev/tollgate/pkg/gateway"
 	"github.com/tollgate-dev/tollgate/pkg/jsonedit"
+	"github.com/tollgate-dev/tollgate/pkg/jsonscan"
 )
 
 // DefaultVersions are the anthropic-version values accepted: 2023-06-01 is
@@ -95,7 +96,32 @@ func (*Provider) Inspect(r gateway.Route, body []byte) (gateway.Inspection, *gat
 		return in, gateway.Fail(http.StatusBadRequest, gateway.CodeUnsupported,
 			`speed "fast" (fast mode) is not supported by this gateway.`).WithParam("speed")
 	}
+	if f := checkOtherModels(in); f != nil {
+		return in, f
+	}
 	return in, checkCacheTTL(body)
+}
+
+// checkOtherModels refuses the features that make Anthropic run a model
+// other than the request's (server-side fallbacks and the advisor tool):
+// the gateway admits, rate-limits and prices a request by its one model.
+func checkOtherModels(in gateway.Inspection) *gateway.Failure {
+	if raw := in.Body.Get("fallbacks"); len(raw) > 0 && !jsonedit.IsNull(raw) && !jsonedit.IsEmptyArray(raw) {
+		return gateway.Fail(http.StatusBadRequest, gateway.CodeUnsupported,
+			"fallbacks (server-side model fallback) is not supported by this gateway: it meters and bills each request under the one model it names.").WithParam("fallbacks")
+	}
+	var advisor bool
+	jsonscan.Elements(in.Body.Get("tools"), func(tool []byte) bool {
+		raw, _ := jsonscan.Field(tool, "type")
+		typ, _ := jsonscan.String(raw)
+		advisor = strings.HasPrefix(typ, "advisor_")
+		return !advisor
+	})
+	if advisor {
+		return gateway.Fail(http.StatusBadRequest, gateway.CodeUnsupported,
+			"The advisor tool is not supported by this gateway: it calls another model, which the gateway cannot meter under this request's model.").WithParam("tools")
+	}
+	return nil
 }
 
 // checkCacheTTL refuses a one-hour prompt cache anywhere in the request (top

@@ -15,19 +15,40 @@ func (*Provider) NewMeter(r gateway.Route, _ gateway.Rewritten) gateway.Meter { 
 // overwrite — never add to — what came before, as the SDK accumulators do.
 type meter struct {
 	u      usage.Tokens
+	extra  usage.Tokens // the iterations the top-level counters leave out
 	state  gateway.Completeness
 	chars  int64
 	failed bool
+	model  string // the model the response says answered
 }
 
-func (m *meter) Usage() (usage.Tokens, gateway.Completeness) { return m.u, m.state }
+func (m *meter) Usage() (usage.Tokens, gateway.Completeness) { return m.u.Plus(m.extra), m.state }
 func (m *meter) OutputChars() int64                          { return m.chars }
 
 // Failed implements gateway.StreamFailer.
 func (m *meter) Failed() bool { return m.failed }
 
+// ServedModel implements gateway.ServedModeler.
+func (m *meter) ServedModel() string { return m.model }
+
+// messageKeys are the members of a message the meter reads.
+var messageKeys = []string{"usage", "model"}
+
+// message reads a message object's usage and model, reporting whether the
+// usage held counters.
+func (m *meter) message(msg []byte) bool {
+	var vals [2][]byte
+	if !jsonscan.Members(msg, messageKeys, vals[:]) {
+		return false
+	}
+	if s, ok := jsonscan.String(vals[1]); ok {
+		m.model = s
+	}
+	return vals[0] != nil && m.read(vals[0])
+}
+
 func (m *meter) Document(doc []byte) {
-	if raw, ok := jsonscan.Field(doc, "usage"); ok && m.read(raw) {
+	if m.message(doc) {
 		m.state = gateway.FinalUsage
 	}
 }
@@ -35,7 +56,7 @@ func (m *meter) Document(doc []byte) {
 func (m *meter) Event(ev sse.Event) bool {
 	switch gateway.EventType(ev) {
 	case "message_start":
-		if raw, ok := jsonscan.Field(ev.Data, "message", "usage"); ok && m.read(raw) && m.state < gateway.PartialUsage {
+		if raw, ok := jsonscan.Field(ev.Data, "message"); ok && m.message(raw) && m.state < gateway.PartialUsage {
 			m.state = gateway.PartialUsage
 		}
 	case "message_delta":
@@ -60,21 +81,56 @@ func (m *meter) Event(ev sse.Event) bool {
 // read overwrites the counters present in raw and reports whether it held
 // any.
 func (m *meter) read(raw []byte) bool {
+	any := readCounts(raw, &m.u)
+	set := func(dst *int64, path ...string) {
+		if n, ok := gateway.Count(raw, path...); ok {
+			*dst, any = n, true
+		}
+	}
+	set(&m.u.Reasoning, "output_tokens_details", "thinking_tokens")
+	m.u.Reasoning = min(m.u.Reasoning, m.u.Output) // thinking is part of the output
+	if iters, ok := jsonscan.Field(raw, "iterations"); ok {
+		m.extra = uncounted(iters)
+	}
+	return any
+}
+
+// readCounts overwrites the input, cache and output counters of u that raw
+// holds, and reports whether it held any.
+func readCounts(raw []byte, u *usage.Tokens) bool {
 	any := false
 	set := func(dst *int64, path ...string) {
 		if n, ok := gateway.Count(raw, path...); ok {
 			*dst, any = n, true
 		}
 	}
-	set(&m.u.Input, "input_tokens")
-	set(&m.u.CachedInput, "cache_read_input_tokens")
-	set(&m.u.CacheWrite, "cache_creation_input_tokens")
-	set(&m.u.CacheWrite1h, "cache_creation", "ephemeral_1h_input_tokens")
+	set(&u.Input, "input_tokens")
+	set(&u.CachedInput, "cache_read_input_tokens")
+	set(&u.CacheWrite, "cache_creation_input_tokens")
+	set(&u.CacheWrite1h, "cache_creation", "ephemeral_1h_input_tokens")
 	// 1-hour writes are a part of all writes; the gateway refuses ttl 1h,
 	// but if upstream wrote some anyway they cost twice the input price.
-	m.u.CacheWrite1h = min(m.u.CacheWrite1h, m.u.CacheWrite)
-	set(&m.u.Output, "output_tokens")
-	set(&m.u.Reasoning, "output_tokens_details", "thinking_tokens")
-	m.u.Reasoning = min(m.u.Reasoning, m.u.Output) // thinking is part of the output
+	u.CacheWrite1h = min(u.CacheWrite1h, u.CacheWrite)
+	set(&u.Output, "output_tokens")
 	return any
+}
+
+// uncounted sums the usage.iterations entries that the top-level counters
+// leave out: a compaction step (context management) and an advisor tool's
+// model call. The "message" and "fallback_message" entries are the
+// top-level counters, split up. The list is cumulative like the counters
+// around it, so each read replaces the last.
+func uncounted(iters []byte) usage.Tokens {
+	var sum usage.Tokens
+	jsonscan.Elements(iters, func(it []byte) bool {
+		raw, _ := jsonscan.Field(it, "type")
+		if typ, _ := jsonscan.String(raw); typ != "compaction" && typ != "advisor_message" {
+			return true
+		}
+		var u usage.Tokens
+		readCounts(it, &u)
+		sum = sum.Plus(u)
+		return true
+	})
+	return sum
 }

@@ -2,6 +2,7 @@ package anthropic_test
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/tollgate-dev/tollgate/pkg/gateway"
@@ -61,6 +62,33 @@ func TestMeterDocument(t *testing.T) {
 		{
 			name:  "older shape without cache counters",
 			doc:   `{"usage":{"input_tokens":7,"output_tokens":3}}`,
+			want:  usage.Tokens{Input: 7, Output: 3},
+			state: gateway.FinalUsage,
+		},
+		{
+			// pydantic-ai cassette test_anthropic_compaction_usage_with_cache:
+			// the top level is the "message" entry only.
+			name: "a compaction step is billed on top of the top-level counters",
+			doc: `{"type":"message","usage":{"cache_creation":{"ephemeral_1h_input_tokens":0,"ephemeral_5m_input_tokens":0},
+				"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"inference_geo":"global","input_tokens":180,
+				"iterations":[{"cache_creation":{"ephemeral_1h_input_tokens":0,"ephemeral_5m_input_tokens":55096},"cache_creation_input_tokens":55096,
+				"cache_read_input_tokens":0,"input_tokens":100,"output_tokens":82,"type":"compaction"},
+				{"cache_creation":{"ephemeral_1h_input_tokens":0,"ephemeral_5m_input_tokens":0},"cache_creation_input_tokens":0,
+				"cache_read_input_tokens":0,"input_tokens":180,"output_tokens":8,"type":"message"}],
+				"output_tokens":8,"server_tool_use":{"web_fetch_requests":0,"web_search_requests":0},"service_tier":"standard"}}`,
+			want:  usage.Tokens{Input: 280, CacheWrite: 55096, Output: 90},
+			state: gateway.FinalUsage,
+		},
+		{
+			name: "message and fallback_message entries are the top level, split up",
+			doc: `{"usage":{"input_tokens":42,"output_tokens":128,"iterations":[{"input_tokens":42,"output_tokens":128,
+				"cache_read_input_tokens":0,"cache_creation_input_tokens":0,"type":"fallback_message","model":"claude-opus-4-8"}]}}`,
+			want:  usage.Tokens{Input: 42, Output: 128},
+			state: gateway.FinalUsage,
+		},
+		{
+			name:  "iterations that cannot be read add nothing",
+			doc:   `{"usage":{"input_tokens":7,"output_tokens":3,"iterations":{"type":"compaction","input_tokens":5}}}`,
 			want:  usage.Tokens{Input: 7, Output: 3},
 			state: gateway.FinalUsage,
 		},
@@ -158,6 +186,33 @@ func TestMeterStream(t *testing.T) {
 			state: gateway.PartialUsage,
 		},
 		{
+			// pydantic-ai cassette test_anthropic_advisor_tool_stream: the
+			// advisor's own model call is not in the top-level counters.
+			name: "an advisor call is billed on top of the top-level counters",
+			stream: ev("message_start", `{"type":"message_start","message":{"usage":{"input_tokens":1128,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":2}}}`) +
+				ev("message_delta", `{"type":"message_delta","usage":{"input_tokens":2411,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":145,`+
+					`"output_tokens_details":{"thinking_tokens":47},"iterations":[`+
+					`{"input_tokens":1128,"output_tokens":135,"cache_read_input_tokens":0,"cache_creation_input_tokens":0,"type":"message"},`+
+					`{"input_tokens":2543,"output_tokens":18,"cache_read_input_tokens":0,"cache_creation_input_tokens":0,"type":"advisor_message","model":"claude-opus-4-8"},`+
+					`{"input_tokens":1283,"output_tokens":10,"cache_read_input_tokens":0,"cache_creation_input_tokens":0,"type":"message"}]}}   `),
+			want:  usage.Tokens{Input: 2411 + 2543, Output: 145 + 18, Reasoning: 47},
+			state: gateway.FinalUsage,
+		},
+		{
+			// The streamed compaction cassette: message_delta overwrites
+			// message_start's cache read with the message's own 0, and the
+			// compaction step's read comes from its entry.
+			name: "a streamed compaction step: the last iterations list counts once",
+			stream: ev("message_start", `{"type":"message_start","message":{"usage":{"input_tokens":181,"cache_creation_input_tokens":0,"cache_read_input_tokens":55096,"output_tokens":1}}}`) +
+				ev("message_delta", `{"type":"message_delta","usage":{"input_tokens":181,"output_tokens":4,"iterations":[`+
+					`{"input_tokens":100,"output_tokens":83,"cache_read_input_tokens":55096,"cache_creation_input_tokens":0,"type":"compaction"}]}}`) +
+				ev("message_delta", `{"type":"message_delta","usage":{"input_tokens":181,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":8,"iterations":[`+
+					`{"input_tokens":100,"output_tokens":83,"cache_read_input_tokens":55096,"cache_creation_input_tokens":0,"type":"compaction"},`+
+					`{"input_tokens":181,"output_tokens":8,"cache_read_input_tokens":0,"cache_creation_input_tokens":0,"type":"message"}]}}`),
+			want:  usage.Tokens{Input: 281, CachedInput: 55096, Output: 91},
+			state: gateway.FinalUsage,
+		},
+		{
 			name:   "recorded stream (padded JSON)",
 			stream: "@messages-stream.sse",
 			want:   usage.Tokens{Input: 13, Output: 5},
@@ -193,6 +248,33 @@ func TestMeterStream(t *testing.T) {
 
 // TestMeterStreamErrors: an error event after the 200 makes the request an
 // error, and the usage read before it stands.
+// TestMeterServedModel: the model the message names, from a document or
+// message_start, is the one that answered.
+func TestMeterServedModel(t *testing.T) {
+	for _, tc := range []struct{ name, body, want string }{
+		{"document", `{"model":"claude-opus-4-8","type":"message","usage":{"input_tokens":14,"output_tokens":11}}`, "claude-opus-4-8"},
+		{"stream", ev("message_start", `{"type":"message_start","message":{"model":"claude-opus-4-8","usage":{"input_tokens":14,"output_tokens":0}}}`) +
+			ev("message_delta", `{"type":"message_delta","usage":{"output_tokens":11}}`), "claude-opus-4-8"},
+		{"no model", `{"usage":{"input_tokens":1,"output_tokens":1}}`, ""},
+		{"model not a string", `{"model":5,"usage":{"input_tokens":1,"output_tokens":1}}`, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := newMeter(t)
+			if strings.HasPrefix(tc.body, "event:") {
+				feedSSE(t, m, []byte(tc.body))
+			} else {
+				m.Document([]byte(tc.body))
+			}
+			if got := m.(gateway.ServedModeler).ServedModel(); got != tc.want {
+				t.Errorf("served model %q, want %q", got, tc.want)
+			}
+			if u, state := m.Usage(); state != gateway.FinalUsage || u.IsZero() {
+				t.Errorf("usage %+v (%v) lost while reading the model", u, state)
+			}
+		})
+	}
+}
+
 func TestMeterStreamErrors(t *testing.T) {
 	start := ev("message_start", `{"type":"message_start","message":{"id":"m","usage":{"input_tokens":394,"cache_creation_input_tokens":10,"cache_read_input_tokens":20,"output_tokens":1}}}`)
 	text := ev("content_block_delta", `{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hello world, partial output here"}}`)

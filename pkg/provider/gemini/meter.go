@@ -133,30 +133,18 @@ func present(doc []byte, path ...string) bool {
 // array that cannot be read counts as no tokens, which bills them at the
 // text rate of their kind.
 func modality(arr []byte, want string) int64 {
-	if len(arr) == 0 || arr[0] != '[' {
-		return 0
-	}
 	var sum int64
-	for i := 1; i < len(arr); {
-		switch arr[i] {
-		case ' ', '\t', '\n', '\r', ',':
-			i++
-			continue
-		case ']':
-			return sum
-		}
-		end, ok := jsonscan.ValueEnd(arr, i)
-		if !ok {
-			return 0
-		}
-		entry := arr[i:end]
+	valid := jsonscan.Elements(arr, func(entry []byte) bool {
 		if raw, ok := jsonscan.Field(entry, "modality"); ok {
 			if s, _ := jsonscan.String(raw); s == want {
 				c, _ := gateway.Count(entry, "tokenCount")
 				sum = usage.Clamp(sum + c) // each term ≤ MaxCount: no overflow
 			}
 		}
-		i = end
+		return true
+	})
+	if !valid {
+		return 0
 	}
-	return 0
+	return sum
 }
