@@ -82,7 +82,7 @@ func (rq *request) authorize() *localReply {
 		if c := d.GetStatus().GetCode(); c != 0 {
 			lr.status = int(c)
 		}
-		applyAuthzHeaders(&lr.header, d.GetHeaders())
+		applyAuthzHeaders(&lr.header, d.GetHeaders(), true)
 		return lr
 	}
 	ok := resp.GetOkResponse()
@@ -93,22 +93,51 @@ func (rq *request) authorize() *localReply {
 		}
 		rq.reqHeaders.del(k)
 	}
-	applyAuthzHeaders(&rq.reqHeaders, ok.GetHeaders())
+	applyAuthzHeaders(&rq.reqHeaders, ok.GetHeaders(), false)
 	return nil
 }
 
-// applyAuthzHeaders sets headers from ext_authz, which reads value, not
-// raw_value; append defaults to false (set or overwrite).
-func applyAuthzHeaders(h *Headers, opts []*corev3.HeaderValueOption) {
+// applyAuthzHeaders applies ext_authz header mutations, which read value,
+// not raw_value, the way Envoy's ext_authz does (ext_authz_grpc_impl.cc
+// getAppendAction, then the filter):
+//   - the deprecated append (BoolValue), when present, wins: true is
+//     APPEND_IF_EXISTS_OR_ADD, applied to the request with appendCopy (the
+//     value joins the first existing entry after a comma, "; " for cookie)
+//     and to a local reply as a separate entry; false is
+//     OVERWRITE_IF_EXISTS_OR_ADD;
+//   - otherwise append_action, whose default is APPEND_IF_EXISTS_OR_ADD:
+//     a separate entry (addCopy); ADD_IF_ABSENT, OVERWRITE_IF_EXISTS and
+//     OVERWRITE_IF_EXISTS_OR_ADD as named.
+func applyAuthzHeaders(h *Headers, opts []*corev3.HeaderValueOption, localReply bool) {
 	for _, o := range opts {
 		k := strings.ToLower(o.GetHeader().GetKey())
 		v := o.GetHeader().GetValue()
 		if k == "" {
 			continue
 		}
-		if appendFlag(o).GetValue() {
-			*h = append(*h, Header{k, v})
-		} else {
+		action, joins := o.GetAppendAction(), false
+		if a := appendFlag(o); a != nil {
+			action = corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
+			if a.GetValue() {
+				action, joins = corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD, !localReply
+			}
+		}
+		switch action {
+		case corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD:
+			if joins {
+				h.appendCopy(k, v)
+			} else {
+				*h = append(*h, Header{k, v})
+			}
+		case corev3.HeaderValueOption_ADD_IF_ABSENT:
+			if !h.has(k) {
+				*h = append(*h, Header{k, v})
+			}
+		case corev3.HeaderValueOption_OVERWRITE_IF_EXISTS:
+			if h.has(k) {
+				h.set(k, v)
+			}
+		default: // OVERWRITE_IF_EXISTS_OR_ADD
 			h.set(k, v)
 		}
 	}

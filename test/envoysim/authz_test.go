@@ -5,6 +5,7 @@ package envoysim
 import (
 	"context"
 	"net/http"
+	"slices"
 	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -117,4 +118,69 @@ func TestExtAuthz(t *testing.T) {
 			}
 		})
 	}
+}
+
+// ext_authz header mutations: the deprecated append, when present, wins
+// (true joins the request's existing value with appendCopy; false
+// overwrites); otherwise append_action applies, by name, its default
+// APPEND_IF_EXISTS_OR_ADD adding a separate entry. A local reply's append
+// true adds a separate entry too.
+func TestExtAuthzHeaderActions(t *testing.T) {
+	opt := func(k, v string, app *bool, action corev3.HeaderValueOption_HeaderAppendAction) *corev3.HeaderValueOption {
+		o := &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: k, Value: v}, AppendAction: action}
+		if app != nil {
+			o.Append = wrapperspb.Bool(*app)
+		}
+		return o
+	}
+	yes, no := true, false
+	const (
+		appendOrAdd    = corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD
+		addIfAbsent    = corev3.HeaderValueOption_ADD_IF_ABSENT
+		overwriteOrAdd = corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
+		overwriteIf    = corev3.HeaderValueOption_OVERWRITE_IF_EXISTS
+	)
+	for _, tc := range []struct {
+		name   string
+		header *corev3.HeaderValueOption
+		key    string
+		want   []string // the upstream's values of key, in order
+	}{
+		{"append true joins the first existing value", opt("x-dup", "c", &yes, 0), "x-dup", []string{"a,c", "b"}},
+		{"append true on an absent header adds it", opt("x-new", "c", &yes, 0), "x-new", []string{"c"}},
+		{"append true on cookie joins with a semicolon", opt("cookie", "d=2", &yes, 0), "cookie", []string{"c=1; d=2"}},
+		{"append wins over append_action", opt("x-dup", "c", &yes, overwriteOrAdd), "x-dup", []string{"a,c", "b"}},
+		{"append false overwrites every value", opt("x-dup", "c", &no, appendOrAdd), "x-dup", []string{"c"}},
+		{"APPEND_IF_EXISTS_OR_ADD adds a separate entry", opt("x-dup", "c", nil, appendOrAdd), "x-dup", []string{"a", "b", "c"}},
+		{"neither field: the default action adds a separate entry", &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: "x-have", Value: "new"}}, "x-have", []string{"old", "new"}},
+		{"ADD_IF_ABSENT leaves an existing header", opt("x-have", "new", nil, addIfAbsent), "x-have", []string{"old"}},
+		{"ADD_IF_ABSENT adds a missing one", opt("x-new", "c", nil, addIfAbsent), "x-new", []string{"c"}},
+		{"OVERWRITE_IF_EXISTS overwrites an existing header", opt("x-have", "new", nil, overwriteIf), "x-have", []string{"new"}},
+		{"OVERWRITE_IF_EXISTS skips a missing one", opt("x-new", "c", nil, overwriteIf), "x-new", nil},
+		{"OVERWRITE_IF_EXISTS_OR_ADD adds a missing one", opt("x-new", "c", nil, overwriteOrAdd), "x-new", []string{"c"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp := &authv3.CheckResponse{Status: &rpcstatus.Status{Code: int32(codes.OK)}, HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
+				Headers: []*corev3.HeaderValueOption{tc.header}}}}
+			az := &fakeAuthz{got: make(chan *authv3.CheckRequest, 1), check: func(*authv3.CheckRequest) (*authv3.CheckResponse, error) { return resp, nil }}
+			e := newEnv(t, envConfig{authz: az})
+			r := do(t, e, "POST", "/openai/v1/x", `{}`, "X-Dup", "a", "X-Dup", "b", "Cookie", "c=1", "X-Have", "old")
+			if r.status != 200 {
+				t.Fatalf("status %d (%s)", r.status, r.body)
+			}
+			if got := records(t, e)[0].Upstream.Header.Values(tc.key); !slices.Equal(got, tc.want) {
+				t.Errorf("upstream %s %q, want %q", tc.key, got, tc.want)
+			}
+		})
+	}
+	t.Run("denied: append true adds a separate entry to the local reply", func(t *testing.T) {
+		resp := &authv3.CheckResponse{Status: &rpcstatus.Status{Code: int32(codes.PermissionDenied)}, HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+			Body: "no", Headers: []*corev3.HeaderValueOption{opt("x-why", "1", &no, 0), opt("x-why", "2", &yes, 0), opt("x-why", "3", &yes, 0)}}}}
+		az := &fakeAuthz{got: make(chan *authv3.CheckRequest, 1), check: func(*authv3.CheckRequest) (*authv3.CheckResponse, error) { return resp, nil }}
+		e := newEnv(t, envConfig{authz: az})
+		r := do(t, e, "POST", "/openai/v1/x", `{}`)
+		if r.status != 403 || !slices.Equal(r.header.Values("X-Why"), []string{"1", "2", "3"}) {
+			t.Errorf("%d %v", r.status, r.header)
+		}
+	})
 }

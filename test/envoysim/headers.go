@@ -62,6 +62,29 @@ func (h *Headers) set(key, v string) {
 	*h = append(*h, Header{key, v})
 }
 
+// appendCopy is Envoy's HeaderMap::appendCopy: the value joins the first
+// entry of key after a delimiter ("; " for cookie, "," otherwise), or is
+// added when there is none.
+func (h *Headers) appendCopy(key, v string) {
+	for i, f := range *h {
+		if f.Key != key {
+			continue
+		}
+		if v != "" {
+			if f.Value != "" {
+				delim := ","
+				if key == "cookie" {
+					delim = "; "
+				}
+				v = delim + v
+			}
+			(*h)[i].Value += v
+		}
+		return
+	}
+	*h = append(*h, Header{key, v})
+}
+
 func (h Headers) size() int {
 	n := 0
 	for _, f := range h {
