@@ -68,7 +68,7 @@ func Bootstrap(opts Options) (*bootstrapv3.Bootstrap, error) {
 	if err != nil {
 		return nil, err
 	}
-	pc, err := processorCluster(proc, o.RequestBufferBytes+MessageHeadroomBytes)
+	pc, err := processorCluster(proc, o.RequestBufferBytes+MessageHeadroomBytes, o.MaxRequests)
 	if err != nil {
 		return nil, err
 	}
@@ -323,7 +323,7 @@ func listener(name, addr string, port, bufferLimit uint32, hcm *hcmv3.HttpConnec
 // the processor's gRPC server must permit, and a connection buffer that
 // holds the largest message Envoy sends it (a whole buffered body and its
 // headers) rather than Envoy's 1 MiB default.
-func processorCluster(a ProcessorAddress, bufferLimit uint32) (*clusterv3.Cluster, error) {
+func processorCluster(a ProcessorAddress, bufferLimit, maxRequests uint32) (*clusterv3.Cluster, error) {
 	h2, err := typed(&httpv3.HttpProtocolOptions{
 		UpstreamProtocolOptions: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig{
 			ProtocolConfig: &httpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{
@@ -343,6 +343,7 @@ func processorCluster(a ProcessorAddress, bufferLimit uint32) (*clusterv3.Cluste
 		LbPolicy:                      clusterv3.Cluster_ROUND_ROBIN,
 		PerConnectionBufferLimitBytes: wrapperspb.UInt32(bufferLimit),
 		TypedExtensionProtocolOptions: map[string]*anypb.Any{httpProtocolOptionsName: h2},
+		CircuitBreakers:               circuitBreakers(maxRequests),
 	}
 	var addr *corev3.Address
 	switch {
@@ -405,6 +406,7 @@ func providerCluster(p Provider, o Options) (*clusterv3.Cluster, error) {
 		DnsLookupFamily:               clusterv3.Cluster_V4_PREFERRED,
 		ConnectTimeout:                durationpb.New(5 * time.Second),
 		PerConnectionBufferLimitBytes: wrapperspb.UInt32(o.RequestBufferBytes),
+		CircuitBreakers:               circuitBreakers(o.MaxRequests),
 		LoadAssignment:                endpoints(p.Name, socketAddress(p.Host, p.Port)),
 		TypedExtensionProtocolOptions: map[string]*anypb.Any{httpProtocolOptionsName: proto},
 		TransportSocket: &corev3.TransportSocket{
@@ -412,6 +414,17 @@ func providerCluster(p Provider, o Options) (*clusterv3.Cluster, error) {
 			ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: tls},
 		},
 	}, nil
+}
+
+// circuitBreakers lifts Envoy's default limits (1,024 connections, pending
+// and in-flight requests per cluster), which long streams would reach.
+func circuitBreakers(n uint32) *clusterv3.CircuitBreakers {
+	return &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{
+		Priority:           corev3.RoutingPriority_DEFAULT,
+		MaxConnections:     wrapperspb.UInt32(n),
+		MaxPendingRequests: wrapperspb.UInt32(n),
+		MaxRequests:        wrapperspb.UInt32(n),
+	}}}
 }
 
 func endpoints(cluster string, addr *corev3.Address) *endpointv3.ClusterLoadAssignment {

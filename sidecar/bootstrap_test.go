@@ -241,6 +241,15 @@ func TestValidatorCatchesEachKnob(t *testing.T) {
 		{"processor cluster buffer without headroom", Options{}, func(t *testing.T, b *bootstrapv3.Bootstrap) {
 			cluster(b, ProcessorCluster).PerConnectionBufferLimitBytes = wrapperspb.UInt32(DefaultRequestBufferBytes)
 		}, `cluster "tollgate_processor" per_connection_buffer_limit_bytes must be at least`},
+		{"processor cluster with Envoy's default circuit breakers", Options{}, func(t *testing.T, b *bootstrapv3.Bootstrap) {
+			cluster(b, ProcessorCluster).CircuitBreakers = nil
+		}, `cluster "tollgate_processor": circuit_breakers must set`},
+		{"provider cluster without a pending-request limit", Options{}, func(t *testing.T, b *bootstrapv3.Bootstrap) {
+			cluster(b, "anthropic").CircuitBreakers.Thresholds[0].MaxPendingRequests = nil
+		}, `cluster "anthropic": circuit_breakers must set`},
+		{"processor streams below a provider's requests", Options{MaxRequests: 5000}, func(t *testing.T, b *bootstrapv3.Bootstrap) {
+			cluster(b, ProcessorCluster).CircuitBreakers.Thresholds[0].MaxRequests = wrapperspb.UInt32(4000)
+		}, `max_requests 4000 is below provider cluster`},
 		{"processor cluster without endpoints", Options{}, func(t *testing.T, b *bootstrapv3.Bootstrap) {
 			cluster(b, ProcessorCluster).LoadAssignment.Endpoints = nil
 		}, "has no endpoint"},

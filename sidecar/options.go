@@ -68,6 +68,12 @@ const (
 	DefaultMessageTimeout    = 2 * time.Second
 	DefaultMaxMessageTimeout = 10 * time.Second
 	DefaultAuthzTimeout      = 500 * time.Millisecond
+	// DefaultMaxRequests is each cluster's circuit-breaker limit on requests
+	// in flight (and connections, and pending requests). Envoy's default is
+	// 1,024, and it applies to the processor's gRPC streams too: every
+	// request holds one for its whole life, streams included, so the
+	// 1,025th concurrent request would fail with a 503.
+	DefaultMaxRequests = 1 << 16
 	DefaultStreamIdleTimeout = 10 * time.Minute
 )
 
@@ -123,6 +129,9 @@ type Options struct {
 	// StreamIdleTimeout ends a stream with no bytes for this long; long
 	// generations need minutes.
 	StreamIdleTimeout time.Duration
+	// MaxRequests is the circuit-breaker limit of the processor and provider
+	// clusters: requests in flight, pending requests and connections.
+	MaxRequests uint32
 	// TrustedCA is the CA bundle that verifies the providers.
 	TrustedCA string
 	// Providers default to DefaultProviders.
@@ -157,6 +166,9 @@ func (o Options) WithDefaults() Options {
 	}
 	if o.RequestBufferBytes == 0 {
 		o.RequestBufferBytes = DefaultRequestBufferBytes
+	}
+	if o.MaxRequests == 0 {
+		o.MaxRequests = DefaultMaxRequests
 	}
 	if o.StreamIdleTimeout == 0 {
 		o.StreamIdleTimeout = DefaultStreamIdleTimeout

@@ -117,6 +117,7 @@ func Check(b *bootstrapv3.Bootstrap) []error {
 		c.grpcCluster(in, "ext_authz", in.ExtAuthz.GetGrpcService())
 	}
 	c.routes(in)
+	c.circuitBreakers(in)
 	if lim := in.Listener.GetPerConnectionBufferLimitBytes(); lim == nil || lim.GetValue() < MinRequestBufferBytes {
 		c.add("listener %q: per_connection_buffer_limit_bytes must be at least %d (the BUFFERED request body cap; Envoy's default is 1 MiB)", ListenerName, MinRequestBufferBytes)
 	}
@@ -269,6 +270,47 @@ func (c *checker) grpcCluster(in *Ingress, at string, gs *corev3.GrpcService) {
 	}
 	if _, err := in.Endpoint(name); err != nil {
 		c.add("%s: %v", at, err)
+	}
+}
+
+// circuitBreakers: the processor's and the providers' clusters set their
+// limits (Envoy's default of 1,024 would refuse requests a busy pod makes),
+// and the processor's are at least every provider's, since each request to
+// a provider holds a processor stream for its whole life.
+func (c *checker) circuitBreakers(in *Ingress) {
+	limits := func(name string) (maxRequests uint32, ok bool) {
+		for _, t := range in.Clusters[name].GetCircuitBreakers().GetThresholds() {
+			if t.GetPriority() != corev3.RoutingPriority_DEFAULT {
+				continue
+			}
+			if t.GetMaxConnections() == nil || t.GetMaxPendingRequests() == nil || t.GetMaxRequests() == nil {
+				return 0, false
+			}
+			return t.GetMaxRequests().GetValue(), true
+		}
+		return 0, false
+	}
+	proc := in.ExtProc.GetGrpcService().GetEnvoyGrpc().GetClusterName()
+	procMax, ok := limits(proc)
+	if proc != "" && !ok {
+		c.add("cluster %q: circuit_breakers must set max_connections, max_pending_requests and max_requests (Envoy's default of 1,024 caps the requests in flight)", proc)
+	}
+	var routed []string
+	for _, vh := range in.Routes.GetVirtualHosts() {
+		for _, r := range vh.GetRoutes() {
+			if name := r.GetRoute().GetCluster(); name != "" && !slices.Contains(routed, name) {
+				routed = append(routed, name)
+			}
+		}
+	}
+	for _, name := range routed {
+		n, ok := limits(name)
+		switch {
+		case !ok:
+			c.add("cluster %q: circuit_breakers must set max_connections, max_pending_requests and max_requests (Envoy's default of 1,024 caps the requests in flight)", name)
+		case proc != "" && procMax < n:
+			c.add("cluster %q: max_requests %d is below provider cluster %q's %d; every provider request holds a processor stream", proc, procMax, name, n)
+		}
 	}
 }
 

@@ -55,6 +55,7 @@ printed.`,
 	f.Uint32Var(&o.AdminPort, "admin-port", sidecar.DefaultAdminPort, "Envoy admin port (loopback only)")
 	f.Uint32Var(&o.HealthPort, "health-port", sidecar.DefaultHealthPort, "port serving "+sidecar.ReadyPath+" for probes")
 	f.DurationVar(&o.MessageTimeout, "message-timeout", sidecar.DefaultMessageTimeout, "longest wait for each processor reply")
+	f.Uint32Var(&o.MaxRequests, "max-requests", sidecar.DefaultMaxRequests, "requests in flight per cluster before Envoy's circuit breaker answers 503")
 	f.BoolVar(&o.ExtAuthz, "ext-authz", false, "add the ext_authz filter (token check in a separate header-only hop)")
 	f.StringVar(&o.TrustedCA, "trusted-ca", sidecar.DefaultTrustedCA, "CA bundle that verifies the providers")
 	f.StringVar(&format, "format", "yaml", "yaml or json")
