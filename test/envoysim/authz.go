@@ -23,7 +23,7 @@ func (rq *request) authorize() *localReply {
 	get := func(k string) string { v, _ := h.Get(k); return v }
 	httpReq := &authv3.AttributeContext_HttpRequest{
 		Id: get("x-request-id"), Method: get(":method"), Path: get(":path"), Host: get(":authority"),
-		Scheme: "http", Protocol: "HTTP/1.1", Size: rq.r.ContentLength,
+		Scheme: get(":scheme"), Protocol: "HTTP/1.1", Size: rq.r.ContentLength,
 	}
 	if cfg.GetEncodeRawHeaders() {
 		httpReq.HeaderMap = h.headerMap()

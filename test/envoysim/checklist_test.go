@@ -166,10 +166,84 @@ func TestHeaderConversion(t *testing.T) {
 		for _, x := range headerMap(e.proc.messages(0)[0].GetRequestHeaders().GetHeaders()) {
 			keys = append(keys, x.Key)
 		}
-		if want := []string{":path", "x-keep", "x-request-id", "x-forwarded-proto"}; !slices.Equal(keys, want) {
+		if want := []string{":path", "x-keep", "x-forwarded-proto", "x-request-id"}; !slices.Equal(keys, want) {
 			t.Errorf("forwarded %q, want %q", keys, want)
 		}
 	})
+
+	// What the connection manager does before any filter runs
+	// (mutateRequestHeaders, cleanInternalHeaders; use_remote_address
+	// false): the processor sees the result.
+	for _, tc := range []struct {
+		name        string
+		head        string // request line and headers after Host, CRLF-terminated
+		body        string
+		want        map[string]string // "" = absent
+		wantValues  map[string][]string
+		internalOut []string // route internal_only_headers
+	}{
+		{name: "chunked body: neither transfer-encoding nor content-length", head: "Transfer-Encoding: chunked\r\n", body: "2\r\n{}\r\n0\r\n\r\n",
+			want: map[string]string{"transfer-encoding": "", "content-length": ""}},
+		{name: "a length: content-length kept", head: "Content-Length: 2\r\n", body: "{}",
+			want: map[string]string{"content-length": "2"}},
+		{name: "hop-by-hop headers removed", head: "Content-Length: 2\r\nConnection: keep-alive, x-foo\r\nKeep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nUpgrade: h2c\r\nX-Foo: kept\r\n", body: "{}",
+			want: map[string]string{"connection": "", "keep-alive": "", "proxy-connection": "", "upgrade": "", "x-foo": "kept"}},
+		{name: "an upgrade keeps connection and upgrade", head: "Content-Length: 2\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n", body: "{}",
+			want: map[string]string{"connection": "Upgrade", "upgrade": "websocket"}},
+		{name: "te kept only as trailers", head: "Content-Length: 2\r\nTE: gzip, trailers\r\n", body: "{}", want: map[string]string{"te": "trailers"}},
+		{name: "te without trailers removed", head: "Content-Length: 2\r\nTE: gzip\r\n", body: "{}", want: map[string]string{"te": ""}},
+		{name: "the router's internal x-envoy-* headers removed, others kept", body: "{}",
+			head: "Content-Length: 2\r\nX-Envoy-Retry-On: 5xx\r\nX-Envoy-Upstream-Rq-Timeout-Ms: 1\r\nX-Envoy-Expected-Rq-Timeout-Ms: 1\r\nX-Envoy-Internal: true\r\nX-Envoy-Max-Retries: 9\r\nX-Envoy-Force-Trace: 1\r\nX-Envoy-Decorator-Operation: op\r\nX-Envoy-Client-Tag: t\r\n",
+			want: map[string]string{"x-envoy-retry-on": "", "x-envoy-upstream-rq-timeout-ms": "", "x-envoy-expected-rq-timeout-ms": "", "x-envoy-internal": "",
+				"x-envoy-max-retries": "", "x-envoy-force-trace": "", "x-envoy-decorator-operation": "op", "x-envoy-client-tag": "t"}},
+		{name: "the route table's internal_only_headers removed", head: "Content-Length: 2\r\nX-Mesh-Only: 1\r\n", body: "{}",
+			internalOut: []string{"X-Mesh-Only"}, want: map[string]string{"x-mesh-only": ""}},
+		{name: "a client's x-forwarded-proto kept, :scheme from it", head: "Content-Length: 2\r\nX-Forwarded-Proto: https\r\n", body: "{}",
+			want: map[string]string{"x-forwarded-proto": "https", ":scheme": "https"}},
+		{name: "no x-forwarded-proto: http", head: "Content-Length: 2\r\n", body: "{}",
+			want: map[string]string{"x-forwarded-proto": "http", ":scheme": "http"}},
+		{name: "a client's x-request-id kept", head: "Content-Length: 2\r\nX-Request-Id: mine\r\n", body: "{}",
+			wantValues: map[string][]string{"x-request-id": {"mine"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := envConfig{}
+			if tc.internalOut != nil {
+				c.hcm = func(h *hcmv3.HttpConnectionManager) { h.GetRouteConfig().InternalOnlyHeaders = tc.internalOut }
+			}
+			e := newEnv(t, c)
+			conn, err := net.Dial("tcp", strings.TrimPrefix(e.proxy.URL(), "http://"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			fmt.Fprintf(conn, "POST /openai/v1/chat/completions HTTP/1.1\r\nHost: x\r\n%s\r\n%s", tc.head, tc.body)
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				t.Fatalf("status %d: %s", resp.StatusCode, b)
+			}
+			e.proc.wait(t, 1)
+			msgs := e.proc.messages(0)
+			h := headerMap(msgs[0].GetRequestHeaders().GetHeaders())
+			for k, want := range tc.want {
+				if got := h.Values(k); want == "" && len(got) > 0 || want != "" && !slices.Equal(got, []string{want}) {
+					t.Errorf("%s = %q, want %q", k, got, want)
+				}
+			}
+			for k, want := range tc.wantValues {
+				if got := h.Values(k); !slices.Equal(got, want) {
+					t.Errorf("%s = %q, want %q", k, got, want)
+				}
+			}
+			if got := string(msgs[1].GetRequestBody().GetBody()); got != "{}" {
+				t.Errorf("request body %q", got)
+			}
+		})
+	}
 }
 
 // 2. Stream lifecycle.

@@ -111,6 +111,8 @@ type config struct {
 	processor     string // gRPC target of the processor cluster
 	authz         string // gRPC target of ext_authz's cluster
 	upstreams     map[string]string
+	// internalOnly is the route table's internal_only_headers.
+	internalOnly []string
 }
 
 // defaultBufferLimit is Envoy's per-connection buffer default.
@@ -150,6 +152,12 @@ func readConfig(b *bootstrapv3.Bootstrap, o Options) (*config, error) {
 	if err := checkFullDuplex(c.extProc); err != nil {
 		return nil, err
 	}
+	if in.HCM.GetUseRemoteAddress().GetValue() || len(in.HCM.GetOriginalIpDetectionExtensions()) > 0 {
+		// Then requests may be internal or edge, which changes the headers
+		// the connection manager removes and sets.
+		return nil, fmt.Errorf("use_remote_address or original_ip_detection_extensions: not simulated")
+	}
+	c.internalOnly = in.Routes.GetInternalOnlyHeaders()
 	if c.extProc != nil {
 		if c.processor, err = grpcTarget(in, c.extProc.GetGrpcService()); err != nil {
 			return nil, fmt.Errorf("ext_proc: %w", err)

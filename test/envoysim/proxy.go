@@ -319,23 +319,92 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rq.serve()
 }
 
-// requestHeaders is the header map the connection manager builds:
-// pseudo-headers (HTTP/1 Host becomes :authority, :path keeps the query),
-// then the client's headers, plus x-request-id and x-forwarded-proto.
-func requestHeaders(r *http.Request) Headers {
-	h := Headers{{":authority", r.Host}, {":path", r.RequestURI}, {":method", r.Method}, {":scheme", "http"}}
+// requestHeaders is the header map the connection manager hands the first
+// filter: the HTTP/1 codec's map (pseudo-headers, HTTP/1 Host as
+// :authority, :path with the query; transfer-encoding is never in it, so a
+// chunked body arrives with neither transfer-encoding nor content-length),
+// then ConnectionManagerUtility::mutateRequestHeaders with
+// use_remote_address false, the sidecar's (and Envoy's default) setting.
+func (c *config) requestHeaders(r *http.Request) Headers {
+	h := Headers{{":authority", r.Host}, {":path", r.RequestURI}, {":method", r.Method}}
 	h = append(h, fromHTTP(r.Header)...)
-	if r.ContentLength > 0 && !h.has("content-length") {
-		h = append(h, Header{"content-length", strconv.FormatInt(r.ContentLength, 10)})
-	}
-	if len(r.TransferEncoding) > 0 {
-		h = append(h, Header{"transfer-encoding", strings.Join(r.TransferEncoding, ",")})
-	}
-	if !h.has("x-request-id") {
-		h = append(h, Header{"x-request-id", uuid.NewString()})
-	}
-	h.set("x-forwarded-proto", "http")
+	h.del("transfer-encoding") // Go keeps it out of r.Header; so does Envoy's map
+	mutateRequestHeaders(&h, c.internalOnly)
 	return h
+}
+
+// envoyInternalRequestHeaders are the router's x-envoy-* request headers
+// that cleanInternalHeaders removes from a request that is not internal
+// (with use_remote_address false no request is internal). The edge-only
+// ones (decorator operation, downstream service cluster and node) stay.
+var envoyInternalRequestHeaders = []string{
+	"x-envoy-retriable-status-codes", "x-envoy-retriable-header-names", "x-envoy-retry-on",
+	"x-envoy-retry-grpc-on", "x-envoy-max-retries", "x-envoy-upstream-alt-stat-name",
+	"x-envoy-upstream-rq-timeout-ms", "x-envoy-upstream-rq-per-try-timeout-ms",
+	"x-envoy-upstream-rq-timeout-alt-response", "x-envoy-expected-rq-timeout-ms",
+	"x-envoy-force-trace", "x-envoy-ip-tags", "x-envoy-original-url", "x-envoy-hedge-on-per-try-timeout",
+}
+
+// mutateRequestHeaders is what Envoy's connection manager does to the
+// request headers before any filter runs (conn_manager_utility.cc):
+// connection and upgrade go unless the request is an upgrade, te is kept
+// only as "trailers", keep-alive, proxy-connection, transfer-encoding and
+// x-envoy-internal always go, the router's internal x-envoy-* headers and
+// the route table's internal_only_headers go; x-forwarded-proto is set only
+// if the client sent none (no remote address is used, so a client's value
+// is trusted), :scheme follows it when it is a valid scheme, and
+// x-request-id is generated only when absent.
+func mutateRequestHeaders(h *Headers, internalOnly []string) {
+	if !isUpgrade(*h) {
+		h.del("connection")
+		h.del("upgrade")
+		keepTE := false
+		for _, v := range h.Values("te") {
+			for _, tok := range strings.Split(v, ",") {
+				keepTE = keepTE || strings.EqualFold(strings.TrimSpace(tok), "trailers")
+			}
+		}
+		h.del("te")
+		if keepTE {
+			*h = append(*h, Header{"te", "trailers"})
+		}
+	}
+	for _, k := range []string{"x-envoy-internal", "keep-alive", "proxy-connection", "transfer-encoding"} {
+		h.del(k)
+	}
+	for _, k := range envoyInternalRequestHeaders {
+		h.del(k)
+	}
+	for _, k := range internalOnly {
+		h.del(strings.ToLower(k))
+	}
+	if !h.has("x-forwarded-proto") {
+		*h = append(*h, Header{"x-forwarded-proto", "http"})
+	}
+	scheme := "http"
+	if xfp, _ := h.Get("x-forwarded-proto"); strings.EqualFold(xfp, "http") || strings.EqualFold(xfp, "https") {
+		scheme = xfp
+	}
+	*h = append((*h)[:3:3], append(Headers{{":scheme", scheme}}, (*h)[3:]...)...)
+	if !h.has("x-request-id") {
+		*h = append(*h, Header{"x-request-id", uuid.NewString()})
+	}
+}
+
+// isUpgrade is Envoy's Utility::isUpgrade: an upgrade header, and a
+// connection header carrying the upgrade token.
+func isUpgrade(h Headers) bool {
+	if !h.has("upgrade") {
+		return false
+	}
+	for _, v := range h.Values("connection") {
+		for _, tok := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(tok), "upgrade") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // forwarded applies forward_rules to the headers sent to the processor.
@@ -359,7 +428,7 @@ func (f *filter) forwarded(h Headers) Headers {
 
 func (rq *request) serve() {
 	p := rq.p
-	rq.reqHeaders = requestHeaders(rq.r)
+	rq.reqHeaders = p.cfg.requestHeaders(rq.r)
 	rq.rec.RequestID, _ = rq.reqHeaders.Get("x-request-id")
 	path, _ := rq.reqHeaders.Get(":path")
 	rq.route = p.cfg.match(path)
