@@ -198,7 +198,9 @@ func extProcFilter(o Options) *extprocv3.ExternalProcessor {
 		MessageTimeout:    durationpb.New(o.MessageTimeout),
 		MaxMessageTimeout: durationpb.New(o.MaxMessageTimeout),
 		// A mutation the rules refuse is a processor bug: fail loudly.
-		MutationRules: &mutationrulesv3.HeaderMutationRules{DisallowIsError: wrapperspb.Bool(true)},
+		// allow_envoy lets the processor remove the x-envoy-* headers a
+		// client sent, which would otherwise reach the provider.
+		MutationRules: &mutationrulesv3.HeaderMutationRules{DisallowIsError: wrapperspb.Bool(true), AllowEnvoy: wrapperspb.Bool(true)},
 		MetadataOptions: &extprocv3.MetadataOptions{
 			ReceivingNamespaces: &extprocv3.MetadataOptions_MetadataNamespaces{Untyped: []string{MetadataNamespace}},
 		},

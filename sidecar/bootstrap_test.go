@@ -241,6 +241,9 @@ func TestValidatorCatchesEachKnob(t *testing.T) {
 		{"processor cluster buffer without headroom", Options{}, func(t *testing.T, b *bootstrapv3.Bootstrap) {
 			cluster(b, ProcessorCluster).PerConnectionBufferLimitBytes = wrapperspb.UInt32(DefaultRequestBufferBytes)
 		}, `cluster "tollgate_processor" per_connection_buffer_limit_bytes must be at least`},
+		{"x-envoy headers left to the client", Options{}, func(t *testing.T, b *bootstrapv3.Bootstrap) {
+			editExtProc(t, b, func(e *extprocv3.ExternalProcessor) { e.MutationRules.AllowEnvoy = nil })
+		}, "mutation_rules.allow_envoy must be true"},
 		{"processor cluster with Envoy's default circuit breakers", Options{}, func(t *testing.T, b *bootstrapv3.Bootstrap) {
 			cluster(b, ProcessorCluster).CircuitBreakers = nil
 		}, `cluster "tollgate_processor": circuit_breakers must set`},

@@ -211,6 +211,9 @@ func (c *checker) extProc(in *Ingress, ep *extprocv3.ExternalProcessor) {
 		c.add("%s: max_message_timeout must be set above message_timeout (the cap on override_message_timeout; Envoy's default 0 turns it off)", at)
 	}
 	// Tollgate's own rules.
+	if !ep.GetMutationRules().GetAllowEnvoy().GetValue() {
+		c.add("%s: mutation_rules.allow_envoy must be true: the processor removes the client's x-envoy-* headers, which would otherwise reach the provider", at)
+	}
 	if ep.GetFailureModeAllow() {
 		c.add("%s: failure_mode_allow must be false (a failed processor would let requests through unmetered)", at)
 	}

@@ -464,13 +464,13 @@ func (e *env) bodyReply(r *extprocv3.ProcessingResponse, chunk []byte, whole boo
 }
 
 // apply applies a header mutation as Envoy does: removes, then sets, from
-// raw_value only, refusing (strictly: failing the test) what Envoy's
-// default rules would drop.
+// raw_value only, refusing (strictly: failing the test) what the sidecar's
+// mutation rules (Envoy's defaults plus allow_envoy) would drop.
 func (e *env) apply(h headerList, m *extprocv3.HeaderMutation) headerList {
 	e.t.Helper()
 	out := append(headerList(nil), h...)
 	for _, name := range m.GetRemoveHeaders() {
-		if strings.HasPrefix(name, ":") || name == "host" || strings.HasPrefix(name, "x-envoy") {
+		if strings.HasPrefix(name, ":") || name == "host" {
 			e.t.Errorf("remove %q: Envoy refuses it", name)
 			continue
 		}
@@ -490,8 +490,11 @@ func (e *env) apply(h headerList, m *extprocv3.HeaderMutation) headerList {
 			e.t.Errorf("set %q: not lower case", hv.GetKey())
 		}
 		switch k := hv.GetKey(); {
-		case k == "host" || k == ":authority" || k == ":method" || k == ":scheme" || strings.HasPrefix(k, "x-envoy"):
+		case k == "host" || k == ":authority" || k == ":method" || k == ":scheme":
 			e.t.Errorf("set %q: Envoy drops it", k)
+			continue
+		case strings.HasPrefix(k, "x-envoy"):
+			e.t.Errorf("set %q: Envoy's own header, never the processor's to set", k)
 			continue
 		}
 		v := string(hv.GetRawValue())

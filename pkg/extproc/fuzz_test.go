@@ -245,7 +245,7 @@ func applyMutation(h []*corev3.HeaderValue, m *extprocv3.HeaderMutation) []*core
 }
 
 // leaked names the forwarded header that carries a client credential.
-// Headers Envoy keeps to itself (pseudo-headers, host, x-envoy-*) are no
+// Headers Envoy keeps to itself (pseudo-headers, host, framing) are no
 // credential's place; of them only :path, whose key parameter is, counts.
 func leaked(h []*corev3.HeaderValue, creds []string) string {
 	for _, hv := range h {

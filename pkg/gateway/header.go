@@ -45,6 +45,8 @@ func CheckAllowHeader(name string) error {
 		return fmt.Errorf("header %q is set by the gateway itself", name)
 	case slices.Contains(hopHeaders[:], lower):
 		return fmt.Errorf("header %q is hop-by-hop and cannot be forwarded", name)
+	case strings.HasPrefix(lower, "x-envoy-"):
+		return fmt.Errorf("header %q is in Envoy's own namespace, which the sidecar reserves for itself", name)
 	}
 	return nil
 }

@@ -267,6 +267,7 @@ func TestServeRefusesSettingsThatCannotWork(t *testing.T) {
 		{"credential allowed upstream", []string{"serve", "--allow-header", "openai=Authorization"}, `"Authorization" carries the client's credential`},
 		{"credential allowed upstream in the file", []string{"serve", "--config", config("providers: {anthropic: {allow_headers: [x-api-key]}}\n")}, `"x-api-key" carries the client's credential`},
 		{"gateway's own header allowed upstream", []string{"serve", "--allow-header", "anthropic=anthropic-version"}, "set by the gateway"},
+		{"Envoy's header allowed upstream", []string{"serve", "--allow-header", "openai=X-Envoy-Retry-On"}, "Envoy's own namespace"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

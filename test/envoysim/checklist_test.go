@@ -935,7 +935,8 @@ func TestRouteCache(t *testing.T) {
 // 8. Immediate responses.
 func TestImmediateResponse(t *testing.T) {
 	t.Run("status clamp, text/plain, headers through the rules, details", func(t *testing.T) {
-		e := newEnv(t, envConfig{reply: func(_ int, req *extprocv3.ProcessingRequest) ([]*extprocv3.ProcessingResponse, error) {
+		// Envoy's default rules, without the sidecar's allow_envoy, drop x-envoy-*.
+		e := newEnv(t, envConfig{extProc: func(c *extprocfilterv3.ExternalProcessor) { c.MutationRules.AllowEnvoy = nil }, reply: func(_ int, req *extprocv3.ProcessingRequest) ([]*extprocv3.ProcessingResponse, error) {
 			return []*extprocv3.ProcessingResponse{immediate(typev3.StatusCode(100), "nope", "over the limit", set("retry-after", "3"), set("x-envoy-no", "1"))}, nil
 		}})
 		r := do(t, e, "POST", "/openai/v1/x", `{}`)

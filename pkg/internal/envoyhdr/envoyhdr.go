@@ -14,14 +14,17 @@ import (
 
 // Kept reports whether a request header (lower case) is left to Envoy when
 // the upstream request's headers are rebuilt: Envoy refuses to remove
-// pseudo-headers and host, its default mutation rules refuse x-envoy-*, and
-// it frames the body itself (content-length, transfer-encoding).
+// pseudo-headers and host, and it frames the body itself (content-length,
+// transfer-encoding). A client's x-envoy-* headers are removed like any
+// other: Envoy strips only the ones it knows, and only from requests it
+// takes for external. The sidecar's mutation rules set allow_envoy for
+// that; ext_authz may remove them anyway.
 func Kept(name string) bool {
 	switch name {
 	case "host", "content-length", "transfer-encoding":
 		return true
 	}
-	return strings.HasPrefix(name, ":") || strings.HasPrefix(name, "x-envoy")
+	return strings.HasPrefix(name, ":")
 }
 
 // Status maps an HTTP status onto Envoy's enum, whose validation refuses
