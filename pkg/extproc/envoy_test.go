@@ -333,10 +333,10 @@ func (e *env) run(x exchange) result {
 		}
 		streamed = o.GetResponseBodyMode() == extprocfilterv3.ProcessingMode_STREAMED
 	}
-	if streamed {
-		// Envoy strips content-length once the body streams.
-		client = dropHeader(client, "content-length")
-	}
+	// Envoy decided to keep content-length by the BUFFERED mode, before the
+	// override: only the processor's remove takes it away, and a length
+	// kept must still be the length of what the client gets.
+	keptLength, hasLength := client.get("content-length")
 	res.header = client
 
 	if !streamed {
@@ -396,6 +396,9 @@ func (e *env) run(x exchange) result {
 		res.mutated++
 	}
 	res.body = append(res.body, out...)
+	if hasLength && keptLength != strconv.Itoa(len(res.body)) {
+		t.Errorf("content-length %s kept on a streamed response of %d bytes", keptLength, len(res.body))
+	}
 	return finish()
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"testing"
 
 	extprocfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
@@ -161,6 +162,56 @@ func TestProtocol(t *testing.T) {
 				t.Errorf("records %+v for a request the processor never saw", recs)
 			case c.record != "" && (len(recs) != 1 || recs[0].Status != c.record):
 				t.Errorf("records %+v, want one %s", recs, c.record)
+			}
+		})
+	}
+}
+
+// TestOverrideContentLength: with responses BUFFERED, an SSE response is
+// switched to STREAMED by mode_override. Envoy decided to keep
+// content-length by the BUFFERED mode before reading the reply, so when the
+// chunks will change (the hidden usage chunk) the processor removes it
+// itself; a stale length would cut or stall the client's stream. Chunks
+// that pass unchanged keep it.
+func TestOverrideContentLength(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	auth := append(headerList{{":method", "POST"}, {":path", "/openai/v1/chat/completions"}}, fixtures[0].auth(e.stack.Token)...)
+	const buffered = extprocfilterv3.ProcessingMode_BUFFERED
+	const hidden = `{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}`
+	const asked = `{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}`
+	withLength := headerList{{":status", "200"}, {"content-type", "text/event-stream"}, {"content-length", "120"}}
+	for _, c := range []struct {
+		name        string
+		body        string
+		header      headerList
+		wantRemoved bool
+	}{
+		{"usage chunk hidden, with content-length", hidden, withLength, true},
+		{"usage chunk hidden, without", hidden, headerList{{":status", "200"}, {"content-type", "text/event-stream"}}, false},
+		{"chunks unchanged", asked, withLength, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			stream, err := e.client.Process(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = stream.CloseSend() }()
+			msgs := []*extprocv3.ProcessingRequest{withModes(reqHeaders(auth, false), buffered, buffered), reqBody(c.body, true), respHeaders(c.header)}
+			var last *extprocv3.ProcessingResponse
+			for i, m := range msgs {
+				if err := stream.Send(m); err != nil {
+					t.Fatal(err)
+				}
+				if last, err = stream.Recv(); err != nil {
+					t.Fatalf("message %d: %v", i, err)
+				}
+			}
+			if last.GetModeOverride().GetResponseBodyMode() != extprocfilterv3.ProcessingMode_STREAMED {
+				t.Fatalf("reply %v: no override to STREAMED", last)
+			}
+			removed := last.GetResponseHeaders().GetResponse().GetHeaderMutation().GetRemoveHeaders()
+			if got := slices.Contains(removed, "content-length"); got != c.wantRemoved {
+				t.Errorf("removes %q: content-length removed %v, want %v", removed, got, c.wantRemoved)
 			}
 		})
 	}
