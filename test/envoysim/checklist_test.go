@@ -414,6 +414,86 @@ func TestModeResolution(t *testing.T) {
 	}
 }
 
+// Envoy decides whether to strip content-length at the end of
+// encodeHeaders, with the body mode before the reply: BUFFERED with header
+// SEND keeps it. A mode_override to STREAMED in the headers reply does not
+// strip it; it only makes Envoy skip sets of content-length (mutation_utils
+// with the post-override shouldRemoveContentLength); a remove in the same
+// reply still applies.
+func TestContentLengthWithModeOverride(t *testing.T) {
+	override := &extprocfilterv3.ProcessingMode{
+		RequestHeaderMode: extprocfilterv3.ProcessingMode_SEND, RequestBodyMode: extprocfilterv3.ProcessingMode_NONE,
+		RequestTrailerMode: extprocfilterv3.ProcessingMode_SKIP, ResponseHeaderMode: extprocfilterv3.ProcessingMode_SEND,
+		ResponseBodyMode: extprocfilterv3.ProcessingMode_STREAMED, ResponseTrailerMode: extprocfilterv3.ProcessingMode_SKIP,
+	}
+	const body = "data: 0\n\ndata: 1\n\ndata: 2\n\n"
+	for _, tc := range []struct {
+		name      string
+		respBody  extprocfilterv3.ProcessingMode_BodySendMode
+		override  bool
+		mutation  *extprocv3.HeaderMutation
+		wantCL    string
+		violation string
+	}{
+		{name: "BUFFERED overridden to STREAMED: content-length kept", respBody: extprocfilterv3.ProcessingMode_BUFFERED, override: true, wantCL: "27"},
+		{name: "overridden, and removed in the same reply: gone", respBody: extprocfilterv3.ProcessingMode_BUFFERED, override: true,
+			mutation: &extprocv3.HeaderMutation{RemoveHeaders: []string{"content-length"}}},
+		{name: "overridden, and set in the same reply: the set is skipped", respBody: extprocfilterv3.ProcessingMode_BUFFERED, override: true,
+			mutation: &extprocv3.HeaderMutation{SetHeaders: []*corev3.HeaderValueOption{set("content-length", "27")}}, wantCL: "27", violation: "content-length set where the body mode strips it"},
+		{name: "BUFFERED with header SEND: kept", respBody: extprocfilterv3.ProcessingMode_BUFFERED, wantCL: "27"},
+		{name: "STREAMED from the config: stripped with the headers", respBody: extprocfilterv3.ProcessingMode_STREAMED},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var (
+				mu    sync.Mutex
+				sawCL []string
+			)
+			e := newEnv(t, envConfig{
+				extProc: func(c *extprocfilterv3.ExternalProcessor) {
+					c.ProcessingMode.ResponseBodyMode, c.ProcessingMode.ResponseTrailerMode = tc.respBody, extprocfilterv3.ProcessingMode_SKIP
+					c.AllowModeOverride = true
+					c.AllowedOverrideModes = []*extprocfilterv3.ProcessingMode{override}
+				},
+				upstream: func(w http.ResponseWriter, r *http.Request) {
+					_, _ = io.Copy(io.Discard, r.Body)
+					w.Header().Set("Content-Type", "text/event-stream")
+					w.Header().Set("Content-Length", fmt.Sprint(len(body)))
+					_, _ = io.WriteString(w, body)
+				},
+				reply: func(_ int, req *extprocv3.ProcessingRequest) ([]*extprocv3.ProcessingResponse, error) {
+					if req.GetResponseHeaders() == nil {
+						return nil, nil
+					}
+					mu.Lock()
+					sawCL = headerMap(req.GetResponseHeaders().GetHeaders()).Values("content-length")
+					mu.Unlock()
+					r := respHeaders(&extprocv3.CommonResponse{HeaderMutation: tc.mutation})
+					if tc.override {
+						r.ModeOverride = override
+					}
+					return []*extprocv3.ProcessingResponse{r}, nil
+				},
+			})
+			r := do(t, e, "POST", "/openai/v1/chat/completions", `{}`)
+			if r.err != nil || r.status != 200 || string(r.body) != body {
+				t.Fatalf("%+v", r)
+			}
+			mu.Lock()
+			if !slices.Equal(sawCL, []string{"27"}) {
+				t.Errorf("response_headers carried content-length %q, want the upstream's", sawCL)
+			}
+			mu.Unlock()
+			if got := r.header.Get("Content-Length"); got != tc.wantCL {
+				t.Errorf("client content-length %q, want %q", got, tc.wantCL)
+			}
+			v := strings.Join(e.proxy.Violations(), "\n")
+			if tc.violation == "" && v != "" || !strings.Contains(v, tc.violation) {
+				t.Errorf("violations %q, want one about %q", v, tc.violation)
+			}
+		})
+	}
+}
+
 // sameShape compares message kinds, treating runs of streamed data chunks
 // (ResponseBody(n,false)) as one.
 func sameShape(got, want []string) bool {

@@ -138,6 +138,7 @@ func (r *run) holdOver(limit int) *localReply {
 func (r *run) headers(eos bool) *localReply {
 	f, d := r.f, r.d
 	if !f.active(d) || f.headerMode(d) != extprocfilterv3.ProcessingMode_SEND {
+		r.stripContentLength()
 		return nil
 	}
 	if fl := f.send(r.rq.ctx, headersKind(d), message(headersKind(d), f.forwarded(*r.h), nil, eos)); fl != nil {
@@ -146,6 +147,7 @@ func (r *run) headers(eos bool) *localReply {
 	if f.obs {
 		return nil
 	}
+	r.stripContentLength()
 	for f.active(d) {
 		src := r.src
 		if !f.early(d) {
@@ -184,7 +186,7 @@ func (r *run) headers(eos bool) *localReply {
 					r.h.del("content-length")
 				}
 			}
-			if err := f.applyCommon(d, r.h, c, true, nil); err != nil {
+			if err := f.applyCommon(d, r.h, c, true, nil, false); err != nil {
 				return r.rq.mutationFailed(err)
 			}
 			f.headersDone[d] = true
@@ -192,6 +194,19 @@ func (r *run) headers(eos bool) *localReply {
 		}
 	}
 	return nil
+}
+
+// stripContentLength is the end of Envoy's decodeHeaders/encodeHeaders:
+// unless processing is complete, the body mode of that moment decides
+// whether the headers lose content-length (the headers message already
+// sent keeps it). A mode_override in the headers reply comes later and
+// does not change the decision: after an override from BUFFERED to
+// STREAMED, content-length stays unless the reply removes it (a set of it
+// is skipped then). Observability mode returns before this.
+func (r *run) stripContentLength() {
+	if r.f.active(r.d) && r.f.stripsContentLength(r.d) {
+		r.h.del("content-length")
+	}
 }
 
 // fail turns a failure into a local reply; nil when the direction goes on
@@ -249,9 +264,6 @@ func (r *run) sendChunk(c chunk) *localReply {
 // delivers the result through release and out.
 func (r *run) body() *localReply {
 	f, d := r.f, r.d
-	if f.active(d) && f.stripsContentLength(d) {
-		r.h.del("content-length")
-	}
 	mode := extprocfilterv3.ProcessingMode_NONE
 	if f.active(d) {
 		mode = f.bodyMode(d)
@@ -330,7 +342,7 @@ func (r *run) buffered(partial bool) *localReply {
 		buf, rest = buf[:limit], buf[limit:]
 	}
 	r.held = nil
-	out, lr := r.rq.bodyRoundTrip(r.d, bodyKind(r.d), buf, r.ended && rest == nil && !r.hasTrail, r.h)
+	out, lr := r.rq.bodyRoundTrip(r.d, bodyKind(r.d), buf, r.ended && rest == nil && !r.hasTrail, r.h, !partial)
 	if lr != nil {
 		return lr
 	}
@@ -424,7 +436,7 @@ func (r *run) streamed() *localReply {
 			q := r.queue[0]
 			r.queue = r.queue[1:]
 			out := q.data
-			if err := f.applyCommon(d, nil, common(ev.resp), false, &out); err != nil {
+			if err := f.applyCommon(d, nil, common(ev.resp), false, &out, false); err != nil {
 				return r.rq.mutationFailed(err)
 			}
 			r.out(out)

@@ -580,9 +580,11 @@ func (f *filter) closeStream() {
 }
 
 // applyCommon applies a headers or body reply's CommonResponse to the
-// direction's headers (and, for a body reply, its body unit). It reports
-// whether the reply replaced the body, and a mutation error.
-func (f *filter) applyCommon(d direction, h *Headers, common *extprocv3.CommonResponse, headersReply bool, body *[]byte) error {
+// direction's headers (and, for a body reply, its body unit), and returns
+// a mutation error. checkCL: a body mutation must match the content-length
+// the headers still carry (Envoy's validateContentLength, which the
+// buffered body callback runs whatever the body mode).
+func (f *filter) applyCommon(d direction, h *Headers, common *extprocv3.CommonResponse, headersReply bool, body *[]byte, checkCL bool) error {
 	if common == nil {
 		return nil
 	}
@@ -630,11 +632,12 @@ func (f *filter) applyCommon(d direction, h *Headers, common *extprocv3.CommonRe
 	default:
 		return nil
 	}
-	// BUFFERED with headers held: the content-length must match the new body.
-	if h == nil {
+	// Headers held: the content-length, if they still have one, must match
+	// the new body.
+	if h == nil || !checkCL {
 		return nil
 	}
-	if cl, ok := h.Get("content-length"); ok && !f.stripsContentLength(d) && !f.rq.headersSent(d) {
+	if cl, ok := h.Get("content-length"); ok && !f.rq.headersSent(d) {
 		if cl != strconv.Itoa(len(*body)) {
 			return fmt.Errorf("content-length %s does not match the mutated body of %d bytes", cl, len(*body))
 		}

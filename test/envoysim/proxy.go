@@ -531,8 +531,10 @@ func split(b []byte, plan ChunkPlan) [][]byte {
 }
 
 // bodyRoundTrip sends one body message with the headers still held and
-// applies its reply with buffered semantics.
-func (rq *request) bodyRoundTrip(d direction, kind msgKind, data []byte, eos bool, h *Headers) ([]byte, *localReply) {
+// applies its reply with buffered semantics; checkCL: a body mutation must
+// match the content-length the headers still carry (Envoy's
+// BufferedBodyCallback, not BUFFERED_PARTIAL's).
+func (rq *request) bodyRoundTrip(d direction, kind msgKind, data []byte, eos bool, h *Headers, checkCL bool) ([]byte, *localReply) {
 	f := rq.f
 	msg := &extprocv3.HttpBody{Body: data, EndOfStream: eos}
 	req := &extprocv3.ProcessingRequest{}
@@ -570,7 +572,7 @@ func (rq *request) bodyRoundTrip(d direction, kind msgKind, data []byte, eos boo
 		common = ev.resp.GetResponseBody().GetResponse()
 	}
 	out := data
-	if err := f.applyCommon(d, h, common, false, &out); err != nil {
+	if err := f.applyCommon(d, h, common, false, &out, checkCL); err != nil {
 		return nil, rq.mutationFailed(err)
 	}
 	return out, nil
