@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -477,24 +478,35 @@ models:
   - {provider: openai, name: house-gpt, like: gpt-4o-mini, upstream: gpt-4o-mini-2024-07-18}
   - {provider: anthropic, name: house-claude, like: claude-sonnet-4-5, upstream: claude-sonnet-4-5-20250929}
   - {provider: gemini, name: house-gemini, like: gemini-2.5-flash, upstream: gemini-2.5-flash-preview-09-2025}
+  - {provider: gemini, name: house-embed, kind: embedding, upstream: gemini-embedding-001, price: {input: 0.15, output: 0}, tpm: {free: 100000, personal: 100000, pro: 100000}}
 `
 	s := newStack(t, stackOptions{overlay: overlay})
 	for _, tc := range []struct {
 		name, provider, path, body string
 		upModel, upPath            string
+		// upBody, when set, is the Gemini body upstream must get.
+		upBody string
 	}{
 		{"openai chat", "openai", "/openai/v1/chat/completions",
-			`{"model":"house-gpt","messages":[{"role":"user","content":"hi"}]}`, "gpt-4o-mini-2024-07-18", "/v1/chat/completions"},
+			`{"model":"house-gpt","messages":[{"role":"user","content":"hi"}]}`, "gpt-4o-mini-2024-07-18", "/v1/chat/completions", ""},
 		{"openai chat stream", "openai", "/openai/v1/chat/completions",
-			`{"model":"house-gpt","stream":true,"messages":[{"role":"user","content":"hi"}]}`, "gpt-4o-mini-2024-07-18", "/v1/chat/completions"},
+			`{"model":"house-gpt","stream":true,"messages":[{"role":"user","content":"hi"}]}`, "gpt-4o-mini-2024-07-18", "/v1/chat/completions", ""},
 		{"openai responses", "openai", "/openai/v1/responses",
-			`{"model":"house-gpt","input":"hi"}`, "gpt-4o-mini-2024-07-18", "/v1/responses"},
+			`{"model":"house-gpt","input":"hi"}`, "gpt-4o-mini-2024-07-18", "/v1/responses", ""},
 		{"anthropic", "anthropic", "/anthropic/v1/messages",
-			`{"model":"house-claude","max_tokens":9,"messages":[{"role":"user","content":"hi"}]}`, "claude-sonnet-4-5-20250929", "/v1/messages"},
+			`{"model":"house-claude","max_tokens":9,"messages":[{"role":"user","content":"hi"}]}`, "claude-sonnet-4-5-20250929", "/v1/messages", ""},
 		{"gemini", "gemini", "/gemini/v1beta/models/house-gemini:generateContent",
-			`{"contents":[{"parts":[{"text":"hi"}]}]}`, "", "/v1beta/models/gemini-2.5-flash-preview-09-2025:generateContent"},
+			`{"contents":[{"parts":[{"text":"hi"}]}]}`, "", "/v1beta/models/gemini-2.5-flash-preview-09-2025:generateContent", ""},
 		{"gemini stream", "gemini", "/gemini/v1beta/models/house-gemini:streamGenerateContent?alt=sse",
-			`{"contents":[{"parts":[{"text":"hi"}]}]}`, "", "/v1beta/models/gemini-2.5-flash-preview-09-2025:streamGenerateContent"},
+			`{"contents":[{"parts":[{"text":"hi"}]}]}`, "", "/v1beta/models/gemini-2.5-flash-preview-09-2025:streamGenerateContent", ""},
+		// The SDKs repeat the model in every embedding request of the body.
+		{"gemini batch embeddings", "gemini", "/gemini/v1beta/models/house-embed:batchEmbedContents",
+			`{"requests":[{"model":"models/house-embed","content":{"parts":[{"text":"hi"}]}},{"content":{"parts":[{"text":"yo"}]}}]}`, "",
+			"/v1beta/models/gemini-embedding-001:batchEmbedContents",
+			`{"requests":[{"model":"models/gemini-embedding-001","content":{"parts":[{"text":"hi"}]}},{"content":{"parts":[{"text":"yo"}]}}]}`},
+		{"gemini embedding", "gemini", "/gemini/v1beta/models/house-embed:embedContent",
+			`{"model":"models/house-embed","content":{"parts":[{"text":"hi"}]}}`, "",
+			"/v1beta/models/gemini-embedding-001:embedContent", `{"model":"models/gemini-embedding-001","content":{"parts":[{"text":"hi"}]}}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s.t = t
@@ -513,8 +525,8 @@ models:
 				if m != tc.upModel {
 					t.Errorf("upstream model %q, want %q", m, tc.upModel)
 				}
-			} else if !bytes.Equal(up.Body, []byte(tc.body)) {
-				t.Errorf("Gemini body changed: %s", up.Body)
+			} else if want := cmp.Or(tc.upBody, tc.body); string(up.Body) != want {
+				t.Errorf("Gemini body upstream:\n%s\nwant\n%s", up.Body, want)
 			}
 			rec := s.rec.wait(t, res.id)
 			if rec.Provider != tc.provider {

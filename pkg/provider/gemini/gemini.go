@@ -15,6 +15,7 @@ import (
 
 	"github.com/tollgate-dev/tollgate/pkg/gateway"
 	"github.com/tollgate-dev/tollgate/pkg/jsonedit"
+	"github.com/tollgate-dev/tollgate/pkg/jsonscan"
 )
 
 // Provider implements gateway.Provider for Gemini.
@@ -125,18 +126,70 @@ func (*Provider) Inspect(r gateway.Route, body []byte) (gateway.Inspection, *gat
 				"serviceTier %q (priority processing) is not supported by this gateway.", tier).WithParam(field)
 		}
 	}
-	return in, nil
+	return in, checkBodyModels(r, obj)
+}
+
+// checkBodyModels refuses an embedding body that names another model than
+// the path (embedContent's model, each batchEmbedContents request's): the
+// gateway admits and bills the path's model. The SDKs always repeat it.
+func checkBodyModels(r gateway.Route, obj *jsonedit.Object) *gateway.Failure {
+	var bad string
+	check := func(at string, raw []byte) {
+		if bad != "" || raw == nil || jsonedit.IsNull(raw) {
+			return
+		}
+		if s, ok := jsonscan.String(raw); !ok || (s != r.Model && s != modelCollection+r.Model) {
+			bad = at
+		}
+	}
+	switch r.Operation {
+	case opEmbed:
+		check("model", obj.Get("model"))
+	case opBatchEmbed:
+		i := 0
+		jsonscan.Elements(obj.Get("requests"), func(req []byte) bool {
+			raw, _ := jsonscan.Field(req, "model")
+			check(fmt.Sprintf("requests[%d].model", i), raw)
+			i++
+			return bad == ""
+		})
+	}
+	if bad != "" {
+		return gateway.Fail(http.StatusBadRequest, gateway.CodeInvalidRequest,
+			"%s must name the model in the path, %s%s.", bad, modelCollection, r.Model).WithParam(bad)
+	}
+	return nil
 }
 
 // Rewrite implements gateway.Provider: the body passes unchanged; a model
-// served under another upstream name changes the path.
-func (*Provider) Rewrite(r gateway.Route, body []byte, _ gateway.Inspection, rw gateway.Rewrite) (gateway.Rewritten, *gateway.Failure) {
+// served under another upstream name changes the path, and the embedding
+// bodies' own model fields.
+func (*Provider) Rewrite(r gateway.Route, body []byte, in gateway.Inspection, rw gateway.Rewrite) (gateway.Rewritten, *gateway.Failure) {
 	out := gateway.Rewritten{Body: body}
-	if rw.UpstreamModel != "" {
-		// Replace the (escaped) model segment: /{version}/models/{model}:{verb}.
-		start := strings.Index(r.UpstreamPath, "/"+modelCollection) + len(modelCollection) + 1
-		end := start + strings.IndexByte(r.UpstreamPath[start:], ':')
-		out.Path = r.UpstreamPath[:start] + url.PathEscape(rw.UpstreamModel) + r.UpstreamPath[end:]
+	if rw.UpstreamModel == "" {
+		return out, nil
+	}
+	// Replace the (escaped) model segment: /{version}/models/{model}:{verb}.
+	start := strings.Index(r.UpstreamPath, "/"+modelCollection) + len(modelCollection) + 1
+	end := start + strings.IndexByte(r.UpstreamPath[start:], ':')
+	out.Path = r.UpstreamPath[:start] + url.PathEscape(rw.UpstreamModel) + r.UpstreamPath[end:]
+	model := gateway.JSONString(modelCollection + rw.UpstreamModel)
+	switch {
+	case r.Operation == opEmbed && in.Body.Get("model") != nil:
+		out.Body = in.Body.Apply(jsonedit.Edit{Key: "model", Value: model})
+	case r.Operation == opBatchEmbed && in.Body.Get("requests") != nil:
+		reqs := []byte{'['}
+		jsonscan.Elements(in.Body.Get("requests"), func(req []byte) bool {
+			if len(reqs) > 1 {
+				reqs = append(reqs, ',')
+			}
+			if o, err := jsonedit.Parse(req); err == nil && o.Get("model") != nil {
+				req = o.Apply(jsonedit.Edit{Key: "model", Value: model})
+			}
+			reqs = append(reqs, req...)
+			return true
+		})
+		out.Body = in.Body.Apply(jsonedit.Edit{Key: "requests", Value: append(reqs, ']')})
 	}
 	return out, nil
 }
