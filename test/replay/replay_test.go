@@ -127,9 +127,9 @@ func TestCorpus(t *testing.T) {
 			t.Logf("%s: no HTTP interactions", f)
 		}
 	}
-	for _, fm := range []Format{FormatGoVCR, FormatVCRPy, FormatPydantic} {
+	for _, fm := range []Format{FormatGoVCR, FormatVCRPy, FormatPydantic, FormatCassetter} {
 		if formats[fm] == 0 {
-			t.Errorf("formats seen: %v; want every one of go-vcr, vcrpy and pydantic-ai", formats)
+			t.Errorf("formats seen: %v; want every one of go-vcr, vcrpy, pydantic-ai and cassetter", formats)
 			break
 		}
 	}
