@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/tollgate-dev/tollgate/pkg/catalog"
 )
 
 // shippedCassette is one row of testdata/recorded/SOURCES.md.
@@ -89,4 +91,41 @@ func readManifest(path string) ([]shippedCassette, error) {
 		out = append(out, shippedCassette{File: name, Interactions: len(strings.Split(cells[interCol], ";"))})
 	}
 	return out, sc.Err()
+}
+
+// TestDerivedOverlay pins how a model only an unlisted recording names is
+// priced: like the closest catalog model of its provider and kind.
+func TestDerivedOverlay(t *testing.T) {
+	f := getFixture(t)
+	req := func(host, path, body string) Interaction {
+		return Interaction{Method: "POST", Host: host, Path: path, RequestBody: []byte(body)}
+	}
+	its := []Interaction{
+		req("api.anthropic.com", "/v1/messages", `{"model":"claude-opus-7"}`),
+		req("api.anthropic.com", "/v1/messages", `{"model":"claude-sonnet-4-9"}`),
+		req("api.anthropic.com", "/v1/messages", `{"model":"claude-sonnet-4-9"}`), // once
+		req("generativelanguage.googleapis.com", "/v1beta/models/gemini-1.0-flash:generateContent", `{}`),
+		req("api.openai.com", "/v1/embeddings", `{"model":"text-embedding-9"}`),
+		req("api.openai.com", "/v1/chat/completions", `{"model":"gpt-4o"}`),             // in the catalog
+		req("api.openai.com", "/v1/files", `{"model":"gpt-9"}`),                         // refused by path
+		req("api.anthropic.com", "/v1/messages", `{"model":"claude-x","speed":"fast"}`), // refused by body
+	}
+	def, err := catalog.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	y, names := derivedOverlay(def, f.base, its)
+	want := []string{
+		"anthropic/claude-opus-7 like claude-opus-4-5-20251101",
+		"anthropic/claude-sonnet-4-9 like claude-sonnet-4-5-20250929",
+		"gemini/gemini-1.0-flash like gemini-2.0-flash",
+		"openai/text-embedding-9 like text-embedding-4-ultra",
+		"anthropic/claude-x like claude-sonnet-4-5-20250929",
+	}
+	if strings.Join(names, "\n") != strings.Join(want, "\n") {
+		t.Errorf("derived:\n%s\nwant:\n%s", strings.Join(names, "\n"), strings.Join(want, "\n"))
+	}
+	if _, err := catalog.Load(f.base, []byte(y)); err != nil {
+		t.Errorf("derived overlay does not load: %v\n%s", err, y)
+	}
 }

@@ -186,11 +186,13 @@ func overlayFile() string {
 }
 
 // derivedOverlay prices every recorded model name that cat lacks like the
-// catalog model of the same provider and kind with which it shares the
-// longest prefix (claude-sonnet-4-9 like claude-sonnet-4-5...). Those
+// default catalog's model (the overlay's, for a kind the defaults lack) of
+// the same provider and kind with which it shares the
+// longest prefix, then the longest suffix, then the latest-sorting name
+// (gemini-1.5-flash like gemini-2.5-flash). Those
 // prices are a guess, which is why shipped recordings must be covered by
 // the overlay file instead (TestCatalogCoversRecordings).
-func derivedOverlay(cat *catalog.Catalog, its []Interaction) (yaml string, names []string) {
+func derivedOverlay(def, cat *catalog.Catalog, its []Interaction) (yaml string, names []string) {
 	var b strings.Builder
 	seen := map[string]bool{}
 	for _, it := range its {
@@ -209,14 +211,18 @@ func derivedOverlay(cat *catalog.Catalog, its []Interaction) (yaml string, names
 		if strings.Contains(strings.ToLower(c.Op), "embed") {
 			kind = catalog.KindEmbedding
 		}
-		like, best := "", -1
-		for _, m := range cat.Models(catalog.Provider(c.Provider)) {
+		like, best, bestSuffix := "", -1, -1
+		candidates := def.Models(catalog.Provider(c.Provider))
+		if !slices.ContainsFunc(candidates, func(m catalog.Model) bool { return m.Kind == kind }) {
+			candidates = cat.Models(catalog.Provider(c.Provider)) // embeddings: only the overlay has some
+		}
+		for _, m := range candidates {
 			if m.Kind != kind {
 				continue
 			}
-			n := commonPrefix(m.Name, c.Model)
-			if n > best || n == best && m.Name < like {
-				like, best = m.Name, n
+			n, sfx := commonPrefix(m.Name, c.Model), commonSuffix(m.Name, c.Model)
+			if n > best || n == best && (sfx > bestSuffix || sfx == bestSuffix && m.Name > like) {
+				like, best, bestSuffix = m.Name, n, sfx
 			}
 		}
 		if like == "" {
@@ -234,6 +240,14 @@ func derivedOverlay(cat *catalog.Catalog, its []Interaction) (yaml string, names
 func commonPrefix(a, b string) int {
 	n := 0
 	for n < len(a) && n < len(b) && a[n] == b[n] {
+		n++
+	}
+	return n
+}
+
+func commonSuffix(a, b string) int {
+	n := 0
+	for n < len(a) && n < len(b) && a[len(a)-1-n] == b[len(b)-1-n] {
 		n++
 	}
 	return n
@@ -291,7 +305,7 @@ func getFixture(t testing.TB) fixture {
 			fixErr = err
 			return
 		}
-		if y, names := derivedOverlay(fix.base, all); y != "" {
+		if y, names := derivedOverlay(def, fix.base, all); y != "" {
 			if fix.catalog, err = catalog.Load(fix.base, []byte(y)); err != nil {
 				fixErr = fmt.Errorf("derived overlay: %w\n%s", err, y)
 				return
@@ -431,11 +445,15 @@ func replay(t *testing.T, d frontDoor, c replayCase, v variant, chunks []int) ou
 
 	target := c.Target
 	if v.queryKey {
-		sep := "?"
-		if strings.Contains(target, "?") {
-			sep = "&"
+		// The token replaces any key the recorder kept in the URL.
+		path, query, _ := strings.Cut(target, "?")
+		var keep []string
+		for _, p := range strings.Split(query, "&") {
+			if k, _, _ := strings.Cut(p, "="); p != "" && k != "key" {
+				keep = append(keep, p)
+			}
 		}
-		target += sep + "key=" + url.QueryEscape(f.token)
+		target = path + "?" + strings.Join(append(keep, "key="+url.QueryEscape(f.token)), "&")
 	}
 	var body io.Reader
 	if b := v.requestBody(c); len(b) > 0 {
