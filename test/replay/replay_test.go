@@ -660,16 +660,18 @@ func checkOutcome(t *testing.T, c replayCase, v variant, out outcome) {
 }
 
 // pricing is the model whose price a replayed request is billed at, and
-// that price: the requested model, unless the response says another model
-// served it and the catalog has that model at a different price (a
-// server-side fallback); the record still names the requested model.
+// that price: the requested model, unless an Anthropic response says
+// another model answered and the catalog has that model at a different
+// price (a server-side fallback; docs/gateway-rules.md); the record still
+// names the requested model. OpenAI and Gemini responses name a snapshot of
+// the requested model, never another one.
 func pricing(t *testing.T, c replayCase) (string, catalog.Price) {
 	f := getFixture(t)
 	req, ok := f.catalog.Lookup(catalog.Provider(c.Provider), c.Model)
 	if !ok {
 		t.Fatalf("model %s/%s not in the test catalog", c.Provider, c.Model)
 	}
-	if served := servedModel(c); served != "" && served != c.Model {
+	if served := servedModel(c); c.Provider == "anthropic" && served != "" && served != c.Model {
 		if m, ok := f.catalog.Lookup(catalog.Provider(c.Provider), served); ok && m.Price != req.Price {
 			return served, m.Price
 		}
