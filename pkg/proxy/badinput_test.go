@@ -426,6 +426,16 @@ func TestBadInputNeverReachesUpstream(t *testing.T) {
 			providers: nil,
 		},
 		{
+			// Numbers are tokens too: a tool result of 250,000 numbers.
+			name:      "over 200k tokens of numbers",
+			providers: []string{"gemini"},
+			req: func(s *stack, f providerFixture) (request, string) {
+				nums := strings.Repeat("7,", 250_000) + "7"
+				return withBody([]byte(`{"contents":[{"role":"user","parts":[{"functionResponse":{"name":"f","response":{"values":[` + nums + `]}}}]}]}`))(s, f)
+			},
+			status: same(400), reason: gateway.CodeContextTooLong, kind: same("INVALID_ARGUMENT"), authed: true,
+		},
+		{
 			name:      "over 200k tokens, Responses API",
 			providers: []string{"openai"},
 			req: func(s *stack, f providerFixture) (request, string) {

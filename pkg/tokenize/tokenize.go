@@ -7,8 +7,12 @@
 // The body is walked as JSON and only text is tokenized: every object key and
 // every string value, except binary data and media references. Keys stand in
 // for the few framing tokens per message the providers add, and in tool
-// schemas they are property names the model does read. Numbers, booleans and
-// nulls are not counted. Skipped, and counted as [MediaTokens] each instead:
+// schemas they are property names the model does read. Each number counts as
+// one token: token-ID input (OpenAI embeddings take arrays of them) is
+// exactly that, and numbers in tool payloads are read by the model as text of
+// at least a token each, so a body of numbers cannot pass the limit uncounted.
+// Booleans and nulls are not counted. Skipped, and counted as [MediaTokens]
+// each instead:
 //
 //   - any string that is a base64 data URL ("data:...;base64,...");
 //   - OpenAI: image_url (a string, or the url inside an image_url object),
@@ -89,15 +93,16 @@ func NewCounter() (*Counter, error) {
 }
 
 // scan is the cheap pass over a body: bytes of text once unescaped, and media
-// items skipped.
+// items skipped and numbers passed.
 type scan struct {
 	textBytes int64
 	media     int64
+	numbers   int64
 }
 
 func scanBody(body []byte) (scan, error) {
 	var s scan
-	media, err := walk(body, func(raw []byte, escaped bool) bool {
+	t, err := walk(body, func(raw []byte, escaped bool) bool {
 		if escaped {
 			s.textBytes += decodedLen(raw)
 		} else {
@@ -105,7 +110,7 @@ func scanBody(body []byte) (scan, error) {
 		}
 		return true
 	})
-	s.media = media
+	s.media, s.numbers = t.media, t.numbers
 	return s, err
 }
 
@@ -118,7 +123,8 @@ func scanBody(body []byte) (scan, error) {
 // result at or below limit means the body is within it, and is an upper bound
 // on the count: the tokenizer's count for the text it had to tokenize, plus
 // one per byte of text it did not need to (a body whose text has no more bytes
-// than limit is not tokenized at all), plus the media allowance.
+// than limit is not tokenized at all), plus the media allowance and one per
+// number.
 //
 // An error means the body is not valid JSON (or, never in practice, that
 // the compiled-in vocabulary did not load).
@@ -127,7 +133,7 @@ func (c *Counter) InputTokens(body []byte, limit int64) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("tokenize: counting input tokens: %w", err)
 	}
-	count := s.media * MediaTokens
+	count := s.media*MediaTokens + s.numbers
 	remaining := s.textBytes
 	if count > limit || count+remaining <= limit {
 		return count + remaining, nil
@@ -178,7 +184,7 @@ func (c *Counter) InputTokens(body []byte, limit int64) (int64, error) {
 
 // Estimate returns a cheap estimate of the input tokens of a JSON request
 // body: a quarter of the bytes of its text, rounded up, plus [MediaTokens] per
-// media item. It does not tokenize and costs about as much as scanning the body
+// media item and one per number. It does not tokenize and costs about as much as scanning the body
 // once, so it suits TPM reservations made on every request. A body that is not
 // valid JSON is estimated as a quarter of its length.
 func (c *Counter) Estimate(body []byte) int64 {
@@ -186,7 +192,7 @@ func (c *Counter) Estimate(body []byte) int64 {
 	if err != nil {
 		return (int64(len(body)) + 3) / 4
 	}
-	return (s.textBytes+3)/4 + s.media*MediaTokens
+	return (s.textBytes+3)/4 + s.media*MediaTokens + s.numbers
 }
 
 // CountText returns the number of o200k_base tokens in s. The gateway uses it

@@ -3,6 +3,7 @@ package tokenize
 import (
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -323,6 +324,49 @@ func TestInputTokensMedia(t *testing.T) {
 	}
 }
 
+// TestInputTokensNumbers: token-ID input (OpenAI embeddings) and numbers in
+// tool payloads count one token each, so a body of numbers cannot pass the
+// limit uncounted.
+func TestInputTokensNumbers(t *testing.T) {
+	c := counter(t)
+	ids := func(n int) string {
+		b := make([]byte, 0, n*7)
+		for i := range n {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = fmt.Appendf(b, "%d", 100000+i%90000)
+		}
+		return string(b)
+	}
+	for _, tc := range []struct {
+		name  string
+		body  string
+		over  bool
+		exact int64 // when not over: the count, 0 to skip
+	}{
+		{"embeddings, token arrays over the limit", `{"model":"m","input":[[` + ids(120_000) + `],[` + ids(90_000) + `]]}`, true, 0},
+		{"embeddings, token arrays within", `{"model":"m","input":[` + ids(1000) + `]}`, false, 1000 + 11}, // 11 bytes of text, not tokenized under the limit
+		{"Gemini functionResponse numbers over the limit", `{"contents":[{"parts":[{"functionResponse":{"name":"f","response":{"values":[` + ids(210_000) + `]}}}]}]}`, true, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := c.InputTokens([]byte(tc.body), limit200k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.over != (got > limit200k) {
+				t.Fatalf("InputTokens = %d, over the limit %v, want %v", got, got > limit200k, tc.over)
+			}
+			if tc.exact != 0 && got != tc.exact {
+				t.Errorf("InputTokens = %d, want %d", got, tc.exact)
+			}
+			if est := c.Estimate([]byte(tc.body)); tc.over && est <= limit200k {
+				t.Errorf("Estimate = %d, want above the limit like the count", est)
+			}
+		})
+	}
+}
+
 func TestInputTokensManyImagesTokenizes(t *testing.T) {
 	// A small body can still be over the limit by its images alone.
 	c := counter(t)
@@ -374,15 +418,15 @@ func TestScanBody(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var text []byte
-			media, err := walk([]byte(tt.body), func(raw []byte, escaped bool) bool {
+			got, err := walk([]byte(tt.body), func(raw []byte, escaped bool) bool {
 				text = appendUnescaped(text, raw)
 				return true
 			})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if string(text) != tt.wantText || media != tt.wantMedia {
-				t.Errorf("walk: text %q, media %d; want %q, %d", text, media, tt.wantText, tt.wantMedia)
+			if string(text) != tt.wantText || got.media != tt.wantMedia {
+				t.Errorf("walk: text %q, media %d; want %q, %d", text, got.media, tt.wantText, tt.wantMedia)
 			}
 			s, err := scanBody([]byte(tt.body))
 			if err != nil {
@@ -469,6 +513,7 @@ func TestEstimate(t *testing.T) {
 		{"rounds up", `{"a":"b"}`, 1},
 		{"escapes count once", `["\n\n\n\n"]`, 1},
 		{"image", `{"image_url":{"url":"https://x"}}`, 3 + MediaTokens},
+		{"numbers one each", `{"input":[[1,2,3],[40000,-5.5e3]],"max_tokens":9}`, 4 + 6}, // 15 bytes of keys, 6 numbers
 		{"invalid JSON", `{"abcdefg`, 3},
 	}
 	for _, tt := range tests {

@@ -28,29 +28,35 @@ type walker struct {
 	buf   []byte
 	pos   int
 	depth int
-	media int64
+	tally
 	// visit receives the raw bytes between the quotes of a text-bearing
 	// string, and whether they contain escapes. It returns false to stop the
 	// walk.
 	visit func(raw []byte, escaped bool) bool
 }
 
-// walk visits body's text and returns how many media items it skipped. It
-// returns errStopped if visit asked to stop.
-func walk(body []byte, visit func(raw []byte, escaped bool) bool) (media int64, err error) {
+// tally is what a walk counts besides the text it visits.
+type tally struct {
+	media   int64 // media items skipped
+	numbers int64 // number values
+}
+
+// walk visits body's text and returns how many media items it skipped and
+// numbers it passed. It returns errStopped if visit asked to stop.
+func walk(body []byte, visit func(raw []byte, escaped bool) bool) (tally, error) {
 	w := walker{buf: body, visit: visit}
 	w.space()
 	if w.pos == len(w.buf) {
-		return 0, errors.New("empty body")
+		return tally{}, errors.New("empty body")
 	}
 	if err := w.value("", ""); err != nil {
-		return w.media, err
+		return w.tally, err
 	}
 	w.space()
 	if w.pos != len(w.buf) {
-		return w.media, w.syntax("data after the top-level value")
+		return w.tally, w.syntax("data after the top-level value")
 	}
-	return w.media, nil
+	return w.tally, nil
 }
 
 func (w *walker) syntax(what string) error {
@@ -112,6 +118,7 @@ func (w *walker) value(key, parent string) error {
 		if w.pos == start+1 && c == '-' {
 			return w.syntax("bad number")
 		}
+		w.numbers++
 		return nil
 	default:
 		return w.syntax(fmt.Sprintf("unexpected %q", c))
