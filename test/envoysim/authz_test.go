@@ -70,16 +70,33 @@ func TestExtAuthz(t *testing.T) {
 					t.Errorf("ext_proc saw %v", h)
 				}
 			}},
-		{name: "denied: the denial's status, headers and body; nothing else runs", resp: denied, wantStatus: 401,
+		// Envoy sends a local reply through every encoder filter from the
+		// first (FilterManager::sendLocalReplyViaFilterChain); ext_proc's
+		// encodeHeaders merges the route config again for exactly this
+		// case. So the denial opens an ext_proc stream that starts with
+		// response_headers, for a request ext_proc never saw.
+		{name: "denied: the denial's status, headers and body, through ext_proc's response path", resp: denied, wantStatus: 401,
 			check: func(t *testing.T, e *env, r result) {
 				if string(r.body) != `{"error":{"code":"invalid_api_key"}}` || r.header.Get("Content-Type") != "application/json" {
 					t.Errorf("%q %v", r.body, r.header)
 				}
-				if e.proxy.Counter("streams_started") != 0 {
-					t.Error("ext_proc ran for a denied request")
+				e.proc.wait(t, 1)
+				msgs := e.proc.messages(0)
+				if got := allKinds(msgs); !slices.Equal(got, []string{"ResponseHeaders", "ResponseBody(36,true)"}) {
+					t.Fatalf("ext_proc messages %q, want the denial's response headers and body", got)
+				}
+				h := headerMap(msgs[0].GetResponseHeaders().GetHeaders())
+				if st, _ := h.Get(":status"); st != "401" || !slices.Equal(h.Values("content-length"), []string{"36"}) || msgs[0].GetProtocolConfig() == nil {
+					t.Errorf("response_headers %v, protocol_config %v", h, msgs[0].GetProtocolConfig())
 				}
 			}},
-		{name: "gRPC error: status_on_error", err: status.Error(codes.Unavailable, "down"), wantStatus: 503},
+		{name: "gRPC error: status_on_error, through ext_proc's response path", err: status.Error(codes.Unavailable, "down"), wantStatus: 503,
+			check: func(t *testing.T, e *env, r result) {
+				e.proc.wait(t, 1)
+				if got := allKinds(e.proc.messages(0)); !slices.Equal(got, []string{"ResponseHeaders"}) {
+					t.Errorf("ext_proc messages %q, want the error reply's headers (no body)", got)
+				}
+			}},
 		{name: "gRPC error without status_on_error: 403", err: status.Error(codes.Internal, "x"), wantStatus: 403,
 			cfg: func(c *extauthzv3.ExtAuthz) { c.StatusOnError = nil }},
 		{name: "failure_mode_allow with the header", err: status.Error(codes.Internal, "x"), wantStatus: 200, upstream: true,

@@ -656,6 +656,17 @@ func TestBufferLimits(t *testing.T) {
 		if n := len(records(t, e)); n != 1 || records(t, e)[0].Upstream != nil {
 			t.Error("an over-limit body reached the upstream")
 		}
+		// The filter manager's 413 is a local reply through every encoder
+		// filter: ext_proc, whose processing is not complete, sends it as
+		// the response.
+		e.proc.wait(t, 1)
+		msgs := e.proc.messages(0)
+		if got := allKinds(msgs); !slices.Equal(got, []string{"RequestHeaders", "ResponseHeaders", "ResponseBody(17,true)"}) {
+			t.Fatalf("ext_proc messages %q", got)
+		}
+		if st, _ := headerMap(msgs[1].GetResponseHeaders().GetHeaders()).Get(":status"); st != "413" {
+			t.Errorf("response_headers :status %q", st)
+		}
 	})
 	t.Run("10 MiB request reaches the processor whole", func(t *testing.T) {
 		e := newEnv(t, envConfig{})

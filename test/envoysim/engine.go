@@ -332,12 +332,15 @@ func (r *run) buffered(partial bool) *localReply {
 	buf, rest := r.held, []byte(nil)
 	if len(buf) > limit {
 		if !partial {
-			r.f.finish()
 			if r.d == dirRequest {
+				// The filter manager's 413 goes through the encoder filters:
+				// ext_proc, not done, processes it as a response.
 				return &localReply{status: http.StatusRequestEntityTooLarge, details: "request_payload_too_large",
 					body: []byte("Payload Too Large")}
 			}
-			return &localReply{status: http.StatusInternalServerError, details: "response_payload_too_large"}
+			r.f.finish()
+			return &localReply{status: http.StatusInternalServerError, details: "response_payload_too_large",
+				body: []byte("Internal Server Error")}
 		}
 		buf, rest = buf[:limit], buf[limit:]
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
@@ -105,11 +106,16 @@ func (f *fakeProc) Process(srv extprocv3.ExternalProcessor_ProcessServer) error 
 	}
 }
 
-// stream returns the messages of stream i once it has ended.
+// wait returns once n streams have ended (failing the test after 10 s).
 func (f *fakeProc) wait(t *testing.T, n int) {
 	t.Helper()
-	for range n {
-		<-f.done
+	deadline := time.After(10 * time.Second)
+	for i := range n {
+		select {
+		case <-f.done:
+		case <-deadline:
+			t.Fatalf("%d of %d ext_proc streams ended", i, n)
+		}
 	}
 }
 

@@ -280,6 +280,9 @@ type request struct {
 	released [2]bool
 	// headersOnly: the response ends with its headers (end_stream).
 	headersOnly bool
+	// encoding: a response is in the encoder filters; a local reply now
+	// goes to the client directly.
+	encoding bool
 }
 
 func (rq *request) headersSent(d direction) bool { return rq.released[d] }
@@ -435,12 +438,8 @@ func (rq *request) serve() {
 	if rq.route != nil {
 		rq.rec.Route, rq.rec.Cluster = rq.route.name, rq.route.cluster
 	}
-	if p.cfg.extAuthz != nil && (rq.route == nil || !rq.route.extAuthz.GetDisabled()) {
-		if lr := rq.authorize(); lr != nil {
-			rq.writeLocal(lr)
-			return
-		}
-	}
+	// Every filter of the chain exists before the first runs: a local
+	// reply from ext_authz still passes ext_proc's encoder side.
 	if p.cfg.extProc != nil {
 		var per *extprocfilterv3.ExtProcPerRoute
 		if rq.route != nil {
@@ -452,6 +451,12 @@ func (rq *request) serve() {
 			return
 		}
 		rq.f = f
+	}
+	if p.cfg.extAuthz != nil && (rq.route == nil || !rq.route.extAuthz.GetDisabled()) {
+		if lr := rq.authorize(); lr != nil {
+			rq.writeLocal(lr)
+			return
+		}
 	}
 	body, trailers, lr := rq.decode()
 	if lr != nil {
@@ -595,17 +600,17 @@ func (rq *request) forward(body io.Reader, trailers Headers) {
 	rq.released[dirRequest] = true
 	if rq.route == nil {
 		rq.rec.Flags = "NR"
-		rq.encode(synthetic(http.StatusNotFound, nil), "route_not_found")
+		rq.writeLocal(&localReply{status: http.StatusNotFound, details: "route_not_found"})
 		return
 	}
 	if d := rq.route.direct; d != nil {
-		rq.encode(synthetic(int(d.GetStatus()), []byte(d.GetBody().GetInlineString())), "direct_response")
+		rq.writeLocal(&localReply{status: int(d.GetStatus()), body: []byte(d.GetBody().GetInlineString()), details: "direct_response"})
 		return
 	}
 	addr, ok := p.cfg.upstreams[rq.route.cluster]
 	if !ok {
 		rq.rec.Flags = "UH"
-		rq.encode(synthetic(http.StatusServiceUnavailable, []byte("no healthy upstream")), "no_healthy_upstream")
+		rq.writeLocal(&localReply{status: http.StatusServiceUnavailable, body: []byte("no healthy upstream"), details: "no_healthy_upstream"})
 		return
 	}
 	method, _ := h.Get(":method")
@@ -622,7 +627,7 @@ func (rq *request) forward(body io.Reader, trailers Headers) {
 	ctx := rq.ctx
 	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, body)
 	if err != nil {
-		rq.encode(synthetic(http.StatusBadRequest, nil), "envoysim_bad_request")
+		rq.writeLocal(&localReply{status: http.StatusBadRequest, details: "envoysim_bad_request"})
 		return
 	}
 	req.Host = host
@@ -674,35 +679,37 @@ func (rq *request) forward(body io.Reader, trailers Headers) {
 			return
 		}
 		rq.rec.Flags = "UF"
-		rq.encode(synthetic(http.StatusServiceUnavailable, []byte("upstream connect error or disconnect/reset before headers")),
-			"upstream_reset_before_response_started")
+		rq.writeLocal(&localReply{status: http.StatusServiceUnavailable, body: []byte("upstream connect error or disconnect/reset before headers"),
+			details: "upstream_reset_before_response_started"})
 		return
 	}
 	defer resp.Body.Close()
 	rq.encode(resp, "via_upstream")
 }
 
-// synthetic is a response the router makes itself; it takes the response
-// path like any other.
-func synthetic(status int, body []byte) *http.Response {
-	h := http.Header{"Content-Length": {strconv.Itoa(len(body))}}
-	if len(body) > 0 {
-		h.Set("Content-Type", "text/plain")
-	}
-	return &http.Response{StatusCode: status, Header: h, ContentLength: int64(len(body)), Body: io.NopCloser(bytes.NewReader(body))}
-}
-
-// encode runs the response path and writes the response downstream.
+// encode runs the upstream's response through the response path.
 func (rq *request) encode(resp *http.Response, details string) {
-	rq.rec.Details = details
 	h := append(Headers{{":status", strconv.Itoa(resp.StatusCode)}}, fromHTTP(resp.Header)...)
 	eos := resp.ContentLength == 0 || resp.Body == nil || resp.Body == http.NoBody
+	var body io.Reader
+	if !eos {
+		body = resp.Body
+	}
+	rq.encodeResponse(h, body, resp.ContentLength, func() Headers { return fromHTTP(resp.Trailer) }, details)
+}
+
+// encodeResponse runs response headers and a body (nil: none) through the
+// encoder filters, ext_proc's response path, and writes them downstream.
+func (rq *request) encodeResponse(h Headers, body io.Reader, length int64, trailers func() Headers, details string) {
+	rq.rec.Details = details
+	rq.encoding = true
+	eos := body == nil
+	rq.headersOnly = eos
 	r := &run{rq: rq, f: rq.f, d: dirResponse, h: &h, release: rq.writeHeaders, out: rq.write}
 	if !eos {
 		ch, stop := make(chan chunk), make(chan struct{})
 		defer close(stop)
-		go readChunks(resp.Body, resp.ContentLength, rq.p.opts.ResponseChunks(), rq.p.opts.EmptyFinalChunk, ch, stop,
-			func() Headers { return fromHTTP(resp.Trailer) })
+		go readChunks(body, length, rq.p.opts.ResponseChunks(), rq.p.opts.EmptyFinalChunk, ch, stop, trailers)
 		r.src = ch
 	}
 	if lr := r.headers(eos); lr != nil {
@@ -821,9 +828,25 @@ func (rq *request) writeLocal(lr *localReply) {
 		rq.rec.Reset = true
 		return
 	}
-	rq.headersOnly = len(lr.body) == 0
-	rq.writeHeaders(localReplyHeaders(lr))
-	rq.write(lr.body)
+	h := localReplyHeaders(lr)
+	if rq.encoding {
+		// Envoy's sendDirectLocalReply: the response is already in the
+		// encoder filters, so the reply bypasses them.
+		rq.headersOnly = len(lr.body) == 0
+		rq.writeHeaders(h)
+		rq.write(lr.body)
+		return
+	}
+	// sendLocalReplyViaFilterChain: the reply starts at the first encoder
+	// filter, so it takes ext_proc's response path like an upstream
+	// response, even when an earlier filter (ext_authz) made it and
+	// ext_proc never saw the request. ext_proc skips it only once its
+	// processing is complete (an immediate_response, an error).
+	var body io.Reader
+	if len(lr.body) > 0 {
+		body = bytes.NewReader(lr.body)
+	}
+	rq.encodeResponse(h, body, int64(len(lr.body)), func() Headers { return nil }, lr.details)
 }
 
 // localReplyHeaders are the headers of a local reply as Envoy's
