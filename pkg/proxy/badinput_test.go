@@ -463,6 +463,21 @@ func TestBadInputNeverReachesUpstream(t *testing.T) {
 			kind: per[string]{"method_not_allowed", "invalid_request_error", "INVALID_ARGUMENT"},
 		},
 	}
+	// Listing pages the gateway cannot serve.
+	for _, c := range []struct{ provider, path, param string }{
+		{"anthropic", "/anthropic/v1/models?limit=0", "limit"},
+		{"anthropic", "/anthropic/v1/models?limit=1001", "limit"},
+		{"anthropic", "/anthropic/v1/models?after_id=claude-nope", "after_id"},
+		{"gemini", "/gemini/v1beta/models?pageToken=abc", "pageToken"},
+		{"gemini", "/gemini/v1beta/models?pageSize=-1", "pageSize"},
+	} {
+		cases = append(cases, badCase{
+			name: "listing " + c.path, providers: []string{c.provider},
+			req:    path(http.MethodGet, c.path, ""),
+			status: same(400), reason: gateway.CodeInvalidRequest, kind: per[string]{"", "invalid_request_error", "INVALID_ARGUMENT"},
+			param: c.param, authed: true,
+		})
+	}
 	// OpenAI policy.
 	for _, ep := range []string{"/openai/v1/chat/completions", "/openai/v1/responses"} {
 		for _, tier := range []string{"priority", "fast"} {

@@ -5,6 +5,7 @@ package anthropic
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tollgate-dev/tollgate/pkg/catalog"
 	"github.com/tollgate-dev/tollgate/pkg/gateway"
 	"github.com/tollgate-dev/tollgate/pkg/jsonedit"
 	"github.com/tollgate-dev/tollgate/pkg/jsonscan"
@@ -248,39 +250,93 @@ func (*Provider) StreamError(f *gateway.Failure, _ gateway.Route) []byte {
 // Local implements gateway.Provider.
 func (*Provider) Local(r gateway.Route, models gateway.ModelLister) (int, []byte, *gateway.Failure) {
 	type model struct {
-		Type        string `json:"type"`
-		ID          string `json:"id"`
-		DisplayName string `json:"display_name"`
-		CreatedAt   string `json:"created_at"`
+		Type           string `json:"type"`
+		ID             string `json:"id"`
+		DisplayName    string `json:"display_name"`
+		CreatedAt      string `json:"created_at"`
+		MaxInputTokens int64  `json:"max_input_tokens,omitempty"`
 	}
-	conv := func(name, display string, created time.Time) model {
-		if display == "" {
-			display = name
-		}
-		return model{Type: "model", ID: name, DisplayName: display, CreatedAt: created.UTC().Format(time.RFC3339)}
+	conv := func(m catalog.Model) model {
+		display := cmp.Or(m.DisplayName, m.Name)
+		return model{Type: "model", ID: m.Name, DisplayName: display, CreatedAt: m.Created.UTC().Format(time.RFC3339),
+			MaxInputTokens: m.ContextTokens}
 	}
 	if r.Operation == opModelsGet {
 		m, ok := models.Get(r.ModelID)
 		if !ok {
 			return 0, nil, gateway.Fail(http.StatusNotFound, gateway.CodeModelNotFound, "model: %s", r.ModelID)
 		}
-		b, _ := json.Marshal(conv(m.Name, m.DisplayName, m.Created))
+		b, _ := json.Marshal(conv(m))
 		return http.StatusOK, b, nil
+	}
+	all := models.List()
+	// Newest first, as Anthropic lists them.
+	slices.SortStableFunc(all, func(a, b catalog.Model) int {
+		return cmp.Or(b.Created.Compare(a.Created), cmp.Compare(a.Name, b.Name))
+	})
+	page, more, f := modelPage(all, r.UpstreamQuery)
+	if f != nil {
+		return 0, nil, f
 	}
 	list := struct {
 		Data    []model `json:"data"`
 		HasMore bool    `json:"has_more"`
 		FirstID *string `json:"first_id"`
 		LastID  *string `json:"last_id"`
-	}{Data: []model{}}
-	for _, m := range models.List() {
-		list.Data = append(list.Data, conv(m.Name, m.DisplayName, m.Created))
+	}{Data: make([]model, 0, len(page)), HasMore: more}
+	for _, m := range page {
+		list.Data = append(list.Data, conv(m))
 	}
 	if n := len(list.Data); n > 0 {
 		list.FirstID, list.LastID = &list.Data[0].ID, &list.Data[n-1].ID
 	}
 	b, _ := json.Marshal(list)
 	return http.StatusOK, b, nil
+}
+
+// modelPage cuts one page out of the listing by the query's limit (1 to
+// 1,000, default 20) and its after_id or before_id cursor, and reports
+// whether more models lie beyond it in the direction of travel.
+func modelPage(all []catalog.Model, rawQuery string) (page []catalog.Model, more bool, f *gateway.Failure) {
+	limit := 20
+	if v := gateway.QueryValue(rawQuery, "limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			return nil, false, gateway.Fail(http.StatusBadRequest, gateway.CodeInvalidRequest,
+				"limit: Input should be an integer from 1 to 1000, got %q.", v).WithParam("limit")
+		}
+		limit = n
+	}
+	index := func(param string) (int, *gateway.Failure) {
+		id := gateway.QueryValue(rawQuery, param)
+		if id == "" {
+			return -1, nil
+		}
+		i := slices.IndexFunc(all, func(m catalog.Model) bool { return m.Name == id })
+		if i < 0 {
+			return 0, gateway.Fail(http.StatusBadRequest, gateway.CodeInvalidRequest,
+				"%s: %q is not a model this gateway lists.", param, id).WithParam(param)
+		}
+		return i, nil
+	}
+	after, f := index("after_id")
+	if f != nil {
+		return nil, false, f
+	}
+	before, f := index("before_id")
+	if f != nil {
+		return nil, false, f
+	}
+	if before >= 0 && after < 0 {
+		start := max(before-limit, 0)
+		return all[start:before], start > 0, nil
+	}
+	start, end := after+1, len(all)
+	if before >= 0 {
+		end = max(before, start)
+	}
+	stop := min(start+limit, end)
+	return all[start:stop], stop < end, nil
 }
 
 // RateLimitHeaders implements gateway.Provider: Anthropic's

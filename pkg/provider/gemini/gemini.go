@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -302,15 +303,46 @@ func (*Provider) Local(r gateway.Route, models gateway.ModelLister) (int, []byte
 		b, _ := json.Marshal(conv(m.Name, m.DisplayName, m.Kind, m.ContextTokens))
 		return http.StatusOK, b, nil
 	}
+	all := models.List()
+	// pageSize: default 50, at most 1,000 (larger asks get 1,000);
+	// pageToken: where the previous page stopped.
+	size, start := 50, 0
+	if v := gateway.QueryValue(r.UpstreamQuery, "pageSize"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return 0, nil, gateway.Fail(http.StatusBadRequest, gateway.CodeInvalidRequest,
+				"Invalid value at 'page_size' (TYPE_INT32), %q.", v).WithParam("pageSize")
+		}
+		if n > 0 {
+			size = min(n, 1000)
+		}
+	}
+	if v := gateway.QueryValue(r.UpstreamQuery, "pageToken"); v != "" {
+		n, err := strconv.Atoi(strings.TrimPrefix(v, pageTokenPrefix))
+		if !strings.HasPrefix(v, pageTokenPrefix) || err != nil || n < 0 || n > len(all) {
+			return 0, nil, gateway.Fail(http.StatusBadRequest, gateway.CodeInvalidRequest,
+				"Invalid page token %q.", v).WithParam("pageToken")
+		}
+		start = n
+	}
+	end := min(start+size, len(all))
 	list := struct {
-		Models []model `json:"models"`
-	}{Models: []model{}}
-	for _, m := range models.List() {
+		Models        []model `json:"models"`
+		NextPageToken string  `json:"nextPageToken,omitempty"`
+	}{Models: make([]model, 0, end-start)}
+	for _, m := range all[start:end] {
 		list.Models = append(list.Models, conv(m.Name, m.DisplayName, m.Kind, m.ContextTokens))
+	}
+	if end < len(all) {
+		list.NextPageToken = pageTokenPrefix + strconv.Itoa(end)
 	}
 	b, _ := json.Marshal(list)
 	return http.StatusOK, b, nil
 }
+
+// pageTokenPrefix marks the gateway's model-listing page tokens: an offset
+// into the catalog's list, which is fixed for the life of the process.
+const pageTokenPrefix = "tg-"
 
 // RateLimitHeaders implements gateway.Provider. Gemini's API sends no
 // rate-limit headers of its own; the gateway uses OpenAI's names, which
