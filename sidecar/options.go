@@ -73,7 +73,7 @@ const (
 	// 1,024, and it applies to the processor's gRPC streams too: every
 	// request holds one for its whole life, streams included, so the
 	// 1,025th concurrent request would fail with a 503.
-	DefaultMaxRequests = 1 << 16
+	DefaultMaxRequests       = 1 << 16
 	DefaultStreamIdleTimeout = 10 * time.Minute
 )
 

@@ -431,7 +431,7 @@ func TestBadInputNeverReachesUpstream(t *testing.T) {
 			providers: []string{"gemini"},
 			req: func(s *stack, f providerFixture) (request, string) {
 				nums := strings.Repeat("7,", 250_000) + "7"
-				return withBody([]byte(`{"contents":[{"role":"user","parts":[{"functionResponse":{"name":"f","response":{"values":[` + nums + `]}}}]}]}`))(s, f)
+				return withBody([]byte(`{"contents":[{"role":"user","parts":[{"functionResponse":{"name":"f","response":{"values":[`+nums+`]}}}]}]}`))(s, f)
 			},
 			status: same(400), reason: gateway.CodeContextTooLong, kind: same("INVALID_ARGUMENT"), authed: true,
 		},
