@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -284,12 +285,14 @@ func TestStreamLifecycle(t *testing.T) {
 				if attrs["xds.route_name"].GetStringValue() != "anthropic" || attrs["request.id"].GetStringValue() == "" {
 					t.Errorf("request attributes %v", attrs)
 				}
-				want := "Canceled"
+				// Envoy half-closes, then (without the graceful flag) resets
+				// at once: the server reads whichever reaches it first.
+				want := []string{"EOF", "Canceled"}
 				if graceful {
-					want = "EOF"
+					want = []string{"EOF"}
 				}
-				if got := e.proc.endedBy(i); got != want {
-					t.Errorf("stream %d ended with %s, want %s", i, got, want)
+				if got := e.proc.endedBy(i); !slices.Contains(want, got) {
+					t.Errorf("stream %d ended with %s, want one of %q", i, got, want)
 				}
 			}
 			noViolations(t, e)
@@ -304,6 +307,115 @@ func TestStreamLifecycle(t *testing.T) {
 			t.Errorf("%d streams opened for a disabled route", n)
 		}
 	})
+}
+
+// Envoy closes the stream right after the reply to the last message it
+// will send (closeGrpcStreamIfLastRespReceived, runtime flag
+// ext_proc_stream_close_optimization, on since 1.37), and at encodeHeaders
+// when the response goes unprocessed (no flag), not when the HTTP request
+// ends. The upstream holds its body until the test has looked, so a close
+// seen by then came before the request ended.
+func TestStreamCloseAfterLastReply(t *testing.T) {
+	mode := func(reqBody, respBody extprocfilterv3.ProcessingMode_BodySendMode, respHeaders, respTrailers extprocfilterv3.ProcessingMode_HeaderSendMode) func(*extprocfilterv3.ExternalProcessor) {
+		return func(c *extprocfilterv3.ExternalProcessor) {
+			m := c.ProcessingMode
+			m.RequestBodyMode, m.RequestTrailerMode = reqBody, extprocfilterv3.ProcessingMode_SKIP
+			m.ResponseHeaderMode, m.ResponseBodyMode, m.ResponseTrailerMode = respHeaders, respBody, respTrailers
+		}
+	}
+	const (
+		none     = extprocfilterv3.ProcessingMode_NONE
+		buffered = extprocfilterv3.ProcessingMode_BUFFERED
+		streamed = extprocfilterv3.ProcessingMode_STREAMED
+		send     = extprocfilterv3.ProcessingMode_SEND
+		skip     = extprocfilterv3.ProcessingMode_SKIP
+	)
+	for _, tc := range []struct {
+		name   string
+		cfg    func(*extprocfilterv3.ExternalProcessor)
+		off    bool   // runtime flag ext_proc_stream_close_optimization off
+		method string // GET: no request body
+		// closed by the time the upstream is called, and by the time the
+		// client has the response headers (the body still held).
+		atUpstream, atHeaders bool
+		want                  []string // the messages, in order
+	}{
+		{name: "bodiless request, response unprocessed: after the request_headers reply", method: "GET",
+			cfg: mode(buffered, none, skip, skip), atUpstream: true, atHeaders: true, want: []string{"RequestHeaders"}},
+		{name: "same, flag off: when the response headers pass (encodeHeaders)", method: "GET", off: true,
+			cfg: mode(buffered, none, skip, skip), atHeaders: true, want: []string{"RequestHeaders"}},
+		{name: "STREAMED request, response unprocessed: after the end_of_stream chunk's reply", method: "POST",
+			cfg: mode(streamed, none, skip, skip), atUpstream: true, atHeaders: true, want: []string{"RequestHeaders", "RequestBody(2,true)"}},
+		{name: "BUFFERED request, response unprocessed: when the response headers pass", method: "POST",
+			cfg: mode(buffered, none, skip, skip), atHeaders: true, want: []string{"RequestHeaders", "RequestBody(2,true)"}},
+		{name: "response body NONE: after the response_headers reply", method: "POST",
+			cfg: mode(buffered, none, send, skip), atHeaders: true, want: []string{"RequestHeaders", "RequestBody(2,true)", "ResponseHeaders"}},
+		{name: "same, flag off: open until the request ends", method: "POST", off: true,
+			cfg: mode(buffered, none, send, skip), want: []string{"RequestHeaders", "RequestBody(2,true)", "ResponseHeaders"}},
+		{name: "the sidecar's modes: open until the last body chunk's reply", method: "POST",
+			want: []string{"RequestHeaders", "RequestBody(2,true)", "ResponseHeaders", "ResponseBody(9,false)", "ResponseBody(0,true)"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var proxy atomic.Pointer[Proxy]
+			atUpstream := make(chan int64, 1)
+			release := make(chan struct{})
+			var once sync.Once
+			letGo := func() { once.Do(func() { close(release) }) }
+			e := newEnv(t, envConfig{
+				opts:    Options{NoStreamCloseOptimization: tc.off},
+				extProc: tc.cfg,
+				upstream: func(w http.ResponseWriter, r *http.Request) {
+					_, _ = io.Copy(io.Discard, r.Body)
+					atUpstream <- proxy.Load().Counter("streams_closed")
+					w.Header().Set("Content-Type", "text/event-stream")
+					w.WriteHeader(200)
+					w.(http.Flusher).Flush()
+					<-release
+					_, _ = io.WriteString(w, "data: 1\n\n")
+				},
+			})
+			proxy.Store(e.proxy)
+			t.Cleanup(letGo) // runs before newEnv's: a failed test must not leave the upstream blocked
+			var body io.Reader
+			if tc.method == "POST" {
+				body = strings.NewReader("{}")
+			}
+			req, err := http.NewRequest(tc.method, e.proxy.URL()+"/openai/v1/chat/completions", body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.DefaultTransport.RoundTrip(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := <-atUpstream; (got == 1) != tc.atUpstream {
+				t.Errorf("streams closed when the upstream was called: %d, want closed %v", got, tc.atUpstream)
+			}
+			if got := e.proxy.Counter("streams_closed"); (got == 1) != tc.atHeaders {
+				t.Errorf("streams closed when the client had the headers: %d, want closed %v", got, tc.atHeaders)
+			}
+			if tc.atHeaders {
+				e.proc.wait(t, 1) // the processor sees the end while the request goes on
+			}
+			letGo()
+			b, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil || string(b) != "data: 1\n\n" {
+				t.Fatalf("client body %q %v", b, err)
+			}
+			if !tc.atHeaders {
+				e.proc.wait(t, 1)
+			}
+			records(t, e)
+			if got := e.proxy.Counter("streams_closed"); got != 1 {
+				t.Errorf("streams_closed %d, want 1: a stream is closed once", got)
+			}
+			if got := allKinds(e.proc.messages(0)); !slices.Equal(got, tc.want) {
+				t.Errorf("messages %q, want %q", got, tc.want)
+			}
+			noViolations(t, e)
+		})
+	}
 }
 
 func perRoute(t *testing.T, route string, pr *extprocfilterv3.ExtProcPerRoute) func(*hcmv3.HttpConnectionManager) {
@@ -1364,8 +1476,10 @@ func TestMidStreamFaults(t *testing.T) {
 				conn.Close()
 			}
 			e.proc.wait(t, 1)
-			if got := e.proc.endedBy(0); got != "Canceled" {
-				t.Errorf("processor saw %s, want the stream reset (no end_of_stream)", got)
+			// The stream is closed (half-close and reset) with no
+			// end_of_stream: the processor sees the end without one.
+			if got := e.proc.endedBy(0); got != "Canceled" && got != "EOF" {
+				t.Errorf("processor saw %s, want the stream closed", got)
 			}
 			for _, m := range e.proc.messages(0) {
 				if m.GetResponseBody().GetEndOfStream() {

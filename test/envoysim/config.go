@@ -45,10 +45,16 @@ type Options struct {
 	// EmptyFinalChunk ends a streamed body with an empty chunk carrying
 	// end_of_stream, as HTTP/1 chunked upstreams commonly produce.
 	EmptyFinalChunk bool
-	// GracefulClose half-closes the gRPC stream and waits for the server's
-	// status (runtime flag ext_proc_graceful_grpc_close); the default
-	// half-closes and resets at once, the stricter case for a server.
+	// GracefulClose half-closes the gRPC stream and lets the server end it,
+	// resetting it after 1 s (runtime flag ext_proc_graceful_grpc_close);
+	// the default half-closes and resets at once, the stricter case for a
+	// server.
 	GracefulClose bool
+	// NoStreamCloseOptimization turns runtime flag
+	// ext_proc_stream_close_optimization off (Envoy before 1.37): the stream
+	// then stays open until the HTTP stream ends instead of closing right
+	// after the reply to the last message Envoy sends.
+	NoStreamCloseOptimization bool
 	// SpuriousFailOpen turns runtime flag ext_proc_fail_close_spurious_resp
 	// off: a spurious reply is then ignored and the request continues
 	// unprocessed.

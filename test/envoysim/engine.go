@@ -137,6 +137,11 @@ func (r *run) holdOver(limit int) *localReply {
 // reply, or nil to go on.
 func (r *run) headers(eos bool) *localReply {
 	f, d := r.f, r.d
+	if d == dirResponse {
+		// encodeHeaders closes the stream when nothing of the response
+		// goes to the processor (not behind the close-optimisation flag).
+		defer f.closeIfNoResponseProcessing()
+	}
 	if !f.active(d) || f.headerMode(d) != extprocfilterv3.ProcessingMode_SEND {
 		r.stripContentLength()
 		return nil
@@ -190,6 +195,7 @@ func (r *run) headers(eos bool) *localReply {
 				return r.rq.mutationFailed(err)
 			}
 			f.headersDone[d] = true
+			f.closeIfLast(headersKind(d), eos, false)
 			return nil
 		}
 	}
@@ -442,6 +448,7 @@ func (r *run) streamed() *localReply {
 			if err := f.applyCommon(d, nil, common(ev.resp), false, &out, false); err != nil {
 				return r.rq.mutationFailed(err)
 			}
+			f.closeIfLast(bodyKind(d), false, q.eos)
 			r.out(out)
 		}
 	}
@@ -464,6 +471,7 @@ func (r *run) piece(resp *extprocv3.ProcessingResponse) (bool, *localReply) {
 			r.rq.violation("streamed_response end_of_stream before Envoy's end_of_stream: the rest of the body is lost")
 		}
 		r.f.finishDirection(r.d)
+		r.f.closeIfLast(bodyKind(r.d), false, true)
 		return true, nil
 	}
 	return false, nil
@@ -490,6 +498,7 @@ func (r *run) applyTrailers(resp *extprocv3.ProcessingResponse) *localReply {
 			return r.rq.mutationFailed(err)
 		}
 	}
+	r.f.closeIfLast(trailersKind(r.d), false, false)
 	return nil
 }
 

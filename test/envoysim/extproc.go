@@ -123,6 +123,9 @@ type filter struct {
 	// fdChunk: a FULL_DUPLEX_STREAMED chunk went out; from then on the
 	// filter fails closed whatever failure_mode_allow says (§4.9).
 	fdChunk bool
+	// deferClose: in observability mode, close the stream only after
+	// deferred_close_timeout.
+	deferClose bool
 }
 
 func newFilter(rq *request, cfg *extprocfilterv3.ExternalProcessor, per *extprocfilterv3.ExtProcPerRoute) (*filter, error) {
@@ -130,7 +133,7 @@ func newFilter(rq *request, cfg *extprocfilterv3.ExternalProcessor, per *extproc
 		return nil, nil
 	}
 	f := &filter{rq: rq, cfg: cfg, mode: proto.Clone(cfg.GetProcessingMode()).(*extprocfilterv3.ProcessingMode),
-		failOpen: cfg.GetFailureModeAllow(), timeout: 200 * time.Millisecond, obs: cfg.GetObservabilityMode()}
+		failOpen: cfg.GetFailureModeAllow(), timeout: 200 * time.Millisecond, obs: cfg.GetObservabilityMode(), deferClose: true}
 	if f.mode == nil {
 		f.mode = &extprocfilterv3.ProcessingMode{}
 	}
@@ -528,18 +531,81 @@ func (f *filter) finish() {
 	f.closeStream()
 }
 
-// closeStream either half-closes and waits for the server's status
-// (graceful) or resets at once: the half-close Envoy sends first is
-// overtaken by the reset, so the server sees CANCELLED.
+// noExternal is Envoy's noExternalProcess for a direction: neither its
+// headers, nor its body, nor its trailers go to the processor.
+func (f *filter) noExternal(d direction) bool {
+	return f.skip[d] || f.headerMode(d) != extprocfilterv3.ProcessingMode_SEND &&
+		f.bodyMode(d) == extprocfilterv3.ProcessingMode_NONE && f.trailerMode(d) != extprocfilterv3.ProcessingMode_SEND
+}
+
+// noBodyOrTrailers: after its headers, nothing of the direction goes to
+// the processor (body NONE, trailers not SEND; CONTINUE_AND_REPLACE turns
+// both off).
+func (f *filter) noBodyOrTrailers(d direction) bool {
+	return f.skip[d] || f.bodyMode(d) == extprocfilterv3.ProcessingMode_NONE && f.trailerMode(d) != extprocfilterv3.ProcessingMode_SEND
+}
+
+// closeIfLast is Envoy's closeGrpcStreamIfLastRespReceived (runtime flag
+// ext_proc_stream_close_optimization, on by default since 1.37): after a
+// reply is applied, the stream is closed if it answered the last message
+// Envoy will send. That is the request headers reply when the request has
+// no body (noBody) or sends no body or trailers, the reply to the request
+// body's last chunk (lastBody: STREAMED end_of_stream, FULL_DUPLEX
+// streamed_response end_of_stream; never BUFFERED), or the request trailers
+// reply, each only if the response goes unprocessed; the response headers
+// reply when the response has no body or sends no body or trailers; the
+// reply to the response body's last chunk; the response trailers reply.
+func (f *filter) closeIfLast(k msgKind, noBody, lastBody bool) {
+	if f == nil || f.done || f.stream == nil || f.obs || f.rq.p.opts.NoStreamCloseOptimization {
+		return
+	}
+	var last bool
+	switch k {
+	case kindRequestHeaders:
+		last = (noBody || f.noBodyOrTrailers(dirRequest)) && f.noExternal(dirResponse)
+	case kindRequestBody:
+		last = lastBody && f.noExternal(dirResponse)
+	case kindRequestTrailers:
+		last = f.noExternal(dirResponse)
+	case kindResponseHeaders:
+		last = noBody || f.noBodyOrTrailers(dirResponse)
+	case kindResponseBody:
+		last = lastBody
+	case kindResponseTrailers:
+		last = true
+	}
+	if last {
+		f.finish()
+	}
+}
+
+// closeIfNoResponseProcessing is the end of Envoy's encodeHeaders: when
+// nothing of the response goes to the processor, the stream is closed
+// there (immediately, in observability mode too).
+func (f *filter) closeIfNoResponseProcessing() {
+	if f == nil || f.done || !f.noExternal(dirResponse) {
+		return
+	}
+	f.deferClose = false
+	f.finish()
+}
+
+// closeStream closes the stream as Envoy's closeStreamMaybeGraceful does.
+// Without ext_proc_graceful_grpc_close (the default) it half-closes and
+// resets at once (ExternalProcessorStreamImpl::close: closeStream, then
+// resetStream), so the server sees EOF or CANCELLED, whichever it reads
+// first. With it, it half-closes and lets the server end the stream, with a
+// reset after the remote close timeout (1 s); the request does not wait.
 func (f *filter) closeStream() {
 	if f.stream == nil {
 		return
 	}
 	st, cancel, p := f.stream, f.cancel, f.rq.p
 	f.stream = nil
-	if f.obs {
-		// Observability mode defers the close so that the server can
-		// drain (deferred_close_timeout, default 5 s).
+	if f.obs && f.deferClose {
+		// Observability mode defers the close when the HTTP stream ends so
+		// that the server can drain (deferred_close_timeout, default 5 s);
+		// the timer then closes it (DeferredDeletableStream: close, reset).
 		after := 5 * time.Second
 		if d := f.cfg.GetDeferredCloseTimeout(); d != nil {
 			after = d.AsDuration()
@@ -551,33 +617,42 @@ func (f *filter) closeStream() {
 			case <-t.C():
 			case <-p.closing:
 			}
-			if p.opts.GracefulClose {
-				_ = st.CloseSend()
-			}
+			_ = st.CloseSend()
 			cancel()
 			p.count("streams_closed")
 		}()
 		return
 	}
-	if p.opts.GracefulClose {
-		_ = st.CloseSend()
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			for r := range f.replies {
+	_ = st.CloseSend()
+	p.count("streams_closed")
+	if !p.opts.GracefulClose || f.replies == nil {
+		cancel()
+		return
+	}
+	replies := f.replies
+	go func() {
+		defer cancel()
+		t := time.NewTimer(remoteCloseTimeout)
+		defer t.Stop()
+		for {
+			select {
+			case r := <-replies:
 				if r.err != nil {
 					return
 				}
+			case <-t.C:
+				return
+			case <-p.closing:
+				return
 			}
-		}()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second): // deferred_close_timeout default
 		}
-	}
-	cancel()
-	p.count("streams_closed")
+	}()
 }
+
+// remoteCloseTimeout is Envoy's runtime
+// envoy.filters.http.ext_proc.remote_close_timeout_milliseconds default:
+// how long a graceful close waits for the server to end the stream.
+const remoteCloseTimeout = time.Second
 
 // applyCommon applies a headers or body reply's CommonResponse to the
 // direction's headers (and, for a body reply, its body unit), and returns
