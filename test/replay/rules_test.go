@@ -337,7 +337,8 @@ func (c replayCase) bodyRules() replayCase {
 	return c
 }
 
-// hasLongTTL reports a cache_control with ttl "1h" anywhere in v.
+// hasLongCacheTTL reports a cache_control with ttl "1h" anywhere in v: the
+// harness's own reading of the rule, independent of the provider's code it checks.
 func hasLongCacheTTL(v any) bool {
 	switch v := v.(type) {
 	case map[string]any:
