@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -467,6 +468,53 @@ func TestStreamsByteForByte(t *testing.T) {
 			rec := s.rec.wait(t, res.id)
 			if rec.Status != usage.StatusOK || rec.Estimated || rec.Tokens != up.Usage {
 				t.Errorf("record %s estimated=%v tokens %+v, mock billed %+v", rec.Status, rec.Estimated, rec.Tokens, up.Usage)
+			}
+		})
+	}
+}
+
+// TestResponsesKeepReasoning: with store forced off, a Responses request to
+// a reasoning model asks for its reasoning items' encrypted content, so a
+// client that sends a response's output back as the next input (the loop
+// OpenAI documents, which relies on store) still works. Models without
+// reasoning refuse that include, and a client that turned store off itself
+// chose its own include.
+func TestResponsesKeepReasoning(t *testing.T) {
+	s := newStack(t, stackOptions{overlay: "models: [{provider: openai, name: house-reasoner, like: gpt-4o-mini, upstream: o4-mini}]\n"})
+	f := fixture("openai")
+	for _, tc := range []struct {
+		name, body string
+		want       []string // the upstream include; nil for none
+		status     int
+	}{
+		{"reasoning model", `{"model":"gpt-5-mini","input":"hi"}`, []string{"reasoning.encrypted_content"}, 200},
+		{"store true", `{"model":"o4-mini","store":true,"input":"hi"}`, []string{"reasoning.encrypted_content"}, 200},
+		{"include kept and extended", `{"model":"gpt-5","include":["file_search_call.results"],"input":"hi"}`,
+			[]string{"file_search_call.results", "reasoning.encrypted_content"}, 200},
+		{"already asked for", `{"model":"o3","include":["reasoning.encrypted_content"],"input":"hi"}`, []string{"reasoning.encrypted_content"}, 200},
+		{"renamed to a reasoning model", `{"model":"house-reasoner","input":"hi"}`, []string{"reasoning.encrypted_content"}, 200},
+		{"model without reasoning", `{"model":"gpt-4o-mini","input":"hi"}`, nil, 200},
+		{"store off by the client", `{"model":"gpt-5-mini","store":false,"input":"hi"}`, nil, 200},
+		{"include not an array", `{"model":"gpt-5-mini","include":"x","input":"hi"}`, nil, 400},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s.t = t
+			s.mock.Reset()
+			res := s.do(request{path: "/openai/v1/responses", body: []byte(tc.body), header: f.header(s.token)})
+			if res.status != tc.status {
+				t.Fatalf("status %d, want %d: %s", res.status, tc.status, res.body)
+			}
+			if tc.status != 200 {
+				return
+			}
+			var got []string
+			if raw, ok := fields(t, s.onlyServed("openai").Body)["include"]; ok {
+				if err := json.Unmarshal(raw, &got); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("upstream include %q, want %q", got, tc.want)
 			}
 		})
 	}

@@ -753,6 +753,14 @@ func checkUpstreamRequest(t *testing.T, c replayCase, v variant, got Received, t
 	if !strings.HasPrefix(key, "tg-") || strings.Contains(key, testAccount) {
 		t.Errorf("prompt_cache_key %q", key)
 	}
+	// Responses to a reasoning model, store not already off: the encrypted
+	// reasoning is asked for, so the output can go back as input.
+	if c.Op == "responses" && wantBody["store"] != false && reasoningModel(c.Model) {
+		include, _ := wantBody["include"].([]any)
+		if !slices.Contains(include, any("reasoning.encrypted_content")) {
+			wantBody["include"] = append(include, "reasoning.encrypted_content")
+		}
+	}
 	wantBody["store"] = false
 	wantBody["prompt_cache_key"] = key
 	if c.Op == "chat.completions" && c.streamRequested() {
@@ -768,6 +776,19 @@ func checkUpstreamRequest(t *testing.T, c replayCase, v variant, got Received, t
 		w, _ := json.Marshal(wantBody)
 		t.Errorf("upstream body\n got %.600s\nwant %.600s", g, w)
 	}
+}
+
+// reasoningModel: OpenAI's o-series, gpt-5 family and codex models, which
+// emit reasoning items (the harness's own list, checked against the
+// gateway's choice).
+func reasoningModel(m string) bool {
+	switch {
+	case strings.Contains(m, "-chat"):
+		return false
+	case strings.HasPrefix(m, "gpt-5"), strings.HasPrefix(m, "codex-"):
+		return true
+	}
+	return len(m) > 1 && m[0] == 'o' && m[1] >= '1' && m[1] <= '9'
 }
 
 func decodeNumbers(t *testing.T, b []byte) map[string]any {

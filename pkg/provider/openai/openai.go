@@ -4,9 +4,11 @@
 package openai
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -130,6 +132,15 @@ func (*Provider) Rewrite(r gateway.Route, body []byte, in gateway.Inspection, rw
 			jsonedit.Edit{Key: "store", Value: []byte("false")},
 			jsonedit.Edit{Key: "prompt_cache_key", Value: rw.CacheKey})
 	}
+	if r.Operation == opResponses && string(obj.Get("store")) != "false" && returnsReasoning(cmp.Or(rw.UpstreamModel, in.Model)) {
+		include, f := withEncryptedReasoning(obj.Get("include"))
+		if f != nil {
+			return out, f
+		}
+		if include != nil {
+			edits = append(edits, jsonedit.Edit{Key: "include", Value: include})
+		}
+	}
 	if r.Operation == opChat && in.Stream {
 		opts := obj.Get("stream_options")
 		if !jsonedit.IsNull(opts) {
@@ -152,6 +163,40 @@ func (*Provider) Rewrite(r gateway.Route, body []byte, in gateway.Inspection, rw
 		return out, nil
 	}
 	out.Body = obj.Apply(edits...)
+	return out, nil
+}
+
+// encryptedReasoning is the include entry that returns a reasoning item's
+// content, encrypted, in the response.
+const encryptedReasoning = "reasoning.encrypted_content"
+
+// returnsReasoning reports whether an OpenAI model emits reasoning items:
+// the o-series, the gpt-5 family and codex. Only these accept the
+// encryptedReasoning include; the others refuse it with a 400.
+func returnsReasoning(model string) bool {
+	oSeries := len(model) > 1 && model[0] == 'o' && '1' <= model[1] && model[1] <= '9'
+	return (oSeries || strings.HasPrefix(model, "gpt-5") || strings.HasPrefix(model, "codex-")) &&
+		!strings.Contains(model, "-chat") // gpt-5-chat-latest has none
+}
+
+// withEncryptedReasoning returns the include array with encryptedReasoning
+// added, or nil when it is there already. A client that left store on
+// expects to send a response's output back as the next input; with store
+// forced off, the reasoning items in it are found only through their
+// encrypted content (otherwise: "Item with id 'rs_…' not found").
+func withEncryptedReasoning(include []byte) ([]byte, *gateway.Failure) {
+	if jsonedit.IsNull(include) {
+		return []byte(`["` + encryptedReasoning + `"]`), nil
+	}
+	var entries []string
+	if err := json.Unmarshal(include, &entries); err != nil {
+		return nil, gateway.Fail(http.StatusBadRequest, gateway.CodeInvalidRequest,
+			"include must be an array of strings.").WithParam("include")
+	}
+	if slices.Contains(entries, encryptedReasoning) {
+		return nil, nil
+	}
+	out, _ := json.Marshal(append(entries, encryptedReasoning))
 	return out, nil
 }
 
