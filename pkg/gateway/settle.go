@@ -105,6 +105,13 @@ func (x *Exchange) Settle(how End) usage.Record {
 		}
 		u, state := x.meter.Usage()
 		outEst := (x.meter.OutputChars() + 3) / 4
+		if rt, ok := x.meter.(RunningTotaler); ok && state == PartialUsage && x.completed && !MeterFailed(x.meter) && rt.UncountedChars() == 0 {
+			// A stream that ended cleanly, with no error and no text
+			// after its last running total: that total is the provider's
+			// count of the whole request, whether or not its chunk said
+			// why it finished.
+			state = FinalUsage
+		}
 		switch {
 		case state == FinalUsage:
 			rec.Tokens = u

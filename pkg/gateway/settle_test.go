@@ -214,6 +214,23 @@ func TestSettleGeminiBlocked(t *testing.T) {
 	}})
 }
 
+// TestSettleGeminiCleanEnd: a Gemini stream that ends cleanly settles on
+// its last running total even when no chunk said why it finished; text
+// after that total, or an error chunk, keeps it an estimate.
+func TestSettleGeminiCleanEnd(t *testing.T) {
+	const textOnly = "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"abcdefgh\"}],\"role\":\"model\"},\"index\":0}]}\r\n\r\n"
+	runStreamCases(t, []streamCase{
+		{
+			name: "last chunk without finishReason", provider: "gemini", target: geminiSSE, body: geminiBody,
+			response: geminiChunk, status: usage.StatusOK, tokens: usage.Tokens{Input: 50, Output: 4},
+		},
+		{
+			name: "text after the last total", provider: "gemini", target: geminiSSE, body: geminiBody,
+			response: geminiChunk + textOnly, status: usage.StatusOK, tokens: usage.Tokens{Input: 50, Output: 4 + 3}, estimated: true,
+		},
+	})
+}
+
 // TestSettleServedModel: the record carries the model the provider says
 // answered, for pricing a server-side fallback.
 func TestSettleServedModel(t *testing.T) {
