@@ -72,6 +72,7 @@ type Interaction struct {
 	Index  int
 	Format Format
 
+	// Method is upper case, as sent, whatever case the recorder stored.
 	Method string
 	// URL is the recorded request URL; Host, Path and RawQuery are its
 	// parts (Path unescaped, RawQuery as recorded).
@@ -227,7 +228,7 @@ func parseGoVCR(n *yaml.Node) (Interaction, error) {
 		return Interaction{}, errors.New("missing request or response")
 	}
 	it := Interaction{Format: FormatGoVCR}
-	it.Method = scalar(get(req, "method"))
+	it.Method = method(get(req, "method"))
 	it.URL = scalar(get(req, "url"))
 	it.RequestBody = []byte(scalar(get(req, "body")))
 	h, err := headers(get(req, "headers"))
@@ -257,7 +258,7 @@ func parseVCRPy(n *yaml.Node) (Interaction, error) {
 		return Interaction{}, errors.New("missing request or response")
 	}
 	it := Interaction{Format: FormatVCRPy}
-	it.Method = scalar(get(req, "method"))
+	it.Method = method(get(req, "method"))
 	it.URL = scalar(get(req, "uri"))
 	var err error
 	if it.RequestBody, err = vcrBody(&it, req); err != nil {
@@ -282,6 +283,11 @@ func parseVCRPy(n *yaml.Node) (Interaction, error) {
 	}
 	return it, nil
 }
+
+// method reads a recorded request method in upper case, as it went on the
+// wire: some recordings store it lower case (pydantic-ai's Google ones:
+// "post").
+func method(n *yaml.Node) string { return strings.ToUpper(scalar(n)) }
 
 // vcrBody reads the body of a vcrpy or cassetter request or response (m)
 // and marks the format it was stored in on it.

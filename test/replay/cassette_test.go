@@ -138,6 +138,30 @@ interactions:
 			{FormatGoVCR, "GET", "/v1/models/gpt-4o", "", 404, "", `{}`},
 		},
 	}, {
+		// pydantic-ai's Google recordings may store the method lower case;
+		// on the wire it was upper case.
+		name: "lower-case methods, vcrpy and go-vcr",
+		yaml: `interactions:
+- request:
+    method: post
+    uri: https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash:countTokens
+    body: {type: json, content: {contents: []}}
+  response:
+    status: 200
+    body: {type: json, content: {totalTokens: 1}}
+- request:
+    body: '{"model":"gpt-5-nano"}'
+    url: https://api.openai.com/v1/chat/completions
+    method: Post
+  response:
+    body: '{}'
+    code: 200
+`,
+		want: []want{
+			{FormatCassetter, "POST", "/v1beta/models/gemini-2.5-flash:countTokens", "", 200, `{"contents":[]}`, `{"totalTokens":1}`},
+			{FormatGoVCR, "POST", "/v1/chat/completions", "", 200, `{"model":"gpt-5-nano"}`, `{}`},
+		},
+	}, {
 		name: "cassetter gRPC-only file: no HTTP interaction",
 		yaml: `version: 1
 grpc_interactions:
