@@ -66,6 +66,33 @@ type Options struct {
 	KeepTrace bool
 	// NoRecords keeps no per-request records (long load runs).
 	NoRecords bool
+	// Listener, when set, is where the proxy serves, instead of a socket it
+	// binds itself on the bootstrap's ingress address; it must be bound to
+	// that address (its port, and its IP unless the bootstrap's is
+	// unspecified). A test binds 127.0.0.1:0, builds the bootstrap with the
+	// port it got and passes the listener: no other process can take the
+	// port in between, as it can one picked free, released and bound again.
+	// Start owns it from then on: Close closes it, and so does a failed
+	// Start.
+	Listener net.Listener
+}
+
+// checkListener reports a listener not bound to the ingress address listen
+// (host:port).
+func checkListener(ln net.Listener, listen string) error {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return err
+	}
+	a, ok := ln.Addr().(*net.TCPAddr)
+	if !ok {
+		return fmt.Errorf("listener on %s %s, want TCP %s", ln.Addr().Network(), ln.Addr(), listen)
+	}
+	ip := net.ParseIP(host)
+	if strconv.Itoa(a.Port) != port || ip == nil || !ip.IsUnspecified() && !ip.Equal(a.IP) {
+		return fmt.Errorf("listener on %s, but the bootstrap's ingress listener is %s", a, listen)
+	}
+	return nil
 }
 
 // route is one compiled route of the bootstrap's route table.

@@ -151,14 +151,17 @@ type envConfig struct {
 	authz authv3.AuthorizationServer
 }
 
-func freePort(t testing.TB) uint32 {
+// ingress binds the proxy's listener on a free loopback port, to be built
+// into the bootstrap and handed to Start (Options.Listener), so that no
+// other test can take the port in between.
+func ingress(t testing.TB) (net.Listener, uint32) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return uint32(ln.Addr().(*net.TCPAddr).Port)
+	t.Cleanup(func() { _ = ln.Close() }) // if Start is never reached
+	return ln, uint32(ln.Addr().(*net.TCPAddr).Port)
 }
 
 func newEnv(t *testing.T, c envConfig) *env {
@@ -190,7 +193,8 @@ func newEnv(t *testing.T, c envConfig) *env {
 	}
 	e.up = httptest.NewServer(handler)
 	t.Cleanup(e.up.Close)
-	b, err := sidecar.Bootstrap(sidecar.Options{ListenPort: freePort(t), Processor: e.procAddr, ExtAuthz: c.authz != nil})
+	ingressLn, port := ingress(t)
+	b, err := sidecar.Bootstrap(sidecar.Options{ListenPort: port, Processor: e.procAddr, ExtAuthz: c.authz != nil})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -221,6 +225,7 @@ func newEnv(t *testing.T, c envConfig) *env {
 		o.Upstreams[p.Name] = addr
 	}
 	o.KeepTrace = true
+	o.Listener = ingressLn
 	p, err := Start(b, o)
 	if err != nil {
 		t.Fatal(err)

@@ -50,11 +50,24 @@ type Proxy struct {
 }
 
 // Start reads the bootstrap, dials the processor cluster and listens on the
-// bootstrap's ingress address.
+// bootstrap's ingress address (or serves on opts.Listener).
 func Start(b *bootstrapv3.Bootstrap, opts Options) (*Proxy, error) {
+	p, err := start(b, opts)
+	if err != nil && opts.Listener != nil {
+		_ = opts.Listener.Close()
+	}
+	return p, err
+}
+
+func start(b *bootstrapv3.Bootstrap, opts Options) (*Proxy, error) {
 	cfg, err := readConfig(b, opts)
 	if err != nil {
 		return nil, fmt.Errorf("envoysim: %w", err)
+	}
+	if opts.Listener != nil {
+		if err := checkListener(opts.Listener, cfg.listen); err != nil {
+			return nil, fmt.Errorf("envoysim: %w", err)
+		}
 	}
 	p := &Proxy{cfg: cfg, opts: opts, clock: opts.Clock, counters: map[string]int64{}, recorded: make(chan struct{}), closing: make(chan struct{})}
 	if p.clock == nil {
@@ -100,10 +113,12 @@ func Start(b *bootstrapv3.Bootstrap, opts Options) (*Proxy, error) {
 		IdleConnTimeout:     time.Minute,
 		DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
 	}
-	ln, err := net.Listen("tcp", cfg.listen)
-	if err != nil {
-		p.Close()
-		return nil, fmt.Errorf("envoysim: listen %s: %w", cfg.listen, err)
+	ln := opts.Listener
+	if ln == nil {
+		if ln, err = net.Listen("tcp", cfg.listen); err != nil {
+			p.Close()
+			return nil, fmt.Errorf("envoysim: listen %s: %w", cfg.listen, err)
+		}
 	}
 	p.ln = ln
 	p.srv = &http.Server{Handler: p, ReadHeaderTimeout: 30 * time.Second}
