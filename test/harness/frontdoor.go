@@ -6,7 +6,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -106,7 +105,11 @@ type Envoy struct {
 	stopOnce sync.Once
 }
 
-// FreePort returns a loopback port that was free a moment ago.
+// FreePort returns a loopback port that was free a moment ago. Another
+// process can take it before it is bound again: a server in this process
+// should rather be handed the listener Listen returns, and a process that
+// must be told its port before it starts be started again on a new one
+// when it finds the port taken (StartEnvoy).
 func FreePort(t testing.TB) uint32 {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -115,6 +118,34 @@ func FreePort(t testing.TB) uint32 {
 	}
 	defer ln.Close()
 	return uint32(ln.Addr().(*net.TCPAddr).Port)
+}
+
+// Listen binds a free loopback port and keeps it bound: hand the listener
+// to the server that is to serve there (envoysim.Options.Listener), so
+// that no other process can take the port between picking and binding it.
+// It is closed when the test ends, if the server has not closed it.
+func Listen(t testing.TB) (net.Listener, uint32) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	return ln, uint32(ln.Addr().(*net.TCPAddr).Port)
+}
+
+// serveAttempts bounds how often StartEnvoy starts the processor again on
+// a new gRPC port when it finds the one it was given taken.
+const serveAttempts = 5
+
+// grpcAddr picks the processor's gRPC address (FreeAddr; a test replaces
+// it to hand out a taken one).
+var grpcAddr = FreeAddr
+
+// portTaken reports whether a process that exited logged that it could not
+// bind addr because it was in use.
+func portTaken(stderr, addr string) bool {
+	return strings.Contains(stderr, addr) && strings.Contains(stderr, "address already in use")
 }
 
 // StartEnvoy starts the Envoy front door. The data dir gets the same
@@ -133,11 +164,6 @@ func StartEnvoy(t testing.TB, o DoorOptions) *Envoy {
 		t.Cleanup(srv.Close)
 		upstreams[name] = strings.TrimPrefix(srv.URL, "http://")
 	}
-	grpcAddr := "127.0.0.1:" + strconv.Itoa(int(FreePort(t)))
-	cfg := filepath.Join(dir, "serve.yaml")
-	if err := os.WriteFile(cfg, []byte("data_dir: "+dir+"\ngrpc_listen: "+grpcAddr+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	extra := o.ServeArgs
 	if o.Catalog != "" {
 		extra = append(extra, "--catalog", o.Catalog)
@@ -145,18 +171,40 @@ func StartEnvoy(t testing.TB, o DoorOptions) *Envoy {
 	if o.LogLevel != "" {
 		extra = append(extra, "--log-level", o.LogLevel)
 	}
-	e.Serve = StartServe(t, cfg, nil, extra...)
+	// The processor is a process of its own, told its gRPC address by its
+	// config: a port picked free may be taken before it binds it, and it
+	// then exits; it is started again on another one.
+	cfg := filepath.Join(dir, "serve.yaml")
+	var procAddr string
+	for attempt := 1; ; attempt++ {
+		procAddr = grpcAddr(t)
+		if err := os.WriteFile(cfg, []byte("data_dir: "+dir+"\ngrpc_listen: "+procAddr+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		p, err := launchServe(t, cfg, nil, extra...)
+		if err == nil {
+			e.Serve = p
+			break
+		}
+		if attempt == serveAttempts || !p.Exited() || !portTaken(p.Stderr(), procAddr) {
+			t.Fatal(err)
+		}
+		t.Logf("the processor's gRPC port %s was taken; starting it again on another one", procAddr)
+	}
 	t.Cleanup(func() { e.Stop(t) })
-	waitServing(t, grpcAddr, e.Serve)
+	waitServing(t, procAddr, e.Serve)
 
-	b, err := sidecar.Bootstrap(sidecar.Options{ListenPort: FreePort(t), Processor: grpcAddr})
+	// The sidecar's listener is bound here and handed over, so that its
+	// port cannot be taken between building the bootstrap and serving.
+	ln, port := Listen(t)
+	b, err := sidecar.Bootstrap(sidecar.Options{ListenPort: port, Processor: procAddr})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := sidecar.Validate(b); err != nil {
 		t.Fatal(err)
 	}
-	if e.Proxy, err = envoysim.Start(b, envoysim.Options{Upstreams: upstreams}); err != nil {
+	if e.Proxy, err = envoysim.Start(b, envoysim.Options{Upstreams: upstreams, Listener: ln}); err != nil {
 		t.Fatal(err)
 	}
 	return e

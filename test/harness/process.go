@@ -1,6 +1,7 @@
 package harness
 
 import (
+	"fmt"
 	"net/http"
 	"os/exec"
 	"regexp"
@@ -38,8 +39,19 @@ var (
 // ends.
 func StartServe(t testing.TB, configFile string, env []string, extra ...string) *Process {
 	t.Helper()
+	p, err := launchServe(t, configFile, env, extra...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// launchServe is StartServe, returning an error if the process exited (or
+// did not get ready in time) instead of failing the test.
+func launchServe(t testing.TB, configFile string, env []string, extra ...string) (*Process, error) {
+	t.Helper()
 	args := append([]string{"serve", "--config", configFile, "--listen", "127.0.0.1:0"}, extra...)
-	return start(t, append(CleanEnv(), env...), args, healthy, func(stderr string) string {
+	return launch(t, append(CleanEnv(), env...), args, healthy, func(stderr string) string {
 		if m := serveAddrRE.FindStringSubmatch(stderr); m != nil {
 			return "http://" + m[1]
 		}
@@ -77,6 +89,17 @@ func answers(path string) func(root string) bool {
 // passes ready.
 func start(t testing.TB, env, args []string, ready func(root string) bool, url func(stderr string) string) *Process {
 	t.Helper()
+	p, err := launch(t, env, args, ready, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// launch is start, returning the process and an error if it exited (or
+// did not get ready in time) instead of failing the test.
+func launch(t testing.TB, env, args []string, ready func(root string) bool, url func(stderr string) string) (*Process, error) {
+	t.Helper()
 	p := &Process{cmd: exec.Command(Binary(t), args...), done: make(chan struct{})}
 	p.cmd.Env = env
 	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
@@ -91,16 +114,26 @@ func start(t testing.TB, env, args []string, ready func(root string) bool, url f
 	for {
 		if u := url(p.stderr.String()); u != "" && ready(u) {
 			p.URL = u
-			return p
+			return p, nil
 		}
 		select {
 		case <-p.done:
-			t.Fatalf("tollgate %v exited early: %v\n%s", args, p.err, p.stderr.String())
+			return p, fmt.Errorf("tollgate %v exited early: %v\n%s", args, p.err, p.stderr.String())
 		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("tollgate %v did not start in time\n%s", args, p.stderr.String())
+			return p, fmt.Errorf("tollgate %v did not start in time\n%s", args, p.stderr.String())
 		}
+	}
+}
+
+// Exited reports whether the process has ended.
+func (p *Process) Exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
 	}
 }
 

@@ -50,7 +50,10 @@ func startEnvoy(t *testing.T, gw *gateway.Gateway, upstream *url.URL, chunks []i
 	g := grpc.NewServer(extproc.ServerOptions(32 << 20)...)
 	extproc.New(gw, extproc.Options{}).Register(g)
 	go func() { _ = g.Serve(ln) }()
-	b, err := sidecar.Bootstrap(sidecar.Options{ListenPort: harness.FreePort(t), Processor: ln.Addr().String()})
+	// The sidecar's listener is bound here and handed to envoysim, so that
+	// no parallel test can take its port in between.
+	ingress, port := harness.Listen(t)
+	b, err := sidecar.Bootstrap(sidecar.Options{ListenPort: port, Processor: ln.Addr().String()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,6 +68,7 @@ func startEnvoy(t *testing.T, gw *gateway.Gateway, upstream *url.URL, chunks []i
 	px, err := envoysim.Start(b, envoysim.Options{
 		Upstreams:      map[string]string{"openai": host, "anthropic": host, "gemini": host},
 		ResponseChunks: plan,
+		Listener:       ingress,
 	})
 	if err != nil {
 		t.Fatal(err)
