@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -94,12 +95,19 @@ func readManifest(path string) ([]shippedCassette, error) {
 }
 
 // TestDerivedOverlay pins how a model only an unlisted recording names is
-// priced: like the closest catalog model of its provider and kind.
+// priced: like the closest catalog model of its provider and kind; and
+// that a name the provider answered only with "no such model" is not
+// priced, so that the gateway refuses it as unknown.
 func TestDerivedOverlay(t *testing.T) {
 	f := getFixture(t)
 	req := func(host, path, body string) Interaction {
 		return Interaction{Method: "POST", Host: host, Path: path, RequestBody: []byte(body)}
 	}
+	answered := func(it Interaction, status int, body string) Interaction {
+		it.Status, it.Body = status, []byte(body)
+		return it
+	}
+	const notFound = `{"error":{"message":"The model does not exist","type":"invalid_request_error","param":null,"code":"model_not_found"}}`
 	its := []Interaction{
 		req("api.anthropic.com", "/v1/messages", `{"model":"claude-opus-7"}`),
 		req("api.anthropic.com", "/v1/messages", `{"model":"claude-sonnet-4-9"}`),
@@ -109,21 +117,42 @@ func TestDerivedOverlay(t *testing.T) {
 		req("api.openai.com", "/v1/chat/completions", `{"model":"gpt-4o"}`),             // in the catalog
 		req("api.openai.com", "/v1/files", `{"model":"gpt-9"}`),                         // refused by path
 		req("api.anthropic.com", "/v1/messages", `{"model":"claude-x","speed":"fast"}`), // refused by body
+
+		// The provider says these do not exist: 404s, and OpenAI
+		// Responses' 400 model_not_found.
+		answered(req("api.openai.com", "/v1/embeddings", `{"model":"no-such-embedding"}`), 404, notFound),
+		answered(req("api.openai.com", "/v1/responses", `{"model":"gpt-nope"}`), 400, notFound),
+		answered(req("api.openai.com", "/v1/responses", `{"model":"gpt-nope"}`), 400, notFound),
+		answered(req("api.anthropic.com", "/v1/messages", `{"model":"claude-gone"}`), 404,
+			`{"type":"error","error":{"type":"not_found_error","message":"model: claude-gone"}}`),
+		answered(req("generativelanguage.googleapis.com", "/v1beta/models/gemini-nope:generateContent", `{}`), 404,
+			`{"error":{"code":404,"message":"models/gemini-nope is not found","status":"NOT_FOUND"}}`),
+		// Not those: it answered once, and another error is no verdict.
+		answered(req("api.openai.com", "/v1/chat/completions", `{"model":"gpt-4o-flaky"}`), 404, notFound),
+		answered(req("api.openai.com", "/v1/chat/completions", `{"model":"gpt-4o-flaky"}`), 200, `{}`),
+		answered(req("api.openai.com", "/v1/chat/completions", `{"model":"gpt-4o-rude"}`), 400,
+			`{"error":{"message":"bad","type":"invalid_request_error","param":null,"code":null}}`),
 	}
 	def, err := catalog.Default()
 	if err != nil {
 		t.Fatal(err)
 	}
-	y, names := derivedOverlay(def, f.base, its)
+	y, names, unknown := derivedOverlay(def, f.base, its)
 	want := []string{
 		"anthropic/claude-opus-7 like claude-opus-4-5-20251101",
 		"anthropic/claude-sonnet-4-9 like claude-sonnet-4-5-20250929",
 		"gemini/gemini-1.0-flash like gemini-2.0-flash",
 		"openai/text-embedding-9 like text-embedding-4-ultra",
 		"anthropic/claude-x like claude-sonnet-4-5-20250929",
+		"openai/gpt-4o-flaky like gpt-4o-mini",
+		"openai/gpt-4o-rude like gpt-4o-mini",
 	}
 	if strings.Join(names, "\n") != strings.Join(want, "\n") {
 		t.Errorf("derived:\n%s\nwant:\n%s", strings.Join(names, "\n"), strings.Join(want, "\n"))
+	}
+	wantUnknown := []string{"openai/no-such-embedding", "openai/gpt-nope", "anthropic/claude-gone", "gemini/gemini-nope"}
+	if !slices.Equal(unknown, wantUnknown) {
+		t.Errorf("left unknown %v, want %v", unknown, wantUnknown)
 	}
 	if _, err := catalog.Load(f.base, []byte(y)); err != nil {
 		t.Errorf("derived overlay does not load: %v\n%s", err, y)

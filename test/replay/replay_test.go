@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -51,8 +52,9 @@ func loadCorpus(t testing.TB) []Interaction {
 }
 
 // allCases classifies the corpus; a served request for a model the test
-// catalog lacks (the overlay derives one for every recorded name, so only
-// a name it could not place) is expected refused as the gateway refuses it.
+// catalog lacks (the overlay derives one for every recorded name but those
+// the provider said do not exist and those it could not place) is expected
+// refused as the gateway refuses it.
 func allCases(t testing.TB) []replayCase {
 	t.Helper()
 	f := getFixture(t)
@@ -192,19 +194,46 @@ func overlayFile() string {
 // (gemini-1.5-flash like gemini-2.5-flash). Those
 // prices are a guess, which is why shipped recordings must be covered by
 // the overlay file instead (TestCatalogCoversRecordings).
-func derivedOverlay(def, cat *catalog.Catalog, its []Interaction) (yaml string, names []string) {
-	var b strings.Builder
-	seen := map[string]bool{}
+//
+// A name every recorded response for which says the model does not exist
+// (upstreamModelNotFound) is not priced but returned in unknown: the
+// gateway must then refuse it as a model it does not have, as it would
+// refuse it in production, so that those recordings check the gateway's own
+// refusal instead of replaying the provider's.
+func derivedOverlay(def, cat *catalog.Catalog, its []Interaction) (yaml string, names, unknown []string) {
+	type named struct {
+		c replayCase
+		// found: some recorded response does not say the model does not
+		// exist.
+		found bool
+	}
+	var order []string
+	byName := map[string]*named{}
 	for _, it := range its {
 		c := classify(it)
 		// Requests refused for their body get a model too, so that they
 		// are refused for that reason whichever check the gateway runs
 		// first.
-		if c.Handling == handleSkip || c.Handling == handleLocal || c.Model == "" || seen[c.Provider+"/"+c.Model] {
+		if c.Handling == handleSkip || c.Handling == handleLocal || c.Model == "" {
 			continue
 		}
-		seen[c.Provider+"/"+c.Model] = true
+		key := c.Provider + "/" + c.Model
+		n := byName[key]
+		if n == nil {
+			n = &named{c: c}
+			byName[key] = n
+			order = append(order, key)
+		}
+		n.found = n.found || !upstreamModelNotFound(it)
+	}
+	var b strings.Builder
+	for _, key := range order {
+		c := byName[key].c
 		if _, ok := cat.Lookup(catalog.Provider(c.Provider), c.Model); ok {
+			continue
+		}
+		if !byName[key].found {
+			unknown = append(unknown, key)
 			continue
 		}
 		kind := catalog.KindChat
@@ -232,9 +261,30 @@ func derivedOverlay(def, cat *catalog.Catalog, its []Interaction) (yaml string, 
 			b.WriteString("models:\n")
 		}
 		fmt.Fprintf(&b, "  - {provider: %s, name: %q, like: %q}\n", c.Provider, c.Model, like)
-		names = append(names, c.Provider+"/"+c.Model+" like "+like)
+		names = append(names, key+" like "+like)
 	}
-	return b.String(), names
+	return b.String(), names, unknown
+}
+
+// upstreamModelNotFound reports a recorded response in which the provider
+// says the requested model does not exist: a 404 on a route that names a
+// model (how OpenAI's chat and embeddings, Anthropic and Gemini answer an
+// unknown model), or an error whose code is model_not_found (OpenAI's
+// Responses API answers 400).
+func upstreamModelNotFound(it Interaction) bool {
+	switch {
+	case it.Status == http.StatusNotFound:
+		return true
+	case it.Status < 400:
+		return false
+	}
+	var e struct {
+		Error struct {
+			Code any `json:"code"`
+		} `json:"error"`
+	}
+	_ = json.Unmarshal(it.Body, &e)
+	return e.Error.Code == "model_not_found"
 }
 
 func commonPrefix(a, b string) int {
@@ -271,9 +321,12 @@ type fixture struct {
 	// derived entries.
 	base, catalog *catalog.Catalog
 	derived       []string
-	counter       *tokenize.Counter
-	verifier      *auth.Verifier
-	token         string
+	// unknown are the recorded names left out of the catalog because the
+	// provider said they do not exist ("provider/model").
+	unknown  map[string]bool
+	counter  *tokenize.Counter
+	verifier *auth.Verifier
+	token    string
 }
 
 var (
@@ -305,12 +358,17 @@ func getFixture(t testing.TB) fixture {
 			fixErr = err
 			return
 		}
-		if y, names := derivedOverlay(def, fix.base, all); y != "" {
+		y, names, unknown := derivedOverlay(def, fix.base, all)
+		if y != "" {
 			if fix.catalog, err = catalog.Load(fix.base, []byte(y)); err != nil {
 				fixErr = fmt.Errorf("derived overlay: %w\n%s", err, y)
 				return
 			}
 			fix.derived = names
+		}
+		fix.unknown = map[string]bool{}
+		for _, k := range unknown {
+			fix.unknown[k] = true
 		}
 		if fix.counter, err = tokenize.NewCounter(); err != nil {
 			fixErr = err
@@ -910,8 +968,14 @@ func TestCatalogCoversRecordings(t *testing.T) {
 		if _, ok := f.catalog.Lookup(catalog.Provider(c.Provider), c.Model); !ok && c.Handling == handleReplay {
 			t.Errorf("%s: model %s not in the test catalog", c.It.Name(), key)
 		}
-		if _, ok := f.base.Lookup(catalog.Provider(c.Provider), c.Model); !ok && shipped[c.It.File] {
+		if _, ok := f.base.Lookup(catalog.Provider(c.Provider), c.Model); !ok && shipped[c.It.File] && !f.unknown[key] {
 			t.Errorf("%s: model %s is in neither the default catalog nor %s", c.It.Name(), key, overlayFile())
+		}
+		// A name the provider said does not exist, and the overlay does
+		// not serve, is the gateway's own unknown model.
+		if f.unknown[key] && c.Handling != handleRefuse {
+			t.Errorf("%s: model %s, which the provider said does not exist, is %s; want refused by the gateway as unknown",
+				c.It.Name(), key, c.Handling)
 		}
 	}
 	for _, m := range f.base.All() {
@@ -922,6 +986,9 @@ func TestCatalogCoversRecordings(t *testing.T) {
 	}
 	if len(f.derived) > 0 {
 		t.Logf("models only unlisted recordings name, priced by rule: %v", f.derived)
+	}
+	if len(f.unknown) > 0 {
+		t.Logf("models the provider said do not exist, left unknown: %v", slices.Sorted(maps.Keys(f.unknown)))
 	}
 }
 
