@@ -525,6 +525,9 @@ func replay(t *testing.T, d frontDoor, c replayCase, v variant, chunks []int) ou
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The client sends what the provider's SDK sends, not the recorded
+	// request headers: recorders strip them (headers: {}) or keep some, and
+	// pydantic-ai's Anthropic recordings lack anthropic-version.
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
