@@ -230,7 +230,7 @@ func (p *Policy) Admit(ctx context.Context, a gateway.Admission) (gateway.Grant,
 	if !ok { // the gateway looked it up already; a race with a catalog reload
 		return nil, gateway.Fail(gateway.StatusNotFound, gateway.CodeModelNotFound, "The model %q does not exist.", a.Model)
 	}
-	g := &grant{p: p, provider: a.Provider, price: m.Price, account: a.Claims.Account}
+	g := &grant{p: p, provider: a.Provider, price: m.Price, family: m.Family, account: a.Claims.Account}
 	if p.lim == nil {
 		return g, nil
 	}
@@ -338,6 +338,7 @@ type grant struct {
 	p        *Policy
 	provider string
 	price    catalog.Price
+	family   string // the requested model's price family
 	account  string
 	res      limit.Reservation
 	limits   gateway.RateLimit
@@ -349,8 +350,11 @@ func (g *grant) Limits() gateway.RateLimit { return g.limits }
 func (g *grant) Settle(ctx context.Context, rec *usage.Record) {
 	price := g.price
 	if rec.ServedModel != "" && rec.ServedModel != rec.Model {
-		// A server-side fallback: the tokens are the served model's.
-		if m, ok := g.p.cat.Lookup(catalog.Provider(g.provider), rec.ServedModel); ok && m.Price != price {
+		// A server-side fallback to another model: the tokens are its. A
+		// dated name, or the upstream name of an overlay model (which
+		// shares its family and may carry a price of the operator's own),
+		// is the same model.
+		if m, ok := g.p.cat.Lookup(catalog.Provider(g.provider), rec.ServedModel); ok && m.Family != g.family && m.Price != price {
 			price = m.Price
 			g.p.log.LogAttrs(ctx, slog.LevelInfo, "priced as the model that answered",
 				slog.String("request_id", rec.RequestID), slog.String("model", rec.Model), slog.String("served_model", m.Name))

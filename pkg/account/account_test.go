@@ -194,9 +194,21 @@ func TestAdmitTPM(t *testing.T) {
 
 // A response from another model than the one asked for (a server-side
 // fallback) is priced as the model that answered, when the catalog knows it;
-// an unknown or equally priced name leaves the requested model's price.
+// an unknown name, or one of the same family (a dated name, an overlay
+// model's upstream name), leaves the requested model's price.
 func TestSettlePricesServedModel(t *testing.T) {
 	f := newFixture(t)
+	// An operator's own name and price for a model served upstream as an
+	// alias: the response names the dated model, which is the same one.
+	cat, err := catalog.Load(f.cat, []byte(`models: [{provider: anthropic, name: house-haiku, like: claude-haiku-4-5, upstream: claude-haiku-4-5, price: {input: 9, output: 99}}]`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.cat = cat
+	f.pol, err = account.New(account.Config{Directory: f.db, Catalog: cat, Limiter: nil, Now: f.clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
 	c := f.add(t, "fb", catalog.PlanPro, 100*meter.MicroCredits, true)
 	const asked, fallback = "claude-haiku-4-5", "claude-opus-4-5-20251101"
 	askedM, _ := f.cat.Lookup("anthropic", asked)
@@ -223,6 +235,18 @@ func TestSettlePricesServedModel(t *testing.T) {
 		g.Settle(context.Background(), &rec)
 		if want := meter.Credits(tc.want, tokens, meter.DefaultRate); rec.Credits != want {
 			t.Errorf("served %q: %d credits, want %d", tc.served, rec.Credits, want)
+		}
+	}
+	house, _ := cat.Lookup("anthropic", "house-haiku")
+	for _, served := range []string{"claude-haiku-4-5", "claude-haiku-4-5-20251001"} {
+		g, fail := admit(t, f, c, "anthropic", "house-haiku", 10)
+		if fail != nil {
+			t.Fatal(fail)
+		}
+		rec := usage.Record{Model: "house-haiku", ServedModel: served, Tokens: tokens}
+		g.Settle(context.Background(), &rec)
+		if want := meter.Credits(house.Price, tokens, meter.DefaultRate); rec.Credits != want {
+			t.Errorf("house-haiku served as %q: %d credits, want the overlay's price, %d", served, rec.Credits, want)
 		}
 	}
 }

@@ -722,9 +722,9 @@ func checkOutcome(t *testing.T, c replayCase, v variant, out outcome) {
 
 // pricing is the model whose price a replayed request is billed at, and
 // that price: the requested model, unless an Anthropic response says
-// another model answered and the catalog has that model at a different
-// price (a server-side fallback; docs/gateway-rules.md); the record still
-// names the requested model. OpenAI and Gemini responses name a snapshot of
+// another model answered and the catalog has that model, of another price
+// family and at a different price (a server-side fallback; docs/credits.md);
+// the record still names the requested model. OpenAI and Gemini responses name a snapshot of
 // the requested model, never another one.
 func pricing(t *testing.T, c replayCase) (string, catalog.Price) {
 	f := getFixture(t)
@@ -733,7 +733,7 @@ func pricing(t *testing.T, c replayCase) (string, catalog.Price) {
 		t.Fatalf("model %s/%s not in the test catalog", c.Provider, c.Model)
 	}
 	if served := servedModel(c); c.Provider == "anthropic" && served != "" && served != c.Model {
-		if m, ok := f.catalog.Lookup(catalog.Provider(c.Provider), served); ok && m.Price != req.Price {
+		if m, ok := f.catalog.Lookup(catalog.Provider(c.Provider), served); ok && m.Family != req.Family && m.Price != req.Price {
 			return served, m.Price
 		}
 	}
