@@ -82,12 +82,9 @@ func (m *meter) Event(ev sse.Event) bool {
 // any.
 func (m *meter) read(raw []byte) bool {
 	any := readCounts(raw, &m.u)
-	set := func(dst *int64, path ...string) {
-		if n, ok := gateway.Count(raw, path...); ok {
-			*dst, any = n, true
-		}
+	if n, ok := gateway.Count(raw, "output_tokens_details", "thinking_tokens"); ok {
+		m.u.Reasoning, any = n, true
 	}
-	set(&m.u.Reasoning, "output_tokens_details", "thinking_tokens")
 	m.u.Reasoning = min(m.u.Reasoning, m.u.Output) // thinking is part of the output
 	if iters, ok := jsonscan.Field(raw, "iterations"); ok {
 		m.extra = uncounted(iters)
