@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -56,6 +57,9 @@ type DoorOptions struct {
 	ChunkDelay time.Duration
 	// ServeArgs are extra `tollgate serve` flags (Envoy door only).
 	ServeArgs []string
+	// Debug serves the processor's profiling endpoints (--debug-listen)
+	// at Envoy.DebugAddr (Envoy door only).
+	Debug bool
 }
 
 // Doors are the front doors every end-to-end suite runs through.
@@ -100,24 +104,12 @@ type Envoy struct {
 	dir, token string
 	Proxy      *envoysim.Proxy
 	// Serve is the processor, `tollgate serve`.
-	Serve    *Process
-	mocks    *mockprovider.Servers
-	stopOnce sync.Once
-}
-
-// FreePort returns a loopback port that was free a moment ago. Another
-// process can take it before it is bound again: a server in this process
-// should rather be handed the listener Listen returns, and a process that
-// must be told its port before it starts be started again on a new one
-// when it finds the port taken (StartEnvoy).
-func FreePort(t testing.TB) uint32 {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return uint32(ln.Addr().(*net.TCPAddr).Port)
+	Serve *Process
+	// DebugAddr is where the processor serves /debug/pprof, with
+	// DoorOptions.Debug.
+	DebugAddr string
+	mocks     *mockprovider.Servers
+	stopOnce  sync.Once
 }
 
 // Listen binds a free loopback port and keeps it bound: hand the listener
@@ -132,20 +124,6 @@ func Listen(t testing.TB) (net.Listener, uint32) {
 	}
 	t.Cleanup(func() { _ = ln.Close() })
 	return ln, uint32(ln.Addr().(*net.TCPAddr).Port)
-}
-
-// serveAttempts bounds how often StartEnvoy starts the processor again on
-// a new gRPC port when it finds the one it was given taken.
-const serveAttempts = 5
-
-// grpcAddr picks the processor's gRPC address (FreeAddr; a test replaces
-// it to hand out a taken one).
-var grpcAddr = FreeAddr
-
-// portTaken reports whether a process that exited logged that it could not
-// bind addr because it was in use.
-func portTaken(stderr, addr string) bool {
-	return strings.Contains(stderr, addr) && strings.Contains(stderr, "address already in use")
 }
 
 // StartEnvoy starts the Envoy front door. The data dir gets the same
@@ -171,25 +149,33 @@ func StartEnvoy(t testing.TB, o DoorOptions) *Envoy {
 	if o.LogLevel != "" {
 		extra = append(extra, "--log-level", o.LogLevel)
 	}
-	// The processor is a process of its own, told its gRPC address by its
-	// config: a port picked free may be taken before it binds it, and it
-	// then exits; it is started again on another one.
+	// The processor is a process of its own, told its gRPC (and debug)
+	// address by its config and flags: a port picked free may be taken
+	// before it binds it, and it then exits; it is started again on
+	// another one.
 	cfg := filepath.Join(dir, "serve.yaml")
-	var procAddr string
-	for attempt := 1; ; attempt++ {
-		procAddr = grpcAddr(t)
-		if err := os.WriteFile(cfg, []byte("data_dir: "+dir+"\ngrpc_listen: "+procAddr+"\n"), 0o600); err != nil {
+	ports := 1
+	if o.Debug {
+		ports = 2
+	}
+	addrs, err := OnFreePorts(ports, t.Logf, func(addrs []string) error {
+		if err := os.WriteFile(cfg, []byte("data_dir: "+dir+"\ngrpc_listen: "+addrs[0]+"\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		p, err := launchServe(t, cfg, nil, extra...)
-		if err == nil {
-			e.Serve = p
-			break
+		args := extra
+		if o.Debug {
+			args = append(slices.Clip(extra), "--debug-listen", addrs[1])
 		}
-		if attempt == serveAttempts || !p.Exited() || !portTaken(p.Stderr(), procAddr) {
-			t.Fatal(err)
-		}
-		t.Logf("the processor's gRPC port %s was taken; starting it again on another one", procAddr)
+		p, err := launchServe(t, nil, append([]string{"--config", cfg, "--listen", "127.0.0.1:0"}, args...)...)
+		e.Serve = p
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	procAddr := addrs[0]
+	if o.Debug {
+		e.DebugAddr = addrs[1]
 	}
 	t.Cleanup(func() { e.Stop(t) })
 	waitServing(t, procAddr, e.Serve)

@@ -17,15 +17,15 @@ func TestStartEnvoyPortTaken(t *testing.T) {
 	}
 	defer taken.Close()
 	var handed []string
-	grpcAddr = func(t testing.TB) string {
-		a := FreeAddr(t)
+	pickAddr = func() (string, error) {
+		a, err := freeAddr()
 		if len(handed) == 0 {
 			a = taken.Addr().String()
 		}
 		handed = append(handed, a)
-		return a
+		return a, err
 	}
-	defer func() { grpcAddr = FreeAddr }()
+	defer func() { pickAddr = freeAddr }()
 
 	e := StartEnvoy(t, DoorOptions{})
 	if len(handed) != 2 {

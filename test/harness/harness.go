@@ -23,6 +23,7 @@ import (
 
 	"github.com/tollgate-dev/tollgate/pkg/mockprovider"
 	"github.com/tollgate-dev/tollgate/pkg/usage"
+	"github.com/tollgate-dev/tollgate/test/logbuf"
 )
 
 var (
@@ -126,8 +127,8 @@ type Dev struct {
 	MockURL string
 	cmd     *exec.Cmd
 	done    chan error
-	stderr  *bytes.Buffer
-	stdout  *bytes.Buffer
+	stderr  *logbuf.Buffer
+	stdout  *logbuf.Buffer
 }
 
 type devState struct {
@@ -146,7 +147,7 @@ func StartDev(t testing.TB, extra ...string) *Dev {
 	args := append([]string{"dev", "--listen", "127.0.0.1:0", "--data-dir", dir}, extra...)
 	cmd := exec.Command(Binary(t), args...)
 	cmd.Env = CleanEnv()
-	d := &Dev{DataDir: dir, cmd: cmd, done: make(chan error, 1), stderr: &bytes.Buffer{}, stdout: &bytes.Buffer{}}
+	d := &Dev{DataDir: dir, cmd: cmd, done: make(chan error, 1), stderr: &logbuf.Buffer{}, stdout: &logbuf.Buffer{}}
 	cmd.Stderr = d.stderr
 	cmd.Stdout = d.stdout
 	if err := cmd.Start(); err != nil {
@@ -191,12 +192,24 @@ func (d *Dev) Stop(t testing.TB) {
 	}
 }
 
-// Stderr is what the gateway logged so far. Read it after Stop: the
-// process writes it concurrently until then.
+// Stderr is what the gateway logged so far.
 func (d *Dev) Stderr() string { return d.stderr.String() }
 
-// Stdout is what the gateway printed (its exports). Read it after Stop.
+// Stdout is what the gateway printed (its exports).
 func (d *Dev) Stdout() string { return d.stdout.String() }
+
+// LoggedAddr is the address the gateway logged after prefix before it
+// started serving (`msg="admin API"` finds the X of `msg="admin API"
+// addr=X`): the address a listener given port 0 bound. The log level must
+// let the line through (--log-level info).
+func (d *Dev) LoggedAddr(t testing.TB, prefix string) string {
+	t.Helper()
+	a := loggedAddr(d.Stderr(), prefix)
+	if a == "" {
+		t.Fatalf("tollgate dev logged no %s addr=\n%s", prefix, d.Stderr())
+	}
+	return a
+}
 
 func healthy(base string) bool {
 	c := http.Client{Timeout: time.Second}
@@ -342,13 +355,6 @@ func UnsetSDKEnv() {
 	for _, k := range sdkVars {
 		os.Unsetenv(k)
 	}
-}
-
-// FreeAddr is a loopback address whose port was free when asked, for
-// processes that must be told their port before they start.
-func FreeAddr(t testing.TB) string {
-	t.Helper()
-	return fmt.Sprintf("127.0.0.1:%d", FreePort(t))
 }
 
 // GetStatus GETs url with a bearer token and returns the status.

@@ -3,6 +3,7 @@ package harness
 import (
 	"fmt"
 	"net/http"
+	"os"
 	"os/exec"
 	"regexp"
 	"syscall"
@@ -39,19 +40,26 @@ var (
 // ends.
 func StartServe(t testing.TB, configFile string, env []string, extra ...string) *Process {
 	t.Helper()
-	p, err := launchServe(t, configFile, env, extra...)
+	return StartServeArgs(t, env, append([]string{"--config", configFile, "--listen", "127.0.0.1:0"}, extra...)...)
+}
+
+// StartServeArgs runs `tollgate serve` with args alone, as StartServe does:
+// the listen address comes from them or their config file, port 0 for one
+// the process picks and logs (so must the log level let it).
+func StartServeArgs(t testing.TB, env []string, args ...string) *Process {
+	t.Helper()
+	p, err := launchServe(t, env, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return p
 }
 
-// launchServe is StartServe, returning an error if the process exited (or
-// did not get ready in time) instead of failing the test.
-func launchServe(t testing.TB, configFile string, env []string, extra ...string) (*Process, error) {
+// launchServe is StartServeArgs, returning an error if the process exited
+// (or did not get ready in time) instead of failing the test.
+func launchServe(t testing.TB, env []string, args ...string) (*Process, error) {
 	t.Helper()
-	args := append([]string{"serve", "--config", configFile, "--listen", "127.0.0.1:0"}, extra...)
-	return launch(t, append(CleanEnv(), env...), args, healthy, func(stderr string) string {
+	return launch(t, append(CleanEnv(), env...), append([]string{"serve"}, args...), healthy, func(stderr string) string {
 		if m := serveAddrRE.FindStringSubmatch(stderr); m != nil {
 			return "http://" + m[1]
 		}
@@ -64,12 +72,15 @@ func launchServe(t testing.TB, configFile string, env []string, extra ...string)
 // URL/gemini.
 func StartMock(t testing.TB) *Process {
 	t.Helper()
-	return start(t, CleanEnv(), []string{"mock", "--listen", "127.0.0.1:0"}, answers(servedPath), func(stderr string) string {
-		if m := mockAddrRE.FindStringSubmatch(stderr); m != nil {
-			return m[1]
-		}
-		return ""
-	})
+	return start(t, CleanEnv(), []string{"mock", "--listen", "127.0.0.1:0"}, answers(servedPath), mockURL)
+}
+
+// mockURL is the root `tollgate mock` logged, "" before it has.
+func mockURL(stderr string) string {
+	if m := mockAddrRE.FindStringSubmatch(stderr); m != nil {
+		return m[1]
+	}
+	return ""
 }
 
 // answers returns a probe that GETs path under a root and wants a 200.
@@ -134,6 +145,50 @@ func (p *Process) Exited() bool {
 		return true
 	default:
 		return false
+	}
+}
+
+// LoggedAddr waits until the process has logged an address after prefix
+// (`msg="admin API"` finds the X of `msg="admin API" addr=X`) and returns
+// it: the address a listener given port 0 bound. It fails the test if the
+// process exits first.
+func (p *Process) LoggedAddr(t testing.TB, prefix string) string {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if a := loggedAddr(p.Stderr(), prefix); a != "" {
+			return a
+		}
+		select {
+		case <-p.done:
+			t.Fatalf("tollgate %v exited without logging %s addr=: %v\n%s", p.cmd.Args[1:], prefix, p.err, p.Stderr())
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("tollgate %v did not log %s addr= in time\n%s", p.cmd.Args[1:], prefix, p.Stderr())
+		}
+	}
+}
+
+// loggedAddr is the address logged after prefix in log, "" if none.
+func loggedAddr(log, prefix string) string {
+	if m := regexp.MustCompile(regexp.QuoteMeta(prefix) + ` addr=(\S+)`).FindStringSubmatch(log); m != nil {
+		return m[1]
+	}
+	return ""
+}
+
+// Signal sends sig to the process.
+func (p *Process) Signal(sig os.Signal) error { return p.cmd.Process.Signal(sig) }
+
+// Wait waits up to d for the process to exit and returns its exit error;
+// exited is false if it still runs.
+func (p *Process) Wait(d time.Duration) (exited bool, err error) {
+	select {
+	case <-p.done:
+		return true, p.err
+	case <-time.After(d):
+		return false, nil
 	}
 }
 
