@@ -1,19 +1,15 @@
 package cli_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -160,8 +156,9 @@ func TestAccountAndProjectCommands(t *testing.T) {
 // a running `tollgate dev`: a new account's token works at once, and
 // `tollgate usage` and GET /v1/usage show exactly the requests made.
 func TestAdminWhileDevRuns(t *testing.T) {
-	adminAddr := harness.FreeAddr(t)
-	dev := harness.StartDev(t, "--mock", "--admin-listen", adminAddr)
+	// Port 0: the admin API's address is read from the log (info level).
+	dev := harness.StartDev(t, "--mock", "--log-level", "info", "--admin-listen", "127.0.0.1:0")
+	adminAddr := dev.LoggedAddr(t, `msg="admin API"`)
 	dir := dev.DataDir
 
 	// The dev token's account and project were made on first start.
@@ -289,22 +286,15 @@ func protoEqualTotals(a, b *pb.UsageBucket) bool {
 // operator would: the generated gRPC client and curl-style JSON.
 func TestServeAdminAPI(t *testing.T) {
 	dir := t.TempDir()
-	addr, adminAddr := harness.FreeAddr(t), harness.FreeAddr(t)
+	// Port 0: serve picks free ports and logs them (at info level), so no
+	// other process can take them between picking and binding.
 	cfg := filepath.Join(dir, "tollgate.yaml")
-	if err := os.WriteFile(cfg, []byte("listen: "+addr+"\nadmin_listen: "+adminAddr+"\ndata_dir: "+filepath.Join(dir, "data")+"\nlog_level: error\n"), 0o600); err != nil {
+	if err := os.WriteFile(cfg, []byte("listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\ndata_dir: "+filepath.Join(dir, "data")+"\nlog_level: info\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	const adminToken = "tgadm_from-the-environment"
-	srv := exec.Command(harness.Binary(t), "serve", "--config", cfg)
-	srv.Env = append(harness.CleanEnv(), "TOLLGATE_ADMIN_TOKEN="+adminToken)
-	var stderr bytes.Buffer
-	srv.Stderr = &stderr
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	// stop ends serve; its stderr may be read only after.
-	stop := sync.OnceFunc(func() { _ = srv.Process.Signal(syscall.SIGTERM); _ = srv.Wait() })
-	t.Cleanup(stop)
+	srv := harness.StartServeArgs(t, []string{"TOLLGATE_ADMIN_TOKEN=" + adminToken}, "--config", cfg)
+	adminAddr := srv.LoggedAddr(t, `msg="admin API"`)
 
 	conn, err := grpc.NewClient(adminAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -324,8 +314,8 @@ func TestServeAdminAPI(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	if err != nil || created.GetAccount().GetBalance().GetMicro() != 5_000_000 {
-		stop()
-		t.Fatalf("gRPC CreateAccount: %v %v\n%s", created, err, stderr.String())
+		srv.Stop(t)
+		t.Fatalf("gRPC CreateAccount: %v %v\n%s", created, err, srv.Stderr())
 	}
 	if _, err := accounts.ListAccounts(ctx, &pb.ListAccountsRequest{}); status.Code(err) != codes.Unauthenticated {
 		t.Errorf("gRPC without a token: %v, want Unauthenticated", err)
@@ -346,9 +336,9 @@ func TestServeAdminAPI(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || protojson.Unmarshal(body, &credited) != nil || credited.GetAccount().GetBalance().GetDecimal() != "3.75" {
 		t.Fatalf("HTTP credit: %d %s", resp.StatusCode, body)
 	}
-	stop()
-	if strings.Contains(stderr.String(), adminToken) {
-		t.Errorf("serve logged the admin token:\n%s", stderr.String())
+	srv.Stop(t) // its whole log is in Stderr then
+	if strings.Contains(srv.Stderr(), adminToken) {
+		t.Errorf("serve logged the admin token:\n%s", srv.Stderr())
 	}
 }
 

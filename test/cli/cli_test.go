@@ -14,7 +14,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -145,49 +144,30 @@ func TestEnvWithoutGateway(t *testing.T) {
 // header, and checks what the mock received.
 func TestServeConfigFile(t *testing.T) {
 	dir := t.TempDir()
-	mockAddr := harness.FreeAddr(t)
-	mock := exec.Command(harness.Binary(t), "mock", "--listen", mockAddr)
-	if err := mock.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = mock.Process.Kill(); _ = mock.Wait() })
+	mock := harness.StartMock(t)
 
 	keyFile := filepath.Join(dir, "anthropic.key")
 	if err := os.WriteFile(keyFile, []byte("sk-ant-from-file\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	addr := harness.FreeAddr(t)
+	// Port 0: serve picks a free port and logs it (at info level), so no
+	// other process can take it between picking and binding.
 	cfg := filepath.Join(dir, "tollgate.yaml")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`listen: %s
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`listen: 127.0.0.1:0
 data_dir: %s
-log_level: error
+log_level: info
 providers:
   anthropic:
-    upstream: http://%s/anthropic
+    upstream: %s/anthropic
     key_file: %s
     allow_headers: [anthropic-beta]
-`, addr, filepath.Join(dir, "data"), mockAddr, keyFile)), 0o600); err != nil {
+`, filepath.Join(dir, "data"), mock.URL, keyFile)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	srv := exec.Command(harness.Binary(t), "serve", "--config", cfg)
-	srv.Env = harness.CleanEnv()
-	var stderr bytes.Buffer
-	srv.Stderr = &stderr
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = srv.Process.Signal(syscall.SIGTERM); _ = srv.Wait() })
-	base := "http://" + addr
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if resp, err := http.Get(base + "/healthz"); err == nil {
-			resp.Body.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("serve did not start: %s", stderr.String())
-		}
-		time.Sleep(50 * time.Millisecond)
+	srv := harness.StartServeArgs(t, nil, "--config", cfg)
+	base := srv.URL
+	if strings.HasSuffix(base, ":8080") {
+		t.Fatalf("serve listens on %s, its default: it ignored the config's listen", base)
 	}
 	must(t, "account", "create", "a", "--plan", "pro", "--credits", "10", "--data-dir", filepath.Join(dir, "data"))
 	must(t, "project", "create", "p", "--account", "a", "--activate", "--data-dir", filepath.Join(dir, "data"))
@@ -202,7 +182,7 @@ providers:
 	if status != http.StatusOK {
 		t.Fatalf("status %d: %s", status, body)
 	}
-	mresp, err := http.Get("http://" + mockAddr + "/_mock/served")
+	mresp, err := http.Get(mock.URL + "/_mock/served")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,14 +1,12 @@
 package cli_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -31,7 +29,6 @@ import (
 // ext_proc answering, and a SIGTERM that lets a request in flight finish.
 func TestServeGRPC(t *testing.T) {
 	dir := t.TempDir()
-	tcp := harness.FreeAddr(t)
 	socket := filepath.Join(dir, "run", "ext.sock")
 	// A socket left behind by a killed run is replaced.
 	if err := os.MkdirAll(filepath.Dir(socket), 0o755); err != nil {
@@ -43,25 +40,15 @@ func TestServeGRPC(t *testing.T) {
 	}
 	stale.SetUnlinkOnClose(false)
 	_ = stale.Close()
+	// Port 0: serve picks free ports and logs them (at info level), so no
+	// other process can take them between picking and binding.
 	cfg := filepath.Join(dir, "tollgate.yaml")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("listen: %s\ngrpc_listen: %s\ngrpc_socket: %s\ndata_dir: %s\nlog_level: error\n",
-		harness.FreeAddr(t), tcp, socket, filepath.Join(dir, "data"))), 0o600); err != nil {
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("listen: 127.0.0.1:0\ngrpc_listen: 127.0.0.1:0\ngrpc_socket: %s\ndata_dir: %s\nlog_level: info\n",
+		socket, filepath.Join(dir, "data"))), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	srv := exec.Command(harness.Binary(t), "serve", "--config", cfg)
-	srv.Env = harness.CleanEnv()
-	var stderr bytes.Buffer
-	srv.Stderr = &stderr
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	var waitErr error
-	go func() { waitErr = srv.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = srv.Process.Kill()
-		<-exited
-	})
+	srv := harness.StartServeArgs(t, nil, "--config", cfg)
+	tcp := srv.LoggedAddr(t, `msg="serving envoy processor" network=tcp`)
 
 	dial := func(target string) *grpc.ClientConn {
 		conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -74,7 +61,7 @@ func TestServeGRPC(t *testing.T) {
 	overTCP, overSocket := dial(tcp), dial("unix://"+socket)
 	for name, conn := range map[string]*grpc.ClientConn{"tcp": overTCP, "socket": overSocket} {
 		for _, svc := range []string{"", "envoy.service.ext_proc.v3.ExternalProcessor", "envoy.service.auth.v3.Authorization"} {
-			st := waitServing(t, conn, svc, &stderr)
+			st := waitServing(t, conn, svc, srv)
 			if st != healthpb.HealthCheckResponse_SERVING {
 				t.Errorf("%s health %q: %v", name, svc, st)
 			}
@@ -124,7 +111,7 @@ func TestServeGRPC(t *testing.T) {
 	if r, err := stream.Recv(); err != nil || r.GetResponseHeaders() == nil {
 		t.Fatalf("reply to response headers: %v, %v", r, err)
 	}
-	if err := srv.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := srv.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	// Health turns NOT_SERVING while the stream drains.
@@ -150,13 +137,11 @@ func TestServeGRPC(t *testing.T) {
 	if _, err := stream.Recv(); !errors.Is(err, io.EOF) {
 		t.Errorf("stream end: %v", err)
 	}
-	select {
-	case <-exited:
-		if waitErr != nil {
-			t.Errorf("serve exited with %v: %s", waitErr, stderr.String())
-		}
-	case <-time.After(20 * time.Second):
+	switch exited, err := srv.Wait(20 * time.Second); {
+	case !exited:
 		t.Fatal("serve did not exit after SIGTERM and its last stream")
+	case err != nil:
+		t.Errorf("serve exited with %v: %s", err, srv.Stderr())
 	}
 }
 
@@ -169,7 +154,7 @@ func headerMap(kv ...string) *corev3.HeaderMap {
 }
 
 // waitServing polls health until the server answers.
-func waitServing(t *testing.T, conn *grpc.ClientConn, svc string, stderr *bytes.Buffer) healthpb.HealthCheckResponse_ServingStatus {
+func waitServing(t *testing.T, conn *grpc.ClientConn, svc string, srv *harness.Process) healthpb.HealthCheckResponse_ServingStatus {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -178,7 +163,7 @@ func waitServing(t *testing.T, conn *grpc.ClientConn, svc string, stderr *bytes.
 			return r.GetStatus()
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no health answer: %v: %s", err, stderr.String())
+			t.Fatalf("no health answer: %v: %s", err, srv.Stderr())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
