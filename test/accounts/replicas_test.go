@@ -117,8 +117,9 @@ func TestTwoGatewaysShareRedis(t *testing.T) {
 	}
 	var reps []*replica
 	for _, r := range []*replica{{name: "A", dir: dirA}, {name: "B", dir: dirB}} {
-		r.metrics = harness.FreeAddr(t)
-		r.proc = harness.StartServe(t, serveConfig(t, r.dir, mock.URL, rds.Addr(), r.metrics), env)
+		// Port 0: the metrics address is read from the log.
+		r.proc = harness.StartServe(t, serveConfig(t, r.dir, mock.URL, rds.Addr(), "127.0.0.1:0"), env)
+		r.metrics = r.proc.LoggedAddr(t, `msg="serving metrics"`)
 		reps = append(reps, r)
 	}
 

@@ -118,8 +118,7 @@ func TestProcessorPodRunsTollgate(t *testing.T) {
 	for _, a := range c.Args {
 		args = append(args, remap(a))
 	}
-	metricsAddr := harness.FreeAddr(t)
-	args = append(args, "--listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0", "--metrics-listen", metricsAddr,
+	args = append(args, "--listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
 		"--admin-listen", "127.0.0.1:0")
 	env := harness.CleanEnv()
 	for _, e := range c.Env {
@@ -150,10 +149,11 @@ func TestProcessorPodRunsTollgate(t *testing.T) {
 	adminRE := regexp.MustCompile(`msg="admin API" addr=(\S+)`)
 	httpRE := regexp.MustCompile(`msg=serving addr=(\S+)`)
 	grpcRE := regexp.MustCompile(`msg="serving envoy processor" network=tcp addr=(\S+)`)
+	metricsRE := regexp.MustCompile(`msg="serving metrics" addr=(\S+)`)
 	var log strings.Builder
-	addr, grpcAddr, adminAddr := "", "", ""
+	addr, grpcAddr, adminAddr, metricsAddr := "", "", "", ""
 	sc := bufio.NewScanner(stderr)
-	for (addr == "" || grpcAddr == "" || adminAddr == "") && sc.Scan() {
+	for (addr == "" || grpcAddr == "" || adminAddr == "" || metricsAddr == "") && sc.Scan() {
 		log.WriteString(sc.Text() + "\n")
 		if m := httpRE.FindStringSubmatch(sc.Text()); m != nil {
 			addr = m[1]
@@ -164,8 +164,11 @@ func TestProcessorPodRunsTollgate(t *testing.T) {
 		if m := adminRE.FindStringSubmatch(sc.Text()); m != nil {
 			adminAddr = m[1]
 		}
+		if m := metricsRE.FindStringSubmatch(sc.Text()); m != nil {
+			metricsAddr = m[1]
+		}
 	}
-	if addr == "" || grpcAddr == "" || adminAddr == "" {
+	if addr == "" || grpcAddr == "" || adminAddr == "" || metricsAddr == "" {
 		t.Fatalf("tollgate %v did not start serving HTTP and gRPC:\n%s", args, log.String())
 	}
 	go func() { // keep draining so the process never blocks on stderr

@@ -38,24 +38,24 @@ type replica struct {
 
 func startReplica(t *testing.T, name, keysDir, ledgerURL, mockURL string) *replica {
 	t.Helper()
-	admin := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
+	// Port 0: the admin API's address is read from the log.
 	cfg := fmt.Sprintf(`data_dir: %s
 signing_keys_dir: %s
 signing_keys_poll: 100ms
 signing_keys_grace: 1s
-admin_listen: %s
+admin_listen: 127.0.0.1:0
 log_level: info
 providers:
   openai: {upstream: %s/openai}
   anthropic: {upstream: %s/anthropic}
   gemini: {upstream: %s/gemini}
-`, t.TempDir(), keysDir, admin, mockURL, mockURL, mockURL)
+`, t.TempDir(), keysDir, mockURL, mockURL, mockURL)
 	path := filepath.Join(t.TempDir(), name+".yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	p := harness.StartServe(t, path, []string{"TOLLGATE_ADMIN_TOKEN=" + adminToken, "TOLLGATE_LEDGER_URL=" + ledgerURL})
-	return &replica{name: name, admin: "http://" + admin, proc: p}
+	return &replica{name: name, admin: "http://" + p.LoggedAddr(t, `msg="admin API"`), proc: p}
 }
 
 // call makes an admin API call over HTTP and decodes the answer into out.
