@@ -42,9 +42,9 @@ func TestSustainedLoad(t *testing.T) {
 `), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	debug := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
 	door := harness.StartEnvoy(t, harness.DoorOptions{Catalog: overlay, LogLevel: "info",
-		ChunkDelay: 50 * time.Millisecond, ServeArgs: []string{"--debug-listen", debug}})
+		ChunkDelay: 50 * time.Millisecond, Debug: true})
+	debug := door.DebugAddr
 	pid := door.ProcessorPID()
 	baseProc := goroutines(t, debug)
 	baseSim := runtime.NumGoroutine()
