@@ -26,48 +26,64 @@ import (
 func TestDadJokesExample(t *testing.T) {
 	requireNode(t)
 	requireNodeModules(t, "examples/dad-jokes", "openai")
-	dir := t.TempDir()
-	port := harness.FreePort(t)
-	cmd := exec.Command(harness.Binary(t), "dev", "--mock", "--listen", "127.0.0.1:0", "--data-dir", dir,
-		"--", "node", "examples/dad-jokes/server.js")
-	cmd.Dir = harness.RepoRoot()
-	cmd.Env = append(harness.CleanEnv(), fmt.Sprintf("PORT=%d", port))
-	var stdout, stderr logbuf.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	ownProcessGroup(cmd)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	stopped := false
-	t.Cleanup(func() {
-		if !stopped {
-			killProcessGroup(cmd)
-			<-done
-		}
-	})
+	// The server is told its port (PORT) before it starts: a port picked
+	// free may be taken before it listens, and it then exits; it is started
+	// again on another one.
+	var (
+		dir, base      string
+		cmd            *exec.Cmd
+		done           chan error
+		stdout, stderr *logbuf.Buffer
+		stopped        *bool // this attempt's process has been waited for
+	)
 	logs := func() string { return "stdout:\n" + stdout.String() + "\nstderr:\n" + stderr.String() }
-
-	// Wait for the server (GET / answers once it listens).
-	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	client := &http.Client{Timeout: 30 * time.Second}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		resp, err := client.Get(base + "/")
-		if err == nil {
-			resp.Body.Close()
-			break
+	if _, err := harness.OnFreePorts(1, t.Logf, func(addrs []string) error {
+		dir = t.TempDir()
+		cmd = exec.Command(harness.Binary(t), "dev", "--mock", "--listen", "127.0.0.1:0", "--data-dir", dir,
+			"--", "node", "examples/dad-jokes/server.js")
+		cmd.Dir = harness.RepoRoot()
+		cmd.Env = append(harness.CleanEnv(), fmt.Sprintf("PORT=%d", harness.Port(addrs[0])))
+		stdout, stderr = &logbuf.Buffer{}, &logbuf.Buffer{}
+		cmd.Stdout, cmd.Stderr = stdout, stderr
+		ownProcessGroup(cmd)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
 		}
-		select {
-		case err := <-done:
-			stopped = true
-			t.Fatalf("tollgate dev exited before the server listened: %v\n%s", err, logs())
-		case <-time.After(100 * time.Millisecond):
+		done = make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		stopped = new(bool)
+		cmd, done, stopped := cmd, done, stopped
+		t.Cleanup(func() {
+			if !*stopped {
+				killProcessGroup(cmd)
+				<-done
+			}
+		})
+
+		// Wait for the server: it says so once it listens (something else
+		// may answer on a port taken from it), and GET / answers.
+		base = "http://" + addrs[0]
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			if strings.Contains(stdout.String(), "dad-jokes listening on") {
+				if resp, err := client.Get(base + "/"); err == nil {
+					resp.Body.Close()
+					return nil
+				}
+			}
+			select {
+			case err := <-done:
+				*stopped = true
+				return fmt.Errorf("tollgate dev exited before the server listened: %v\n%s", err, logs())
+			case <-time.After(100 * time.Millisecond):
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("the dad-jokes server did not listen on %s\n%s", base, logs())
+			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the dad-jokes server did not listen on %s\n%s", base, logs())
-		}
+	}); err != nil {
+		t.Fatal(err)
 	}
 
 	resp, err := client.Get(base + "/api/joke")
@@ -155,7 +171,7 @@ func TestDadJokesExample(t *testing.T) {
 	}
 	select {
 	case err := <-done:
-		stopped = true
+		*stopped = true
 		var ee *exec.ExitError
 		if err != nil && !errors.As(err, &ee) {
 			t.Fatalf("tollgate dev: %v", err)
