@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tollgate-dev/tollgate/test/harness"
 )
 
 // Postgres is a PostgreSQL server of one test, from Debian's binaries,
@@ -68,16 +70,15 @@ func StartPostgres(t testing.TB) *Postgres {
 	if out, err := initdb.CombinedOutput(); err != nil {
 		t.Fatalf("postgres: initdb: %v\n%s", err, out)
 	}
-	for range 5 { // a free port can be taken between looking and listening
-		if p.port, err = freePort(); err != nil {
-			t.Fatalf("postgres: %v", err)
-		}
-		if err = p.start(); err == nil {
-			return p
-		}
+	// A free port can be taken between looking and listening: postgres
+	// then exits, and is started again on another one.
+	if _, err := harness.OnFreePorts(1, t.Logf, func(addrs []string) error {
+		p.port = harness.Port(addrs[0])
+		return p.start()
+	}); err != nil {
+		t.Fatalf("postgres: %v", err)
 	}
-	t.Fatalf("postgres: %v", err)
-	return nil
+	return p
 }
 
 // postgresBin finds the newest installed server's binaries.
@@ -157,7 +158,9 @@ func (p *Postgres) Stop() {
 	p.proc = nil
 }
 
-// Start starts a stopped server again, on the same port and data.
+// Start starts a stopped server again, on the same port and data. Another
+// process may take the port while the server is stopped: the start then
+// fails the test.
 func (p *Postgres) Start() {
 	p.t.Helper()
 	if err := p.start(); err != nil {
@@ -184,7 +187,9 @@ func (p *Postgres) start() error {
 		return fmt.Errorf("start postgres: %w", err)
 	}
 	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	// Closed after the exit is sent: waitReady may have received it
+	// already when start waits for it again.
+	go func() { exited <- cmd.Wait(); close(exited) }()
 	if err := p.waitReady(exited); err != nil {
 		_ = cmd.Process.Kill()
 		<-exited
@@ -196,7 +201,9 @@ func (p *Postgres) start() error {
 }
 
 // waitReady waits until pg_isready says the server accepts connections,
-// or the server exits.
+// or the server exits. It asks over the unix socket in the server's own
+// directory, which the server makes only once it has bound its TCP port:
+// on that port, another test's server that took it first answers too.
 func (p *Postgres) waitReady(exited <-chan error) error {
 	deadline := time.Now().Add(60 * time.Second)
 	for {
@@ -205,7 +212,7 @@ func (p *Postgres) waitReady(exited <-chan error) error {
 			return fmt.Errorf("exited: %v", err)
 		default:
 		}
-		ready := exec.Command(filepath.Join(p.bin, "pg_isready"), "-q", "-h", "127.0.0.1", "-p", strconv.Itoa(p.port), "-U", "postgres")
+		ready := exec.Command(filepath.Join(p.bin, "pg_isready"), "-q", "-h", p.dir, "-p", strconv.Itoa(p.port), "-U", "postgres")
 		if ready.Run() == nil {
 			return nil
 		}

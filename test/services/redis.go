@@ -1,16 +1,21 @@
 package services
 
 import (
+	"bufio"
 	"bytes"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tollgate-dev/tollgate/test/harness"
 )
 
 // Redis is a redis-server process of one test: no persistence, loopback
@@ -35,17 +40,15 @@ func StartRedis(t testing.TB) *Redis {
 	}
 	r := &Redis{t: t, dir: t.TempDir()}
 	t.Cleanup(r.Stop)
-	var err error
-	for range 5 { // a free port can be taken between looking and listening
-		if r.port, err = freePort(); err != nil {
-			t.Fatalf("redis: %v", err)
-		}
-		if err = r.start(); err == nil {
-			return r
-		}
+	// A free port can be taken between looking and listening: redis-server
+	// then exits, and is started again on another one.
+	if _, err := harness.OnFreePorts(1, t.Logf, func(addrs []string) error {
+		r.port = harness.Port(addrs[0])
+		return r.start()
+	}); err != nil {
+		t.Fatalf("redis: %v", err)
 	}
-	t.Fatalf("redis: %v", err)
-	return nil
+	return r
 }
 
 // Addr is the host:port the server listens on.
@@ -67,7 +70,8 @@ func (r *Redis) Stop() {
 }
 
 // Restart starts the server again on the same port, empty; it stops it
-// first if it runs.
+// first if it runs. Another process may take the port while the server is
+// stopped: the restart then fails the test.
 func (r *Redis) Restart() {
 	r.t.Helper()
 	r.Stop()
@@ -96,8 +100,10 @@ func (r *Redis) start() error {
 		return fmt.Errorf("start redis-server: %w", err)
 	}
 	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	if err := waitReady(r.Addr(), exited); err != nil {
+	// Closed after the exit is sent: waitReady may have received it
+	// already when start waits for it again.
+	go func() { exited <- cmd.Wait(); close(exited) }()
+	if err := waitReady(r.Addr(), cmd.Process.Pid, exited); err != nil {
 		_ = cmd.Process.Kill()
 		<-exited
 		return fmt.Errorf("redis-server on port %d: %w\n%s", r.port, err, log.String())
@@ -106,8 +112,10 @@ func (r *Redis) start() error {
 	return nil
 }
 
-// waitReady waits until the server at addr answers PING, or it exits.
-func waitReady(addr string, exited <-chan error) error {
+// waitReady waits until the server at addr answers as process pid, or it
+// exits. Answering is not enough: another test's server that took the
+// port first answers there too.
+func waitReady(addr string, pid int, exited <-chan error) error {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		select {
@@ -115,14 +123,46 @@ func waitReady(addr string, exited <-chan error) error {
 			return fmt.Errorf("exited: %v", err)
 		default:
 		}
-		if ping(addr) == nil {
+		if p, err := serverPID(addr); err == nil && p == pid {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("no answer to PING within 10s")
+			return fmt.Errorf("no answer from process %d within 10s", pid)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// serverPID asks the server at addr for its process id (INFO server).
+func serverPID(addr string) (int, error) {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := c.Write([]byte("INFO server\r\n")); err != nil {
+		return 0, err
+	}
+	r := bufio.NewReader(c)
+	head, err := r.ReadString('\n') // a bulk string: $LENGTH
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(head, "$")))
+	if err != nil {
+		return 0, fmt.Errorf("INFO answered %q", head)
+	}
+	body := make([]byte, n)
+	if _, err := io.ReadFull(r, body); err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(body), "\r\n") {
+		if v, ok := strings.CutPrefix(line, "process_id:"); ok {
+			return strconv.Atoi(v)
+		}
+	}
+	return 0, fmt.Errorf("no process_id in INFO server")
 }
 
 func ping(addr string) error {
@@ -144,14 +184,4 @@ func ping(addr string) error {
 		return fmt.Errorf("PING answered %q", buf[:n])
 	}
 	return nil
-}
-
-// freePort finds a loopback TCP port nobody listens on.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
