@@ -22,12 +22,12 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -36,6 +36,8 @@ import (
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+
+	"github.com/tollgate-dev/tollgate/test/harness"
 )
 
 // Env is a running etcd + kube-apiserver.
@@ -127,31 +129,44 @@ func Start(ctx context.Context, etcdBin, apiserverBin string) (_ *Env, err error
 		return nil, err
 	}
 	e := &Env{Dir: dir}
+	logged := false // err already holds the processes' logs
 	defer func() {
 		if err != nil {
-			err = fmt.Errorf("%w%s", err, e.logTails())
+			if !logged {
+				err = fmt.Errorf("%w%s", err, e.logTails())
+			}
 			e.Stop()
 		}
 	}()
-	ports, err := freePorts(3)
-	if err != nil {
+	// Both servers must be told their ports before they start: a port
+	// picked free may be taken before they bind it, and they then exit;
+	// they are started again on other ones.
+	var clientURL string
+	if _, err := harness.OnFreePorts(2, nil, func(addrs []string) error {
+		clientURL = "http://" + addrs[0]
+		peerURL := "http://" + addrs[1]
+		data := filepath.Join(dir, "etcd")
+		if err := os.RemoveAll(data); err != nil { // what an attempt before left
+			return err
+		}
+		etcd, err := e.spawn("etcd", etcdBin,
+			"--data-dir", data,
+			"--listen-client-urls", clientURL, "--advertise-client-urls", clientURL,
+			"--listen-peer-urls", peerURL, "--initial-advertise-peer-urls", peerURL,
+			"--initial-cluster", "default="+peerURL,
+			// Throwaway data: durability costs time and buys nothing here.
+			"--unsafe-no-fsync", "--log-level", "warn",
+		)
+		if err != nil {
+			return err
+		}
+		if err := waitHTTP(ctx, etcd, http.DefaultClient, clientURL+"/health", nil); err != nil {
+			return fmt.Errorf("etcd: %w%s", err, e.logTails())
+		}
+		return nil
+	}); err != nil {
+		logged = true
 		return nil, err
-	}
-	clientURL := "http://127.0.0.1:" + strconv.Itoa(ports[0])
-	peerURL := "http://127.0.0.1:" + strconv.Itoa(ports[1])
-	etcd, err := e.spawn("etcd", etcdBin,
-		"--data-dir", filepath.Join(dir, "etcd"),
-		"--listen-client-urls", clientURL, "--advertise-client-urls", clientURL,
-		"--listen-peer-urls", peerURL, "--initial-advertise-peer-urls", peerURL,
-		"--initial-cluster", "default="+peerURL,
-		// Throwaway data: durability costs time and buys nothing here.
-		"--unsafe-no-fsync", "--log-level", "warn",
-	)
-	if err != nil {
-		return nil, err
-	}
-	if err := waitHTTP(ctx, etcd, http.DefaultClient, clientURL+"/health", nil); err != nil {
-		return nil, fmt.Errorf("etcd: %w", err)
 	}
 
 	saKey, saPub, err := writeServiceAccountKeys(dir)
@@ -167,37 +182,44 @@ func Start(ctx context.Context, etcdBin, apiserverBin string) (_ *Env, err error
 		return nil, err
 	}
 	certDir := filepath.Join(dir, "certs")
-	port := strconv.Itoa(ports[2])
-	apiserver, err := e.spawn("kube-apiserver", apiserverBin,
-		"--etcd-servers", clientURL,
-		"--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1", "--secure-port", port,
-		"--cert-dir", certDir,
-		"--service-cluster-ip-range", "10.0.0.0/24",
-		"--service-account-issuer", "https://kubernetes.default.svc",
-		"--service-account-key-file", saPub, "--service-account-signing-key-file", saKey,
-		"--token-auth-file", tokens,
-		// RBAC, so the chart's roles are enforced for the identities the
-		// tests impersonate; the admin token is in system:masters.
-		"--authorization-mode", "RBAC",
-		// No controller-manager makes the default ServiceAccount, which the
-		// ServiceAccount plugin would require of every pod. Mutating and
-		// validating webhooks stay on (they are on by default).
-		"--disable-admission-plugins", "ServiceAccount",
-		"--allow-privileged=true",
-		"--enable-priority-and-fairness=false",
-		// An advertise address on loopback is refused by the endpoint
-		// reconciler; nothing here needs the kubernetes Service endpoints.
-		"--endpoint-reconciler-type", "none",
-	)
-	if err != nil {
+	var host string
+	if _, err := harness.OnFreePorts(1, nil, func(addrs []string) error {
+		port := strconv.Itoa(harness.Port(addrs[0]))
+		apiserver, err := e.spawn("kube-apiserver", apiserverBin,
+			"--etcd-servers", clientURL,
+			"--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1", "--secure-port", port,
+			"--cert-dir", certDir,
+			"--service-cluster-ip-range", "10.0.0.0/24",
+			"--service-account-issuer", "https://kubernetes.default.svc",
+			"--service-account-key-file", saPub, "--service-account-signing-key-file", saKey,
+			"--token-auth-file", tokens,
+			// RBAC, so the chart's roles are enforced for the identities the
+			// tests impersonate; the admin token is in system:masters.
+			"--authorization-mode", "RBAC",
+			// No controller-manager makes the default ServiceAccount, which the
+			// ServiceAccount plugin would require of every pod. Mutating and
+			// validating webhooks stay on (they are on by default).
+			"--disable-admission-plugins", "ServiceAccount",
+			"--allow-privileged=true",
+			"--enable-priority-and-fairness=false",
+			// An advertise address on loopback is refused by the endpoint
+			// reconciler; nothing here needs the kubernetes Service endpoints.
+			"--endpoint-reconciler-type", "none",
+		)
+		if err != nil {
+			return err
+		}
+		host = "https://127.0.0.1:" + port
+		// The API server makes its own self-signed serving certificate at
+		// start-up: probe without verifying, then trust that certificate.
+		probe := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+		if err := waitHTTP(ctx, apiserver, probe, host+"/readyz", map[string]string{"Authorization": "Bearer " + token}); err != nil {
+			return fmt.Errorf("kube-apiserver: %w%s", err, e.logTails())
+		}
+		return nil
+	}); err != nil {
+		logged = true
 		return nil, err
-	}
-	host := "https://127.0.0.1:" + port
-	// The API server makes its own self-signed serving certificate at
-	// start-up: probe without verifying, then trust that certificate.
-	probe := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
-	if err := waitHTTP(ctx, apiserver, probe, host+"/readyz", map[string]string{"Authorization": "Bearer " + token}); err != nil {
-		return nil, fmt.Errorf("kube-apiserver: %w", err)
 	}
 	ca, err := os.ReadFile(filepath.Join(certDir, "apiserver.crt"))
 	if err != nil {
@@ -260,7 +282,9 @@ func (e *Env) spawn(name, bin string, args ...string) (*proc, error) {
 	p := &proc{name: name, cmd: cmd, exited: make(chan struct{})}
 	go func() { p.err = cmd.Wait(); close(p.exited) }()
 	e.procs = append(e.procs, p)
-	e.logs = append(e.logs, logPath)
+	if !slices.Contains(e.logs, logPath) { // started again: the same log
+		e.logs = append(e.logs, logPath)
+	}
 	return p, nil
 }
 
@@ -280,39 +304,23 @@ func (e *Env) logTails() string {
 	return b.String()
 }
 
-// freePorts asks the kernel for n free loopback ports. They are released
-// before the servers bind them; a collision fails Start with a clear log.
-func freePorts(n int) ([]int, error) {
-	var ports []int
-	var lns []net.Listener
-	defer func() {
-		for _, l := range lns {
-			l.Close()
-		}
-	}()
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		lns = append(lns, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
-}
-
 // waitHTTP polls url until it answers 200, p exits, or ctx ends.
 func waitHTTP(ctx context.Context, p *proc, c *http.Client, url string, headers map[string]string) error {
 	var last error
 	for {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		// Each probe is bounded, so that an exit is noticed although
+		// whatever took the port holds the connection without answering.
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		req, err := http.NewRequestWithContext(rctx, http.MethodGet, url, nil)
 		if err != nil {
+			cancel()
 			return err
 		}
 		for k, v := range headers {
 			req.Header.Set(k, v)
 		}
 		resp, err := c.Do(req)
+		cancel()
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
