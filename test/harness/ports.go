@@ -5,7 +5,6 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"testing"
 )
 
 // portAttempts bounds how often OnFreePorts starts a server again on new
@@ -88,24 +87,4 @@ func Port(addr string) int {
 	_, p, _ := net.SplitHostPort(addr)
 	n, _ := strconv.Atoi(p)
 	return n
-}
-
-// FreePort returns a loopback port that was free a moment ago.
-func FreePort(t testing.TB) uint32 {
-	t.Helper()
-	a, err := freeAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return uint32(Port(a))
-}
-
-// FreeAddr is a loopback address whose port was free when asked.
-func FreeAddr(t testing.TB) string {
-	t.Helper()
-	a, err := freeAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return a
 }
