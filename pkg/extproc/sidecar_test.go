@@ -23,6 +23,7 @@ import (
 	"github.com/tollgate-dev/tollgate/pkg/usage"
 	"github.com/tollgate-dev/tollgate/sidecar"
 	"github.com/tollgate-dev/tollgate/test/envoysim"
+	"github.com/tollgate-dev/tollgate/test/harness"
 )
 
 // These tests run the shipped sidecar config: envoysim built from
@@ -85,24 +86,8 @@ func startSidecar(t *testing.T, so sidecar.Options, eo envoysim.Options, upstrea
 
 func (e *sidecarEnv) post(t *testing.T, path, body string, hdr ...string) (int, string) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, e.proxy.URL()+path, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, string(b)
+	code, b := harness.PostJSON(t, e.proxy.URL()+path, body, hdr...)
+	return code, string(b)
 }
 
 // settled returns the usage records once n requests have left the proxy

@@ -171,7 +171,7 @@ func TestAdminWhileDevRuns(t *testing.T) {
 
 	const requests = 3
 	for i := range requests {
-		status, body := post(t, dev.BaseURL+"/openai/v1/chat/completions",
+		status, body := harness.PostJSON(t, dev.BaseURL+"/openai/v1/chat/completions",
 			`{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello `+string(rune('a'+i))+`"}]}`,
 			"Authorization", "Bearer "+tok)
 		if status != http.StatusOK {
@@ -348,7 +348,7 @@ func TestServeAdminAPI(t *testing.T) {
 func TestUsageRightAfterARequest(t *testing.T) {
 	dev := harness.StartDev(t, "--mock")
 	for i := 1; i <= 5; i++ {
-		status, body := post(t, dev.BaseURL+"/anthropic/v1/messages",
+		status, body := harness.PostJSON(t, dev.BaseURL+"/anthropic/v1/messages",
 			`{"model":"claude-haiku-4-5","max_tokens":50,"messages":[{"role":"user","content":"hi"}]}`,
 			"x-api-key", dev.Token, "anthropic-version", "2023-06-01")
 		if status != http.StatusOK {
@@ -369,7 +369,7 @@ func TestUsageRightAfterARequest(t *testing.T) {
 // without it, a data dir with no ledger is an error, not an empty answer.
 func TestUsageReadsTheSharedLedger(t *testing.T) {
 	dev := harness.StartDev(t, "--mock")
-	status, body := post(t, dev.BaseURL+"/openai/v1/chat/completions",
+	status, body := harness.PostJSON(t, dev.BaseURL+"/openai/v1/chat/completions",
 		`{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}`, "Authorization", "Bearer "+dev.Token)
 	if status != http.StatusOK {
 		t.Fatalf("%d %s", status, body)

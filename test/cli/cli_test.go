@@ -8,7 +8,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -41,30 +40,6 @@ func tollgateEnv(t *testing.T, env []string, args ...string) (string, string, in
 		t.Fatal(err)
 	}
 	return stdout.String(), stderr.String(), code
-}
-
-// post sends body as JSON to url with the headers given as name, value
-// pairs, and returns the status and the response body.
-func post(t *testing.T, url, body string, headers ...string) (int, []byte) {
-	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	for i := 0; i+1 < len(headers); i += 2 {
-		req.Header.Set(headers[i], headers[i+1])
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, b
 }
 
 func TestModelsListsCatalogAndOverlay(t *testing.T) {
@@ -175,7 +150,7 @@ providers:
 	if code != 0 {
 		t.Fatal("mint failed")
 	}
-	status, body := post(t, base+"/anthropic/v1/messages",
+	status, body := harness.PostJSON(t, base+"/anthropic/v1/messages",
 		`{"model":"claude-haiku-4-5","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}`,
 		"x-api-key", strings.TrimSpace(tok), "anthropic-version", "2023-06-01",
 		"anthropic-beta", "some-beta-2026-01-01", "x-random-test", "1")
