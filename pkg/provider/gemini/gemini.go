@@ -134,25 +134,29 @@ func (*Provider) Inspect(r gateway.Route, body []byte) (gateway.Inspection, *gat
 // the path (embedContent's model, each batchEmbedContents request's): the
 // gateway admits and bills the path's model. The SDKs always repeat it.
 func checkBodyModels(r gateway.Route, obj *jsonedit.Object) *gateway.Failure {
-	var bad string
-	check := func(at string, raw []byte) {
-		if bad != "" || raw == nil || jsonedit.IsNull(raw) {
-			return
+	// names reports whether a body's model field, when present, is the path's.
+	names := func(raw []byte) bool {
+		if raw == nil || jsonedit.IsNull(raw) {
+			return true
 		}
-		if s, ok := jsonscan.String(raw); !ok || (s != r.Model && s != modelCollection+r.Model) {
-			bad = at
-		}
+		s, ok := jsonscan.String(raw)
+		return ok && (s == r.Model || s == modelCollection+r.Model)
 	}
+	var bad string
 	switch r.Operation {
 	case opEmbed:
-		check("model", obj.Get("model"))
+		if !names(obj.Get("model")) {
+			bad = "model"
+		}
 	case opBatchEmbed:
 		i := 0
 		jsonscan.Elements(obj.Get("requests"), func(req []byte) bool {
-			raw, _ := jsonscan.Field(req, "model")
-			check(fmt.Sprintf("requests[%d].model", i), raw)
+			if raw, _ := jsonscan.Field(req, "model"); !names(raw) {
+				bad = fmt.Sprintf("requests[%d].model", i)
+				return false
+			}
 			i++
-			return bad == ""
+			return true
 		})
 	}
 	if bad != "" {
