@@ -202,9 +202,11 @@ from the ledger every second and from the data dir's revoked file.`,
 				}
 			}
 			if debugListen != "" {
-				if err := serveDebug(debugListen); err != nil {
+				addr, err := serveDebug(debugListen)
+				if err != nil {
 					return err
 				}
+				logger.Info("serving profiling", "addr", addr)
 			}
 			keysPoll, err := configDuration("signing_keys_poll", cfg.SigningKeysPoll, 10*time.Second, false)
 			if err != nil {
@@ -393,10 +395,10 @@ func serveMetrics(addr string, h http.Handler) (string, error) {
 
 // serveDebug exposes net/http/pprof on its own listener, never on the
 // proxy's, so profiling stays an operator's loopback affair.
-func serveDebug(addr string) error {
+func serveDebug(addr string) (string, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("debug listen %s: %w", addr, err)
+		return "", fmt.Errorf("debug listen %s: %w", addr, err)
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
@@ -404,5 +406,5 @@ func serveDebug(addr string) error {
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	go func() { _ = http.Serve(ln, mux) }()
-	return nil
+	return ln.Addr().String(), nil
 }

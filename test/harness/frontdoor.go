@@ -6,7 +6,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -149,33 +148,24 @@ func StartEnvoy(t testing.TB, o DoorOptions) *Envoy {
 	if o.LogLevel != "" {
 		extra = append(extra, "--log-level", o.LogLevel)
 	}
-	// The processor is a process of its own, told its gRPC (and debug)
-	// address by its config and flags: a port picked free may be taken
-	// before it binds it, and it then exits; it is started again on
-	// another one.
+	// The processor binds port 0 for gRPC (and profiling) and logs the
+	// addresses it got, so no port is picked here and taken meanwhile.
 	cfg := filepath.Join(dir, "serve.yaml")
-	ports := 1
-	if o.Debug {
-		ports = 2
+	if err := os.WriteFile(cfg, []byte("data_dir: "+dir+"\ngrpc_listen: 127.0.0.1:0\n"), 0o600); err != nil {
+		t.Fatal(err)
 	}
-	addrs, err := OnFreePorts(ports, t.Logf, func(addrs []string) error {
-		if err := os.WriteFile(cfg, []byte("data_dir: "+dir+"\ngrpc_listen: "+addrs[0]+"\n"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		args := extra
-		if o.Debug {
-			args = append(slices.Clip(extra), "--debug-listen", addrs[1])
-		}
-		p, err := launchServe(t, nil, append([]string{"--config", cfg, "--listen", "127.0.0.1:0"}, args...)...)
-		e.Serve = p
-		return err
-	})
+	args := append([]string{"--config", cfg, "--listen", "127.0.0.1:0"}, extra...)
+	if o.Debug {
+		args = append(args, "--debug-listen", "127.0.0.1:0")
+	}
+	p, err := launchServe(t, nil, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	procAddr := addrs[0]
+	e.Serve = p
+	procAddr := p.LoggedAddr(t, `msg="serving envoy processor" network=tcp`)
 	if o.Debug {
-		e.DebugAddr = addrs[1]
+		e.DebugAddr = p.LoggedAddr(t, `msg="serving profiling"`)
 	}
 	t.Cleanup(func() { e.Stop(t) })
 	waitServing(t, procAddr, e.Serve)

@@ -22,6 +22,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -160,7 +161,7 @@ func Start(ctx context.Context, etcdBin, apiserverBin string) (_ *Env, err error
 		if err != nil {
 			return err
 		}
-		if err := waitHTTP(ctx, etcd, http.DefaultClient, clientURL+"/health", nil); err != nil {
+		if err := waitHTTP(ctx, etcd, http.DefaultClient, clientURL+"/health", nil, `"health":"true"`); err != nil {
 			return fmt.Errorf("etcd: %w%s", err, e.logTails())
 		}
 		return nil
@@ -213,7 +214,7 @@ func Start(ctx context.Context, etcdBin, apiserverBin string) (_ *Env, err error
 		// The API server makes its own self-signed serving certificate at
 		// start-up: probe without verifying, then trust that certificate.
 		probe := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
-		if err := waitHTTP(ctx, apiserver, probe, host+"/readyz", map[string]string{"Authorization": "Bearer " + token}); err != nil {
+		if err := waitHTTP(ctx, apiserver, probe, host+"/readyz", map[string]string{"Authorization": "Bearer " + token}, "ok"); err != nil {
 			return fmt.Errorf("kube-apiserver: %w%s", err, e.logTails())
 		}
 		return nil
@@ -304,8 +305,10 @@ func (e *Env) logTails() string {
 	return b.String()
 }
 
-// waitHTTP polls url until it answers 200, p exits, or ctx ends.
-func waitHTTP(ctx context.Context, p *proc, c *http.Client, url string, headers map[string]string) error {
+// waitHTTP polls url until it answers 200 with want in the body, p exits,
+// or ctx ends. The body check tells p's answer from that of whatever else
+// may hold the port until p fails to bind it and exits.
+func waitHTTP(ctx context.Context, p *proc, c *http.Client, url string, headers map[string]string, want string) error {
 	var last error
 	for {
 		// Each probe is bounded, so that an exit is noticed although
@@ -320,20 +323,28 @@ func waitHTTP(ctx context.Context, p *proc, c *http.Client, url string, headers 
 			req.Header.Set(k, v)
 		}
 		resp, err := c.Do(req)
-		cancel()
 		if err == nil {
+			var body []byte
+			body, err = io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
+			switch {
+			case err != nil:
+			case resp.StatusCode != http.StatusOK:
+				err = fmt.Errorf("%s: %s", url, resp.Status)
+			case !bytes.Contains(body, []byte(want)):
+				err = fmt.Errorf("%s: answered %.200q, not %s's %q", url, body, p.name, want)
+			default:
+				cancel()
 				return nil
 			}
-			err = fmt.Errorf("%s: %s", url, resp.Status)
 		}
+		cancel()
 		last = err
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("not ready: %w", errors.Join(ctx.Err(), last))
 		case <-p.exited:
-			return fmt.Errorf("%s exited: %v", p.name, p.err)
+			return fmt.Errorf("%s exited: %v (last probe: %v)", p.name, p.err, last)
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
