@@ -183,6 +183,24 @@ func (p *benchProc) stats(b *testing.B) (cpu time.Duration, mallocs uint64) {
 	return time.Duration(ns), mallocs
 }
 
+// benchWorkers are the numbers of streams in flight to measure: 1 and 32,
+// or those listed in TOLLGATE_EXTPROC_BENCH_WORKERS (e.g. "32,256").
+func benchWorkers(b *testing.B) []int {
+	env := os.Getenv("TOLLGATE_EXTPROC_BENCH_WORKERS")
+	if env == "" {
+		return []int{1, 32}
+	}
+	var ws []int
+	for f := range strings.SplitSeq(env, ",") {
+		w, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || w < 1 {
+			b.Fatalf("TOLLGATE_EXTPROC_BENCH_WORKERS=%q: want positive numbers separated by commas", env)
+		}
+		ws = append(ws, w)
+	}
+	return ws
+}
+
 // BenchmarkRequest: processor CPU and allocations per non-streamed
 // request, every ext_proc message of it over real gRPC on loopback.
 //
@@ -191,7 +209,7 @@ func (p *benchProc) stats(b *testing.B) (cpu time.Duration, mallocs uint64) {
 // keep 32 streams in flight, as a processor serving many sidecars does,
 // where grpc-go batches reads and writes across streams.
 func BenchmarkRequest(b *testing.B) {
-	for _, workers := range []int{1, 32} {
+	for _, workers := range benchWorkers(b) {
 		for _, floor := range []bool{false, true} {
 			name := "processor"
 			if floor {
@@ -259,70 +277,106 @@ func benchRequest(b *testing.B, floor bool, workers int) {
 
 // BenchmarkChunk: processor CPU, allocations and round trip per streamed
 // response chunk (one SSE event each), with the client's own usage chunk
-// and with the hidden one the gateway edits out.
+// and with the hidden one the gateway edits out; one stream at a time, and
+// 32 streams in flight (a processor serving many sidecars), where the
+// round-trip figures include queueing behind the other streams.
 func BenchmarkChunk(b *testing.B) {
-	for _, c := range []struct {
-		name          string
-		hidden, floor bool
-	}{{"passthrough", false, false}, {"hidden-usage", true, false}, {"grpc-floor", false, true}} {
-		hidden := c.hidden
-		b.Run(c.name, func(b *testing.B) {
-			p := startBenchServer(b, c.floor)
-			msgs := extproc.BenchRequest(p.token)
-			if hidden {
-				msgs[1] = reqBody(`{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"Tell me a long story."}]}`, true)
-			} else {
-				msgs[1] = reqBody(`{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Tell me a long story."}]}`, true)
+	for _, workers := range benchWorkers(b) {
+		for _, c := range []struct {
+			name          string
+			hidden, floor bool
+		}{{"passthrough", false, false}, {"hidden-usage", true, false}, {"grpc-floor", false, true}} {
+			name := c.name
+			if workers > 1 {
+				name += fmt.Sprintf("/concurrent-%d", workers)
 			}
-			msgs[2] = respHeaders(headerList{{":status", "200"}, {"content-type", "text/event-stream; charset=utf-8"}, {"x-request-id", "req_1"}})
-			stream, err := p.client.Process(context.Background())
-			if err != nil {
+			b.Run(name, func(b *testing.B) { benchChunk(b, c.hidden, c.floor, workers) })
+		}
+	}
+}
+
+func benchChunk(b *testing.B, hidden, floor bool, workers int) {
+	p := startBenchServer(b, floor)
+	msgs := extproc.BenchRequest(p.token)
+	if hidden {
+		msgs[1] = reqBody(`{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"Tell me a long story."}]}`, true)
+	} else {
+		msgs[1] = reqBody(`{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Tell me a long story."}]}`, true)
+	}
+	msgs[2] = respHeaders(headerList{{":status", "200"}, {"content-type", "text/event-stream; charset=utf-8"}, {"x-request-id", "req_1"}})
+	usageField := ""
+	if hidden {
+		usageField = `,"usage":null` // what include_usage adds to every chunk
+	}
+	event := respBody(`data: {"id":"chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT","object":"chat.completion.chunk","created":1767225600,`+
+		`"model":"gpt-4o-mini-2024-07-18","service_tier":"default","system_fingerprint":"fp_0ba0d124f1","choices":[{"index":0,`+
+		`"delta":{"content":" gateway"},"logprobs":null,"finish_reason":null}]`+usageField+"}\n\n", false)
+	// open starts a stream up to its response body; send sends one chunk
+	// and waits for the reply.
+	open := func() extprocv3.ExternalProcessor_ProcessClient {
+		stream, err := p.client.Process(context.Background())
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, m := range msgs[:3] {
+			if err := stream.Send(m); err != nil {
 				b.Fatal(err)
 			}
-			for _, m := range msgs[:3] {
-				if err := stream.Send(m); err != nil {
-					b.Fatal(err)
-				}
-				if _, err := stream.Recv(); err != nil {
-					b.Fatal(err)
-				}
+			if _, err := stream.Recv(); err != nil {
+				b.Fatal(err)
 			}
-			usageField := ""
-			if hidden {
-				usageField = `,"usage":null` // what include_usage adds to every chunk
-			}
-			event := respBody(`data: {"id":"chatcmpl-B9MBs8CjcvOU2jLn4n570S5qMJKcT","object":"chat.completion.chunk","created":1767225600,`+
-				`"model":"gpt-4o-mini-2024-07-18","service_tier":"default","system_fingerprint":"fp_0ba0d124f1","choices":[{"index":0,`+
-				`"delta":{"content":" gateway"},"logprobs":null,"finish_reason":null}]`+usageField+"}\n\n", false)
-			send := func() time.Duration {
-				start := time.Now()
-				if err := stream.Send(event); err != nil {
-					b.Fatal(err)
+		}
+		return stream
+	}
+	send := func(stream extprocv3.ExternalProcessor_ProcessClient) time.Duration {
+		start := time.Now()
+		if err := stream.Send(event); err != nil {
+			b.Fatal(err)
+		}
+		r, err := stream.Recv()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if hidden != (r.GetResponseBody().GetResponse() != nil) {
+			b.Fatalf("reply %v", r)
+		}
+		return time.Since(start)
+	}
+	streams := make([]extprocv3.ExternalProcessor_ProcessClient, workers)
+	for i := range streams {
+		streams[i] = open()
+		for range 200 {
+			send(streams[i])
+		}
+	}
+	lats := make([][]time.Duration, workers)
+	cpu0, m0 := p.stats(b)
+	if workers == 1 {
+		for b.Loop() {
+			lats[0] = append(lats[0], send(streams[0]))
+		}
+	} else {
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		b.ResetTimer()
+		for i := range workers {
+			wg.Go(func() {
+				for next.Add(1) <= int64(b.N) {
+					lats[i] = append(lats[i], send(streams[i]))
 				}
-				r, err := stream.Recv()
-				if err != nil {
-					b.Fatal(err)
-				}
-				if hidden != (r.GetResponseBody().GetResponse() != nil) {
-					b.Fatalf("reply %v", r)
-				}
-				return time.Since(start)
-			}
-			for range 200 {
-				send()
-			}
-			lat := make([]time.Duration, 0, 1<<16)
-			cpu0, m0 := p.stats(b)
-			for b.Loop() {
-				lat = append(lat, send())
-			}
-			cpu1, m1 := p.stats(b)
-			b.ReportMetric(float64((cpu1-cpu0).Nanoseconds())/1e3/float64(b.N), "server-cpu-µs/chunk")
-			b.ReportMetric(float64(m1-m0)/float64(b.N), "server-allocs/chunk")
-			slices.Sort(lat)
-			b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-rtt-µs")
-			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-rtt-µs")
-			_ = stream.CloseSend()
-		})
+			})
+		}
+		wg.Wait()
+		b.StopTimer()
+	}
+	cpu1, m1 := p.stats(b)
+	b.ReportMetric(float64((cpu1-cpu0).Nanoseconds())/1e3/float64(b.N), "server-cpu-µs/chunk")
+	b.ReportMetric(float64(m1-m0)/float64(b.N), "server-allocs/chunk")
+	lat := slices.Concat(lats...)
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-rtt-µs")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-rtt-µs")
+	for _, s := range streams {
+		_ = s.CloseSend()
 	}
 }

@@ -15,11 +15,15 @@
 # baseline): a bare httputil.ReverseProxy (what net/http costs) and a raw
 # HTTP/1.1 forwarder with nothing in the way (what the kernel and Go's
 # netpoller cost), each split into user and kernel time.
+# OTHER_CORE=0 puts wrk and the mock on the gateway's core for the CPU
+# figures too: no cross-core wake-ups, whose cost in this VM is charged to
+# the process that sends (the default, 1, keeps the gateway's core its own).
 # Bounded: every wrk run has a fixed duration; all processes are stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 DURATION=${DURATION:-15s}
+OTHER_CORE=${OTHER_CORE:-1}
 # GW_ENV: extra environment for the gateway process, e.g. GW_ENV="GOGC=200".
 BIN=${BIN:-bin/tollgate}
 MOCK_PORT=${MOCK_PORT:-19100}
@@ -37,7 +41,7 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$data"; }
 trap cleanup EXIT
 
-taskset -c 1 "$BIN" mock --listen 127.0.0.1:$MOCK_PORT 2>/dev/null & mock=$!; pids+=($mock)
+taskset -c $OTHER_CORE "$BIN" mock --listen 127.0.0.1:$MOCK_PORT 2>/dev/null & mock=$!; pids+=($mock)
 taskset -c 0 env ${GW_ENV:-} "$BIN" serve --listen 127.0.0.1:$GW_PORT --data-dir "$data" --log-level error \
   --upstream openai=http://127.0.0.1:$MOCK_PORT/openai \
   --upstream anthropic=http://127.0.0.1:$MOCK_PORT/anthropic \
@@ -77,7 +81,7 @@ measure() {
   awk -v n=$n -v t=$((t1-t0)) -v s=$((s1-s0)) -v hz=$hz -v per=$5 'BEGIN{printf "%d %.2f %.2f\n", n, t/hz*1e6/n/per, s/hz*1e6/n/per}'
 }
 hz=$(getconf CLK_TCK)
-WRK_CORE=1
+WRK_CORE=$OTHER_CORE
 run() { # name url script conns -> prints requests and p50 (ms)
   local name=$1 url=$2 script=$3 conns=$4
   taskset -c $WRK_CORE wrk -t1 -c"$conns" -d"$DURATION" --latency -s "$script" "$url" > "$OUT/$name.txt"
@@ -93,7 +97,7 @@ bare=http://127.0.0.1:$BASE_PORT/openai/v1/chat/completions
 rawurl=http://127.0.0.1:$RAW_PORT/openai/v1/chat/completions
 
 # Warm both paths.
-taskset -c 1 wrk -t1 -c8 -d2s -s "$data/plain.lua" "$via" >/dev/null
+taskset -c $OTHER_CORE wrk -t1 -c8 -d2s -s "$data/plain.lua" "$via" >/dev/null
 
 read -r d64 _ < <(run direct-64 "$direct" "$data/plain.lua" 64)
 read -r g64 cpu_req sys_req < <(measure gateway-64 $gw "$via" "$data/plain.lua" 1)
@@ -110,7 +114,7 @@ added=$(awk -v a=$gp50 -v b=$dp50 'BEGIN{printf "%.3f", a-b}')
 taskset -p -c 0 $base >/dev/null
 read -r _ bp50 < <(run baseline-1 "$bare" "$data/plain.lua" 1)
 badded=$(awk -v a=$bp50 -v b=$dp50 'BEGIN{printf "%.3f", a-b}')
-taskset -p -c 1 $mock >/dev/null; WRK_CORE=1
+taskset -p -c $OTHER_CORE $mock >/dev/null; WRK_CORE=$OTHER_CORE
 
 events=$(curl -sN "$via" -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' \
   -d '{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"[[mock chunks=100]] Tell me a long joke."}]}' | grep -c '^data: ')
@@ -121,7 +125,7 @@ rss=$(awk '/VmHWM/ {printf "%.1f", $2/1024}' /proc/$gw/status)
 rss_split=$(awk '/RssAnon|RssFile/ {printf "%s %.1f MiB  ", $1, $2/1024}' /proc/$gw/status)
 
 cat <<RES | tee "$OUT/summary.txt"
-duration per run:                 $DURATION
+duration per run:                 $DURATION (wrk and mock on core $OTHER_CORE, gateway on core 0)
 direct, 64 conns:                 $d64 requests
 gateway, 64 conns:                $g64 requests
 CPU per request (64c), total (kernel):
@@ -129,7 +133,7 @@ CPU per request (64c), total (kernel):
   bare ReverseProxy               $base_req µs ($base_sys_req)
   raw forwarder                   $raw_req µs ($raw_sys_req)
 p50 direct / gateway (1 conn, one core):   $dp50 ms / $gp50 ms  (added $added ms; bare ReverseProxy adds $badded ms)
-p50 direct / gateway (1 conn, two cores):  $xdp50 ms / $xgp50 ms  (added $xadded ms)
+p50 direct / gateway (1 conn, wrk+mock on core $OTHER_CORE):  $xdp50 ms / $xgp50 ms  (added $xadded ms)
 events per stream (client side):  $events
 CPU per streamed event, total (kernel):
   gateway                         $cpu_event µs ($sys_event)
