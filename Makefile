@@ -6,7 +6,7 @@ BIN      ?= bin/tollgate
 NODE_DIR := test/node
 MODULE   := github.com/tollgate-dev/tollgate
 
-.PHONY: run build test test-go kube-tools node-deps fuzz bench bench-go bench-load load-envoy lint clean proto
+.PHONY: run build test test-go kube-tools node-deps fuzz bench bench-go bench-load bench-streams load-envoy lint clean proto
 
 run:
 	$(GO) build -o $(BIN) ./cmd/tollgate
@@ -92,6 +92,10 @@ bench-go:
 # Proxy overhead with wrk on loopback (needs wrk and taskset; see docs/benchmarks.md).
 bench-load: build
 	./test/load/run.sh
+
+# The proxy's memory with 1,000 streams open (needs wrk; see docs/benchmarks.md).
+bench-streams: build
+	./test/load/streams.sh
 
 # The admin API's Go code, regenerated from proto/ with buf and the protoc
 # plugins from the Go module proxy (no Buf registry). The result is committed;

@@ -46,10 +46,15 @@ type Proxy struct {
 	rt        http.RoundTripper
 	log       *slog.Logger
 	ids       *gateway.RequestIDs
-	bufs      sync.Pool
+	// Read buffers for upstream bodies: large ones for whole bodies,
+	// small ones for streams (see forward).
+	large, small sync.Pool
 }
 
-const chunkSize = 32 << 10
+const (
+	largeRead = 32 << 10
+	smallRead = 4 << 10
+)
 
 // New returns a Proxy.
 func New(cfg Config) (*Proxy, error) {
@@ -69,7 +74,8 @@ func New(cfg Config) (*Proxy, error) {
 		p.log = slog.New(slog.DiscardHandler)
 	}
 	p.ids = gateway.NewRequestIDs()
-	p.bufs.New = func() any { b := make([]byte, chunkSize); return &b }
+	p.large.New = func() any { b := make([]byte, largeRead); return &b }
+	p.small.New = func() any { b := make([]byte, smallRead); return &b }
 	return p, nil
 }
 
@@ -212,11 +218,25 @@ func (p *Proxy) forward(ctx context.Context, w http.ResponseWriter, x *gateway.E
 		_ = rc.Flush()
 	}
 
-	bp := p.bufs.Get().(*[]byte)
-	defer p.bufs.Put(bp)
-	buf := *bp
-	for {
+	// A stream's reads are its events, mostly far under 1 KiB, and a
+	// stream can stay open for minutes: it reads into a small buffer, and
+	// moves to a large one once a read fills the small one (a burst, or
+	// large events). A whole body reads into a large one from the start.
+	pool := &p.large
+	if stream {
+		pool = &p.small
+	}
+	bp := pool.Get().(*[]byte)
+	defer func() { pool.Put(bp) }()
+	for filled := false; ; {
+		if filled && pool == &p.small {
+			p.small.Put(bp)
+			pool = &p.large
+			bp = pool.Get().(*[]byte)
+		}
+		buf := *bp
 		n, rerr := resp.Body.Read(buf)
+		filled = n == len(buf)
 		if n > 0 {
 			if fwd := x.ResponseBody(buf[:n], false); len(fwd) > 0 {
 				if _, err := w.Write(fwd); err != nil {
