@@ -70,6 +70,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzRequest$$' -fuzztime $(FUZZTIME) ./pkg/gateway
 	$(GO) test -run '^$$' -fuzz '^FuzzPriceRoundTrip$$' -fuzztime $(FUZZTIME) ./pkg/catalog
 	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME) ./pkg/catalog
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./pkg/strictyaml
 	$(GO) test -run '^$$' -fuzz '^FuzzWalk$$' -fuzztime $(FUZZTIME) ./pkg/tokenize
 	$(GO) test -run '^$$' -fuzz '^FuzzParseCredits$$' -fuzztime $(FUZZTIME) ./pkg/admin
 	$(GO) test -run '^$$' -fuzz '^FuzzParseUsageQuery$$' -fuzztime $(FUZZTIME) ./pkg/admin

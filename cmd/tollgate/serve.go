@@ -1,12 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -16,8 +13,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/tollgate-dev/tollgate/pkg/meter"
+	"github.com/tollgate-dev/tollgate/pkg/strictyaml"
 	"github.com/tollgate-dev/tollgate/pkg/telemetry"
-	"go.yaml.in/yaml/v3"
 )
 
 // serveConfig is the `tollgate serve` config file. Flags override it.
@@ -96,9 +93,7 @@ func loadServeConfig(path string) (serveConfig, error) {
 	if err != nil {
 		return c, fmt.Errorf("config: %w", err)
 	}
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+	if err := strictyaml.Decode(b, &c); err != nil {
 		return c, fmt.Errorf("config %s: %w", path, err)
 	}
 	for name := range c.Providers {

@@ -1,14 +1,12 @@
 package catalog
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"os"
-	"regexp"
 	"time"
 
+	"github.com/tollgate-dev/tollgate/pkg/strictyaml"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -48,7 +46,7 @@ func Load(defaults *Catalog, yamlBytes []byte) (*Catalog, error) {
 
 func load(defaults *Catalog, yamlBytes []byte) (*Catalog, error) {
 	var ov overlay
-	if err := decodeOverlay(yamlBytes, &ov); err != nil {
+	if err := strictyaml.Decode(yamlBytes, &ov); err != nil {
 		return nil, err
 	}
 	families, specs := defaults.sources()
@@ -60,26 +58,6 @@ func load(defaults *Catalog, yamlBytes []byte) (*Catalog, error) {
 	}
 	return build(families, specs)
 }
-
-func decodeOverlay(data []byte, ov *overlay) error {
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(ov); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil // an empty file changes nothing
-		}
-		// Name a misspelt key in the file's words, not Go's types.
-		return errors.New(unknownField.ReplaceAllString(err.Error(), `unknown key "$1"`))
-	}
-	var extra yaml.Node
-	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-		return errors.New("want one YAML document, found more")
-	}
-	return nil
-}
-
-// unknownField is the YAML decoder's wording for a key no field takes.
-var unknownField = regexp.MustCompile(`field (\S+) not found in type \S+`)
 
 // overlay is the YAML file's shape.
 type overlay struct {

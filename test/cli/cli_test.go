@@ -181,7 +181,8 @@ providers:
 	if err := os.WriteFile(bad, []byte("listen: 127.0.0.1:0\nlisten_port: 3\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, stderr, code := tollgate(t, "serve", "--config", bad); code == 0 || !strings.Contains(stderr, "listen_port") {
+	// The key is named in the file's words, not Go's type names.
+	if _, stderr, code := tollgate(t, "serve", "--config", bad); code == 0 || !strings.Contains(stderr, `line 2: unknown key "listen_port"`) || strings.Contains(stderr, "serveConfig") {
 		t.Errorf("unknown config key: exit %d, stderr %q", code, stderr)
 	}
 }
