@@ -27,6 +27,9 @@ func (s *Service) CreateAccount(ctx context.Context, req *pb.CreateAccountReques
 		if opening, err = ParseCredits(req.GetCredits()); err != nil {
 			return nil, invalid("%v", err)
 		}
+		if opening < 0 {
+			return nil, invalid("opening balance %s: want zero or more credits (an account's credit command can take credits away later)", req.GetCredits())
+		}
 	}
 	a, err := s.cfg.Store.CreateAccount(ctx, req.GetId(), catalog.Plan(req.GetPlan()), opening)
 	if err != nil {

@@ -225,6 +225,8 @@ func TestErrors(t *testing.T) {
 			httpVerb: "POST", path: "/v1/accounts", body: `{"id":"Not A Slug","plan":"pro"}`, code: codes.InvalidArgument, status: 400, message: "lowercase"},
 		{name: "too precise credits", method: pb.AccountService_CreateAccount_FullMethodName, grpcReq: &pb.CreateAccountRequest{Id: "new", Plan: "pro", Credits: "1.0000001"},
 			httpVerb: "POST", path: "/v1/accounts", body: `{"id":"new","plan":"pro","credits":"1.0000001"}`, code: codes.InvalidArgument, status: 400, message: "6 decimal places"},
+		{name: "negative opening balance", method: pb.AccountService_CreateAccount_FullMethodName, grpcReq: &pb.CreateAccountRequest{Id: "new", Plan: "pro", Credits: "-5"},
+			httpVerb: "POST", path: "/v1/accounts", body: `{"id":"new","plan":"pro","credits":"-5"}`, code: codes.InvalidArgument, status: 400, message: "zero or more"},
 		{name: "unknown account", method: pb.AccountService_GetAccount_FullMethodName, grpcReq: &pb.GetAccountRequest{Id: "nobody"},
 			httpVerb: "GET", path: "/v1/accounts/nobody", code: codes.NotFound, status: 404, message: "nobody"},
 		{name: "credit unknown account", method: pb.AccountService_Credit_FullMethodName, grpcReq: &pb.CreditRequest{Id: "nobody", Amount: "1"},

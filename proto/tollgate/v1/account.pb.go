@@ -163,7 +163,7 @@ type CreateAccountRequest struct {
 	// plan is free, personal, pro or enterprise.
 	Plan string `protobuf:"bytes,2,opt,name=plan,proto3" json:"plan,omitempty"`
 	// credits is the opening balance as a decimal number of credits with at
-	// most 6 decimal places ("100", "12.5"); empty is zero.
+	// most 6 decimal places ("100", "12.5"), not negative; empty is zero.
 	Credits       string `protobuf:"bytes,3,opt,name=credits,proto3" json:"credits,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
