@@ -21,6 +21,7 @@
 # Bounded: every wrk run has a fixed duration; all processes are stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. test/load/lib.sh
 
 DURATION=${DURATION:-15s}
 OTHER_CORE=${OTHER_CORE:-1}
@@ -36,37 +37,15 @@ command -v wrk >/dev/null || { echo "installing wrk"; apt-get install -y -qq wrk
 [ -x "$BIN" ] || go build -o "$BIN" ./cmd/tollgate
 go build -o "$(dirname "$BIN")/load-baseline" ./test/load/baseline
 mkdir -p "$OUT"
-data=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$data"; }
-trap cleanup EXIT
 
 taskset -c $OTHER_CORE "$BIN" mock --listen 127.0.0.1:$MOCK_PORT 2>/dev/null & mock=$!; pids+=($mock)
-taskset -c 0 env ${GW_ENV:-} "$BIN" serve --listen 127.0.0.1:$GW_PORT --data-dir "$data" --log-level error \
-  --upstream openai=http://127.0.0.1:$MOCK_PORT/openai \
-  --upstream anthropic=http://127.0.0.1:$MOCK_PORT/anthropic \
-  --upstream gemini=http://127.0.0.1:$MOCK_PORT/gemini & gw=$!; pids+=($gw)
+taskset -c 0 env ${GW_ENV:-} "$BIN" serve --listen 127.0.0.1:$GW_PORT --data-dir "$data" --log-level error $(upstreams $MOCK_PORT) & gw=$!; pids+=($gw)
 taskset -c 0 "$(dirname "$BIN")/load-baseline" --listen 127.0.0.1:$BASE_PORT --upstream http://127.0.0.1:$MOCK_PORT & base=$!; pids+=($base)
 taskset -c 0 "$(dirname "$BIN")/load-baseline" --raw --listen 127.0.0.1:$RAW_PORT --upstream http://127.0.0.1:$MOCK_PORT & raw=$!; pids+=($raw)
-for _ in $(seq 50); do curl -sf http://127.0.0.1:$GW_PORT/healthz >/dev/null && break; sleep 0.1; done
-"$BIN" account create bench --plan enterprise --credits 1000000 --data-dir "$data" >/dev/null
-# The load is far above any plan's TPM: measure the gateway, not its refusals.
-"$BIN" account set-tpm bench gpt-4o-mini 1000000000000 --data-dir "$data" >/dev/null
-"$BIN" project create bench --account bench --activate --data-dir "$data" >/dev/null
-TOKEN=$("$BIN" token mint --data-dir "$data" --project bench)
-
-cat > "$data/plain.lua" <<LUA
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer $TOKEN"
-wrk.body = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Tell me a joke about load tests."}]}'
-LUA
-cat > "$data/stream.lua" <<LUA
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer $TOKEN"
-wrk.body = '{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"[[mock chunks=100]] Tell me a long joke."}]}'
-LUA
+wait_healthy $GW_PORT
+TOKEN=$(bench_token "$BIN" "$data")
+chat_script "$data/plain.lua" "$TOKEN" '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Tell me a joke about load tests."}]}'
+chat_script "$data/stream.lua" "$TOKEN" '{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"[[mock chunks=100]] Tell me a long joke."}]}'
 
 cpu_ticks() { awk '{print $14+$15}' /proc/$1/stat; }
 sys_ticks() { awk '{print $15}' /proc/$1/stat; }
