@@ -121,7 +121,7 @@ func allowed(up gateway.UpstreamRequest, client gateway.Headers, target string) 
 	ok := &authv3.OkHttpResponse{Headers: make([]*corev3.HeaderValueOption, 0, len(up.Header))}
 	for i, f := range up.Header {
 		name := strings.ToLower(f.Name)
-		ok.Headers = append(ok.Headers, set(name, f.Value, envoyhdr.Has(up.Header[:i], name)))
+		ok.Headers = append(ok.Headers, envoyhdr.SetValue(name, f.Value, envoyhdr.Has(up.Header[:i], name)))
 	}
 	for _, f := range client {
 		name := strings.ToLower(f.Name)
@@ -169,15 +169,10 @@ func denied(r gateway.Response) *authv3.CheckResponse {
 	}
 	for i, f := range r.Header {
 		name := strings.ToLower(f.Name)
-		d.Headers = append(d.Headers, set(name, f.Value, envoyhdr.Has(r.Header[:i], name)))
+		d.Headers = append(d.Headers, envoyhdr.SetValue(name, f.Value, envoyhdr.Has(r.Header[:i], name)))
 	}
 	return &authv3.CheckResponse{
 		Status:       &rpcstatus.Status{Code: int32(code)},
 		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: d},
 	}
-}
-
-// set is a header set as ext_authz reads it: from value, unlike ext_proc.
-func set(name, value string, appendValue bool) *corev3.HeaderValueOption {
-	return envoyhdr.Option(&corev3.HeaderValue{Key: name, Value: value}, appendValue)
 }

@@ -243,7 +243,7 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 		// A buffered body keeps its content-length, which Envoy checks
 		// against the new body; the other modes strip it.
 		if st.reqMode == extprocfilterv3.ProcessingMode_BUFFERED {
-			hm.SetHeaders = append(hm.SetHeaders, set("content-length", strconv.Itoa(len(out.Upstream.Body)), false))
+			hm.SetHeaders = append(hm.SetHeaders, envoyhdr.Set("content-length", strconv.Itoa(len(out.Upstream.Body)), false))
 		}
 	}
 	st.phase = phaseUpstream
@@ -263,10 +263,10 @@ func (st *stream) upstreamHeaders(up gateway.UpstreamRequest) *extprocv3.HeaderM
 	}
 	for i, h := range up.Header {
 		name := strings.ToLower(h.Name)
-		m.SetHeaders = append(m.SetHeaders, set(name, h.Value, envoyhdr.Has(up.Header[:i], name)))
+		m.SetHeaders = append(m.SetHeaders, envoyhdr.Set(name, h.Value, envoyhdr.Has(up.Header[:i], name)))
 	}
 	if p, ok := routedPath(st.path, up.Path); ok {
-		m.SetHeaders = append(m.SetHeaders, set(":path", p, false))
+		m.SetHeaders = append(m.SetHeaders, envoyhdr.Set(":path", p, false))
 	}
 	for _, h := range st.client {
 		name := strings.ToLower(h.Name)
@@ -351,7 +351,7 @@ func headerDiff(in, out gateway.Headers) *extprocv3.HeaderMutation {
 		first := true
 		for _, o := range out[i:] {
 			if strings.EqualFold(o.Name, name) {
-				m.SetHeaders = append(m.SetHeaders, set(name, o.Value, !first))
+				m.SetHeaders = append(m.SetHeaders, envoyhdr.Set(name, o.Value, !first))
 				first = false
 			}
 		}
@@ -406,7 +406,7 @@ func (st *stream) responseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespo
 		// A whole buffered body with its headers still held: Envoy checks
 		// content-length against the new body.
 		common.HeaderMutation = &extprocv3.HeaderMutation{SetHeaders: []*corev3.HeaderValueOption{
-			set("content-length", strconv.Itoa(len(out)), false)}}
+			envoyhdr.Set("content-length", strconv.Itoa(len(out)), false)}}
 	}
 	resp.Response = common
 	return wrap
@@ -432,7 +432,7 @@ func (st *stream) respond(r gateway.Response) *extprocv3.ProcessingResponse {
 	hs := make([]*corev3.HeaderValueOption, 0, len(r.Header))
 	for i, h := range r.Header {
 		name := strings.ToLower(h.Name)
-		hs = append(hs, set(name, h.Value, envoyhdr.Has(r.Header[:i], name)))
+		hs = append(hs, envoyhdr.Set(name, h.Value, envoyhdr.Has(r.Header[:i], name)))
 	}
 	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ImmediateResponse{
 		ImmediateResponse: &extprocv3.ImmediateResponse{
@@ -450,10 +450,4 @@ func value(hv *corev3.HeaderValue) string {
 		return string(hv.RawValue)
 	}
 	return hv.Value
-}
-
-// set is a header set as Envoy's ext_proc reads it: the value in raw_value
-// only (Envoy ignores value there).
-func set(name, value string, appendValue bool) *corev3.HeaderValueOption {
-	return envoyhdr.Option(&corev3.HeaderValue{Key: name, RawValue: []byte(value)}, appendValue)
 }

@@ -42,17 +42,45 @@ func Status(code int) typev3.StatusCode {
 	return typev3.StatusCode_InternalServerError
 }
 
-// Option wraps a header to set with append explicit, as Envoy's ext_proc
-// reads it (it ignores append_action, and ext_authz honours it only in
-// recent versions). append_action is kept consistent for versions that
-// may read it when append is unset.
-func Option(h *corev3.HeaderValue, appendValue bool) *corev3.HeaderValueOption {
-	action := corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
-	if appendValue {
-		action = corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD
-	}
+// Set is a header to set as Envoy's ext_proc reads it: the value in
+// raw_value only (ext_proc ignores value there).
+func Set(name, value string, appendValue bool) *corev3.HeaderValueOption {
+	o := option(name, appendValue)
+	o.hv.RawValue = []byte(value)
+	return &o.opt
+}
+
+// SetValue is a header to set as ext_authz reads it: the value in value.
+func SetValue(name, value string, appendValue bool) *corev3.HeaderValueOption {
+	o := option(name, appendValue)
+	o.hv.Value = value
+	return &o.opt
+}
+
+// headerOption is a mutation entry with its header and flag, allocated
+// together: a reply sets several headers per request.
+type headerOption struct {
+	opt corev3.HeaderValueOption
+	hv  corev3.HeaderValue
+	add wrapperspb.BoolValue
+}
+
+// option has append explicit, as Envoy's ext_proc reads it (it ignores
+// append_action, and ext_authz honours it only in recent versions);
+// append_action is kept consistent for versions that may read it when
+// append is unset.
+func option(name string, appendValue bool) *headerOption {
+	o := &headerOption{}
+	o.hv.Key = name
+	o.add.Value = appendValue
+	o.opt.Header = &o.hv
 	//lint:ignore SA1019 deprecated in the API, yet the field Envoy's ext_proc reads
-	return &corev3.HeaderValueOption{Header: h, Append: wrapperspb.Bool(appendValue), AppendAction: action}
+	o.opt.Append = &o.add
+	o.opt.AppendAction = corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
+	if appendValue {
+		o.opt.AppendAction = corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD
+	}
+	return o
 }
 
 // Has reports whether h holds a field called name, in any letter case.
