@@ -54,6 +54,9 @@ type stream struct {
 	// lent is the metadata of the answer being sent, back to its pool once
 	// sent (see sent).
 	lent *requestMetadata
+	// immediate is the gateway's own answer to the request, once it gave
+	// one.
+	immediate *extprocv3.ImmediateResponse
 }
 
 func newStream(gw *gateway.Gateway, ctx context.Context, ids *gateway.RequestIDs) *stream {
@@ -223,6 +226,17 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingRespon
 		// Request headers SKIP: the request cannot be authenticated.
 		st.x = st.gw.NewExchange(st.ctx, st.ids.Next())
 		return st.fail("The gateway's Envoy filter must send request headers (request_header_mode SEND).")
+	case phaseDone:
+		if st.immediate != nil {
+			// Envoy sends nothing after an immediate response, unless it
+			// ignored it (a message in observability mode): a body now
+			// belongs to a request the gateway answered, which must not
+			// go on. (A new envelope: the first one's metadata went
+			// back to its pool once sent.)
+			return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ImmediateResponse{
+				ImmediateResponse: st.immediate}}
+		}
+		fallthrough
 	default:
 		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{
 			RequestBody: &extprocv3.BodyResponse{}}}
@@ -434,13 +448,14 @@ func (st *stream) respond(r gateway.Response) *extprocv3.ProcessingResponse {
 		name := strings.ToLower(h.Name)
 		hs = append(hs, envoyhdr.Set(name, h.Value, envoyhdr.Has(r.Header[:i], name)))
 	}
+	st.immediate = &extprocv3.ImmediateResponse{
+		Status:  &typev3.HttpStatus{Code: envoyhdr.Status(r.Status)},
+		Headers: &extprocv3.HeaderMutation{SetHeaders: hs},
+		Body:    r.Body,
+		Details: "tollgate_gateway_response",
+	}
 	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ImmediateResponse{
-		ImmediateResponse: &extprocv3.ImmediateResponse{
-			Status:  &typev3.HttpStatus{Code: envoyhdr.Status(r.Status)},
-			Headers: &extprocv3.HeaderMutation{SetHeaders: hs},
-			Body:    r.Body,
-			Details: "tollgate_gateway_response",
-		}}}
+		ImmediateResponse: st.immediate}}
 }
 
 // value reads a header value from raw_value, where Envoy puts it, or from
