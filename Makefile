@@ -76,6 +76,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseUsageQuery$$' -fuzztime $(FUZZTIME) ./pkg/admin
 	$(GO) test -run '^$$' -fuzz '^FuzzParseRate$$' -fuzztime $(FUZZTIME) ./pkg/meter
 	$(GO) test -run '^$$' -fuzz '^FuzzStream$$' -fuzztime $(FUZZTIME) ./pkg/extproc
+	$(GO) test -run '^$$' -fuzz '^FuzzCheck$$' -fuzztime $(FUZZTIME) ./pkg/extauthz
 	$(GO) test -run '^$$' -fuzz '^FuzzCredits$$' -fuzztime $(FUZZTIME) ./pkg/meter
 	$(GO) test -run '^$$' -fuzz '^FuzzParseProcessor$$' -fuzztime $(FUZZTIME) ./sidecar
 	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME) ./sidecar
