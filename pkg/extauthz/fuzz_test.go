@@ -3,6 +3,7 @@ package extauthz_test
 import (
 	"context"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 
@@ -11,7 +12,6 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/tollgate-dev/tollgate/pkg/extauthz"
-	"github.com/tollgate-dev/tollgate/pkg/gateway"
 	"github.com/tollgate-dev/tollgate/pkg/internal/gwtest"
 )
 
@@ -89,7 +89,9 @@ func FuzzCheck(f *testing.F) {
 		if ok == nil {
 			t.Fatalf("OK without an ok_response: %v", resp)
 		}
-		creds := credentials(client, target)
+		// The target as Envoy's header map has it: the key parameter is a
+		// credential too.
+		creds := gwtest.Credentials(append(slices.Clip(client), &corev3.HeaderValue{Key: ":path", RawValue: []byte(target)}))
 		for _, hv := range applyOK(client, ok) {
 			for _, c := range creds {
 				if strings.Contains(hv.value, c) {
@@ -112,32 +114,6 @@ func FuzzCheck(f *testing.F) {
 			}
 		}
 	})
-}
-
-// credentials are the values the client sent as credentials, the gateway
-// token among them.
-func credentials(h []*corev3.HeaderValue, target string) []string {
-	var out []string
-	add := func(v string) {
-		if len(v) >= 8 {
-			out = append(out, v)
-		}
-	}
-	for _, hv := range h {
-		v := strings.TrimSpace(string(hv.RawValue))
-		switch hv.Key {
-		case "authorization":
-			add(v)
-			if len(v) > 7 {
-				add(strings.TrimSpace(v[7:]))
-			}
-		case "x-api-key", "x-goog-api-key":
-			add(v)
-		}
-	}
-	_, q, _ := strings.Cut(target, "?")
-	add(gateway.QueryValue(q, "key"))
-	return out
 }
 
 type header struct{ name, value string }

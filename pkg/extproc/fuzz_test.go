@@ -61,7 +61,7 @@ func FuzzStream(f *testing.F) {
 			}
 			if h := m.GetRequestHeaders(); h != nil && up == nil {
 				up = h.GetHeaders().GetHeaders()
-				creds = credentials(up)
+				creds = gwtest.Credentials(up)
 			}
 			r := s.handle(m)
 			if want == "" || m.GetObservabilityMode() || answered {
@@ -183,33 +183,6 @@ func replyKind(r *extprocv3.ProcessingResponse) string {
 		return "response_trailers"
 	}
 	return "none"
-}
-
-// credentials are the values a client sent where SDKs put keys, and the
-// key query parameter; short ones are left out (they would match anything).
-func credentials(h []*corev3.HeaderValue) []string {
-	var out []string
-	add := func(v string) {
-		if len(v) >= 8 {
-			out = append(out, v)
-		}
-	}
-	for _, hv := range h {
-		v := string(hv.GetRawValue())
-		switch strings.ToLower(hv.GetKey()) {
-		case "authorization":
-			add(v)
-			if len(v) > 7 {
-				add(strings.TrimSpace(v[7:]))
-			}
-		case "x-api-key", "x-goog-api-key":
-			add(strings.TrimSpace(v))
-		case ":path":
-			_, q, _ := strings.Cut(v, "?")
-			add(gateway.QueryValue(q, "key"))
-		}
-	}
-	return out
 }
 
 // applyMutation applies a header mutation as Envoy does (removes, then

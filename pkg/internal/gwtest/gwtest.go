@@ -6,9 +6,12 @@ package gwtest
 import (
 	"crypto/ed25519"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 
 	"github.com/tollgate-dev/tollgate/pkg/auth"
 	"github.com/tollgate-dev/tollgate/pkg/catalog"
@@ -169,4 +172,34 @@ func (r *Recorder) All() []usage.Record {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return slices.Clone(r.all)
+}
+
+// Credentials are the values a client sent where SDKs put keys
+// (authorization, with and without its scheme, x-api-key, x-goog-api-key)
+// and the key parameter of its :path; short ones are left out (they would
+// match anything). The Envoy adapters' fuzz tests check that none of them
+// goes upstream.
+func Credentials(h []*corev3.HeaderValue) []string {
+	var out []string
+	add := func(v string) {
+		if len(v) >= 8 {
+			out = append(out, v)
+		}
+	}
+	for _, hv := range h {
+		v := string(hv.GetRawValue())
+		switch strings.ToLower(hv.GetKey()) {
+		case "authorization":
+			add(v)
+			if len(v) > 7 {
+				add(strings.TrimSpace(v[7:]))
+			}
+		case "x-api-key", "x-goog-api-key":
+			add(strings.TrimSpace(v))
+		case ":path":
+			_, q, _ := strings.Cut(v, "?")
+			add(gateway.QueryValue(q, "key"))
+		}
+	}
+	return out
 }
