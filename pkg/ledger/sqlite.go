@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"math/bits"
 	"strconv"
 	"strings"
 	"time"
@@ -19,7 +20,7 @@ import (
 // here are one batch of inserts, milliseconds long.
 const busyTimeout = 10 * time.Second
 
-// rowsPerInsert is how many usage rows one prepared INSERT takes:
+// rowsPerInsert is how many usage rows the largest prepared INSERT takes:
 // 64 × 21 parameters, far below SQLite's limit.
 const rowsPerInsert = 64
 
@@ -27,9 +28,10 @@ const rowsPerInsert = 64
 type sqliteDB struct {
 	sqlConn
 	db *sql.DB
-	// insertBatch inserts rowsPerInsert rows, prepared once: parsing the
-	// statement on every flush cost as much as running it.
-	insertBatch *sql.Stmt
+	// inserts[i] inserts 1<<i rows, up to rowsPerInsert, each prepared
+	// once: parsing a many-row statement costs as much as running it, so a
+	// batch goes out as full statements and a tail made of powers of two.
+	inserts []*sql.Stmt
 }
 
 // OpenSQLite opens (creating it if needed) the ledger in the SQLite file at
@@ -67,15 +69,21 @@ func OpenSQLite(ctx context.Context, path string) (*DB, error) {
 		db.Close()
 		return nil, fmt.Errorf("ledger: open %s: %w", path, err)
 	}
-	if b.insertBatch, err = db.PrepareContext(ctx, insertSQL(rowsPerInsert)); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("ledger: open %s: %w", path, err)
+	for rows := 1; rows <= rowsPerInsert; rows *= 2 {
+		st, err := db.PrepareContext(ctx, insertSQL(rows))
+		if err != nil {
+			b.close()
+			return nil, fmt.Errorf("ledger: open %s: %w", path, err)
+		}
+		b.inserts = append(b.inserts, st)
 	}
 	return &DB{b: b, now: time.Now}, nil
 }
 
 func (b *sqliteDB) close() error {
-	_ = b.insertBatch.Close()
+	for _, st := range b.inserts {
+		_ = st.Close()
+	}
 	return b.db.Close()
 }
 
@@ -129,26 +137,20 @@ func (b *sqliteDB) inTx(ctx context.Context, fn func(conn) error) error {
 
 // insertNew inserts many rows per statement: the per-statement cost
 // (argument conversion, locking, a VM run) dominated a busy gateway's ledger
-// CPU when paid per row.
+// CPU when paid per row. Each statement is the largest prepared one that
+// the remaining rows fill.
 func (b *sqliteDB) insertNew(ctx context.Context, c conn, recs []usage.Record) ([]string, error) {
 	tx := c.(sqlConn).q.(*sql.Tx)
 	ids := make([]string, 0, len(recs))
 	args := make([]any, 0, min(len(recs), rowsPerInsert)*usageFields)
 	for len(recs) > 0 {
-		n := min(len(recs), rowsPerInsert)
+		i := min(bits.Len(uint(len(recs))), len(b.inserts)) - 1
+		n := 1 << i
 		args = args[:0]
 		for _, r := range recs[:n] {
 			args = usageArgs(args, r)
 		}
-		var (
-			rows *sql.Rows
-			err  error
-		)
-		if n == rowsPerInsert {
-			rows, err = tx.StmtContext(ctx, b.insertBatch).QueryContext(ctx, args...)
-		} else {
-			rows, err = tx.QueryContext(ctx, insertSQL(n), args...)
-		}
+		rows, err := tx.StmtContext(ctx, b.inserts[i]).QueryContext(ctx, args...)
 		if err != nil {
 			return nil, err
 		}

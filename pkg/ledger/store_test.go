@@ -203,6 +203,40 @@ func TestInsertLargeBatch(t *testing.T) {
 	}
 }
 
+// Every batch size goes out as prepared statements of powers of two: each
+// size stores all its new rows, skips the one it repeats, and counts only
+// the new ones in the roll-up.
+func TestInsertEveryBatchSize(t *testing.T) {
+	s, _ := openTemp(t)
+	at := time.Unix(3600, 0)
+	stored := 0
+	for n := 1; n <= 2*rowsPerInsert+1; n++ {
+		batch := make([]usage.Record, 0, n+1)
+		for i := range n {
+			r := rec(fmt.Sprintf("n%03d-%03d", n, i), at)
+			r.Input = 1
+			batch = append(batch, r)
+		}
+		if n > 1 {
+			batch = append(batch, rec(fmt.Sprintf("n%03d-000", n-1), at)) // stored by the previous batch
+		}
+		if err := s.InsertUsage(t.Context(), batch...); err != nil {
+			t.Fatalf("batch of %d: %v", n, err)
+		}
+		stored += n
+	}
+	if got := len(list(t, s, Filter{})); got != stored {
+		t.Fatalf("%d rows, want %d", got, stored)
+	}
+	sum, err := s.Summarize(t.Context(), Query{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sum) != 1 || sum[0].Requests != int64(stored) || sum[0].Input != int64(stored) {
+		t.Fatalf("roll-up %+v, want %d requests and %d input tokens", sum, stored, stored)
+	}
+}
+
 func TestInsertInvalid(t *testing.T) {
 	s, _ := openTemp(t)
 	ok := rec("ok", time.Unix(1, 0))
