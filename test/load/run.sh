@@ -45,7 +45,14 @@ taskset -c 0 "$(dirname "$BIN")/load-baseline" --raw --listen 127.0.0.1:$RAW_POR
 wait_healthy $GW_PORT
 TOKEN=$(bench_token "$BIN" "$data")
 chat_script "$data/plain.lua" "$TOKEN" '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Tell me a joke about load tests."}]}'
-chat_script "$data/stream.lua" "$TOKEN" '{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"[[mock chunks=100]] Tell me a long joke."}]}'
+# The stream's reply is fixed: the mock seeds its default reply from the
+# request body, which the gateway rewrites (stream_options, the account's
+# prompt_cache_key), so without it each path would stream a different joke
+# and a different number of events. 100 words in 100 chunks: about one
+# word per event, as a model streams.
+reply=$(for i in $(seq 100); do printf 'word%d ' $i; done)
+stream_body='{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"[[mock chunks=100]] [[mock reply='"$reply"']] Tell me a long joke."}]}'
+chat_script "$data/stream.lua" "$TOKEN" "$stream_body"
 
 cpu_ticks() { awk '{print $14+$15}' /proc/$1/stat; }
 sys_ticks() { awk '{print $15}' /proc/$1/stat; }
@@ -86,17 +93,23 @@ read -r _ raw_req raw_sys_req < <(measure raw-64 $raw "$rawurl" "$data/plain.lua
 read -r _ xdp50 < <(run direct-1-cross "$direct" "$data/plain.lua" 1)
 read -r _ xgp50 < <(run gateway-1-cross "$via" "$data/plain.lua" 1)
 xadded=$(awk -v a=$xgp50 -v b=$xdp50 'BEGIN{printf "%.3f", a-b}')
-taskset -p -c 0 $mock >/dev/null; WRK_CORE=0
+# -a: every thread of the mock moves, not only its first (a Go process
+# runs several; without it the "one core" p50 still crossed cores).
+taskset -a -p -c 0 $mock >/dev/null; WRK_CORE=0
 read -r _ dp50 < <(run direct-1 "$direct" "$data/plain.lua" 1)
 read -r _ gp50 < <(run gateway-1 "$via" "$data/plain.lua" 1)
 added=$(awk -v a=$gp50 -v b=$dp50 'BEGIN{printf "%.3f", a-b}')
-taskset -p -c 0 $base >/dev/null
 read -r _ bp50 < <(run baseline-1 "$bare" "$data/plain.lua" 1)
 badded=$(awk -v a=$bp50 -v b=$dp50 'BEGIN{printf "%.3f", a-b}')
-taskset -p -c $OTHER_CORE $mock >/dev/null; WRK_CORE=$OTHER_CORE
+taskset -a -p -c $OTHER_CORE $mock >/dev/null; WRK_CORE=$OTHER_CORE
 
-events=$(curl -sN "$via" -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' \
-  -d '{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"[[mock chunks=100]] Tell me a long joke."}]}' | grep -c '^data: ')
+# events URL: the SSE events one stream delivers to the client on URL.
+events() { curl -sN "$1" -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' -d "$stream_body" | grep -c '^data: '; }
+events=$(events "$via")
+for u in "$direct" "$bare" "$rawurl"; do
+  n=$(events "$u")
+  [ "$n" = "$events" ] || { echo "run.sh: $u streams $n events, the gateway $events: the per-event figures would not compare" >&2; exit 1; }
+done
 read -r _ cpu_event sys_event < <(measure gateway-stream-64 $gw "$via" "$data/stream.lua" $events)
 read -r _ base_event base_sys_event < <(measure baseline-stream-64 $base "$bare" "$data/stream.lua" $events)
 read -r _ raw_event raw_sys_event < <(measure raw-stream-64 $raw "$rawurl" "$data/stream.lua" $events)
