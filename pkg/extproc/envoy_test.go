@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -182,6 +183,10 @@ const (
 	closeCut
 )
 
+// cutAtEnd is exchange.cutAfter for a cut after every byte of the response
+// and before its end_of_stream.
+const cutAtEnd = math.MaxInt
+
 // exchange is one scripted HTTP request.
 type exchange struct {
 	method string
@@ -192,7 +197,9 @@ type exchange struct {
 	// STREAMED mode (0: 4096).
 	chunk int
 	// cutAfter ends the HTTP stream with cutHow after that many response
-	// body chunks (with cutHow set); -1 cuts before the response headers.
+	// body chunks (with cutHow set); -1 cuts before the response headers,
+	// cutAtEnd after the last chunk with bytes, before the empty one that
+	// carries end_of_stream.
 	cutAfter int
 	cutHow   cut
 	// reqMode is the request body mode Envoy reports (default BUFFERED).
@@ -386,6 +393,9 @@ func (e *env) run(x exchange) result {
 			}
 			break
 		}
+	}
+	if x.cutHow != noCut && x.cutAfter == cutAtEnd {
+		return e.cut(stream, cancel, x.cutHow, res)
 	}
 	// HTTP/1 chunked: the last message is commonly an empty body.
 	reply = e.exchangeMsg(stream, &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseBody{

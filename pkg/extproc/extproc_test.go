@@ -440,6 +440,34 @@ func TestSettle(t *testing.T) {
 	})
 }
 
+// TestSettleAfterFinalEvent: the SDKs stop reading a stream at its own
+// final event and close, and Envoy then reports the client gone before the
+// empty end_of_stream chunk reaches the processor. A stream whose final
+// event (OpenAI [DONE], Anthropic message_stop) has passed is complete;
+// Gemini's streams have no such event, and the same close leaves them
+// abandoned.
+func TestSettleAfterFinalEvent(t *testing.T) {
+	want := map[string]usage.Status{"openai": usage.StatusOK, "anthropic": usage.StatusOK, "gemini": usage.StatusAbandoned}
+	for _, f := range fixtures {
+		for name, how := range map[string]cut{"reset": resetCut, "closed": closeCut} {
+			t.Run(f.provider+"/"+name, func(t *testing.T) {
+				e := newEnv(t, envOptions{})
+				x := f.request(e.stack.Token, "a joke", true)
+				x.cutAfter, x.cutHow, x.chunk = cutAtEnd, how, 16
+				res := e.run(x)
+				e.streams.wait(t)
+				recs := e.stack.Recorder.All()
+				if len(recs) != 1 {
+					t.Fatalf("%d records, want 1: %+v", len(recs), recs)
+				}
+				if rec := recs[0]; rec.Status != want[f.provider] || rec.Input == 0 {
+					t.Errorf("record %+v after %d chunks, want %s with usage", rec, res.chunkReplies, want[f.provider])
+				}
+			})
+		}
+	}
+}
+
 // TestUnixSocket: the processor serves Envoy's unix-socket cluster too.
 func TestUnixSocket(t *testing.T) {
 	e := newEnv(t, envOptions{socket: true})

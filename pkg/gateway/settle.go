@@ -43,6 +43,19 @@ type RunningTotaler interface {
 	UncountedChars() int64
 }
 
+// StreamEnder is implemented by meters of streams that end with an event of
+// their own: OpenAI's data: [DONE], the Responses API's response.completed
+// (or .incomplete, .failed), Anthropic's message_stop. Once that event has
+// passed, the provider has finished and the client has all it needs: the
+// SDKs stop reading there and close the connection, which can beat the
+// transport's own end (the last empty chunk) to the gateway. Such a close,
+// or an upstream reset after the event, does not make the request
+// abandoned or failed.
+type StreamEnder interface {
+	// Ended reports whether the stream's final event has passed.
+	Ended() bool
+}
+
 // ServedModeler is implemented by meters that read which model answered
 // (Anthropic names it in every message, and may have fallen back from the
 // requested one); the request is priced as that model.
@@ -75,14 +88,17 @@ func (x *Exchange) Settle(how End) usage.Record {
 	if x.prov != nil {
 		rec.Provider = x.prov.Name()
 	}
+	e, ok := x.meter.(StreamEnder)
+	ended := ok && e.Ended()
+	completed := x.completed || ended
 	switch {
 	case x.failure != nil:
 		rec.Status = usage.StatusRejected
 		rec.Reason = string(x.failure.Code)
-	case how == ClientGone && !x.completed:
+	case how == ClientGone && !completed:
 		rec.Status = usage.StatusAbandoned
 		rec.Reason = "client_gone"
-	case how == UpstreamFailed || !x.completed:
+	case !completed || how == UpstreamFailed && !ended:
 		rec.Status = usage.StatusError
 		rec.Reason = string(CodeUpstream)
 	case x.status/100 != 2:
@@ -97,7 +113,7 @@ func (x *Exchange) Settle(how End) usage.Record {
 	if x.meter != nil {
 		// Close a stream cut short so a final event without its blank line
 		// still counts.
-		if x.framing == framingSSE && !x.completed {
+		if x.framing == framingSSE && !completed {
 			_ = x.dec.Close(func(ev sse.Event) error { x.meter.Event(ev); return nil })
 		}
 		if sm, ok := x.meter.(ServedModeler); ok {
@@ -105,7 +121,7 @@ func (x *Exchange) Settle(how End) usage.Record {
 		}
 		u, state := x.meter.Usage()
 		outEst := (x.meter.OutputChars() + 3) / 4
-		if rt, ok := x.meter.(RunningTotaler); ok && state == PartialUsage && x.completed && !MeterFailed(x.meter) && rt.UncountedChars() == 0 {
+		if rt, ok := x.meter.(RunningTotaler); ok && state == PartialUsage && completed && !MeterFailed(x.meter) && rt.UncountedChars() == 0 {
 			// A stream that ended cleanly, with no error and no text
 			// after its last running total: that total is the provider's
 			// count of the whole request, whether or not its chunk said

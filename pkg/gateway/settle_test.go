@@ -202,6 +202,60 @@ func TestSettleStreamCut(t *testing.T) {
 	})
 }
 
+// TestSettleAfterFinalEvent: a stream whose own final event has passed
+// ([DONE], response.completed, message_stop) is complete, though the
+// connection closes before the transport's end: the SDKs stop reading at
+// that event and close, which can beat the last empty chunk to the gateway.
+// Without that event the same close is an abandoned or failed request.
+func TestSettleAfterFinalEvent(t *testing.T) {
+	const (
+		chatUsage      = "data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":5,\"total_tokens\":15}}\n\n"
+		chatDone       = "data: [DONE]\n\n"
+		respCompleted  = "event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"status\":\"completed\"," + respUsage + "}}\n\n"
+		anthropicDelta = "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":7}}\n\n"
+		anthropicStop  = "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"
+	)
+	chatTokens := usage.Tokens{Input: 10, Output: 5}
+	anthropicTokens := usage.Tokens{Input: 394, CachedInput: 20, CacheWrite: 10, Output: 7}
+	runStreamCases(t, []streamCase{
+		{
+			name: "openai chat: client gone after [DONE]", provider: "openai", target: "/openai/v1/chat/completions", body: chatStream,
+			response: chatChunk + chatUsage + chatDone, cut: gateway.ClientGone,
+			status: usage.StatusOK, tokens: chatTokens,
+		},
+		{
+			name: "openai chat: upstream reset after [DONE]", provider: "openai", target: "/openai/v1/chat/completions", body: chatStream,
+			response: chatChunk + chatUsage + chatDone, cut: gateway.UpstreamFailed,
+			status: usage.StatusOK, tokens: chatTokens,
+		},
+		{
+			name: "openai chat: client gone before [DONE]", provider: "openai", target: "/openai/v1/chat/completions", body: chatStream,
+			response: chatChunk + chatUsage, cut: gateway.ClientGone,
+			status: usage.StatusAbandoned, reason: "client_gone", tokens: chatTokens,
+		},
+		{
+			name: "openai chat: [DONE] split from its blank line", provider: "openai", target: "/openai/v1/chat/completions", body: chatStream,
+			response: chatChunk + chatUsage + "data: [DONE]\n", cut: gateway.ClientGone,
+			status: usage.StatusAbandoned, reason: "client_gone", tokens: chatTokens,
+		},
+		{
+			name: "openai responses: client gone after response.completed", provider: "openai", target: "/openai/v1/responses", body: responsesStream,
+			response: respCompleted, cut: gateway.ClientGone,
+			status: usage.StatusOK, tokens: usage.Tokens{Input: 30, CachedInput: 10, Output: 9, Reasoning: 3},
+		},
+		{
+			name: "anthropic: client gone after message_stop", provider: "anthropic", target: "/anthropic/v1/messages", body: messagesStream,
+			response: anthropicStart + anthropicDelta + anthropicStop, cut: gateway.ClientGone,
+			status: usage.StatusOK, tokens: anthropicTokens,
+		},
+		{
+			name: "anthropic: client gone before message_stop", provider: "anthropic", target: "/anthropic/v1/messages", body: messagesStream,
+			response: anthropicStart + anthropicDelta, cut: gateway.ClientGone,
+			status: usage.StatusAbandoned, reason: "client_gone", tokens: anthropicTokens,
+		},
+	})
+}
+
 // TestSettleGeminiBlocked: a stream whose only chunk is a blocked prompt
 // settles as the provider's final count, not an estimate, as the same
 // answer does without a stream.

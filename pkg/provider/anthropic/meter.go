@@ -19,6 +19,7 @@ type meter struct {
 	state  gateway.Completeness
 	chars  int64
 	failed bool
+	ended  bool   // message_stop passed
 	model  string // the model the response says answered
 }
 
@@ -27,6 +28,9 @@ func (m *meter) OutputChars() int64                          { return m.chars }
 
 // Failed implements gateway.StreamFailer.
 func (m *meter) Failed() bool { return m.failed }
+
+// Ended implements gateway.StreamEnder.
+func (m *meter) Ended() bool { return m.ended }
 
 // ServedModel implements gateway.ServedModeler.
 func (m *meter) ServedModel() string { return m.model }
@@ -63,6 +67,8 @@ func (m *meter) Event(ev sse.Event) bool {
 		if raw, ok := jsonscan.Field(ev.Data, "usage"); ok && m.read(raw) {
 			m.state = gateway.FinalUsage
 		}
+	case "message_stop":
+		m.ended = true
 	case "error":
 		// An error after the stream started (overloaded_error midway):
 		// the 200 already sent does not make the request a success. The

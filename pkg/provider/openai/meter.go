@@ -22,6 +22,7 @@ type meter struct {
 	found  bool
 	chars  int64
 	failed bool
+	ended  bool // the stream's final event passed
 	// chunk holds a chat chunk's members while Event reads them (here, not
 	// on its stack, which they would escape from on every call).
 	chunk [len(chunkKeys)][]byte
@@ -32,6 +33,12 @@ var chunkKeys = [...]string{"error", "usage", "choices"}
 
 // Failed implements gateway.StreamFailer.
 func (m *meter) Failed() bool { return m.failed }
+
+// Ended implements gateway.StreamEnder.
+func (m *meter) Ended() bool { return m.ended }
+
+// done is the data of a chat stream's final event.
+var done = []byte("[DONE]")
 
 // Usage implements gateway.Meter. OpenAI sends usage once, at the end.
 // nullUsage is what OpenAI adds to every chunk of a stream that asked for
@@ -76,7 +83,8 @@ func (m *meter) Event(ev sse.Event) bool {
 	}
 	data := ev.Data
 	if len(data) == 0 || data[0] != '{' {
-		return false // [DONE]
+		m.ended = m.ended || bytes.Equal(bytes.TrimSpace(data), done)
+		return false
 	}
 	defer clear(m.chunk[:]) // they alias the event
 	jsonscan.Members(data, chunkKeys[:], m.chunk[:])
@@ -112,6 +120,7 @@ func (m *meter) Event(ev sse.Event) bool {
 func (m *meter) responsesEvent(ev sse.Event) bool {
 	switch typ := gateway.EventType(ev); typ {
 	case "response.completed", "response.incomplete", "response.failed":
+		m.ended = true
 		if raw, ok := jsonscan.Field(ev.Data, "response", "usage"); ok && !jsonedit.IsNull(raw) {
 			m.read(raw)
 		}
