@@ -19,6 +19,7 @@ build:
 
 node-deps:
 	cd $(NODE_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	npm ci --prefix test/node-latest --no-audit --no-fund --loglevel=error
 	npm ci --prefix examples/dad-jokes --no-audit --no-fund --loglevel=error
 
 # Every test: unit, fuzz seeds, recorded-traffic replay, and the official Go

@@ -31,6 +31,7 @@
 // Usage: node scenarios.mjs [PROVIDER/SCENARIO ...]   (default: all)
 
 import OpenAI from 'openai';
+import { VERSION as openaiVersion } from 'openai/version';
 import Anthropic from '@anthropic-ai/sdk';
 import { GoogleGenAI } from '@google/genai';
 
@@ -42,8 +43,10 @@ function scrub(s) {
   return s;
 }
 
+// Every line names the openai package that ran it: test/sdknode runs these
+// scenarios against more than one install (test/node, test/node-latest).
 function emit(obj) {
-  process.stdout.write(scrub(JSON.stringify(obj)) + '\n');
+  process.stdout.write(scrub(JSON.stringify({ ...obj, openaiVersion })) + '\n');
 }
 
 const REQUEST_ID = 'x-tollgate-request-id';

@@ -69,6 +69,7 @@ func catalogFile(t testing.TB) string {
 
 // scenarioLine is one line of test/node/scenarios.mjs.
 type scenarioLine struct {
+	OpenAIVersion     string          `json:"openaiVersion"` // of the openai package that ran the scenario
 	Provider          string          `json:"provider"`
 	Scenario          string          `json:"scenario"`
 	OK                bool            `json:"ok"`

@@ -5,8 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -14,39 +16,92 @@ import (
 	"github.com/tollgate-dev/tollgate/test/harness"
 )
 
-const scenarioScript = "test/node/scenarios.mjs"
-
 // nodeTimeout bounds one run of the scenarios (about two seconds normally).
 const nodeTimeout = 3 * time.Minute
 
-func requireScenarioDeps(t testing.TB) {
+// sdkSet is one install of the three Node SDKs and the node that runs the
+// scenarios against it.
+type sdkSet struct {
+	name string
+	dir  string // relative to the repo root; holds node_modules and scenarios.mjs
+	// node is the command that runs a script with dir's packages.
+	node []string
+}
+
+// sdkSets are the SDKs a user gets today: the versions that run on this
+// machine's Node 20 (test/node), and the newest majors on the Node 22 they
+// require, installed from npm (test/node-latest). Its scenarios.mjs is a
+// symlink to test/node's; the preserve-symlinks flags make its imports
+// resolve in test/node-latest's node_modules.
+var sdkSets = []sdkSet{
+	{name: "node20", dir: "test/node", node: []string{"node"}},
+	{name: "latest", dir: "test/node-latest", node: []string{"test/node-latest/node_modules/node/bin/node", "--preserve-symlinks", "--preserve-symlinks-main"}},
+}
+
+// script is the command line that runs the scenarios, from the repo root.
+func (s sdkSet) script() []string {
+	cmd := append(slices.Clone(s.node), s.dir+"/scenarios.mjs")
+	if strings.Contains(cmd[0], "/") {
+		cmd[0] = filepath.Join(harness.RepoRoot(), cmd[0])
+	}
+	return cmd
+}
+
+func requireScenarioDeps(t testing.TB, s sdkSet) {
 	t.Helper()
 	requireNode(t)
-	requireNodeModules(t, "test/node", "openai", "@anthropic-ai/sdk", "@google/genai")
+	requireNodeModules(t, s.dir, "openai", "@anthropic-ai/sdk", "@google/genai")
+}
+
+// checkInstall fails unless every scenario ran on set's own openai package:
+// a symlinked script whose imports resolved elsewhere would test the other
+// install twice.
+func checkInstall(t *testing.T, set sdkSet, lines []scenarioLine) {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(harness.RepoRoot(), set.dir, "node_modules", "openai", "package.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pkg struct{ Version string }
+	if err := json.Unmarshal(raw, &pkg); err != nil || pkg.Version == "" {
+		t.Fatalf("%s/node_modules/openai/package.json: version %q, %v", set.dir, pkg.Version, err)
+	}
+	for _, l := range lines {
+		if l.OpenAIVersion != pkg.Version {
+			t.Fatalf("%s ran on openai %q, want %s's %s", l.key(), l.OpenAIVersion, set.dir, pkg.Version)
+		}
+	}
 }
 
 // TestDevRunsNodeScenarios is what a user types: `tollgate dev --mock -- node
 // scenarios.mjs`. The gateway sets the SDK variables, runs the script, exits
 // with its code, and leaves one usage record per SDK call in the ledger.
 func TestDevRunsNodeScenarios(t *testing.T) {
-	requireScenarioDeps(t)
+	for _, set := range sdkSets {
+		t.Run(set.name, func(t *testing.T) { devRunsNodeScenarios(t, set) })
+	}
+}
+
+func devRunsNodeScenarios(t *testing.T, set sdkSet) {
+	requireScenarioDeps(t, set)
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), nodeTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, harness.Binary(t), "dev", "--mock", "--listen", "127.0.0.1:0", "--data-dir", dir,
-		"--catalog", catalogFile(t), "--", "node", scenarioScript)
+	args := append([]string{"dev", "--mock", "--listen", "127.0.0.1:0", "--data-dir", dir, "--catalog", catalogFile(t), "--"}, set.script()...)
+	cmd := exec.CommandContext(ctx, harness.Binary(t), args...)
 	cmd.Dir = harness.RepoRoot()
 	cmd.Env = harness.CleanEnv()
 	ownProcessGroup(cmd)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		t.Fatalf("tollgate dev -- node %s: %v\nstdout:\n%s\nstderr:\n%s", scenarioScript, err, stdout.String(), stderr.String())
+		t.Fatalf("tollgate dev -- %s: %v\nstdout:\n%s\nstderr:\n%s", strings.Join(set.script(), " "), err, stdout.String(), stderr.String())
 	}
 	if s := stderr.String(); strings.TrimSpace(s) != "" {
 		t.Logf("stderr of tollgate dev and the script:\n%s", s)
 	}
 	lines := parseScenarios(t, stdout.Bytes())
+	checkInstall(t, set, lines)
 	checkOutcomes(t, lines)
 
 	// The dev process has exited: the ledger is complete and closed.
@@ -59,13 +114,15 @@ func TestDevRunsNodeScenarios(t *testing.T) {
 // into tollgate serve), with the env a workload gets, and compares the
 // ledger with what the mock providers received and would bill.
 func TestNodeScenariosGroundTruth(t *testing.T) {
-	requireScenarioDeps(t)
-	for _, door := range harness.Doors {
-		t.Run(door, func(t *testing.T) { nodeScenariosGroundTruth(t, door) })
+	for _, set := range sdkSets {
+		for _, door := range harness.Doors {
+			t.Run(set.name+"/"+door, func(t *testing.T) { nodeScenariosGroundTruth(t, set, door) })
+		}
 	}
 }
 
-func nodeScenariosGroundTruth(t *testing.T, door string) {
+func nodeScenariosGroundTruth(t *testing.T, set sdkSet, door string) {
+	requireScenarioDeps(t, set)
 	dev := harness.StartDoor(t, door, harness.DoorOptions{Catalog: catalogFile(t)})
 	env := dev.Env(t)
 	for _, k := range []string{"OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "GEMINI_API_KEY", "GOOGLE_GEMINI_BASE_URL"} {
@@ -76,7 +133,8 @@ func nodeScenariosGroundTruth(t *testing.T, door string) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), nodeTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "node", scenarioScript)
+	script := set.script()
+	cmd := exec.CommandContext(ctx, script[0], script[1:]...)
 	cmd.WaitDelay = 10 * time.Second
 	cmd.Dir = harness.RepoRoot()
 	cmd.Env = harness.CleanEnv()
@@ -86,7 +144,7 @@ func nodeScenariosGroundTruth(t *testing.T, door string) {
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		t.Fatalf("node %s: %v\nstdout:\n%s\nstderr:\n%s\ngateway:\n%s", scenarioScript, err, stdout.String(), stderr.String(), dev.Stderr())
+		t.Fatalf("%s: %v\nstdout:\n%s\nstderr:\n%s\ngateway:\n%s", strings.Join(script, " "), err, stdout.String(), stderr.String(), dev.Stderr())
 	}
 	if s := stderr.String(); strings.TrimSpace(s) != "" {
 		t.Logf("stderr of the script:\n%s", s)
@@ -94,6 +152,7 @@ func nodeScenariosGroundTruth(t *testing.T, door string) {
 	checkSecrets(t, stdout.Bytes(), dev.GatewayToken())
 	checkSecrets(t, stderr.Bytes(), dev.GatewayToken())
 	lines := parseScenarios(t, stdout.Bytes())
+	checkInstall(t, set, lines)
 	checkOutcomes(t, lines)
 
 	recs := dev.WaitUsage(t, len(lines))
