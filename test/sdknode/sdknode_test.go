@@ -51,6 +51,11 @@ func requireScenarioDeps(t testing.TB, s sdkSet) {
 	t.Helper()
 	requireNode(t)
 	requireNodeModules(t, s.dir, "openai", "@anthropic-ai/sdk", "@google/genai")
+	if bin := s.script()[0]; filepath.IsAbs(bin) {
+		if _, err := os.Stat(bin); err != nil {
+			t.Fatalf("%s is missing (%v): `make node-deps` installs it, through the npm package node's install script, which npm must be allowed to run", bin, err)
+		}
+	}
 }
 
 // checkInstall fails unless every scenario ran on set's own openai package:
