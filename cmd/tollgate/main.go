@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -40,6 +41,7 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	root.SetFlagErrorFunc(flagError)
 	root.AddCommand(
 		newDevCmd(),
 		newEnvCmd(),
@@ -54,4 +56,14 @@ func newRoot() *cobra.Command {
 		newInjectCmd(),
 	)
 	return root
+}
+
+// flagError says how to pass an argument that starts with '-' (a token id,
+// say): cobra reads it as an unknown flag unless it follows "--". Every
+// subcommand inherits it from the root.
+func flagError(cmd *cobra.Command, err error) error {
+	if strings.HasPrefix(err.Error(), "unknown flag") || strings.HasPrefix(err.Error(), "unknown shorthand flag") {
+		return fmt.Errorf("%w (an argument that starts with '-' goes after \"--\": %s [flags] -- ARG)", err, cmd.CommandPath())
+	}
+	return err
 }

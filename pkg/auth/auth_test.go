@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"strings"
 	"testing"
@@ -85,8 +86,8 @@ func TestMintDefaults(t *testing.T) {
 	if got1.KeyID != "k1" {
 		t.Errorf("KeyID %q, want the signer's", got1.KeyID)
 	}
-	if id, err := base64.RawURLEncoding.DecodeString(got1.TokenID); err != nil || len(id) != 16 {
-		t.Errorf("TokenID %q: want 128 bits in base64url", got1.TokenID)
+	if id, err := hex.DecodeString(got1.TokenID); err != nil || len(id) != 16 {
+		t.Errorf("TokenID %q: want 128 bits in hex", got1.TokenID)
 	}
 	if got1.TokenID == got2.TokenID {
 		t.Error("two mints gave the same token id")

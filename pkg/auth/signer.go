@@ -100,12 +100,14 @@ func (s *Signer) sign(payload []byte) string {
 	return string(buf)
 }
 
-// newTokenID returns 128 random bits in base64url: enough that ids never
-// collide, so revoking one token never revokes another.
+// newTokenID returns 128 random bits in hex: enough that ids never collide,
+// so revoking one token never revokes another. Hex, not base64url, because
+// operators pass ids on command lines, where one in 64 base64url ids would
+// start with '-' and parse as a flag.
 func newTokenID() (string, error) {
 	var b [16]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return "", fmt.Errorf("token id: %w", err)
 	}
-	return base64.RawURLEncoding.EncodeToString(b[:]), nil
+	return hex.EncodeToString(b[:]), nil
 }

@@ -98,6 +98,14 @@ func TestTokenMintInspectRevoke(t *testing.T) {
 	if m := inspect(1); m["valid"] != false || !strings.Contains(fmt.Sprint(m["error"]), "revoked") {
 		t.Fatalf("after revoke, inspect = %v", m)
 	}
+	// An id that starts with '-' (base64url ids did, one in 64) is passed
+	// after "--"; without it the error says so.
+	if _, stderr, code := tollgate(t, "token", "revoke", "--data-dir", dir, "-kYVmC71rVYMN3gPG7zmhA"); code == 0 || !strings.Contains(stderr, `after "--"`) {
+		t.Errorf("revoke of a dash id without --: exit %d, stderr %q; want a hint to use --", code, stderr)
+	}
+	if _, stderr, code := tollgate(t, "token", "revoke", "--data-dir", dir, "--", "-kYVmC71rVYMN3gPG7zmhA"); code != 0 {
+		t.Errorf("revoke -- -ID: exit %d: %s", code, stderr)
+	}
 	if _, stderr, code := tollgate(t, "token", "mint", "--data-dir", dir); code == 0 || !strings.Contains(stderr, "--project") {
 		t.Errorf("mint without a project: exit %d, stderr %q", code, stderr)
 	}
