@@ -239,6 +239,9 @@ func errorBody(f *gateway.Failure) []byte {
 	case gateway.CodeQuota:
 		typ = "insufficient_quota"
 	case gateway.CodeModelNotFound:
+		if f.Model == "" {
+			break // no model could be read (an id in the path that is none): f's own message
+		}
 		msg = fmt.Sprintf("The model `%s` does not exist or you do not have access to it through this gateway.", f.Model)
 	case gateway.CodeInvalidRequest:
 		code = ""
