@@ -177,5 +177,9 @@ func (m *meter) read(raw []byte) {
 	written = min(written, prompt-cached)
 	reasoning = min(reasoning, out)
 	m.u = usage.Tokens{Input: prompt - cached - written, CachedInput: cached, CacheWrite: written, Output: out, Reasoning: reasoning}
+	// Audio in the prompt (chat with gpt-4o-audio and its kin) is billed
+	// above text: the part of the uncached input priced apart.
+	audio, _ := gateway.Count(raw, "prompt_tokens_details", "audio_tokens")
+	m.u.AudioInput = min(audio, m.u.Input)
 	m.found = true
 }
