@@ -244,6 +244,27 @@ func TestSettleAfterFinalEvent(t *testing.T) {
 			status: usage.StatusOK, tokens: usage.Tokens{Input: 30, CachedInput: 10, Output: 9, Reasoning: 3},
 		},
 		{
+			// The SDKs raise on an error chunk and close: the stream
+			// failed, the client did not abandon it.
+			name: "openai chat: client gone after an error chunk", provider: "openai", target: "/openai/v1/chat/completions", body: chatStream,
+			response: chatChunk + "data: {\"error\":{\"message\":\"The server had an error\",\"type\":\"server_error\",\"param\":null,\"code\":null}}\n\n",
+			cut:      gateway.ClientGone,
+			status:   usage.StatusError, reason: gateway.ReasonStreamError, estimated: true, guessedOutput: true,
+		},
+		{
+			name: "openai responses: client gone after the error event", provider: "openai", target: "/openai/v1/responses", body: responsesStream,
+			response: "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"Hello world\"}\n\n" +
+				"event: error\ndata: {\"type\":\"error\",\"code\":\"server_error\",\"message\":\"The server had an error\",\"param\":null}\n\n",
+			cut:    gateway.ClientGone,
+			status: usage.StatusError, reason: gateway.ReasonStreamError, estimated: true, guessedOutput: true,
+		},
+		{
+			name: "openai chat: upstream reset after an error chunk", provider: "openai", target: "/openai/v1/chat/completions", body: chatStream,
+			response: chatChunk + "data: {\"error\":{\"message\":\"The server had an error\",\"type\":\"server_error\",\"param\":null,\"code\":null}}\n\n",
+			cut:      gateway.UpstreamFailed,
+			status:   usage.StatusError, reason: gateway.ReasonStreamError, estimated: true, guessedOutput: true,
+		},
+		{
 			name: "anthropic: client gone after message_stop", provider: "anthropic", target: "/anthropic/v1/messages", body: messagesStream,
 			response: anthropicStart + anthropicDelta + anthropicStop, cut: gateway.ClientGone,
 			status: usage.StatusOK, tokens: anthropicTokens,

@@ -133,6 +133,8 @@ type chatRequest struct {
 	Stream        bool            `json:"stream"`
 	StreamOptions json.RawMessage `json:"stream_options"`
 	ServiceTier   string          `json:"service_tier"`
+	Store         bool            `json:"store"`
+	Metadata      json.RawMessage `json:"metadata"`
 	Tools         []struct {
 		Type     string `json:"type"`
 		Function struct {
@@ -254,6 +256,12 @@ func (c *call) openaiChat() {
 	if hasStreamOptions && !req.Stream {
 		c.openaiError(400, "invalid_request_error", nil,
 			"The 'stream_options' parameter is only allowed when 'stream' is enabled.", "stream_options", directives{})
+		return
+	}
+	// Chat Completions takes metadata only to label a stored completion.
+	if len(req.Metadata) > 0 && string(req.Metadata) != "null" && !req.Store {
+		c.openaiError(400, "invalid_request_error", nil,
+			"The 'metadata' parameter is only allowed when 'store' is enabled.", nil, directives{})
 		return
 	}
 	var tools []tool

@@ -322,6 +322,15 @@ func TestBadInputNeverReachesUpstream(t *testing.T) {
 			msg: regexp.MustCompile(`gemini-9-ultra`),
 		},
 		{
+			// A model id that cannot be one (a slash once decoded): the
+			// message says so, instead of naming an empty model.
+			name:      "OpenAI model retrieve with a slash in the id",
+			providers: []string{"openai"},
+			req:       path(http.MethodGet, "/openai/v1/models/gpt-4o-mini%2Fx", ""),
+			status:    same(404), reason: gateway.CodeModelNotFound, kind: same("model_not_found"),
+			msg: regexp.MustCompile("^[^`]*not valid"),
+		},
+		{
 			name:      "OpenAI batches",
 			providers: []string{"openai"},
 			req:       path(http.MethodPost, "/openai/v1/batches", `{"input_file_id":"file-1","endpoint":"/v1/chat/completions","completion_window":"24h"}`),

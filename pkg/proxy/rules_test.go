@@ -250,6 +250,29 @@ func TestOpenAIStoreAndPromptCacheKey(t *testing.T) {
 		})
 	}
 
+	// Chat Completions refuses metadata unless store is on ("The 'metadata'
+	// parameter is only allowed when 'store' is enabled"): metadata only
+	// labels a stored completion, and with store forced off there is none,
+	// so a request that is valid as its client sent it must not fail for
+	// the gateway's rewrite. Responses takes metadata with store off.
+	for _, tc := range []struct{ path, extra string }{
+		{"/openai/v1/chat/completions", `,"store":true,"metadata":{"team":"a"}`},
+		{"/openai/v1/chat/completions", `,"metadat\u0061":{"team":"a"},"store":true`},
+		{"/openai/v1/chat/completions", `,"metadata":null`},
+		{"/openai/v1/responses", `,"store":true,"metadata":{"team":"a"}`},
+	} {
+		t.Run(tc.path+"/"+strings.TrimPrefix(tc.extra, ","), func(t *testing.T) {
+			keyOf(t, tc.path, s.token, tc.extra)
+			got, kept := fields(t, s.onlyServed("openai").Body)["metadata"]
+			switch chat := strings.HasSuffix(tc.path, "/chat/completions"); {
+			case chat && kept:
+				t.Errorf("chat upstream got metadata %s with store false", got)
+			case !chat && string(got) != `{"team":"a"}`:
+				t.Errorf("responses upstream metadata = %s, want the client's", got)
+			}
+		})
+	}
+
 	t.Run("embeddings body is forwarded unchanged", func(t *testing.T) {
 		// Embeddings take neither store nor prompt_cache_key.
 		es := newStack(t, stackOptions{overlay: `

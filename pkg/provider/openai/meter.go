@@ -22,7 +22,7 @@ type meter struct {
 	found  bool
 	chars  int64
 	failed bool
-	ended  bool // the stream's final event passed
+	ended  bool // the stream's final event ([DONE], a terminal or error event) passed
 	// chunk holds a chat chunk's members while Event reads them (here, not
 	// on its stack, which they would escape from on every call).
 	chunk [len(chunkKeys)][]byte
@@ -90,9 +90,10 @@ func (m *meter) Event(ev sse.Event) bool {
 	jsonscan.Members(data, chunkKeys[:], m.chunk[:])
 	errObj, usageObj, choices := m.chunk[0], m.chunk[1], m.chunk[2]
 	// A chunk with a top-level error is how a chat stream fails after its
-	// 200 (the SDKs raise it as an APIError).
+	// 200 (the SDKs raise it as an APIError). It is the stream's last
+	// event: the SDKs stop reading there and close.
 	if errObj != nil && !jsonedit.IsNull(errObj) {
-		m.failed = true
+		m.failed, m.ended = true, true
 		return false
 	}
 	if usageObj != nil && !jsonedit.IsNull(usageObj) {
@@ -131,7 +132,7 @@ func (m *meter) responsesEvent(ev sse.Event) bool {
 			m.failed = true
 		}
 	case "error":
-		m.failed = true
+		m.failed, m.ended = true, true // nothing follows it
 	case "response.output_text.delta", "response.function_call_arguments.delta", "response.reasoning_summary_text.delta":
 		if raw, ok := jsonscan.Field(ev.Data, "delta"); ok {
 			m.chars += int64(len(raw))
@@ -177,5 +178,9 @@ func (m *meter) read(raw []byte) {
 	written = min(written, prompt-cached)
 	reasoning = min(reasoning, out)
 	m.u = usage.Tokens{Input: prompt - cached - written, CachedInput: cached, CacheWrite: written, Output: out, Reasoning: reasoning}
+	// Audio in the prompt (chat with gpt-4o-audio and its kin) is billed
+	// above text: the part of the uncached input priced apart.
+	audio, _ := gateway.Count(raw, "prompt_tokens_details", "audio_tokens")
+	m.u.AudioInput = min(audio, m.u.Input)
 	m.found = true
 }

@@ -91,6 +91,23 @@ func TestMeterDocument(t *testing.T) {
 			state: gateway.FinalUsage,
 		},
 		{
+			// gpt-4o-audio / gpt-audio bill audio input above text: the
+			// audio part of the uncached input is priced apart.
+			name: "chat audio input is a part of the input",
+			path: chatPath,
+			doc: `{"choices":[],"usage":{"prompt_tokens":120,"completion_tokens":40,"total_tokens":160,
+				"prompt_tokens_details":{"cached_tokens":20,"audio_tokens":70},"completion_tokens_details":{"audio_tokens":30}}}`,
+			want:  usage.Tokens{Input: 100, CachedInput: 20, Output: 40, AudioInput: 70},
+			state: gateway.FinalUsage,
+		},
+		{
+			name:  "chat audio above the uncached input is clamped to it",
+			path:  chatPath,
+			doc:   `{"usage":{"prompt_tokens":10,"completion_tokens":1,"prompt_tokens_details":{"cached_tokens":4,"audio_tokens":9}}}`,
+			want:  usage.Tokens{Input: 6, CachedInput: 4, Output: 1, AudioInput: 6},
+			state: gateway.FinalUsage,
+		},
+		{
 			name:  "details missing count as zero",
 			path:  chatPath,
 			doc:   `{"usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7}}`,

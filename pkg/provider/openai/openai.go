@@ -118,7 +118,8 @@ func (*Provider) Inspect(r gateway.Route, body []byte) (gateway.Inspection, *gat
 	return in, nil
 }
 
-// Rewrite implements gateway.Provider: store is forced off, the prompt
+// Rewrite implements gateway.Provider: store is forced off (and chat's
+// metadata, which only labels a stored completion, dropped), the prompt
 // cache key is the account's, and a chat stream always asks for usage.
 func (*Provider) Rewrite(r gateway.Route, body []byte, in gateway.Inspection, rw gateway.Rewrite) (gateway.Rewritten, *gateway.Failure) {
 	obj := in.Body
@@ -131,6 +132,13 @@ func (*Provider) Rewrite(r gateway.Route, body []byte, in gateway.Inspection, rw
 		edits = append(edits,
 			jsonedit.Edit{Key: "store", Value: []byte("false")},
 			jsonedit.Edit{Key: "prompt_cache_key", Value: rw.CacheKey})
+	}
+	if r.Operation == opChat {
+		// Chat Completions takes metadata only to label a stored completion
+		// and refuses it with store off ("The 'metadata' parameter is only
+		// allowed when 'store' is enabled"); with nothing stored it labels
+		// nothing, so it goes. Responses takes it either way.
+		edits = append(edits, jsonedit.Edit{Key: "metadata"})
 	}
 	if r.Operation == opResponses && string(obj.Get("store")) != "false" && returnsReasoning(cmp.Or(rw.UpstreamModel, in.Model)) {
 		include, f := withEncryptedReasoning(obj.Get("include"))
@@ -231,6 +239,9 @@ func errorBody(f *gateway.Failure) []byte {
 	case gateway.CodeQuota:
 		typ = "insufficient_quota"
 	case gateway.CodeModelNotFound:
+		if f.Model == "" {
+			break // no model could be read (an id in the path that is none): f's own message
+		}
 		msg = fmt.Sprintf("The model `%s` does not exist or you do not have access to it through this gateway.", f.Model)
 	case gateway.CodeInvalidRequest:
 		code = ""
