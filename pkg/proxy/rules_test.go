@@ -865,3 +865,47 @@ func TestRequestIDsAreTheGateways(t *testing.T) {
 		}
 	}
 }
+
+// TestTokenCountingOverTheLimit: the token-count endpoints are how a client
+// learns that its input no longer fits (Anthropic's count_tokens answers
+// 281k for a 281k prompt), so they count any input; only a request that
+// would run the model is refused over the 200k limit.
+func TestTokenCountingOverTheLimit(t *testing.T) {
+	s := newStack(t, stackOptions{})
+	long := manyWords(250_000)
+	for _, tc := range []struct {
+		name, provider, path, body string
+		status                     int
+	}{
+		{"anthropic count_tokens", "anthropic", "/anthropic/v1/messages/count_tokens",
+			fmt.Sprintf(`{"model":"claude-sonnet-4-5","messages":[{"role":"user","content":%q}]}`, long), http.StatusOK},
+		{"anthropic count_tokens, older SDK", "anthropic", "/anthropic/v1/messages/count_tokens?beta=true",
+			fmt.Sprintf(`{"model":"claude-sonnet-4-5","messages":[{"role":"user","content":%q}]}`, long), http.StatusOK},
+		{"gemini countTokens", "gemini", "/gemini/v1beta/models/gemini-2.5-flash:countTokens",
+			fmt.Sprintf(`{"contents":[{"role":"user","parts":[{"text":%q}]}]}`, long), http.StatusOK},
+		{"anthropic messages", "anthropic", "/anthropic/v1/messages",
+			fmt.Sprintf(`{"model":"claude-sonnet-4-5","max_tokens":9,"messages":[{"role":"user","content":%q}]}`, long), http.StatusBadRequest},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s.t = t
+			s.mock.Reset()
+			res := s.do(request{path: tc.path, body: []byte(tc.body), header: fixture(tc.provider).header(s.token)})
+			if res.status != tc.status {
+				t.Fatalf("status %d, want %d: %.300s", res.status, tc.status, res.body)
+			}
+			rec := s.rec.wait(t, res.id)
+			if tc.status != http.StatusOK {
+				if n := len(s.served(tc.provider)); n != 0 || rec.Reason != string(gateway.CodeContextTooLong) {
+					t.Errorf("upstream served %d, record %s/%s; want the request refused over the limit", n, rec.Status, rec.Reason)
+				}
+				return
+			}
+			if up := s.onlyServed(tc.provider); !bytes.Equal(up.Body, []byte(tc.body)) {
+				t.Errorf("upstream body changed")
+			}
+			if rec.Status != usage.StatusOK || !rec.Tokens.IsZero() {
+				t.Errorf("record %s tokens %+v, want ok and nothing billed", rec.Status, rec.Tokens)
+			}
+		})
+	}
+}
