@@ -291,7 +291,14 @@ func (x *Exchange) StreamAborted() []byte {
 	if x.prov == nil || x.framing != framingSSE {
 		return nil
 	}
-	return x.prov.StreamError(Fail(StatusBadGateway, CodeUpstream, "The upstream stream ended unexpectedly."), x.route)
+	tail := x.prov.StreamError(Fail(StatusBadGateway, CodeUpstream, "The upstream stream ended unexpectedly."), x.route)
+	if x.hide || x.meter == nil {
+		return tail // only whole events were forwarded
+	}
+	// The cut may fall inside an event: end its line and dispatch it, so
+	// the error event is read as one of its own (appended to an unfinished
+	// "event: content_block_de" line it would name an event SDKs skip).
+	return append(x.dec.Finish(), tail...)
 }
 
 func (x *Exchange) authenticate(h Headers, rawQuery string) *Failure {

@@ -289,6 +289,25 @@ func sseEvents(t *testing.T, body []byte) (raw [][]byte, data []string) {
 	return raw, data
 }
 
+// sseNamedEvents is sseEvents with the events' names.
+func sseNamedEvents(t *testing.T, body []byte) (raw [][]byte, data, names []string) {
+	t.Helper()
+	var d sse.Decoder
+	emit := func(ev sse.Event) error {
+		raw = append(raw, body[ev.Start:ev.End])
+		data = append(data, string(ev.Data))
+		names = append(names, ev.Name)
+		return nil
+	}
+	if err := d.Feed(body, emit); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(emit); err != nil {
+		t.Fatal(err)
+	}
+	return raw, data, names
+}
+
 // direct sends a request straight to the mock, bypassing the gateway.
 func (s *stack) direct(method, path string, body []byte, h http.Header) []byte {
 	s.t.Helper()
