@@ -291,7 +291,14 @@ func (x *Exchange) StreamAborted() []byte {
 	if x.prov == nil || x.framing != framingSSE {
 		return nil
 	}
-	return x.prov.StreamError(Fail(StatusBadGateway, CodeUpstream, "The upstream stream ended unexpectedly."), x.route)
+	tail := x.prov.StreamError(Fail(StatusBadGateway, CodeUpstream, "The upstream stream ended unexpectedly."), x.route)
+	if x.hide || x.meter == nil {
+		return tail // only whole events were forwarded
+	}
+	// The cut may fall inside an event: end its line and dispatch it, so
+	// the error event is read as one of its own (appended to an unfinished
+	// "event: content_block_de" line it would name an event SDKs skip).
+	return append(x.dec.Finish(), tail...)
 }
 
 func (x *Exchange) authenticate(h Headers, rawQuery string) *Failure {
@@ -345,6 +352,11 @@ func bearer(v string) string {
 }
 
 func (x *Exchange) checkContext(m catalog.Model, body []byte) *Failure {
+	// Token counting runs no model, and it is how a client learns that its
+	// input no longer fits: the providers count any input, and so must it.
+	if x.route.Unbilled {
+		return nil
+	}
 	limit := m.ContextTokens // the catalog always sets one
 	// A BPE token is at least one byte of text, so a smaller body cannot
 	// exceed the limit and needs no counting.

@@ -26,7 +26,8 @@ type Route struct {
 	Local bool
 	// ModelID is the model a local "get one model" route asks for.
 	ModelID string
-	// Unbilled routes (token counting) carry no billable usage.
+	// Unbilled routes (token counting) carry no billable usage and run no
+	// model, so the context limit does not apply to them.
 	Unbilled bool
 	// UpstreamPath and UpstreamQuery are what the gateway calls upstream; the
 	// query has every credential removed.

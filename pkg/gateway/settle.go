@@ -56,6 +56,16 @@ type StreamEnder interface {
 	Ended() bool
 }
 
+// StreamEnded reports whether the response's own final event has passed
+// (see StreamEnder): the client has the whole answer, so an upstream failure
+// after it is no failure of the response, and adapters must end the response
+// cleanly rather than add an error event (which the Anthropic SDKs raise even
+// after message_stop) or cut it.
+func (x *Exchange) StreamEnded() bool {
+	e, ok := x.meter.(StreamEnder)
+	return ok && e.Ended()
+}
+
 // ServedModeler is implemented by meters that read which model answered
 // (Anthropic names it in every message, and may have fallen back from the
 // requested one); the request is priced as that model.
@@ -88,8 +98,7 @@ func (x *Exchange) Settle(how End) usage.Record {
 	if x.prov != nil {
 		rec.Provider = x.prov.Name()
 	}
-	e, ok := x.meter.(StreamEnder)
-	ended := ok && e.Ended()
+	ended := x.StreamEnded()
 	completed := x.completed || ended
 	switch {
 	case x.failure != nil:

@@ -262,6 +262,11 @@ func (p *Proxy) forward(ctx context.Context, w http.ResponseWriter, x *gateway.E
 			return gateway.Completed, false
 		case ctx.Err() != nil:
 			return gateway.ClientGone, false
+		case x.StreamEnded():
+			// The final event has passed: the answer is whole, end it
+			// cleanly (Settle records it as complete).
+			_ = rc.Flush()
+			return gateway.UpstreamFailed, false
 		default:
 			tail := x.StreamAborted()
 			if len(tail) == 0 {

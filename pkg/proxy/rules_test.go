@@ -312,6 +312,25 @@ func sseEvents(t *testing.T, body []byte) (raw [][]byte, data []string) {
 	return raw, data
 }
 
+// sseNamedEvents is sseEvents with the events' names.
+func sseNamedEvents(t *testing.T, body []byte) (raw [][]byte, data, names []string) {
+	t.Helper()
+	var d sse.Decoder
+	emit := func(ev sse.Event) error {
+		raw = append(raw, body[ev.Start:ev.End])
+		data = append(data, string(ev.Data))
+		names = append(names, ev.Name)
+		return nil
+	}
+	if err := d.Feed(body, emit); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(emit); err != nil {
+		t.Fatal(err)
+	}
+	return raw, data, names
+}
+
 // direct sends a request straight to the mock, bypassing the gateway.
 func (s *stack) direct(method, path string, body []byte, h http.Header) []byte {
 	s.t.Helper()
@@ -886,5 +905,113 @@ func TestRequestIDsAreTheGateways(t *testing.T) {
 		if n-before[id] > 1 {
 			t.Errorf("%d requests share the usage record key %q (client sent x-request-id %q): the ledger keeps one of them", n-before[id], id, chosen)
 		}
+	}
+}
+
+// TestTokenCountingOverTheLimit: the token-count endpoints are how a client
+// learns that its input no longer fits (Anthropic's count_tokens answers
+// 281k for a 281k prompt), so they count any input; only a request that
+// would run the model is refused over the 200k limit.
+func TestTokenCountingOverTheLimit(t *testing.T) {
+	s := newStack(t, stackOptions{})
+	long := manyWords(250_000)
+	for _, tc := range []struct {
+		name, provider, path, body string
+		status                     int
+	}{
+		{"anthropic count_tokens", "anthropic", "/anthropic/v1/messages/count_tokens",
+			fmt.Sprintf(`{"model":"claude-sonnet-4-5","messages":[{"role":"user","content":%q}]}`, long), http.StatusOK},
+		{"anthropic count_tokens, older SDK", "anthropic", "/anthropic/v1/messages/count_tokens?beta=true",
+			fmt.Sprintf(`{"model":"claude-sonnet-4-5","messages":[{"role":"user","content":%q}]}`, long), http.StatusOK},
+		{"gemini countTokens", "gemini", "/gemini/v1beta/models/gemini-2.5-flash:countTokens",
+			fmt.Sprintf(`{"contents":[{"role":"user","parts":[{"text":%q}]}]}`, long), http.StatusOK},
+		{"anthropic messages", "anthropic", "/anthropic/v1/messages",
+			fmt.Sprintf(`{"model":"claude-sonnet-4-5","max_tokens":9,"messages":[{"role":"user","content":%q}]}`, long), http.StatusBadRequest},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s.t = t
+			s.mock.Reset()
+			res := s.do(request{path: tc.path, body: []byte(tc.body), header: fixture(tc.provider).header(s.token)})
+			if res.status != tc.status {
+				t.Fatalf("status %d, want %d: %.300s", res.status, tc.status, res.body)
+			}
+			rec := s.rec.wait(t, res.id)
+			if tc.status != http.StatusOK {
+				if n := len(s.served(tc.provider)); n != 0 || rec.Reason != string(gateway.CodeContextTooLong) {
+					t.Errorf("upstream served %d, record %s/%s; want the request refused over the limit", n, rec.Status, rec.Reason)
+				}
+				return
+			}
+			if up := s.onlyServed(tc.provider); !bytes.Equal(up.Body, []byte(tc.body)) {
+				t.Errorf("upstream body changed")
+			}
+			if rec.Status != usage.StatusOK || !rec.Tokens.IsZero() {
+				t.Errorf("record %s tokens %+v, want ok and nothing billed", rec.Status, rec.Tokens)
+			}
+		})
+	}
+}
+
+// TestAnthropicCacheControl: a cache_control is a cache directive wherever
+// Anthropic reads one (top level, system, tools, message content blocks,
+// the blocks inside a tool_result); there the default and the 5-minute TTL
+// pass untouched and "1h" is refused. Inside a tool call's input or a
+// tool's input_schema it is the client's own data, which the model reads
+// as it is, and a conversation carrying it must not be refused.
+func TestAnthropicCacheControl(t *testing.T) {
+	s := newStack(t, stackOptions{})
+	f := fixture("anthropic")
+	const (
+		cc5m  = `{"type":"ephemeral","ttl":"5m"}`
+		cc    = `{"type":"ephemeral"}`
+		cc1h  = `{"type":"ephemeral","ttl":"1h"}`
+		user  = `{"role":"user","content":"hi"}`
+		start = `{"model":"claude-sonnet-4-5","max_tokens":9,`
+	)
+	// A tool call whose input holds a cache_control, and the result of it.
+	toolTurn := func(input, blockCC string) string {
+		call := `{"type":"tool_use","id":"toolu_1","name":"http_request","input":` + input
+		if blockCC != "" {
+			call += `,"cache_control":` + blockCC
+		}
+		return `{"role":"assistant","content":[` + call + `}]},` +
+			`{"role":"user","content":[{"type":"tool_result","tool_use_id":"toolu_1","content":"200 OK"}]}`
+	}
+	for _, tc := range []struct {
+		name, body string
+		status     int
+	}{
+		{"5m top level", start + `"cache_control":` + cc5m + `,"messages":[` + user + `]}`, 200},
+		{"default top level", start + `"cache_control":` + cc + `,"messages":[` + user + `]}`, 200},
+		{"5m system", start + `"system":[{"type":"text","text":"s","cache_control":` + cc5m + `}],"messages":[` + user + `]}`, 200},
+		{"5m tool", start + `"tools":[{"name":"t","input_schema":{"type":"object"},"cache_control":` + cc5m + `}],"messages":[` + user + `]}`, 200},
+		{"5m nested in tool_result", start + `"messages":[{"role":"user","content":[{"type":"tool_result","tool_use_id":"x","content":[{"type":"text","text":"r","cache_control":` + cc5m + `}]}]}]}`, 200},
+		{"5m on a tool_use block", start + `"messages":[` + user + `,` + toolTurn(`{"url":"https://example.com"}`, cc5m) + `]}`, 200},
+		{"thinking", start + `"thinking":{"type":"enabled","budget_tokens":1024},"cache_control":` + cc + `,"messages":[` + user + `]}`, 200},
+		{"1h in a tool call's input", start + `"messages":[` + user + `,` + toolTurn(`{"url":"https://api.example.com/v1/messages","body":{"cache_control":`+cc1h+`}}`, "") + `]}`, 200},
+		{"1h in a server tool call's input", start + `"messages":[` + user + `,{"role":"assistant","content":[{"type":"server_tool_use","id":"srvtoolu_1","name":"web_search","input":{"cache_control":` + cc1h + `}}]}]}`, 200},
+		{"1h in a tool's input_schema", start + `"tools":[{"name":"t","input_schema":{"type":"object","examples":[{"cache_control":` + cc1h + `}]}}],"messages":[` + user + `]}`, 200},
+		{"1h nested in tool_result", start + `"messages":[{"role":"user","content":[{"type":"tool_result","tool_use_id":"x","content":[{"type":"text","text":"r","cache_control":` + cc1h + `}]}]}]}`, 400},
+		{"1h on a tool_use block", start + `"messages":[` + user + `,` + toolTurn(`{"url":"https://example.com"}`, cc1h) + `]}`, 400},
+		{"1h beside input on a text block", start + `"messages":[{"role":"user","content":[{"type":"text","text":"t","input":{},"cache_control":` + cc1h + `}]}]}`, 400},
+		{"1h in input of a block that is not a tool call", start + `"messages":[{"role":"user","content":[{"type":"text","text":"t","input":{"cache_control":` + cc1h + `}}]}]}`, 400},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s.t = t
+			s.mock.Reset()
+			res := s.do(request{path: f.path, body: []byte(tc.body), header: f.header(s.token)})
+			if res.status != tc.status {
+				t.Fatalf("status %d, want %d: %s", res.status, tc.status, res.body)
+			}
+			if tc.status != http.StatusOK {
+				if n := len(s.served("anthropic")); n != 0 {
+					t.Errorf("refused, but upstream served %d requests", n)
+				}
+				return
+			}
+			if up := s.onlyServed("anthropic"); !bytes.Equal(up.Body, []byte(tc.body)) {
+				t.Errorf("upstream body changed:\n got %s\nwant %s", up.Body, tc.body)
+			}
+		})
 	}
 }

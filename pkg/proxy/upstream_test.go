@@ -133,6 +133,135 @@ func TestUpstreamDiesMidStream(t *testing.T) {
 	}
 }
 
+// An upstream that dies inside an event: the bytes already forwarded end
+// mid-line or mid-event, and the error event that follows must still reach
+// the SDK as an error event rather than merge into the broken one (an
+// "event: content_block_deevent: error" line names an event the SDKs skip,
+// and the cut stream would look complete). The rows model how the Anthropic
+// SDKs read the stream: message and content block events must parse as
+// JSON, an "error" event raises, anything else is skipped.
+func TestUpstreamDiesMidEvent(t *testing.T) {
+	const start = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":\"claude-haiku-4-5\",\"usage\":{\"input_tokens\":12,\"output_tokens\":1}}}\n\n"
+	const delta = "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Once upon a time\"}}\n\n"
+	cases := []struct {
+		name string
+		head string
+		// native: the SDK raises the gateway's own error event (an APIError
+		// of its type); otherwise it raises on the broken event before it.
+		native bool
+	}{
+		{"between events", start + delta, true},
+		{"after the event line", start + "event: content_block_delta\n", true},
+		{"inside the event name", start + "event: content_block_de", true},
+		{"inside the data field name", start + "event: content_block_delta\nda", true},
+		{"after a data line", start + delta[:len(delta)-1], true},
+		{"after a data line, CRLF", start + strings.ReplaceAll(delta[:len(delta)-1], "\n", "\r\n"), true},
+		{"inside a data line", start + delta[:len(delta)-20], false},
+	}
+	heads := make(chan string, 1)
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("content-type", "text/event-stream")
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write([]byte(<-heads))
+		w.(http.Flusher).Flush()
+		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			conn.Close()
+		}
+	}))
+	t.Cleanup(upstream.Close)
+	s := newStack(t, stackOptions{upstream: upstream.URL})
+	c := upstreamCases[1]
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s.t = t
+			heads <- tc.head
+			res := s.do(request{path: c.path, body: []byte(c.body), header: s.authed(c.header)})
+			if !strings.HasPrefix(string(res.body), tc.head) {
+				t.Fatalf("the bytes sent before the failure were not forwarded as they were:\n%q", res.body)
+			}
+			_, datas, names := sseNamedEvents(t, res.body)
+			raised, native := "", false
+			for i, name := range names {
+				switch name {
+				case "message_start", "message_delta", "message_stop", "content_block_start", "content_block_delta", "content_block_stop":
+					if !json.Valid([]byte(datas[i])) {
+						raised = "JSON error on " + name
+					}
+				case "error":
+					var e struct{ Type string }
+					native = json.Unmarshal([]byte(datas[i]), &e) == nil && e.Type == "error"
+					raised = "error event " + datas[i]
+				}
+				if raised != "" {
+					break
+				}
+			}
+			if raised == "" {
+				t.Fatalf("an SDK reading the client's stream raises nothing: the cut stream looks complete:\n%q", res.body)
+			}
+			if native != tc.native {
+				t.Errorf("the SDK raises %s; want the gateway's error event whole: %v\n%q", raised, tc.native, res.body)
+			}
+			rec := s.rec.wait(t, res.id)
+			if rec.Status != usage.StatusError || rec.Reason != "upstream_error" {
+				t.Errorf("record %s/%s, want an upstream error", rec.Status, rec.Reason)
+			}
+		})
+	}
+}
+
+// An upstream that resets after the stream's own final event (Anthropic's
+// message_stop) has sent the whole answer: the client
+// gets exactly the upstream's bytes and a clean end, never an error event
+// after the end (the Anthropic SDKs raise one even after message_stop, and
+// the caller would retry a request that succeeded), and the record is ok
+// with the provider's exact usage.
+func TestUpstreamDiesAfterFinalEvent(t *testing.T) {
+	full := map[string]string{
+		"anthropic": "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":\"claude-haiku-4-5\",\"usage\":{\"input_tokens\":12,\"output_tokens\":1}}}\n\n" +
+			"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Once upon a time\"}}\n\n" +
+			"event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":5}}\n\n" +
+			"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+	}
+	want := usage.Tokens{Input: 12, Output: 5}
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		provider := strings.Split(strings.TrimPrefix(r.URL.Path, "/"), "/")[0]
+		w.Header().Set("content-type", "text/event-stream")
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write([]byte(full[provider]))
+		w.(http.Flusher).Flush()
+		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			conn.Close() // no terminating chunk: the read fails after the final event
+		}
+	}))
+	t.Cleanup(upstream.Close)
+	s := newStack(t, stackOptions{upstream: upstream.URL})
+	for _, c := range upstreamCases {
+		if full[c.provider] == "" {
+			continue
+		}
+		t.Run(c.provider, func(t *testing.T) {
+			req := s.newRequest(context.Background(), request{path: c.path, body: []byte(c.body), header: s.authed(c.header)})
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer res.Body.Close()
+			got, err := io.ReadAll(res.Body)
+			if err != nil {
+				t.Errorf("reading a stream that reached its final event: %v, want a clean end", err)
+			}
+			if string(got) != full[c.provider] {
+				t.Errorf("client stream differs from the upstream's:\n got %q\nwant %q", got, full[c.provider])
+			}
+			rec := s.rec.wait(t, res.Header.Get("x-tollgate-request-id"))
+			if rec.Status != usage.StatusOK || rec.Estimated || rec.Tokens != want {
+				t.Errorf("record %s/%s estimated=%v tokens %+v, want ok with the exact %+v", rec.Status, rec.Reason, rec.Estimated, rec.Tokens, want)
+			}
+		})
+	}
+}
+
 // An upstream that dies midway through a body whose framing has no error
 // event (a streamed JSON array, a JSON document sent chunked): the client's
 // response is cut short too, never ended cleanly, so no client takes the

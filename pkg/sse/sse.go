@@ -405,6 +405,26 @@ func (d *Decoder) Close(emit func(Event) error) error {
 	return d.dispatch(emit)
 }
 
+// Finish returns the bytes that, appended to the stream fed so far, end its
+// unfinished line and dispatch its unfinished event, so that an event
+// appended after them is read as one of its own rather than merged into a
+// cut one (an error event after a stream cut inside an event): nil between
+// events. A line that ended with '\r' takes two '\n' to dispatch its event,
+// as the first completes a "\r\n" line end.
+func (d *Decoder) Finish() []byte {
+	var b []byte
+	if d.state != lineStart {
+		b = append(b, '\n')
+	}
+	if d.hasData && !d.pending {
+		if d.cr {
+			b = append(b, '\n')
+		}
+		b = append(b, '\n')
+	}
+	return b
+}
+
 // Reset discards all state, readying d for a new stream. It keeps
 // MaxEventSize and reasonably sized buffers.
 func (d *Decoder) Reset() {

@@ -665,3 +665,47 @@ func TestAllocs(t *testing.T) {
 		}
 	}
 }
+
+// TestFinish: the bytes that end a stream's unfinished line and event, so
+// that an event appended after them stands on its own, whatever the chunking.
+func TestFinish(t *testing.T) {
+	for _, tc := range []struct{ stream, want string }{
+		{"", ""},
+		{"event: a\ndata: 1\n\n", ""},
+		{"event: a\ndata: 1\r\n\r\n", ""},
+		{"event: a\ndata: 1\r\r", ""}, // dispatched at the second '\r'
+		{"event: a\n", ""},            // no data: the next event line renames it
+		{"event: a", "\n"},
+		{"event: a\nda", "\n"},
+		{": comment", "\n"},
+		{"event: a\ndata: 1", "\n\n"},
+		{"event: a\ndata: 1\n", "\n"},
+		{"event: a\ndata: 1\r", "\n\n"}, // the first '\n' completes "\r\n"
+		{"data: 1\n\ndata: 2\nda", "\n\n"},
+	} {
+		for split := range len(tc.stream) + 1 {
+			var d Decoder
+			var n int
+			count := func(Event) error { n++; return nil }
+			_ = d.Feed([]byte(tc.stream[:split]), count)
+			_ = d.Feed([]byte(tc.stream[split:]), count)
+			got := d.Finish()
+			if string(got) != tc.want {
+				t.Errorf("%q split at %d: Finish() = %q, want %q", tc.stream, split, got, tc.want)
+				continue
+			}
+			// What follows is an event of its own, named as it says.
+			before := n
+			var last Event
+			_ = d.Feed(append(got, "event: error\ndata: {}\n\n"...), func(ev Event) error {
+				n++
+				last = ev
+				last.Data = bytes.Clone(ev.Data)
+				return nil
+			})
+			if n == before || last.Name != "error" || string(last.Data) != "{}" {
+				t.Errorf("%q split at %d: the appended event came out as %q %q", tc.stream, split, last.Name, last.Data)
+			}
+		}
+	}
+}

@@ -127,10 +127,11 @@ func checkOtherModels(in gateway.Inspection) *gateway.Failure {
 }
 
 // checkCacheTTL refuses a one-hour prompt cache anywhere in the request (top
-// level, system, messages, tools, tool results): the gateway serves only the
-// default five-minute cache, which it prices as a 5m write. A cheap byte
-// check skips the walk for the common request without any TTL: the key can
-// only be spelled "ttl" or with \u escapes.
+// level, system, messages, tools, tool results) outside the client's own
+// data (isClientData): the gateway serves only the default five-minute
+// cache, which it prices as a 5m write. A cheap byte check skips the walk
+// for the common request without any TTL: the key can only be spelled "ttl"
+// or with \u escapes.
 func checkCacheTTL(body []byte) *gateway.Failure {
 	if !bytes.Contains(body, []byte(`"ttl"`)) && !bytes.Contains(body, []byte(`\u`)) {
 		return nil
@@ -154,7 +155,11 @@ func hasLongTTL(v any) bool {
 				return true
 			}
 		}
-		for _, e := range v {
+		typ, _ := v["type"].(string)
+		for k, e := range v {
+			if isClientData(k, typ) {
+				continue
+			}
 			if hasLongTTL(e) {
 				return true
 			}
@@ -167,6 +172,15 @@ func hasLongTTL(v any) bool {
 		}
 	}
 	return false
+}
+
+// isClientData reports whether member key of an object of the given type
+// holds the client's own JSON, which Anthropic hands to the model as it is
+// and never reads a cache_control in: the input of a tool call (tool_use,
+// server_tool_use, mcp_tool_use) and a tool's input_schema. A conversation
+// whose tool once took a cache_control as an argument is no cache request.
+func isClientData(key, typ string) bool {
+	return key == "input_schema" || key == "input" && strings.HasSuffix(typ, "tool_use")
 }
 
 // Rewrite implements gateway.Provider: only a renamed model changes.
