@@ -24,6 +24,12 @@
 //
 // A 10 MiB base64 image is thus 1,600 tokens, not 2.5 million.
 //
+// Opaque blobs that a provider hands out and takes back are not counted at
+// all: OpenAI's reasoning encrypted_content, Anthropic's thinking signature
+// and redacted_thinking data, Gemini's thoughtSignature. They are not text
+// the model reads, and counted as text (about 1.5 bytes a token) they would
+// refuse long agent sessions for tokens that are never billed as such.
+//
 // # Accuracy
 //
 // Text is counted with OpenAI's o200k_base encoding (the GPT-4o family's).

@@ -414,6 +414,14 @@ func TestScanBody(t *testing.T) {
 		{"escaped type is not base64: counted", `{"source":{"type":"b\u0061se64","data":"QUJD"}}`, "sourcetypebase64dataQUJD", 0},
 		{"escaped key is not known: counted", `{"inlineD\u0061ta":{"data":"QQ=="}}`, "inlineDatadataQQ==", 0},
 		{"empty containers", ` { "a" : [ ] , "b" : { } } `, "ab", 0},
+		// Opaque blobs the provider hands out and takes back: not text.
+		{"OpenAI encrypted reasoning", `{"type":"reasoning","id":"rs_1","summary":[],"encrypted_content":"gAAAAABo"}`, "typereasoningidrs_1summaryencrypted_content", 0},
+		{"Anthropic thinking signature", `{"signature":"EqQBCgIYAh","thinking":"Let me see.","type":"thinking"}`, "signaturethinkingLet me see.typethinking", 0},
+		{"Anthropic redacted thinking", `{"data":"EmwKAhgB","type":"redacted_thinking"}`, "datatyperedacted_thinking", 0},
+		{"Gemini thought signature", `{"parts":[{"text":"Hi","thoughtSignature":"CiQB"},{"thought_signature":"CiQB"}]}`, "partstextHithoughtSignaturethought_signature", 0},
+		{"a tool argument called signature is text", `{"type":"tool_use","input":{"signature":"Yours truly"}}`, "typetool_useinputsignatureYours truly", 0},
+		{"signature in a text block is text", `{"type":"text","signature":"x"}`, "typetextsignaturex", 0},
+		{"escaped thinking type: signature counted", `{"type":"thinkin\u0067","signature":"x"}`, "typethinkingsignaturex", 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -99,6 +99,9 @@ func (w *walker) value(key, parent string) error {
 		if err != nil {
 			return err
 		}
+		if isOpaque(key) {
+			return nil
+		}
 		if isMedia(key, parent, raw) {
 			w.media++
 			return nil
@@ -147,10 +150,13 @@ func (w *walker) enter() error {
 
 // object walks an object that sits under member name key.
 //
-// An Anthropic "source" object is special: its "data" is base64 when its
-// "type" is "base64" and plain text when the type is "text", and the type may
-// come after the data (the Go SDK sorts keys). So data is held back until the
-// object closes.
+// Two members mean different things by the object's "type", which may come
+// after them (the Go SDKs sort keys), so they are held back until the object
+// closes:
+//   - "data": base64 in an Anthropic source of type "base64" (media), opaque
+//     in an Anthropic redacted_thinking block (not counted), text otherwise;
+//   - "signature": opaque in an Anthropic thinking block, text otherwise (a
+//     tool's argument may be called that).
 func (w *walker) object(key string) error {
 	if err := w.enter(); err != nil {
 		return err
@@ -158,13 +164,7 @@ func (w *walker) object(key string) error {
 	defer func() { w.depth-- }()
 	w.pos++ // '{'
 
-	source := key == "source"
-	var (
-		typ         string
-		data        []byte
-		dataEscaped bool
-		hasData     bool
-	)
+	var typ, data, signature heldString
 
 	w.space()
 	if w.pos < len(w.buf) && w.buf[w.pos] == '}' {
@@ -193,24 +193,19 @@ func (w *walker) object(key string) error {
 
 		isString := w.pos < len(w.buf) && w.buf[w.pos] == '"'
 		switch {
-		case source && name == "data" && isString:
-			if data, dataEscaped, err = w.str(); err != nil {
-				return err
-			}
-			hasData = true
-		case source && name == "type" && isString:
-			raw, escaped, err := w.str()
-			if err != nil {
-				return err
-			}
-			typ = string(raw)
-			if err := w.emit(raw, escaped); err != nil {
-				return err
+		case name == "data" && isString:
+			err = data.read(w)
+		case name == "signature" && isString:
+			err = signature.read(w)
+		case name == "type" && isString:
+			if err = typ.read(w); err == nil {
+				err = w.emit(typ.raw, typ.escaped)
 			}
 		default:
-			if err := w.value(name, key); err != nil {
-				return err
-			}
+			err = w.value(name, key)
+		}
+		if err != nil {
+			return err
 		}
 
 		w.space()
@@ -227,14 +222,40 @@ func (w *walker) object(key string) error {
 		w.pos++
 	}
 
-	if hasData {
-		if typ == "base64" || isDataURL(data) {
+	// An escaped type is never a known one: its data is then counted.
+	kind := ""
+	if !typ.escaped {
+		kind = string(typ.raw)
+	}
+	if data.ok {
+		switch {
+		case key == "source" && kind == "base64", isMedia("data", key, data.raw):
 			w.media++
-			return nil
+		case kind == "redacted_thinking":
+		default:
+			if err := w.emit(data.raw, data.escaped); err != nil {
+				return err
+			}
 		}
-		return w.emit(data, dataEscaped)
+	}
+	if signature.ok && kind != "thinking" && !isMedia("signature", key, signature.raw) {
+		return w.emit(signature.raw, signature.escaped)
 	}
 	return nil
+}
+
+// heldString is a string member object holds back until it has seen the
+// object's type.
+type heldString struct {
+	raw     []byte
+	escaped bool
+	ok      bool
+}
+
+func (h *heldString) read(w *walker) (err error) {
+	h.raw, h.escaped, err = w.str()
+	h.ok = err == nil
+	return err
 }
 
 func (w *walker) array(key, parent string) error {
@@ -331,6 +352,14 @@ func knownKey(raw []byte) string {
 	switch string(raw) {
 	case "data":
 		return "data"
+	case "signature":
+		return "signature"
+	case "encrypted_content":
+		return "encrypted_content"
+	case "thoughtSignature":
+		return "thoughtSignature"
+	case "thought_signature":
+		return "thought_signature"
 	case "type":
 		return "type"
 	case "url":
@@ -385,6 +414,20 @@ func isMedia(key, parent string, raw []byte) bool {
 		return key == "url"
 	}
 	return isDataURL(raw)
+}
+
+// isOpaque reports whether a string value under key is an opaque blob the
+// provider hands out and takes back without reading it as text: OpenAI's
+// encrypted reasoning (which the gateway itself asks for when it forces store
+// off) and Gemini's thought signatures. Counted as text they would be about
+// one token per 1.5 bytes, and a long agent session would be refused for
+// tokens the model never reads.
+func isOpaque(key string) bool {
+	switch key {
+	case "encrypted_content", "thoughtSignature", "thought_signature":
+		return true
+	}
+	return false
 }
 
 // isDataURL reports whether raw is a base64 data URL. The media type is short,
