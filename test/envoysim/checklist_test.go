@@ -1153,6 +1153,15 @@ func TestImmediateResponse(t *testing.T) {
 			t.Error("went upstream")
 		}
 	})
+	t.Run("details: every whitespace character becomes _, none collapsed or trimmed", func(t *testing.T) {
+		e := newEnv(t, envConfig{reply: func(_ int, req *extprocv3.ProcessingRequest) ([]*extprocv3.ProcessingResponse, error) {
+			return []*extprocv3.ProcessingResponse{immediate(typev3.StatusCode_Forbidden, "no", " over  the\tlimit\n")}, nil
+		}})
+		do(t, e, "POST", "/openai/v1/x", `{}`)
+		if d := records(t, e)[0].Details; d != "_over__the_limit_" {
+			t.Errorf("details %q, want StringUtil::replaceAllEmptySpace's %q", d, "_over__the_limit_")
+		}
+	})
 	t.Run("content-type from the processor wins", func(t *testing.T) {
 		e := newEnv(t, envConfig{reply: func(_ int, req *extprocv3.ProcessingRequest) ([]*extprocv3.ProcessingResponse, error) {
 			if req.GetRequestBody() == nil {

@@ -268,7 +268,19 @@ func (f *filter) open(ctx context.Context) *failure {
 
 func grpcDetails(err error) string {
 	s := status.Convert(err)
-	return "ext_proc_error_gRPC_error_" + strconv.Itoa(int(s.Code())) + "{" + strings.ReplaceAll(s.Message(), " ", "_") + "}"
+	return "ext_proc_error_gRPC_error_" + strconv.Itoa(int(s.Code())) + "{" + replaceAllEmptySpace(s.Message()) + "}"
+}
+
+// replaceAllEmptySpace is Envoy's StringUtil::replaceAllEmptySpace, which a
+// local reply's details go through: each space, tab, form feed, vertical
+// tab, newline or carriage return becomes "_", one for one.
+func replaceAllEmptySpace(s string) string {
+	return strings.Map(func(r rune) rune {
+		if strings.ContainsRune(" \t\f\v\n\r", r) {
+			return '_'
+		}
+		return r
+	}, s)
 }
 
 // send sends one message that expects a reply and (re)starts its timer.
@@ -811,7 +823,7 @@ func (f *filter) immediate(ir *extprocv3.ImmediateResponse) *localReply {
 	// The headers are Envoy's modify_headers callback of sendLocalReply:
 	// they start from :status alone; the local reply adds content-type and
 	// content-length afterwards (localReplyHeaders).
-	lr := &localReply{status: st, details: strings.Join(strings.Fields(ir.GetDetails()), "_"), body: ir.GetBody()}
+	lr := &localReply{status: st, details: replaceAllEmptySpace(ir.GetDetails()), body: ir.GetBody()}
 	mu := mutation{rules: f.rules}
 	out, err := mu.apply(&lr.header, ir.GetHeaders())
 	f.rq.p.add("rejected_header_mutations", out.rejected)
