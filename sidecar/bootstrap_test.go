@@ -382,6 +382,22 @@ func TestValidatorCatchesEachKnob(t *testing.T) {
 					Overrides: &extprocv3.ExtProcOverrides{ProcessingMode: pm}}})
 			})
 		}, "override: response_body_mode FULL_DUPLEX_STREAMED needs response_trailer_mode SEND"},
+		{"virtual host full duplex under a route config without a mode (Envoy merges them)", Options{}, func(t *testing.T, b *bootstrapv3.Bootstrap) {
+			editHCM(t, b, func(h *hcmv3.HttpConnectionManager) {
+				pm := ProcessingMode()
+				pm.ResponseBodyMode = extprocv3.ProcessingMode_FULL_DUPLEX_STREAMED
+				pm.ResponseTrailerMode = extprocv3.ProcessingMode_SKIP
+				vh := h.GetRouteConfig().GetVirtualHosts()[0]
+				vh.TypedPerFilterConfig = perRoute(t, &extprocv3.ExtProcPerRoute{Override: &extprocv3.ExtProcPerRoute_Overrides{
+					Overrides: &extprocv3.ExtProcOverrides{ProcessingMode: pm}}})
+				for _, r := range vh.GetRoutes() {
+					if r.GetName() == "openai" {
+						r.TypedPerFilterConfig = perRoute(t, &extprocv3.ExtProcPerRoute{Override: &extprocv3.ExtProcPerRoute_Overrides{
+							Overrides: &extprocv3.ExtProcOverrides{GrpcInitialMetadata: []*corev3.HeaderValue{{Key: "x-tenant", Value: "a"}}}}})
+					}
+				}
+			})
+		}, `route "openai" ext_proc override: response_body_mode FULL_DUPLEX_STREAMED needs response_trailer_mode SEND`},
 		{"provider without TLS", Options{}, func(t *testing.T, b *bootstrapv3.Bootstrap) {
 			cluster(b, "openai").TransportSocket = nil
 		}, "must use TLS"},

@@ -108,18 +108,80 @@ func (in *Ingress) Endpoint(cluster string) (*corev3.Address, error) {
 }
 
 // ExtProcPerRoute is the per-route ext_proc config in force for a route:
-// the route's own, else its virtual host's (the most specific wins).
+// its virtual host's and its own, merged the way Envoy's ext_proc merges
+// them (FilterConfigPerRoute's merge constructor), field by field, the
+// route over the virtual host: disabled is the route's, when it has a
+// config; processing_mode, failure_mode_allow, grpc_service and each list
+// of metadata namespaces come from the most specific config that sets
+// them; grpc_initial_metadata entries are merged by key. So a route config
+// that sets no processing_mode keeps the virtual host's. Nil when neither
+// has one.
 func ExtProcPerRoute(vh *routev3.VirtualHost, r *routev3.Route) (*extprocv3.ExtProcPerRoute, error) {
-	for _, cfgs := range []map[string]*anypb.Any{r.GetTypedPerFilterConfig(), vh.GetTypedPerFilterConfig()} {
-		if a, ok := cfgs[FilterExtProc]; ok {
-			pr := &extprocv3.ExtProcPerRoute{}
-			if err := unpack(a, pr); err != nil {
-				return nil, fmt.Errorf("route %q: %w", r.GetName(), err)
-			}
-			return pr, nil
+	var merged *extprocv3.ExtProcPerRoute
+	for _, cfgs := range []map[string]*anypb.Any{vh.GetTypedPerFilterConfig(), r.GetTypedPerFilterConfig()} {
+		a, ok := cfgs[FilterExtProc]
+		if !ok {
+			continue
+		}
+		pr := &extprocv3.ExtProcPerRoute{}
+		if err := unpack(a, pr); err != nil {
+			return nil, fmt.Errorf("route %q: %w", r.GetName(), err)
+		}
+		merged = mergeExtProcPerRoute(merged, pr)
+	}
+	return merged, nil
+}
+
+// mergeExtProcPerRoute lays more (the more specific config) over less.
+// disabled and overrides are one oneof: a disabled config has no fields to
+// merge, and a disabled less gives none.
+func mergeExtProcPerRoute(less, more *extprocv3.ExtProcPerRoute) *extprocv3.ExtProcPerRoute {
+	if less == nil || more.GetDisabled() || less.GetOverrides() == nil {
+		return more
+	}
+	out := proto.Clone(more).(*extprocv3.ExtProcPerRoute)
+	lo, o := less.GetOverrides(), out.GetOverrides()
+	if o == nil {
+		o = &extprocv3.ExtProcOverrides{}
+		out.Override = &extprocv3.ExtProcPerRoute_Overrides{Overrides: o}
+	}
+	if o.ProcessingMode == nil {
+		o.ProcessingMode = lo.GetProcessingMode()
+	}
+	if o.FailureModeAllow == nil {
+		o.FailureModeAllow = lo.GetFailureModeAllow()
+	}
+	if o.GrpcService == nil {
+		o.GrpcService = lo.GetGrpcService()
+	}
+	if lm := lo.GetMetadataOptions(); lm != nil {
+		if o.MetadataOptions == nil {
+			o.MetadataOptions = &extprocv3.MetadataOptions{}
+		}
+		if o.MetadataOptions.ForwardingNamespaces == nil {
+			o.MetadataOptions.ForwardingNamespaces = lm.GetForwardingNamespaces()
+		}
+		if o.MetadataOptions.ReceivingNamespaces == nil {
+			o.MetadataOptions.ReceivingNamespaces = lm.GetReceivingNamespaces()
 		}
 	}
-	return nil, nil
+	md := make([]*corev3.HeaderValue, 0, len(lo.GetGrpcInitialMetadata())+len(o.GetGrpcInitialMetadata()))
+	md = append(md, lo.GetGrpcInitialMetadata()...)
+	for _, h := range o.GetGrpcInitialMetadata() {
+		replaced := false
+		for i, m := range md {
+			if m.GetKey() == h.GetKey() {
+				md[i], replaced = h, true
+			}
+		}
+		if !replaced {
+			md = append(md, h)
+		}
+	}
+	if len(md) > 0 {
+		o.GrpcInitialMetadata = md
+	}
+	return out
 }
 
 // ExtAuthzPerRoute is the per-route ext_authz config in force for a route.

@@ -2,7 +2,9 @@ package envoysim
 
 import (
 	"context"
+	"maps"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -85,7 +87,10 @@ func (rq *request) authorize() *localReply {
 		applyAuthzHeaders(&lr.header, d.GetHeaders(), true)
 		return lr
 	}
+	// ext_authz.cc onComplete: sets (and appends) first, then removes,
+	// then the query parameters.
 	ok := resp.GetOkResponse()
+	applyAuthzHeaders(&rq.reqHeaders, ok.GetHeaders(), false)
 	for _, k := range ok.GetHeadersToRemove() {
 		k = strings.ToLower(k)
 		if k == "host" || strings.HasPrefix(k, ":") {
@@ -93,8 +98,42 @@ func (rq *request) authorize() *localReply {
 		}
 		rq.reqHeaders.del(k)
 	}
-	applyAuthzHeaders(&rq.reqHeaders, ok.GetHeaders(), false)
+	if len(ok.GetQueryParametersToSet()) > 0 || len(ok.GetQueryParametersToRemove()) > 0 {
+		p, _ := rq.reqHeaders.Get(":path")
+		rq.reqHeaders.set(":path", rewriteQuery(p, ok))
+	}
 	return nil
+}
+
+// rewriteQuery is Envoy's QueryParamsMulti round trip for an OK answer:
+// the query parsed undecoded into a map sorted by key (absl::btree_map),
+// query_parameters_to_set overwriting every value of a key, then
+// query_parameters_to_remove, and the path rebuilt as key=value pairs in
+// key order, with no "?" when none is left.
+func rewriteQuery(path string, ok *authv3.OkHttpResponse) string {
+	base, query, _ := strings.Cut(path, "?")
+	params := map[string][]string{}
+	for query != "" {
+		var kv string
+		kv, query, _ = strings.Cut(query, "&")
+		k, v, _ := strings.Cut(kv, "=")
+		params[k] = append(params[k], v)
+	}
+	for _, q := range ok.GetQueryParametersToSet() {
+		params[q.GetKey()] = []string{q.GetValue()}
+	}
+	for _, k := range ok.GetQueryParametersToRemove() {
+		delete(params, k)
+	}
+	keys := slices.Sorted(maps.Keys(params))
+	delim := "?"
+	for _, k := range keys {
+		for _, v := range params[k] {
+			base += delim + k + "=" + v
+			delim = "&"
+		}
+	}
+	return base
 }
 
 // applyAuthzHeaders applies ext_authz header mutations, which read value,

@@ -201,3 +201,47 @@ func TestExtAuthzHeaderActions(t *testing.T) {
 		}
 	})
 }
+
+// An OK answer's mutations in Envoy's order (ext_authz.cc onComplete):
+// headers set, added and appended first, then headers_to_remove, then the
+// query parameters, which rebuild :path from the parsed query (a sorted
+// map: keys in order, each as key=value, no "?" once none is left).
+func TestExtAuthzOkMutations(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		ok       *authv3.OkHttpResponse
+		path     string
+		wantPath string // upstream, after the route's prefix_rewrite
+		absent   string // a header the upstream must not get
+	}{
+		{name: "a header both set and removed: the remove runs last", path: "/openai/v1/x",
+			ok:       &authv3.OkHttpResponse{Headers: []*corev3.HeaderValueOption{valueHeader("x-a", "1")}, HeadersToRemove: []string{"x-a"}},
+			wantPath: "/v1/x", absent: "x-a"},
+		{name: "query_parameters_to_remove: the rest in key order", path: "/gemini/v1/x?key=tok&b=2&a=1",
+			ok:       &authv3.OkHttpResponse{QueryParametersToRemove: []string{"key"}},
+			wantPath: "/v1/x?a=1&b=2"},
+		{name: "the last parameter removed: no query left", path: "/gemini/v1/x?key=tok",
+			ok:       &authv3.OkHttpResponse{QueryParametersToRemove: []string{"key"}},
+			wantPath: "/v1/x"},
+		{name: "query_parameters_to_set overwrites every value", path: "/gemini/v1/x?b=1&b=2&alt=sse",
+			ok:       &authv3.OkHttpResponse{QueryParametersToSet: []*corev3.QueryParameter{{Key: "b", Value: "3"}}},
+			wantPath: "/v1/x?alt=sse&b=3"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp := &authv3.CheckResponse{Status: &rpcstatus.Status{Code: int32(codes.OK)}, HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: tc.ok}}
+			az := &fakeAuthz{got: make(chan *authv3.CheckRequest, 1), check: func(*authv3.CheckRequest) (*authv3.CheckResponse, error) { return resp, nil }}
+			e := newEnv(t, envConfig{authz: az})
+			r := do(t, e, "POST", tc.path, `{}`, "X-A", "client")
+			if r.status != 200 {
+				t.Fatalf("status %d (%s)", r.status, r.body)
+			}
+			up := records(t, e)[0].Upstream
+			if up.Path != tc.wantPath {
+				t.Errorf("upstream path %q, want %q", up.Path, tc.wantPath)
+			}
+			if tc.absent != "" && up.Header.has(tc.absent) {
+				t.Errorf("upstream has %s: %v", tc.absent, up.Header)
+			}
+		})
+	}
+}

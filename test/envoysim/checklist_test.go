@@ -500,6 +500,21 @@ func TestModeResolution(t *testing.T) {
 			m.RequestBodyMode, m.ResponseBodyMode = extprocfilterv3.ProcessingMode_NONE, extprocfilterv3.ProcessingMode_NONE
 			return perRoute(t, "openai", &extprocfilterv3.ExtProcPerRoute{Override: &extprocfilterv3.ExtProcPerRoute_Overrides{Overrides: &extprocfilterv3.ExtProcOverrides{ProcessingMode: m}}})
 		}, wantKinds: []string{"RequestHeaders", "ResponseHeaders"}},
+		// Envoy merges per-route configs field by field: a route config
+		// without processing_mode keeps the virtual host's.
+		{name: "the virtual host's mode under a route config that sets none", hcm: func(t *testing.T) func(*hcmv3.HttpConnectionManager) {
+			m := proto.Clone(streamed).(*extprocfilterv3.ProcessingMode)
+			m.RequestBodyMode, m.ResponseBodyMode = extprocfilterv3.ProcessingMode_NONE, extprocfilterv3.ProcessingMode_NONE
+			vh, err := anypb.New(&extprocfilterv3.ExtProcPerRoute{Override: &extprocfilterv3.ExtProcPerRoute_Overrides{Overrides: &extprocfilterv3.ExtProcOverrides{ProcessingMode: m}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			route := perRoute(t, "openai", &extprocfilterv3.ExtProcPerRoute{Override: &extprocfilterv3.ExtProcPerRoute_Overrides{Overrides: &extprocfilterv3.ExtProcOverrides{FailureModeAllow: wrapperspb.Bool(false)}}})
+			return func(h *hcmv3.HttpConnectionManager) {
+				route(h)
+				h.GetRouteConfig().GetVirtualHosts()[0].TypedPerFilterConfig = map[string]*anypb.Any{sidecar.FilterExtProc: vh}
+			}
+		}, wantKinds: []string{"RequestHeaders", "ResponseHeaders"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := envConfig{extProc: tc.cfg, reply: tc.reply, upstream: sse, opts: Options{ResponseChunks: func() ChunkPlan { return Natural{} }}}
@@ -1151,6 +1166,15 @@ func TestImmediateResponse(t *testing.T) {
 		}
 		if records(t, e)[0].Upstream != nil {
 			t.Error("went upstream")
+		}
+	})
+	t.Run("details: every whitespace character becomes _, none collapsed or trimmed", func(t *testing.T) {
+		e := newEnv(t, envConfig{reply: func(_ int, req *extprocv3.ProcessingRequest) ([]*extprocv3.ProcessingResponse, error) {
+			return []*extprocv3.ProcessingResponse{immediate(typev3.StatusCode_Forbidden, "no", " over  the\tlimit\n")}, nil
+		}})
+		do(t, e, "POST", "/openai/v1/x", `{}`)
+		if d := records(t, e)[0].Details; d != "_over__the_limit_" {
+			t.Errorf("details %q, want StringUtil::replaceAllEmptySpace's %q", d, "_over__the_limit_")
 		}
 	})
 	t.Run("content-type from the processor wins", func(t *testing.T) {

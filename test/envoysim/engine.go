@@ -403,7 +403,11 @@ func (r *run) streamed() *localReply {
 		case ev.gotEOF:
 			r.src = nil
 		case ev.fail != nil:
-			return r.fail(ev.fail)
+			// Failing open (clearAsyncState), the chunks still queued and
+			// the rest of the body pass unprocessed: the loop's top.
+			if lr := r.fail(ev.fail); lr != nil {
+				return lr
+			}
 		case ev.closed:
 		case ev.resp == nil:
 			if ev.chunk.err != nil {
@@ -438,6 +442,14 @@ func (r *run) streamed() *localReply {
 			if fd {
 				done, lr := r.piece(ev.resp)
 				if lr != nil || done {
+					return lr
+				}
+				continue
+			}
+			if common(ev.resp).GetBodyMutation().GetStreamedResponse() != nil {
+				// handleStreamedBodyCallback: streamed_response is for
+				// FULL_DUPLEX_STREAMED only; the chunk stays queued.
+				if lr := r.fail(f.spurious("streamed_response outside FULL_DUPLEX_STREAMED")); lr != nil {
 					return lr
 				}
 				continue

@@ -268,7 +268,19 @@ func (f *filter) open(ctx context.Context) *failure {
 
 func grpcDetails(err error) string {
 	s := status.Convert(err)
-	return "ext_proc_error_gRPC_error_" + strconv.Itoa(int(s.Code())) + "{" + strings.ReplaceAll(s.Message(), " ", "_") + "}"
+	return "ext_proc_error_gRPC_error_" + strconv.Itoa(int(s.Code())) + "{" + replaceAllEmptySpace(s.Message()) + "}"
+}
+
+// replaceAllEmptySpace is Envoy's StringUtil::replaceAllEmptySpace, which a
+// local reply's details go through: each space, tab, form feed, vertical
+// tab, newline or carriage return becomes "_", one for one.
+func replaceAllEmptySpace(s string) string {
+	return strings.Map(func(r rune) rune {
+		if strings.ContainsRune(" \t\f\v\n\r", r) {
+			return '_'
+		}
+		return r
+	}, s)
 }
 
 // send sends one message that expects a reply and (re)starts its timer.
@@ -499,6 +511,9 @@ func (f *filter) failed(fl *failure) *localReply {
 		return nil
 	}
 	if fl.status == -1 {
+		// A spurious reply with the fail-close flag off is let through
+		// like failure_mode_allow, and counted the same way.
+		f.rq.p.count("failure_mode_allowed")
 		return nil
 	}
 	if fl.openable && f.failOpen && !f.fdChunk {
@@ -695,27 +710,33 @@ func (f *filter) applyCommon(d direction, h *Headers, common *extprocv3.CommonRe
 		}
 		return nil
 	}
+	// Envoy's validateContentLength compares with body_mutation.body(),
+	// empty for clear_body and for streamed_response.
+	var mutated []byte
 	switch m := bm.GetMutation().(type) {
 	case *extprocv3.BodyMutation_Body:
-		*body = m.Body
+		mutated = m.Body
 	case *extprocv3.BodyMutation_ClearBody:
-		if m.ClearBody {
-			*body = nil
+		if !m.ClearBody {
+			return nil
 		}
 	case *extprocv3.BodyMutation_StreamedResponse:
-		return errors.New("streamed_response outside FULL_DUPLEX_STREAMED")
+		// A buffered body callback checks the length, then applies
+		// nothing: applyBodyMutations has no case for it. (The STREAMED
+		// callback calls it spurious: see run.streamed.)
+		f.rq.violation("streamed_response outside FULL_DUPLEX_STREAMED: Envoy ignores it")
 	default:
 		return nil
 	}
 	// Headers held: the content-length, if they still have one, must match
 	// the new body.
-	if h == nil || !checkCL {
-		return nil
-	}
-	if cl, ok := h.Get("content-length"); ok && !f.rq.headersSent(d) {
-		if cl != strconv.Itoa(len(*body)) {
-			return fmt.Errorf("content-length %s does not match the mutated body of %d bytes", cl, len(*body))
+	if h != nil && checkCL {
+		if cl, ok := h.Get("content-length"); ok && !f.rq.headersSent(d) && cl != strconv.Itoa(len(mutated)) {
+			return fmt.Errorf("content-length %s does not match the mutated body of %d bytes", cl, len(mutated))
 		}
+	}
+	if bm.GetStreamedResponse() == nil {
+		*body = mutated
 	}
 	return nil
 }
@@ -802,7 +823,7 @@ func (f *filter) immediate(ir *extprocv3.ImmediateResponse) *localReply {
 	// The headers are Envoy's modify_headers callback of sendLocalReply:
 	// they start from :status alone; the local reply adds content-type and
 	// content-length afterwards (localReplyHeaders).
-	lr := &localReply{status: st, details: strings.Join(strings.Fields(ir.GetDetails()), "_"), body: ir.GetBody()}
+	lr := &localReply{status: st, details: replaceAllEmptySpace(ir.GetDetails()), body: ir.GetBody()}
 	mu := mutation{rules: f.rules}
 	out, err := mu.apply(&lr.header, ir.GetHeaders())
 	f.rq.p.add("rejected_header_mutations", out.rejected)

@@ -654,3 +654,108 @@ func TestMoreSpuriousReplies(t *testing.T) {
 		})
 	}
 }
+
+// Failures on a STREAMED response body chunk (the sidecar's response mode),
+// after the response headers went downstream. Envoy's handling
+// (processor_state.cc handleStreamedBodyCallback, ext_proc.cc
+// onReceiveMessage, onGrpcError, clearAsyncState):
+//   - streamed_response outside FULL_DUPLEX_STREAMED is a spurious reply:
+//     fail-closed it resets the stream; with failure_mode_allow (or the
+//     fail-close flag off) the chunk still queued, and the rest of the
+//     body, pass unprocessed;
+//   - a gRPC error with failure_mode_allow lets the queued chunk and the
+//     rest of the body through.
+func TestStreamedBodyFailures(t *testing.T) {
+	const want = `{"echo":"{\"k\":1}"}`
+	streamedOnBody := func(_ int, req *extprocv3.ProcessingRequest) ([]*extprocv3.ProcessingResponse, error) {
+		if req.GetResponseBody() != nil {
+			return []*extprocv3.ProcessingResponse{streamedPiece(dirResponse, "x", true)}, nil
+		}
+		return nil, nil
+	}
+	errorOnBody := func(_ int, req *extprocv3.ProcessingRequest) ([]*extprocv3.ProcessingResponse, error) {
+		if req.GetResponseBody() != nil {
+			return nil, status.Error(codes.Unavailable, "down")
+		}
+		return nil, nil
+	}
+	failOpen := func(c *extprocfilterv3.ExternalProcessor) { c.FailureModeAllow = true }
+	for _, tc := range []struct {
+		name     string
+		reply    func(int, *extprocv3.ProcessingRequest) ([]*extprocv3.ProcessingResponse, error)
+		cfg      func(*extprocfilterv3.ExternalProcessor)
+		opts     Options
+		reset    bool // the client's stream is reset; else it gets want
+		spurious int64
+		allowed  int64
+	}{
+		{name: "streamed_response in STREAMED: spurious, the stream is reset", reply: streamedOnBody, reset: true, spurious: 1},
+		{name: "same with failure_mode_allow: the body passes unprocessed", reply: streamedOnBody, cfg: failOpen, spurious: 1, allowed: 1},
+		{name: "same with the fail-close flag off: the body passes unprocessed", reply: streamedOnBody, opts: Options{SpuriousFailOpen: true}, spurious: 1, allowed: 1},
+		{name: "gRPC error with failure_mode_allow: the body passes unprocessed", reply: errorOnBody, cfg: failOpen, allowed: 1},
+		{name: "gRPC error fail-closed: the stream is reset", reply: errorOnBody, reset: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, envConfig{reply: tc.reply, extProc: tc.cfg, opts: tc.opts})
+			r := do(t, e, "POST", "/openai/v1/x", `{"k":1}`)
+			switch {
+			case tc.reset && r.err == nil:
+				t.Errorf("%d %q: want the stream reset", r.status, r.body)
+			case !tc.reset && (r.err != nil || r.status != 200 || string(r.body) != want):
+				t.Errorf("%d %q %v: want 200 %s", r.status, r.body, r.err, want)
+			}
+			if got := e.proxy.Counter("spurious_msgs_received"); got != tc.spurious {
+				t.Errorf("spurious_msgs_received %d, want %d", got, tc.spurious)
+			}
+			if got := e.proxy.Counter("failure_mode_allowed"); got != tc.allowed {
+				t.Errorf("failure_mode_allowed %d, want %d", got, tc.allowed)
+			}
+		})
+	}
+}
+
+// streamed_response in reply to a BUFFERED body (the sidecar's request
+// mode): Envoy's buffered callback checks content-length against
+// body_mutation.body(), which is empty, and then applies nothing
+// (handleBufferedBodyCallback, applyBodyMutations). With a content-length
+// the request fails; without one the body goes on unchanged.
+func TestStreamedResponseOnBufferedBody(t *testing.T) {
+	reply := func(_ int, req *extprocv3.ProcessingRequest) ([]*extprocv3.ProcessingResponse, error) {
+		if req.GetRequestBody() != nil {
+			return []*extprocv3.ProcessingResponse{streamedPiece(dirRequest, "x", true)}, nil
+		}
+		return nil, nil
+	}
+	for _, tc := range []struct {
+		name     string
+		chunked  bool
+		status   int
+		upstream string // the body upstream received; "" for none
+	}{
+		{name: "with content-length: the length check fails", status: 503},
+		{name: "chunked: ignored, the body goes on unchanged", chunked: true, status: 200, upstream: `{"k":1}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			log := &upstreamLog{}
+			e := newEnv(t, envConfig{reply: reply, upstream: log.handler})
+			var r result
+			if tc.chunked {
+				r = postWithTrailers(t, e, `{"k":1}`, nil)
+			} else {
+				r = do(t, e, "POST", "/openai/v1/x", `{"k":1}`)
+			}
+			if r.status != tc.status {
+				t.Fatalf("status %d, want %d (%s)", r.status, tc.status, r.body)
+			}
+			if up := records(t, e)[0].Upstream; (up != nil) != (tc.upstream != "") || up != nil && string(up.Body) != tc.upstream {
+				t.Errorf("upstream %+v, want body %q", up, tc.upstream)
+			}
+			if e.proxy.Counter("spurious_msgs_received") != 0 {
+				t.Error("counted spurious: the buffered callback does not")
+			}
+			if v := strings.Join(e.proxy.Violations(), "\n"); !strings.Contains(v, "streamed_response") {
+				t.Errorf("violations %q: strict mode must flag the reply", v)
+			}
+		})
+	}
+}
