@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"log/slog"
 	"strings"
 
 	"github.com/tollgate-dev/tollgate/pkg/sse"
@@ -13,6 +14,18 @@ import (
 // It reuses h's storage.
 func (x *Exchange) ResponseHeaders(status int, h Headers) Headers {
 	x.status = status
+	if status == StatusUnauthorized && x.prov != nil {
+		// The gateway authenticated the client itself, so a 401 from
+		// upstream refuses the operator's provider key: every tenant of
+		// that provider is failing, and only the operator can fix it. The
+		// provider's error goes to the client unchanged (its SDK raises
+		// its usual authentication error); the log names no key.
+		x.g.log.LogAttrs(x.ctx, slog.LevelError, "the provider refused the gateway's key",
+			slog.String("request_id", x.id),
+			slog.String("provider", x.prov.Name()),
+			slog.Int("upstream_status", status),
+		)
+	}
 	ct := strings.ToLower(h.Get("content-type"))
 	switch {
 	case strings.HasPrefix(ct, "text/event-stream"):

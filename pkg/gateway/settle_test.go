@@ -365,3 +365,60 @@ func TestSettleWarnsOn1hCacheWrites(t *testing.T) {
 		})
 	}
 }
+
+// TestUpstreamRefusedKeyIsLogged: a 401 from upstream refuses the operator's
+// provider key (the gateway checked the client's token itself). The client
+// gets the provider's error unchanged; the operator gets an error log that
+// names the provider and request, never a key or the prompt.
+func TestUpstreamRefusedKeyIsLogged(t *testing.T) {
+	env := newBenchEnv(t)
+	var logs bytes.Buffer
+	g := gateway.New(gateway.Config{
+		Providers: env.providers(),
+		Upstreams: env.upstreams(),
+		Catalog:   env.catalog(t),
+		Verifier:  env.verifier,
+		Logger:    slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	const prompt = "a secret prompt"
+	for _, tc := range []struct {
+		status  int
+		wantLog bool
+	}{
+		{http.StatusOK, false},
+		{http.StatusBadRequest, false},
+		{http.StatusUnauthorized, true},
+	} {
+		t.Run(http.StatusText(tc.status), func(t *testing.T) {
+			logs.Reset()
+			x := g.NewExchange(context.Background(), "req-refused-key")
+			hdr := gateway.Headers{{Name: "authorization", Value: "Bearer " + env.token}}
+			if out := x.RequestHeaders(http.MethodPost, "/openai/v1/chat/completions", hdr); out.Action != gateway.NeedBody {
+				t.Fatalf("request headers: %s", out.Response.Body)
+			}
+			if out := x.RequestBody([]byte(`{"model":"gpt-4o-mini","messages":[{"role":"user","content":"` + prompt + `"}]}`)); out.Action != gateway.Forward {
+				t.Fatalf("request body: %s", out.Response.Body)
+			}
+			got := x.ResponseHeaders(tc.status, upstreamHeaders("application/json"))
+			if got.Get("content-type") != "application/json" {
+				t.Errorf("response headers %v: the upstream's content type must pass", got)
+			}
+			x.ResponseBody([]byte(`{"error":{"message":"Incorrect API key provided: sk-proj-****abcd.","type":"invalid_request_error","code":"invalid_api_key"}}`), true)
+			rec := x.Settle(gateway.Completed)
+			out := logs.String()
+			logged := strings.Contains(out, "level=ERROR") && strings.Contains(out, "provider=openai") &&
+				strings.Contains(out, "request_id=req-refused-key") && strings.Contains(out, "refused the gateway's key")
+			if logged != tc.wantLog {
+				t.Errorf("logged = %v, want %v; log:\n%s", logged, tc.wantLog, out)
+			}
+			if tc.status != http.StatusOK && (rec.HTTPStatus != tc.status || rec.Reason != "upstream_status") {
+				t.Errorf("record http %d reason %q, want %d upstream_status", rec.HTTPStatus, rec.Reason, tc.status)
+			}
+			for _, secret := range []string{prompt, env.token, "sk-proj", "abcd"} {
+				if strings.Contains(out, secret) {
+					t.Errorf("the log holds %q:\n%s", secret, out)
+				}
+			}
+		})
+	}
+}
