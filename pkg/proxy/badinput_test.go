@@ -489,7 +489,7 @@ func TestBadInputNeverReachesUpstream(t *testing.T) {
 	}
 	// OpenAI policy.
 	for _, ep := range []string{"/openai/v1/chat/completions", "/openai/v1/responses"} {
-		for _, tier := range []string{"priority", "fast"} {
+		for _, tier := range []string{"priority", "fast", "ultrafast"} {
 			cases = append(cases, badCase{
 				name:      fmt.Sprintf("service_tier %s on %s", tier, ep),
 				providers: []string{"openai"},

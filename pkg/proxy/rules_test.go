@@ -788,7 +788,7 @@ func TestPolicyHoldsForWhatUpstreamParses(t *testing.T) {
 		}
 	}
 	notPriority := func(t *testing.T, up map[string]any, _ usage.Record) {
-		if tier := up["service_tier"]; tier == "priority" || tier == "fast" {
+		if tier := up["service_tier"]; tier == "priority" || tier == "fast" || tier == "ultrafast" {
 			t.Errorf("upstream service_tier = %v: priority processing reached the provider", tier)
 		}
 	}

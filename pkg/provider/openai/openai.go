@@ -95,8 +95,10 @@ func (*Provider) Inspect(r gateway.Route, body []byte) (gateway.Inspection, *gat
 		return in, f
 	}
 	obj := in.Body
+	// "fast" is priority under another name; "ultrafast" is a tier above
+	// it, at a higher price still.
 	switch tier, _ := gateway.StringField(obj, "service_tier"); tier {
-	case "priority", "fast":
+	case "priority", "fast", "ultrafast":
 		return in, gateway.Fail(http.StatusBadRequest, gateway.CodeUnsupported,
 			"service_tier %q (priority processing) is not supported by this gateway.", tier).WithParam("service_tier")
 	}
