@@ -54,20 +54,20 @@ func (*Provider) Match(method, path, rawQuery string) (gateway.Route, *gateway.F
 	switch {
 	case rest == "models":
 		r.Operation, r.Local, want = opModelsList, true, http.MethodGet
-	case strings.HasPrefix(rest, modelCollection) && !strings.Contains(rest, ":"):
-		r.Operation, r.Local, want = opModelsGet, true, http.MethodGet
-		id, ok := gateway.PathSegment(rest[len(modelCollection):])
-		if !ok {
-			return r, notFound(method, path)
-		}
-		r.ModelID = id
 	case strings.HasPrefix(rest, modelCollection):
-		escaped, verb, _ := strings.Cut(rest[len(modelCollection):], ":")
+		escaped, verb, hasVerb := cutVerb(rest[len(modelCollection):])
 		model, ok := gateway.PathSegment(escaped)
 		if !ok {
 			return r, notFound(method, path)
 		}
+		if !hasVerb {
+			r.Operation, r.Local, want = opModelsGet, true, http.MethodGet
+			r.ModelID = model
+			break
+		}
 		r.Model = model
+		// Upstream gets the colon plain, however the client spelled it.
+		r.UpstreamPath = "/" + version + "/" + modelCollection + escaped + ":" + verb
 		switch verb {
 		case opGenerate, opEmbed, opBatchEmbed:
 			r.Operation = verb
@@ -96,6 +96,21 @@ func (*Provider) Match(method, path, rawQuery string) (gateway.Route, *gateway.F
 			"Method %s is not allowed for %s; use %s.", method, path, want)
 	}
 	return r, nil
+}
+
+// cutVerb splits an escaped "{model}:{method}" at its colon, which clients
+// that escape every reserved character in a path segment send as %3A: Google
+// decodes the path before it routes it, so both spellings name the method.
+func cutVerb(s string) (model, verb string, ok bool) {
+	for i := 0; i < len(s); i++ {
+		switch {
+		case s[i] == ':':
+			return s[:i], s[i+1:], true
+		case s[i] == '%' && i+2 < len(s) && s[i+1] == '3' && (s[i+2] == 'A' || s[i+2] == 'a'):
+			return s[:i], s[i+3:], true
+		}
+	}
+	return s, "", false
 }
 
 func notFound(method, path string) *gateway.Failure {
