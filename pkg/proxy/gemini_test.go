@@ -1,7 +1,10 @@
 package proxy_test
 
 import (
+	"io"
 	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/tollgate-dev/tollgate/pkg/usage"
@@ -46,6 +49,43 @@ func TestGeminiEncodedColon(t *testing.T) {
 			if rec.Status != usage.StatusOK || rec.Model != tc.model || rec.Operation != tc.upVerb || rec.Estimated || rec.Tokens != up.Usage {
 				t.Errorf("record %s model %q op %q estimated=%v tokens %+v; mock billed %+v",
 					rec.Status, rec.Model, rec.Operation, rec.Estimated, rec.Tokens, up.Usage)
+			}
+		})
+	}
+}
+
+// TestGeminiLargeStreamChunk: an image model streams its image inside a
+// chunk (a 4K image is several MiB of base64), and that chunk's
+// usageMetadata, after the image, can be the stream's final total. A chunk
+// of the alt=sse stream is metered as whole as the same chunk in a
+// streamed JSON array or a whole response, up to the gateway's response
+// document cap, so the image's tokens are billed in every framing.
+func TestGeminiLargeStreamChunk(t *testing.T) {
+	const path = "/gemini/v1beta/models/gemini-2.5-flash-image:streamGenerateContent"
+	first := `{"candidates":[{"content":{"parts":[{"text":"Here it is"}],"role":"model"},"index":0}],"usageMetadata":{"promptTokenCount":17,"candidatesTokenCount":3,"totalTokenCount":20}}`
+	image := `{"candidates":[{"content":{"parts":[{"inlineData":{"mimeType":"image/png","data":"` + strings.Repeat("iVBO", 17<<18) +
+		`"}}],"role":"model"},"finishReason":"STOP","index":0}],"usageMetadata":{"promptTokenCount":17,"candidatesTokenCount":1293,"totalTokenCount":1310,` +
+		`"candidatesTokensDetails":[{"modality":"TEXT","tokenCount":3},{"modality":"IMAGE","tokenCount":1290}]}}`
+	want := usage.Tokens{Input: 17, Output: 1293, ImageOutput: 1290}
+	for _, tc := range []struct {
+		name, query, contentType, body string
+	}{
+		{"alt=sse", "?alt=sse", "text/event-stream", "data: " + first + "\r\n\r\ndata: " + image + "\r\n\r\n"},
+		{"JSON array", "", "application/json; charset=UTF-8", "[" + first + "\r\n,\r\n" + image + "\r\n]"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("content-type", tc.contentType)
+				_, _ = io.WriteString(w, tc.body)
+			}))
+			defer up.Close()
+			s := newStack(t, stackOptions{upstream: up.URL})
+			res := s.do(request{path: path + tc.query, body: []byte(`{"contents":[{"parts":[{"text":"draw"}]}]}`), header: s.authed(nil)})
+			if res.status != http.StatusOK || string(res.body) != tc.body {
+				t.Fatalf("status %d, %d bytes; want 200 and the %d bytes upstream sent", res.status, len(res.body), len(tc.body))
+			}
+			if rec := s.rec.wait(t, res.id); rec.Status != usage.StatusOK || rec.Estimated || rec.Tokens != want {
+				t.Errorf("record %s estimated=%v %+v, want %+v", rec.Status, rec.Estimated, rec.Tokens, want)
 			}
 		})
 	}
