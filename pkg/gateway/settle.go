@@ -63,6 +63,15 @@ type ServedModeler interface {
 	ServedModel() string
 }
 
+// StreamEnded reports whether the response's own end has passed: an SSE
+// stream's final event (StreamEnder), or the closing bracket of a streamed
+// JSON array (Gemini without alt=sse). The client then has the whole
+// answer, though the transport's end has not come yet.
+func (x *Exchange) StreamEnded() bool {
+	e, ok := x.meter.(StreamEnder)
+	return ok && e.Ended() || x.framing == framingArray && x.arr.Close() == nil
+}
+
 // Settle ends the exchange and hands its one usage record to the recorder.
 // It is safe to call more than once; only the first call counts. Adapters
 // call it however the request ended: completion, client reset, upstream
@@ -88,8 +97,7 @@ func (x *Exchange) Settle(how End) usage.Record {
 	if x.prov != nil {
 		rec.Provider = x.prov.Name()
 	}
-	e, ok := x.meter.(StreamEnder)
-	ended := ok && e.Ended()
+	ended := x.StreamEnded()
 	completed := x.completed || ended
 	switch {
 	case x.failure != nil:

@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -88,5 +89,42 @@ func TestGeminiLargeStreamChunk(t *testing.T) {
 				t.Errorf("record %s estimated=%v %+v, want %+v", rec.Status, rec.Estimated, rec.Tokens, want)
 			}
 		})
+	}
+}
+
+// TestGeminiArrayWholeBeforeUpstreamDies: a streamed JSON array whose
+// closing bracket came through is whole, though the upstream connection
+// then fails before the transport's end: the client's response ends
+// cleanly (a cut one would fail a client that has every element), and the
+// record is the provider's final count, not an upstream error. Cut before
+// the bracket, it stays cut (TestUpstreamDiesMidBodyWithoutErrorEvent).
+func TestGeminiArrayWholeBeforeUpstreamDies(t *testing.T) {
+	const array = `[{"candidates":[{"content":{"parts":[{"text":"Once"}],"role":"model"},"index":0}],"usageMetadata":{"promptTokenCount":7,"candidatesTokenCount":1}}` + "\r\n,\r\n" +
+		`{"candidates":[{"content":{"parts":[{"text":" upon"}],"role":"model"},"finishReason":"STOP","index":0}],"usageMetadata":{"promptTokenCount":7,"candidatesTokenCount":2}}` + "\r\n]"
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("content-type", "application/json; charset=UTF-8")
+		w.WriteHeader(http.StatusOK)
+		_, _ = io.WriteString(w, array)
+		w.(http.Flusher).Flush()
+		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			conn.Close()
+		}
+	}))
+	t.Cleanup(upstream.Close)
+	s := newStack(t, stackOptions{upstream: upstream.URL})
+	req := s.newRequest(context.Background(), request{path: "/gemini/v1beta/models/gemini-2.5-flash:streamGenerateContent",
+		body: []byte(`{"contents":[{"parts":[{"text":"hi"}]}]}`), header: s.authed(nil)})
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	got, err := io.ReadAll(res.Body)
+	if err != nil || string(got) != array {
+		t.Errorf("client read %q, err %v; want the whole array and a clean end", got, err)
+	}
+	rec := s.rec.wait(t, res.Header.Get("x-tollgate-request-id"))
+	if rec.Status != usage.StatusOK || rec.Estimated || rec.Tokens != (usage.Tokens{Input: 7, Output: 2}) {
+		t.Errorf("record %s %q estimated=%v %+v, want ok with the final count", rec.Status, rec.Reason, rec.Estimated, rec.Tokens)
 	}
 }

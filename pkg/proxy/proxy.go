@@ -265,7 +265,9 @@ func (p *Proxy) forward(ctx context.Context, w http.ResponseWriter, x *gateway.E
 		default:
 			tail := x.StreamAborted()
 			if len(tail) == 0 {
-				return gateway.UpstreamFailed, true
+				// A streamed JSON array whose closing bracket has passed
+				// is whole: end it cleanly.
+				return gateway.UpstreamFailed, !x.StreamEnded()
 			}
 			_, _ = w.Write(tail)
 			_ = rc.Flush()
