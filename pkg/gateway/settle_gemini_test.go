@@ -40,3 +40,29 @@ func TestSettleGeminiArrayEnd(t *testing.T) {
 		})
 	}
 }
+
+// TestSettleGeminiUsageWithoutCounts: a usageMetadata that holds no token
+// count (Vertex-style early chunks carry only trafficType; the final chunk
+// alone has the counts) is no running total: a stream abandoned before
+// the counts came is estimated from its request and text, as with no
+// usageMetadata at all, not billed as zero tokens.
+func TestSettleGeminiUsageWithoutCounts(t *testing.T) {
+	chunk := func(meta string) string {
+		return `data: {"candidates":[{"content":{"parts":[{"text":"Once upon a time there was a cat"}],"role":"model"},"index":0}]` + meta + "}\r\n\r\n"
+	}
+	env := newBenchEnv(t)
+	for _, tc := range []struct{ name, response string }{
+		{"no usageMetadata", chunk("") + chunk("")},
+		{"usageMetadata without counts", chunk(`,"usageMetadata":{"trafficType":"ON_DEMAND"}`) + chunk(`,"usageMetadata":{}`)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := streamCase{provider: "gemini", target: geminiSSE, body: geminiBody, response: tc.response}
+			pc := c.pipeline(t, env.token)
+			rec := cutPipeline(t, env.g, &pc, upstreamHeaders("text/event-stream"), gateway.ClientGone)
+			if rec.Status != usage.StatusAbandoned || !rec.Estimated || rec.Input == 0 || rec.Output < 2*int64(len(`"Once upon a time there was a cat"`))/4 {
+				t.Errorf("record %s estimated=%v %+v, want an abandoned estimate of the request's input and the text's output",
+					rec.Status, rec.Estimated, rec.Tokens)
+			}
+		})
+	}
+}
