@@ -128,3 +128,47 @@ func TestGeminiArrayWholeBeforeUpstreamDies(t *testing.T) {
 		t.Errorf("record %s %q estimated=%v %+v, want ok with the final count", rec.Status, rec.Reason, rec.Estimated, rec.Tokens)
 	}
 }
+
+// TestGeminiCountTokensRequestModel: countTokens takes the request to count
+// either as contents or, to count a system instruction and tools too, as a
+// whole generateContentRequest, whose model field is required. A model the
+// gateway serves under another upstream name is renamed there as in the
+// path (Google would not know the served name), and a body that names
+// another model than the path is refused, as for embeddings.
+func TestGeminiCountTokensRequestModel(t *testing.T) {
+	s := newStack(t, stackOptions{overlay: "models: [{provider: gemini, name: house-gemini, like: gemini-2.5-flash, upstream: gemini-2.5-flash-preview-09-2025}]\n"})
+	const contents = `"contents":[{"role":"user","parts":[{"text":"hi"}]}]`
+	for _, tc := range []struct {
+		name, path, body string
+		status           int
+		upBody           string // "" when it must not reach upstream
+	}{
+		{"renamed model", "/gemini/v1beta/models/house-gemini:countTokens",
+			`{"generateContentRequest":{"model":"models/house-gemini",` + contents + `,"systemInstruction":{"parts":[{"text":"be brief"}]}}}`, http.StatusOK,
+			`{"generateContentRequest":{"model":"models/gemini-2.5-flash-preview-09-2025",` + contents + `,"systemInstruction":{"parts":[{"text":"be brief"}]}}}`},
+		{"renamed model, contents only", "/gemini/v1beta/models/house-gemini:countTokens", `{` + contents + `}`, http.StatusOK, `{` + contents + `}`},
+		{"served under its own name", "/gemini/v1beta/models/gemini-2.5-flash:countTokens",
+			`{"generateContentRequest":{"model":"models/gemini-2.5-flash",` + contents + `}}`, http.StatusOK,
+			`{"generateContentRequest":{"model":"models/gemini-2.5-flash",` + contents + `}}`},
+		{"another model than the path", "/gemini/v1beta/models/house-gemini:countTokens",
+			`{"generateContentRequest":{"model":"models/gemini-2.5-pro",` + contents + `}}`, http.StatusBadRequest, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s.t = t
+			s.mock.Reset()
+			res := s.do(request{path: tc.path, body: []byte(tc.body), header: fixture("gemini").header(s.token)})
+			if res.status != tc.status {
+				t.Fatalf("status %d, want %d: %s", res.status, tc.status, res.body)
+			}
+			if tc.upBody == "" {
+				if n := len(s.served("gemini")); n != 0 {
+					t.Errorf("%d requests reached upstream, want none", n)
+				}
+				return
+			}
+			if up := s.onlyServed("gemini"); string(up.Body) != tc.upBody {
+				t.Errorf("upstream body\n%s\nwant\n%s", up.Body, tc.upBody)
+			}
+		})
+	}
+}

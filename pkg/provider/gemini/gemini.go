@@ -145,9 +145,12 @@ func (*Provider) Inspect(r gateway.Route, body []byte) (gateway.Inspection, *gat
 	return in, checkBodyModels(r, obj)
 }
 
-// checkBodyModels refuses an embedding body that names another model than
-// the path (embedContent's model, each batchEmbedContents request's): the
-// gateway admits and bills the path's model. The SDKs always repeat it.
+// checkBodyModels refuses a body that names another model than the path
+// (embedContent's model, each batchEmbedContents request's, countTokens'
+// generateContentRequest.model): the gateway admits and bills the path's
+// model. The SDKs always repeat it in embeddings; countTokens needs it in
+// its generateContentRequest form, which raw REST users send to count a
+// system instruction and tools too.
 func checkBodyModels(r gateway.Route, obj *jsonedit.Object) *gateway.Failure {
 	// names reports whether a body's model field, when present, is the path's.
 	names := func(raw []byte) bool {
@@ -162,6 +165,10 @@ func checkBodyModels(r gateway.Route, obj *jsonedit.Object) *gateway.Failure {
 	case opEmbed:
 		if !names(obj.Get("model")) {
 			bad = "model"
+		}
+	case opCountTokens:
+		if raw, _ := jsonscan.Field(obj.Get(countRequest), "model"); !names(raw) {
+			bad = countRequest + ".model"
 		}
 	case opBatchEmbed:
 		i := 0
@@ -181,9 +188,13 @@ func checkBodyModels(r gateway.Route, obj *jsonedit.Object) *gateway.Failure {
 	return nil
 }
 
+// countRequest is countTokens' member holding a whole generateContent
+// request, model included.
+const countRequest = "generateContentRequest"
+
 // Rewrite implements gateway.Provider: the body passes unchanged; a model
-// served under another upstream name changes the path, and the embedding
-// bodies' own model fields.
+// served under another upstream name changes the path, and the model
+// fields of the bodies checkBodyModels reads.
 func (*Provider) Rewrite(r gateway.Route, body []byte, in gateway.Inspection, rw gateway.Rewrite) (gateway.Rewritten, *gateway.Failure) {
 	out := gateway.Rewritten{Body: body}
 	if rw.UpstreamModel == "" {
@@ -210,6 +221,10 @@ func (*Provider) Rewrite(r gateway.Route, body []byte, in gateway.Inspection, rw
 			return true
 		})
 		out.Body = in.Body.Apply(jsonedit.Edit{Key: "requests", Value: append(reqs, ']')})
+	case r.Operation == opCountTokens && in.Body.Get(countRequest) != nil:
+		if o, err := jsonedit.Parse(in.Body.Get(countRequest)); err == nil && o.Get("model") != nil {
+			out.Body = in.Body.Apply(jsonedit.Edit{Key: countRequest, Value: o.Apply(jsonedit.Edit{Key: "model", Value: model})})
+		}
 	}
 	return out, nil
 }
