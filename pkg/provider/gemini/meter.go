@@ -112,7 +112,8 @@ func (m *meter) Document(doc []byte) {
 var topKeys = [...]string{"error", "candidates", "usageMetadata", "promptFeedback"}
 
 // usageKeys are the members of usageMetadata the meter reads, indexed by
-// the u… constants.
+// the u… constants: the token counters, then (from uPromptDetails) the
+// modality arrays.
 var usageKeys = [...]string{"promptTokenCount", "cachedContentTokenCount", "candidatesTokenCount",
 	"thoughtsTokenCount", "toolUsePromptTokenCount", "promptTokensDetails", "cacheTokensDetails", "candidatesTokensDetails"}
 
