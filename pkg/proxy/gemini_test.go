@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -168,6 +169,63 @@ func TestGeminiCountTokensRequestModel(t *testing.T) {
 			}
 			if up := s.onlyServed("gemini"); string(up.Body) != tc.upBody {
 				t.Errorf("upstream body\n%s\nwant\n%s", up.Body, tc.upBody)
+			}
+		})
+	}
+}
+
+// TestGeminiQueryParameters: Google's system parameters reach upstream
+// only when the gateway can still read what comes back. Credentials (key,
+// and the OAuth access_token and oauth_token) are the client's and are
+// dropped; a field mask (fields), JSONP (callback) or another encoding
+// (alt other than json or sse, e.g. proto or int enums), each also spelled
+// with a leading '$', would hide or garble usageMetadata, so they are
+// refused in Gemini's own error shape before any upstream call; the rest
+// pass as the client wrote them.
+func TestGeminiQueryParameters(t *testing.T) {
+	s := newStack(t, stackOptions{})
+	const (
+		generate = "/gemini/v1beta/models/gemini-2.5-flash:generateContent"
+		stream   = "/gemini/v1beta/models/gemini-2.5-flash:streamGenerateContent"
+		body     = `{"contents":[{"role":"user","parts":[{"text":"hi"}]}]}`
+	)
+	for _, tc := range []struct {
+		name, path string
+		upQuery    string // what upstream gets; "-" when the request is refused
+	}{
+		{"credentials dropped, the rest kept", stream + "?alt=sse&key=" + decoy + "&access_token=" + decoy + "&prettyPrint=false&oauth_token=" + decoy + "&quotaUser=u1",
+			"alt=sse&prettyPrint=false&quotaUser=u1"},
+		{"alt=json", stream + "?alt=json", "alt=json"},
+		{"fields", generate + "?fields=candidates", "-"},
+		{"$fields", generate + "?%24fields=candidates.content", "-"},
+		{"callback", generate + "?callback=f", "-"},
+		{"alt=proto", generate + "?alt=proto", "-"},
+		{"$alt with int enums", stream + "?%24alt=json%3Benum-encoding%3Dint", "-"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s.t = t
+			s.mock.Reset()
+			res := s.do(request{path: tc.path, body: []byte(body), header: fixture("gemini").header(s.token)})
+			if tc.upQuery == "-" {
+				var e struct {
+					Error struct {
+						Code   int
+						Status string
+					}
+				}
+				if res.status != http.StatusBadRequest || json.Unmarshal(res.body, &e) != nil || e.Error.Code != 400 || e.Error.Status != "INVALID_ARGUMENT" {
+					t.Errorf("status %d %s, want Gemini's 400 INVALID_ARGUMENT", res.status, res.body)
+				}
+				if n := len(s.served("gemini")); n != 0 {
+					t.Errorf("%d requests reached upstream, want none", n)
+				}
+				return
+			}
+			if res.status != http.StatusOK {
+				t.Fatalf("status %d: %s", res.status, res.body)
+			}
+			if up := s.onlyServed("gemini"); up.RawQuery != tc.upQuery {
+				t.Errorf("upstream query %q, want %q", up.RawQuery, tc.upQuery)
 			}
 		})
 	}

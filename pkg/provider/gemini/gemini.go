@@ -43,7 +43,9 @@ const (
 // /{version}/models/{model}:{method} with version v1beta (the SDK default),
 // v1 or v1alpha.
 func (*Provider) Match(method, path, rawQuery string) (gateway.Route, *gateway.Failure) {
-	r := gateway.Route{UpstreamPath: path, UpstreamQuery: gateway.QueryWithout(rawQuery, "key")}
+	// Every credential the client may put in the query (an API key, an
+	// OAuth token) is its own; upstream gets the operator's key.
+	r := gateway.Route{UpstreamPath: path, UpstreamQuery: gateway.QueryWithout(rawQuery, "key", "access_token", "oauth_token")}
 	version, rest, _ := strings.Cut(strings.TrimPrefix(path, "/"), "/")
 	switch version {
 	case "v1beta", "v1", "v1alpha":
@@ -95,7 +97,42 @@ func (*Provider) Match(method, path, rawQuery string) (gateway.Route, *gateway.F
 		return r, gateway.Fail(http.StatusMethodNotAllowed, gateway.CodeMethod,
 			"Method %s is not allowed for %s; use %s.", method, path, want)
 	}
+	if !r.Local {
+		return r, checkQuery(rawQuery)
+	}
 	return r, nil
+}
+
+// checkQuery refuses Google's system parameters that change how a response
+// is written, which the gateway must read usage from: a field mask
+// (fields) can leave usageMetadata out, JSONP (callback) wraps the JSON,
+// and alt other than json or sse picks another encoding (proto, or
+// "json;enum-encoding=int", whose numeric modalities hide image and audio
+// tokens). Google also takes each with a leading '$'.
+func checkQuery(rawQuery string) *gateway.Failure {
+	for rawQuery != "" {
+		var pair string
+		pair, rawQuery, _ = strings.Cut(rawQuery, "&")
+		k, v, _ := strings.Cut(pair, "=")
+		if uk, err := url.QueryUnescape(k); err == nil {
+			k = uk
+		}
+		if uv, err := url.QueryUnescape(v); err == nil {
+			v = uv
+		}
+		switch strings.TrimPrefix(k, "$") {
+		case "fields", "callback":
+		case "alt":
+			if v == "json" || v == "sse" {
+				continue
+			}
+		default:
+			continue
+		}
+		return gateway.Fail(http.StatusBadRequest, gateway.CodeUnsupported,
+			"The query parameter %s is not supported by this gateway: it changes the response the gateway reads usage from.", k).WithParam(k)
+	}
+	return nil
 }
 
 // cutVerb splits an escaped "{model}:{method}" at its colon, which clients
