@@ -73,8 +73,9 @@ type Config struct {
 	// MaxRequestBody caps request bodies (default 32 MiB); larger ones get a
 	// provider-shaped 413.
 	MaxRequestBody int64
-	// MaxResponseDoc caps how much of a non-streamed JSON response is kept
-	// to read its usage (default 64 MiB); beyond it usage is estimated.
+	// MaxResponseDoc caps how much of a non-streamed JSON response, or of
+	// one SSE event, is kept to read its usage (default 64 MiB); usage
+	// past it is not read (a whole response's is then estimated).
 	MaxResponseDoc int64
 	// CacheKeySecret keys the per-account prompt cache keys. Keep it stable
 	// across restarts and replicas so cache hits survive them; when empty a

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"log/slog"
+	"math"
 	"strings"
 
 	"github.com/tollgate-dev/tollgate/pkg/sse"
@@ -30,6 +31,10 @@ func (x *Exchange) ResponseHeaders(status int, h Headers) Headers {
 	switch {
 	case strings.HasPrefix(ct, "text/event-stream"):
 		x.framing = framingSSE
+		// An event is read whole up to the cap a whole response has: a
+		// Gemini chunk is a whole response, its usage after its content
+		// (an image is MiBs of base64), and its SDKs take 256 MiB lines.
+		x.dec.MaxEventSize = int(min(x.g.cfg.MaxResponseDoc, math.MaxInt32))
 	case x.route.Stream && !x.route.SSE && status/100 == 2 && strings.Contains(ct, "json"):
 		x.framing = framingArray
 	default:

@@ -56,21 +56,23 @@ type StreamEnder interface {
 	Ended() bool
 }
 
-// StreamEnded reports whether the response's own final event has passed
-// (see StreamEnder): the client has the whole answer, so an upstream failure
-// after it is no failure of the response, and adapters must end the response
-// cleanly rather than add an error event (which the Anthropic SDKs raise even
-// after message_stop) or cut it.
-func (x *Exchange) StreamEnded() bool {
-	e, ok := x.meter.(StreamEnder)
-	return ok && e.Ended()
-}
-
 // ServedModeler is implemented by meters that read which model answered
 // (Anthropic names it in every message, and may have fallen back from the
 // requested one); the request is priced as that model.
 type ServedModeler interface {
 	ServedModel() string
+}
+
+// StreamEnded reports whether the response's own end has passed: an SSE
+// stream's final event (StreamEnder), or the closing bracket of a streamed
+// JSON array (Gemini without alt=sse). The client then has the whole
+// answer, though the transport's end has not come yet: an upstream failure
+// after it is no failure of the response, and adapters must end the
+// response cleanly rather than add an error event (which the Anthropic SDKs
+// raise even after message_stop) or cut it.
+func (x *Exchange) StreamEnded() bool {
+	e, ok := x.meter.(StreamEnder)
+	return ok && e.Ended() || x.framing == framingArray && x.arr.Close() == nil
 }
 
 // Settle ends the exchange and hands its one usage record to the recorder.

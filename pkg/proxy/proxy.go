@@ -263,8 +263,9 @@ func (p *Proxy) forward(ctx context.Context, w http.ResponseWriter, x *gateway.E
 		case ctx.Err() != nil:
 			return gateway.ClientGone, false
 		case x.StreamEnded():
-			// The final event has passed: the answer is whole, end it
-			// cleanly (Settle records it as complete).
+			// The final event (or a streamed array's closing bracket) has
+			// passed: the answer is whole, end it cleanly (Settle records
+			// it as complete).
 			_ = rc.Flush()
 			return gateway.UpstreamFailed, false
 		default:

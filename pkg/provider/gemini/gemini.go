@@ -43,7 +43,9 @@ const (
 // /{version}/models/{model}:{method} with version v1beta (the SDK default),
 // v1 or v1alpha.
 func (*Provider) Match(method, path, rawQuery string) (gateway.Route, *gateway.Failure) {
-	r := gateway.Route{UpstreamPath: path, UpstreamQuery: gateway.QueryWithout(rawQuery, "key")}
+	// Every credential the client may put in the query (an API key, an
+	// OAuth token) is its own; upstream gets the operator's key.
+	r := gateway.Route{UpstreamPath: path, UpstreamQuery: gateway.QueryWithout(rawQuery, "key", "access_token", "oauth_token")}
 	version, rest, _ := strings.Cut(strings.TrimPrefix(path, "/"), "/")
 	switch version {
 	case "v1beta", "v1", "v1alpha":
@@ -54,20 +56,20 @@ func (*Provider) Match(method, path, rawQuery string) (gateway.Route, *gateway.F
 	switch {
 	case rest == "models":
 		r.Operation, r.Local, want = opModelsList, true, http.MethodGet
-	case strings.HasPrefix(rest, modelCollection) && !strings.Contains(rest, ":"):
-		r.Operation, r.Local, want = opModelsGet, true, http.MethodGet
-		id, ok := gateway.PathSegment(rest[len(modelCollection):])
-		if !ok {
-			return r, notFound(method, path)
-		}
-		r.ModelID = id
 	case strings.HasPrefix(rest, modelCollection):
-		escaped, verb, _ := strings.Cut(rest[len(modelCollection):], ":")
+		escaped, verb, hasVerb := cutVerb(rest[len(modelCollection):])
 		model, ok := gateway.PathSegment(escaped)
 		if !ok {
 			return r, notFound(method, path)
 		}
+		if !hasVerb {
+			r.Operation, r.Local, want = opModelsGet, true, http.MethodGet
+			r.ModelID = model
+			break
+		}
 		r.Model = model
+		// Upstream gets the colon plain, however the client spelled it.
+		r.UpstreamPath = "/" + version + "/" + modelCollection + escaped + ":" + verb
 		switch verb {
 		case opGenerate, opEmbed, opBatchEmbed:
 			r.Operation = verb
@@ -95,7 +97,57 @@ func (*Provider) Match(method, path, rawQuery string) (gateway.Route, *gateway.F
 		return r, gateway.Fail(http.StatusMethodNotAllowed, gateway.CodeMethod,
 			"Method %s is not allowed for %s; use %s.", method, path, want)
 	}
+	if !r.Local {
+		return r, checkQuery(rawQuery)
+	}
 	return r, nil
+}
+
+// checkQuery refuses Google's system parameters that change how a response
+// is written, which the gateway must read usage from: a field mask
+// (fields) can leave usageMetadata out, JSONP (callback) wraps the JSON,
+// and alt other than json or sse picks another encoding (proto, or
+// "json;enum-encoding=int", whose numeric modalities hide image and audio
+// tokens). Google also takes each with a leading '$'.
+func checkQuery(rawQuery string) *gateway.Failure {
+	for rawQuery != "" {
+		var pair string
+		pair, rawQuery, _ = strings.Cut(rawQuery, "&")
+		k, v, _ := strings.Cut(pair, "=")
+		if uk, err := url.QueryUnescape(k); err == nil {
+			k = uk
+		}
+		if uv, err := url.QueryUnescape(v); err == nil {
+			v = uv
+		}
+		switch strings.TrimPrefix(k, "$") {
+		case "fields", "callback":
+		case "alt":
+			if v == "json" || v == "sse" {
+				continue
+			}
+		default:
+			continue
+		}
+		return gateway.Fail(http.StatusBadRequest, gateway.CodeUnsupported,
+			"The query parameter %s is not supported by this gateway: it changes the response the gateway reads usage from.", k).WithParam(k)
+	}
+	return nil
+}
+
+// cutVerb splits an escaped "{model}:{method}" at its colon, which clients
+// that escape every reserved character in a path segment send as %3A: Google
+// decodes the path before it routes it, so both spellings name the method.
+func cutVerb(s string) (model, verb string, ok bool) {
+	for i := 0; i < len(s); i++ {
+		switch {
+		case s[i] == ':':
+			return s[:i], s[i+1:], true
+		case s[i] == '%' && i+2 < len(s) && s[i+1] == '3' && (s[i+2] == 'A' || s[i+2] == 'a'):
+			return s[:i], s[i+3:], true
+		}
+	}
+	return s, "", false
 }
 
 func notFound(method, path string) *gateway.Failure {
@@ -130,9 +182,12 @@ func (*Provider) Inspect(r gateway.Route, body []byte) (gateway.Inspection, *gat
 	return in, checkBodyModels(r, obj)
 }
 
-// checkBodyModels refuses an embedding body that names another model than
-// the path (embedContent's model, each batchEmbedContents request's): the
-// gateway admits and bills the path's model. The SDKs always repeat it.
+// checkBodyModels refuses a body that names another model than the path
+// (embedContent's model, each batchEmbedContents request's, countTokens'
+// generateContentRequest.model): the gateway admits and bills the path's
+// model. The SDKs always repeat it in embeddings; countTokens needs it in
+// its generateContentRequest form, which raw REST users send to count a
+// system instruction and tools too.
 func checkBodyModels(r gateway.Route, obj *jsonedit.Object) *gateway.Failure {
 	// names reports whether a body's model field, when present, is the path's.
 	names := func(raw []byte) bool {
@@ -147,6 +202,10 @@ func checkBodyModels(r gateway.Route, obj *jsonedit.Object) *gateway.Failure {
 	case opEmbed:
 		if !names(obj.Get("model")) {
 			bad = "model"
+		}
+	case opCountTokens:
+		if raw, _ := jsonscan.Field(obj.Get(countRequest), "model"); !names(raw) {
+			bad = countRequest + ".model"
 		}
 	case opBatchEmbed:
 		i := 0
@@ -166,9 +225,13 @@ func checkBodyModels(r gateway.Route, obj *jsonedit.Object) *gateway.Failure {
 	return nil
 }
 
+// countRequest is countTokens' member holding a whole generateContent
+// request, model included.
+const countRequest = "generateContentRequest"
+
 // Rewrite implements gateway.Provider: the body passes unchanged; a model
-// served under another upstream name changes the path, and the embedding
-// bodies' own model fields.
+// served under another upstream name changes the path, and the model
+// fields of the bodies checkBodyModels reads.
 func (*Provider) Rewrite(r gateway.Route, body []byte, in gateway.Inspection, rw gateway.Rewrite) (gateway.Rewritten, *gateway.Failure) {
 	out := gateway.Rewritten{Body: body}
 	if rw.UpstreamModel == "" {
@@ -195,6 +258,10 @@ func (*Provider) Rewrite(r gateway.Route, body []byte, in gateway.Inspection, rw
 			return true
 		})
 		out.Body = in.Body.Apply(jsonedit.Edit{Key: "requests", Value: append(reqs, ']')})
+	case r.Operation == opCountTokens && in.Body.Get(countRequest) != nil:
+		if o, err := jsonedit.Parse(in.Body.Get(countRequest)); err == nil && o.Get("model") != nil {
+			out.Body = in.Body.Apply(jsonedit.Edit{Key: countRequest, Value: o.Apply(jsonedit.Edit{Key: "model", Value: model})})
+		}
 	}
 	return out, nil
 }

@@ -7,12 +7,13 @@ import (
 	"github.com/tollgate-dev/tollgate/pkg/gateway"
 )
 
-// TestInspectBodyModels: an embedding body that names another model than
-// the path is refused (the gateway bills the path's); the SDKs' own
-// bodies, which repeat the path's model or name none, pass.
+// TestInspectBodyModels: an embedding or countTokens body that names
+// another model than the path is refused (the gateway admits the path's);
+// the SDKs' own bodies, which repeat the path's model or name none, pass.
 func TestInspectBodyModels(t *testing.T) {
 	const batch = "/v1beta/models/gemini-embedding-001:batchEmbedContents"
 	const single = "/v1beta/models/gemini-embedding-001:embedContent"
+	const count = "/v1beta/models/gemini-2.5-flash:countTokens"
 	content := `"content":{"parts":[{"text":"hi"}]}`
 	for _, tc := range []struct {
 		name, path, body, param string
@@ -23,6 +24,9 @@ func TestInspectBodyModels(t *testing.T) {
 		{"batch, model not a string", batch, `{"requests":[{"model":5,` + content + `}]}`, "requests[0].model"},
 		{"single, the path's model", single, `{"model":"models/gemini-embedding-001",` + content + `}`, ""},
 		{"single, another model", single, `{"model":"models/gemini-embedding-002",` + content + `}`, "model"},
+		{"countTokens, contents only", count, `{"contents":[]}`, ""},
+		{"countTokens, generateContentRequest with the path's model", count, `{"generateContentRequest":{"model":"models/gemini-2.5-flash","contents":[]}}`, ""},
+		{"countTokens, generateContentRequest with another model", count, `{"generateContentRequest":{"model":"models/gemini-2.5-pro","contents":[]}}`, "generateContentRequest.model"},
 		{"generateContent is not checked", "/v1beta/models/gemini-2.5-flash:generateContent", `{"model":"x","contents":[]}`, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

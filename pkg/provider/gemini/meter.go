@@ -72,6 +72,11 @@ func (m *meter) Document(doc []byte) {
 	defer clear(m.usage[:])
 	jsonscan.Members(raw, usageKeys[:], m.usage[:])
 	u := &m.usage
+	if !counts(u[:uPromptDetails]) {
+		// No count at all (Vertex's early chunks carry only trafficType):
+		// not a running total, and no reason to bill zero.
+		return
+	}
 	n := func(i int) int64 {
 		c, _ := gateway.Count(u[i])
 		return c
@@ -107,7 +112,8 @@ func (m *meter) Document(doc []byte) {
 var topKeys = [...]string{"error", "candidates", "usageMetadata", "promptFeedback"}
 
 // usageKeys are the members of usageMetadata the meter reads, indexed by
-// the u… constants.
+// the u… constants: the token counters, then (from uPromptDetails) the
+// modality arrays.
 var usageKeys = [...]string{"promptTokenCount", "cachedContentTokenCount", "candidatesTokenCount",
 	"thoughtsTokenCount", "toolUsePromptTokenCount", "promptTokensDetails", "cacheTokensDetails", "candidatesTokensDetails"}
 
@@ -121,6 +127,17 @@ const (
 	uCacheDetails
 	uCandidatesDetails
 )
+
+// counts reports whether any of the token counters read is there and not
+// null.
+func counts(vals [][]byte) bool {
+	for _, v := range vals {
+		if v != nil && !jsonedit.IsNull(v) {
+			return true
+		}
+	}
+	return false
+}
 
 // present reports whether the member at path is there and not null.
 func present(doc []byte, path ...string) bool {

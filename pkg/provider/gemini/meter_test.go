@@ -70,6 +70,16 @@ func TestMeterDocument(t *testing.T) {
 			state: gateway.NoUsage,
 		},
 		{
+			name:  "usageMetadata without a count (Vertex's trafficType only, or empty) is no usage",
+			doc:   `{"candidates":[{"finishReason":"STOP"}],"usageMetadata":{"trafficType":"ON_DEMAND","promptTokenCount":null}}`,
+			state: gateway.NoUsage,
+		},
+		{
+			name:  "empty usageMetadata",
+			doc:   `{"usageMetadata":{}}`,
+			state: gateway.NoUsage,
+		},
+		{
 			name:  "no usageMetadata (embeddings)",
 			doc:   `{"embeddings":[{"values":[0.1]}]}`,
 			state: gateway.NoUsage,
