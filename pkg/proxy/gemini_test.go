@@ -178,7 +178,7 @@ func TestGeminiCountTokensRequestModel(t *testing.T) {
 // only when the gateway can still read what comes back. Credentials (key,
 // and the OAuth access_token and oauth_token) are the client's and are
 // dropped; a field mask (fields), JSONP (callback) or another encoding
-// (alt other than json or sse, e.g. proto or int enums), each also spelled
+// (alt other than json or sse, e.g. proto; int enums are read), each also spelled
 // with a leading '$', would hide or garble usageMetadata, so they are
 // refused in Gemini's own error shape before any upstream call; the rest
 // pass as the client wrote them.
@@ -200,7 +200,10 @@ func TestGeminiQueryParameters(t *testing.T) {
 		{"$fields", generate + "?%24fields=candidates.content", "-"},
 		{"callback", generate + "?callback=f", "-"},
 		{"alt=proto", generate + "?alt=proto", "-"},
-		{"$alt with int enums", stream + "?%24alt=json%3Benum-encoding%3Dint", "-"},
+		// The deprecated google-generativeai REST transport: the meter
+		// reads numeric enums too.
+		{"$alt with int enums", stream + "?%24alt=json%3Benum-encoding%3Dint", "%24alt=json%3Benum-encoding%3Dint"},
+		{"alt with another parameter", generate + "?alt=json%3Bfoo%3Dbar", "-"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s.t = t

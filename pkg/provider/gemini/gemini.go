@@ -106,9 +106,8 @@ func (*Provider) Match(method, path, rawQuery string) (gateway.Route, *gateway.F
 // checkQuery refuses Google's system parameters that change how a response
 // is written, which the gateway must read usage from: a field mask
 // (fields) can leave usageMetadata out, JSONP (callback) wraps the JSON,
-// and alt other than json or sse picks another encoding (proto, or
-// "json;enum-encoding=int", whose numeric modalities hide image and audio
-// tokens). Google also takes each with a leading '$'.
+// and alt other than json or sse picks another encoding (proto). Google
+// also takes each with a leading '$'.
 func checkQuery(rawQuery string) *gateway.Failure {
 	for rawQuery != "" {
 		var pair string
@@ -123,7 +122,10 @@ func checkQuery(rawQuery string) *gateway.Failure {
 		switch strings.TrimPrefix(k, "$") {
 		case "fields", "callback":
 		case "alt":
-			if v == "json" || v == "sse" {
+			// The deprecated google-generativeai REST transport sends
+			// "json;enum-encoding=int": enums as numbers, which the
+			// meter reads too.
+			if base, params, _ := strings.Cut(v, ";"); (base == "json" || base == "sse") && (params == "" || params == "enum-encoding=int") {
 				continue
 			}
 		default:

@@ -145,15 +145,30 @@ func present(doc []byte, path ...string) bool {
 	return ok && !jsonedit.IsNull(raw)
 }
 
+// modalityCode is the number of a Modality enum value the meter prices
+// apart (google.ai.generativelanguage Modality), "" for others.
+func modalityCode(name string) string {
+	switch name {
+	case "IMAGE":
+		return "2"
+	case "AUDIO":
+		return "4"
+	}
+	return ""
+}
+
 // modality sums the tokenCount of the entries of a *TokensDetails array
 // whose modality is want ([{"modality":"AUDIO","tokenCount":N}, …]). An
 // array that cannot be read counts as no tokens, which bills them at the
 // text rate of their kind.
 func modality(arr []byte, want string) int64 {
 	var sum int64
+	code := modalityCode(want)
 	valid := jsonscan.Elements(arr, func(entry []byte) bool {
 		if raw, ok := jsonscan.Field(entry, "modality"); ok {
-			if s, _ := jsonscan.String(raw); s == want {
+			// A name, or its number when the client asked for
+			// alt=json;enum-encoding=int.
+			if s, _ := jsonscan.String(raw); s == want || code != "" && string(raw) == code {
 				c, _ := gateway.Count(entry, "tokenCount")
 				sum = usage.Clamp(sum + c) // each term ≤ MaxCount: no overflow
 			}
