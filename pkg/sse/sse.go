@@ -18,8 +18,10 @@ import "bytes"
 
 // DefaultMaxEventSize is the data limit a [Decoder] applies when its
 // MaxEventSize is zero. The provider SDKs accept lines of 32 MiB (OpenAI,
-// Anthropic) and 256 MiB (Gemini); 16 MiB holds every usage-bearing event by
-// a wide margin while bounding what one stream can make the gateway hold.
+// Anthropic) and 256 MiB (Gemini). 16 MiB bounds what one stream can make a
+// decoder hold; the gateway raises it to its whole-response limit, since a
+// Gemini chunk carrying a generated image can be larger and has its
+// usageMetadata after the image.
 const DefaultMaxEventSize = 16 << 20
 
 // Event is one dispatched event.
