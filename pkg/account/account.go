@@ -267,6 +267,7 @@ func (p *Policy) Admit(ctx context.Context, a gateway.Admission) (gateway.Grant,
 	if len(checks) > 0 && !checks[0].Requests {
 		b := d.Budgets[0]
 		g.limits = gateway.RateLimit{Limit: b.Limit, Remaining: b.Remaining, Reset: b.Reset}
+		g.admitted = p.now()
 	}
 	return g, nil
 }
@@ -341,10 +342,27 @@ type grant struct {
 	family   string // the requested model's price family
 	account  string
 	res      limit.Reservation
-	limits   gateway.RateLimit
+	limits   gateway.RateLimit // as admission left them, at admitted
+	admitted time.Time
 }
 
-func (g *grant) Limits() gateway.RateLimit { return g.limits }
+// Limits implements gateway.Grant. The headers are written when the
+// provider's response arrives, which can be long after admission, so the
+// reset counts from now: the time the budget is whole again does not move
+// with the provider's latency. Once that time has passed, the budget is
+// whole.
+func (g *grant) Limits() gateway.RateLimit {
+	rl := g.limits
+	if rl.Limit == 0 {
+		return rl
+	}
+	if elapsed := g.p.now().Sub(g.admitted); elapsed >= rl.Reset {
+		rl.Reset, rl.Remaining = 0, rl.Limit
+	} else if elapsed > 0 {
+		rl.Reset -= elapsed
+	}
+	return rl
+}
 
 // Settle implements gateway.Grant.
 func (g *grant) Settle(ctx context.Context, rec *usage.Record) {

@@ -500,3 +500,38 @@ func TestAdmitConcurrent(t *testing.T) {
 	}
 	t.Log("admitted " + strconv.FormatInt(admitted, 10))
 }
+
+// The rate-limit headers of a response are written when the provider's
+// headers arrive, which can be long after admission: the reset they name is
+// the time the budget is whole again, however long the provider took.
+// Anthropic's anthropic-ratelimit-tokens-reset is now + Reset, OpenAI's
+// x-ratelimit-reset-tokens is Reset itself.
+func TestLimitsResetAtResponseTime(t *testing.T) {
+	f := newFixture(t)
+	c := f.add(t, "slow", catalog.PlanFree, 100*meter.MicroCredits, true)
+	const model = "claude-3-5-haiku-20241022"
+	windowEnd := time.Date(2026, 11, 27, 12, 1, 0, 0, time.UTC) // the fixture starts at 12:00:05
+	for _, tt := range []struct {
+		name    string
+		latency time.Duration
+		want    time.Duration
+	}{
+		{"at once", 0, 55 * time.Second},
+		{"after 30 s", 30 * time.Second, 25 * time.Second},
+		{"after the window ended", 70 * time.Second, 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			g, fail := admit(t, f, c, "anthropic", model, 10)
+			if fail != nil {
+				t.Fatal(fail)
+			}
+			defer g.Settle(context.Background(), &usage.Record{Tokens: usage.Tokens{Input: 10}})
+			start := f.clock.Now()
+			f.clock.Add(tt.latency)
+			defer f.clock.Add(-tt.latency)
+			if got := g.Limits().Reset; got != tt.want {
+				t.Errorf("reset %v after %v upstream, want %v (the window ends %v)", got, tt.latency, tt.want, windowEnd.Sub(start))
+			}
+		})
+	}
+}
