@@ -11,7 +11,9 @@
 // ledger's writer a few milliseconds later, and the writer tells the policy
 // when it has (Stored). So a balance is the one read less exactly the
 // debits this process settled that the database did not hold when it was
-// read: none is forgotten, and none counted twice.
+// read: none is forgotten, and none counted twice. Until it settles, each
+// admitted request also holds its estimated input's price against the
+// balance, so requests sent at once cannot overspend it many times over.
 package account
 
 import (
@@ -152,7 +154,7 @@ func (p *Policy) Authorize(ctx context.Context, c auth.Claims) *gateway.Failure 
 		return gateway.Fail(gateway.StatusForbidden, gateway.CodeForbidden,
 			"Project %q is not activated yet; its gateway key works once the project is activated.", c.Project)
 	}
-	if acct.v.Balance-p.debits.unstored(c.Account, acct.storedBefore) <= 0 {
+	if p.debits.left(c.Account, acct.v.Balance, acct.storedBefore) <= 0 {
 		return NoCredits(c.Account)
 	}
 	return nil
@@ -231,13 +233,27 @@ func (p *Policy) Admit(ctx context.Context, a gateway.Admission) (gateway.Grant,
 		return nil, gateway.Fail(gateway.StatusNotFound, gateway.CodeModelNotFound, "The model %q does not exist.", a.Model)
 	}
 	g := &grant{p: p, provider: a.Provider, price: m.Price, family: m.Family, account: a.Claims.Account}
-	if p.lim == nil {
-		return g, nil
-	}
 	acct, f := p.account(ctx, a.Claims.Account)
 	if f != nil {
 		return nil, f
 	}
+	// Until it settles, the request holds its estimated input's price (at
+	// least one micro-credit) against the balance, so requests sent at once
+	// cannot spend far beyond it: each is admitted only while the balance,
+	// less what is settled and what is held, is above zero.
+	g.hold = max(meter.Credits(m.Price, usage.Tokens{Input: a.Input}, p.rate), 1)
+	if !p.debits.hold(a.Claims.Account, acct.v.Balance, acct.storedBefore, g.hold) {
+		return nil, NoCredits(a.Claims.Account)
+	}
+	if p.lim == nil {
+		return g, nil
+	}
+	admitted := false
+	defer func() {
+		if !admitted {
+			p.debits.release(a.Claims.Account, g.hold)
+		}
+	}()
 	proj, f := p.project(ctx, a.Claims.Project)
 	if f != nil {
 		return nil, f
@@ -263,6 +279,7 @@ func (p *Policy) Admit(ctx context.Context, a gateway.Admission) (gateway.Grant,
 	if !d.Allowed {
 		return nil, refusal(checks, d, a.Model)
 	}
+	admitted = true
 	g.res = res
 	if len(checks) > 0 && !checks[0].Requests {
 		b := d.Budgets[0]
@@ -341,6 +358,7 @@ type grant struct {
 	price    catalog.Price
 	family   string // the requested model's price family
 	account  string
+	hold     int64 // micro-credits held against the balance until Settle
 	res      limit.Reservation
 	limits   gateway.RateLimit // as admission left them, at admitted
 	admitted time.Time
@@ -379,6 +397,7 @@ func (g *grant) Settle(ctx context.Context, rec *usage.Record) {
 		}
 	}
 	rec.Credits = meter.Credits(price, rec.Tokens, g.p.rate)
+	g.p.debits.release(g.account, g.hold)
 	g.p.debits.settle(rec.RequestID, g.account, rec.Credits)
 	if g.p.lim == nil {
 		return
@@ -407,8 +426,44 @@ type pendingDebit struct {
 	credits int64
 }
 
-// accountDebits only grow, in micro-credits.
-type accountDebits struct{ settled, stored int64 }
+// accountDebits are in micro-credits: settled and stored only grow; held
+// is what admitted requests that have not settled hold.
+type accountDebits struct{ settled, stored, held int64 }
+
+// left is what an account whose balance was read after storedBefore of
+// its debits were stored has left: the balance less the debits the read
+// lacks and what requests in flight hold.
+func (d *debits) left(account string, balance, storedBefore int64) int64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if a, ok := d.accounts[account]; ok {
+		return balance - (a.settled - storedBefore) - a.held
+	}
+	return balance
+}
+
+// hold reserves n micro-credits of the account's balance for a request in
+// flight if anything is left of it, and reports whether it did.
+func (d *debits) hold(account string, balance, storedBefore, n int64) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	a := d.of(account)
+	if balance-(a.settled-storedBefore)-a.held <= 0 {
+		return false
+	}
+	a.held += n
+	return true
+}
+
+// release gives back what hold reserved.
+func (d *debits) release(account string, n int64) {
+	if n == 0 {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.of(account).held -= n
+}
 
 func (d *debits) settle(requestID, account string, credits int64) {
 	if credits == 0 || account == "" {
@@ -443,18 +498,6 @@ func (d *debits) storedOf(account string) int64 {
 	defer d.mu.Unlock()
 	if a, ok := d.accounts[account]; ok {
 		return a.stored
-	}
-	return 0
-}
-
-// unstored is what a balance read after storedBefore of the account's
-// debits were stored does not hold: every debit settled since, and those
-// still waiting then.
-func (d *debits) unstored(account string, storedBefore int64) int64 {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if a, ok := d.accounts[account]; ok {
-		return a.settled - storedBefore
 	}
 	return 0
 }

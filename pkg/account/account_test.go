@@ -535,3 +535,59 @@ func TestLimitsResetAtResponseTime(t *testing.T) {
 		})
 	}
 }
+
+// Requests in flight have not settled, so their debits are not yet known:
+// an account with credits for one request must not get a hundred admitted
+// at once. Each admitted request holds its estimated input's price against
+// the balance until it settles, so an account overspends by at most about
+// one request's unestimated output, however many it sends at once.
+func TestInFlightRequestsHoldCredits(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	const model = "gpt-4o-mini"
+	const input = 100_000
+	est := meter.Credits(f.priceOf(t, "openai", model), usage.Tokens{Input: input}, meter.DefaultRate)
+	c := f.add(t, "burst", catalog.PlanEnterprise, 2*est+est/2, true) // two requests and a half
+	if err := f.db.SetTPMOverride(ctx, "burst", model, 100*input); err != nil {
+		t.Fatal(err)
+	}
+	var grants []gateway.Grant
+	for range 20 {
+		if fail := f.pol.Authorize(ctx, c); fail != nil {
+			if fail.Code != gateway.CodeQuota {
+				t.Fatalf("refused with %v, want insufficient_quota", fail)
+			}
+			continue
+		}
+		g, fail := admit(t, f, c, "openai", model, input)
+		if fail != nil {
+			if fail.Code != gateway.CodeQuota || !fail.NoRetry {
+				t.Fatalf("refused with %v, want insufficient_quota", fail)
+			}
+			continue
+		}
+		grants = append(grants, g)
+	}
+	if len(grants) != 3 {
+		t.Fatalf("%d requests admitted at once with credits for 2.5, want 3", len(grants))
+	}
+	// A request that ends without usage (the provider refused it) gives its
+	// hold back; one that settles is debited its actual price instead.
+	grants[0].Settle(ctx, &usage.Record{RequestID: "r0"})
+	if fail := f.pol.Authorize(ctx, c); fail != nil {
+		t.Fatalf("two requests in flight, half a request's credits free: refused with %v", fail)
+	}
+	grants[1].Settle(ctx, &usage.Record{RequestID: "r1"})
+	grants[2].Settle(ctx, &usage.Record{RequestID: "r2"})
+	if fail := f.pol.Authorize(ctx, c); fail != nil {
+		t.Fatalf("nothing in flight and nothing spent: refused with %v", fail)
+	}
+	g, fail := admit(t, f, c, "openai", model, input)
+	if fail != nil {
+		t.Fatalf("nothing in flight and nothing spent: refused with %v", fail)
+	}
+	g.Settle(ctx, &usage.Record{RequestID: "r3", Tokens: usage.Tokens{Input: input}})
+	if _, fail := admit(t, f, c, "openai", model, input); fail != nil {
+		t.Fatalf("1.5 requests' credits left: refused with %v", fail)
+	}
+}
