@@ -421,8 +421,14 @@ func (x *Exchange) errorResponse(f *Failure) Response {
 	if f.NoRetry {
 		h.Add("x-should-retry", "false")
 	}
-	if f.Limits.Limit > 0 && x.prov != nil {
-		h = x.prov.RateLimitHeaders(h, f.Limits, x.g.now())
+	rl := f.Limits
+	if rl.Limit == 0 && x.grant != nil {
+		// An admitted request failing (the provider unreachable): its
+		// budget as for any response.
+		rl = x.grant.Limits()
+	}
+	if rl.Limit > 0 && x.prov != nil {
+		h = x.prov.RateLimitHeaders(h, rl, x.g.now())
 	}
 	return Response{Status: status, Header: h, Body: body}
 }

@@ -207,3 +207,47 @@ func TestPolicyUnbilledRouteNotAdmitted(t *testing.T) {
 		t.Errorf("authorized %d, admitted %d; want 1 and 0", len(p.authorized), len(p.admitted))
 	}
 }
+
+// Rate-limit headers go on every response of an admitted request, in the
+// provider's style, including the gateway's own 502 when the provider could
+// not be reached.
+func TestRateLimitHeadersOnUpstreamUnavailable(t *testing.T) {
+	env := newBenchEnv(t)
+	limits := gateway.RateLimit{Limit: 1200, Remaining: 700, Reset: 30 * time.Second}
+	for _, tt := range []struct {
+		provider, path, auth string
+		body                 []byte
+		header               string
+	}{
+		{"openai", "/openai/v1/chat/completions", "authorization",
+			[]byte(`{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello there"}]}`), "x-ratelimit-remaining-tokens"},
+		{"anthropic", "/anthropic/v1/messages", "x-api-key",
+			[]byte(`{"model":"claude-3-5-haiku-20241022","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}`), "anthropic-ratelimit-tokens-remaining"},
+	} {
+		t.Run(tt.provider, func(t *testing.T) {
+			p := &scriptedPolicy{limits: limits}
+			g := gateway.New(gateway.Config{Providers: env.providers(), Upstreams: env.upstreams(), Catalog: env.catalog(t), Verifier: env.verifier, Policy: p})
+			x := g.NewExchange(context.Background(), "req-3")
+			h := gateway.Headers{{Name: "content-type", Value: "application/json"}, {Name: "anthropic-version", Value: "2023-06-01"}}
+			if tt.auth == "authorization" {
+				h = append(h, gateway.Header{Name: "authorization", Value: "Bearer " + env.token})
+			} else {
+				h = append(h, gateway.Header{Name: tt.auth, Value: env.token})
+			}
+			if out := x.RequestHeaders("POST", tt.path, h); out.Action != gateway.NeedBody {
+				t.Fatalf("action %v: %s", out.Action, out.Response.Body)
+			}
+			if out := x.RequestBody(tt.body); out.Action != gateway.Forward {
+				t.Fatalf("action %v: %s", out.Action, out.Response.Body)
+			}
+			resp := x.UpstreamUnavailable()
+			x.Settle(gateway.UpstreamFailed)
+			if resp.Status != 502 {
+				t.Fatalf("status %d, want 502", resp.Status)
+			}
+			if got := resp.Header.Get(tt.header); got != "700" {
+				t.Errorf("%s = %q, want 700 (all: %v)", tt.header, got, resp.Header)
+			}
+		})
+	}
+}
