@@ -344,8 +344,14 @@ func refusal(checks []limit.Check, d limit.Decision, model string) *gateway.Fail
 		// retry within about a second and a half, which is refused again.
 		f.NoRetry = retry > maxSDKRetryAfter
 	}
-	if !c.Requests {
-		f.Limits = gateway.RateLimit{Limit: b.Limit, Remaining: b.Remaining, Reset: b.Reset}
+	// The headers show the refusing budget, or for a requests budget,
+	// which has no token figure, the first token budget (the account's).
+	for i, ch := range checks {
+		if i == d.Refused && !ch.Requests || c.Requests && !ch.Requests {
+			b := d.Budgets[i]
+			f.Limits = gateway.RateLimit{Limit: b.Limit, Remaining: b.Remaining, Reset: b.Reset}
+			break
+		}
 	}
 	f.RequestLimit = c.Requests
 	return f

@@ -591,3 +591,30 @@ func TestInFlightRequestsHoldCredits(t *testing.T) {
 		t.Fatalf("1.5 requests' credits left: refused with %v", fail)
 	}
 }
+
+// A 429 carries the account's token budget for the rate-limit headers
+// whichever budget refused it: the account's TPM, the project's tokens, or
+// the project's requests per minute (which has no token figure of its own).
+func TestRefusalCarriesTokenBudget(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	c := f.add(t, "rpm", catalog.PlanPro, 100*meter.MicroCredits, true)
+	const model = "gpt-4o-mini"
+	m, _ := f.cat.Lookup("openai", model)
+	tpm, _ := m.Limit(catalog.PlanPro)
+	if err := f.db.SetProjectLimits(ctx, c.Project, 1, 0); err != nil {
+		t.Fatal(err)
+	}
+	g, fail := admit(t, f, c, "openai", model, 10)
+	if fail != nil {
+		t.Fatal(fail)
+	}
+	defer g.Settle(ctx, &usage.Record{Tokens: usage.Tokens{Input: 10}})
+	_, fail = admit(t, f, c, "openai", model, 10)
+	if fail == nil || !fail.RequestLimit {
+		t.Fatalf("second request with rpm 1: %v, want a request-limit 429", fail)
+	}
+	if fail.Limits.Limit != tpm || fail.Limits.Remaining != tpm-10 {
+		t.Errorf("refusal limits %+v, want the account's TPM budget: limit %d, remaining %d", fail.Limits, tpm, tpm-10)
+	}
+}
