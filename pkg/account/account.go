@@ -154,10 +154,21 @@ func (p *Policy) Authorize(ctx context.Context, c auth.Claims) *gateway.Failure 
 		return gateway.Fail(gateway.StatusForbidden, gateway.CodeForbidden,
 			"Project %q is not activated yet; its gateway key works once the project is activated.", c.Project)
 	}
-	if p.debits.left(c.Account, acct.v.Balance, acct.storedBefore) <= 0 {
-		return NoCredits(c.Account)
+	if left, held := p.debits.left(c.Account, acct.v.Balance, acct.storedBefore); left <= 0 {
+		return noCredits(c.Account, left+held > 0)
 	}
 	return nil
+}
+
+// noCredits is NoCredits, or when the balance is above zero but held by
+// requests in flight, a refusal that says so.
+func noCredits(account string, held bool) *gateway.Failure {
+	f := NoCredits(account)
+	if held {
+		f.Message = fmt.Sprintf("Account %q has no credits left beyond what its requests in flight may cost. "+
+			"Retry once they finish, or add credits.", account)
+	}
+	return f
 }
 
 // NoCredits is the refusal of a request from an account whose balance is
@@ -242,8 +253,8 @@ func (p *Policy) Admit(ctx context.Context, a gateway.Admission) (gateway.Grant,
 	// cannot spend far beyond it: each is admitted only while the balance,
 	// less what is settled and what is held, is above zero.
 	g.hold = max(meter.Credits(m.Price, usage.Tokens{Input: a.Input}, p.rate), 1)
-	if !p.debits.hold(a.Claims.Account, acct.v.Balance, acct.storedBefore, g.hold) {
-		return nil, NoCredits(a.Claims.Account)
+	if left, held := p.debits.hold(a.Claims.Account, acct.v.Balance, acct.storedBefore, g.hold); left <= 0 {
+		return nil, noCredits(a.Claims.Account, left+held > 0)
 	}
 	if p.lim == nil {
 		return g, nil
@@ -438,27 +449,28 @@ type accountDebits struct{ settled, stored, held int64 }
 
 // left is what an account whose balance was read after storedBefore of
 // its debits were stored has left: the balance less the debits the read
-// lacks and what requests in flight hold.
-func (d *debits) left(account string, balance, storedBefore int64) int64 {
+// lacks and what requests in flight hold, which it returns too.
+func (d *debits) left(account string, balance, storedBefore int64) (left, held int64) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if a, ok := d.accounts[account]; ok {
-		return balance - (a.settled - storedBefore) - a.held
+		return balance - (a.settled - storedBefore) - a.held, a.held
 	}
-	return balance
+	return balance, 0
 }
 
 // hold reserves n micro-credits of the account's balance for a request in
-// flight if anything is left of it, and reports whether it did.
-func (d *debits) hold(account string, balance, storedBefore, n int64) bool {
+// flight when left (as left returns it) is above zero; it returns left and
+// held as they were before.
+func (d *debits) hold(account string, balance, storedBefore, n int64) (left, held int64) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	a := d.of(account)
-	if balance-(a.settled-storedBefore)-a.held <= 0 {
-		return false
+	left, held = balance-(a.settled-storedBefore)-a.held, a.held
+	if left > 0 {
+		a.held += n
 	}
-	a.held += n
-	return true
+	return left, held
 }
 
 // release gives back what hold reserved.

@@ -568,6 +568,9 @@ func TestInFlightRequestsHoldCredits(t *testing.T) {
 		}
 		grants = append(grants, g)
 	}
+	if fail := f.pol.Authorize(ctx, c); fail == nil || !strings.Contains(fail.Message, "in flight") {
+		t.Errorf("credits held by requests in flight: refused with %v, want a message that says so", fail)
+	}
 	if len(grants) != 3 {
 		t.Fatalf("%d requests admitted at once with credits for 2.5, want 3", len(grants))
 	}
