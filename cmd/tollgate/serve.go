@@ -274,6 +274,11 @@ func providerKey(provider, file string) (string, error) {
 	if file != "" {
 		b, err := os.ReadFile(file)
 		if err != nil {
+			if looksLikeKey(file) {
+				// The key itself written where its file's path goes: the
+				// error reaches the log, so it says so without showing it.
+				return "", fmt.Errorf("providers.%s.key_file looks like a key itself, not the path of a file holding one (it is not shown here): put the key in a file and give that file's path", provider)
+			}
 			return "", fmt.Errorf("%s key file: %w", provider, err)
 		}
 		key := strings.TrimSpace(string(b))
@@ -284,6 +289,22 @@ func providerKey(provider, file string) (string, error) {
 		return key, nil
 	}
 	return strings.TrimSpace(os.Getenv(keyEnv(provider))), nil
+}
+
+// looksLikeKey reports whether s, given as a file's path, is rather a
+// provider key: 20 or more of the characters keys are made of (sk-proj-…,
+// sk-ant-…, AIza…), with no path separator and no '.'.
+func looksLikeKey(s string) bool {
+	if len(s) < 20 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 func parseMulti(pairs []string, what string) (map[string][]string, error) {

@@ -231,11 +231,12 @@ func (x *Exchange) RequestBody(body []byte) Outcome {
 	}}
 }
 
-// maxModelName bounds the model name a record keeps: the name comes from
-// the client, and a refused one is recorded too.
+// maxModelName bounds the model name an exchange keeps (and a record, see
+// recordName): the name comes from the client, and a refused one is
+// recorded too.
 const maxModelName = 256
 
-// recordedModel is the client's model name as a record keeps it: cut to
+// recordedModel is the client's model name as an exchange keeps it: cut to
 // maxModelName bytes, on a rune boundary.
 func recordedModel(name string) string {
 	if len(name) <= maxModelName {
@@ -246,6 +247,44 @@ func recordedModel(name string) string {
 		cut--
 	}
 	return name[:cut]
+}
+
+// OtherModel is how a usage record names a model the catalog does not
+// serve when the client's name for it does not read as a model id.
+const OtherModel = "_OTHER"
+
+// recordName is the model name a usage record (and so the ledger, its
+// roll-ups and the request log) keeps: name when it reads as a model id
+// (see modelID) or when the catalog serves it; otherwise OtherModel. The
+// name is the client's, and a refused one is recorded too: free text there
+// may be a prompt pasted into the field, and control characters would reach
+// the operator's terminal through `tollgate usage`.
+func (x *Exchange) recordName(name string) string {
+	if modelID(name) {
+		return name
+	}
+	if x.prov != nil && x.g.cfg.Catalog != nil {
+		if _, ok := x.g.cfg.Catalog.Lookup(catalog.Provider(x.prov.Name()), name); ok {
+			return name // an overlay may serve any name
+		}
+	}
+	return OtherModel
+}
+
+// modelID reports whether name is empty or made of what every provider's
+// model ids are made of: ASCII letters, digits and . _ - : / @
+// ("ft:gpt-4o-mini:org::id", "claude-sonnet-4-5@20250929",
+// "models/gemini-2.5-flash"). No space, no control character, no
+// non-ASCII.
+func modelID(name string) bool {
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+			c == '.' || c == '_' || c == '-' || c == ':' || c == '/' || c == '@') {
+			return false
+		}
+	}
+	return true
 }
 
 // upstreamPath is the upstream path with the credential-free query; path

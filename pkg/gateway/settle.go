@@ -90,7 +90,7 @@ func (x *Exchange) Settle(how End) usage.Record {
 		Time:       x.start.UTC(),
 		Account:    x.claims.Account,
 		Project:    x.claims.Project,
-		Model:      x.model,
+		Model:      x.recordName(x.model),
 		Operation:  x.route.Operation,
 		HTTPStatus: x.status,
 		Stream:     x.stream,
@@ -128,7 +128,7 @@ func (x *Exchange) Settle(how End) usage.Record {
 			_ = x.dec.Close(func(ev sse.Event) error { x.meter.Event(ev); return nil })
 		}
 		if sm, ok := x.meter.(ServedModeler); ok {
-			rec.ServedModel = recordedModel(sm.ServedModel())
+			rec.ServedModel = x.recordName(recordedModel(sm.ServedModel()))
 		}
 		u, state := x.meter.Usage()
 		outEst := (x.meter.OutputChars() + 3) / 4

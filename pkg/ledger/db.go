@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 	"time"
 
@@ -53,9 +54,24 @@ func Open(ctx context.Context, url string) (*DB, error) {
 	case strings.Contains(url, "://"):
 		scheme, _, _ := strings.Cut(url, "://")
 		return nil, invalidf("ledger URL scheme %q: want postgres://, sqlite:// or a file path", scheme)
+	case pgKeywordValue.MatchString(url) || pgUserinfo.MatchString(url):
+		// Not a path: taken for one, it would make a new SQLite file named
+		// after the password, and a ledger of each replica's own. The
+		// value is not shown: it holds a password.
+		return nil, invalidf("the ledger URL looks like a PostgreSQL connection string without its scheme (not shown: it may hold a password): " +
+			"write it as postgres://user:password@host:port/db?sslmode=…")
 	}
 	return OpenSQLite(ctx, url)
 }
+
+// What a PostgreSQL connection string without its postgres:// scheme looks
+// like: libpq's keyword=value form ("host=db user=u password=p"), or a URL
+// without its scheme, whose user:password@ comes before any '/' (or '\':
+// "C:\Users\me@corp\usage.db" is a path).
+var (
+	pgKeywordValue = regexp.MustCompile(`(^|\s)(host|hostaddr|port|dbname|user|password|passfile|sslmode|service|connect_timeout)\s*=`)
+	pgUserinfo     = regexp.MustCompile(`^[^/\\@]*:[^/\\]*@`)
+)
 
 // Close closes the database. Records a [Writer] has not drained stay in
 // its spool: close the Writer first.

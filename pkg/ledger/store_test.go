@@ -639,3 +639,49 @@ func TestMigrateExistingLedger(t *testing.T) {
 		t.Errorf("old records after migrating: %+v", recs)
 	}
 }
+
+// TestOpenPostgresWithoutScheme: a PostgreSQL connection string given
+// without its postgres:// scheme — libpq's keyword=value form, which pgx
+// and psql take too, or a URL whose scheme was left out — is refused, not
+// taken for the path of a new SQLite file (each replica would bill into a
+// ledger of its own, in a file named after the password). The error names
+// the mistake and never shows the value, which holds a password.
+func TestOpenPostgresWithoutScheme(t *testing.T) {
+	t.Chdir(t.TempDir())
+	for _, url := range []string{
+		"host=db.internal port=5432 user=tollgate password=S3cretPW dbname=ledger sslmode=require",
+		"dbname=ledger password='S3cretPW'",
+		"tollgate:S3cretPW@db.internal:5432/ledger",
+		"tollgate:S3cretPW@db.internal",
+	} {
+		t.Run(url, func(t *testing.T) {
+			s, err := Open(t.Context(), url)
+			if err == nil {
+				s.Close()
+				t.Fatalf("Open(%q) succeeded", url)
+			}
+			if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "postgres://") {
+				t.Errorf("error %v: want ErrInvalid saying to use postgres://", err)
+			}
+			if strings.Contains(err.Error(), "S3cretPW") {
+				t.Errorf("the error shows the password: %v", err)
+			}
+			if names, _ := filepath.Glob("*"); len(names) > 0 {
+				t.Errorf("files made: %q", names)
+			}
+		})
+	}
+	// Paths with '=' or '@' in them are still paths.
+	dir := t.TempDir()
+	for _, path := range []string{filepath.Join(dir, "a=b.db"), filepath.Join(dir, "user@host", "usage.db"), `C:\me@corp\usage.db`} {
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		s, err := Open(t.Context(), path)
+		if err != nil {
+			t.Errorf("Open(%q): %v", path, err)
+			continue
+		}
+		s.Close()
+	}
+}
