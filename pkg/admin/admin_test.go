@@ -247,6 +247,10 @@ func TestErrors(t *testing.T) {
 			httpVerb: "POST", path: "/v1/tokens:revoke", body: `{"token":"tg1.garbage"}`, code: codes.InvalidArgument, status: 400, message: "malformed"},
 		{name: "revoke an id with a newline", method: pb.TokenService_RevokeToken_FullMethodName, grpcReq: &pb.RevokeTokenRequest{TokenId: "a\nb"},
 			httpVerb: "POST", path: "/v1/tokens:revoke", body: `{"token_id":"a\nb"}`, code: codes.InvalidArgument, status: 400, message: "control character"},
+		{name: "revoke a provider key given as an id", method: pb.TokenService_RevokeToken_FullMethodName, grpcReq: &pb.RevokeTokenRequest{TokenId: "sk-ant-api03-Zx9Yw8Vu7Ts6"},
+			httpVerb: "POST", path: "/v1/tokens:revoke", body: `{"token_id":"sk-ant-api03-Zx9Yw8Vu7Ts6"}`, code: codes.InvalidArgument, status: 400, message: "looks like a provider key"},
+		{name: "revoke an id longer than any token id", method: pb.TokenService_RevokeToken_FullMethodName, grpcReq: &pb.RevokeTokenRequest{TokenId: strings.Repeat("a", 65)},
+			httpVerb: "POST", path: "/v1/tokens:revoke", body: `{"token_id":"` + strings.Repeat("a", 65) + `"}`, code: codes.InvalidArgument, status: 400, message: "at most 64"},
 		{name: "usage of an unknown account", method: pb.UsageService_GetUsage_FullMethodName, grpcReq: &pb.GetUsageRequest{Account: "nobody"},
 			httpVerb: "GET", path: "/v1/usage?account=nobody", code: codes.NotFound, status: 404, message: "nobody"},
 	} {

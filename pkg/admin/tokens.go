@@ -6,7 +6,6 @@ import (
 	"os"
 	"strings"
 	"time"
-	"unicode"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -87,20 +86,31 @@ func (s *Service) RevokeToken(ctx context.Context, req *pb.RevokeTokenRequest) (
 	return &pb.RevokeTokenResponse{TokenId: id}, nil
 }
 
-// checkTokenID refuses what cannot be one line of a revocation list (see
-// auth.FileRevocations): a newline would revoke a second id, a leading '#'
-// would be read as a comment.
+// checkTokenID refuses what cannot be a token id: ids are hex (base64url
+// in older releases), at most 64 bytes. That keeps a revocation list line
+// one id (no newline, no leading '#'), and keeps a provider key pasted
+// where an id belongs (sk-…, AIza…) out of the list, which is kept for
+// years. The messages never repeat the id: it may be such a key.
 func checkTokenID(id string) error {
 	switch {
 	case id == "":
 		return fmt.Errorf("no token id given")
-	case len(id) > 128:
-		return fmt.Errorf("token id is longer than 128 bytes")
-	case strings.HasPrefix(id, "#") || strings.IndexFunc(id, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0:
-		return fmt.Errorf("token id %q has a space, a control character or a leading '#'", id)
+	case len(id) > maxTokenID:
+		return fmt.Errorf("a token id is at most %d characters; give the token itself or its id from `tollgate token inspect`", maxTokenID)
+	case strings.HasPrefix(id, "sk-") || strings.HasPrefix(id, "AIza"):
+		return fmt.Errorf("that looks like a provider key, not a token id; nothing was revoked")
+	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return fmt.Errorf("a token id has only letters, digits, '-' and '_' (a space, control character or other sign is not one)")
+		}
 	}
 	return nil
 }
+
+// maxTokenID bounds a token id: ids minted here are 22 (base64url) or 32
+// (hex) characters.
+const maxTokenID = 64
 
 // RevocationFile is the revocation list auth.FileRevocations reads, one
 // token id a line: gateways on the same data dir refuse a token within a
