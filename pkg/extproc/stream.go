@@ -330,6 +330,11 @@ func (st *stream) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processin
 	}
 	// ResponseHeaders filters its argument in place; keep the original.
 	out := st.x.ResponseHeaders(code, append(make(gateway.Headers, 0, len(in)+4), in...))
+	if r, ok := st.x.Replacement(); ok {
+		// The headers are still held: the gateway's answer replaces the
+		// upstream response (§4.10 of Envoy's ext_proc behaviour).
+		return st.respond(r)
+	}
 	hr := &extprocv3.HeadersResponse{Response: &extprocv3.CommonResponse{HeaderMutation: headerDiff(in, out)}}
 	resp := &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseHeaders{ResponseHeaders: hr}}
 	st.phase = phaseResponse

@@ -111,6 +111,9 @@ type Exchange struct {
 	out       []byte
 	completed bool
 	settled   bool
+	// keyRefused: the provider refused the operator's key (a 401 from
+	// upstream); the client gets the gateway's error instead (Replacement).
+	keyRefused bool
 }
 
 // ID returns the request id.

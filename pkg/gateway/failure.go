@@ -22,6 +22,7 @@ const (
 	CodeRateLimited    Code = "rate_limited"            // TPM or per-project limit
 	CodeQuota          Code = "insufficient_quota"      // no credits left
 	CodeUpstream       Code = "upstream_error"          // upstream unreachable or failed midway
+	CodeUpstreamKey    Code = "upstream_key_refused"    // the provider refused the operator's key
 	CodeInternal       Code = "internal"                // a gateway fault
 )
 

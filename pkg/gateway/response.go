@@ -19,8 +19,8 @@ func (x *Exchange) ResponseHeaders(status int, h Headers) Headers {
 		// The gateway authenticated the client itself, so a 401 from
 		// upstream refuses the operator's provider key: every tenant of
 		// that provider is failing, and only the operator can fix it. The
-		// provider's error goes to the client unchanged (its SDK raises
-		// its usual authentication error); the log names no key.
+		// log names no key; the client gets Replacement.
+		x.keyRefused = true
 		x.g.log.LogAttrs(x.ctx, slog.LevelError, "the provider refused the gateway's key",
 			slog.String("request_id", x.id),
 			slog.String("provider", x.prov.Name()),
@@ -96,6 +96,22 @@ func namedIn(list, name string) bool {
 		}
 	}
 	return false
+}
+
+// Replacement reports, after ResponseHeaders, whether the upstream response
+// must not reach the client, and what to send instead. A 401 from upstream
+// refuses the operator's provider key, and its body is about that key
+// (OpenAI's names its first and last characters), which no tenant may see:
+// the client gets the gateway's own 401 in the provider's shape, so its SDK
+// still raises its authentication error, saying whose key it is.
+func (x *Exchange) Replacement() (Response, bool) {
+	if !x.keyRefused {
+		return Response{}, false
+	}
+	f := Fail(StatusUnauthorized, CodeUpstreamKey,
+		"The %s API refused the gateway's own provider key. Your gateway key is fine; the gateway's operator must fix the provider key.", x.Provider())
+	f.NoRetry = true
+	return x.errorResponse(f), true
 }
 
 // Streaming reports whether the response is a stream (SSE or a streamed

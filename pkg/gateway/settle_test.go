@@ -368,11 +368,13 @@ func TestSettleWarnsOn1hCacheWrites(t *testing.T) {
 	}
 }
 
-// TestUpstreamRefusedKeyIsLogged: a 401 from upstream refuses the operator's
-// provider key (the gateway checked the client's token itself). The client
-// gets the provider's error unchanged; the operator gets an error log that
-// names the provider and request, never a key or the prompt.
-func TestUpstreamRefusedKeyIsLogged(t *testing.T) {
+// TestUpstreamRefusedKey: a 401 from upstream refuses the operator's
+// provider key (the gateway checked the client's token itself). The
+// upstream body, which is about that key (OpenAI's names its first and last
+// characters), is replaced by the gateway's own 401 in the provider's shape;
+// the operator gets an error log that names the provider and request, never
+// a key or the prompt.
+func TestUpstreamRefusedKey(t *testing.T) {
 	env := newBenchEnv(t)
 	var logs bytes.Buffer
 	g := gateway.New(gateway.Config{
@@ -383,42 +385,75 @@ func TestUpstreamRefusedKeyIsLogged(t *testing.T) {
 		Logger:    slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
 	const prompt = "a secret prompt"
+	const upstreamBody = `{"error":{"message":"Incorrect API key provided: sk-proj-****abcd.","type":"invalid_request_error","code":"invalid_api_key"}}`
 	for _, tc := range []struct {
-		status  int
-		wantLog bool
+		provider, target, body string
+		status                 int
+		refused                bool
+		wantType               string // the replacement's error type, where the shape has one
 	}{
-		{http.StatusOK, false},
-		{http.StatusBadRequest, false},
-		{http.StatusUnauthorized, true},
+		{"openai", "/openai/v1/chat/completions", `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"` + prompt + `"}]}`, http.StatusOK, false, ""},
+		{"openai", "/openai/v1/chat/completions", `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"` + prompt + `"}]}`, http.StatusBadRequest, false, ""},
+		{"openai", "/openai/v1/chat/completions", `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"` + prompt + `"}]}`, http.StatusUnauthorized, true, "invalid_request_error"},
+		{"anthropic", "/anthropic/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":10,"messages":[{"role":"user","content":"` + prompt + `"}]}`, http.StatusUnauthorized, true, "authentication_error"},
+		{"gemini", "/gemini/v1beta/models/gemini-2.5-flash:generateContent", `{"contents":[{"role":"user","parts":[{"text":"` + prompt + `"}]}]}`, http.StatusUnauthorized, true, ""},
 	} {
-		t.Run(http.StatusText(tc.status), func(t *testing.T) {
+		t.Run(fmt.Sprintf("%s/%d", tc.provider, tc.status), func(t *testing.T) {
 			logs.Reset()
 			x := g.NewExchange(context.Background(), "req-refused-key")
 			hdr := gateway.Headers{{Name: "authorization", Value: "Bearer " + env.token}}
-			if out := x.RequestHeaders(http.MethodPost, "/openai/v1/chat/completions", hdr); out.Action != gateway.NeedBody {
+			if tc.provider == "anthropic" {
+				hdr = append(hdr, gateway.Header{Name: "anthropic-version", Value: "2023-06-01"})
+			}
+			if out := x.RequestHeaders(http.MethodPost, tc.target, hdr); out.Action != gateway.NeedBody {
 				t.Fatalf("request headers: %s", out.Response.Body)
 			}
-			if out := x.RequestBody([]byte(`{"model":"gpt-4o-mini","messages":[{"role":"user","content":"` + prompt + `"}]}`)); out.Action != gateway.Forward {
+			if out := x.RequestBody([]byte(tc.body)); out.Action != gateway.Forward {
 				t.Fatalf("request body: %s", out.Response.Body)
 			}
-			got := x.ResponseHeaders(tc.status, upstreamHeaders("application/json"))
-			if got.Get("content-type") != "application/json" {
-				t.Errorf("response headers %v: the upstream's content type must pass", got)
+			x.ResponseHeaders(tc.status, upstreamHeaders("application/json"))
+			r, replaced := x.Replacement()
+			if replaced != tc.refused {
+				t.Fatalf("replaced = %v, want %v", replaced, tc.refused)
 			}
-			x.ResponseBody([]byte(`{"error":{"message":"Incorrect API key provided: sk-proj-****abcd.","type":"invalid_request_error","code":"invalid_api_key"}}`), true)
-			rec := x.Settle(gateway.Completed)
+			var rec usage.Record
+			if replaced {
+				var e struct {
+					Type  string `json:"type"`
+					Error struct {
+						Message string `json:"message"`
+						Type    string `json:"type"`
+						Code    any    `json:"code"`
+					} `json:"error"`
+				}
+				if err := json.Unmarshal(r.Body, &e); err != nil {
+					t.Fatalf("replacement body %s: %v", r.Body, err)
+				}
+				if r.Status != http.StatusUnauthorized || !strings.Contains(e.Error.Message, "gateway's own provider key") ||
+					tc.wantType != "" && e.Error.Type != tc.wantType || r.Header.Get("x-should-retry") != "false" {
+					t.Errorf("replacement %d %v %s: want 401 in the provider's shape, type %q, no retry", r.Status, r.Header, r.Body, tc.wantType)
+				}
+				rec = x.Settle(gateway.Completed)
+				if rec.Status != usage.StatusError || rec.Reason != string(gateway.CodeUpstreamKey) || rec.HTTPStatus != 401 || !rec.Tokens.IsZero() || rec.Estimated {
+					t.Errorf("record %s %q http %d tokens %+v estimated %v; want error %s 401, no tokens",
+						rec.Status, rec.Reason, rec.HTTPStatus, rec.Tokens, rec.Estimated, gateway.CodeUpstreamKey)
+				}
+			} else {
+				x.ResponseBody([]byte(upstreamBody), true)
+				rec = x.Settle(gateway.Completed)
+				if tc.status != http.StatusOK && (rec.HTTPStatus != tc.status || rec.Reason != "upstream_status") {
+					t.Errorf("record http %d reason %q, want %d upstream_status", rec.HTTPStatus, rec.Reason, tc.status)
+				}
+			}
 			out := logs.String()
-			logged := strings.Contains(out, "level=ERROR") && strings.Contains(out, "provider=openai") &&
+			logged := strings.Contains(out, "level=ERROR") && strings.Contains(out, "provider="+tc.provider) &&
 				strings.Contains(out, "request_id=req-refused-key") && strings.Contains(out, "refused the gateway's key")
-			if logged != tc.wantLog {
-				t.Errorf("logged = %v, want %v; log:\n%s", logged, tc.wantLog, out)
-			}
-			if tc.status != http.StatusOK && (rec.HTTPStatus != tc.status || rec.Reason != "upstream_status") {
-				t.Errorf("record http %d reason %q, want %d upstream_status", rec.HTTPStatus, rec.Reason, tc.status)
+			if logged != tc.refused {
+				t.Errorf("logged = %v, want %v; log:\n%s", logged, tc.refused, out)
 			}
 			for _, secret := range []string{prompt, env.token, "sk-proj", "abcd"} {
-				if strings.Contains(out, secret) {
-					t.Errorf("the log holds %q:\n%s", secret, out)
+				if strings.Contains(out, secret) || replaced && strings.Contains(string(r.Body), secret) {
+					t.Errorf("the log or the replacement holds %q:\n%s\n%s", secret, out, r.Body)
 				}
 			}
 		})

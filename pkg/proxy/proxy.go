@@ -204,6 +204,10 @@ func (p *Proxy) forward(ctx context.Context, w http.ResponseWriter, x *gateway.E
 	defer resp.Body.Close()
 
 	hdr := x.ResponseHeaders(resp.StatusCode, toHeaders(resp.Header))
+	if r, ok := x.Replacement(); ok {
+		writeResponse(w, r)
+		return gateway.Completed, false
+	}
 	wh := w.Header()
 	for _, h := range hdr {
 		wh[http.CanonicalHeaderKey(h.Name)] = append(wh[http.CanonicalHeaderKey(h.Name)], h.Value)

@@ -217,7 +217,7 @@ func (*Provider) AuthHeaders(key string) gateway.Headers {
 func (*Provider) Error(f *gateway.Failure) (int, []byte) {
 	status, typ, msg := f.Status, "invalid_request_error", f.Message
 	switch f.Code {
-	case gateway.CodeBadToken, gateway.CodeExpiredToken, gateway.CodeRevokedToken:
+	case gateway.CodeBadToken, gateway.CodeExpiredToken, gateway.CodeRevokedToken, gateway.CodeUpstreamKey:
 		typ = "authentication_error"
 	case gateway.CodeForbidden:
 		typ = "permission_error"
