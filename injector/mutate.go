@@ -481,10 +481,11 @@ func (p Proxy) container(native bool) corev1.Container {
 		}
 	}
 	c := corev1.Container{
-		Name:  p.Name,
-		Image: p.Image,
-		Args:  []string{"--config-yaml", string(p.Bootstrap)},
-		Ports: []corev1.ContainerPort{{Name: "tg-health", ContainerPort: p.HealthPort, Protocol: corev1.ProtocolTCP}},
+		Name:            p.Name,
+		Image:           p.Image,
+		ImagePullPolicy: p.PullPolicy,
+		Args:            []string{"--config-yaml", string(p.Bootstrap)},
+		Ports:           []corev1.ContainerPort{{Name: "tg-health", ContainerPort: p.HealthPort, Protocol: corev1.ProtocolTCP}},
 		// A native sidecar's startup probe holds back the containers after
 		// it until Envoy is ready, so the app's first call finds it up.
 		StartupProbe:   probe(60),

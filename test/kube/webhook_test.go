@@ -143,6 +143,10 @@ func injectorFor(t *testing.T, env *kube.Env, r *chart.Rendered) http.Handler {
 	if err != nil {
 		t.Fatal(err)
 	}
+	proxy.PullPolicy = corev1.PullPolicy(flags["proxy-image-pull-policy"])
+	if err := json.Unmarshal([]byte(flags["proxy-resources"]), &proxy.Resources); err != nil {
+		t.Fatalf("--proxy-resources=%q: %v", flags["proxy-resources"], err)
+	}
 	m, err := injector.NewMutator(injector.Config{
 		Proxy: proxy, SidecarMode: flags["sidecar-mode"], TokenSecret: flags["token-secret"],
 		EnvFromPolicy: flags["env-from-policy"], OwnNamespace: chart.Namespace,
