@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"helm.sh/helm/v3/pkg/action"
 	"helm.sh/helm/v3/pkg/lint/support"
@@ -438,6 +439,16 @@ func TestRender(t *testing.T) {
 					t.Errorf("openai config = %+v", cfg.Providers["openai"])
 				}
 			}},
+		// The injector answers before the API server gives up on it, also
+		// at the schema's least timeout (a 0s review timeout would mean the
+		// injector's 5 s default).
+		{"webhook timeout 1s", vals("injector.webhook.timeoutSeconds", 1), func(t *testing.T, r *Rendered) {
+			f := flags(container(t, one[*appsv1.Deployment](t, r, "Deployment", injectorName), "injector"))
+			d, err := time.ParseDuration(f["review-timeout"])
+			if err != nil || d <= 0 || d >= time.Second {
+				t.Errorf("--review-timeout=%q with timeoutSeconds 1: want above 0 and below 1s", f["review-timeout"])
+			}
+		}},
 		// The sidecar's resources and pull policy reach the injector, which
 		// puts them on every proxy container: rendered as flags the
 		// binary reads (TestInjectorArgsAreFlags), from the documented values.
