@@ -331,7 +331,7 @@ func runInjectServe(ctx context.Context, mf *mutationFlags, sf *serveFlags) erro
 	}
 
 	mux := http.NewServeMux()
-	mux.Handle(injector.WebhookPath, injector.NewWebhook(mutator, injector.NamespaceLister{Lister: nsInformer.Lister()}, sf.reviewTimeout, log))
+	mux.Handle(injector.WebhookPath, injector.NewWebhook(mutator, injector.NamespaceLister{Lister: nsInformer.Lister(), Client: client}, sf.reviewTimeout, log))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		switch {

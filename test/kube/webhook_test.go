@@ -161,7 +161,7 @@ func injectorFor(t *testing.T, env *kube.Env, r *chart.Rendered) http.Handler {
 	t.Cleanup(func() { close(stop) })
 	factory.Start(stop)
 	factory.WaitForCacheSync(stop)
-	return injector.NewWebhook(m, injector.NamespaceLister{Lister: lister}, 0, nil)
+	return injector.NewWebhook(m, injector.NamespaceLister{Lister: lister, Client: env.Client}, 0, nil)
 }
 
 // TestChartWebhookOnAPIServer installs the MutatingWebhookConfiguration
