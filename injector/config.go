@@ -132,6 +132,8 @@ type Proxy struct {
 	HealthPath string
 	// Resources of the proxy container.
 	Resources corev1.ResourceRequirements
+	// PullPolicy of the proxy image; empty leaves Kubernetes' default.
+	PullPolicy corev1.PullPolicy
 	// RunAsUser is the proxy's non-root uid (101, envoy, in the official image).
 	RunAsUser int64
 }
@@ -173,6 +175,16 @@ func (c Config) Validate() error {
 		}
 		if slices.Contains(ports[:i], port) {
 			errs = append(errs, fmt.Errorf("proxy port %d is used twice (listener, admin and health ports must differ)", port))
+		}
+	}
+	if !slices.Contains([]corev1.PullPolicy{"", corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever}, p.PullPolicy) {
+		errs = append(errs, fmt.Errorf("proxy image pull policy %q: want Always, IfNotPresent or Never", p.PullPolicy))
+	}
+	// The API server refuses a container whose request exceeds its limit:
+	// every injected pod would be refused.
+	for name, limit := range p.Resources.Limits {
+		if req, ok := p.Resources.Requests[name]; ok && req.Cmp(limit) > 0 {
+			errs = append(errs, fmt.Errorf("proxy %s request %s is above its limit %s", name, req.String(), limit.String()))
 		}
 	}
 	if !slices.Contains([]string{SidecarNative, SidecarContainer}, c.SidecarMode) {

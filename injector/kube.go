@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
@@ -12,15 +13,35 @@ import (
 
 // NamespaceLister is a NamespaceGetter over an informer's cache: admission
 // must not wait on an API round trip for something that changes rarely.
-type NamespaceLister struct{ Lister corelisters.NamespaceLister }
+type NamespaceLister struct {
+	Lister corelisters.NamespaceLister
+	// Client, when set, is asked when the cache cannot be right: the
+	// namespace is not in it, or is not opted in or names no account. The
+	// API server called the webhook because its own view says the
+	// namespace is opted in, and a cache that lags (a namespace created or
+	// labelled a moment before the pod) would otherwise refuse the pod or
+	// leave it un-injected. The API server's own namespace matcher falls
+	// back the same way.
+	Client kubernetes.Interface
+}
 
 // Namespace implements NamespaceGetter.
-func (l NamespaceLister) Namespace(_ context.Context, name string) (Namespace, error) {
+func (l NamespaceLister) Namespace(ctx context.Context, name string) (Namespace, error) {
 	ns, err := l.Lister.Get(name)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return Namespace{}, err
+	}
+	if err == nil && (l.Client == nil || (NamespaceOf(ns).OptedIn() && NamespaceOf(ns).Account() != "")) {
+		return NamespaceOf(ns), nil
+	}
+	if l.Client == nil {
+		return Namespace{}, err
+	}
+	live, err := l.Client.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
 		return Namespace{}, err
 	}
-	return NamespaceOf(ns), nil
+	return NamespaceOf(live), nil
 }
 
 // APIKeys reads envFrom source keys from the API server, one GET per

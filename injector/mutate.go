@@ -148,7 +148,9 @@ func (m *Mutator) refusal(ctx context.Context, pod *corev1.Pod, ns Namespace) st
 	switch {
 	case pod.Spec.HostNetwork:
 		return "hostNetwork pod: the proxy's ports would bind on the node"
-	case pod.Spec.OS != nil && pod.Spec.OS.Name == corev1.Windows:
+	case pod.Spec.OS != nil && pod.Spec.OS.Name == corev1.Windows,
+		pod.Spec.OS == nil && pod.Spec.NodeSelector[corev1.LabelOSStable] == string(corev1.Windows):
+		// Older manifests reach Windows nodes by node selector alone.
 		return "Windows pod: the proxy image is Linux only"
 	case hasContainer(pod, m.cfg.Proxy.Name):
 		return fmt.Sprintf("the pod already has a container named %q", m.cfg.Proxy.Name)
@@ -481,10 +483,11 @@ func (p Proxy) container(native bool) corev1.Container {
 		}
 	}
 	c := corev1.Container{
-		Name:  p.Name,
-		Image: p.Image,
-		Args:  []string{"--config-yaml", string(p.Bootstrap)},
-		Ports: []corev1.ContainerPort{{Name: "tg-health", ContainerPort: p.HealthPort, Protocol: corev1.ProtocolTCP}},
+		Name:            p.Name,
+		Image:           p.Image,
+		ImagePullPolicy: p.PullPolicy,
+		Args:            []string{"--config-yaml", string(p.Bootstrap)},
+		Ports:           []corev1.ContainerPort{{Name: "tg-health", ContainerPort: p.HealthPort, Protocol: corev1.ProtocolTCP}},
 		// A native sidecar's startup probe holds back the containers after
 		// it until Envoy is ready, so the app's first call finds it up.
 		StartupProbe:   probe(60),

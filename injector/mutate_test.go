@@ -177,3 +177,37 @@ type staticNamespaces Namespace
 func (s staticNamespaces) Namespace(context.Context, string) (Namespace, error) {
 	return Namespace(s), nil
 }
+
+// TestWindowsPods: a pod bound to Windows nodes is skipped whether it says
+// so in spec.os or only by the node selector older manifests use: the
+// Linux-only Envoy image would never start there, and the native proxy
+// would hold the app back with it.
+func TestWindowsPods(t *testing.T) {
+	tests := []struct {
+		name     string
+		os       *corev1.PodOS
+		selector map[string]string
+		skipped  bool
+	}{
+		{"spec.os windows", &corev1.PodOS{Name: corev1.Windows}, nil, true},
+		{"node selector windows", nil, map[string]string{corev1.LabelOSStable: "windows"}, true},
+		{"node selector linux", nil, map[string]string{corev1.LabelOSStable: "linux"}, false},
+		{"spec.os linux", &corev1.PodOS{Name: corev1.Linux}, nil, false},
+		{"neither", nil, nil, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pod := &corev1.Pod{
+				ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "fn"},
+				Spec:       corev1.PodSpec{OS: tt.os, NodeSelector: tt.selector, Containers: []corev1.Container{{Name: "app"}}},
+			}
+			res := mutate(t, testConfig(), pod)
+			if res.Injected == tt.skipped {
+				t.Errorf("injected %v (reason %q), want skipped %v", res.Injected, res.Reason, tt.skipped)
+			}
+			if tt.skipped && res.Pod.Annotations[AnnotationStatus] != "skipped: Windows pod: the proxy image is Linux only" {
+				t.Errorf("status %q", res.Pod.Annotations[AnnotationStatus])
+			}
+		})
+	}
+}

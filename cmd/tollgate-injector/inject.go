@@ -15,12 +15,14 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
+	"sigs.k8s.io/yaml"
 
 	"github.com/tollgate-dev/tollgate/injector"
 	"github.com/tollgate-dev/tollgate/injector/adminapi"
@@ -33,6 +35,7 @@ import (
 // `inject serve` so that both inject the same thing.
 type mutationFlags struct {
 	image, sidecarMode, tokenSecret, envFromPolicy string
+	pullPolicy, resources                          string
 	gatewayKey, gatewayBaseURL                     string
 	extraSidecars                                  []string
 	proxy                                          sidecar.Options
@@ -40,6 +43,8 @@ type mutationFlags struct {
 
 func (f *mutationFlags) register(fs *pflag.FlagSet, mode, modes string) {
 	fs.StringVar(&f.image, "proxy-image", injector.DefaultProxyImage, "Envoy image of the tollgate-proxy sidecar")
+	fs.StringVar(&f.pullPolicy, "proxy-image-pull-policy", "", "imagePullPolicy of the proxy container: Always, IfNotPresent or Never (default: Kubernetes' own)")
+	fs.StringVar(&f.resources, "proxy-resources", "", "resources of the proxy container, as JSON or YAML of a container's resources ({\"requests\":{\"cpu\":\"50m\"},\"limits\":{…}}); default requests 50m CPU / 64Mi, limits 1 CPU / 256Mi")
 	fs.StringVar(&f.sidecarMode, "sidecar-mode", mode, "how the proxy is added: "+modes)
 	fs.StringVar(&f.tokenSecret, "token-secret", "tollgate-gateway-token", "name of the gateway-token Secret in each namespace (key \"token\")")
 	fs.StringVar(&f.envFromPolicy, "env-from-policy", injector.EnvFromSkip, "when an envFrom source's keys cannot be read: skip (leave the providers it might define alone) or inject (set them anyway)")
@@ -59,6 +64,14 @@ func (f *mutationFlags) config(sidecarMode, ownNamespace string) (injector.Confi
 	proxy, err := injector.NewProxy(f.image, f.proxy)
 	if err != nil {
 		return injector.Config{}, err
+	}
+	proxy.PullPolicy = corev1.PullPolicy(f.pullPolicy)
+	if f.resources != "" {
+		var res corev1.ResourceRequirements
+		if err := yaml.UnmarshalStrict([]byte(f.resources), &res); err != nil {
+			return injector.Config{}, fmt.Errorf("--proxy-resources: %w", err)
+		}
+		proxy.Resources = res
 	}
 	cfg := injector.Config{
 		Proxy:         proxy,
@@ -318,7 +331,7 @@ func runInjectServe(ctx context.Context, mf *mutationFlags, sf *serveFlags) erro
 	}
 
 	mux := http.NewServeMux()
-	mux.Handle(injector.WebhookPath, injector.NewWebhook(mutator, injector.NamespaceLister{Lister: nsInformer.Lister()}, sf.reviewTimeout, log))
+	mux.Handle(injector.WebhookPath, injector.NewWebhook(mutator, injector.NamespaceLister{Lister: nsInformer.Lister(), Client: client}, sf.reviewTimeout, log))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		switch {

@@ -5,9 +5,14 @@ import (
 	"strings"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/version"
 	fakediscovery "k8s.io/client-go/discovery/fake"
 	"k8s.io/client-go/kubernetes/fake"
+
+	"sigs.k8s.io/yaml"
 
 	"github.com/tollgate-dev/tollgate/injector"
 )
@@ -85,5 +90,69 @@ spec: {containers: [{name: c, image: busybox}]}
 		if _, _, err := run(in, bad...); err == nil {
 			t.Errorf("tollgate inject %s: no error", strings.Join(bad, " "))
 		}
+	}
+}
+
+// TestInjectProxyResources: --proxy-resources and --proxy-image-pull-policy
+// (the chart's injector.sidecar.resources and .image.pullPolicy) reach the
+// proxy container; bad values are refused before anything is injected.
+func TestInjectProxyResources(t *testing.T) {
+	in := "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: app, image: busybox}]}\n"
+	tests := []struct {
+		name    string
+		args    []string
+		want    corev1.ResourceRequirements
+		policy  corev1.PullPolicy
+		wantErr bool
+	}{
+		{"defaults", nil, injector.DefaultProxyResources(), "", false},
+		{"set", []string{"--proxy-resources", `{"requests":{"cpu":"100m","memory":"128Mi"},"limits":{"memory":"1Gi"}}`, "--proxy-image-pull-policy", "Always"},
+			corev1.ResourceRequirements{
+				Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("128Mi")},
+				Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1Gi")},
+			}, corev1.PullAlways, false},
+		{"yaml and numbers", []string{"--proxy-resources", "requests: {cpu: 0.5}\nlimits: {cpu: 1}"},
+			corev1.ResourceRequirements{
+				Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("500m")},
+				Limits:   corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("1")},
+			}, "", false},
+		{"request above limit", []string{"--proxy-resources", `{"requests":{"memory":"1Gi"},"limits":{"memory":"256Mi"}}`}, corev1.ResourceRequirements{}, "", true},
+		{"not a quantity", []string{"--proxy-resources", `{"requests":{"cpu":"lots"}}`}, corev1.ResourceRequirements{}, "", true},
+		{"unknown field", []string{"--proxy-resources", `{"request":{"cpu":"1"}}`}, corev1.ResourceRequirements{}, "", true},
+		{"bad pull policy", []string{"--proxy-image-pull-policy", "Sometimes"}, corev1.ResourceRequirements{}, "", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			root := newInjectCmd()
+			var out bytes.Buffer
+			root.SetIn(strings.NewReader(in))
+			root.SetOut(&out)
+			root.SetErr(&bytes.Buffer{})
+			root.SetArgs(append([]string{"-f", "-", "--namespace-labels", "tollgate.dev/account=acme"}, tt.args...))
+			err := root.Execute()
+			if tt.wantErr {
+				if err == nil {
+					t.Fatalf("no error; output:\n%s", out.String())
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var pod corev1.Pod
+			if err := yaml.Unmarshal(out.Bytes(), &pod); err != nil {
+				t.Fatal(err)
+			}
+			if len(pod.Spec.InitContainers) == 0 || pod.Spec.InitContainers[0].Name != injector.ProxyName {
+				t.Fatalf("no proxy:\n%s", out.String())
+			}
+			proxy := pod.Spec.InitContainers[0]
+			if !equality.Semantic.DeepEqual(proxy.Resources, tt.want) {
+				t.Errorf("proxy resources %+v, want %+v", proxy.Resources, tt.want)
+			}
+			if proxy.ImagePullPolicy != tt.policy {
+				t.Errorf("proxy imagePullPolicy %q, want %q", proxy.ImagePullPolicy, tt.policy)
+			}
+		})
 	}
 }

@@ -132,7 +132,23 @@ func (c Config) Validate() error {
 	if n.GatewayKey == n.GatewayBaseURL {
 		return fmt.Errorf("envvars: gateway key and base URL share the name %q", n.GatewayKey)
 	}
+	// The gateway pair is decided by its own two names only: under a
+	// provider's name it would escape that provider's rule (e.g. set
+	// OPENAI_BASE_URL next to a user's own OPENAI_API_KEY).
+	for _, name := range []string{n.GatewayKey, n.GatewayBaseURL} {
+		for _, p := range providerNames {
+			if name == p {
+				return fmt.Errorf("envvars: gateway variable name %q is a provider variable the SDKs read", name)
+			}
+		}
+	}
 	return nil
+}
+
+// providerNames are the provider variables [Plan] decides on.
+var providerNames = []string{
+	OpenAIAPIKey, OpenAIBaseURL, AnthropicAPIKey, AnthropicBaseURL,
+	GeminiAPIKey, GoogleGeminiBaseURL, GoogleAPIKey, GoogleVertexBaseURL,
 }
 
 // Var is one variable to set.

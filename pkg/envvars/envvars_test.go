@@ -244,6 +244,15 @@ func TestValidate(t *testing.T) {
 		{"injection in name", Config{BaseURL: testBase, Names: Names{GatewayBaseURL: "X;rm"}}, "variable name"},
 		{"leading digit", Config{BaseURL: testBase, Names: Names{GatewayKey: "1KEY"}}, "variable name"},
 		{"same names", Config{BaseURL: testBase, Names: Names{GatewayKey: "K", GatewayBaseURL: "K"}}, "share"},
+		// A gateway name that is a provider's variable escapes that
+		// provider's rule: OPENAI_BASE_URL as the gateway's base URL would
+		// be set next to a user's own OPENAI_API_KEY and send that key to
+		// the gateway.
+		{"gateway base URL is OpenAI's", Config{BaseURL: testBase, Names: Names{GatewayBaseURL: OpenAIBaseURL}}, "provider variable"},
+		{"gateway key is Gemini's", Config{BaseURL: testBase, Names: Names{GatewayKey: GeminiAPIKey}}, "provider variable"},
+		{"gateway key is Google's", Config{BaseURL: testBase, Names: Names{GatewayKey: GoogleAPIKey}}, "provider variable"},
+		{"gateway base URL is Vertex's", Config{BaseURL: testBase, Names: Names{GatewayBaseURL: GoogleVertexBaseURL}}, "provider variable"},
+		{"netlify names", Config{BaseURL: testBase, Names: Names{GatewayKey: "NETLIFY_AI_GATEWAY_KEY", GatewayBaseURL: "NETLIFY_AI_GATEWAY_BASE_URL"}}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

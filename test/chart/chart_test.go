@@ -4,11 +4,13 @@ import (
 	"crypto/ed25519"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"helm.sh/helm/v3/pkg/action"
 	"helm.sh/helm/v3/pkg/lint/support"
@@ -437,6 +439,50 @@ func TestRender(t *testing.T) {
 					t.Errorf("openai config = %+v", cfg.Providers["openai"])
 				}
 			}},
+		// The injector answers before the API server gives up on it, also
+		// at the schema's least timeout (a 0s review timeout would mean the
+		// injector's 5 s default).
+		{"webhook timeout 1s", vals("injector.webhook.timeoutSeconds", 1), func(t *testing.T, r *Rendered) {
+			f := flags(container(t, one[*appsv1.Deployment](t, r, "Deployment", injectorName), "injector"))
+			d, err := time.ParseDuration(f["review-timeout"])
+			if err != nil || d <= 0 || d >= time.Second {
+				t.Errorf("--review-timeout=%q with timeoutSeconds 1: want above 0 and below 1s", f["review-timeout"])
+			}
+		}},
+		// The sidecar's resources and pull policy reach the injector, which
+		// puts them on every proxy container: rendered as flags the
+		// binary reads (TestInjectorArgsAreFlags), from the documented values.
+		{"sidecar resources default", nil, func(t *testing.T, r *Rendered) {
+			f := flags(container(t, one[*appsv1.Deployment](t, r, "Deployment", injectorName), "injector"))
+			var res corev1.ResourceRequirements
+			if err := json.Unmarshal([]byte(f["proxy-resources"]), &res); err != nil {
+				t.Fatalf("--proxy-resources=%q: %v", f["proxy-resources"], err)
+			}
+			if res.Requests.Cpu().String() != "50m" || res.Requests.Memory().String() != "64Mi" ||
+				res.Limits.Cpu().String() != "1" || res.Limits.Memory().String() != "256Mi" {
+				t.Errorf("--proxy-resources=%s, want the injector's defaults: requests 50m/64Mi, limits 1/256Mi", f["proxy-resources"])
+			}
+			if f["proxy-image-pull-policy"] != "IfNotPresent" {
+				t.Errorf("--proxy-image-pull-policy=%q", f["proxy-image-pull-policy"])
+			}
+		}},
+		{"sidecar resources set", vals("injector.sidecar.resources", map[string]any{
+			"requests": map[string]any{"cpu": "100m", "memory": "128Mi"},
+			"limits":   map[string]any{"cpu": 2, "memory": "1Gi"},
+		}, "injector.sidecar.image.pullPolicy", "Always"), func(t *testing.T, r *Rendered) {
+			f := flags(container(t, one[*appsv1.Deployment](t, r, "Deployment", injectorName), "injector"))
+			var res corev1.ResourceRequirements
+			if err := json.Unmarshal([]byte(f["proxy-resources"]), &res); err != nil {
+				t.Fatalf("--proxy-resources=%q: %v", f["proxy-resources"], err)
+			}
+			if res.Requests.Cpu().String() != "100m" || res.Requests.Memory().String() != "128Mi" ||
+				res.Limits.Cpu().String() != "2" || res.Limits.Memory().String() != "1Gi" {
+				t.Errorf("--proxy-resources=%s", f["proxy-resources"])
+			}
+			if f["proxy-image-pull-policy"] != "Always" {
+				t.Errorf("--proxy-image-pull-policy=%q", f["proxy-image-pull-policy"])
+			}
+		}},
 		{"native sidecar off", vals("injector.nativeSidecar", false), func(t *testing.T, r *Rendered) {
 			d := one[*appsv1.Deployment](t, r, "Deployment", injectorName)
 			if f := flags(container(t, d, "injector")); f["sidecar-mode"] != "container" {

@@ -143,6 +143,10 @@ func injectorFor(t *testing.T, env *kube.Env, r *chart.Rendered) http.Handler {
 	if err != nil {
 		t.Fatal(err)
 	}
+	proxy.PullPolicy = corev1.PullPolicy(flags["proxy-image-pull-policy"])
+	if err := json.Unmarshal([]byte(flags["proxy-resources"]), &proxy.Resources); err != nil {
+		t.Fatalf("--proxy-resources=%q: %v", flags["proxy-resources"], err)
+	}
 	m, err := injector.NewMutator(injector.Config{
 		Proxy: proxy, SidecarMode: flags["sidecar-mode"], TokenSecret: flags["token-secret"],
 		EnvFromPolicy: flags["env-from-policy"], OwnNamespace: chart.Namespace,
@@ -157,7 +161,7 @@ func injectorFor(t *testing.T, env *kube.Env, r *chart.Rendered) http.Handler {
 	t.Cleanup(func() { close(stop) })
 	factory.Start(stop)
 	factory.WaitForCacheSync(stop)
-	return injector.NewWebhook(m, injector.NamespaceLister{Lister: lister}, 0, nil)
+	return injector.NewWebhook(m, injector.NamespaceLister{Lister: lister, Client: env.Client}, 0, nil)
 }
 
 // TestChartWebhookOnAPIServer installs the MutatingWebhookConfiguration
