@@ -2,7 +2,8 @@
 // namespace: it mints a token for the namespace's project when the
 // namespace opts in, rotates it well before it expires, and revokes every
 // token it issued there when the namespace opts out, is deleted, or its
-// account has AI features disabled.
+// account has AI features disabled (keeping the Secret, marked withdrawn,
+// while the namespace stays: injected pods reference it).
 //
 // Pods read the token once, at start (an env var from the Secret), so a
 // rotated-out token stays valid until it expires: the controller records
@@ -45,6 +46,12 @@ const (
 	// "id@RFC3339-expiry" separated by commas: they are revoked when the
 	// namespace leaves.
 	AnnotationPrevious = "tollgate.dev/previous-tokens"
+	// AnnotationWithdrawn marks a Secret whose tokens were all revoked when
+	// the namespace stopped wanting one, and says why. The Secret stays:
+	// injected pods reference it, and a container restart in them would
+	// fail without it (CreateContainerConfigError), taking the whole app
+	// down instead of only its AI calls, which the gateway now refuses.
+	AnnotationWithdrawn = "tollgate.dev/withdrawn"
 )
 
 // Tokens mints and revokes gateway tokens (the processor's admin API).
@@ -185,10 +192,10 @@ func (c *Controller) Reconcile(ctx context.Context, name string) error {
 		return nil
 	}
 	if !want {
-		if sec == nil {
-			return nil
+		if sec == nil || sec.Annotations[AnnotationWithdrawn] != "" && ns != nil && ns.DeletionTimestamp == nil {
+			return nil // nothing issued, or withdrawn already
 		}
-		return c.withdraw(ctx, sec, reason)
+		return c.withdraw(ctx, ns, sec, reason)
 	}
 	return c.ensure(ctx, ns, sec)
 }
@@ -227,6 +234,12 @@ func (c *Controller) ensure(ctx context.Context, ns *corev1.Namespace, sec *core
 	now := c.now()
 
 	var previous []tokenRef
+	if sec != nil && sec.Annotations[AnnotationWithdrawn] != "" {
+		// Withdrawn earlier: its token is revoked, and so are all it
+		// recorded. The namespace is back: issue a new one.
+		sec.Annotations[AnnotationPrevious] = ""
+		sec.Data = nil
+	}
 	if sec != nil {
 		previous = parseRefs(sec.Annotations[AnnotationPrevious])
 		cur, err := auth.Parse(string(sec.Data[injector.TokenSecretKey]))
@@ -284,9 +297,12 @@ func (c *Controller) prune(ctx context.Context, sec *corev1.Secret, previous []t
 	return err
 }
 
-// withdraw revokes every token the Secret records, then deletes it. A
-// failed revocation keeps the Secret, the record, for the retry.
-func (c *Controller) withdraw(ctx context.Context, sec *corev1.Secret, reason string) error {
+// withdraw revokes every token the Secret records. A failed revocation
+// keeps the Secret, the record, for the retry. The Secret of a namespace
+// that is going away is deleted; otherwise it stays, holding its revoked
+// token and marked withdrawn (see AnnotationWithdrawn), so that injected
+// pods still start and get the gateway's refusal on their AI calls.
+func (c *Controller) withdraw(ctx context.Context, ns *corev1.Namespace, sec *corev1.Secret, reason string) error {
 	ids := []string{}
 	if cur, err := auth.Parse(string(sec.Data[injector.TokenSecretKey])); err == nil {
 		ids = append(ids, cur.TokenID)
@@ -299,11 +315,23 @@ func (c *Controller) withdraw(ctx context.Context, sec *corev1.Secret, reason st
 			return err
 		}
 	}
-	err := c.client.CoreV1().Secrets(sec.Namespace).Delete(ctx, sec.Name, metav1.DeleteOptions{
-		Preconditions: &metav1.Preconditions{UID: &sec.UID},
-	})
-	if err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("delete Secret: %w", err)
+	if ns == nil || ns.DeletionTimestamp != nil {
+		err := c.client.CoreV1().Secrets(sec.Namespace).Delete(ctx, sec.Name, metav1.DeleteOptions{
+			Preconditions: &metav1.Preconditions{UID: &sec.UID},
+		})
+		if err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("delete Secret: %w", err)
+		}
+	} else {
+		next := sec.DeepCopy()
+		if next.Annotations == nil {
+			next.Annotations = map[string]string{}
+		}
+		next.Annotations[AnnotationWithdrawn] = reason
+		delete(next.Annotations, AnnotationPrevious)
+		if _, err := c.client.CoreV1().Secrets(sec.Namespace).Update(ctx, next, metav1.UpdateOptions{}); err != nil {
+			return fmt.Errorf("mark Secret withdrawn: %w", err)
+		}
 	}
 	c.log.InfoContext(ctx, "controller: revoked gateway tokens", "namespace", sec.Namespace, "reason", reason, "token_ids", ids)
 	return nil

@@ -247,8 +247,17 @@ func TestRevokeOnLeaving(t *testing.T) {
 			if err := e.reconcile("web"); err != nil {
 				t.Fatal(err)
 			}
-			if e.secret("web") != nil {
-				t.Error("the token Secret is still there")
+			// The Secret stays, marked, with its revoked token: injected
+			// pods reference it, and a restart must not fail on it.
+			sec := e.secret("web")
+			if sec == nil {
+				t.Fatal("the token Secret was deleted: restarting injected pods would fail on it")
+			}
+			if sec.Annotations[AnnotationWithdrawn] != tt.reason || sec.Annotations[AnnotationPrevious] != "" {
+				t.Errorf("Secret annotations %v: want %s=%q and no previous tokens", sec.Annotations, AnnotationWithdrawn, tt.reason)
+			}
+			if _, err := e.proc.Verifier.Verify(string(sec.Data[injector.TokenSecretKey]), time.Now()); err == nil {
+				t.Error("the withdrawn Secret's token still verifies")
 			}
 			revoked := e.proc.Revoked(t)
 			for _, id := range []string{first.TokenID, second.TokenID} {
@@ -259,7 +268,56 @@ func TestRevokeOnLeaving(t *testing.T) {
 			if !strings.Contains(e.logs.String(), tt.reason) {
 				t.Errorf("logs do not give the reason %q:\n%s", tt.reason, e.logs.String())
 			}
+			// A resync changes nothing.
+			if err := e.reconcile("web"); err != nil {
+				t.Fatal(err)
+			}
+			if got := e.proc.Revoked(t); len(got) != len(revoked) {
+				t.Errorf("a resync revoked again: %q, was %q", got, revoked)
+			}
+			// Back in: a new token replaces the withdrawn one.
+			e.setNamespace(optedIn("web", "acme", "shop"))
+			if err := e.reconcile("web"); err != nil {
+				t.Fatal(err)
+			}
+			third := e.token("web")
+			if third.TokenID == first.TokenID || third.TokenID == second.TokenID {
+				t.Errorf("opted back in with a revoked token %s", third.TokenID)
+			}
+			if a := e.secret("web").Annotations; a[AnnotationWithdrawn] != "" || a[AnnotationPrevious] != "" {
+				t.Errorf("the reissued Secret keeps %v", a)
+			}
 		})
+	}
+}
+
+// TestDeletedNamespaceSecretGoes: a namespace going away takes its Secret
+// with it; the controller revokes the tokens and deletes the Secret rather
+// than mark it.
+func TestDeletedNamespaceSecretGoes(t *testing.T) {
+	e := newEnv(t, optedIn("gone", "acme", "shop"))
+	if err := e.reconcile("gone"); err != nil {
+		t.Fatal(err)
+	}
+	tok := e.token("gone")
+	if err := e.client.CoreV1().Namespaces().Delete(e.ctx, "gone", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for _, err := e.ctrl.namespaces.Get("gone"); err == nil; _, err = e.ctrl.namespaces.Get("gone") {
+		if time.Now().After(deadline) {
+			t.Fatal("informer never saw the namespace deleted")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := e.reconcile("gone"); err != nil {
+		t.Fatal(err)
+	}
+	if e.secret("gone") != nil {
+		t.Error("the deleted namespace's Secret is still there")
+	}
+	if !slices.Contains(e.proc.Revoked(t), tok.TokenID) {
+		t.Errorf("token %s not revoked", tok.TokenID)
 	}
 }
 

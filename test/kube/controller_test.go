@@ -122,16 +122,17 @@ func TestTokenControllerOnAPIServer(t *testing.T) {
 		t.Errorf("token Secret in the injector's own namespace: %v", err)
 	}
 
-	// Opting out withdraws it: Secret deleted, token revoked.
+	// Opting out withdraws it: token revoked, the Secret kept and marked
+	// (injected pods reference it; a restart must not fail on it).
 	if _, err := env.Client.CoreV1().Namespaces().Patch(ctx, "shop", types.MergePatchType,
 		[]byte(`{"metadata":{"labels":{"tollgate.dev/inject":null}}}`), metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-		_, err := secrets.Get(ctx, flags["token-secret"], metav1.GetOptions{})
-		return apierrors.IsNotFound(err), nil
+		sec, err := secrets.Get(ctx, flags["token-secret"], metav1.GetOptions{})
+		return err == nil && sec.Annotations["tollgate.dev/withdrawn"] == "namespace opted out", nil
 	}); err != nil {
-		t.Fatalf("token Secret still there after opting out: %v", err)
+		t.Fatalf("token Secret not marked withdrawn after opting out: %v", err)
 	}
 	// The gateway re-reads the revocation list within a second.
 	if err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
