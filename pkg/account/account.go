@@ -271,12 +271,23 @@ func (p *Policy) Admit(ctx context.Context, a gateway.Admission) (gateway.Grant,
 	}
 	tpm := p.tpm(acct.v, m)
 	cost := max(a.Input, 1)
+	// A request that asks for prompt caching, to a provider whose budgets
+	// leave cache reads out, may count far less than its input: a 20k-token
+	// prompt of which 19k is cached fits a 12k budget. It is reserved at
+	// most the whole budget rather than refused as too large for good; its
+	// usage settles the difference.
+	capped := func(budget int64) int64 {
+		if a.CacheMarked && limit.CacheReadsExcluded(a.Provider) {
+			return min(cost, budget)
+		}
+		return cost
+	}
 	checks := make([]limit.Check, 0, 3)
 	if tpm > 0 {
-		checks = append(checks, limit.Check{Key: accountTPMKey + "{" + a.Claims.Account + "}:" + m.Name, Limit: tpm, Cost: cost})
+		checks = append(checks, limit.Check{Key: accountTPMKey + "{" + a.Claims.Account + "}:" + m.Name, Limit: tpm, Cost: capped(tpm)})
 	}
 	if proj.v.TPM > 0 {
-		checks = append(checks, limit.Check{Key: projectTPMKey + "{" + a.Claims.Account + "}:" + proj.v.ID, Limit: proj.v.TPM, Cost: cost})
+		checks = append(checks, limit.Check{Key: projectTPMKey + "{" + a.Claims.Account + "}:" + proj.v.ID, Limit: proj.v.TPM, Cost: capped(proj.v.TPM)})
 	}
 	if proj.v.RPM > 0 {
 		checks = append(checks, limit.Check{Key: projectRPMKey + "{" + a.Claims.Account + "}:" + proj.v.ID, Limit: proj.v.RPM, Cost: 1, Requests: true})

@@ -192,6 +192,51 @@ func TestAdmitTPM(t *testing.T) {
 	}
 }
 
+// A request bigger than the whole budget is refused for good, unless it
+// asks for prompt caching from a provider whose budgets leave cache reads
+// out (Anthropic): most of it may be read from the cache, so it is admitted
+// on a whole budget, reserving that budget, and its usage settles the rest.
+func TestCacheMarkedRequestOverTheBudget(t *testing.T) {
+	for _, tc := range []struct {
+		name, provider, model string
+		cacheMarked, admitted bool
+	}{
+		{"anthropic, cache marked", "anthropic", "claude-3-5-haiku-20241022", true, true},
+		{"anthropic, no cache mark", "anthropic", "claude-3-5-haiku-20241022", false, false},
+		{"openai counts cache reads", "openai", "gpt-4o-mini", true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t)
+			c := f.add(t, "free", catalog.PlanFree, 100*meter.MicroCredits, true)
+			m, _ := f.cat.Lookup(catalog.Provider(tc.provider), tc.model)
+			budget, _ := m.Limit(catalog.PlanFree)
+			g, fail := f.pol.Admit(context.Background(), gateway.Admission{Claims: c, Provider: tc.provider, Model: tc.model,
+				Input: budget + 5000, CacheMarked: tc.cacheMarked})
+			if !tc.admitted {
+				if fail == nil || !fail.NoRetry || !strings.Contains(fail.Message, "too large") {
+					t.Fatalf("got %v, want a 429 too large, without retry", fail)
+				}
+				return
+			}
+			if fail != nil {
+				t.Fatalf("refused: %v", fail)
+			}
+			if l := g.Limits(); l.Remaining != 0 {
+				t.Errorf("remaining %d, want the whole budget reserved", l.Remaining)
+			}
+			// Most of it was read from the cache: only the rest counts.
+			g.Settle(context.Background(), &usage.Record{Tokens: usage.Tokens{Input: 300, CachedInput: budget + 4700, Output: 100}})
+			g, fail = f.pol.Admit(context.Background(), gateway.Admission{Claims: c, Provider: tc.provider, Model: tc.model, Input: 100})
+			if fail != nil {
+				t.Fatalf("after settling 400 counted tokens: %v", fail)
+			}
+			if got, want := g.Limits().Remaining, budget-400-100; got != want {
+				t.Errorf("remaining %d, want %d", got, want)
+			}
+		})
+	}
+}
+
 // A response from another model than the one asked for (a server-side
 // fallback) is priced as the model that answered, when the catalog knows it;
 // an unknown name, or one of the same family (a dated name, an overlay

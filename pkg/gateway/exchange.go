@@ -220,7 +220,7 @@ func (x *Exchange) RequestBody(body []byte) Outcome {
 	}
 	x.inputEst = x.estimate(body, in)
 	if pol := x.g.cfg.Policy; pol != nil && !x.route.Unbilled {
-		g, f := pol.Admit(x.ctx, Admission{Claims: x.claims, Provider: x.prov.Name(), Model: m.Name, Input: x.inputEst})
+		g, f := pol.Admit(x.ctx, Admission{Claims: x.claims, Provider: x.prov.Name(), Model: m.Name, Input: x.inputEst, CacheMarked: in.CacheMarked})
 		if f != nil {
 			return x.reject(f)
 		}

@@ -31,6 +31,9 @@ type Admission struct {
 	Model string
 	// Input is the estimated input tokens.
 	Input int64
+	// CacheMarked: the request asks for prompt caching, so the input the
+	// provider's budget counts may be far below Input (Inspection).
+	CacheMarked bool
 }
 
 // Grant is an admitted request's hold on its account's budgets.

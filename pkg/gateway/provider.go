@@ -39,6 +39,10 @@ type Route struct {
 type Inspection struct {
 	Model  string
 	Stream bool
+	// CacheMarked: the body asks for prompt caching (Anthropic's
+	// cache_control), so part of its input may be read from the cache,
+	// which some providers' rate limits do not count.
+	CacheMarked bool
 	// Body is the parsed request body, handed on to Rewrite so the body is
 	// scanned once.
 	Body *jsonedit.Object

@@ -10,8 +10,12 @@ import (
 // counts for OpenAI and Gemini but not for Anthropic, whose limits exclude
 // cache reads.
 func Counted(provider string, t usage.Tokens) int64 {
-	if provider == string(catalog.Anthropic) {
+	if CacheReadsExcluded(provider) {
 		return t.Input + t.CacheWrite + t.Output
 	}
 	return t.Total()
 }
+
+// CacheReadsExcluded reports whether provider's tokens-per-minute budgets
+// leave cached input out (see Counted).
+func CacheReadsExcluded(provider string) bool { return provider == string(catalog.Anthropic) }

@@ -101,6 +101,11 @@ func (*Provider) Inspect(r gateway.Route, body []byte) (gateway.Inspection, *gat
 	if f := checkOtherModels(in); f != nil {
 		return in, f
 	}
+	// A cache_control anywhere (a block's, or the top-level automatic one)
+	// may have part of the input read from the cache, which Anthropic's
+	// rate limits do not count. Escaped spellings are not looked for: they
+	// only make admission stricter.
+	in.CacheMarked = bytes.Contains(body, []byte(`"cache_control"`))
 	return in, checkCacheTTL(body)
 }
 
