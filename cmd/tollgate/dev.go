@@ -40,6 +40,10 @@ type devState struct {
 
 const devStateFile = "dev.json"
 
+// devShutdownGrace is how long requests in flight may take to finish when
+// `tollgate dev` stops.
+const devShutdownGrace = 5 * time.Second
+
 func defaultDataDir() string {
 	if d := os.Getenv("TOLLGATE_DATA_DIR"); d != "" {
 		return d
@@ -161,10 +165,12 @@ func runDev(ctx context.Context, o devOptions) error {
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 30 * time.Second}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
+	// On the way out, requests in flight get devShutdownGrace to finish;
+	// longer ones are cut and recorded as such before the ledger closes.
 	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
+		if n := st.stopHTTP(srv, devShutdownGrace); n > 0 {
+			fmt.Fprintf(os.Stderr, "tollgate dev: cut %d request(s) still in flight after %v; their usage so far is recorded\n", n, devShutdownGrace)
+		}
 	}()
 
 	token, err := st.keys.Mint(auth.Claims{Account: devAccount, Project: devProject, ExpiresAt: time.Now().Add(30 * 24 * time.Hour)})

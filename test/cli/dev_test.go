@@ -1,0 +1,49 @@
+package cli_test
+
+import (
+	"bufio"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tollgate-dev/tollgate/test/harness"
+)
+
+// TestDevInterruptRecordsStreamsInFlight: Ctrl-C on `tollgate dev` while a
+// stream is still going (a slow mock here, longer than the shutdown grace)
+// cuts the stream, and its usage is still in the ledger afterwards: nothing
+// is lost on the way out.
+func TestDevInterruptRecordsStreamsInFlight(t *testing.T) {
+	dev := harness.StartDev(t, "--mock", "--mock-chunk-delay", "1s")
+	req, err := http.NewRequest(http.MethodPost, dev.BaseURL+"/openai/v1/chat/completions", strings.NewReader(
+		`{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Tell me a long joke"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("authorization", "Bearer "+dev.Token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	// The first event has arrived: the stream is in flight.
+	if _, err := bufio.NewReader(resp.Body).ReadString('\n'); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	dev.Stop(t)
+	if d := time.Since(start); d > 12*time.Second {
+		t.Errorf("tollgate dev took %v to stop", d)
+	}
+	recs := dev.Usage(t)
+	if len(recs) != 1 {
+		t.Fatalf("after Ctrl-C with a stream in flight the ledger holds %d records, want 1 (the cut stream)\n%s", len(recs), dev.Stderr())
+	}
+	if r := recs[0]; r.Model != "gpt-4o-mini" || !r.Stream {
+		t.Errorf("record %+v", r)
+	}
+}
