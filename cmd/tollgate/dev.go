@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -67,8 +68,9 @@ func newDevCmd() *cobra.Command {
 		Long: `Starts the standalone gateway on loopback, mints a local gateway token and sets
 the provider variables (OPENAI_API_KEY/OPENAI_BASE_URL, ANTHROPIC_*, GEMINI_API_KEY/
 GOOGLE_GEMINI_BASE_URL, AI_GATEWAY_KEY/AI_GATEWAY_BASE_URL) unless already defined.
-With CMD it runs it, forwards signals and exits with its code; without, it prints the
-exports and serves until interrupted.
+With CMD it runs it, forwards signals and exits with its code (128+n when signal n
+killed it, 127 when CMD is not found, 126 when it cannot be run); without, it prints
+the exports and serves until interrupted.
 
 Real provider keys come from TOLLGATE_OPENAI_API_KEY, TOLLGATE_ANTHROPIC_API_KEY and
 TOLLGATE_GEMINI_API_KEY. A provider with no key and no --upstream uses the built-in
@@ -206,7 +208,13 @@ func runChild(args []string, env []string) error {
 	c.Env = env
 	c.Stdin, c.Stdout, c.Stderr = os.Stdin, os.Stdout, os.Stderr
 	if err := c.Start(); err != nil {
-		return fmt.Errorf("start %s: %w", args[0], err)
+		// A shell's codes: 127 when CMD is not found, 126 when it cannot
+		// be run, so that a script can tell these from CMD's own failure.
+		code := 126
+		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, fs.ErrNotExist) {
+			code = 127
+		}
+		return exitError{code: code, err: fmt.Errorf("start %s: %w", args[0], err)}
 	}
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2)

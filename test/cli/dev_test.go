@@ -3,6 +3,8 @@ package cli_test
 import (
 	"bufio"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -45,5 +47,36 @@ func TestDevInterruptRecordsStreamsInFlight(t *testing.T) {
 	}
 	if r := recs[0]; r.Model != "gpt-4o-mini" || !r.Stream {
 		t.Errorf("record %+v", r)
+	}
+}
+
+// TestDevExitCodes: `tollgate dev -- CMD` exits with CMD's code, 128+n when
+// a signal killed CMD, and, as a shell does, 127 when CMD is not found and
+// 126 when it cannot be run, with a message naming it: a script can tell
+// "CMD failed" from "CMD never ran".
+func TestDevExitCodes(t *testing.T) {
+	dir := t.TempDir()
+	notExec := filepath.Join(dir, "script.sh")
+	if err := os.WriteFile(notExec, []byte("#!/bin/sh\nexit 0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name   string
+		cmd    []string
+		code   int
+		stderr string
+	}{
+		{"exit 3", []string{"sh", "-c", "exit 3"}, 3, ""},
+		{"killed by SIGTERM", []string{"sh", "-c", "kill -TERM $$"}, 128 + 15, ""},
+		{"not found", []string{"no-such-command-tollgate-test"}, 127, `"no-such-command-tollgate-test": executable file not found`},
+		{"not executable", []string{notExec}, 126, "permission denied"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			args := append([]string{"dev", "--mock", "--listen", "127.0.0.1:0", "--data-dir", filepath.Join(dir, "data"), "--"}, c.cmd...)
+			_, stderr, code := tollgate(t, args...)
+			if code != c.code || !strings.Contains(stderr, c.stderr) {
+				t.Errorf("tollgate dev -- %v: exit %d, stderr %q; want exit %d and %q", c.cmd, code, stderr, c.code, c.stderr)
+			}
+		})
 	}
 }
