@@ -289,6 +289,12 @@ func newEnvCmd() *cobra.Command {
 			if err := json.Unmarshal(b, &st); err != nil {
 				return fmt.Errorf("%s: %w", devStateFile, err)
 			}
+			// A gateway killed outright leaves its state behind, and its
+			// address may since serve another data dir's gateway, which
+			// would refuse this token: one must hold this data dir too.
+			if owned, err := ledger.SpoolOwned(spoolDir(dataDir)); err == nil && !owned {
+				return fmt.Errorf("the dev gateway recorded in %s (%s, pid %d) is no longer running; start one with `tollgate dev --data-dir %s`", dataDir, st.BaseURL, st.PID, dataDir)
+			}
 			if !alive(cmd.Context(), st.BaseURL) {
 				return fmt.Errorf("the dev gateway recorded in %s (%s) is not answering; start one with `tollgate dev --data-dir %s`", dataDir, st.BaseURL, dataDir)
 			}

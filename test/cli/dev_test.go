@@ -2,8 +2,10 @@ package cli_test
 
 import (
 	"bufio"
+	"encoding/json"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -78,5 +80,44 @@ func TestDevExitCodes(t *testing.T) {
 				t.Errorf("tollgate dev -- %v: exit %d, stderr %q; want exit %d and %q", c.cmd, code, stderr, c.code, c.stderr)
 			}
 		})
+	}
+}
+
+// TestEnvAfterDevCrashed: a dev gateway killed outright leaves its state
+// file behind. When another dev gateway (on another data dir) has since
+// taken the same address, as it does with the default --listen, `tollgate
+// env` for the dead one must not print the dead one's token, which the live
+// gateway refuses: it says that no gateway runs on that data dir.
+func TestEnvAfterDevCrashed(t *testing.T) {
+	dir := t.TempDir()
+	crashed := exec.Command(harness.Binary(t), "dev", "--mock", "--listen", "127.0.0.1:0", "--data-dir", dir)
+	crashed.Env = harness.CleanEnv()
+	if err := crashed.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var st struct {
+		BaseURL string `json:"base_url"`
+	}
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if b, err := os.ReadFile(filepath.Join(dir, "dev.json")); err == nil && json.Unmarshal(b, &st) == nil && st.BaseURL != "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("tollgate dev did not start")
+		}
+	}
+	_ = crashed.Process.Kill()
+	_ = crashed.Wait()
+	other := harness.StartDev(t, "--mock", "--listen", strings.TrimPrefix(st.BaseURL, "http://"))
+	if other.BaseURL != st.BaseURL {
+		t.Fatalf("the second gateway is on %s, not %s", other.BaseURL, st.BaseURL)
+	}
+	out, stderr, code := tollgate(t, "env", "--data-dir", dir)
+	if code == 0 || !strings.Contains(stderr, "tollgate dev") || strings.Contains(out, "KEY") {
+		t.Errorf("env for the crashed gateway: exit %d, printed variables %v, stderr %q; want a failure saying none runs there", code, strings.Contains(out, "KEY"), stderr)
+	}
+	// The live one still gets its variables.
+	if env := other.Env(t); env["OPENAI_BASE_URL"] != other.BaseURL+"/openai/v1" {
+		t.Errorf("env for the live gateway: %v", env)
 	}
 }
