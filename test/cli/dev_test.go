@@ -121,3 +121,27 @@ func TestEnvAfterDevCrashed(t *testing.T) {
 		t.Errorf("env for the live gateway: %v", env)
 	}
 }
+
+// TestEnvSaysWhatItKeeps: variables already defined are kept (the pair
+// rules), and `tollgate env` says so on stderr. Re-running
+// `eval "$(tollgate env)"` after the gateway moved to another port would
+// otherwise print nothing and leave the shell on the old port, silently.
+func TestEnvSaysWhatItKeeps(t *testing.T) {
+	dev := harness.StartDev(t, "--mock")
+	out, stderr, code := tollgateEnv(t, []string{"OPENAI_BASE_URL=http://127.0.0.1:1/openai/v1", "AI_GATEWAY_KEY=tg1.stale"}, "env", "--data-dir", dev.DataDir)
+	if code != 0 || strings.Contains(out, "OPENAI_") || strings.Contains(out, "AI_GATEWAY_") || !strings.Contains(out, "ANTHROPIC_BASE_URL") {
+		t.Fatalf("exit %d, stdout:\n%s", code, out)
+	}
+	for _, want := range []string{"OPENAI_BASE_URL", "AI_GATEWAY_KEY", "unset"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr %q does not mention %s", stderr, want)
+		}
+	}
+	if strings.Contains(stderr, "127.0.0.1:1") || strings.Contains(stderr, "tg1.stale") {
+		t.Errorf("stderr %q shows a variable's value", stderr)
+	}
+	// Nothing kept, nothing said.
+	if _, stderr, _ := tollgate(t, "env", "--data-dir", dev.DataDir); stderr != "" {
+		t.Errorf("stderr %q with nothing kept", stderr)
+	}
+}
