@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -40,6 +42,10 @@ type devState struct {
 
 const devStateFile = "dev.json"
 
+// devShutdownGrace is how long requests in flight may take to finish when
+// `tollgate dev` stops.
+const devShutdownGrace = 5 * time.Second
+
 func defaultDataDir() string {
 	if d := os.Getenv("TOLLGATE_DATA_DIR"); d != "" {
 		return d
@@ -63,8 +69,9 @@ func newDevCmd() *cobra.Command {
 		Long: `Starts the standalone gateway on loopback, mints a local gateway token and sets
 the provider variables (OPENAI_API_KEY/OPENAI_BASE_URL, ANTHROPIC_*, GEMINI_API_KEY/
 GOOGLE_GEMINI_BASE_URL, AI_GATEWAY_KEY/AI_GATEWAY_BASE_URL) unless already defined.
-With CMD it runs it, forwards signals and exits with its code; without, it prints the
-exports and serves until interrupted.
+With CMD it runs it, forwards signals and exits with its code (128+n when signal n
+killed it, 127 when CMD is not found, 126 when it cannot be run); without, it prints
+the exports and serves until interrupted.
 
 Real provider keys come from TOLLGATE_OPENAI_API_KEY, TOLLGATE_ANTHROPIC_API_KEY and
 TOLLGATE_GEMINI_API_KEY. A provider with no key and no --upstream uses the built-in
@@ -161,10 +168,12 @@ func runDev(ctx context.Context, o devOptions) error {
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 30 * time.Second}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
+	// On the way out, requests in flight get devShutdownGrace to finish;
+	// longer ones are cut and recorded as such before the ledger closes.
 	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
+		if n := st.stopHTTP(srv, devShutdownGrace); n > 0 {
+			fmt.Fprintf(os.Stderr, "tollgate dev: cut %d request(s) still in flight after %v; their usage so far is recorded\n", n, devShutdownGrace)
+		}
 	}()
 
 	token, err := st.keys.Mint(auth.Claims{Account: devAccount, Project: devProject, ExpiresAt: time.Now().Add(30 * 24 * time.Hour)})
@@ -178,7 +187,9 @@ func runDev(ctx context.Context, o devOptions) error {
 	}
 	defer removeIfOurs(statePath, state.PID)
 
-	vars := envvars.Plan(envvars.Config{BaseURL: state.BaseURL, Key: token}, envvars.FromEnviron(os.Environ()))
+	defined := envvars.FromEnviron(os.Environ())
+	vars := envvars.Plan(envvars.Config{BaseURL: state.BaseURL, Key: token}, defined)
+	noteKept(os.Stderr, "tollgate dev", vars, defined)
 	if len(o.args) == 0 {
 		fmt.Fprintf(os.Stderr, "tollgate dev: gateway on %s (mock providers: %s); data in %s\n",
 			state.BaseURL, orNone(mocked), o.dataDir)
@@ -200,7 +211,13 @@ func runChild(args []string, env []string) error {
 	c.Env = env
 	c.Stdin, c.Stdout, c.Stderr = os.Stdin, os.Stdout, os.Stderr
 	if err := c.Start(); err != nil {
-		return fmt.Errorf("start %s: %w", args[0], err)
+		// A shell's codes: 127 when CMD is not found, 126 when it cannot
+		// be run, so that a script can tell these from CMD's own failure.
+		code := 126
+		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, fs.ErrNotExist) {
+			code = 127
+		}
+		return exitError{code: code, err: fmt.Errorf("start %s: %w", args[0], err)}
 	}
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2)
@@ -224,6 +241,42 @@ func runChild(args []string, env []string) error {
 			default:
 				return err
 			}
+		}
+	}
+}
+
+// keptNames are, per provider, the variables whose definition keeps the
+// gateway from setting that provider's pair (pkg/envvars's rules).
+var keptNames = []struct {
+	provider, what string
+	names          []string
+}{
+	{envvars.ProviderGateway, "AI_GATEWAY_*", []string{envvars.DefaultGatewayKey, envvars.DefaultGatewayBaseURL}},
+	{envvars.ProviderOpenAI, "OpenAI", []string{envvars.OpenAIAPIKey, envvars.OpenAIBaseURL}},
+	{envvars.ProviderAnthropic, "Anthropic", []string{envvars.AnthropicAPIKey, envvars.AnthropicBaseURL}},
+	{envvars.ProviderGemini, "Gemini", []string{envvars.GeminiAPIKey, envvars.GoogleGeminiBaseURL, envvars.GoogleAPIKey, envvars.GoogleVertexBaseURL}},
+}
+
+// noteKept says on w which variables already defined kept a provider's
+// pair from being set (names only, never values): left by an earlier
+// `eval "$(tollgate env)"` they point at a gateway that may be gone.
+func noteKept(w io.Writer, who string, vars []envvars.Var, defined func(string) bool) {
+	set := map[string]bool{}
+	for _, v := range vars {
+		set[v.Provider] = true
+	}
+	for _, k := range keptNames {
+		if set[k.provider] {
+			continue
+		}
+		var names []string
+		for _, n := range k.names {
+			if defined(n) {
+				names = append(names, n)
+			}
+		}
+		if len(names) > 0 {
+			fmt.Fprintf(w, "%s: %s variables not set: %s already defined (unset to use this gateway)\n", who, k.what, strings.Join(names, ", "))
 		}
 	}
 }
@@ -275,10 +328,18 @@ func newEnvCmd() *cobra.Command {
 			if err := json.Unmarshal(b, &st); err != nil {
 				return fmt.Errorf("%s: %w", devStateFile, err)
 			}
+			// A gateway killed outright leaves its state behind, and its
+			// address may since serve another data dir's gateway, which
+			// would refuse this token: one must hold this data dir too.
+			if owned, err := ledger.SpoolOwned(spoolDir(dataDir)); err == nil && !owned {
+				return fmt.Errorf("the dev gateway recorded in %s (%s, pid %d) is no longer running; start one with `tollgate dev --data-dir %s`", dataDir, st.BaseURL, st.PID, dataDir)
+			}
 			if !alive(cmd.Context(), st.BaseURL) {
 				return fmt.Errorf("the dev gateway recorded in %s (%s) is not answering; start one with `tollgate dev --data-dir %s`", dataDir, st.BaseURL, dataDir)
 			}
-			vars := envvars.Plan(envvars.Config{BaseURL: st.BaseURL, Key: st.Token}, envvars.FromEnviron(os.Environ()))
+			defined := envvars.FromEnviron(os.Environ())
+			vars := envvars.Plan(envvars.Config{BaseURL: st.BaseURL, Key: st.Token}, defined)
+			noteKept(cmd.ErrOrStderr(), "tollgate env", vars, defined)
 			if asJSON {
 				m := make(map[string]string, len(vars))
 				for _, v := range vars {

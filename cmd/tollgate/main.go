@@ -22,6 +22,9 @@ func main() {
 	var ee exitError
 	switch {
 	case errors.As(err, &ee):
+		if ee.err != nil {
+			fmt.Fprintln(os.Stderr, "tollgate:", ee.err)
+		}
 		os.Exit(ee.code)
 	case err != nil:
 		fmt.Fprintln(os.Stderr, "tollgate:", err)
@@ -29,10 +32,19 @@ func main() {
 	}
 }
 
-// exitError carries a child process's exit code out of `tollgate dev -- CMD`.
-type exitError struct{ code int }
+// exitError carries a child process's exit code out of `tollgate dev -- CMD`,
+// and with err, why CMD could not be started (printed before exiting).
+type exitError struct {
+	code int
+	err  error
+}
 
-func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+func (e exitError) Error() string {
+	if e.err != nil {
+		return e.err.Error()
+	}
+	return fmt.Sprintf("exit status %d", e.code)
+}
 
 func newRoot() *cobra.Command {
 	root := &cobra.Command{

@@ -384,14 +384,11 @@ func runServe(ctx context.Context, l listeners, o stackOptions) error {
 	} else {
 		close(done)
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
-	defer cancel()
-	err = srv.Shutdown(sctx)
-	<-done
-	if serveErr != nil {
-		return serveErr
+	if n := st.stopHTTP(srv, shutdownGrace); n > 0 {
+		o.logger.Warn("cut requests still in flight after the shutdown grace; their usage so far is recorded", "requests", n, "grace", shutdownGrace)
 	}
-	return err
+	<-done
+	return serveErr
 }
 
 // serveMetrics serves Prometheus metrics at /metrics on their own

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/tollgate-dev/tollgate/pkg/account"
@@ -41,10 +42,13 @@ func keyEnv(provider string) string { return "TOLLGATE_" + strings.ToUpper(provi
 
 // stack is one running data plane: gateway, proxy and ledger.
 type stack struct {
-	gw      *gateway.Gateway
-	handler http.Handler
-	store   *ledger.DB
-	writer  *ledger.Writer
+	gw *gateway.Gateway
+	// handler is the proxy, counting its requests in flight (inflight)
+	// so that stopHTTP can wait until each has settled.
+	handler  http.Handler
+	inflight *atomic.Int64
+	store    *ledger.DB
+	writer   *ledger.Writer
 	// keys sign new tokens and verify presented ones; with
 	// signing_keys_dir they follow the directory (see watchKeys).
 	keys *auth.KeySet
@@ -221,9 +225,36 @@ func newStack(ctx context.Context, o stackOptions) (*stack, error) {
 		closeLimiter()
 		return nil, err
 	}
-	return &stack{gw: gw, handler: px, store: store, writer: writer, keys: keys,
+	inflight := new(atomic.Int64)
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		inflight.Add(1)
+		defer inflight.Add(-1) // also when the proxy aborts a cut body
+		px.ServeHTTP(w, r)
+	})
+	return &stack{gw: gw, handler: handler, inflight: inflight, store: store, writer: writer, keys: keys,
 		revoked: revoked, revocations: watch, catalog: cat,
 		limiter: lim, metrics: metrics, closeLimiter: closeLimiter}, nil
+}
+
+// stopHTTP stops srv, which serves s.handler: it takes no new requests,
+// gives those in flight grace to finish, then cuts the rest (closing their
+// connections cancels them, and each settles as cut, its usage so far
+// recorded) and waits until every one has settled, so that Close finds
+// their records. It reports how many requests it cut.
+func (s *stack) stopHTTP(srv *http.Server, grace time.Duration) (cut int64) {
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	if srv.Shutdown(ctx) == nil {
+		return 0
+	}
+	cut = s.inflight.Load()
+	_ = srv.Close()
+	// A cut request settles at once (its upstream call is canceled with
+	// it); the bound only keeps a wedged handler from holding the exit.
+	for deadline := time.Now().Add(10 * time.Second); s.inflight.Load() > 0 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	return cut
 }
 
 // loadKeys returns the signer and the keys tokens are verified with: every

@@ -77,6 +77,10 @@ func spooledRecords(dir string) (map[uint64]int, error) {
 	return segs, nil
 }
 
+// SpoolOwned reports whether a Writer, in this process or another, holds
+// the spool at dir: whether a gateway is running on its data dir.
+func SpoolOwned(dir string) (bool, error) { return spoolOwned(dir) }
+
 // spoolOwned reports whether a Writer holds dir's lock. It tries a shared
 // lock and lets go at once; a Writer starting in that instant retries
 // (lockSpool).

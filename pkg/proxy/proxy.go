@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -97,7 +98,14 @@ func NewTransport() *http.Transport {
 	}
 }
 
-// ParseUpstreams parses provider=URL pairs over the defaults.
+// apiVersion matches the version segment every provider path starts with
+// (v1, v1beta, v1alpha).
+var apiVersion = regexp.MustCompile(`^v[0-9]+(alpha|beta)?[0-9]*$`)
+
+// ParseUpstreams parses provider=URL pairs over the defaults: each an
+// http(s) API root, a path in it kept as a prefix. A trailing API version
+// segment (…/v1, …/v1beta) is dropped, since the client's path brings its
+// own.
 func ParseUpstreams(overrides map[string]string) (map[string]*url.URL, error) {
 	out := make(map[string]*url.URL, len(DefaultUpstreams))
 	for name, raw := range DefaultUpstreams {
@@ -108,7 +116,21 @@ func ParseUpstreams(overrides map[string]string) (map[string]*url.URL, error) {
 		if err != nil || u.Scheme == "" || u.Host == "" {
 			return nil, fmt.Errorf("upstream for %s: %q is not an absolute URL", name, raw)
 		}
+		if u.Scheme != "http" && u.Scheme != "https" {
+			return nil, fmt.Errorf("upstream for %s: %q: want an http:// or https:// URL", name, raw)
+		}
+		if u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.Contains(raw, "#") {
+			// The client's query replaces it; refuse rather than drop it.
+			return nil, fmt.Errorf("upstream for %s: %q: want the API root, with no query or fragment", name, raw)
+		}
 		u.Path = strings.TrimSuffix(u.Path, "/")
+		// A base URL in the SDKs' form ends in the API version
+		// (OPENAI_BASE_URL=http://localhost:11434/v1); the client's path
+		// starts with its own, so the root is what precedes it.
+		if i := strings.LastIndexByte(u.Path, '/'); i >= 0 && apiVersion.MatchString(u.Path[i+1:]) {
+			u.Path = u.Path[:i]
+		}
+		u.RawPath = ""
 		out[name] = u
 	}
 	for name := range overrides {

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tollgate-dev/tollgate/pkg/proxy"
 	"github.com/tollgate-dev/tollgate/pkg/usage"
 )
 
@@ -334,5 +335,42 @@ func TestEscapedPathForwardedOnce(t *testing.T) {
 	}
 	if rec := s.rec.wait(t, res.id); rec.Model != "my model" {
 		t.Errorf("record model %q, want the decoded name", rec.Model)
+	}
+}
+
+// TestParseUpstreams: an upstream is an http(s) API root. A base URL in
+// the SDKs' own form, ending in the API version (OPENAI_BASE_URL's
+// http://localhost:11434/v1), names the same root: the client's path
+// already starts with its version, so keeping it would call /v1/v1/….
+// What the proxy could not honour (another scheme, a query, a fragment)
+// is refused instead of dropped.
+func TestParseUpstreams(t *testing.T) {
+	for _, c := range []struct {
+		provider, url, want string // want "" : refused
+	}{
+		{"openai", "http://127.0.0.1:9000", "http://127.0.0.1:9000"},
+		{"openai", "http://127.0.0.1:9000/", "http://127.0.0.1:9000"},
+		{"openai", "http://127.0.0.1:9000/openai", "http://127.0.0.1:9000/openai"},
+		{"openai", "http://localhost:11434/v1", "http://localhost:11434"},
+		{"openai", "https://proxy.example/team/v1/", "https://proxy.example/team"},
+		{"anthropic", "https://api.anthropic.com/v1", "https://api.anthropic.com"},
+		{"gemini", "https://generativelanguage.googleapis.com/v1beta", "https://generativelanguage.googleapis.com"},
+		{"gemini", "http://127.0.0.1:9000/gemini", "http://127.0.0.1:9000/gemini"},
+		{"openai", "ftp://127.0.0.1/x", ""},
+		{"openai", "127.0.0.1:9000", ""},
+		{"openai", "http://127.0.0.1:9000/v1?api-version=1", ""},
+		{"openai", "http://127.0.0.1:9000/#x", ""},
+	} {
+		ups, err := proxy.ParseUpstreams(map[string]string{c.provider: c.url})
+		switch {
+		case c.want == "" && err == nil:
+			t.Errorf("%s=%s: accepted as %v, want an error", c.provider, c.url, ups[c.provider])
+		case c.want == "" && !strings.Contains(err.Error(), c.url):
+			t.Errorf("%s=%s: error %q does not name the URL", c.provider, c.url, err)
+		case c.want != "" && err != nil:
+			t.Errorf("%s=%s: %v", c.provider, c.url, err)
+		case c.want != "" && ups[c.provider].String() != c.want:
+			t.Errorf("%s=%s: root %s, want %s", c.provider, c.url, ups[c.provider], c.want)
+		}
 	}
 }

@@ -9,6 +9,9 @@ func TestDecode(t *testing.T) {
 	type file struct {
 		Listen string   `yaml:"listen"`
 		Keys   []string `yaml:"keys"`
+		Limits struct {
+			Max int `yaml:"max"`
+		} `yaml:"limits"`
 	}
 	for _, c := range []struct {
 		name, in string
@@ -19,7 +22,10 @@ func TestDecode(t *testing.T) {
 		{name: "empty file", in: "", want: file{}},
 		{name: "fields", in: "listen: :8080\nkeys: [a, b]\n", want: file{Listen: ":8080", Keys: []string{"a", "b"}}},
 		{name: "misspelt key named in the file's words", in: "listn: :8080\n", err: `line 1: unknown key "listn"`, notInErr: "strictyaml.file"},
-		{name: "wrong type", in: "keys: 3\n", err: "line 1: cannot unmarshal"},
+		{name: "wrong type names the key", in: "keys: 3\n", err: "line 1: keys: cannot unmarshal"},
+		{name: "wrong type names the nested key", in: "listen: a\nlimits:\n  max: lots\n", err: "line 3: limits.max: cannot unmarshal !!str `lots` into int"},
+		{name: "wrong type in a flow mapping", in: "limits: {max: [1]}\n", err: "line 1: limits.max: cannot unmarshal"},
+		{name: "wrong type in a list names the key", in: "keys:\n  - a\n  - [b]\n", err: "line 3: keys[1]: cannot unmarshal"},
 		{name: "two documents", in: "listen: a\n---\nlisten: b\n", err: "want one YAML document, found more"},
 		{name: "not YAML", in: "listen: [\n", err: "yaml:"},
 	} {
