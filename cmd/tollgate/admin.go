@@ -98,12 +98,17 @@ func newUsageCmd() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "usage [--account A] [--project P] [--model M] [--since 24h] [--by hour|day|model] [--json]",
-		Short: "Summarize usage from the ledger in a data dir: tokens by kind, requests, credits, rejections",
+		Short: "Usage from the ledger in a data dir: the records, or tokens by kind, requests, credits, rejections",
 		Long: `Sums the ledger's hourly roll-ups: tokens by kind, requests, credits and
 rejections by reason, in one total or by hour, day (UTC) or model. --since and
 --until take a duration before now (24h, 90m) or an RFC 3339 time; --since
-defaults to 24h. With --records it lists the usage records themselves instead.`,
-		Example: `  tollgate usage --account acme --since 24h --by hour
+defaults to 24h. With --records it lists the usage records themselves instead.
+
+--json alone (no --account, --project, --model, --since, --until or --by)
+prints the records, one JSON object per line, the form scripts read; with any
+of them it prints the summary as JSON.`,
+		Example: `  tollgate usage --json                      # every record, one JSON object per line
+  tollgate usage --account acme --since 24h --by hour
   tollgate usage --account acme --by model --json
   tollgate usage --records --account acme --limit 20`,
 		Args: cobra.NoArgs,
@@ -116,6 +121,13 @@ defaults to 24h. With --records it lists the usage records themselves instead.`,
 				return fmt.Errorf("no usage ledger in %s (run `tollgate dev` or `tollgate serve` with --data-dir %s first, or set $TOLLGATE_LEDGER_URL)", dataDir, dataDir)
 			}
 			awaitSpooled(cmd, dataDir)
+			summaryFlags := false
+			for _, name := range []string{"account", "project", "model", "since", "until", "by"} {
+				summaryFlags = summaryFlags || cmd.Flags().Changed(name)
+			}
+			if asJSON && !summaryFlags {
+				records = true // the records, one JSON object per line
+			}
 			if !records {
 				if provider != "" || limit != 0 {
 					return fmt.Errorf("--provider and --limit apply to --records only")
@@ -173,7 +185,7 @@ defaults to 24h. With --records it lists the usage records themselves instead.`,
 	f.StringVar(&since, "since", "", "from this long ago (24h) or this RFC 3339 time (summary default: 24h; records: all)")
 	f.StringVar(&until, "until", "", "up to this long ago or this RFC 3339 time (summary only)")
 	f.StringVar(&by, "by", "", "hour, day or model (summary only; default: one total)")
-	f.BoolVar(&asJSON, "json", false, "JSON: the admin API's GetUsage answer (with --records: one record per line)")
+	f.BoolVar(&asJSON, "json", false, "JSON: the records, one per line (alone or with --records); with summary flags, the admin API's GetUsage answer")
 	f.BoolVar(&records, "records", false, "list the usage records themselves")
 	f.StringVar(&provider, "provider", "", "only this provider (--records only)")
 	f.IntVar(&limit, "limit", 0, "at most this many records (--records only; 0: all)")

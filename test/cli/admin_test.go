@@ -355,11 +355,32 @@ func TestUsageRightAfterARequest(t *testing.T) {
 			t.Fatalf("request %d: %d %s", i, status, body)
 		}
 		var sum pb.GetUsageResponse
-		if err := protojson.Unmarshal([]byte(must(t, "usage", "--json", "--data-dir", dev.DataDir)), &sum); err != nil {
+		if err := protojson.Unmarshal([]byte(must(t, "usage", "--since", "1h", "--json", "--data-dir", dev.DataDir)), &sum); err != nil {
 			t.Fatal(err)
 		}
 		if got := sum.GetTotal().GetRequests(); got != int64(i) {
 			t.Fatalf("after request %d, tollgate usage counts %d requests", i, got)
+		}
+		// --json alone: the records, one JSON object per line, with the
+		// fields the issue names.
+		lines := strings.Split(strings.TrimSpace(must(t, "usage", "--json", "--data-dir", dev.DataDir)), "\n")
+		if len(lines) != i {
+			t.Fatalf("after request %d, tollgate usage --json prints %d lines:\n%s", i, len(lines), strings.Join(lines, "\n"))
+		}
+		for _, line := range lines {
+			var rec map[string]any
+			if err := json.Unmarshal([]byte(line), &rec); err != nil {
+				t.Fatalf("a line of tollgate usage --json is not a JSON object: %v\n%s", err, line)
+			}
+			for _, k := range []string{"request_id", "time", "account", "project", "provider", "model", "status", "input_tokens",
+				"cached_input_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens", "estimated", "latency_ms"} {
+				if _, ok := rec[k]; !ok {
+					t.Errorf("record %s lacks %q", line, k)
+				}
+			}
+			if rec["provider"] != "anthropic" || rec["model"] != "claude-haiku-4-5" || rec["status"] != "ok" || rec["input_tokens"] == float64(0) {
+				t.Errorf("record %s: want an ok anthropic claude-haiku-4-5 request with input", line)
+			}
 		}
 	}
 }
@@ -461,18 +482,27 @@ func TestUsageNamesRecordsNotYetStored(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	out, stderr, code := tollgate(t, "usage", "--json", "--data-dir", dir)
-	if code != 0 {
-		t.Fatalf("exit %d: %s", code, stderr)
-	}
-	var sum pb.GetUsageResponse
-	if err := protojson.Unmarshal([]byte(out), &sum); err != nil {
-		t.Fatalf("stdout is not the JSON answer alone: %v\n%s", err, out)
-	}
-	if sum.GetTotal().GetRequests() != 0 {
-		t.Errorf("counted %d requests the ledger does not have", sum.GetTotal().GetRequests())
-	}
-	if !strings.Contains(stderr, "3 usage records in "+filepath.Join(dir, "spool")+" are not in the ledger yet") {
-		t.Errorf("stderr does not name the 3 spooled records: %q", stderr)
+	for _, args := range [][]string{{"usage", "--by", "model", "--json"}, {"usage", "--json"}} {
+		out, stderr, code := tollgate(t, append(args, "--data-dir", dir)...)
+		if code != 0 {
+			t.Fatalf("%v: exit %d: %s", args, code, stderr)
+		}
+		if len(args) == 2 {
+			// The records: none in the ledger, so no line.
+			if out != "" {
+				t.Errorf("%v printed records the ledger does not have: %q", args, out)
+			}
+		} else {
+			var sum pb.GetUsageResponse
+			if err := protojson.Unmarshal([]byte(out), &sum); err != nil {
+				t.Fatalf("stdout is not the JSON answer alone: %v\n%s", err, out)
+			}
+			if sum.GetTotal().GetRequests() != 0 {
+				t.Errorf("counted %d requests the ledger does not have", sum.GetTotal().GetRequests())
+			}
+		}
+		if !strings.Contains(stderr, "3 usage records in "+filepath.Join(dir, "spool")+" are not in the ledger yet") {
+			t.Errorf("%v: stderr does not name the 3 spooled records: %q", args, stderr)
+		}
 	}
 }
