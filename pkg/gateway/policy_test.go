@@ -119,12 +119,7 @@ func TestPolicy(t *testing.T) {
 				Recorder: gateway.RecorderFunc(func(r usage.Record) { recorded = append(recorded, r) }),
 			})
 			x := g.NewExchange(context.Background(), "req-1")
-			h := gateway.Headers{{Name: "content-type", Value: "application/json"}, {Name: "anthropic-version", Value: "2023-06-01"}}
-			if tt.authHeader == "authorization" {
-				h = append(h, gateway.Header{Name: "authorization", Value: "Bearer " + env.token})
-			} else {
-				h = append(h, gateway.Header{Name: tt.authHeader, Value: env.token})
-			}
+			h := requestHeaders(tt.authHeader, env.token)
 			out := x.RequestHeaders("POST", tt.path, h)
 			if out.Action == gateway.NeedBody {
 				out = x.RequestBody(tt.body)
@@ -228,12 +223,7 @@ func TestRateLimitHeadersOnUpstreamUnavailable(t *testing.T) {
 			p := &scriptedPolicy{limits: limits}
 			g := gateway.New(gateway.Config{Providers: env.providers(), Upstreams: env.upstreams(), Catalog: env.catalog(t), Verifier: env.verifier, Policy: p})
 			x := g.NewExchange(context.Background(), "req-3")
-			h := gateway.Headers{{Name: "content-type", Value: "application/json"}, {Name: "anthropic-version", Value: "2023-06-01"}}
-			if tt.auth == "authorization" {
-				h = append(h, gateway.Header{Name: "authorization", Value: "Bearer " + env.token})
-			} else {
-				h = append(h, gateway.Header{Name: tt.auth, Value: env.token})
-			}
+			h := requestHeaders(tt.auth, env.token)
 			if out := x.RequestHeaders("POST", tt.path, h); out.Action != gateway.NeedBody {
 				t.Fatalf("action %v: %s", out.Action, out.Response.Body)
 			}
@@ -250,4 +240,14 @@ func TestRateLimitHeadersOnUpstreamUnavailable(t *testing.T) {
 			}
 		})
 	}
+}
+
+// requestHeaders are a client's JSON request headers with the token in
+// the named header (a Bearer token in authorization).
+func requestHeaders(authHeader, token string) gateway.Headers {
+	h := gateway.Headers{{Name: "content-type", Value: "application/json"}, {Name: "anthropic-version", Value: "2023-06-01"}}
+	if authHeader == "authorization" {
+		token = "Bearer " + token
+	}
+	return append(h, gateway.Header{Name: authHeader, Value: token})
 }

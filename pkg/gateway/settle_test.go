@@ -319,6 +319,18 @@ func TestSettleServedModel(t *testing.T) {
 	}})
 }
 
+// warnLoggingGateway is env's gateway logging warnings and errors, as
+// text, to logs.
+func warnLoggingGateway(t *testing.T, env benchEnv, logs *bytes.Buffer) *gateway.Gateway {
+	return gateway.New(gateway.Config{
+		Providers: env.providers(),
+		Upstreams: env.upstreams(),
+		Catalog:   env.catalog(t),
+		Verifier:  env.verifier,
+		Logger:    slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+}
+
 // TestSettleWarnsOn1hCacheWrites: the gateway refuses ttl 1h, so 1-hour
 // cache writes in a response mean upstream changed a default. The record
 // carries them for billing (at twice the input price, pkg/meter) and a
@@ -326,13 +338,7 @@ func TestSettleServedModel(t *testing.T) {
 func TestSettleWarnsOn1hCacheWrites(t *testing.T) {
 	env := newBenchEnv(t)
 	var logs bytes.Buffer
-	g := gateway.New(gateway.Config{
-		Providers: env.providers(),
-		Upstreams: env.upstreams(),
-		Catalog:   env.catalog(t),
-		Verifier:  env.verifier,
-		Logger:    slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn})),
-	})
+	g := warnLoggingGateway(t, env, &logs)
 	const prompt = "a secret prompt"
 	for _, tc := range []struct {
 		name     string
@@ -377,13 +383,7 @@ func TestSettleWarnsOn1hCacheWrites(t *testing.T) {
 func TestUpstreamRefusedKey(t *testing.T) {
 	env := newBenchEnv(t)
 	var logs bytes.Buffer
-	g := gateway.New(gateway.Config{
-		Providers: env.providers(),
-		Upstreams: env.upstreams(),
-		Catalog:   env.catalog(t),
-		Verifier:  env.verifier,
-		Logger:    slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn})),
-	})
+	g := warnLoggingGateway(t, env, &logs)
 	const prompt = "a secret prompt"
 	const upstreamBody = `{"error":{"message":"Incorrect API key provided: sk-proj-****abcd.","type":"invalid_request_error","code":"invalid_api_key"}}`
 	for _, tc := range []struct {

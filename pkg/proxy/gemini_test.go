@@ -102,15 +102,7 @@ func TestGeminiLargeStreamChunk(t *testing.T) {
 func TestGeminiArrayWholeBeforeUpstreamDies(t *testing.T) {
 	const array = `[{"candidates":[{"content":{"parts":[{"text":"Once"}],"role":"model"},"index":0}],"usageMetadata":{"promptTokenCount":7,"candidatesTokenCount":1}}` + "\r\n,\r\n" +
 		`{"candidates":[{"content":{"parts":[{"text":" upon"}],"role":"model"},"finishReason":"STOP","index":0}],"usageMetadata":{"promptTokenCount":7,"candidatesTokenCount":2}}` + "\r\n]"
-	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("content-type", "application/json; charset=UTF-8")
-		w.WriteHeader(http.StatusOK)
-		_, _ = io.WriteString(w, array)
-		w.(http.Flusher).Flush()
-		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
-			conn.Close()
-		}
-	}))
+	upstream := cutUpstream("application/json; charset=UTF-8", func(*http.Request) string { return array })
 	t.Cleanup(upstream.Close)
 	s := newStack(t, stackOptions{upstream: upstream.URL})
 	req := s.newRequest(context.Background(), request{path: "/gemini/v1beta/models/gemini-2.5-flash:streamGenerateContent",

@@ -88,17 +88,10 @@ func TestUpstreamDiesMidStream(t *testing.T) {
 			"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Once upon a time\"}}\n\n",
 		"gemini": "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"Once upon a time\"}],\"role\":\"model\"}}],\"usageMetadata\":{\"promptTokenCount\":7,\"candidatesTokenCount\":4,\"totalTokenCount\":11}}\r\n\r\n",
 	}
-	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	upstream := cutUpstream("text/event-stream", func(r *http.Request) string {
 		provider := strings.Split(strings.TrimPrefix(r.URL.Path, "/"), "/")[0]
-		w.Header().Set("content-type", "text/event-stream")
-		w.WriteHeader(http.StatusOK)
-		_, _ = w.Write([]byte(head[provider]))
-		w.(http.Flusher).Flush()
-		conn, _, err := http.NewResponseController(w).Hijack()
-		if err == nil {
-			conn.Close() // cut the chunked body short: the client sees an unexpected EOF
-		}
-	}))
+		return head[provider]
+	})
 	t.Cleanup(upstream.Close)
 	s := newStack(t, stackOptions{upstream: upstream.URL})
 	for _, c := range upstreamCases {
@@ -160,15 +153,7 @@ func TestUpstreamDiesMidEvent(t *testing.T) {
 		{"inside a data line", start + delta[:len(delta)-20], false},
 	}
 	heads := make(chan string, 1)
-	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("content-type", "text/event-stream")
-		w.WriteHeader(http.StatusOK)
-		_, _ = w.Write([]byte(<-heads))
-		w.(http.Flusher).Flush()
-		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
-			conn.Close()
-		}
-	}))
+	upstream := cutUpstream("text/event-stream", func(*http.Request) string { return <-heads })
 	t.Cleanup(upstream.Close)
 	s := newStack(t, stackOptions{upstream: upstream.URL})
 	c := upstreamCases[1]
@@ -225,16 +210,10 @@ func TestUpstreamDiesAfterFinalEvent(t *testing.T) {
 			"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
 	}
 	want := usage.Tokens{Input: 12, Output: 5}
-	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	upstream := cutUpstream("text/event-stream", func(r *http.Request) string {
 		provider := strings.Split(strings.TrimPrefix(r.URL.Path, "/"), "/")[0]
-		w.Header().Set("content-type", "text/event-stream")
-		w.WriteHeader(http.StatusOK)
-		_, _ = w.Write([]byte(full[provider]))
-		w.(http.Flusher).Flush()
-		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
-			conn.Close() // no terminating chunk: the read fails after the final event
-		}
-	}))
+		return full[provider]
+	})
 	t.Cleanup(upstream.Close)
 	s := newStack(t, stackOptions{upstream: upstream.URL})
 	for _, c := range upstreamCases {
@@ -281,15 +260,7 @@ func TestUpstreamDiesMidBodyWithoutErrorEvent(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				w.Header().Set("content-type", "application/json")
-				w.WriteHeader(http.StatusOK)
-				_, _ = w.Write([]byte(c.head))
-				w.(http.Flusher).Flush()
-				if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
-					conn.Close()
-				}
-			}))
+			upstream := cutUpstream("application/json", func(*http.Request) string { return c.head })
 			t.Cleanup(upstream.Close)
 			s := newStack(t, stackOptions{upstream: upstream.URL})
 			req := s.newRequest(context.Background(), request{path: c.path, body: []byte(c.body), header: s.authed(nil)})
@@ -373,4 +344,19 @@ func TestParseUpstreams(t *testing.T) {
 			t.Errorf("%s=%s: root %s, want %s", c.provider, c.url, ups[c.provider], c.want)
 		}
 	}
+}
+
+// cutUpstream is an upstream that answers every request with a 200 of the
+// given content type and body, then closes the connection without ending
+// the body, so the gateway's next read fails. The caller closes it.
+func cutUpstream(contentType string, body func(*http.Request) string) *httptest.Server {
+	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("content-type", contentType)
+		w.WriteHeader(http.StatusOK)
+		_, _ = io.WriteString(w, body(r))
+		w.(http.Flusher).Flush()
+		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			conn.Close() // no terminating chunk: the client sees an unexpected EOF
+		}
+	}))
 }
