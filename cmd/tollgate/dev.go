@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"github.com/tollgate-dev/tollgate/pkg/auth"
 	"github.com/tollgate-dev/tollgate/pkg/catalog"
@@ -71,7 +72,8 @@ the provider variables (OPENAI_API_KEY/OPENAI_BASE_URL, ANTHROPIC_*, GEMINI_API_
 GOOGLE_GEMINI_BASE_URL, AI_GATEWAY_KEY/AI_GATEWAY_BASE_URL) unless already defined.
 With CMD it runs it, forwards signals and exits with its code (128+n when signal n
 killed it, 127 when CMD is not found, 126 when it cannot be run); without, it prints
-the exports and serves until interrupted.
+the exports and serves until interrupted. Ctrl-C and Ctrl-\ in a terminal reach CMD
+from the terminal itself, once; they are not forwarded a second time.
 
 Real provider keys come from TOLLGATE_OPENAI_API_KEY, TOLLGATE_ANTHROPIC_API_KEY and
 TOLLGATE_GEMINI_API_KEY. A provider with no key and no --upstream uses the built-in
@@ -227,6 +229,9 @@ func runChild(args []string, env []string) error {
 	for {
 		select {
 		case s := <-sigs:
+			if fromTerminal(s) {
+				continue // CMD, in our process group, got it from the terminal too
+			}
 			_ = c.Process.Signal(s)
 		case err := <-done:
 			var ee *exec.ExitError
@@ -243,6 +248,23 @@ func runChild(args []string, env []string) error {
 			}
 		}
 	}
+}
+
+// fromTerminal reports whether s is a signal the terminal sends to its
+// whole foreground process group (Ctrl-C, Ctrl-\) while this process, and
+// so CMD, which shares its group, is in that group: forwarding it would
+// give CMD the signal twice, which dev servers read as "force quit".
+func fromTerminal(s os.Signal) bool {
+	if s != syscall.SIGINT && s != syscall.SIGQUIT {
+		return false
+	}
+	tty, err := os.Open("/dev/tty") // the controlling terminal, if any
+	if err != nil {
+		return false
+	}
+	defer tty.Close()
+	fg, err := unix.IoctlGetInt(int(tty.Fd()), unix.TIOCGPGRP)
+	return err == nil && fg == syscall.Getpgrp()
 }
 
 // keptNames are, per provider, the variables whose definition keeps the
