@@ -173,7 +173,17 @@ type geminiRequest struct {
 		FunctionDeclarations  []geminiFuncDecl `json:"functionDeclarations"`
 		FunctionDeclarations2 []geminiFuncDecl `json:"function_declarations"`
 	} `json:"tools"`
+	GenerationConfig struct {
+		ThinkingConfig *struct {
+			IncludeThoughts bool   `json:"includeThoughts"`
+			ThinkingBudget  *int64 `json:"thinkingBudget"`
+		} `json:"thinkingConfig"`
+	} `json:"generationConfig"`
 }
+
+// geminiThought is the thought summary of every answer to a request with
+// thinkingConfig.includeThoughts.
+const geminiThought = "**Answering briefly**\n\nThe user wants a short answer; I will keep it brief."
 
 // geminiUsage renders usageMetadata. candidates is the visible output so
 // far; prompt = uncached + cached; total = prompt + candidates + tool-use
@@ -268,6 +278,22 @@ func (c *call) geminiGenerate(model string, stream bool) {
 		c.geminiDirectiveError(a.d, model)
 		return
 	}
+	// thinkingConfig with a budget other than 0: the thoughts are billed as
+	// reasoning (thoughtsTokenCount) unless the usage directive says;
+	// includeThoughts sends them as a part marked thought.
+	var thoughtPart obj
+	if tc := req.GenerationConfig.ThinkingConfig; tc != nil && (tc.ThinkingBudget == nil || *tc.ThinkingBudget != 0) {
+		if a.d.reasoning == nil {
+			r := words(geminiThought)
+			if a.d.output == nil {
+				a.k.output += r
+			}
+			a.k.reasoning = min(r, a.k.output)
+		}
+		if tc.IncludeThoughts {
+			thoughtPart = obj{{"text", geminiThought}, {"thought", true}}
+		}
+	}
 	c.rec.Usage = a.k.tokens()
 	respID := c.id("responseId", 23)
 	finalCandidates := a.k.output - a.k.reasoning
@@ -301,7 +327,11 @@ func (c *call) geminiGenerate(model string, stream bool) {
 		if !a.isTool {
 			part = obj{{"text", a.reply}}
 		}
-		c.send(200, geminiJSON, marshalIndent(chunk([]any{part}, true, usage), true), c.geminiHeaders())
+		parts := []any{part}
+		if thoughtPart != nil {
+			parts = []any{thoughtPart, part}
+		}
+		c.send(200, geminiJSON, marshalIndent(chunk(parts, true, usage), true), c.geminiHeaders())
 		return
 	}
 
@@ -319,6 +349,9 @@ func (c *call) geminiGenerate(model string, stream bool) {
 	cut := len(pieces)
 	if a.d.midstream && !a.isTool {
 		cut = a.midstreamCut()
+	}
+	if thoughtPart != nil {
+		elems = append(elems, chunk([]any{thoughtPart}, false, usageAt(0)))
 	}
 	switch {
 	case a.isTool:

@@ -133,6 +133,7 @@ type chatRequest struct {
 	Stream        bool            `json:"stream"`
 	StreamOptions json.RawMessage `json:"stream_options"`
 	ServiceTier   string          `json:"service_tier"`
+	N             *int            `json:"n"`
 	Store         bool            `json:"store"`
 	Metadata      json.RawMessage `json:"metadata"`
 	Tools         []struct {
@@ -271,33 +272,48 @@ func (c *call) openaiChat() {
 		}
 	}
 	last := req.Messages[len(req.Messages)-1].Role
-	text, n := textOf(c.body)
-	a := c.plan(text, n, openaiOverhead, tools, last == "tool" || last == "function")
+	text, size := textOf(c.body)
+	a := c.plan(text, size, openaiOverhead, tools, last == "tool" || last == "function")
 	if a.d.errStatus != 0 {
 		c.openaiDirectiveError(a.d, req.Model)
 		return
 	}
+	// n choices all carry the same answer; each is billed.
+	n := 1
+	if req.N != nil && *req.N > 1 {
+		n = min(*req.N, 8)
+		if a.d.output == nil {
+			a.k.output = (a.k.output-a.k.reasoning)*int64(n) + a.k.reasoning
+		}
+	}
 	id := "chatcmpl-" + c.id("chatcmpl", 29)
 	fp := "fp_" + hexID(c.seedBytes(), "fp", 10)
-	callID := "call_" + c.id("call", 24)
+	callIDOf := func(i int) string {
+		if i == 0 {
+			return "call_" + c.id("call", 24)
+		}
+		return "call_" + c.id("call"+itoa(i), 24)
+	}
 	usageRaw := marshal(chatUsageOf(a.k))
 	c.rec.Usage = a.k.tokens()
 
 	if !req.Stream {
-		msg := chatMessage{Role: "assistant", Content: null, Refusal: null, Annotations: []any{}}
-		finish := "stop"
-		if a.isTool {
-			tc := chatToolCall{ID: callID, Type: "function"}
-			tc.Function.Name, tc.Function.Arguments = a.tool.name, a.args
-			msg.ToolCalls = []chatToolCall{tc}
-			finish = "tool_calls"
-		} else {
-			msg.Content = jsonString(a.reply)
-		}
 		resp := chatCompletion{
 			ID: id, Object: "chat.completion", Created: c.s.opts.created(), Model: req.Model,
-			Choices:     []chatChoice{{Index: 0, Message: msg, Logprobs: null, FinishReason: finish}},
 			ServiceTier: serviceTierOut(req.ServiceTier), SystemFingerprint: fp,
+		}
+		for i := 0; i < n; i++ {
+			msg := chatMessage{Role: "assistant", Content: null, Refusal: null, Annotations: []any{}}
+			finish := "stop"
+			if a.isTool {
+				tc := chatToolCall{ID: callIDOf(i), Type: "function"}
+				tc.Function.Name, tc.Function.Arguments = a.tool.name, a.args
+				msg.ToolCalls = []chatToolCall{tc}
+				finish = "tool_calls"
+			} else {
+				msg.Content = jsonString(a.reply)
+			}
+			resp.Choices = append(resp.Choices, chatChoice{Index: i, Message: msg, Logprobs: null, FinishReason: finish})
 		}
 		if a.d.noUsage {
 			c.rec.NoUsageOnWire = true
@@ -321,6 +337,7 @@ func (c *call) openaiChat() {
 	if includeUsage {
 		usageField = null
 	}
+	choice := 0
 	chunk := func(delta chatDelta, finish string) []byte {
 		fr := null
 		if finish != "" {
@@ -329,35 +346,45 @@ func (c *call) openaiChat() {
 		ch := chatChunk{
 			ID: id, Object: "chat.completion.chunk", Created: c.s.opts.created(), Model: req.Model,
 			ServiceTier: serviceTierOut(req.ServiceTier), SystemFingerprint: fp,
-			Choices: []chunkChoice{{Index: 0, Delta: delta, Logprobs: null, FinishReason: fr}},
+			Choices: []chunkChoice{{Index: choice, Delta: delta, Logprobs: null, FinishReason: fr}},
 			Usage:   usageField,
 		}
 		return sseData(marshal(ch))
 	}
 	var out [][]byte
 	finish := "stop"
-	if a.isTool {
-		out = append(out, chunk(chatDelta{Role: "assistant", Content: null}, ""))
-		zero := 0
-		head := chatToolCall{Index: &zero, ID: callID, Type: "function"}
-		head.Function.Name = a.tool.name
-		out = append(out, chunk(chatDelta{ToolCalls: []chatToolCall{head}}, ""))
-		for _, piece := range splitBytes(a.args, 5) {
-			tc := chatToolCall{Index: &zero}
-			tc.Function.Arguments = piece
-			out = append(out, chunk(chatDelta{ToolCalls: []chatToolCall{tc}}, ""))
+	if a.d.midstream {
+		n = 1
+	}
+	// the choices one after the other; a mid-stream error cuts the first
+	for ; choice < n; choice++ {
+		if a.isTool {
+			out = append(out, chunk(chatDelta{Role: "assistant", Content: null}, ""))
+			zero := 0
+			head := chatToolCall{Index: &zero, ID: callIDOf(choice), Type: "function"}
+			head.Function.Name = a.tool.name
+			out = append(out, chunk(chatDelta{ToolCalls: []chatToolCall{head}}, ""))
+			for _, piece := range splitBytes(a.args, 5) {
+				tc := chatToolCall{Index: &zero}
+				tc.Function.Arguments = piece
+				out = append(out, chunk(chatDelta{ToolCalls: []chatToolCall{tc}}, ""))
+			}
+			finish = "tool_calls"
+		} else {
+			out = append(out, chunk(chatDelta{Role: "assistant", Content: jsonString(""), Refusal: null}, ""))
+			pieces := a.pieces
+			if a.d.midstream {
+				pieces = pieces[:a.midstreamCut()]
+			}
+			for _, p := range pieces {
+				out = append(out, chunk(chatDelta{Content: jsonString(p)}, ""))
+			}
 		}
-		finish = "tool_calls"
-	} else {
-		out = append(out, chunk(chatDelta{Role: "assistant", Content: jsonString(""), Refusal: null}, ""))
-		pieces := a.pieces
-		if a.d.midstream {
-			pieces = pieces[:a.midstreamCut()]
-		}
-		for _, p := range pieces {
-			out = append(out, chunk(chatDelta{Content: jsonString(p)}, ""))
+		if choice < n-1 {
+			out = append(out, chunk(chatDelta{}, finish))
 		}
 	}
+	choice = n - 1
 	if a.d.midstream {
 		c.rec.MidstreamError = true
 		c.rec.NoUsageOnWire = true
