@@ -127,6 +127,10 @@ var scenarios = map[string]expectation{
 	"openai/unknown_model":    {model: "gpt-9", operation: "chat.completions", rejected: true},
 	"openai/responses":        {model: "gpt-4o-mini", operation: "responses", endpoint: "responses"},
 	"openai/responses_stream": {model: "gpt-4o-mini", operation: "responses", endpoint: "responses", stream: true},
+	"openai/parse":            {model: "gpt-4o-mini", operation: "chat.completions", endpoint: "chat.completions"},
+	"openai/stream_parse":     {model: "gpt-4o-mini", operation: "chat.completions", endpoint: "chat.completions", stream: true},
+	"openai/responses_parse":  {model: "gpt-4o-mini", operation: "responses", endpoint: "responses"},
+	"gemini/json":             {model: "gemini-2.5-flash", operation: "generateContent", endpoint: "generateContent"},
 	"anthropic/plain":         {model: "claude-haiku-4-5", operation: "messages", endpoint: "messages"},
 	"anthropic/stream":        {model: "claude-haiku-4-5", operation: "messages", endpoint: "messages", stream: true},
 	"anthropic/tool":          {model: "claude-haiku-4-5", operation: "messages", endpoint: "messages"},
@@ -209,6 +213,16 @@ func checkOutcomes(t *testing.T, lines []scenarioLine) {
 			case "stream", "stream_usage", "responses_stream":
 				if l.Chunks == 0 || l.Text == "" {
 					t.Errorf("stream: %d chunks, text %q", l.Chunks, l.Text)
+				}
+			case "parse", "stream_parse", "responses_parse", "json":
+				// the SDK's parsed structured output, as JSON again
+				var ev struct {
+					Title     *string `json:"title"`
+					Attendees int     `json:"attendees"`
+					Kind      string  `json:"kind"`
+				}
+				if err := json.Unmarshal([]byte(l.Text), &ev); err != nil || ev.Title == nil || ev.Attendees < 2 || ev.Kind != "meeting" {
+					t.Errorf("parsed structured output %q does not fit the schema (%v)", l.Text, err)
 				}
 			case "tool":
 				if l.ToolName != "get_weather" {
