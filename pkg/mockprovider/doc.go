@@ -58,6 +58,12 @@
 // sends the choices one after the other, each ending with its
 // finish_reason.
 //
+// OpenAI chat logprobs=true: each text choice carries logprobs.content,
+// one token per word piece of the reply (the stream's content chunks each
+// carry their own piece's), logprob -0.01 to -0.05, the token's UTF-8
+// bytes, and top_logprobs entries led by the token itself; tool calls
+// carry none.
+//
 // Extended thinking: an Anthropic request with thinking type enabled or
 // adaptive gets a thinking block first (a fixed sentence and a
 // deterministic base64 signature; streamed as thinking_delta pieces and one

@@ -134,6 +134,8 @@ type chatRequest struct {
 	StreamOptions json.RawMessage `json:"stream_options"`
 	ServiceTier   string          `json:"service_tier"`
 	N             *int            `json:"n"`
+	Logprobs      bool            `json:"logprobs"`
+	TopLogprobs   int             `json:"top_logprobs"`
 	Store         bool            `json:"store"`
 	Metadata      json.RawMessage `json:"metadata"`
 	Tools         []struct {
@@ -313,7 +315,11 @@ func (c *call) openaiChat() {
 			} else {
 				msg.Content = jsonString(a.reply)
 			}
-			resp.Choices = append(resp.Choices, chatChoice{Index: i, Message: msg, Logprobs: null, FinishReason: finish})
+			lp := null
+			if req.Logprobs && !a.isTool {
+				lp = chatLogprobs(splitText(a.reply, 0), req.TopLogprobs, 0)
+			}
+			resp.Choices = append(resp.Choices, chatChoice{Index: i, Message: msg, Logprobs: lp, FinishReason: finish})
 		}
 		if a.d.noUsage {
 			c.rec.NoUsageOnWire = true
@@ -338,7 +344,12 @@ func (c *call) openaiChat() {
 		usageField = null
 	}
 	choice := 0
+	var chunkLogprobs json.RawMessage // of the next content chunk
 	chunk := func(delta chatDelta, finish string) []byte {
+		lp := null
+		if chunkLogprobs != nil {
+			lp, chunkLogprobs = chunkLogprobs, nil
+		}
 		fr := null
 		if finish != "" {
 			fr = jsonString(finish)
@@ -346,7 +357,7 @@ func (c *call) openaiChat() {
 		ch := chatChunk{
 			ID: id, Object: "chat.completion.chunk", Created: c.s.opts.created(), Model: req.Model,
 			ServiceTier: serviceTierOut(req.ServiceTier), SystemFingerprint: fp,
-			Choices: []chunkChoice{{Index: choice, Delta: delta, Logprobs: null, FinishReason: fr}},
+			Choices: []chunkChoice{{Index: choice, Delta: delta, Logprobs: lp, FinishReason: fr}},
 			Usage:   usageField,
 		}
 		return sseData(marshal(ch))
@@ -376,7 +387,10 @@ func (c *call) openaiChat() {
 			if a.d.midstream {
 				pieces = pieces[:a.midstreamCut()]
 			}
-			for _, p := range pieces {
+			for i, p := range pieces {
+				if req.Logprobs {
+					chunkLogprobs = chatLogprobs([]string{p}, req.TopLogprobs, i)
+				}
 				out = append(out, chunk(chatDelta{Content: jsonString(p)}, ""))
 			}
 		}
@@ -412,6 +426,33 @@ func (c *call) openaiChat() {
 	}
 	out = append(out, []byte("data: [DONE]\n\n"))
 	c.stream("text/event-stream; charset=utf-8", c.openaiHeaders(), out)
+}
+
+// chatLogprobs is a choice's logprobs for text tokens (the mock's tokens
+// are the pieces it sends), numbered from first: each token has a small
+// negative logprob, its UTF-8 bytes and top alternatives led by itself.
+func chatLogprobs(tokens []string, top, first int) json.RawMessage {
+	entry := func(tok string, lp float64) obj {
+		b := make([]int, len(tok))
+		for i := range len(tok) {
+			b[i] = int(tok[i])
+		}
+		return obj{{"token", tok}, {"logprob", lp}, {"bytes", b}}
+	}
+	content := []any{}
+	for i, tok := range tokens {
+		lp := -float64((first+i)%5+1) / 100
+		alts := []any{}
+		for j := 0; j < min(top, 20); j++ {
+			if j == 0 {
+				alts = append(alts, entry(tok, lp))
+			} else {
+				alts = append(alts, entry(" option"+itoa(j), lp-float64(2*j)))
+			}
+		}
+		content = append(content, append(entry(tok, lp), kv{"top_logprobs", alts}))
+	}
+	return marshal(obj{{"content", content}, {"refusal", nil}})
 }
 
 func sseData(b []byte) []byte {

@@ -653,6 +653,59 @@ func (s *suite) openAI(t *testing.T) {
 	t.Run("chat n", chatN(false))
 	t.Run("chat n stream", chatN(true))
 
+	// logprobs: apps read per-token log probabilities (confidence scores).
+	chatLogprobs := func(stream bool) func(t *testing.T) {
+		return func(t *testing.T) {
+			c := s.begin(t, call{provider: "openai", model: "gpt-4o-mini", op: "chat.completions", stream: stream})
+			var raw *http.Response
+			p := openai.ChatCompletionNewParams{
+				Model:       "gpt-4o-mini",
+				Messages:    []openai.ChatCompletionMessageParamUnion{openai.UserMessage(prompt("a joke"))},
+				Logprobs:    openai.Bool(true),
+				TopLogprobs: openai.Int(2),
+			}
+			var choice openai.ChatCompletionChoice
+			var u openai.CompletionUsage
+			if stream {
+				p.StreamOptions = openai.ChatCompletionStreamOptionsParam{IncludeUsage: openai.Bool(true)}
+				st := client.Chat.Completions.NewStreaming(callCtx(t), p, ooption.WithResponseInto(&raw))
+				acc := openai.ChatCompletionAccumulator{}
+				for st.Next() {
+					acc.AddChunk(st.Current())
+				}
+				if err := st.Err(); err != nil {
+					t.Fatal(err)
+				}
+				choice, u = acc.Choices[0], acc.Usage
+			} else {
+				r, err := client.Chat.Completions.New(callCtx(t), p, ooption.WithResponseInto(&raw))
+				if err != nil {
+					t.Fatal(err)
+				}
+				choice, u = r.Choices[0], r.Usage
+			}
+			c.reqID = mustID(t, raw.Header)
+			s.end(t, c)
+			lp := choice.Logprobs.Content
+			if len(lp) == 0 {
+				t.Fatalf("no logprobs for %q", choice.Message.Content)
+			}
+			joined := ""
+			for i, tok := range lp {
+				joined += tok.Token
+				if tok.Logprob > 0 || len(tok.TopLogprobs) != 2 || tok.TopLogprobs[0].Token != tok.Token || len(tok.Bytes) != len(tok.Token) {
+					t.Errorf("token %d: %+v", i, tok)
+				}
+			}
+			if joined != choice.Message.Content {
+				t.Errorf("logprob tokens spell %q, content %q", joined, choice.Message.Content)
+			}
+			wantTokens(t, "SDK usage", sdkusage.OpenAIChat(u), c.served.Usage)
+		}
+	}
+	t.Run("chat logprobs", chatLogprobs(false))
+	t.Run("chat logprobs stream", chatLogprobs(true))
+
 	t.Run("responses tool stream", func(t *testing.T) {
 		c := s.begin(t, call{provider: "openai", model: "gpt-4o-mini", op: "responses", stream: true})
 		var raw *http.Response
