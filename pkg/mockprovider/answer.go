@@ -11,6 +11,12 @@ type tool struct {
 	schema json.RawMessage
 }
 
+// toolCall is one call of a declared tool.
+type toolCall struct {
+	tool tool
+	args string
+}
+
 // answer is what the mock replies to a generation request, decided before
 // anything is written.
 type answer struct {
@@ -19,8 +25,9 @@ type answer struct {
 	pieces []string // reply split into stream chunks
 	isTool bool
 	tool   tool
-	args   string // tool call arguments, compact JSON
-	k      counts // full usage of the answer
+	args   string     // tool call arguments, compact JSON
+	calls  []toolCall // every call: the first is tool/args
+	k      counts     // full usage of the answer
 }
 
 // plan decides the answer. promptText is every string in the request,
@@ -33,12 +40,20 @@ func (c *call) plan(promptText string, promptBytes int, overhead int64, tools []
 	a := &answer{d: d}
 	if d.tool && !lastIsToolResult && len(tools) > 0 {
 		a.isTool = true
-		a.tool = tools[0]
-		a.args = argsFromSchema(tools[0].schema)
+		n := 1
+		if d.parallel {
+			n = len(tools)
+		}
+		for _, t := range tools[:n] {
+			a.calls = append(a.calls, toolCall{t, argsFromSchema(t.schema)})
+		}
+		a.tool, a.args = a.calls[0].tool, a.calls[0].args
 	}
 	var out int64
 	if a.isTool {
-		out = toolCallOutput(a.tool.name, a.args)
+		for _, tc := range a.calls {
+			out += toolCallOutput(tc.tool.name, tc.args)
+		}
 	} else {
 		jsonOut, schema := c.outputFormat()
 		switch {

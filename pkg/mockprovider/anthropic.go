@@ -205,7 +205,12 @@ func (c *call) anthropicMessages() {
 		return
 	}
 	msgID := "msg_01" + c.id("msg", 22)
-	toolID := "toolu_01" + c.id("toolu", 22)
+	toolID := func(j int) string {
+		if j == 0 {
+			return "toolu_01" + c.id("toolu", 22)
+		}
+		return "toolu_01" + c.id("toolu"+itoa(j), 22)
+	}
 	newAPI := c.r.Header.Get("Anthropic-Version") >= "2026-10-21"
 	// Extended thinking: a thinking block comes first; its words are
 	// reasoning, billed within the output unless the usage directive says.
@@ -244,7 +249,9 @@ func (c *call) anthropicMessages() {
 			content = append(content, obj{{"type", "thinking"}, {"thinking", anthropicThinking}, {"signature", signature}})
 		}
 		if a.isTool {
-			content = append(content, obj{{"type", "tool_use"}, {"id", toolID}, {"name", a.tool.name}, {"input", json.RawMessage(a.args)}})
+			for j, call := range a.calls {
+				content = append(content, obj{{"type", "tool_use"}, {"id", toolID(j)}, {"name", call.tool.name}, {"input", json.RawMessage(call.args)}})
+			}
 		} else {
 			content = append(content, obj{{"type", "text"}, {"text", a.reply}})
 		}
@@ -300,16 +307,22 @@ func (c *call) anthropicMessages() {
 		idx = 1
 	}
 	if a.isTool {
-		ev("content_block_start", obj{{"type", "content_block_start"}, {"index", idx},
-			{"content_block", obj{{"type", "tool_use"}, {"id", toolID}, {"name", a.tool.name}, {"input", obj{}}}}})
-		ping()
-		if a.d.midstream {
-			midstream(0)
-			return
-		}
-		for _, piece := range append([]string{""}, splitBytes(a.args, 6)...) {
-			ev("content_block_delta", obj{{"type", "content_block_delta"}, {"index", idx},
-				{"delta", obj{{"type", "input_json_delta"}, {"partial_json", piece}}}})
+		for j, call := range a.calls {
+			if j > 0 {
+				ev("content_block_stop", obj{{"type", "content_block_stop"}, {"index", idx}})
+				idx++
+			}
+			ev("content_block_start", obj{{"type", "content_block_start"}, {"index", idx},
+				{"content_block", obj{{"type", "tool_use"}, {"id", toolID(j)}, {"name", call.tool.name}, {"input", obj{}}}}})
+			ping()
+			if a.d.midstream {
+				midstream(0)
+				return
+			}
+			for _, piece := range append([]string{""}, splitBytes(call.args, 6)...) {
+				ev("content_block_delta", obj{{"type", "content_block_delta"}, {"index", idx},
+					{"delta", obj{{"type", "input_json_delta"}, {"partial_json", piece}}}})
+			}
 		}
 	} else {
 		ev("content_block_start", obj{{"type", "content_block_start"}, {"index", idx},

@@ -21,6 +21,7 @@ type directives struct {
 	retryAfter    string // for 429/503/529; default "1"
 	noRetry       bool   // x-should-retry: false on the error
 	tool          bool
+	parallel      bool // call every declared tool
 	reply         *string
 	midstream     bool
 	noUsage       bool
@@ -77,6 +78,8 @@ func parseDirectives(text string) directives {
 				d.noRetry = val == "false"
 			case "tool":
 				d.tool = true
+			case "parallel_tools":
+				d.tool, d.parallel = true, true
 			case "midstream_error":
 				d.midstream = true
 			case "no_usage":

@@ -108,6 +108,13 @@
 //	                              Responses function_call_output, Anthropic
 //	                              tool_result block, Gemini functionResponse),
 //	                              so that SDK tool loops terminate.
+//	[[mock parallel_tools]]       like tool, but call EVERY declared function
+//	                              tool, in order, in one answer (OpenAI chat
+//	                              tool_calls with indexes 0..k-1, Responses
+//	                              one function_call item each, Anthropic one
+//	                              tool_use block each, Gemini one
+//	                              functionCall part each), each with its own
+//	                              id; output is the sum of the calls'.
 //	[[mock chunks=N]]             stream the reply in N content chunks
 //	                              (default: one per word).
 //	[[mock midstream_error]]      start the stream, send about half of the

@@ -310,9 +310,9 @@ func (c *call) geminiGenerate(model string, stream bool) {
 		}
 		return append(o, kv{"modelVersion", model}, kv{"responseId", respID})
 	}
-	var callPart obj
-	if a.isTool {
-		callPart = obj{{"functionCall", obj{{"name", a.tool.name}, {"args", json.RawMessage(a.args)}}}}
+	var callParts []any
+	for _, call := range a.calls {
+		callParts = append(callParts, obj{{"functionCall", obj{{"name", call.tool.name}, {"args", json.RawMessage(call.args)}}}})
 	}
 
 	if !stream {
@@ -323,13 +323,12 @@ func (c *call) geminiGenerate(model string, stream bool) {
 			usage = geminiUsage(a.k, finalCandidates)
 			c.rec.Native = marshal(usage)
 		}
-		part := callPart
+		parts := callParts
 		if !a.isTool {
-			part = obj{{"text", a.reply}}
+			parts = []any{obj{{"text", a.reply}}}
 		}
-		parts := []any{part}
 		if thoughtPart != nil {
-			parts = []any{thoughtPart, part}
+			parts = append([]any{thoughtPart}, parts...)
 		}
 		c.send(200, geminiJSON, marshalIndent(chunk(parts, true, usage), true), c.geminiHeaders())
 		return
@@ -356,7 +355,7 @@ func (c *call) geminiGenerate(model string, stream bool) {
 	switch {
 	case a.isTool:
 		if !a.d.midstream {
-			elems = append(elems, chunk([]any{callPart}, true, usageAt(finalCandidates)))
+			elems = append(elems, chunk(callParts, true, usageAt(finalCandidates)))
 		}
 	case len(pieces) == 0:
 		elems = append(elems, chunk([]any{obj{{"text", ""}}}, true, usageAt(finalCandidates)))

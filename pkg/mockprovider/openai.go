@@ -290,11 +290,12 @@ func (c *call) openaiChat() {
 	}
 	id := "chatcmpl-" + c.id("chatcmpl", 29)
 	fp := "fp_" + hexID(c.seedBytes(), "fp", 10)
-	callIDOf := func(i int) string {
-		if i == 0 {
+	// callIDOf is the id of choice i's call j
+	callIDOf := func(i, j int) string {
+		if i == 0 && j == 0 {
 			return "call_" + c.id("call", 24)
 		}
-		return "call_" + c.id("call"+itoa(i), 24)
+		return "call_" + c.id("call"+itoa(i)+"."+itoa(j), 24)
 	}
 	usageRaw := marshal(chatUsageOf(a.k))
 	c.rec.Usage = a.k.tokens()
@@ -308,9 +309,11 @@ func (c *call) openaiChat() {
 			msg := chatMessage{Role: "assistant", Content: null, Refusal: null, Annotations: []any{}}
 			finish := "stop"
 			if a.isTool {
-				tc := chatToolCall{ID: callIDOf(i), Type: "function"}
-				tc.Function.Name, tc.Function.Arguments = a.tool.name, a.args
-				msg.ToolCalls = []chatToolCall{tc}
+				for j, call := range a.calls {
+					tc := chatToolCall{ID: callIDOf(i, j), Type: "function"}
+					tc.Function.Name, tc.Function.Arguments = call.tool.name, call.args
+					msg.ToolCalls = append(msg.ToolCalls, tc)
+				}
 				finish = "tool_calls"
 			} else {
 				msg.Content = jsonString(a.reply)
@@ -371,14 +374,15 @@ func (c *call) openaiChat() {
 	for ; choice < n; choice++ {
 		if a.isTool {
 			out = append(out, chunk(chatDelta{Role: "assistant", Content: null}, ""))
-			zero := 0
-			head := chatToolCall{Index: &zero, ID: callIDOf(choice), Type: "function"}
-			head.Function.Name = a.tool.name
-			out = append(out, chunk(chatDelta{ToolCalls: []chatToolCall{head}}, ""))
-			for _, piece := range splitBytes(a.args, 5) {
-				tc := chatToolCall{Index: &zero}
-				tc.Function.Arguments = piece
-				out = append(out, chunk(chatDelta{ToolCalls: []chatToolCall{tc}}, ""))
+			for j, call := range a.calls {
+				head := chatToolCall{Index: &j, ID: callIDOf(choice, j), Type: "function"}
+				head.Function.Name = call.tool.name
+				out = append(out, chunk(chatDelta{ToolCalls: []chatToolCall{head}}, ""))
+				for _, piece := range splitBytes(call.args, 5) {
+					tc := chatToolCall{Index: &j}
+					tc.Function.Arguments = piece
+					out = append(out, chunk(chatDelta{ToolCalls: []chatToolCall{tc}}, ""))
+				}
 			}
 			finish = "tool_calls"
 		} else {

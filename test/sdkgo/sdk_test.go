@@ -226,6 +226,15 @@ var oaWeather = openai.ChatCompletionFunctionTool(shared.FunctionDefinitionParam
 	},
 })
 
+var oaTime = openai.ChatCompletionFunctionTool(shared.FunctionDefinitionParam{
+	Name: "get_time",
+	Parameters: shared.FunctionParameters{
+		"type":       "object",
+		"properties": map[string]any{"zone": map[string]any{"type": "string"}},
+		"required":   []string{"zone"},
+	},
+})
+
 func (s *suite) openAI(t *testing.T) {
 	client := openai.NewClient()
 
@@ -603,7 +612,7 @@ func (s *suite) openAI(t *testing.T) {
 	})
 
 	// n > 1: an app that asks for several candidates reads each choice.
-	chatN := func(stream bool) func(t *testing.T) {
+	chatN := func(stream, includeUsage bool) func(t *testing.T) {
 		return func(t *testing.T) {
 			c := s.begin(t, call{provider: "openai", model: "gpt-4o-mini", op: "chat.completions", stream: stream})
 			var raw *http.Response
@@ -615,11 +624,17 @@ func (s *suite) openAI(t *testing.T) {
 			var choices []openai.ChatCompletionChoice
 			var u openai.CompletionUsage
 			if stream {
-				p.StreamOptions = openai.ChatCompletionStreamOptionsParam{IncludeUsage: openai.Bool(true)}
+				if includeUsage {
+					p.StreamOptions = openai.ChatCompletionStreamOptionsParam{IncludeUsage: openai.Bool(true)}
+				}
 				st := client.Chat.Completions.NewStreaming(callCtx(t), p, ooption.WithResponseInto(&raw))
 				acc := openai.ChatCompletionAccumulator{}
 				for st.Next() {
-					acc.AddChunk(st.Current())
+					ch := st.Current()
+					if !includeUsage && (len(ch.Choices) == 0 || ch.JSON.Usage.Valid()) {
+						t.Errorf("client saw a usage chunk it did not ask for: %s", ch.RawJSON())
+					}
+					acc.AddChunk(ch)
 				}
 				if err := st.Err(); err != nil {
 					t.Fatal(err)
@@ -644,14 +659,21 @@ func (s *suite) openAI(t *testing.T) {
 				}
 				out += int64(len(strings.Fields(ch.Message.Content)))
 			}
-			wantTokens(t, "SDK usage", sdkusage.OpenAIChat(u), c.served.Usage)
+			if stream && !includeUsage {
+				if u.TotalTokens != 0 {
+					t.Errorf("client saw usage %+v", u)
+				}
+			} else {
+				wantTokens(t, "SDK usage", sdkusage.OpenAIChat(u), c.served.Usage)
+			}
 			if c.served.Usage.Output != out {
 				t.Errorf("output billed %d, the choices hold %d words", c.served.Usage.Output, out)
 			}
 		}
 	}
-	t.Run("chat n", chatN(false))
-	t.Run("chat n stream", chatN(true))
+	t.Run("chat n", chatN(false, false))
+	t.Run("chat n stream", chatN(true, true))
+	t.Run("chat n stream without stream_options", chatN(true, false))
 
 	// logprobs: apps read per-token log probabilities (confidence scores).
 	chatLogprobs := func(stream bool) func(t *testing.T) {
@@ -705,6 +727,78 @@ func (s *suite) openAI(t *testing.T) {
 	}
 	t.Run("chat logprobs", chatLogprobs(false))
 	t.Run("chat logprobs stream", chatLogprobs(true))
+
+	// Parallel tool calls: [[mock parallel_tools]] calls every declared
+	// tool; the accumulator must finish each and the app answers each.
+	t.Run("chat parallel tools stream", func(t *testing.T) {
+		c := s.begin(t, call{provider: "openai", model: "gpt-4o-mini", op: "chat.completions", stream: true})
+		var raw *http.Response
+		st := client.Chat.Completions.NewStreaming(callCtx(t), openai.ChatCompletionNewParams{
+			Model:    "gpt-4o-mini",
+			Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage(prompt("weather and time in Oslo? [[mock parallel_tools]]"))},
+			Tools:    []openai.ChatCompletionToolUnionParam{oaWeather, oaTime},
+		}, ooption.WithResponseInto(&raw))
+		acc := openai.ChatCompletionAccumulator{}
+		var finished []string
+		for st.Next() {
+			acc.AddChunk(st.Current())
+			if tc, ok := acc.JustFinishedToolCall(); ok {
+				finished = append(finished, tc.Name)
+			}
+		}
+		if err := st.Err(); err != nil {
+			t.Fatal(err)
+		}
+		c.reqID = mustID(t, raw.Header)
+		s.end(t, c)
+		tcs := acc.Choices[0].Message.ToolCalls
+		if len(tcs) != 2 || tcs[0].Function.Name != "get_weather" || tcs[1].Function.Name != "get_time" || tcs[0].ID == tcs[1].ID ||
+			!slices.Equal(finished, []string{"get_weather", "get_time"}) {
+			t.Fatalf("tool calls %+v, finished %v", tcs, finished)
+		}
+		for _, tc := range tcs {
+			if !json.Valid([]byte(tc.Function.Arguments)) {
+				t.Errorf("arguments %q", tc.Function.Arguments)
+			}
+		}
+	})
+
+	t.Run("responses parallel tools", func(t *testing.T) {
+		c := s.begin(t, call{provider: "openai", model: "gpt-4o-mini", op: "responses", stream: true})
+		var raw *http.Response
+		fn := func(name, prop string) responses.ToolUnionParam {
+			return responses.ToolUnionParam{OfFunction: &responses.FunctionToolParam{
+				Name:       name,
+				Parameters: map[string]any{"type": "object", "properties": map[string]any{prop: map[string]any{"type": "string"}}, "required": []string{prop}},
+				Strict:     openai.Bool(true),
+			}}
+		}
+		st := client.Responses.NewStreaming(callCtx(t), responses.ResponseNewParams{
+			Model: "gpt-4o-mini",
+			Input: responses.ResponseNewParamsInputUnion{OfString: openai.String(prompt("weather and time in Lima? [[mock parallel_tools]]"))},
+			Tools: []responses.ToolUnionParam{fn("get_weather", "city"), fn("get_time", "zone")},
+		}, ooption.WithResponseInto(&raw))
+		args := map[int64]string{}
+		var final responses.Response
+		for st.Next() {
+			switch ev := st.Current(); ev.Type {
+			case "response.function_call_arguments.delta":
+				args[ev.OutputIndex] += ev.Delta
+			case "response.completed":
+				final = ev.Response
+			}
+		}
+		if err := st.Err(); err != nil {
+			t.Fatal(err)
+		}
+		c.reqID = mustID(t, raw.Header)
+		s.end(t, c)
+		if len(final.Output) != 2 || final.Output[0].Name != "get_weather" || final.Output[1].Name != "get_time" ||
+			args[0] != final.Output[0].Arguments.OfString || args[1] != final.Output[1].Arguments.OfString || final.Output[0].CallID == final.Output[1].CallID {
+			t.Fatalf("output %+v, streamed arguments %v", final.Output, args)
+		}
+		wantTokens(t, "SDK usage", sdkusage.OpenAIResponses(final.Usage), c.served.Usage)
+	})
 
 	t.Run("responses tool stream", func(t *testing.T) {
 		c := s.begin(t, call{provider: "openai", model: "gpt-4o-mini", op: "responses", stream: true})
@@ -970,6 +1064,38 @@ func (s *suite) anthropic(t *testing.T) {
 	}
 	t.Run("stream", stream(false))
 	t.Run("tool stream", stream(true))
+
+	t.Run("parallel tools stream", func(t *testing.T) {
+		c := s.begin(t, call{provider: "anthropic", model: "claude-haiku-4-5", op: "messages", stream: true})
+		var raw *http.Response
+		st := client.Messages.NewStreaming(callCtx(t), anthropic.MessageNewParams{
+			Model: "claude-haiku-4-5", MaxTokens: 200,
+			Messages: anthText("weather and time in Quito? [[mock parallel_tools]]"),
+			Tools: []anthropic.ToolUnionParam{anthWeather, {OfTool: &anthropic.ToolParam{
+				Name:        "get_time",
+				InputSchema: anthropic.ToolInputSchemaParam{Properties: map[string]any{"zone": map[string]any{"type": "string"}}, Required: []string{"zone"}},
+			}}},
+		}, aoption.WithResponseInto(&raw))
+		msg := anthropic.Message{}
+		for st.Next() {
+			if err := msg.Accumulate(st.Current()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := st.Err(); err != nil {
+			t.Fatal(err)
+		}
+		c.reqID = mustID(t, raw.Header)
+		s.end(t, c)
+		if len(msg.Content) != 2 || msg.Content[0].Name != "get_weather" || msg.Content[1].Name != "get_time" || msg.Content[0].ID == msg.Content[1].ID {
+			t.Fatalf("content %+v", msg.Content)
+		}
+		var in map[string]any
+		if err := json.Unmarshal(msg.Content[1].Input, &in); err != nil || in["zone"] == nil {
+			t.Errorf("second tool input %s", msg.Content[1].Input)
+		}
+		wantTokens(t, "SDK usage", sdkusage.Anthropic(msg.Usage), c.served.Usage)
+	})
 
 	t.Run("tool", func(t *testing.T) {
 		c := s.begin(t, call{provider: "anthropic", model: "claude-sonnet-4-5", op: "messages"})
@@ -1448,6 +1574,26 @@ func (s *suite) gemini(t *testing.T) {
 			t.Fatalf("thoughts %q, text %q, mock sent %q", thoughts, text, c.served.Reply)
 		}
 		wantTokens(t, "SDK usage (last chunk)", sdkusage.Gemini(last.UsageMetadata), c.served.Usage)
+	})
+
+	t.Run("parallel tools", func(t *testing.T) {
+		c := s.begin(t, call{provider: "gemini", model: "gemini-2.5-flash", op: "generateContent"})
+		cfg := &genai.GenerateContentConfig{Tools: []*genai.Tool{{FunctionDeclarations: []*genai.FunctionDeclaration{
+			gemWeather.Tools[0].FunctionDeclarations[0],
+			{Name: "get_time", Parameters: &genai.Schema{Type: genai.TypeObject, Required: []string{"zone"},
+				Properties: map[string]*genai.Schema{"zone": {Type: genai.TypeString}}}},
+		}}}}
+		r, err := client.Models.GenerateContent(callCtx(t), "gemini-2.5-flash", genai.Text(prompt("weather and time in Accra? [[mock parallel_tools]]")), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.reqID = gemID(t, r.SDKHTTPResponse)
+		s.end(t, c)
+		fc := r.FunctionCalls()
+		if len(fc) != 2 || fc[0].Name != "get_weather" || fc[1].Name != "get_time" || fc[1].Args["zone"] == nil {
+			t.Fatalf("function calls %+v", fc)
+		}
+		wantTokens(t, "SDK usage", sdkusage.Gemini(r.UsageMetadata), c.served.Usage)
 	})
 
 	t.Run("countTokens", func(t *testing.T) {
