@@ -385,6 +385,32 @@ function anthropicScenarios(anthropic) {
       };
     },
 
+    // The SDK's stream helper with extended thinking and a tool: the final
+    // message holds the signed thinking block, then the tool use.
+    async thinking_stream() {
+      const m = marker(P, 'thinking_stream');
+      const stream = anthropic.messages.stream({
+        model, max_tokens: 2048, thinking: { type: 'enabled', budget_tokens: 1024 },
+        messages: [{ role: 'user', content: `What is the weather in Paris? [[mock tool]] ${m}` }],
+        tools: [{ name: weatherFunction.name, description: weatherFunction.description, input_schema: weatherFunction.parameters }],
+      });
+      const { response } = await stream.withResponse();
+      let chunks = 0;
+      stream.on('streamEvent', () => { chunks++; });
+      const msg = await stream.finalMessage();
+      const thinking = msg.content[0];
+      const call = msg.content.find((b) => b.type === 'tool_use');
+      return {
+        model, marker: m, chunks,
+        requestId: headerOf(response.headers, REQUEST_ID),
+        usage: msg.usage,
+        text: thinking?.type === 'thinking' && thinking.signature ? thinking.thinking : '',
+        toolName: call?.name,
+        toolArgs: call ? JSON.stringify(call.input) : undefined,
+        stopReason: msg.stop_reason,
+      };
+    },
+
     async unknown_model() {
       const m = marker(P, 'unknown_model');
       const { response } = await anthropic.messages
