@@ -1,6 +1,7 @@
 package mockprovider
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -96,7 +97,20 @@ type anthropicRequest struct {
 		Name        string          `json:"name"`
 		InputSchema json.RawMessage `json:"input_schema"`
 	} `json:"tools"`
-	Stream bool `json:"stream"`
+	Stream   bool `json:"stream"`
+	Thinking *struct {
+		Type string `json:"type"`
+	} `json:"thinking"`
+}
+
+// anthropicThinking is the thinking text of every answer to a request with
+// extended thinking on.
+const anthropicThinking = "The user wants a short answer; I will keep it brief."
+
+// thinkingSignature is a deterministic stand-in for the opaque base64
+// signature of a thinking block.
+func thinkingSignature(seed []byte) string {
+	return base64.StdEncoding.EncodeToString([]byte(hexID(seed, "signature", 96)))
 }
 
 func (c *call) anthropicParse(needMaxTokens bool) (*anthropicRequest, bool) {
@@ -191,8 +205,27 @@ func (c *call) anthropicMessages() {
 		return
 	}
 	msgID := "msg_01" + c.id("msg", 22)
-	toolID := "toolu_01" + c.id("toolu", 22)
+	toolID := func(j int) string {
+		if j == 0 {
+			return "toolu_01" + c.id("toolu", 22)
+		}
+		return "toolu_01" + c.id("toolu"+itoa(j), 22)
+	}
 	newAPI := c.r.Header.Get("Anthropic-Version") >= "2026-10-21"
+	// Extended thinking: a thinking block comes first; its words are
+	// reasoning, billed within the output unless the usage directive says.
+	thinking := req.Thinking != nil && (req.Thinking.Type == "enabled" || req.Thinking.Type == "adaptive")
+	var signature string
+	if thinking {
+		signature = thinkingSignature(c.seedBytes())
+		if a.d.reasoning == nil {
+			r := words(anthropicThinking)
+			if a.d.output == nil {
+				a.k.output += r
+			}
+			a.k.reasoning = min(r, a.k.output)
+		}
+	}
 	c.rec.Usage = a.k.tokens()
 	stop := "end_turn"
 	if a.isTool {
@@ -212,10 +245,15 @@ func (c *call) anthropicMessages() {
 
 	if !req.Stream {
 		var content []any
+		if thinking {
+			content = append(content, obj{{"type", "thinking"}, {"thinking", anthropicThinking}, {"signature", signature}})
+		}
 		if a.isTool {
-			content = []any{obj{{"type", "tool_use"}, {"id", toolID}, {"name", a.tool.name}, {"input", json.RawMessage(a.args)}}}
+			for j, call := range a.calls {
+				content = append(content, obj{{"type", "tool_use"}, {"id", toolID(j)}, {"name", call.tool.name}, {"input", json.RawMessage(call.args)}})
+			}
 		} else {
-			content = []any{obj{{"type", "text"}, {"text", a.reply}}}
+			content = append(content, obj{{"type", "text"}, {"text", a.reply}})
 		}
 		var usage any
 		if a.d.noUsage {
@@ -236,6 +274,7 @@ func (c *call) anthropicMessages() {
 		startUsage = anthropicUsage(a.k, 1, false)
 	}
 	ev("message_start", obj{{"type", "message_start"}, {"message", message([]any{}, null, startUsage)}})
+	idx := 0 // index of the answer's block, after any thinking block
 	midstream := func(sent int) {
 		c.rec.MidstreamError = true
 		c.rec.Usage = a.partialCounts(sent).tokens()
@@ -249,28 +288,52 @@ func (c *call) anthropicMessages() {
 		h["cache-control"] = "no-cache"
 		c.stream("text/event-stream; charset=utf-8", h, out)
 	}
-	if a.isTool {
-		ev("content_block_start", obj{{"type", "content_block_start"}, {"index", 0},
-			{"content_block", obj{{"type", "tool_use"}, {"id", toolID}, {"name", a.tool.name}, {"input", obj{}}}}})
-		out = append(out, []byte("event: ping\ndata: {\"type\": \"ping\"}\n\n"))
-		if a.d.midstream {
-			midstream(0)
-			return
+	ping := func() {
+		if idx == 0 {
+			out = append(out, []byte("event: ping\ndata: {\"type\": \"ping\"}\n\n"))
 		}
-		for _, piece := range append([]string{""}, splitBytes(a.args, 6)...) {
+	}
+	if thinking {
+		ev("content_block_start", obj{{"type", "content_block_start"}, {"index", 0},
+			{"content_block", obj{{"type", "thinking"}, {"thinking", ""}, {"signature", ""}}}})
+		ping()
+		for _, p := range splitText(anthropicThinking, 3) {
 			ev("content_block_delta", obj{{"type", "content_block_delta"}, {"index", 0},
-				{"delta", obj{{"type", "input_json_delta"}, {"partial_json", piece}}}})
+				{"delta", obj{{"type", "thinking_delta"}, {"thinking", p}}}})
+		}
+		ev("content_block_delta", obj{{"type", "content_block_delta"}, {"index", 0},
+			{"delta", obj{{"type", "signature_delta"}, {"signature", signature}}}})
+		ev("content_block_stop", obj{{"type", "content_block_stop"}, {"index", 0}})
+		idx = 1
+	}
+	if a.isTool {
+		for j, call := range a.calls {
+			if j > 0 {
+				ev("content_block_stop", obj{{"type", "content_block_stop"}, {"index", idx}})
+				idx++
+			}
+			ev("content_block_start", obj{{"type", "content_block_start"}, {"index", idx},
+				{"content_block", obj{{"type", "tool_use"}, {"id", toolID(j)}, {"name", call.tool.name}, {"input", obj{}}}}})
+			ping()
+			if a.d.midstream {
+				midstream(0)
+				return
+			}
+			for _, piece := range append([]string{""}, splitBytes(call.args, 6)...) {
+				ev("content_block_delta", obj{{"type", "content_block_delta"}, {"index", idx},
+					{"delta", obj{{"type", "input_json_delta"}, {"partial_json", piece}}}})
+			}
 		}
 	} else {
-		ev("content_block_start", obj{{"type", "content_block_start"}, {"index", 0},
+		ev("content_block_start", obj{{"type", "content_block_start"}, {"index", idx},
 			{"content_block", obj{{"type", "text"}, {"text", ""}}}})
-		out = append(out, []byte("event: ping\ndata: {\"type\": \"ping\"}\n\n"))
+		ping()
 		pieces := a.pieces
 		if a.d.midstream {
 			pieces = pieces[:a.midstreamCut()]
 		}
 		for _, p := range pieces {
-			ev("content_block_delta", obj{{"type", "content_block_delta"}, {"index", 0},
+			ev("content_block_delta", obj{{"type", "content_block_delta"}, {"index", idx},
 				{"delta", obj{{"type", "text_delta"}, {"text", p}}}})
 		}
 		if a.d.midstream {
@@ -278,7 +341,7 @@ func (c *call) anthropicMessages() {
 			return
 		}
 	}
-	ev("content_block_stop", obj{{"type", "content_block_stop"}, {"index", 0}})
+	ev("content_block_stop", obj{{"type", "content_block_stop"}, {"index", idx}})
 	delta := obj{{"stop_reason", stop}, {"stop_sequence", nil}}
 	if newAPI {
 		delta = append(delta, kv{"stop_details", nil})

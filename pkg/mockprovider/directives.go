@@ -21,6 +21,7 @@ type directives struct {
 	retryAfter    string // for 429/503/529; default "1"
 	noRetry       bool   // x-should-retry: false on the error
 	tool          bool
+	parallel      bool // call every declared tool
 	reply         *string
 	midstream     bool
 	noUsage       bool
@@ -77,6 +78,8 @@ func parseDirectives(text string) directives {
 				d.noRetry = val == "false"
 			case "tool":
 				d.tool = true
+			case "parallel_tools":
+				d.tool, d.parallel = true, true
 			case "midstream_error":
 				d.midstream = true
 			case "no_usage":
@@ -344,14 +347,51 @@ func argsFromSchema(schema json.RawMessage) string {
 	if json.Unmarshal(schema, &sc) != nil || sc == nil {
 		return "{}"
 	}
-	v := sampleValue(sc, 0)
+	v := sampleValue(sc, sc, 0)
 	if _, ok := v.(map[string]any); !ok {
 		return "{}"
 	}
 	return string(marshal(v))
 }
 
-func sampleValue(sc map[string]any, depth int) any {
+// valueFromSchema is a value (compact JSON, sorted keys) that fits schema,
+// whatever its root type; "{}" when schema is not a JSON object.
+func valueFromSchema(schema json.RawMessage) string {
+	var sc map[string]any
+	if json.Unmarshal(schema, &sc) != nil || sc == nil {
+		return "{}"
+	}
+	return string(marshal(sampleValue(sc, sc, 0)))
+}
+
+// resolveRef follows a local "#/..." reference ($defs, definitions) from
+// root; nil when it cannot.
+func resolveRef(root map[string]any, ref string) map[string]any {
+	if !strings.HasPrefix(ref, "#") {
+		return nil
+	}
+	var cur any = root
+	for _, seg := range strings.Split(strings.TrimPrefix(ref, "#"), "/") {
+		if seg == "" {
+			continue
+		}
+		seg = strings.NewReplacer("~1", "/", "~0", "~").Replace(seg)
+		m, ok := cur.(map[string]any)
+		if !ok {
+			return nil
+		}
+		cur = m[seg]
+	}
+	m, _ := cur.(map[string]any)
+	return m
+}
+
+func sampleValue(sc, root map[string]any, depth int) any {
+	if ref, ok := sc["$ref"].(string); ok && depth <= 8 {
+		if m := resolveRef(root, ref); m != nil {
+			return sampleValue(m, root, depth+1)
+		}
+	}
 	if e, ok := sc["enum"].([]any); ok && len(e) > 0 {
 		return e[0]
 	}
@@ -359,14 +399,23 @@ func sampleValue(sc map[string]any, depth int) any {
 		return c
 	}
 	typ, _ := sc["type"].(string)
-	if ts, ok := sc["type"].([]any); ok && len(ts) > 0 {
-		typ, _ = ts[0].(string)
-	}
-	for _, k := range []string{"anyOf", "oneOf"} {
-		if alts, ok := sc[k].([]any); ok && len(alts) > 0 && typ == "" {
-			if m, ok := alts[0].(map[string]any); ok {
-				return sampleValue(m, depth+1)
+	if ts, ok := sc["type"].([]any); ok {
+		// the first type that is not "null": ["string","null"] is a string
+		for _, x := range ts {
+			if s, _ := x.(string); s != "" && (typ == "" || typ == "null") {
+				typ = s
 			}
+		}
+	}
+	for _, k := range []string{"anyOf", "oneOf", "allOf"} {
+		if alts, ok := sc[k].([]any); ok && len(alts) > 0 && typ == "" {
+			for _, alt := range alts {
+				m, ok := alt.(map[string]any)
+				if ok && m["type"] != "null" {
+					return sampleValue(m, root, depth+1)
+				}
+			}
+			return nil
 		}
 	}
 	props, _ := sc["properties"].(map[string]any)
@@ -375,18 +424,54 @@ func sampleValue(sc map[string]any, depth int) any {
 	}
 	switch strings.ToLower(typ) {
 	case "string":
+		switch sc["format"] {
+		case "date-time":
+			return "2026-01-01T00:00:00Z"
+		case "date":
+			return "2026-01-01"
+		case "time":
+			return "00:00:00Z"
+		case "email":
+			return "user@example.com"
+		case "uri", "url":
+			return "https://example.com/"
+		case "uuid":
+			return "00000000-0000-4000-8000-000000000000"
+		}
 		return "example"
 	case "integer", "number":
-		return 1
+		n := 1.0
+		if m, ok := numberOf(sc["minimum"]); ok && m > n {
+			n = m
+		}
+		if m, ok := numberOf(sc["exclusiveMinimum"]); ok && m >= n {
+			n = m + 1
+		}
+		if m, ok := numberOf(sc["maximum"]); ok && m < n {
+			n = m
+		}
+		if strings.EqualFold(typ, "integer") {
+			return int64(n)
+		}
+		return n
 	case "boolean":
 		return true
 	case "array":
-		return []any{}
+		out := []any{}
+		minItems, _ := numberOf(sc["minItems"])
+		items, _ := sc["items"].(map[string]any)
+		if items == nil {
+			items = map[string]any{"type": "string"}
+		}
+		for i := 0; i < int(minItems) && i < 8 && depth <= 8; i++ {
+			out = append(out, sampleValue(items, root, depth+1))
+		}
+		return out
 	case "null":
 		return nil
 	case "object":
 		out := map[string]any{}
-		if depth > 4 || props == nil {
+		if depth > 8 || props == nil {
 			return out
 		}
 		var names []string
@@ -406,11 +491,24 @@ func sampleValue(sc map[string]any, depth int) any {
 			if p == nil {
 				p = map[string]any{"type": "string"}
 			}
-			out[n] = sampleValue(p, depth+1)
+			out[n] = sampleValue(p, root, depth+1)
 		}
 		return out
 	}
 	return "example"
+}
+
+// numberOf reads a JSON number (or a numeric string, as Gemini's Schema
+// writes int64 fields).
+func numberOf(v any) (float64, bool) {
+	switch x := v.(type) {
+	case float64:
+		return x, true
+	case string:
+		f, err := strconv.ParseFloat(x, 64)
+		return f, err == nil
+	}
+	return 0, false
 }
 
 // embedding returns a deterministic unit vector of dims float32 for text.

@@ -35,10 +35,50 @@
 // are fixed (Options.Created, default 2026-01-01), the default reply is a
 // dad joke chosen by the hash, embeddings are hash-derived unit vectors.
 //
+// # Answers in the shape asked for
+//
+// JSON output: a request for structured outputs (OpenAI chat
+// response_format json_schema, Responses text.format json_schema,
+// Anthropic output_config.format (or the beta output_format), Gemini
+// generationConfig.responseMimeType "application/json" with
+// responseJsonSchema or responseSchema) is answered with compact JSON that
+// fits the schema, so SDK parse helpers and the app's own unmarshalling
+// work: required properties (all when none are required) with strings
+// "example" (date-time, date, time, email, uri, uuid formats get a valid
+// value), numbers 1 (raised to minimum, exclusiveMinimum+1, capped at
+// maximum), booleans true, enums and consts their first value, arrays
+// minItems copies of their item, nullable and anyOf/oneOf/allOf the first
+// non-null alternative, local $ref ($defs, definitions) followed. JSON mode
+// without a schema (OpenAI json_object, Gemini application/json alone)
+// answers {"answer":"<the dad joke>"}. A reply= directive still wins. When
+// no chunks= is given a JSON answer streams in one piece per 16 bytes or so.
+//
+// OpenAI chat n>1 (capped at 8): n choices with the same answer (a tool
+// call gets its own call id per choice), billed n times over; a stream
+// sends the choices one after the other, each ending with its
+// finish_reason.
+//
+// OpenAI chat logprobs=true: each text choice carries logprobs.content,
+// one token per word piece of the reply (the stream's content chunks each
+// carry their own piece's), logprob -0.01 to -0.05, the token's UTF-8
+// bytes, and top_logprobs entries led by the token itself; tool calls
+// carry none.
+//
+// Extended thinking: an Anthropic request with thinking type enabled or
+// adaptive gets a thinking block first (a fixed sentence and a
+// deterministic base64 signature; streamed as thinking_delta pieces and one
+// signature_delta), then the text or tool_use block at index 1. A Gemini
+// request with generationConfig.thinkingConfig whose thinkingBudget is not
+// 0 bills the thoughts (thoughtsTokenCount); with includeThoughts it also
+// sends them as a first part marked "thought": true (streamed as its own
+// element). The thought's words are reasoning, added to the output unless
+// the usage directive gives reasoning= or output=.
+//
 // Default usage: the request "text" is every JSON string value in the body
 // except the values of "model" keys. Input = ceil(bytes(text)/4) + overhead
 // (OpenAI 7, Anthropic 8, Gemini 1); nothing is cached; output = the number
-// of whitespace-separated words in the reply, or for a tool call
+// of whitespace-separated words in the reply (times n for OpenAI n>1, plus
+// the thinking's words, see above), or for a tool call
 // ceil((len(name)+len(arguments))/4)+5. Embeddings: ceil(bytes/4) per input
 // (at least 1; token-array inputs count their length). count_tokens and
 // countTokens report the input total but bill nothing (Usage zero).
@@ -68,6 +108,13 @@
 //	                              Responses function_call_output, Anthropic
 //	                              tool_result block, Gemini functionResponse),
 //	                              so that SDK tool loops terminate.
+//	[[mock parallel_tools]]       like tool, but call EVERY declared function
+//	                              tool, in order, in one answer (OpenAI chat
+//	                              tool_calls with indexes 0..k-1, Responses
+//	                              one function_call item each, Anthropic one
+//	                              tool_use block each, Gemini one
+//	                              functionCall part each), each with its own
+//	                              id; output is the sum of the calls'.
 //	[[mock chunks=N]]             stream the reply in N content chunks
 //	                              (default: one per word).
 //	[[mock midstream_error]]      start the stream, send about half of the

@@ -173,7 +173,17 @@ type geminiRequest struct {
 		FunctionDeclarations  []geminiFuncDecl `json:"functionDeclarations"`
 		FunctionDeclarations2 []geminiFuncDecl `json:"function_declarations"`
 	} `json:"tools"`
+	GenerationConfig struct {
+		ThinkingConfig *struct {
+			IncludeThoughts bool   `json:"includeThoughts"`
+			ThinkingBudget  *int64 `json:"thinkingBudget"`
+		} `json:"thinkingConfig"`
+	} `json:"generationConfig"`
 }
+
+// geminiThought is the thought summary of every answer to a request with
+// thinkingConfig.includeThoughts.
+const geminiThought = "**Answering briefly**\n\nThe user wants a short answer; I will keep it brief."
 
 // geminiUsage renders usageMetadata. candidates is the visible output so
 // far; prompt = uncached + cached; total = prompt + candidates + tool-use
@@ -268,6 +278,22 @@ func (c *call) geminiGenerate(model string, stream bool) {
 		c.geminiDirectiveError(a.d, model)
 		return
 	}
+	// thinkingConfig with a budget other than 0: the thoughts are billed as
+	// reasoning (thoughtsTokenCount) unless the usage directive says;
+	// includeThoughts sends them as a part marked thought.
+	var thoughtPart obj
+	if tc := req.GenerationConfig.ThinkingConfig; tc != nil && (tc.ThinkingBudget == nil || *tc.ThinkingBudget != 0) {
+		if a.d.reasoning == nil {
+			r := words(geminiThought)
+			if a.d.output == nil {
+				a.k.output += r
+			}
+			a.k.reasoning = min(r, a.k.output)
+		}
+		if tc.IncludeThoughts {
+			thoughtPart = obj{{"text", geminiThought}, {"thought", true}}
+		}
+	}
 	c.rec.Usage = a.k.tokens()
 	respID := c.id("responseId", 23)
 	finalCandidates := a.k.output - a.k.reasoning
@@ -284,9 +310,9 @@ func (c *call) geminiGenerate(model string, stream bool) {
 		}
 		return append(o, kv{"modelVersion", model}, kv{"responseId", respID})
 	}
-	var callPart obj
-	if a.isTool {
-		callPart = obj{{"functionCall", obj{{"name", a.tool.name}, {"args", json.RawMessage(a.args)}}}}
+	var callParts []any
+	for _, call := range a.calls {
+		callParts = append(callParts, obj{{"functionCall", obj{{"name", call.tool.name}, {"args", json.RawMessage(call.args)}}}})
 	}
 
 	if !stream {
@@ -297,11 +323,14 @@ func (c *call) geminiGenerate(model string, stream bool) {
 			usage = geminiUsage(a.k, finalCandidates)
 			c.rec.Native = marshal(usage)
 		}
-		part := callPart
+		parts := callParts
 		if !a.isTool {
-			part = obj{{"text", a.reply}}
+			parts = []any{obj{{"text", a.reply}}}
 		}
-		c.send(200, geminiJSON, marshalIndent(chunk([]any{part}, true, usage), true), c.geminiHeaders())
+		if thoughtPart != nil {
+			parts = append([]any{thoughtPart}, parts...)
+		}
+		c.send(200, geminiJSON, marshalIndent(chunk(parts, true, usage), true), c.geminiHeaders())
 		return
 	}
 
@@ -320,10 +349,13 @@ func (c *call) geminiGenerate(model string, stream bool) {
 	if a.d.midstream && !a.isTool {
 		cut = a.midstreamCut()
 	}
+	if thoughtPart != nil {
+		elems = append(elems, chunk([]any{thoughtPart}, false, usageAt(0)))
+	}
 	switch {
 	case a.isTool:
 		if !a.d.midstream {
-			elems = append(elems, chunk([]any{callPart}, true, usageAt(finalCandidates)))
+			elems = append(elems, chunk(callParts, true, usageAt(finalCandidates)))
 		}
 	case len(pieces) == 0:
 		elems = append(elems, chunk([]any{obj{{"text", ""}}}, true, usageAt(finalCandidates)))

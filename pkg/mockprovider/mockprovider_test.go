@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -241,5 +242,20 @@ func TestEmptyReplyStreams(t *testing.T) {
 	chunks := gemChunks(t, e.post("/gemini/v1beta/models/g:streamGenerateContent?alt=sse", gemBody("[[mock reply=]]", "")), true)
 	if len(chunks) != 1 || get(chunks[0], "candidates", 0, "finishReason") != "STOP" {
 		t.Fatalf("%v", chunks)
+	}
+}
+
+func TestValueFromSchema(t *testing.T) {
+	for _, tc := range []struct{ schema, want string }{
+		{`{"type":"object","properties":{"a":{"type":"string"},"b":{"type":"integer","minimum":3}},"required":["a","b"]}`, `{"a":"example","b":3}`},
+		{`{"type":"object","properties":{"p":{"$ref":"#/$defs/P"}},"required":["p"],"$defs":{"P":{"type":"object","properties":{"c":{"type":"string","format":"date"}},"required":["c"]}}}`, `{"p":{"c":"2026-01-01"}}`},
+		{`{"type":"object","properties":{"n":{"type":["null","number"],"exclusiveMinimum":1},"t":{"type":"array","items":{"enum":["x","y"]},"minItems":2}},"required":["n","t"]}`, `{"n":2,"t":["x","x"]}`},
+		{`{"type":"OBJECT","properties":{"k":{"anyOf":[{"type":"null"},{"type":"boolean"}]},"m":{"type":"INTEGER","minimum":"4"}},"required":["k","m"]}`, `{"k":true,"m":4}`},
+		{`{"type":"array","items":{"type":"string"},"minItems":1}`, `["example"]`},
+		{`not json`, `{}`},
+	} {
+		if got := valueFromSchema(json.RawMessage(tc.schema)); got != tc.want {
+			t.Errorf("%s: %s, want %s", tc.schema, got, tc.want)
+		}
 	}
 }

@@ -133,6 +133,9 @@ type chatRequest struct {
 	Stream        bool            `json:"stream"`
 	StreamOptions json.RawMessage `json:"stream_options"`
 	ServiceTier   string          `json:"service_tier"`
+	N             *int            `json:"n"`
+	Logprobs      bool            `json:"logprobs"`
+	TopLogprobs   int             `json:"top_logprobs"`
 	Store         bool            `json:"store"`
 	Metadata      json.RawMessage `json:"metadata"`
 	Tools         []struct {
@@ -271,33 +274,55 @@ func (c *call) openaiChat() {
 		}
 	}
 	last := req.Messages[len(req.Messages)-1].Role
-	text, n := textOf(c.body)
-	a := c.plan(text, n, openaiOverhead, tools, last == "tool" || last == "function")
+	text, size := textOf(c.body)
+	a := c.plan(text, size, openaiOverhead, tools, last == "tool" || last == "function")
 	if a.d.errStatus != 0 {
 		c.openaiDirectiveError(a.d, req.Model)
 		return
 	}
+	// n choices all carry the same answer; each is billed.
+	n := 1
+	if req.N != nil && *req.N > 1 {
+		n = min(*req.N, 8)
+		if a.d.output == nil {
+			a.k.output = (a.k.output-a.k.reasoning)*int64(n) + a.k.reasoning
+		}
+	}
 	id := "chatcmpl-" + c.id("chatcmpl", 29)
 	fp := "fp_" + hexID(c.seedBytes(), "fp", 10)
-	callID := "call_" + c.id("call", 24)
+	// callIDOf is the id of choice i's call j
+	callIDOf := func(i, j int) string {
+		if i == 0 && j == 0 {
+			return "call_" + c.id("call", 24)
+		}
+		return "call_" + c.id("call"+itoa(i)+"."+itoa(j), 24)
+	}
 	usageRaw := marshal(chatUsageOf(a.k))
 	c.rec.Usage = a.k.tokens()
 
 	if !req.Stream {
-		msg := chatMessage{Role: "assistant", Content: null, Refusal: null, Annotations: []any{}}
-		finish := "stop"
-		if a.isTool {
-			tc := chatToolCall{ID: callID, Type: "function"}
-			tc.Function.Name, tc.Function.Arguments = a.tool.name, a.args
-			msg.ToolCalls = []chatToolCall{tc}
-			finish = "tool_calls"
-		} else {
-			msg.Content = jsonString(a.reply)
-		}
 		resp := chatCompletion{
 			ID: id, Object: "chat.completion", Created: c.s.opts.created(), Model: req.Model,
-			Choices:     []chatChoice{{Index: 0, Message: msg, Logprobs: null, FinishReason: finish}},
 			ServiceTier: serviceTierOut(req.ServiceTier), SystemFingerprint: fp,
+		}
+		for i := 0; i < n; i++ {
+			msg := chatMessage{Role: "assistant", Content: null, Refusal: null, Annotations: []any{}}
+			finish := "stop"
+			if a.isTool {
+				for j, call := range a.calls {
+					tc := chatToolCall{ID: callIDOf(i, j), Type: "function"}
+					tc.Function.Name, tc.Function.Arguments = call.tool.name, call.args
+					msg.ToolCalls = append(msg.ToolCalls, tc)
+				}
+				finish = "tool_calls"
+			} else {
+				msg.Content = jsonString(a.reply)
+			}
+			lp := null
+			if req.Logprobs && !a.isTool {
+				lp = chatLogprobs(splitText(a.reply, 0), req.TopLogprobs, 0)
+			}
+			resp.Choices = append(resp.Choices, chatChoice{Index: i, Message: msg, Logprobs: lp, FinishReason: finish})
 		}
 		if a.d.noUsage {
 			c.rec.NoUsageOnWire = true
@@ -321,7 +346,13 @@ func (c *call) openaiChat() {
 	if includeUsage {
 		usageField = null
 	}
+	choice := 0
+	var chunkLogprobs json.RawMessage // of the next content chunk
 	chunk := func(delta chatDelta, finish string) []byte {
+		lp := null
+		if chunkLogprobs != nil {
+			lp, chunkLogprobs = chunkLogprobs, nil
+		}
 		fr := null
 		if finish != "" {
 			fr = jsonString(finish)
@@ -329,35 +360,49 @@ func (c *call) openaiChat() {
 		ch := chatChunk{
 			ID: id, Object: "chat.completion.chunk", Created: c.s.opts.created(), Model: req.Model,
 			ServiceTier: serviceTierOut(req.ServiceTier), SystemFingerprint: fp,
-			Choices: []chunkChoice{{Index: 0, Delta: delta, Logprobs: null, FinishReason: fr}},
+			Choices: []chunkChoice{{Index: choice, Delta: delta, Logprobs: lp, FinishReason: fr}},
 			Usage:   usageField,
 		}
 		return sseData(marshal(ch))
 	}
 	var out [][]byte
 	finish := "stop"
-	if a.isTool {
-		out = append(out, chunk(chatDelta{Role: "assistant", Content: null}, ""))
-		zero := 0
-		head := chatToolCall{Index: &zero, ID: callID, Type: "function"}
-		head.Function.Name = a.tool.name
-		out = append(out, chunk(chatDelta{ToolCalls: []chatToolCall{head}}, ""))
-		for _, piece := range splitBytes(a.args, 5) {
-			tc := chatToolCall{Index: &zero}
-			tc.Function.Arguments = piece
-			out = append(out, chunk(chatDelta{ToolCalls: []chatToolCall{tc}}, ""))
+	if a.d.midstream {
+		n = 1
+	}
+	// the choices one after the other; a mid-stream error cuts the first
+	for ; choice < n; choice++ {
+		if a.isTool {
+			out = append(out, chunk(chatDelta{Role: "assistant", Content: null}, ""))
+			for j, call := range a.calls {
+				head := chatToolCall{Index: &j, ID: callIDOf(choice, j), Type: "function"}
+				head.Function.Name = call.tool.name
+				out = append(out, chunk(chatDelta{ToolCalls: []chatToolCall{head}}, ""))
+				for _, piece := range splitBytes(call.args, 5) {
+					tc := chatToolCall{Index: &j}
+					tc.Function.Arguments = piece
+					out = append(out, chunk(chatDelta{ToolCalls: []chatToolCall{tc}}, ""))
+				}
+			}
+			finish = "tool_calls"
+		} else {
+			out = append(out, chunk(chatDelta{Role: "assistant", Content: jsonString(""), Refusal: null}, ""))
+			pieces := a.pieces
+			if a.d.midstream {
+				pieces = pieces[:a.midstreamCut()]
+			}
+			for i, p := range pieces {
+				if req.Logprobs {
+					chunkLogprobs = chatLogprobs([]string{p}, req.TopLogprobs, i)
+				}
+				out = append(out, chunk(chatDelta{Content: jsonString(p)}, ""))
+			}
 		}
-		finish = "tool_calls"
-	} else {
-		out = append(out, chunk(chatDelta{Role: "assistant", Content: jsonString(""), Refusal: null}, ""))
-		pieces := a.pieces
-		if a.d.midstream {
-			pieces = pieces[:a.midstreamCut()]
-		}
-		for _, p := range pieces {
-			out = append(out, chunk(chatDelta{Content: jsonString(p)}, ""))
+		if choice < n-1 {
+			out = append(out, chunk(chatDelta{}, finish))
 		}
 	}
+	choice = n - 1
 	if a.d.midstream {
 		c.rec.MidstreamError = true
 		c.rec.NoUsageOnWire = true
@@ -385,6 +430,33 @@ func (c *call) openaiChat() {
 	}
 	out = append(out, []byte("data: [DONE]\n\n"))
 	c.stream("text/event-stream; charset=utf-8", c.openaiHeaders(), out)
+}
+
+// chatLogprobs is a choice's logprobs for text tokens (the mock's tokens
+// are the pieces it sends), numbered from first: each token has a small
+// negative logprob, its UTF-8 bytes and top alternatives led by itself.
+func chatLogprobs(tokens []string, top, first int) json.RawMessage {
+	entry := func(tok string, lp float64) obj {
+		b := make([]int, len(tok))
+		for i := range len(tok) {
+			b[i] = int(tok[i])
+		}
+		return obj{{"token", tok}, {"logprob", lp}, {"bytes", b}}
+	}
+	content := []any{}
+	for i, tok := range tokens {
+		lp := -float64((first+i)%5+1) / 100
+		alts := []any{}
+		for j := 0; j < min(top, 20); j++ {
+			if j == 0 {
+				alts = append(alts, entry(tok, lp))
+			} else {
+				alts = append(alts, entry(" option"+itoa(j), lp-float64(2*j)))
+			}
+		}
+		content = append(content, append(entry(tok, lp), kv{"top_logprobs", alts}))
+	}
+	return marshal(obj{{"content", content}, {"refusal", nil}})
 }
 
 func sseData(b []byte) []byte {

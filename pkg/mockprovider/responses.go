@@ -158,28 +158,47 @@ func (c *call) openaiResponses() {
 	created := c.s.opts.created()
 	respID := "resp_" + hexID(c.seedBytes(), "resp", 50)
 	msgID := "msg_" + hexID(c.seedBytes(), "msg", 50)
-	fcID := "fc_" + hexID(c.seedBytes(), "fc", 50)
-	callID := "call_" + c.id("call", 24)
+	// ids of the j-th function call
+	fcID := func(j int) string {
+		if j == 0 {
+			return "fc_" + hexID(c.seedBytes(), "fc", 50)
+		}
+		return "fc_" + hexID(c.seedBytes(), "fc"+itoa(j), 50)
+	}
+	callID := func(j int) string {
+		if j == 0 {
+			return "call_" + c.id("call", 24)
+		}
+		return "call_" + c.id("call"+itoa(j), 24)
+	}
 	usageRaw := marshal(respUsageOf(a.k))
 	c.rec.Usage = a.k.tokens()
 
 	textPart := func(t string) obj {
 		return obj{{"type", "output_text"}, {"annotations", []any{}}, {"logprobs", []any{}}, {"text", t}}
 	}
-	item := func(status string, done bool) obj {
+	// item is output item j (the message, or function call j)
+	item := func(j int, status string, done bool) obj {
 		if a.isTool {
 			args := ""
 			if done {
-				args = a.args
+				args = a.calls[j].args
 			}
-			return obj{{"id", fcID}, {"type", "function_call"}, {"status", status},
-				{"arguments", args}, {"call_id", callID}, {"name", a.tool.name}}
+			return obj{{"id", fcID(j)}, {"type", "function_call"}, {"status", status},
+				{"arguments", args}, {"call_id", callID(j)}, {"name", a.calls[j].tool.name}}
 		}
 		content := []any{}
 		if done {
 			content = []any{textPart(a.reply)}
 		}
 		return obj{{"id", msgID}, {"type", "message"}, {"status", status}, {"content", content}, {"role", "assistant"}}
+	}
+	items := func() []any {
+		out := []any{item(0, "completed", true)}
+		for j := 1; j < len(a.calls); j++ {
+			out = append(out, item(j, "completed", true))
+		}
+		return out
 	}
 	response := func(status string, output []any, usage json.RawMessage, billing bool) obj {
 		o := obj{
@@ -235,7 +254,7 @@ func (c *call) openaiResponses() {
 
 	if !req.Stream {
 		c.send(200, "application/json",
-			marshalIndent(response("completed", []any{item("completed", true)}, finalUsage, true), false),
+			marshalIndent(response("completed", items(), finalUsage, true), false),
 			c.openaiHeaders())
 		return
 	}
@@ -250,7 +269,7 @@ func (c *call) openaiResponses() {
 	}
 	ev("response.created", kv{"response", response("in_progress", []any{}, null, false)})
 	ev("response.in_progress", kv{"response", response("in_progress", []any{}, null, false)})
-	ev("response.output_item.added", kv{"item", item("in_progress", false)}, kv{"output_index", 0})
+	ev("response.output_item.added", kv{"item", item(0, "in_progress", false)}, kv{"output_index", 0})
 	midstream := func(sent int) {
 		c.rec.MidstreamError = true
 		c.rec.NoUsageOnWire = true
@@ -265,11 +284,17 @@ func (c *call) openaiResponses() {
 			midstream(0)
 			return
 		}
-		for _, piece := range splitBytes(a.args, 5) {
-			ev("response.function_call_arguments.delta", kv{"delta", piece}, kv{"item_id", fcID}, kv{"output_index", 0})
+		for j, call := range a.calls {
+			if j > 0 {
+				ev("response.output_item.done", kv{"item", item(j-1, "completed", true)}, kv{"output_index", j - 1})
+				ev("response.output_item.added", kv{"item", item(j, "in_progress", false)}, kv{"output_index", j})
+			}
+			for _, piece := range splitBytes(call.args, 5) {
+				ev("response.function_call_arguments.delta", kv{"delta", piece}, kv{"item_id", fcID(j)}, kv{"output_index", j})
+			}
+			ev("response.function_call_arguments.done", kv{"arguments", call.args}, kv{"item_id", fcID(j)},
+				kv{"name", call.tool.name}, kv{"output_index", j})
 		}
-		ev("response.function_call_arguments.done", kv{"arguments", a.args}, kv{"item_id", fcID},
-			kv{"name", a.tool.name}, kv{"output_index", 0})
 	} else {
 		ev("response.content_part.added", kv{"content_index", 0}, kv{"item_id", msgID}, kv{"output_index", 0},
 			kv{"part", textPart("")})
@@ -290,7 +315,8 @@ func (c *call) openaiResponses() {
 		ev("response.content_part.done", kv{"content_index", 0}, kv{"item_id", msgID}, kv{"output_index", 0},
 			kv{"part", textPart(a.reply)})
 	}
-	ev("response.output_item.done", kv{"item", item("completed", true)}, kv{"output_index", 0})
-	ev("response.completed", kv{"response", response("completed", []any{item("completed", true)}, finalUsage, false)})
+	last := max(len(a.calls)-1, 0)
+	ev("response.output_item.done", kv{"item", item(last, "completed", true)}, kv{"output_index", last})
+	ev("response.completed", kv{"response", response("completed", items(), finalUsage, false)})
 	c.stream("text/event-stream; charset=utf-8", c.openaiHeaders(), out)
 }

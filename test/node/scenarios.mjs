@@ -101,6 +101,18 @@ const weatherFunction = {
   },
 };
 
+// eventSchema is a strict structured-output schema.
+const eventSchema = {
+  type: 'object',
+  properties: {
+    title: { type: 'string' },
+    attendees: { type: 'integer', minimum: 2 },
+    kind: { type: 'string', enum: ['meeting', 'party'] },
+  },
+  required: ['title', 'attendees', 'kind'],
+  additionalProperties: false,
+};
+
 function openaiScenarios(openai) {
   const P = 'openai';
   const model = 'gpt-4o-mini';
@@ -193,6 +205,69 @@ function openaiScenarios(openai) {
         requestId: headerOf(response.headers, REQUEST_ID),
         usage: data.usage,
         text: data.output_text,
+      };
+    },
+
+    // Structured outputs through the SDK's parse helpers, which JSON.parse
+    // the model's content: the answer must be JSON that fits the schema.
+    async parse() {
+      const m = marker(P, 'parse');
+      const { data, response } = await openai.chat.completions
+        .parse({
+          model,
+          messages: [{ role: 'user', content: `Extract the event. ${m}` }],
+          response_format: { type: 'json_schema', json_schema: { name: 'event', schema: eventSchema, strict: true } },
+        })
+        .withResponse();
+      return {
+        model, marker: m,
+        requestId: headerOf(response.headers, REQUEST_ID),
+        usage: data.usage,
+        text: JSON.stringify(data.choices[0]?.message?.parsed),
+      };
+    },
+
+    // The chat stream helper accumulates the deltas; the app parses the
+    // final content (the helper parses only zod formats itself).
+    async stream_parse() {
+      const m = marker(P, 'stream_parse');
+      let requestId;
+      // the helper exposes no response: read the header in fetch
+      const client = openai.withOptions({
+        fetch: async (url, init) => {
+          const res = await fetch(url, init);
+          requestId = headerOf(res.headers, REQUEST_ID);
+          return res;
+        },
+      });
+      const stream = client.chat.completions.stream({
+        model, stream_options: { include_usage: true },
+        messages: [{ role: 'user', content: `Extract the event. ${m}` }],
+        response_format: { type: 'json_schema', json_schema: { name: 'event', schema: eventSchema, strict: true } },
+      });
+      let chunks = 0;
+      stream.on('chunk', () => { chunks++; });
+      const final = await stream.finalChatCompletion();
+      return {
+        model, marker: m, requestId, chunks,
+        usage: final.usage,
+        text: JSON.stringify(JSON.parse(final.choices[0]?.message?.content)),
+      };
+    },
+
+    async responses_parse() {
+      const m = marker(P, 'responses_parse');
+      const { data, response } = await openai.responses
+        .parse({
+          model, input: `Extract the event. ${m}`,
+          text: { format: { type: 'json_schema', name: 'event', schema: eventSchema, strict: true } },
+        })
+        .withResponse();
+      return {
+        model, marker: m,
+        requestId: headerOf(response.headers, REQUEST_ID),
+        usage: data.usage,
+        text: JSON.stringify(data.output_parsed),
       };
     },
 
@@ -310,6 +385,32 @@ function anthropicScenarios(anthropic) {
       };
     },
 
+    // The SDK's stream helper with extended thinking and a tool: the final
+    // message holds the signed thinking block, then the tool use.
+    async thinking_stream() {
+      const m = marker(P, 'thinking_stream');
+      const stream = anthropic.messages.stream({
+        model, max_tokens: 2048, thinking: { type: 'enabled', budget_tokens: 1024 },
+        messages: [{ role: 'user', content: `What is the weather in Paris? [[mock tool]] ${m}` }],
+        tools: [{ name: weatherFunction.name, description: weatherFunction.description, input_schema: weatherFunction.parameters }],
+      });
+      const { response } = await stream.withResponse();
+      let chunks = 0;
+      stream.on('streamEvent', () => { chunks++; });
+      const msg = await stream.finalMessage();
+      const thinking = msg.content[0];
+      const call = msg.content.find((b) => b.type === 'tool_use');
+      return {
+        model, marker: m, chunks,
+        requestId: headerOf(response.headers, REQUEST_ID),
+        usage: msg.usage,
+        text: thinking?.type === 'thinking' && thinking.signature ? thinking.thinking : '',
+        toolName: call?.name,
+        toolArgs: call ? JSON.stringify(call.input) : undefined,
+        stopReason: msg.stop_reason,
+      };
+    },
+
     async unknown_model() {
       const m = marker(P, 'unknown_model');
       const { response } = await anthropic.messages
@@ -376,6 +477,20 @@ function geminiScenarios(ai) {
         usage: res.usageMetadata,
         toolName: call?.name,
         toolArgs: call ? JSON.stringify(call.args) : undefined,
+      };
+    },
+
+    async json() {
+      const m = marker(P, 'json');
+      const res = await ai.models.generateContent({
+        model, contents: `Extract the event. ${m}`,
+        config: { responseMimeType: 'application/json', responseJsonSchema: eventSchema },
+      });
+      return {
+        model, marker: m,
+        requestId: headerOf(res.sdkHttpResponse?.headers, REQUEST_ID),
+        usage: res.usageMetadata,
+        text: JSON.stringify(JSON.parse(res.text)),
       };
     },
 

@@ -226,6 +226,15 @@ var oaWeather = openai.ChatCompletionFunctionTool(shared.FunctionDefinitionParam
 	},
 })
 
+var oaTime = openai.ChatCompletionFunctionTool(shared.FunctionDefinitionParam{
+	Name: "get_time",
+	Parameters: shared.FunctionParameters{
+		"type":       "object",
+		"properties": map[string]any{"zone": map[string]any{"type": "string"}},
+		"required":   []string{"zone"},
+	},
+})
+
 func (s *suite) openAI(t *testing.T) {
 	client := openai.NewClient()
 
@@ -473,6 +482,380 @@ func (s *suite) openAI(t *testing.T) {
 		wantTokens(t, "SDK usage", sdkusage.OpenAIResponses(r.Usage), c.served.Usage)
 	})
 
+	// Structured outputs: an app unmarshals the model's content into its
+	// own type (Node's parse helpers do it for it), so the mock must answer
+	// JSON that fits the schema, not a joke.
+	t.Run("chat structured output", func(t *testing.T) {
+		c := s.begin(t, call{provider: "openai", model: "gpt-4o-mini", op: "chat.completions"})
+		var raw *http.Response
+		r, err := client.Chat.Completions.New(callCtx(t), openai.ChatCompletionNewParams{
+			Model:    "gpt-4o-mini",
+			Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage(prompt("extract the event"))},
+			ResponseFormat: openai.ChatCompletionNewParamsResponseFormatUnion{OfJSONSchema: &shared.ResponseFormatJSONSchemaParam{
+				JSONSchema: shared.ResponseFormatJSONSchemaJSONSchemaParam{Name: "event", Schema: eventSchema, Strict: openai.Bool(true)},
+			}},
+		}, ooption.WithResponseInto(&raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.reqID = mustID(t, raw.Header)
+		s.end(t, c)
+		content := r.Choices[0].Message.Content
+		if content != c.served.Reply {
+			t.Errorf("content %q, mock sent %q", content, c.served.Reply)
+		}
+		checkEvent(t, content)
+		wantTokens(t, "SDK usage", sdkusage.OpenAIChat(r.Usage), c.served.Usage)
+	})
+
+	t.Run("chat structured output stream", func(t *testing.T) {
+		c := s.begin(t, call{provider: "openai", model: "gpt-4o-mini", op: "chat.completions", stream: true})
+		var raw *http.Response
+		st := client.Chat.Completions.NewStreaming(callCtx(t), openai.ChatCompletionNewParams{
+			Model:    "gpt-4o-mini",
+			Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage(prompt("extract the event [[mock chunks=4]]"))},
+			ResponseFormat: openai.ChatCompletionNewParamsResponseFormatUnion{OfJSONSchema: &shared.ResponseFormatJSONSchemaParam{
+				JSONSchema: shared.ResponseFormatJSONSchemaJSONSchemaParam{Name: "event", Schema: eventSchema, Strict: openai.Bool(true)},
+			}},
+			StreamOptions: openai.ChatCompletionStreamOptionsParam{IncludeUsage: openai.Bool(true)},
+		}, ooption.WithResponseInto(&raw))
+		acc := openai.ChatCompletionAccumulator{}
+		n := 0
+		for st.Next() {
+			n++
+			acc.AddChunk(st.Current())
+		}
+		if err := st.Err(); err != nil {
+			t.Fatal(err)
+		}
+		c.reqID = mustID(t, raw.Header)
+		s.end(t, c)
+		checkEvent(t, acc.Choices[0].Message.Content)
+		if n < 4 {
+			t.Errorf("%d chunks, want the JSON streamed in pieces", n)
+		}
+		wantTokens(t, "SDK usage", sdkusage.OpenAIChat(acc.Usage), c.served.Usage)
+	})
+
+	t.Run("chat json mode", func(t *testing.T) {
+		c := s.begin(t, call{provider: "openai", model: "gpt-4o-mini", op: "chat.completions"})
+		var raw *http.Response
+		r, err := client.Chat.Completions.New(callCtx(t), openai.ChatCompletionNewParams{
+			Model:          "gpt-4o-mini",
+			Messages:       []openai.ChatCompletionMessageParamUnion{openai.UserMessage(prompt("answer in JSON"))},
+			ResponseFormat: openai.ChatCompletionNewParamsResponseFormatUnion{OfJSONObject: &shared.ResponseFormatJSONObjectParam{}},
+		}, ooption.WithResponseInto(&raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.reqID = mustID(t, raw.Header)
+		s.end(t, c)
+		var v map[string]any
+		if err := json.Unmarshal([]byte(r.Choices[0].Message.Content), &v); err != nil {
+			t.Errorf("JSON mode content is not a JSON object: %q (%v)", r.Choices[0].Message.Content, err)
+		}
+		wantTokens(t, "SDK usage", sdkusage.OpenAIChat(r.Usage), c.served.Usage)
+	})
+
+	t.Run("responses structured output", func(t *testing.T) {
+		c := s.begin(t, call{provider: "openai", model: "gpt-4o-mini", op: "responses", stream: true})
+		var raw *http.Response
+		st := client.Responses.NewStreaming(callCtx(t), responses.ResponseNewParams{
+			Model: "gpt-4o-mini",
+			Input: responses.ResponseNewParamsInputUnion{OfString: openai.String(prompt("extract the event"))},
+			Text: responses.ResponseTextConfigParam{Format: responses.ResponseFormatTextConfigUnionParam{
+				OfJSONSchema: &responses.ResponseFormatTextJSONSchemaConfigParam{Name: "event", Schema: eventSchema, Strict: openai.Bool(true)},
+			}},
+		}, ooption.WithResponseInto(&raw))
+		var final responses.Response
+		for st.Next() {
+			if ev := st.Current(); ev.Type == "response.completed" {
+				final = ev.Response
+			}
+		}
+		if err := st.Err(); err != nil {
+			t.Fatal(err)
+		}
+		c.reqID = mustID(t, raw.Header)
+		s.end(t, c)
+		checkEvent(t, final.OutputText())
+		wantTokens(t, "SDK usage", sdkusage.OpenAIResponses(final.Usage), c.served.Usage)
+	})
+
+	t.Run("chat tool result", func(t *testing.T) {
+		first := []openai.ChatCompletionMessageParamUnion{openai.UserMessage(prompt("weather in Oslo? [[mock tool]]"))}
+		p := openai.ChatCompletionNewParams{Model: "gpt-4o-mini", Messages: first, Tools: []openai.ChatCompletionToolUnionParam{oaWeather}}
+		c := s.begin(t, call{provider: "openai", model: "gpt-4o-mini", op: "chat.completions"})
+		var raw *http.Response
+		r, err := client.Chat.Completions.New(callCtx(t), p, ooption.WithResponseInto(&raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.reqID = mustID(t, raw.Header)
+		s.end(t, c)
+		if len(r.Choices[0].Message.ToolCalls) != 1 {
+			t.Fatalf("tool calls %+v", r.Choices[0].Message.ToolCalls)
+		}
+		p.Messages = append(first, r.Choices[0].Message.ToParam(),
+			openai.ToolMessage("sunny, 21°C", r.Choices[0].Message.ToolCalls[0].ID))
+		c2 := s.begin(t, call{provider: "openai", model: "gpt-4o-mini", op: "chat.completions"})
+		r2, err := client.Chat.Completions.New(callCtx(t), p, ooption.WithResponseInto(&raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c2.reqID = mustID(t, raw.Header)
+		s.end(t, c2)
+		if r2.Choices[0].FinishReason != "stop" || r2.Choices[0].Message.Content != c2.served.Reply || len(r2.Choices[0].Message.ToolCalls) != 0 {
+			t.Fatalf("second turn %+v", r2.Choices[0])
+		}
+		wantTokens(t, "SDK usage", sdkusage.OpenAIChat(r2.Usage), c2.served.Usage)
+	})
+
+	// n > 1: an app that asks for several candidates reads each choice.
+	chatN := func(stream, includeUsage bool) func(t *testing.T) {
+		return func(t *testing.T) {
+			c := s.begin(t, call{provider: "openai", model: "gpt-4o-mini", op: "chat.completions", stream: stream})
+			var raw *http.Response
+			p := openai.ChatCompletionNewParams{
+				Model:    "gpt-4o-mini",
+				Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage(prompt("three jokes"))},
+				N:        openai.Int(3),
+			}
+			var choices []openai.ChatCompletionChoice
+			var u openai.CompletionUsage
+			if stream {
+				if includeUsage {
+					p.StreamOptions = openai.ChatCompletionStreamOptionsParam{IncludeUsage: openai.Bool(true)}
+				}
+				st := client.Chat.Completions.NewStreaming(callCtx(t), p, ooption.WithResponseInto(&raw))
+				acc := openai.ChatCompletionAccumulator{}
+				for st.Next() {
+					ch := st.Current()
+					if !includeUsage && (len(ch.Choices) == 0 || ch.JSON.Usage.Valid()) {
+						t.Errorf("client saw a usage chunk it did not ask for: %s", ch.RawJSON())
+					}
+					acc.AddChunk(ch)
+				}
+				if err := st.Err(); err != nil {
+					t.Fatal(err)
+				}
+				choices, u = acc.Choices, acc.Usage
+			} else {
+				r, err := client.Chat.Completions.New(callCtx(t), p, ooption.WithResponseInto(&raw))
+				if err != nil {
+					t.Fatal(err)
+				}
+				choices, u = r.Choices, r.Usage
+			}
+			c.reqID = mustID(t, raw.Header)
+			s.end(t, c)
+			if len(choices) != 3 {
+				t.Fatalf("%d choices, want 3", len(choices))
+			}
+			var out int64
+			for i, ch := range choices {
+				if ch.Index != int64(i) || ch.Message.Content == "" || ch.FinishReason != "stop" {
+					t.Errorf("choice %d: %+v", i, ch)
+				}
+				out += int64(len(strings.Fields(ch.Message.Content)))
+			}
+			if stream && !includeUsage {
+				if u.TotalTokens != 0 {
+					t.Errorf("client saw usage %+v", u)
+				}
+			} else {
+				wantTokens(t, "SDK usage", sdkusage.OpenAIChat(u), c.served.Usage)
+			}
+			if c.served.Usage.Output != out {
+				t.Errorf("output billed %d, the choices hold %d words", c.served.Usage.Output, out)
+			}
+		}
+	}
+	t.Run("chat n", chatN(false, false))
+	t.Run("chat n stream", chatN(true, true))
+	t.Run("chat n stream without stream_options", chatN(true, false))
+
+	// logprobs: apps read per-token log probabilities (confidence scores).
+	chatLogprobs := func(stream bool) func(t *testing.T) {
+		return func(t *testing.T) {
+			c := s.begin(t, call{provider: "openai", model: "gpt-4o-mini", op: "chat.completions", stream: stream})
+			var raw *http.Response
+			p := openai.ChatCompletionNewParams{
+				Model:       "gpt-4o-mini",
+				Messages:    []openai.ChatCompletionMessageParamUnion{openai.UserMessage(prompt("a joke"))},
+				Logprobs:    openai.Bool(true),
+				TopLogprobs: openai.Int(2),
+			}
+			var choice openai.ChatCompletionChoice
+			var u openai.CompletionUsage
+			if stream {
+				p.StreamOptions = openai.ChatCompletionStreamOptionsParam{IncludeUsage: openai.Bool(true)}
+				st := client.Chat.Completions.NewStreaming(callCtx(t), p, ooption.WithResponseInto(&raw))
+				acc := openai.ChatCompletionAccumulator{}
+				for st.Next() {
+					acc.AddChunk(st.Current())
+				}
+				if err := st.Err(); err != nil {
+					t.Fatal(err)
+				}
+				choice, u = acc.Choices[0], acc.Usage
+			} else {
+				r, err := client.Chat.Completions.New(callCtx(t), p, ooption.WithResponseInto(&raw))
+				if err != nil {
+					t.Fatal(err)
+				}
+				choice, u = r.Choices[0], r.Usage
+			}
+			c.reqID = mustID(t, raw.Header)
+			s.end(t, c)
+			lp := choice.Logprobs.Content
+			if len(lp) == 0 {
+				t.Fatalf("no logprobs for %q", choice.Message.Content)
+			}
+			joined := ""
+			for i, tok := range lp {
+				joined += tok.Token
+				if tok.Logprob > 0 || len(tok.TopLogprobs) != 2 || tok.TopLogprobs[0].Token != tok.Token || len(tok.Bytes) != len(tok.Token) {
+					t.Errorf("token %d: %+v", i, tok)
+				}
+			}
+			if joined != choice.Message.Content {
+				t.Errorf("logprob tokens spell %q, content %q", joined, choice.Message.Content)
+			}
+			wantTokens(t, "SDK usage", sdkusage.OpenAIChat(u), c.served.Usage)
+		}
+	}
+	t.Run("chat logprobs", chatLogprobs(false))
+	t.Run("chat logprobs stream", chatLogprobs(true))
+
+	// Parallel tool calls: [[mock parallel_tools]] calls every declared
+	// tool; the accumulator must finish each and the app answers each.
+	t.Run("chat parallel tools stream", func(t *testing.T) {
+		c := s.begin(t, call{provider: "openai", model: "gpt-4o-mini", op: "chat.completions", stream: true})
+		var raw *http.Response
+		st := client.Chat.Completions.NewStreaming(callCtx(t), openai.ChatCompletionNewParams{
+			Model:    "gpt-4o-mini",
+			Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage(prompt("weather and time in Oslo? [[mock parallel_tools]]"))},
+			Tools:    []openai.ChatCompletionToolUnionParam{oaWeather, oaTime},
+		}, ooption.WithResponseInto(&raw))
+		acc := openai.ChatCompletionAccumulator{}
+		var finished []string
+		for st.Next() {
+			acc.AddChunk(st.Current())
+			if tc, ok := acc.JustFinishedToolCall(); ok {
+				finished = append(finished, tc.Name)
+			}
+		}
+		if err := st.Err(); err != nil {
+			t.Fatal(err)
+		}
+		c.reqID = mustID(t, raw.Header)
+		s.end(t, c)
+		tcs := acc.Choices[0].Message.ToolCalls
+		if len(tcs) != 2 || tcs[0].Function.Name != "get_weather" || tcs[1].Function.Name != "get_time" || tcs[0].ID == tcs[1].ID ||
+			!slices.Equal(finished, []string{"get_weather", "get_time"}) {
+			t.Fatalf("tool calls %+v, finished %v", tcs, finished)
+		}
+		for _, tc := range tcs {
+			if !json.Valid([]byte(tc.Function.Arguments)) {
+				t.Errorf("arguments %q", tc.Function.Arguments)
+			}
+		}
+	})
+
+	t.Run("responses parallel tools", func(t *testing.T) {
+		c := s.begin(t, call{provider: "openai", model: "gpt-4o-mini", op: "responses", stream: true})
+		var raw *http.Response
+		fn := func(name, prop string) responses.ToolUnionParam {
+			return responses.ToolUnionParam{OfFunction: &responses.FunctionToolParam{
+				Name:       name,
+				Parameters: map[string]any{"type": "object", "properties": map[string]any{prop: map[string]any{"type": "string"}}, "required": []string{prop}},
+				Strict:     openai.Bool(true),
+			}}
+		}
+		st := client.Responses.NewStreaming(callCtx(t), responses.ResponseNewParams{
+			Model: "gpt-4o-mini",
+			Input: responses.ResponseNewParamsInputUnion{OfString: openai.String(prompt("weather and time in Lima? [[mock parallel_tools]]"))},
+			Tools: []responses.ToolUnionParam{fn("get_weather", "city"), fn("get_time", "zone")},
+		}, ooption.WithResponseInto(&raw))
+		args := map[int64]string{}
+		var final responses.Response
+		for st.Next() {
+			switch ev := st.Current(); ev.Type {
+			case "response.function_call_arguments.delta":
+				args[ev.OutputIndex] += ev.Delta
+			case "response.completed":
+				final = ev.Response
+			}
+		}
+		if err := st.Err(); err != nil {
+			t.Fatal(err)
+		}
+		c.reqID = mustID(t, raw.Header)
+		s.end(t, c)
+		if len(final.Output) != 2 || final.Output[0].Name != "get_weather" || final.Output[1].Name != "get_time" ||
+			args[0] != final.Output[0].Arguments.OfString || args[1] != final.Output[1].Arguments.OfString || final.Output[0].CallID == final.Output[1].CallID {
+			t.Fatalf("output %+v, streamed arguments %v", final.Output, args)
+		}
+		wantTokens(t, "SDK usage", sdkusage.OpenAIResponses(final.Usage), c.served.Usage)
+	})
+
+	t.Run("responses tool stream", func(t *testing.T) {
+		c := s.begin(t, call{provider: "openai", model: "gpt-4o-mini", op: "responses", stream: true})
+		var raw *http.Response
+		st := client.Responses.NewStreaming(callCtx(t), responses.ResponseNewParams{
+			Model: "gpt-4o-mini",
+			Input: responses.ResponseNewParamsInputUnion{OfString: openai.String(prompt("weather in Lima? [[mock tool]]"))},
+			Tools: []responses.ToolUnionParam{{OfFunction: &responses.FunctionToolParam{
+				Name:       "get_weather",
+				Parameters: map[string]any{"type": "object", "properties": map[string]any{"city": map[string]any{"type": "string"}}, "required": []string{"city"}},
+				Strict:     openai.Bool(true),
+			}}},
+		}, ooption.WithResponseInto(&raw))
+		args, done := "", ""
+		var final responses.Response
+		for st.Next() {
+			switch ev := st.Current(); ev.Type {
+			case "response.function_call_arguments.delta":
+				args += ev.Delta
+			case "response.function_call_arguments.done":
+				done = ev.Arguments
+			case "response.completed":
+				final = ev.Response
+			}
+		}
+		if err := st.Err(); err != nil {
+			t.Fatal(err)
+		}
+		c.reqID = mustID(t, raw.Header)
+		s.end(t, c)
+		if args == "" || args != done || len(final.Output) != 1 || final.Output[0].Arguments.OfString != args {
+			t.Fatalf("deltas %q, done %q, final %+v", args, done, final.Output)
+		}
+		// The tool result goes back in the next turn.
+		c2 := s.begin(t, call{provider: "openai", model: "gpt-4o-mini", op: "responses"})
+		r, err := client.Responses.New(callCtx(t), responses.ResponseNewParams{
+			Model: "gpt-4o-mini",
+			Input: responses.ResponseNewParamsInputUnion{OfInputItemList: responses.ResponseInputParam{
+				responses.ResponseInputItemParamOfMessage(prompt("weather in Lima? [[mock tool]]"), responses.EasyInputMessageRoleUser),
+				responses.ResponseInputItemParamOfFunctionCall(args, final.Output[0].CallID, "get_weather"),
+				{OfFunctionCallOutput: &responses.ResponseInputItemFunctionCallOutputParam{
+					CallID: openai.String(final.Output[0].CallID),
+					Output: responses.ResponseInputItemFunctionCallOutputOutputUnionParam{OfString: openai.String("sunny")},
+				}},
+			}},
+		}, ooption.WithResponseInto(&raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c2.reqID = mustID(t, raw.Header)
+		s.end(t, c2)
+		if r.OutputText() != c2.served.Reply || c2.served.ToolCall {
+			t.Fatalf("second turn %q, mock sent %q", r.OutputText(), c2.served.Reply)
+		}
+		wantTokens(t, "SDK usage", sdkusage.OpenAIResponses(r.Usage), c2.served.Usage)
+	})
+
 	t.Run("embeddings", func(t *testing.T) {
 		c := s.begin(t, call{provider: "openai", model: "text-embedding-3-small", op: "embeddings"})
 		var raw *http.Response
@@ -543,6 +926,58 @@ var anthWeather = anthropic.ToolUnionParam{OfTool: &anthropic.ToolParam{
 		Required:   []string{"city"},
 	},
 }}
+
+// eventSchema is a structured-output schema in the shape generators
+// (Pydantic, zod-to-json-schema) write: a nested definition by $ref, an
+// enum, an array with minItems, a date-time string, a nullable field.
+var eventSchema = map[string]any{
+	"type": "object",
+	"properties": map[string]any{
+		"title":     map[string]any{"type": "string"},
+		"attendees": map[string]any{"type": "integer", "minimum": 2},
+		"kind":      map[string]any{"type": "string", "enum": []string{"meeting", "party"}},
+		"starts":    map[string]any{"type": "string", "format": "date-time"},
+		"online":    map[string]any{"type": "boolean"},
+		"notes":     map[string]any{"type": []string{"string", "null"}},
+		"place":     map[string]any{"$ref": "#/$defs/Place"},
+		"tags":      map[string]any{"type": "array", "items": map[string]any{"type": "string"}, "minItems": 1},
+	},
+	"required":             []string{"title", "attendees", "kind", "starts", "online", "notes", "place", "tags"},
+	"additionalProperties": false,
+	"$defs": map[string]any{"Place": map[string]any{
+		"type":                 "object",
+		"properties":           map[string]any{"city": map[string]any{"type": "string"}},
+		"required":             []string{"city"},
+		"additionalProperties": false,
+	}},
+}
+
+// checkEvent unmarshals a structured answer the way an app would and
+// checks it fits eventSchema.
+func checkEvent(t *testing.T, content string) {
+	t.Helper()
+	var ev struct {
+		Title     *string   `json:"title"`
+		Attendees *int      `json:"attendees"`
+		Kind      string    `json:"kind"`
+		Starts    time.Time `json:"starts"`
+		Online    *bool     `json:"online"`
+		Notes     *string   `json:"notes"`
+		Place     *struct {
+			City *string `json:"city"`
+		} `json:"place"`
+		Tags []string `json:"tags"`
+	}
+	dec := json.NewDecoder(strings.NewReader(content))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&ev); err != nil {
+		t.Fatalf("structured answer %q does not fit the schema: %v", content, err)
+	}
+	if ev.Title == nil || ev.Attendees == nil || *ev.Attendees < 2 || ev.Kind != "meeting" || ev.Starts.IsZero() ||
+		ev.Online == nil || ev.Place == nil || ev.Place.City == nil || len(ev.Tags) < 1 {
+		t.Errorf("structured answer %q does not fit the schema", content)
+	}
+}
 
 func anthText(s string) []anthropic.MessageParam {
 	return []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock(prompt(s)))}
@@ -630,6 +1065,38 @@ func (s *suite) anthropic(t *testing.T) {
 	t.Run("stream", stream(false))
 	t.Run("tool stream", stream(true))
 
+	t.Run("parallel tools stream", func(t *testing.T) {
+		c := s.begin(t, call{provider: "anthropic", model: "claude-haiku-4-5", op: "messages", stream: true})
+		var raw *http.Response
+		st := client.Messages.NewStreaming(callCtx(t), anthropic.MessageNewParams{
+			Model: "claude-haiku-4-5", MaxTokens: 200,
+			Messages: anthText("weather and time in Quito? [[mock parallel_tools]]"),
+			Tools: []anthropic.ToolUnionParam{anthWeather, {OfTool: &anthropic.ToolParam{
+				Name:        "get_time",
+				InputSchema: anthropic.ToolInputSchemaParam{Properties: map[string]any{"zone": map[string]any{"type": "string"}}, Required: []string{"zone"}},
+			}}},
+		}, aoption.WithResponseInto(&raw))
+		msg := anthropic.Message{}
+		for st.Next() {
+			if err := msg.Accumulate(st.Current()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := st.Err(); err != nil {
+			t.Fatal(err)
+		}
+		c.reqID = mustID(t, raw.Header)
+		s.end(t, c)
+		if len(msg.Content) != 2 || msg.Content[0].Name != "get_weather" || msg.Content[1].Name != "get_time" || msg.Content[0].ID == msg.Content[1].ID {
+			t.Fatalf("content %+v", msg.Content)
+		}
+		var in map[string]any
+		if err := json.Unmarshal(msg.Content[1].Input, &in); err != nil || in["zone"] == nil {
+			t.Errorf("second tool input %s", msg.Content[1].Input)
+		}
+		wantTokens(t, "SDK usage", sdkusage.Anthropic(msg.Usage), c.served.Usage)
+	})
+
 	t.Run("tool", func(t *testing.T) {
 		c := s.begin(t, call{provider: "anthropic", model: "claude-sonnet-4-5", op: "messages"})
 		var raw *http.Response
@@ -651,6 +1118,158 @@ func (s *suite) anthropic(t *testing.T) {
 			t.Errorf("tool use %+v", tu)
 		}
 		wantTokens(t, "SDK usage", sdkusage.Anthropic(m.Usage), c.served.Usage)
+	})
+
+	t.Run("structured output", func(t *testing.T) {
+		c := s.begin(t, call{provider: "anthropic", model: "claude-sonnet-4-5", op: "messages"})
+		var raw *http.Response
+		m, err := client.Messages.New(callCtx(t), anthropic.MessageNewParams{
+			Model:        "claude-sonnet-4-5",
+			MaxTokens:    300,
+			Messages:     anthText("extract the event"),
+			OutputConfig: anthropic.OutputConfigParam{Format: anthropic.JSONOutputFormatParam{Schema: eventSchema}},
+		}, aoption.WithResponseInto(&raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.reqID = mustID(t, raw.Header)
+		s.end(t, c)
+		if len(m.Content) != 1 {
+			t.Fatalf("content %+v", m.Content)
+		}
+		checkEvent(t, m.Content[0].Text)
+		wantTokens(t, "SDK usage", sdkusage.Anthropic(m.Usage), c.served.Usage)
+	})
+
+	// Extended thinking: a thinking block with its signature comes first,
+	// streamed as thinking_delta and signature_delta; the app sends it
+	// back unchanged with the tool result on the next turn.
+	t.Run("thinking tool loop", func(t *testing.T) {
+		tools := []anthropic.ToolUnionParam{anthWeather}
+		c := s.begin(t, call{provider: "anthropic", model: "claude-sonnet-4-5", op: "messages", stream: true})
+		var raw *http.Response
+		first := anthText("weather in Quito? [[mock tool]]")
+		st := client.Messages.NewStreaming(callCtx(t), anthropic.MessageNewParams{
+			Model: "claude-sonnet-4-5", MaxTokens: 2048, Messages: first, Tools: tools,
+			Thinking: anthropic.ThinkingConfigParamOfEnabled(1024),
+		}, aoption.WithResponseInto(&raw))
+		msg := anthropic.Message{}
+		deltas := map[string]int{}
+		for st.Next() {
+			ev := st.Current()
+			if ev.Type == "content_block_delta" {
+				deltas[ev.Delta.Type]++
+			}
+			if err := msg.Accumulate(ev); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := st.Err(); err != nil {
+			t.Fatal(err)
+		}
+		c.reqID = mustID(t, raw.Header)
+		s.end(t, c)
+		if len(msg.Content) != 2 || msg.Content[0].Type != "thinking" || msg.Content[0].Thinking == "" ||
+			msg.Content[0].Signature == "" || msg.Content[1].Type != "tool_use" || msg.StopReason != "tool_use" {
+			t.Fatalf("message content %+v stop %q", msg.Content, msg.StopReason)
+		}
+		if deltas["thinking_delta"] == 0 || deltas["signature_delta"] != 1 || deltas["input_json_delta"] == 0 {
+			t.Errorf("delta kinds %v", deltas)
+		}
+		wantTokens(t, "SDK usage", sdkusage.Anthropic(msg.Usage), c.served.Usage)
+		if c.served.Usage.Reasoning == 0 || c.served.Usage.Output <= c.served.Usage.Reasoning {
+			t.Errorf("ground truth %+v: thinking must be billed as reasoning within output", c.served.Usage)
+		}
+
+		c2 := s.begin(t, call{provider: "anthropic", model: "claude-sonnet-4-5", op: "messages"})
+		next := append(first, msg.ToParam(),
+			anthropic.NewUserMessage(anthropic.NewToolResultBlock(msg.Content[1].ID, "sunny, 21°C", false)))
+		m, err := client.Messages.New(callCtx(t), anthropic.MessageNewParams{
+			Model: "claude-sonnet-4-5", MaxTokens: 2048, Messages: next, Tools: tools,
+			Thinking: anthropic.ThinkingConfigParamOfEnabled(1024),
+		}, aoption.WithResponseInto(&raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c2.reqID = mustID(t, raw.Header)
+		s.end(t, c2)
+		var sent struct {
+			Messages []struct {
+				Content []struct {
+					Type      string `json:"type"`
+					Signature string `json:"signature"`
+				} `json:"content"`
+			} `json:"messages"`
+		}
+		if err := json.Unmarshal(c2.served.Body, &sent); err != nil || len(sent.Messages) != 3 ||
+			len(sent.Messages[1].Content) != 2 || sent.Messages[1].Content[0].Signature != msg.Content[0].Signature {
+			t.Errorf("the thinking block did not go back upstream unchanged: %s", c2.served.Body)
+		}
+		if m.StopReason != "end_turn" || len(m.Content) != 2 || m.Content[0].Type != "thinking" || m.Content[1].Text != c2.served.Reply {
+			t.Fatalf("final message %+v, mock sent %q", m.Content, c2.served.Reply)
+		}
+		wantTokens(t, "SDK usage", sdkusage.Anthropic(m.Usage), c2.served.Usage)
+	})
+
+	t.Run("count tokens", func(t *testing.T) {
+		c := s.begin(t, call{provider: "anthropic", model: "claude-sonnet-4-5", op: "messages.count_tokens"})
+		var raw *http.Response
+		r, err := client.Messages.CountTokens(callCtx(t), anthropic.MessageCountTokensParams{
+			Model:    "claude-sonnet-4-5",
+			Messages: anthText("how long is this? [[mock usage input=42]]"),
+			System:   anthropic.MessageCountTokensParamsSystemUnion{OfString: anthropic.String("be brief")},
+		}, aoption.WithResponseInto(&raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.reqID = mustID(t, raw.Header)
+		s.end(t, c)
+		if r.InputTokens != 42 {
+			t.Errorf("input tokens %d, want 42", r.InputTokens)
+		}
+		wantTokens(t, "ground truth", c.served.Usage, usage.Tokens{})
+	})
+
+	// A cached system prompt (5-minute TTL, the only one the platform
+	// allows) and stop sequences.
+	t.Run("cached system and stop sequences", func(t *testing.T) {
+		c := s.begin(t, call{provider: "anthropic", model: "claude-sonnet-4-5", op: "messages"})
+		var raw *http.Response
+		m, err := client.Messages.New(callCtx(t), anthropic.MessageNewParams{
+			Model:     "claude-sonnet-4-5",
+			MaxTokens: 100,
+			System: []anthropic.TextBlockParam{
+				{Text: "You are terse."},
+				{Text: prompt("a long reference document [[mock usage cache_write=1024 cached=0]]"),
+					CacheControl: anthropic.CacheControlEphemeralParam{TTL: anthropic.CacheControlEphemeralTTLTTL5m}},
+			},
+			StopSequences: []string{"\n\nHuman:"},
+			Messages:      anthText("hi"),
+		}, aoption.WithResponseInto(&raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.reqID = mustID(t, raw.Header)
+		s.end(t, c)
+		if len(m.Content) != 1 || m.Content[0].Text != c.served.Reply || m.StopReason != "end_turn" {
+			t.Fatalf("message %+v, mock sent %q", m, c.served.Reply)
+		}
+		var sent struct {
+			System []struct {
+				CacheControl *struct {
+					TTL string `json:"ttl"`
+				} `json:"cache_control"`
+			} `json:"system"`
+			StopSequences []string `json:"stop_sequences"`
+		}
+		if err := json.Unmarshal(c.served.Body, &sent); err != nil || len(sent.System) != 2 || sent.System[1].CacheControl == nil ||
+			len(sent.StopSequences) != 1 {
+			t.Errorf("upstream body lost the system blocks or stop sequences: %s", c.served.Body)
+		}
+		wantTokens(t, "SDK usage", sdkusage.Anthropic(m.Usage), c.served.Usage)
+		if c.served.Usage.CacheWrite != 1024 {
+			t.Errorf("ground truth %+v", c.served.Usage)
+		}
 	})
 
 	t.Run("unknown model", func(t *testing.T) {
@@ -786,6 +1405,209 @@ func (s *suite) gemini(t *testing.T) {
 			t.Fatalf("function calls %+v", fc)
 		}
 		wantTokens(t, "SDK usage", sdkusage.Gemini(r.UsageMetadata), c.served.Usage)
+	})
+
+	t.Run("json schema", func(t *testing.T) {
+		c := s.begin(t, call{provider: "gemini", model: "gemini-2.5-flash", op: "generateContent"})
+		r, err := client.Models.GenerateContent(callCtx(t), "gemini-2.5-flash", genai.Text(prompt("extract the event")),
+			&genai.GenerateContentConfig{ResponseMIMEType: "application/json", ResponseSchema: &genai.Schema{
+				Type: genai.TypeObject,
+				Properties: map[string]*genai.Schema{
+					"title":     {Type: genai.TypeString},
+					"attendees": {Type: genai.TypeInteger, Minimum: genai.Ptr(2.0)},
+					"kind":      {Type: genai.TypeString, Enum: []string{"meeting", "party"}},
+					"starts":    {Type: genai.TypeString, Format: "date-time"},
+					"online":    {Type: genai.TypeBoolean},
+					"notes":     {Type: genai.TypeString, Nullable: genai.Ptr(true)},
+					"place":     {Type: genai.TypeObject, Properties: map[string]*genai.Schema{"city": {Type: genai.TypeString}}, Required: []string{"city"}},
+					"tags":      {Type: genai.TypeArray, Items: &genai.Schema{Type: genai.TypeString}, MinItems: genai.Ptr[int64](1)},
+				},
+				Required:         []string{"title", "attendees", "kind", "starts", "online", "notes", "place", "tags"},
+				PropertyOrdering: []string{"title", "attendees", "kind", "starts", "online", "notes", "place", "tags"},
+			}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.reqID = gemID(t, r.SDKHTTPResponse)
+		s.end(t, c)
+		checkEvent(t, r.Text())
+		wantTokens(t, "SDK usage", sdkusage.Gemini(r.UsageMetadata), c.served.Usage)
+	})
+
+	t.Run("json schema stream", func(t *testing.T) {
+		c := s.begin(t, call{provider: "gemini", model: "gemini-2.5-flash", op: "streamGenerateContent", stream: true})
+		text := ""
+		var last *genai.GenerateContentResponse
+		for ch, err := range client.Models.GenerateContentStream(callCtx(t), "gemini-2.5-flash",
+			genai.Text(prompt("extract the event [[mock chunks=3]]")),
+			&genai.GenerateContentConfig{ResponseMIMEType: "application/json", ResponseJsonSchema: eventSchema}) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			text += ch.Text()
+			last = ch
+		}
+		if last == nil {
+			t.Fatal("no chunks")
+		}
+		c.reqID = gemID(t, last.SDKHTTPResponse)
+		s.end(t, c)
+		checkEvent(t, text)
+		wantTokens(t, "SDK usage (last chunk)", sdkusage.Gemini(last.UsageMetadata), c.served.Usage)
+	})
+
+	t.Run("json mode", func(t *testing.T) {
+		c := s.begin(t, call{provider: "gemini", model: "gemini-2.5-flash", op: "generateContent"})
+		r, err := client.Models.GenerateContent(callCtx(t), "gemini-2.5-flash", genai.Text(prompt("answer in JSON")),
+			&genai.GenerateContentConfig{ResponseMIMEType: "application/json"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.reqID = gemID(t, r.SDKHTTPResponse)
+		s.end(t, c)
+		var v any
+		if err := json.Unmarshal([]byte(r.Text()), &v); err != nil {
+			t.Errorf("application/json answer is not JSON: %q (%v)", r.Text(), err)
+		}
+		wantTokens(t, "SDK usage", sdkusage.Gemini(r.UsageMetadata), c.served.Usage)
+	})
+
+	// A multi-turn chat: the function call, then the app's function
+	// response, then the model's answer.
+	t.Run("chat tool loop", func(t *testing.T) {
+		chat, err := client.Chats.Create(callCtx(t), "gemini-2.5-flash", gemWeather, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := s.begin(t, call{provider: "gemini", model: "gemini-2.5-flash", op: "generateContent"})
+		r, err := chat.SendMessage(callCtx(t), genai.Part{Text: prompt("weather in Accra? [[mock tool]]")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.reqID = gemID(t, r.SDKHTTPResponse)
+		s.end(t, c)
+		fc := r.FunctionCalls()
+		if len(fc) != 1 {
+			t.Fatalf("function calls %+v", fc)
+		}
+		c2 := s.begin(t, call{provider: "gemini", model: "gemini-2.5-flash", op: "generateContent"})
+		r2, err := chat.SendMessage(callCtx(t), *genai.NewPartFromFunctionResponse(fc[0].Name, map[string]any{"forecast": "sunny"}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c2.reqID = gemID(t, r2.SDKHTTPResponse)
+		s.end(t, c2)
+		if len(r2.FunctionCalls()) != 0 || r2.Text() != c2.served.Reply || len(chat.History(false)) != 4 {
+			t.Fatalf("second turn %q (mock sent %q), history %d", r2.Text(), c2.served.Reply, len(chat.History(false)))
+		}
+		wantTokens(t, "SDK usage", sdkusage.Gemini(r2.UsageMetadata), c2.served.Usage)
+	})
+
+	t.Run("tool stream", func(t *testing.T) {
+		c := s.begin(t, call{provider: "gemini", model: "gemini-2.5-flash", op: "streamGenerateContent", stream: true})
+		var calls []*genai.FunctionCall
+		var last *genai.GenerateContentResponse
+		for ch, err := range client.Models.GenerateContentStream(callCtx(t), "gemini-2.5-flash",
+			genai.Text(prompt("weather in Accra? [[mock tool]]")), gemWeather) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			calls = append(calls, ch.FunctionCalls()...)
+			last = ch
+		}
+		if last == nil {
+			t.Fatal("no chunks")
+		}
+		c.reqID = gemID(t, last.SDKHTTPResponse)
+		s.end(t, c)
+		if len(calls) != 1 || calls[0].Name != "get_weather" || calls[0].Args["city"] == nil {
+			t.Fatalf("function calls %+v", calls)
+		}
+		wantTokens(t, "SDK usage (last chunk)", sdkusage.Gemini(last.UsageMetadata), c.served.Usage)
+	})
+
+	// Thinking: with includeThoughts the thought summary comes as a part
+	// marked thought (Text() leaves it out) and thoughtsTokenCount counts
+	// it within the billed output.
+	t.Run("thinking", func(t *testing.T) {
+		c := s.begin(t, call{provider: "gemini", model: "gemini-2.5-flash", op: "generateContent"})
+		r, err := client.Models.GenerateContent(callCtx(t), "gemini-2.5-flash", genai.Text(prompt("think first")),
+			&genai.GenerateContentConfig{ThinkingConfig: &genai.ThinkingConfig{IncludeThoughts: true, ThinkingBudget: genai.Ptr[int32](512)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.reqID = gemID(t, r.SDKHTTPResponse)
+		s.end(t, c)
+		parts := r.Candidates[0].Content.Parts
+		if len(parts) != 2 || !parts[0].Thought || parts[0].Text == "" || parts[1].Thought || r.Text() != c.served.Reply {
+			t.Fatalf("parts %+v, text %q, mock sent %q", parts, r.Text(), c.served.Reply)
+		}
+		if r.UsageMetadata.ThoughtsTokenCount == 0 {
+			t.Errorf("no thoughtsTokenCount: %+v", r.UsageMetadata)
+		}
+		wantTokens(t, "SDK usage", sdkusage.Gemini(r.UsageMetadata), c.served.Usage)
+	})
+
+	t.Run("thinking stream", func(t *testing.T) {
+		c := s.begin(t, call{provider: "gemini", model: "gemini-2.5-flash", op: "streamGenerateContent", stream: true})
+		thoughts, text := "", ""
+		var last *genai.GenerateContentResponse
+		for ch, err := range client.Models.GenerateContentStream(callCtx(t), "gemini-2.5-flash", genai.Text(prompt("think first")),
+			&genai.GenerateContentConfig{ThinkingConfig: &genai.ThinkingConfig{IncludeThoughts: true}}) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range ch.Candidates[0].Content.Parts {
+				if p.Thought {
+					thoughts += p.Text
+				}
+			}
+			text += ch.Text()
+			last = ch
+		}
+		if last == nil {
+			t.Fatal("no chunks")
+		}
+		c.reqID = gemID(t, last.SDKHTTPResponse)
+		s.end(t, c)
+		if thoughts == "" || text != c.served.Reply {
+			t.Fatalf("thoughts %q, text %q, mock sent %q", thoughts, text, c.served.Reply)
+		}
+		wantTokens(t, "SDK usage (last chunk)", sdkusage.Gemini(last.UsageMetadata), c.served.Usage)
+	})
+
+	t.Run("parallel tools", func(t *testing.T) {
+		c := s.begin(t, call{provider: "gemini", model: "gemini-2.5-flash", op: "generateContent"})
+		cfg := &genai.GenerateContentConfig{Tools: []*genai.Tool{{FunctionDeclarations: []*genai.FunctionDeclaration{
+			gemWeather.Tools[0].FunctionDeclarations[0],
+			{Name: "get_time", Parameters: &genai.Schema{Type: genai.TypeObject, Required: []string{"zone"},
+				Properties: map[string]*genai.Schema{"zone": {Type: genai.TypeString}}}},
+		}}}}
+		r, err := client.Models.GenerateContent(callCtx(t), "gemini-2.5-flash", genai.Text(prompt("weather and time in Accra? [[mock parallel_tools]]")), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.reqID = gemID(t, r.SDKHTTPResponse)
+		s.end(t, c)
+		fc := r.FunctionCalls()
+		if len(fc) != 2 || fc[0].Name != "get_weather" || fc[1].Name != "get_time" || fc[1].Args["zone"] == nil {
+			t.Fatalf("function calls %+v", fc)
+		}
+		wantTokens(t, "SDK usage", sdkusage.Gemini(r.UsageMetadata), c.served.Usage)
+	})
+
+	t.Run("countTokens", func(t *testing.T) {
+		c := s.begin(t, call{provider: "gemini", model: "gemini-2.5-flash", op: "countTokens"})
+		r, err := client.Models.CountTokens(callCtx(t), "gemini-2.5-flash", genai.Text(prompt("how long is this? [[mock usage input=37]]")), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.reqID = gemID(t, r.SDKHTTPResponse)
+		s.end(t, c)
+		if r.TotalTokens != 37 {
+			t.Errorf("total tokens %d, want 37", r.TotalTokens)
+		}
+		wantTokens(t, "ground truth", c.served.Usage, usage.Tokens{})
 	})
 
 	t.Run("embeddings", func(t *testing.T) {

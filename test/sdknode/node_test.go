@@ -119,24 +119,29 @@ type expectation struct {
 }
 
 var scenarios = map[string]expectation{
-	"openai/plain":            {model: "gpt-4o-mini", operation: "chat.completions", endpoint: "chat.completions"},
-	"openai/stream":           {model: "gpt-4o-mini", operation: "chat.completions", endpoint: "chat.completions", stream: true},
-	"openai/stream_usage":     {model: "gpt-4o-mini", operation: "chat.completions", endpoint: "chat.completions", stream: true},
-	"openai/tool":             {model: "gpt-4o-mini", operation: "chat.completions", endpoint: "chat.completions"},
-	"openai/embeddings":       {model: "text-embedding-3-small", operation: "embeddings", endpoint: "embeddings"},
-	"openai/unknown_model":    {model: "gpt-9", operation: "chat.completions", rejected: true},
-	"openai/responses":        {model: "gpt-4o-mini", operation: "responses", endpoint: "responses"},
-	"openai/responses_stream": {model: "gpt-4o-mini", operation: "responses", endpoint: "responses", stream: true},
-	"anthropic/plain":         {model: "claude-haiku-4-5", operation: "messages", endpoint: "messages"},
-	"anthropic/stream":        {model: "claude-haiku-4-5", operation: "messages", endpoint: "messages", stream: true},
-	"anthropic/tool":          {model: "claude-haiku-4-5", operation: "messages", endpoint: "messages"},
-	"anthropic/unknown_model": {model: "claude-9", operation: "messages", rejected: true},
-	"anthropic/count_tokens":  {model: "claude-haiku-4-5", operation: "messages.count_tokens", endpoint: "count_tokens", unbilled: true},
-	"gemini/plain":            {model: "gemini-2.5-flash", operation: "generateContent", endpoint: "generateContent"},
-	"gemini/stream":           {model: "gemini-2.5-flash", operation: "streamGenerateContent", endpoint: "streamGenerateContent", stream: true},
-	"gemini/tool":             {model: "gemini-2.5-flash", operation: "generateContent", endpoint: "generateContent"},
-	"gemini/embeddings":       {model: "gemini-embedding-001", operation: "batchEmbedContents", endpoint: "batchEmbedContents", estimated: true},
-	"gemini/unknown_model":    {model: "gemini-9", operation: "generateContent", rejected: true},
+	"openai/plain":              {model: "gpt-4o-mini", operation: "chat.completions", endpoint: "chat.completions"},
+	"openai/stream":             {model: "gpt-4o-mini", operation: "chat.completions", endpoint: "chat.completions", stream: true},
+	"openai/stream_usage":       {model: "gpt-4o-mini", operation: "chat.completions", endpoint: "chat.completions", stream: true},
+	"openai/tool":               {model: "gpt-4o-mini", operation: "chat.completions", endpoint: "chat.completions"},
+	"openai/embeddings":         {model: "text-embedding-3-small", operation: "embeddings", endpoint: "embeddings"},
+	"openai/unknown_model":      {model: "gpt-9", operation: "chat.completions", rejected: true},
+	"openai/responses":          {model: "gpt-4o-mini", operation: "responses", endpoint: "responses"},
+	"openai/responses_stream":   {model: "gpt-4o-mini", operation: "responses", endpoint: "responses", stream: true},
+	"openai/parse":              {model: "gpt-4o-mini", operation: "chat.completions", endpoint: "chat.completions"},
+	"openai/stream_parse":       {model: "gpt-4o-mini", operation: "chat.completions", endpoint: "chat.completions", stream: true},
+	"openai/responses_parse":    {model: "gpt-4o-mini", operation: "responses", endpoint: "responses"},
+	"gemini/json":               {model: "gemini-2.5-flash", operation: "generateContent", endpoint: "generateContent"},
+	"anthropic/plain":           {model: "claude-haiku-4-5", operation: "messages", endpoint: "messages"},
+	"anthropic/stream":          {model: "claude-haiku-4-5", operation: "messages", endpoint: "messages", stream: true},
+	"anthropic/tool":            {model: "claude-haiku-4-5", operation: "messages", endpoint: "messages"},
+	"anthropic/thinking_stream": {model: "claude-haiku-4-5", operation: "messages", endpoint: "messages", stream: true},
+	"anthropic/unknown_model":   {model: "claude-9", operation: "messages", rejected: true},
+	"anthropic/count_tokens":    {model: "claude-haiku-4-5", operation: "messages.count_tokens", endpoint: "count_tokens", unbilled: true},
+	"gemini/plain":              {model: "gemini-2.5-flash", operation: "generateContent", endpoint: "generateContent"},
+	"gemini/stream":             {model: "gemini-2.5-flash", operation: "streamGenerateContent", endpoint: "streamGenerateContent", stream: true},
+	"gemini/tool":               {model: "gemini-2.5-flash", operation: "generateContent", endpoint: "generateContent"},
+	"gemini/embeddings":         {model: "gemini-embedding-001", operation: "batchEmbedContents", endpoint: "batchEmbedContents", estimated: true},
+	"gemini/unknown_model":      {model: "gemini-9", operation: "generateContent", rejected: true},
 }
 
 // parseScenarios reads the JSON lines and checks that every scenario ran
@@ -209,6 +214,20 @@ func checkOutcomes(t *testing.T, lines []scenarioLine) {
 			case "stream", "stream_usage", "responses_stream":
 				if l.Chunks == 0 || l.Text == "" {
 					t.Errorf("stream: %d chunks, text %q", l.Chunks, l.Text)
+				}
+			case "parse", "stream_parse", "responses_parse", "json":
+				// the SDK's parsed structured output, as JSON again
+				var ev struct {
+					Title     *string `json:"title"`
+					Attendees int     `json:"attendees"`
+					Kind      string  `json:"kind"`
+				}
+				if err := json.Unmarshal([]byte(l.Text), &ev); err != nil || ev.Title == nil || ev.Attendees < 2 || ev.Kind != "meeting" {
+					t.Errorf("parsed structured output %q does not fit the schema (%v)", l.Text, err)
+				}
+			case "thinking_stream":
+				if l.Text == "" || l.ToolName != "get_weather" || !strings.Contains(l.ToolArgs, `"city"`) {
+					t.Errorf("thinking %q (empty: no signed thinking block first), tool %q %s", l.Text, l.ToolName, l.ToolArgs)
 				}
 			case "tool":
 				if l.ToolName != "get_weather" {

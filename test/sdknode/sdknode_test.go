@@ -192,7 +192,7 @@ func nodeScenariosGroundTruth(t *testing.T, set sdkSet, door string) {
 		if s.Aborted || s.MidstreamError {
 			t.Errorf("%s: mock record aborted=%v midstream_error=%v", l.key(), s.Aborted, s.MidstreamError)
 		}
-		if (l.Scenario == "tool") != s.ToolCall {
+		if (l.Scenario == "tool" || l.Scenario == "thinking_stream") != s.ToolCall {
 			t.Errorf("%s: mock tool_call=%v", l.key(), s.ToolCall)
 		}
 		// The gateway asks OpenAI chat streams for usage itself, so only
