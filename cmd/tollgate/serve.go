@@ -65,8 +65,8 @@ type limitsConfig struct {
 }
 
 type telemetryConfig struct {
-	// OTLPEndpoint is an OTLP/gRPC collector (host:port or URL); empty: no
-	// OTLP export.
+	// OTLPEndpoint is an OTLP/gRPC collector (host:port or URL); empty:
+	// OTEL_EXPORTER_OTLP_(METRICS_)ENDPOINT if set, else no OTLP export.
 	OTLPEndpoint string `yaml:"otlp_endpoint"`
 	OTLPInsecure bool   `yaml:"otlp_insecure"`
 	ServiceName  string `yaml:"service_name"`

@@ -24,6 +24,10 @@ const (
 	keyTokenKind = attribute.Key("tollgate.token.kind")
 )
 
+// reasonUpstreamStatus is the reason pkg/gateway settles an upstream
+// error status with.
+const reasonUpstreamStatus = "upstream_status"
+
 // other is the conventions' value for something outside the known set.
 const other = "_OTHER"
 
@@ -101,8 +105,10 @@ func (t *Telemetry) key(rec usage.Record) setKey {
 	}
 	if rec.Status != usage.StatusOK {
 		k.errorType = code(rec.Reason)
-		if k.errorType == "" && rec.HTTPStatus >= 400 && rec.HTTPStatus <= 599 {
-			k.httpStatus = rec.HTTPStatus
+		// The gateway's reason for an upstream error status says only
+		// that; the status itself is the error's class.
+		if (k.errorType == "" || k.errorType == reasonUpstreamStatus) && rec.HTTPStatus >= 400 && rec.HTTPStatus <= 599 {
+			k.errorType, k.httpStatus = "", rec.HTTPStatus
 		}
 	}
 	return k

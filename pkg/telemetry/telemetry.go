@@ -1,9 +1,11 @@
 // Package telemetry exports the gateway's metrics with OpenTelemetry: the
-// GenAI semantic conventions' token usage, operation duration and time to
-// first token, plus the gateway's own counters for tokens by billing kind,
-// credits, rejections and limiter fallbacks. Metrics go to an OTLP
-// collector over gRPC when an endpoint is configured and are always
-// available for a Prometheus scrape through Handler.
+// GenAI semantic conventions' client token usage, operation duration and
+// time to first chunk (the gateway is the provider's client), plus the
+// gateway's own counters for tokens by billing kind, credits, rejections
+// and limiter fallbacks. Metrics go to an OTLP collector over gRPC when an
+// endpoint is configured (in Config or the standard OTEL_EXPORTER_OTLP_*
+// variables) and are always available for a Prometheus scrape through
+// Handler.
 //
 // Attributes carry only the provider, the model (when the catalog serves
 // it), the operation, the token kind, the request status and a reason code.
@@ -18,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -40,8 +43,10 @@ import (
 // Config configures the exporters.
 type Config struct {
 	// OTLPEndpoint is the OTLP/gRPC collector: host:port (TLS unless
-	// OTLPInsecure) or a URL, http:// for plaintext. Empty disables OTLP
-	// export; the Prometheus handler works either way.
+	// OTLPInsecure) or a URL, http:// for plaintext. Empty: the endpoint
+	// in OTEL_EXPORTER_OTLP_METRICS_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT,
+	// and no OTLP export when neither is set; the Prometheus handler works
+	// either way.
 	OTLPEndpoint string
 	// OTLPInsecure sends OTLP without TLS to a host:port endpoint.
 	OTLPInsecure bool
@@ -73,7 +78,7 @@ type Telemetry struct {
 
 	tokenUsage metric.Int64Histogram
 	duration   metric.Float64Histogram
-	ttft       metric.Float64Histogram
+	ttfc       metric.Float64Histogram
 
 	// sets holds every attribute combination seen, so that Record builds
 	// no attribute set on the hot path and the counters' callback finds
@@ -94,11 +99,11 @@ const maxCachedSets = 1000
 // so that only one limit applies and overflow is always _OTHER.
 const cardinalityLimit = len(tokenKinds) * (maxCachedSets + 1)
 
-// Bucket boundaries the GenAI conventions recommend.
+// Bucket boundaries the GenAI conventions recommend. Time to first chunk
+// uses the operation-duration boundaries, as the conventions say.
 var (
 	tokenBuckets    = []float64{1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864}
 	durationBuckets = []float64{0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92}
-	ttftBuckets     = []float64{0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0}
 )
 
 // New builds the meter provider, its Prometheus registry and, when an
@@ -135,10 +140,10 @@ func New(ctx context.Context, cfg Config) (*Telemetry, error) {
 		sdkmetric.WithExemplarFilter(exemplar.AlwaysOffFilter),
 		sdkmetric.WithCardinalityLimit(cardinalityLimit),
 	}
-	if cfg.OTLPEndpoint != "" {
+	if cfg.OTLPEndpoint != "" || otlpFromEnv() {
 		exp, err := otlpmetricgrpc.New(ctx, otlpOptions(cfg)...)
 		if err != nil {
-			return nil, fmt.Errorf("telemetry: OTLP exporter for %s: %w", cfg.OTLPEndpoint, err)
+			return nil, fmt.Errorf("telemetry: OTLP exporter for %s: %w", cmp.Or(cfg.OTLPEndpoint, "OTEL_EXPORTER_OTLP_ENDPOINT"), err)
 		}
 		interval := cfg.ExportInterval
 		if interval <= 0 {
@@ -153,9 +158,17 @@ func New(ctx context.Context, cfg Config) (*Telemetry, error) {
 	return t, nil
 }
 
+// otlpFromEnv reports whether the standard variables name an OTLP
+// endpoint; the exporter then reads them itself.
+func otlpFromEnv() bool {
+	return os.Getenv("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") != "" || os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != ""
+}
+
 func otlpOptions(cfg Config) []otlpmetricgrpc.Option {
 	var opts []otlpmetricgrpc.Option
-	if strings.Contains(cfg.OTLPEndpoint, "://") {
+	if cfg.OTLPEndpoint == "" {
+		// From OTEL_EXPORTER_OTLP_(METRICS_)ENDPOINT.
+	} else if strings.Contains(cfg.OTLPEndpoint, "://") {
 		opts = append(opts, otlpmetricgrpc.WithEndpointURL(cfg.OTLPEndpoint))
 	} else {
 		opts = append(opts, otlpmetricgrpc.WithEndpoint(cfg.OTLPEndpoint))
@@ -180,10 +193,12 @@ func (t *Telemetry) instruments(fallbacks func() int64) error {
 		metric.WithUnit("s"),
 		metric.WithDescription("GenAI operation duration."),
 		metric.WithExplicitBucketBoundaries(durationBuckets...))
-	t.ttft, errs[2] = m.Float64Histogram("gen_ai.server.time_to_first_token",
+	// The client-side metric: gen_ai.server.* describe a model server,
+	// and the gateway is the provider's client.
+	t.ttfc, errs[2] = m.Float64Histogram("gen_ai.client.operation.time_to_first_chunk",
 		metric.WithUnit("s"),
-		metric.WithDescription("Time to generate first token for successful responses."),
-		metric.WithExplicitBucketBoundaries(ttftBuckets...))
+		metric.WithDescription("Time to receive the first chunk, measured from when the client issues the generation request to when the first chunk is received in the response stream."),
+		metric.WithExplicitBucketBoundaries(durationBuckets...))
 	// Counters are kept as atomics per attribute set (attrSets) and
 	// observed here at each collection: an atomic add is far cheaper on
 	// the request path than a synchronous instrument's attribute lookup.
@@ -264,8 +279,9 @@ func (t *Telemetry) Record(rec usage.Record) {
 		s.rejections.Add(1)
 	}
 	t.duration.Record(ctx, rec.Latency.Seconds(), s.duration...)
-	if rec.Status == usage.StatusOK && rec.TTFT > 0 {
-		t.ttft.Record(ctx, rec.TTFT.Seconds(), s.base...)
+	// Streams only: a whole response's first byte is no first chunk.
+	if rec.Stream && rec.Status == usage.StatusOK && rec.TTFT > 0 {
+		t.ttfc.Record(ctx, rec.TTFT.Seconds(), s.base...)
 	}
 	if !rec.Tokens.IsZero() {
 		kinds := [...]int64{
@@ -275,8 +291,12 @@ func (t *Telemetry) Record(rec usage.Record) {
 		// The conventions' input is every prompt token, cached or not;
 		// the billing kinds are split in tollgate.tokens instead, so this
 		// histogram keeps one input and one output point per request.
-		t.tokenUsage.Record(ctx, kinds[0]+kinds[1]+kinds[2], s.input...)
-		t.tokenUsage.Record(ctx, kinds[3], s.output...)
+		// Estimated counts are billed but are no provider count, which
+		// the conventions require of this metric.
+		if !rec.Estimated {
+			t.tokenUsage.Record(ctx, kinds[0]+kinds[1]+kinds[2], s.input...)
+			t.tokenUsage.Record(ctx, kinds[3], s.output...)
+		}
 		for i, n := range kinds {
 			s.tokens[i].Add(n)
 		}

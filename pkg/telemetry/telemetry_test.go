@@ -51,7 +51,7 @@ var records = []usage.Record{
 	{Account: "acct-secret", Provider: "openai", Model: "canary-7f3a not a model", Operation: "chat.completions",
 		Status: usage.StatusRejected, HTTPStatus: 404, Reason: "model_not_found", Latency: 2 * time.Millisecond},
 	{Provider: "gemini", Model: "gemini-2.5-flash", Operation: "generateContent", Status: usage.StatusError,
-		HTTPStatus: 500, Latency: 800 * time.Millisecond},
+		HTTPStatus: 500, Reason: "upstream_status", Latency: 800 * time.Millisecond},
 	{Provider: "gemini", Model: "gemini-2.5-flash", Operation: "streamGenerateContent", Status: usage.StatusAbandoned,
 		HTTPStatus: 200, Stream: true, Tokens: usage.Tokens{Input: 5, Output: 3}, Estimated: true,
 		Credits: 9, Latency: 4 * time.Second, TTFT: 100 * time.Millisecond},
@@ -102,12 +102,12 @@ func expected() map[string]map[string]point {
 	const gem = "gemini-2.5-flash"
 	return map[string]map[string]point{
 		"gen_ai.client.token.usage": {
-			base("chat", "openai", "gpt-4o", "gen_ai.token.type", "input"):             {count: 2, sum: float64(r[0].PromptTotal() + r[1].PromptTotal())},
-			base("chat", "openai", "gpt-4o", "gen_ai.token.type", "output"):            {count: 2, sum: float64(r[0].Output + r[1].Output)},
-			base("chat", "anthropic", sonnet, "gen_ai.token.type", "input"):            {count: 1, sum: float64(r[2].Input + r[2].CachedInput + r[2].CacheWrite)},
-			base("chat", "anthropic", sonnet, "gen_ai.token.type", "output"):           {count: 1, sum: float64(r[2].Output)},
-			base("generate_content", "gcp.gemini", gem, "gen_ai.token.type", "input"):  {count: 1, sum: float64(r[6].Input)},
-			base("generate_content", "gcp.gemini", gem, "gen_ai.token.type", "output"): {count: 1, sum: float64(r[6].Output)},
+			base("chat", "openai", "gpt-4o", "gen_ai.token.type", "input"):   {count: 2, sum: float64(r[0].PromptTotal() + r[1].PromptTotal())},
+			base("chat", "openai", "gpt-4o", "gen_ai.token.type", "output"):  {count: 2, sum: float64(r[0].Output + r[1].Output)},
+			base("chat", "anthropic", sonnet, "gen_ai.token.type", "input"):  {count: 1, sum: float64(r[2].Input + r[2].CachedInput + r[2].CacheWrite)},
+			base("chat", "anthropic", sonnet, "gen_ai.token.type", "output"): {count: 1, sum: float64(r[2].Output)},
+			// The abandoned stream's tokens are estimates: billed
+			// (tollgate.tokens) but no provider count.
 		},
 		"gen_ai.client.operation.duration": {
 			base("chat", "openai", "gpt-4o", "tollgate.status", "ok"):                                              {count: 2, sum: sec(r[0].Latency, r[1].Latency)},
@@ -118,10 +118,10 @@ func expected() map[string]map[string]point {
 			base("generate_content", "gcp.gemini", gem, "tollgate.status", "abandoned", "error.type", "abandoned"): {count: 1, sum: sec(r[6].Latency)},
 			base("chat", "anthropic", sonnet, "tollgate.status", "rejected", "error.type", "_OTHER"):               {count: 1, sum: sec(r[7].Latency)},
 		},
-		"gen_ai.server.time_to_first_token": {
-			base("chat", "openai", "gpt-4o"):  {count: 2, sum: sec(r[0].TTFT, r[1].TTFT)},
-			base("chat", "anthropic", sonnet): {count: 1, sum: sec(r[2].TTFT)},
-			// The abandoned stream is not a successful response.
+		"gen_ai.client.operation.time_to_first_chunk": {
+			base("chat", "openai", "gpt-4o"): {count: 1, sum: sec(r[1].TTFT)},
+			// Streams only; the abandoned stream is not a successful
+			// response.
 		},
 		"tollgate.tokens": {
 			base("chat", "openai", "gpt-4o", "tollgate.token.kind", "input"):             {sum: float64(r[0].Input + r[1].Input)},
@@ -153,9 +153,9 @@ func expected() map[string]map[string]point {
 // The bucket boundaries the GenAI conventions recommend, as the spec
 // lists them.
 var wantBounds = map[string][]float64{
-	"gen_ai.client.token.usage":         {1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864},
-	"gen_ai.client.operation.duration":  {0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92},
-	"gen_ai.server.time_to_first_token": {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0},
+	"gen_ai.client.token.usage":                   {1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864},
+	"gen_ai.client.operation.duration":            {0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92},
+	"gen_ai.client.operation.time_to_first_chunk": {0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92},
 }
 
 // allowed are the only attribute keys a data point may carry.
@@ -167,13 +167,13 @@ var allowed = []string{
 // promNames is each metric's name in the Prometheus exposition
 // (docs/telemetry.md).
 var promNames = map[string]string{
-	"gen_ai.client.token.usage":         "gen_ai_client_token_usage",
-	"gen_ai.client.operation.duration":  "gen_ai_client_operation_duration_seconds",
-	"gen_ai.server.time_to_first_token": "gen_ai_server_time_to_first_token_seconds",
-	"tollgate.tokens":                   "tollgate_tokens_total",
-	"tollgate.credits":                  "tollgate_credits_total",
-	"tollgate.rejections":               "tollgate_rejections_total",
-	"tollgate.limiter.fallbacks":        "tollgate_limiter_fallbacks_total",
+	"gen_ai.client.token.usage":                   "gen_ai_client_token_usage",
+	"gen_ai.client.operation.duration":            "gen_ai_client_operation_duration_seconds",
+	"gen_ai.client.operation.time_to_first_chunk": "gen_ai_client_operation_time_to_first_chunk_seconds",
+	"tollgate.tokens":                             "tollgate_tokens_total",
+	"tollgate.credits":                            "tollgate_credits_total",
+	"tollgate.rejections":                         "tollgate_rejections_total",
+	"tollgate.limiter.fallbacks":                  "tollgate_limiter_fallbacks_total",
 }
 
 func newTelemetry(t *testing.T, cfg Config) *Telemetry {
