@@ -347,7 +347,7 @@ func argsFromSchema(schema json.RawMessage) string {
 	if json.Unmarshal(schema, &sc) != nil || sc == nil {
 		return "{}"
 	}
-	v := sampleValue(sc, sc, 0)
+	v := newSampler(sc).value(sc, 0)
 	if _, ok := v.(map[string]any); !ok {
 		return "{}"
 	}
@@ -361,7 +361,7 @@ func valueFromSchema(schema json.RawMessage) string {
 	if json.Unmarshal(schema, &sc) != nil || sc == nil {
 		return "{}"
 	}
-	return string(marshal(sampleValue(sc, sc, 0)))
+	return string(marshal(newSampler(sc).value(sc, 0)))
 }
 
 // resolveRef follows a local "#/..." reference ($defs, definitions) from
@@ -386,10 +386,27 @@ func resolveRef(root map[string]any, ref string) map[string]any {
 	return m
 }
 
-func sampleValue(sc, root map[string]any, depth int) any {
+// sampler builds a value that fits a schema. left bounds the values it
+// makes: a schema whose arrays and objects nest (through $ref, say) could
+// otherwise ask for millions, and the mock would hang on a client's schema.
+type sampler struct {
+	root map[string]any
+	left int
+}
+
+// maxSampleValues bounds the values one answer builds from a schema.
+const maxSampleValues = 10_000
+
+func newSampler(root map[string]any) *sampler { return &sampler{root: root, left: maxSampleValues} }
+
+func (s *sampler) value(sc map[string]any, depth int) any {
+	if s.left--; s.left < 0 {
+		return nil
+	}
+	root := s.root
 	if ref, ok := sc["$ref"].(string); ok && depth <= 8 {
 		if m := resolveRef(root, ref); m != nil {
-			return sampleValue(m, root, depth+1)
+			return s.value(m, depth+1)
 		}
 	}
 	if e, ok := sc["enum"].([]any); ok && len(e) > 0 {
@@ -412,7 +429,7 @@ func sampleValue(sc, root map[string]any, depth int) any {
 			for _, alt := range alts {
 				m, ok := alt.(map[string]any)
 				if ok && m["type"] != "null" {
-					return sampleValue(m, root, depth+1)
+					return s.value(m, depth+1)
 				}
 			}
 			return nil
@@ -464,7 +481,7 @@ func sampleValue(sc, root map[string]any, depth int) any {
 			items = map[string]any{"type": "string"}
 		}
 		for i := 0; i < int(minItems) && i < 8 && depth <= 8; i++ {
-			out = append(out, sampleValue(items, root, depth+1))
+			out = append(out, s.value(items, depth+1))
 		}
 		return out
 	case "null":
@@ -491,7 +508,7 @@ func sampleValue(sc, root map[string]any, depth int) any {
 			if p == nil {
 				p = map[string]any{"type": "string"}
 			}
-			out[n] = sampleValue(p, root, depth+1)
+			out[n] = s.value(p, depth+1)
 		}
 		return out
 	}
