@@ -190,8 +190,9 @@ func runDev(ctx context.Context, o devOptions) error {
 	defer removeIfOurs(statePath, state.PID)
 
 	defined := envvars.FromEnviron(os.Environ())
-	vars := envvars.Plan(envvars.Config{BaseURL: state.BaseURL, Key: token}, defined)
-	noteKept(os.Stderr, "tollgate dev", vars, defined)
+	cfg := envvars.Config{BaseURL: state.BaseURL, Key: token}
+	vars := envvars.Plan(cfg, defined)
+	noteKept(os.Stderr, "tollgate dev", cfg, defined)
 	if len(o.args) == 0 {
 		fmt.Fprintf(os.Stderr, "tollgate dev: gateway on %s (mock providers: %s); data in %s\n",
 			state.BaseURL, orNone(mocked), o.dataDir)
@@ -267,39 +268,14 @@ func fromTerminal(s os.Signal) bool {
 	return err == nil && fg == syscall.Getpgrp()
 }
 
-// keptNames are, per provider, the variables whose definition keeps the
-// gateway from setting that provider's pair (pkg/envvars's rules).
-var keptNames = []struct {
-	provider, what string
-	names          []string
-}{
-	{envvars.ProviderGateway, "AI_GATEWAY_*", []string{envvars.DefaultGatewayKey, envvars.DefaultGatewayBaseURL}},
-	{envvars.ProviderOpenAI, "OpenAI", []string{envvars.OpenAIAPIKey, envvars.OpenAIBaseURL}},
-	{envvars.ProviderAnthropic, "Anthropic", []string{envvars.AnthropicAPIKey, envvars.AnthropicBaseURL}},
-	{envvars.ProviderGemini, "Gemini", []string{envvars.GeminiAPIKey, envvars.GoogleGeminiBaseURL, envvars.GoogleAPIKey, envvars.GoogleVertexBaseURL}},
-}
-
 // noteKept says on w which variables already defined kept a provider's
 // pair from being set (names only, never values): left by an earlier
 // `eval "$(tollgate env)"` they point at a gateway that may be gone.
-func noteKept(w io.Writer, who string, vars []envvars.Var, defined func(string) bool) {
-	set := map[string]bool{}
-	for _, v := range vars {
-		set[v.Provider] = true
-	}
-	for _, k := range keptNames {
-		if set[k.provider] {
-			continue
-		}
-		var names []string
-		for _, n := range k.names {
-			if defined(n) {
-				names = append(names, n)
-			}
-		}
-		if len(names) > 0 {
-			fmt.Fprintf(w, "%s: %s variables not set: %s already defined (unset to use this gateway)\n", who, k.what, strings.Join(names, ", "))
-		}
+func noteKept(w io.Writer, who string, cfg envvars.Config, defined func(string) bool) {
+	label := map[string]string{envvars.ProviderGateway: "AI_GATEWAY_*", envvars.ProviderOpenAI: "OpenAI",
+		envvars.ProviderAnthropic: "Anthropic", envvars.ProviderGemini: "Gemini"}
+	for _, k := range envvars.KeptBy(cfg, defined) {
+		fmt.Fprintf(w, "%s: %s variables not set: %s already defined (unset to use this gateway)\n", who, label[k.Provider], strings.Join(k.Names, ", "))
 	}
 }
 
@@ -360,8 +336,9 @@ func newEnvCmd() *cobra.Command {
 				return fmt.Errorf("the dev gateway recorded in %s (%s) is not answering; start one with `tollgate dev --data-dir %s`", dataDir, st.BaseURL, dataDir)
 			}
 			defined := envvars.FromEnviron(os.Environ())
-			vars := envvars.Plan(envvars.Config{BaseURL: st.BaseURL, Key: st.Token}, defined)
-			noteKept(cmd.ErrOrStderr(), "tollgate env", vars, defined)
+			cfg := envvars.Config{BaseURL: st.BaseURL, Key: st.Token}
+			vars := envvars.Plan(cfg, defined)
+			noteKept(cmd.ErrOrStderr(), "tollgate env", cfg, defined)
 			if asJSON {
 				m := make(map[string]string, len(vars))
 				for _, v := range vars {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/tollgate-dev/tollgate/pkg/auth"
 	"github.com/tollgate-dev/tollgate/pkg/meter"
 	"github.com/tollgate-dev/tollgate/pkg/strictyaml"
 	"github.com/tollgate-dev/tollgate/pkg/telemetry"
@@ -294,18 +295,7 @@ func providerKey(provider, file string) (string, error) {
 // looksLikeKey reports whether s, given as a file's path, is rather a
 // provider key: 20 or more of the characters keys are made of (sk-proj-…,
 // sk-ant-…, AIza…), with no path separator and no '.'.
-func looksLikeKey(s string) bool {
-	if len(s) < 20 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
-			return false
-		}
-	}
-	return true
-}
+func looksLikeKey(s string) bool { return len(s) >= 20 && auth.URLSafe(s) }
 
 func parseMulti(pairs []string, what string) (map[string][]string, error) {
 	out := map[string][]string{}

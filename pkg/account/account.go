@@ -465,9 +465,16 @@ func (d *debits) left(account string, balance, storedBefore int64) (left, held i
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if a, ok := d.accounts[account]; ok {
-		return balance - (a.settled - storedBefore) - a.held, a.held
+		return a.left(balance, storedBefore), a.held
 	}
 	return balance, 0
+}
+
+// left is what a balance read after storedBefore of a's debits were stored
+// has left: less the debits the read lacks and what requests in flight
+// hold; d.mu is held.
+func (a *accountDebits) left(balance, storedBefore int64) int64 {
+	return balance - (a.settled - storedBefore) - a.held
 }
 
 // hold reserves n micro-credits of the account's balance for a request in
@@ -477,7 +484,7 @@ func (d *debits) hold(account string, balance, storedBefore, n int64) (left, hel
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	a := d.of(account)
-	left, held = balance-(a.settled-storedBefore)-a.held, a.held
+	left, held = a.left(balance, storedBefore), a.held
 	if left > 0 {
 		a.held += n
 	}

@@ -100,10 +100,8 @@ func checkTokenID(id string) error {
 	case strings.HasPrefix(id, "sk-") || strings.HasPrefix(id, "AIza"):
 		return fmt.Errorf("that looks like a provider key, not a token id; nothing was revoked")
 	}
-	for i := 0; i < len(id); i++ {
-		if c := id[i]; !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
-			return fmt.Errorf("a token id has only letters, digits, '-' and '_' (a space, control character or other sign is not one)")
-		}
+	if !auth.URLSafe(id) {
+		return fmt.Errorf("a token id has only letters, digits, '-' and '_' (a space, control character or other sign is not one)")
 	}
 	return nil
 }

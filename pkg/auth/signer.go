@@ -111,3 +111,15 @@ func newTokenID() (string, error) {
 	}
 	return hex.EncodeToString(b[:]), nil
 }
+
+// URLSafe reports whether s is made only of letters, digits, '-' and '_':
+// the characters of token ids (base64url, before hex), and of the provider
+// keys an operator may paste where an id or a file's path belongs.
+func URLSafe(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}

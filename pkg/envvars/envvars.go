@@ -172,42 +172,66 @@ type Var struct {
 // Plan does not validate cfg; call [Config.Validate] once where the
 // configuration is loaded.
 func Plan(cfg Config, defined func(name string) bool) []Var {
-	names := cfg.Names.withDefaults()
 	base := strings.TrimRight(cfg.BaseURL, "/")
-	anyDefined := func(names ...string) bool {
-		for _, n := range names {
-			if defined(n) {
-				return true
-			}
-		}
-		return false
-	}
-	key := func(name, provider string) Var {
-		return Var{Name: name, Value: cfg.Key, Provider: provider, Secret: true}
-	}
-
 	vars := make([]Var, 0, 8)
-	if !anyDefined(names.GatewayKey, names.GatewayBaseURL) {
+	for _, p := range cfg.pairs() {
+		if len(p.definedOf(defined)) > 0 {
+			continue
+		}
 		vars = append(vars,
-			key(names.GatewayKey, ProviderGateway),
-			Var{Name: names.GatewayBaseURL, Value: base, Provider: ProviderGateway})
-	}
-	if !anyDefined(OpenAIAPIKey, OpenAIBaseURL) {
-		vars = append(vars,
-			key(OpenAIAPIKey, ProviderOpenAI),
-			Var{Name: OpenAIBaseURL, Value: base + OpenAIPath, Provider: ProviderOpenAI})
-	}
-	if !anyDefined(AnthropicAPIKey, AnthropicBaseURL) {
-		vars = append(vars,
-			key(AnthropicAPIKey, ProviderAnthropic),
-			Var{Name: AnthropicBaseURL, Value: base + AnthropicPath, Provider: ProviderAnthropic})
-	}
-	if !anyDefined(GeminiAPIKey, GoogleGeminiBaseURL, GoogleAPIKey, GoogleVertexBaseURL) {
-		vars = append(vars,
-			key(GeminiAPIKey, ProviderGemini),
-			Var{Name: GoogleGeminiBaseURL, Value: base + GeminiPath, Provider: ProviderGemini})
+			Var{Name: p.key, Value: cfg.Key, Provider: p.provider, Secret: true},
+			Var{Name: p.baseURL, Value: base + p.path, Provider: p.provider})
 	}
 	return vars
+}
+
+// Kept is a provider whose pair [Plan] leaves unset, and the names the user
+// defined that keep it so.
+type Kept struct {
+	Provider string
+	Names    []string
+}
+
+// KeptBy returns, in [Plan]'s order, the providers whose pair Plan leaves
+// unset given defined, each with the defined names that keep it so: what a
+// tool says to a user whose variables (from an earlier gateway, say) win.
+func KeptBy(cfg Config, defined func(name string) bool) []Kept {
+	var out []Kept
+	for _, p := range cfg.pairs() {
+		if names := p.definedOf(defined); len(names) > 0 {
+			out = append(out, Kept{Provider: p.provider, Names: names})
+		}
+	}
+	return out
+}
+
+// pair is one provider's two variables, and the names whose definition
+// keeps both unset: the rules of the package documentation.
+type pair struct {
+	provider, key, baseURL, path string
+	blockers                     []string
+}
+
+// pairs are cfg's pairs in Plan's order.
+func (cfg Config) pairs() []pair {
+	n := cfg.Names.withDefaults()
+	return []pair{
+		{ProviderGateway, n.GatewayKey, n.GatewayBaseURL, "", []string{n.GatewayKey, n.GatewayBaseURL}},
+		{ProviderOpenAI, OpenAIAPIKey, OpenAIBaseURL, OpenAIPath, []string{OpenAIAPIKey, OpenAIBaseURL}},
+		{ProviderAnthropic, AnthropicAPIKey, AnthropicBaseURL, AnthropicPath, []string{AnthropicAPIKey, AnthropicBaseURL}},
+		{ProviderGemini, GeminiAPIKey, GoogleGeminiBaseURL, GeminiPath, []string{GeminiAPIKey, GoogleGeminiBaseURL, GoogleAPIKey, GoogleVertexBaseURL}},
+	}
+}
+
+// definedOf returns the names of p.blockers that defined reports.
+func (p pair) definedOf(defined func(name string) bool) []string {
+	var names []string
+	for _, n := range p.blockers {
+		if defined(n) {
+			names = append(names, n)
+		}
+	}
+	return names
 }
 
 // FromEnviron returns a predicate reporting whether a name is present in

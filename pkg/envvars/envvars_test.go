@@ -76,6 +76,29 @@ func TestPlanRules(t *testing.T) {
 			if got := planned(cfg, tt.environ...); !slices.Equal(got, tt.want) {
 				t.Errorf("Plan with %q:\n got %q\nwant %q", tt.environ, got, tt.want)
 			}
+			// KeptBy names every provider Plan leaves out, and only those,
+			// each with the defined names that keep it.
+			set := map[string]bool{}
+			for _, v := range Plan(cfg, FromEnviron(tt.environ)) {
+				set[v.Provider] = true
+			}
+			kept := map[string]bool{}
+			for _, k := range KeptBy(cfg, FromEnviron(tt.environ)) {
+				kept[k.Provider] = true
+				for _, n := range k.Names {
+					if !slices.ContainsFunc(tt.environ, func(kv string) bool { return strings.HasPrefix(kv, n+"=") }) {
+						t.Errorf("KeptBy names %s for %s, which %q does not define", n, k.Provider, tt.environ)
+					}
+				}
+				if len(k.Names) == 0 {
+					t.Errorf("KeptBy keeps %s for no name", k.Provider)
+				}
+			}
+			for _, p := range []string{ProviderGateway, ProviderOpenAI, ProviderAnthropic, ProviderGemini} {
+				if set[p] == kept[p] {
+					t.Errorf("%s: planned %v, kept %v; want exactly one", p, set[p], kept[p])
+				}
+			}
 		})
 	}
 }

@@ -2,21 +2,50 @@ package gateway
 
 import (
 	"encoding/json"
+	"iter"
 	"net/url"
+	"slices"
 	"strings"
 )
 
-// QueryValue returns the first value of key in a raw query string.
-func QueryValue(rawQuery, key string) string {
-	for rawQuery != "" {
-		var pair string
-		pair, rawQuery, _ = strings.Cut(rawQuery, "&")
-		k, v, _ := strings.Cut(pair, "=")
-		if uk, err := url.QueryUnescape(k); err == nil && uk == key {
-			if uv, err := url.QueryUnescape(v); err == nil {
-				return uv
+// QueryParam is one parameter of a raw query string, as written: the whole
+// pair and its key and value, still escaped.
+type QueryParam struct{ Pair, Key, Value string }
+
+// QueryParams yields the non-empty parameters of a raw query string in
+// order.
+func QueryParams(rawQuery string) iter.Seq[QueryParam] {
+	return func(yield func(QueryParam) bool) {
+		for rawQuery != "" {
+			var pair string
+			pair, rawQuery, _ = strings.Cut(rawQuery, "&")
+			if pair == "" {
+				continue
 			}
-			return ""
+			k, v, _ := strings.Cut(pair, "=")
+			if !yield(QueryParam{Pair: pair, Key: k, Value: v}) {
+				return
+			}
+		}
+	}
+}
+
+// Unescaped is s query-unescaped, or s as written when it is not validly
+// escaped.
+func Unescaped(s string) string {
+	if u, err := url.QueryUnescape(s); err == nil {
+		return u
+	}
+	return s
+}
+
+// QueryValue returns the first value of key in a raw query string ("" when
+// that value is not validly escaped).
+func QueryValue(rawQuery, key string) string {
+	for p := range QueryParams(rawQuery) {
+		if Unescaped(p.Key) == key {
+			v, _ := url.QueryUnescape(p.Value)
+			return v
 		}
 	}
 	return ""
@@ -25,35 +54,15 @@ func QueryValue(rawQuery, key string) string {
 // QueryWithout returns rawQuery without the parameters named in drop,
 // keeping the others byte for byte and in order.
 func QueryWithout(rawQuery string, drop ...string) string {
-	if rawQuery == "" {
-		return ""
-	}
 	var b strings.Builder
-	for rawQuery != "" {
-		var pair string
-		pair, rawQuery, _ = strings.Cut(rawQuery, "&")
-		if pair == "" {
-			continue
-		}
-		k, _, _ := strings.Cut(pair, "=")
-		uk, err := url.QueryUnescape(k)
-		if err != nil {
-			uk = k
-		}
-		skip := false
-		for _, d := range drop {
-			if uk == d {
-				skip = true
-				break
-			}
-		}
-		if skip {
+	for p := range QueryParams(rawQuery) {
+		if slices.Contains(drop, Unescaped(p.Key)) {
 			continue
 		}
 		if b.Len() > 0 {
 			b.WriteByte('&')
 		}
-		b.WriteString(pair)
+		b.WriteString(p.Pair)
 	}
 	return b.String()
 }

@@ -72,7 +72,7 @@ type ServedModeler interface {
 // raise even after message_stop) or cut it.
 func (x *Exchange) StreamEnded() bool {
 	e, ok := x.meter.(StreamEnder)
-	return ok && e.Ended() || x.framing == framingArray && x.arr.Close() == nil
+	return ok && e.Ended() || x.framing == framingArray && x.arr.Done()
 }
 
 // Settle ends the exchange and hands its one usage record to the recorder.

@@ -200,6 +200,10 @@ func (s *ArraySplitter) complete(tail []byte, emit func([]byte) error) error {
 	return err
 }
 
+// Done reports whether the array's closing bracket has been fed, with no
+// error before it.
+func (s *ArraySplitter) Done() bool { return s.err == nil && s.state == splitDone }
+
 // Close reports whether the array was complete. Its error wraps
 // io.ErrUnexpectedEOF if the stream ended before the closing bracket;
 // elements emitted by Feed are unaffected.

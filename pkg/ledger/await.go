@@ -38,7 +38,7 @@ func AwaitSpool(ctx context.Context, dir string) (pending int, err error) {
 		if pending == 0 {
 			return 0, nil
 		}
-		owned, err := spoolOwned(dir)
+		owned, err := SpoolOwned(dir)
 		if err != nil || !owned {
 			return pending, err
 		}
@@ -78,13 +78,10 @@ func spooledRecords(dir string) (map[uint64]int, error) {
 }
 
 // SpoolOwned reports whether a Writer, in this process or another, holds
-// the spool at dir: whether a gateway is running on its data dir.
-func SpoolOwned(dir string) (bool, error) { return spoolOwned(dir) }
-
-// spoolOwned reports whether a Writer holds dir's lock. It tries a shared
-// lock and lets go at once; a Writer starting in that instant retries
-// (lockSpool).
-func spoolOwned(dir string) (bool, error) {
+// the spool at dir (its lock): whether a gateway is running on its data
+// dir. It tries a shared lock and lets go at once; a Writer starting in
+// that instant retries (lockSpool).
+func SpoolOwned(dir string) (bool, error) {
 	f, err := os.Open(filepath.Join(dir, "LOCK"))
 	if errors.Is(err, fs.ErrNotExist) {
 		return false, nil
@@ -102,7 +99,7 @@ func spoolOwned(dir string) (bool, error) {
 	return false, nil // closing f releases the shared lock
 }
 
-// lockSpool takes dir's lock for a Writer. A reader's probe (spoolOwned)
+// lockSpool takes dir's lock for a Writer. A reader's probe (SpoolOwned)
 // holds it shared for an instant, so a refusal is retried for a while
 // before it counts as another Writer.
 func lockSpool(f *os.File) error {

@@ -166,11 +166,12 @@ func otlpFromEnv() bool {
 
 func otlpOptions(cfg Config) []otlpmetricgrpc.Option {
 	var opts []otlpmetricgrpc.Option
-	if cfg.OTLPEndpoint == "" {
-		// From OTEL_EXPORTER_OTLP_(METRICS_)ENDPOINT.
-	} else if strings.Contains(cfg.OTLPEndpoint, "://") {
+	switch {
+	case cfg.OTLPEndpoint == "":
+		// The exporter reads OTEL_EXPORTER_OTLP_(METRICS_)ENDPOINT itself.
+	case strings.Contains(cfg.OTLPEndpoint, "://"):
 		opts = append(opts, otlpmetricgrpc.WithEndpointURL(cfg.OTLPEndpoint))
-	} else {
+	default:
 		opts = append(opts, otlpmetricgrpc.WithEndpoint(cfg.OTLPEndpoint))
 		if cfg.OTLPInsecure {
 			opts = append(opts, otlpmetricgrpc.WithInsecure())

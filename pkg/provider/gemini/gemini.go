@@ -109,16 +109,8 @@ func (*Provider) Match(method, path, rawQuery string) (gateway.Route, *gateway.F
 // and alt other than json or sse picks another encoding (proto). Google
 // also takes each with a leading '$'.
 func checkQuery(rawQuery string) *gateway.Failure {
-	for rawQuery != "" {
-		var pair string
-		pair, rawQuery, _ = strings.Cut(rawQuery, "&")
-		k, v, _ := strings.Cut(pair, "=")
-		if uk, err := url.QueryUnescape(k); err == nil {
-			k = uk
-		}
-		if uv, err := url.QueryUnescape(v); err == nil {
-			v = uv
-		}
+	for p := range gateway.QueryParams(rawQuery) {
+		k, v := gateway.Unescaped(p.Key), gateway.Unescaped(p.Value)
 		switch strings.TrimPrefix(k, "$") {
 		case "fields", "callback":
 		case "alt":
