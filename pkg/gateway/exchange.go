@@ -111,9 +111,10 @@ type Exchange struct {
 	out       []byte
 	completed bool
 	settled   bool
-	// keyRefused: the provider refused the operator's key (a 401 from
-	// upstream); the client gets the gateway's error instead (Replacement).
-	keyRefused bool
+	// replaced: the upstream status is about the operator's provider
+	// account, not the request; the client gets this instead (Replacement).
+	replaced      *Failure
+	replacedRetry Headers // upstream retry headers Failure cannot carry
 }
 
 // ID returns the request id.

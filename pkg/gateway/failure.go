@@ -23,6 +23,9 @@ const (
 	CodeQuota          Code = "insufficient_quota"      // no credits left
 	CodeUpstream       Code = "upstream_error"          // upstream unreachable or failed midway
 	CodeUpstreamKey    Code = "upstream_key_refused"    // the provider refused the operator's key
+	CodeUpstreamDenied Code = "upstream_access_denied"  // the provider denied the operator's account (403)
+	CodeUpstreamLimit  Code = "upstream_rate_limited"   // the provider's limit on the operator's account (429)
+	CodeUpstreamQuota  Code = "upstream_quota_exceeded" // the operator's account is out of quota (429, no retry)
 	CodeInternal       Code = "internal"                // a gateway fault
 )
 

@@ -3,7 +3,9 @@ package gateway
 import (
 	"log/slog"
 	"math"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/tollgate-dev/tollgate/pkg/sse"
 )
@@ -15,17 +17,8 @@ import (
 // It reuses h's storage.
 func (x *Exchange) ResponseHeaders(status int, h Headers) Headers {
 	x.status = status
-	if status == StatusUnauthorized && x.prov != nil {
-		// The gateway authenticated the client itself, so a 401 from
-		// upstream refuses the operator's provider key: every tenant of
-		// that provider is failing, and only the operator can fix it. The
-		// log names no key; the client gets Replacement.
-		x.keyRefused = true
-		x.g.log.LogAttrs(x.ctx, slog.LevelError, "the provider refused the gateway's key",
-			slog.String("request_id", x.id),
-			slog.String("provider", x.prov.Name()),
-			slog.Int("upstream_status", status),
-		)
+	if x.prov != nil {
+		x.replaced = x.accountRefusal(status, h)
 	}
 	ct := strings.ToLower(h.Get("content-type"))
 	switch {
@@ -98,20 +91,79 @@ func namedIn(list, name string) bool {
 	return false
 }
 
+// accountRefusal is the gateway's own answer for an upstream status that
+// is about the operator's provider account rather than the request, or nil.
+// The gateway checked the client's token itself, and every tenant of a
+// provider shares the operator's account, so the bodies of these answers
+// are the operator's business, not the tenant's: a 401 is about the key
+// (OpenAI's names its first and last characters), a 403 too (Gemini's
+// quotes the whole key), and a 429 states the account's organization id
+// and its limit and use across every tenant. The client gets an error of
+// the same status in the provider's shape, so its SDK raises the same
+// error class and retries as it would have; retry-after headers are
+// copied from upstream.
+func (x *Exchange) accountRefusal(status int, h Headers) *Failure {
+	name := x.prov.Name()
+	var f *Failure
+	switch status {
+	case StatusUnauthorized:
+		f = Fail(status, CodeUpstreamKey,
+			"The %s API refused the gateway's own provider key. Your gateway key is fine; the gateway's operator must fix the provider key.", name)
+		f.NoRetry = true
+	case StatusForbidden:
+		f = Fail(status, CodeUpstreamDenied,
+			"The %s API denied the gateway's provider account this request. Your gateway key is fine; the gateway's operator must fix the provider account's access.", name)
+		f.NoRetry = true
+	case StatusTooManyRequests:
+		if strings.EqualFold(h.Get("x-should-retry"), "false") {
+			// How OpenAI marks an account out of quota: retrying cannot help.
+			f = Fail(status, CodeUpstreamQuota,
+				"The gateway's %s provider account has run out of quota. Your gateway key and credits are fine; the gateway's operator must fix the provider account.", name)
+			f.NoRetry = true
+			break
+		}
+		f = Fail(status, CodeUpstreamLimit,
+			"The %s API's rate limit for the gateway's shared provider account was reached; this is not your own limit. Retry after a short wait.", name)
+		ra := strings.TrimSpace(h.Get("retry-after"))
+		if s, err := strconv.Atoi(ra); err == nil {
+			f.RetryAfter = s
+		} else if _, err := time.Parse(httpDate, ra); err == nil {
+			x.replacedRetry.Add("retry-after", ra)
+		}
+		if ms := strings.TrimSpace(h.Get("retry-after-ms")); ms != "" {
+			if _, err := strconv.ParseUint(ms, 10, 63); err == nil {
+				x.replacedRetry.Add("retry-after-ms", ms)
+			}
+		}
+	default:
+		return nil
+	}
+	if status == StatusUnauthorized || status == StatusForbidden {
+		// Every tenant of this provider fails until the operator acts.
+		// The log names no key; the upstream body is not logged (it may
+		// hold the key).
+		x.g.log.LogAttrs(x.ctx, slog.LevelError, "the provider refused the gateway's key or account",
+			slog.String("request_id", x.id),
+			slog.String("provider", name),
+			slog.Int("upstream_status", status),
+		)
+	}
+	f.Operation = x.route.Operation
+	return f
+}
+
+// httpDate is the HTTP date format (RFC 9110 §5.6.7) a retry-after may use.
+const httpDate = "Mon, 02 Jan 2006 15:04:05 GMT"
+
 // Replacement reports, after ResponseHeaders, whether the upstream response
-// must not reach the client, and what to send instead. A 401 from upstream
-// refuses the operator's provider key, and its body is about that key
-// (OpenAI's names its first and last characters), which no tenant may see:
-// the client gets the gateway's own 401 in the provider's shape, so its SDK
-// still raises its authentication error, saying whose key it is.
+// must not reach the client, and what to send instead (see accountRefusal).
 func (x *Exchange) Replacement() (Response, bool) {
-	if !x.keyRefused {
+	if x.replaced == nil {
 		return Response{}, false
 	}
-	f := Fail(StatusUnauthorized, CodeUpstreamKey,
-		"The %s API refused the gateway's own provider key. Your gateway key is fine; the gateway's operator must fix the provider key.", x.Provider())
-	f.NoRetry = true
-	return x.errorResponse(f), true
+	r := x.errorResponse(x.replaced)
+	r.Header = append(r.Header, x.replacedRetry...)
+	return r, true
 }
 
 // Streaming reports whether the response is a stream (SSE or a streamed

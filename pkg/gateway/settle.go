@@ -106,9 +106,9 @@ func (x *Exchange) Settle(how End) usage.Record {
 	case x.failure != nil:
 		rec.Status = usage.StatusRejected
 		rec.Reason = string(x.failure.Code)
-	case x.keyRefused:
+	case x.replaced != nil:
 		rec.Status = usage.StatusError
-		rec.Reason = string(CodeUpstreamKey)
+		rec.Reason = string(x.replaced.Code)
 	case how == ClientGone && !completed:
 		rec.Status = usage.StatusAbandoned
 		rec.Reason = "client_gone"

@@ -374,47 +374,86 @@ func TestSettleWarnsOn1hCacheWrites(t *testing.T) {
 	}
 }
 
-// TestUpstreamRefusedKey: a 401 from upstream refuses the operator's
-// provider key (the gateway checked the client's token itself). The
-// upstream body, which is about that key (OpenAI's names its first and last
-// characters), is replaced by the gateway's own 401 in the provider's shape;
-// the operator gets an error log that names the provider and request, never
-// a key or the prompt.
-func TestUpstreamRefusedKey(t *testing.T) {
+// TestUpstreamAccountRefusal: an upstream 401, 403 or 429 is about the
+// operator's provider account, not the request (the gateway checked the
+// client's token itself): a 401 or 403 body is about the operator's key
+// (OpenAI's 401 names its first and last characters, Gemini's 403 quotes
+// it whole), a 429 names the account's organization and its limit and use
+// across every tenant. The client gets the gateway's own error of the same
+// status in the provider's shape, with upstream's retry headers, so its SDK
+// raises the same error class and retries as before; the record names the
+// reason. A 401 or 403 logs an error that names the provider and request,
+// never a key or the prompt.
+func TestUpstreamAccountRefusal(t *testing.T) {
 	env := newBenchEnv(t)
 	var logs bytes.Buffer
 	g := warnLoggingGateway(t, env, &logs)
 	const prompt = "a secret prompt"
-	const upstreamBody = `{"error":{"message":"Incorrect API key provided: sk-proj-****abcd.","type":"invalid_request_error","code":"invalid_api_key"}}`
+	const secret = "AIzaSyOperatorsOwnKey0123456789abcdefg"
+	upstreamBody := `{"error":{"message":"Permission denied: Consumer 'api_key:` + secret + `' has been suspended. org-operator","type":"invalid_request_error","code":"x"}}`
+	bodies := map[string]struct{ target, body string }{
+		"openai":    {"/openai/v1/chat/completions", `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"` + prompt + `"}]}`},
+		"anthropic": {"/anthropic/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":10,"messages":[{"role":"user","content":"` + prompt + `"}]}`},
+		"gemini":    {"/gemini/v1beta/models/gemini-2.5-flash:generateContent", `{"contents":[{"role":"user","parts":[{"text":"` + prompt + `"}]}]}`},
+	}
+	type want struct {
+		code     gateway.Code // "" when the upstream answer passes
+		typ      string       // the error's type (OpenAI, Anthropic) or status (Gemini)
+		noRetry  bool
+		headers  map[string]string // retry headers the client gets
+		message  string
+		logError bool
+	}
+	key := "gateway's own provider key"
 	for _, tc := range []struct {
-		provider, target, body string
-		status                 int
-		refused                bool
-		wantType               string // the replacement's error type, where the shape has one
+		provider string
+		status   int
+		upstream map[string]string // upstream headers besides the usual
+		want     want
 	}{
-		{"openai", "/openai/v1/chat/completions", `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"` + prompt + `"}]}`, http.StatusOK, false, ""},
-		{"openai", "/openai/v1/chat/completions", `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"` + prompt + `"}]}`, http.StatusBadRequest, false, ""},
-		{"openai", "/openai/v1/chat/completions", `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"` + prompt + `"}]}`, http.StatusUnauthorized, true, "invalid_request_error"},
-		{"anthropic", "/anthropic/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":10,"messages":[{"role":"user","content":"` + prompt + `"}]}`, http.StatusUnauthorized, true, "authentication_error"},
-		{"gemini", "/gemini/v1beta/models/gemini-2.5-flash:generateContent", `{"contents":[{"role":"user","parts":[{"text":"` + prompt + `"}]}]}`, http.StatusUnauthorized, true, ""},
+		{"openai", 200, nil, want{}},
+		{"openai", 400, nil, want{}},
+		{"openai", 404, nil, want{}},
+		{"openai", 500, nil, want{}},
+		{"openai", 401, nil, want{gateway.CodeUpstreamKey, "invalid_request_error", true, nil, key, true}},
+		{"anthropic", 401, nil, want{gateway.CodeUpstreamKey, "authentication_error", true, nil, key, true}},
+		{"gemini", 401, nil, want{gateway.CodeUpstreamKey, "UNAUTHENTICATED", true, nil, key, true}},
+		{"openai", 403, nil, want{gateway.CodeUpstreamDenied, "permission_error", true, nil, "provider account's access", true}},
+		{"anthropic", 403, nil, want{gateway.CodeUpstreamDenied, "permission_error", true, nil, "provider account's access", true}},
+		{"gemini", 403, nil, want{gateway.CodeUpstreamDenied, "PERMISSION_DENIED", true, nil, "provider account's access", true}},
+		{"openai", 429, map[string]string{"retry-after": "2", "retry-after-ms": "1500"},
+			want{gateway.CodeUpstreamLimit, "rate_limit_exceeded", false, map[string]string{"retry-after": "2", "retry-after-ms": "1500"}, "not your own limit", false}},
+		{"openai", 429, map[string]string{"x-should-retry": "false"},
+			want{gateway.CodeUpstreamQuota, "insufficient_quota", true, nil, "run out of quota", false}},
+		{"anthropic", 429, map[string]string{"retry-after": "Thu, 26 Nov 2026 10:00:05 GMT"},
+			want{gateway.CodeUpstreamLimit, "rate_limit_error", false, map[string]string{"retry-after": "Thu, 26 Nov 2026 10:00:05 GMT"}, "not your own limit", false}},
+		{"anthropic", 429, map[string]string{"retry-after": "soon", "retry-after-ms": "-5"},
+			want{gateway.CodeUpstreamLimit, "rate_limit_error", false, map[string]string{"retry-after": "", "retry-after-ms": ""}, "not your own limit", false}},
+		{"gemini", 429, map[string]string{"retry-after": "7"},
+			want{gateway.CodeUpstreamLimit, "RESOURCE_EXHAUSTED", false, map[string]string{"retry-after": "7"}, "not your own limit", false}},
 	} {
-		t.Run(fmt.Sprintf("%s/%d", tc.provider, tc.status), func(t *testing.T) {
+		t.Run(fmt.Sprintf("%s/%d/%v", tc.provider, tc.status, tc.upstream), func(t *testing.T) {
 			logs.Reset()
 			x := g.NewExchange(context.Background(), "req-refused-key")
 			hdr := gateway.Headers{{Name: "authorization", Value: "Bearer " + env.token}}
 			if tc.provider == "anthropic" {
 				hdr = append(hdr, gateway.Header{Name: "anthropic-version", Value: "2023-06-01"})
 			}
-			if out := x.RequestHeaders(http.MethodPost, tc.target, hdr); out.Action != gateway.NeedBody {
+			req := bodies[tc.provider]
+			if out := x.RequestHeaders(http.MethodPost, req.target, hdr); out.Action != gateway.NeedBody {
 				t.Fatalf("request headers: %s", out.Response.Body)
 			}
-			if out := x.RequestBody([]byte(tc.body)); out.Action != gateway.Forward {
+			if out := x.RequestBody([]byte(req.body)); out.Action != gateway.Forward {
 				t.Fatalf("request body: %s", out.Response.Body)
 			}
-			x.ResponseHeaders(tc.status, upstreamHeaders("application/json"))
+			uh := upstreamHeaders("application/json")
+			for k, v := range tc.upstream {
+				uh.Add(k, v)
+			}
+			x.ResponseHeaders(tc.status, uh)
 			r, replaced := x.Replacement()
-			if replaced != tc.refused {
-				t.Fatalf("replaced = %v, want %v", replaced, tc.refused)
+			if replaced != (tc.want.code != "") {
+				t.Fatalf("replaced = %v, want %v", replaced, tc.want.code != "")
 			}
 			var rec usage.Record
 			if replaced {
@@ -423,20 +462,47 @@ func TestUpstreamRefusedKey(t *testing.T) {
 					Error struct {
 						Message string `json:"message"`
 						Type    string `json:"type"`
+						Status  string `json:"status"`
 						Code    any    `json:"code"`
+						Details []struct {
+							Type       string `json:"@type"`
+							RetryDelay string `json:"retryDelay"`
+						} `json:"details"`
 					} `json:"error"`
 				}
 				if err := json.Unmarshal(r.Body, &e); err != nil {
 					t.Fatalf("replacement body %s: %v", r.Body, err)
 				}
-				if r.Status != http.StatusUnauthorized || !strings.Contains(e.Error.Message, "gateway's own provider key") ||
-					tc.wantType != "" && e.Error.Type != tc.wantType || r.Header.Get("x-should-retry") != "false" {
-					t.Errorf("replacement %d %v %s: want 401 in the provider's shape, type %q, no retry", r.Status, r.Header, r.Body, tc.wantType)
+				typ := e.Error.Type
+				if tc.provider == "gemini" {
+					typ = e.Error.Status
+					if e.Error.Code != float64(tc.status) {
+						t.Errorf("gemini error code %v, want %d", e.Error.Code, tc.status)
+					}
+					if ra := tc.want.headers["retry-after"]; ra != "" && (len(e.Error.Details) != 1 || e.Error.Details[0].RetryDelay != ra+"s") {
+						t.Errorf("gemini details %+v, want a RetryInfo of %ss", e.Error.Details, ra)
+					}
+				}
+				if r.Status != tc.status || typ != tc.want.typ || !strings.Contains(e.Error.Message, tc.want.message) {
+					t.Errorf("replacement %d %s: want %d, type %q, a message with %q", r.Status, r.Body, tc.status, tc.want.typ, tc.want.message)
+				}
+				if got := r.Header.Get("x-should-retry") == "false"; got != tc.want.noRetry {
+					t.Errorf("x-should-retry: false sent = %v, want %v", got, tc.want.noRetry)
+				}
+				for k, v := range tc.want.headers {
+					if got := r.Header.Get(k); got != v {
+						t.Errorf("%s = %q, want %q", k, got, v)
+					}
+				}
+				if tc.provider == "openai" && tc.status == 429 {
+					if want := map[gateway.Code]string{gateway.CodeUpstreamLimit: "rate_limit_exceeded", gateway.CodeUpstreamQuota: "insufficient_quota"}[tc.want.code]; e.Error.Code != want {
+						t.Errorf("openai code %v, want %s", e.Error.Code, want)
+					}
 				}
 				rec = x.Settle(gateway.Completed)
-				if rec.Status != usage.StatusError || rec.Reason != string(gateway.CodeUpstreamKey) || rec.HTTPStatus != 401 || !rec.Tokens.IsZero() || rec.Estimated {
-					t.Errorf("record %s %q http %d tokens %+v estimated %v; want error %s 401, no tokens",
-						rec.Status, rec.Reason, rec.HTTPStatus, rec.Tokens, rec.Estimated, gateway.CodeUpstreamKey)
+				if rec.Status != usage.StatusError || rec.Reason != string(tc.want.code) || rec.HTTPStatus != tc.status || !rec.Tokens.IsZero() || rec.Estimated {
+					t.Errorf("record %s %q http %d tokens %+v estimated %v; want error %s %d, no tokens",
+						rec.Status, rec.Reason, rec.HTTPStatus, rec.Tokens, rec.Estimated, tc.want.code, tc.status)
 				}
 			} else {
 				x.ResponseBody([]byte(upstreamBody), true)
@@ -448,12 +514,12 @@ func TestUpstreamRefusedKey(t *testing.T) {
 			out := logs.String()
 			logged := strings.Contains(out, "level=ERROR") && strings.Contains(out, "provider="+tc.provider) &&
 				strings.Contains(out, "request_id=req-refused-key") && strings.Contains(out, "refused the gateway's key")
-			if logged != tc.refused {
-				t.Errorf("logged = %v, want %v; log:\n%s", logged, tc.refused, out)
+			if logged != tc.want.logError {
+				t.Errorf("logged = %v, want %v; log:\n%s", logged, tc.want.logError, out)
 			}
-			for _, secret := range []string{prompt, env.token, "sk-proj", "abcd"} {
-				if strings.Contains(out, secret) || replaced && strings.Contains(string(r.Body), secret) {
-					t.Errorf("the log or the replacement holds %q:\n%s\n%s", secret, out, r.Body)
+			for _, s := range []string{prompt, env.token, secret, "org-operator", "30000000"} {
+				if strings.Contains(out, s) || replaced && (strings.Contains(string(r.Body), s) || strings.Contains(fmt.Sprint(r.Header), s)) {
+					t.Errorf("the log or the replacement holds %q:\n%s\n%s %v", s, out, r.Body, r.Header)
 				}
 			}
 		})

@@ -95,7 +95,11 @@
 //	                              same token: retry_after=N (seconds),
 //	                              should_retry=false (x-should-retry: false).
 //	                              Anthropic 529 is overloaded_error, Gemini
-//	                              429 carries a RetryInfo detail.
+//	                              429 carries a RetryInfo detail. Like the
+//	                              real APIs, the bodies speak of the caller's
+//	                              account: OpenAI 429 names an organization,
+//	                              Gemini 403 quotes the key it was called
+//	                              with (CONSUMER_SUSPENDED).
 //	[[mock reply=some words]]     reply text: everything after "reply=" up to
 //	                              "]]" (surrounding quotes are removed).
 //	[[mock tool]]                 answer with a call of the FIRST declared

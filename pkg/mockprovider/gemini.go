@@ -136,7 +136,14 @@ func (c *call) geminiDirectiveError(d directives, model string) {
 	case 401:
 		msg = "Request had invalid authentication credentials."
 	case 403:
-		msg = "The caller does not have permission"
+		// Google quotes the key it was called with (a suspended key).
+		key := c.r.Header.Get("x-goog-api-key")
+		if key == "" {
+			key = c.r.URL.Query().Get("key")
+		}
+		msg = fmt.Sprintf("Permission denied: Consumer 'api_key:%s' has been suspended.", key)
+		details = []any{obj{{"@type", "type.googleapis.com/google.rpc.ErrorInfo"}, {"reason", "CONSUMER_SUSPENDED"}, {"domain", "googleapis.com"},
+			{"metadata", obj{{"service", "generativelanguage.googleapis.com"}, {"consumer", "projects/123456789012"}, {"containerInfo", "api_key:" + key}}}}}
 	case 404:
 		msg = fmt.Sprintf("models/%s is not found for API version v1beta, or is not supported for generateContent. Call ListModels to see the list of available models and their supported methods.", model)
 	case 429:

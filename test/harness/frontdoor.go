@@ -59,6 +59,10 @@ type DoorOptions struct {
 	// Debug serves the processor's profiling endpoints (--debug-listen)
 	// at Envoy.DebugAddr (Envoy door only).
 	Debug bool
+	// ServeEnv is extra environment for `tollgate serve`, such as the
+	// operator's provider keys (Envoy door only: `tollgate dev --mock`
+	// ignores keys).
+	ServeEnv []string
 }
 
 // Doors are the front doors every end-to-end suite runs through.
@@ -158,7 +162,7 @@ func StartEnvoy(t testing.TB, o DoorOptions) *Envoy {
 	if o.Debug {
 		args = append(args, "--debug-listen", "127.0.0.1:0")
 	}
-	p, err := launchServe(t, nil, args...)
+	p, err := launchServe(t, o.ServeEnv, args...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -632,15 +632,33 @@ func wantClientBody(t *testing.T, c replayCase, v variant) []byte {
 	return bytes.ReplaceAll(body, []byte(`,"usage":null`), nil)
 }
 
+// accountRefusal is the reason the gateway records for an upstream status
+// about the operator's account, which it answers itself, or "".
+func accountRefusal(status int, h http.Header) gateway.Code {
+	switch {
+	case status == http.StatusUnauthorized:
+		return gateway.CodeUpstreamKey
+	case status == http.StatusForbidden:
+		return gateway.CodeUpstreamDenied
+	case status == http.StatusTooManyRequests && strings.EqualFold(h.Get("x-should-retry"), "false"):
+		return gateway.CodeUpstreamQuota
+	case status == http.StatusTooManyRequests:
+		return gateway.CodeUpstreamLimit
+	}
+	return ""
+}
+
 func checkOutcome(t *testing.T, c replayCase, v variant, out outcome) {
 	f := getFixture(t)
 	it := c.It
 
 	// (b), (c): status, content type and bytes as recorded; except that a
-	// 401 refuses the operator's provider key, whose body (OpenAI's names
-	// the key's first and last characters) no tenant may see: the client
-	// gets the gateway's own 401 in the provider's shape instead.
-	keyRefused := it.Status == http.StatusUnauthorized
+	// 401, 403 or 429 is about the operator's provider account, whose body
+	// (a key's characters, the organization, its use across tenants) no
+	// tenant may see: the client gets the gateway's own error of the same
+	// status in the provider's shape instead.
+	refusal := accountRefusal(it.Status, it.Header)
+	keyRefused := refusal != ""
 	if out.Status != it.Status {
 		t.Errorf("client status %d, recorded %d (body %.300q)", out.Status, it.Status, out.Body)
 	}
@@ -653,7 +671,7 @@ func checkOutcome(t *testing.T, c replayCase, v variant, out outcome) {
 	}
 	switch want := wantClientBody(t, c, v); {
 	case keyRefused:
-		if bytes.Equal(out.Body, want) || !bytes.Contains(out.Body, []byte("gateway's own provider key")) || !json.Valid(out.Body) {
+		if bytes.Equal(out.Body, want) || !bytes.Contains(out.Body, []byte("the gateway's")) || !json.Valid(out.Body) {
 			t.Errorf("a refused provider key: the client got %.300q, want the gateway's own error", out.Body)
 		}
 	case !bytes.Equal(out.Body, want):
@@ -696,7 +714,7 @@ func checkOutcome(t *testing.T, c replayCase, v variant, out outcome) {
 	case it.Status/100 != 2:
 		reason := "upstream_status"
 		if keyRefused {
-			reason = string(gateway.CodeUpstreamKey)
+			reason = string(refusal)
 		}
 		if rec.Status != usage.StatusError || rec.Reason != reason || !rec.Tokens.IsZero() || rec.Estimated {
 			t.Errorf("error recording: record status %s reason %q tokens %+v estimated %v; want error, %s, no tokens",

@@ -224,7 +224,7 @@ func (*Provider) Error(f *gateway.Failure) (int, []byte) {
 	switch f.Code {
 	case gateway.CodeBadToken, gateway.CodeExpiredToken, gateway.CodeRevokedToken, gateway.CodeUpstreamKey:
 		typ = "authentication_error"
-	case gateway.CodeForbidden:
+	case gateway.CodeForbidden, gateway.CodeUpstreamDenied:
 		typ = "permission_error"
 	case gateway.CodeNotFound:
 		typ = "not_found_error"
@@ -239,7 +239,7 @@ func (*Provider) Error(f *gateway.Failure) (int, []byte) {
 	case gateway.CodeContextTooLong:
 		// The real API's wording, so code matching on it keeps working.
 		msg = fmt.Sprintf("prompt is too long: %d tokens > %d maximum (gateway limit)", f.Tokens, f.Limit)
-	case gateway.CodeRateLimited:
+	case gateway.CodeRateLimited, gateway.CodeUpstreamLimit, gateway.CodeUpstreamQuota:
 		typ = "rate_limit_error"
 	case gateway.CodeQuota:
 		status, typ = http.StatusPaymentRequired, "billing_error"

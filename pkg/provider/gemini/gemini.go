@@ -285,7 +285,7 @@ func (*Provider) Error(f *gateway.Failure) (int, []byte) {
 		msg = fmt.Sprintf("models/%s is not found for this API version, or is not served by this gateway.", f.Model)
 	case gateway.CodeContextTooLong:
 		msg = fmt.Sprintf("The input token count (%d) exceeds the maximum number of tokens allowed (%d) by this gateway.", f.Tokens, f.Limit)
-	case gateway.CodeRateLimited, gateway.CodeQuota:
+	case gateway.CodeRateLimited, gateway.CodeQuota, gateway.CodeUpstreamLimit:
 		if f.RetryAfter > 0 {
 			details = fmt.Sprintf(`[{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"%ds"}]`, f.RetryAfter)
 		}

@@ -240,6 +240,11 @@ func errorBody(f *gateway.Failure) []byte {
 		}
 	case gateway.CodeQuota:
 		typ = "insufficient_quota"
+	case gateway.CodeUpstreamLimit:
+		// The codes client code matches on, as OpenAI sends them.
+		typ, code = "rate_limit_exceeded", "rate_limit_exceeded"
+	case gateway.CodeUpstreamQuota:
+		typ, code = "insufficient_quota", "insufficient_quota"
 	case gateway.CodeModelNotFound:
 		if f.Model == "" {
 			break // no model could be read (an id in the path that is none): f's own message
@@ -253,7 +258,7 @@ func errorBody(f *gateway.Failure) []byte {
 		}
 	case gateway.CodeUpstream, gateway.CodeInternal:
 		typ, code = "server_error", ""
-	case gateway.CodeForbidden:
+	case gateway.CodeForbidden, gateway.CodeUpstreamDenied:
 		typ = "permission_error"
 	}
 	b := make([]byte, 0, 128+len(msg))

@@ -1,0 +1,211 @@
+package sdkgo_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/anthropics/anthropic-sdk-go/v2"
+	"github.com/openai/openai-go/v3"
+	"google.golang.org/genai"
+
+	"github.com/tollgate-dev/tollgate/pkg/gateway"
+	"github.com/tollgate-dev/tollgate/pkg/usage"
+	"github.com/tollgate-dev/tollgate/test/harness"
+)
+
+// The operator's provider keys behind the Envoy door; distinctive so a
+// leak is found.
+const (
+	operatorOpenAIKey = "sk-operator-pangolin-5521"
+	operatorGeminiKey = "AIzaSy-operator-pangolin-5523"
+)
+
+// TestUpstreamAccountErrorsInSDKs: the provider's 401, 403 and 429 are
+// about the operator's shared account, and their bodies say so (Gemini's
+// 403 quotes the operator's key, OpenAI's 429 names its organization). Each
+// official Go SDK gets the gateway's own error of the same status instead,
+// raises the same error class, and retries exactly as it would have (the
+// retry-after headers are upstream's); the mock sees the retries, and the
+// ledger records the reason. Through both front doors; behind the Envoy
+// door the processor sends real-looking operator keys.
+func TestUpstreamAccountErrorsInSDKs(t *testing.T) {
+	for _, door := range harness.Doors {
+		t.Run(door, func(t *testing.T) {
+			d := harness.StartDoor(t, door, harness.DoorOptions{ServeEnv: []string{
+				"TOLLGATE_OPENAI_API_KEY=" + operatorOpenAIKey, "TOLLGATE_GEMINI_API_KEY=" + operatorGeminiKey,
+			}})
+			for k, v := range d.Env(t) {
+				t.Setenv(k, v)
+			}
+			ctx := context.Background()
+			oai, ant := openai.NewClient(), anthropic.NewClient()
+			gem, err := genai.NewClient(ctx, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cases := []struct {
+				name, provider, directive string
+				attempts                  int // what the SDK sends: its retries
+				status                    int
+				reason                    gateway.Code
+				call                      func(ctx context.Context, prompt string) (raw string, err error)
+				check                     func(t *testing.T, err error)
+			}{
+				{"openai rate limit", "openai", "[[mock error=429 retry_after=1]]", 3, 429, gateway.CodeUpstreamLimit,
+					func(ctx context.Context, p string) (string, error) {
+						_, err := oai.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
+							Model: "gpt-4o-mini", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage(p)}})
+						return openaiRaw(err), err
+					},
+					func(t *testing.T, err error) {
+						var e *openai.Error
+						if !errors.As(err, &e) || e.StatusCode != 429 || e.Code != "rate_limit_exceeded" {
+							t.Errorf("want a 429 *openai.Error with code rate_limit_exceeded, got %T %v", err, err)
+						}
+					}},
+				{"openai quota", "openai", "[[mock error=429 should_retry=false]]", 1, 429, gateway.CodeUpstreamQuota,
+					func(ctx context.Context, p string) (string, error) {
+						_, err := oai.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
+							Model: "gpt-4o-mini", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage(p)}})
+						return openaiRaw(err), err
+					},
+					func(t *testing.T, err error) {
+						var e *openai.Error
+						if !errors.As(err, &e) || e.StatusCode != 429 || e.Code != "insufficient_quota" {
+							t.Errorf("want a 429 *openai.Error with code insufficient_quota, got %T %v", err, err)
+						}
+					}},
+				{"openai key refused", "openai", "[[mock error=401]]", 1, 401, gateway.CodeUpstreamKey,
+					func(ctx context.Context, p string) (string, error) {
+						_, err := oai.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
+							Model: "gpt-4o-mini", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage(p)}})
+						return openaiRaw(err), err
+					},
+					func(t *testing.T, err error) {
+						var e *openai.Error
+						if !errors.As(err, &e) || e.StatusCode != 401 {
+							t.Errorf("want a 401 *openai.Error, got %T %v", err, err)
+						}
+					}},
+				{"anthropic rate limit", "anthropic", "[[mock error=429 retry_after=1]]", 3, 429, gateway.CodeUpstreamLimit,
+					func(ctx context.Context, p string) (string, error) {
+						_, err := ant.Messages.New(ctx, anthropic.MessageNewParams{Model: "claude-sonnet-4-5", MaxTokens: 10, Messages: anthText(p)})
+						var e *anthropic.Error
+						if errors.As(err, &e) {
+							return e.RawJSON(), err
+						}
+						return "", err
+					},
+					func(t *testing.T, err error) {
+						var e *anthropic.Error
+						if !errors.As(err, &e) || e.StatusCode != 429 || e.Type() != "rate_limit_error" {
+							t.Errorf("want a 429 rate_limit_error, got %T %v", err, err)
+						}
+					}},
+				{"anthropic permission", "anthropic", "[[mock error=403]]", 1, 403, gateway.CodeUpstreamDenied,
+					func(ctx context.Context, p string) (string, error) {
+						_, err := ant.Messages.New(ctx, anthropic.MessageNewParams{Model: "claude-sonnet-4-5", MaxTokens: 10, Messages: anthText(p)})
+						var e *anthropic.Error
+						if errors.As(err, &e) {
+							return e.RawJSON(), err
+						}
+						return "", err
+					},
+					func(t *testing.T, err error) {
+						var e *anthropic.Error
+						if !errors.As(err, &e) || e.StatusCode != 403 || e.Type() != "permission_error" {
+							t.Errorf("want a 403 permission_error, got %T %v", err, err)
+						}
+					}},
+				{"gemini suspended key", "gemini", "[[mock error=403]]", 1, 403, gateway.CodeUpstreamDenied,
+					func(ctx context.Context, p string) (string, error) {
+						_, err := gem.Models.GenerateContent(ctx, "gemini-2.5-flash", genai.Text(p), nil)
+						return geminiRaw(err), err
+					},
+					func(t *testing.T, err error) {
+						var e genai.APIError
+						if !errors.As(err, &e) || e.Code != 403 || e.Status != "PERMISSION_DENIED" {
+							t.Errorf("want a 403 PERMISSION_DENIED genai.APIError, got %T %v", err, err)
+						}
+					}},
+				{"gemini rate limit", "gemini", "[[mock error=429]]", 1, 429, gateway.CodeUpstreamLimit,
+					func(ctx context.Context, p string) (string, error) {
+						_, err := gem.Models.GenerateContent(ctx, "gemini-2.5-flash", genai.Text(p), nil)
+						return geminiRaw(err), err
+					},
+					func(t *testing.T, err error) {
+						var e genai.APIError
+						if !errors.As(err, &e) || e.Code != 429 || e.Status != "RESOURCE_EXHAUSTED" {
+							t.Errorf("want a 429 RESOURCE_EXHAUSTED genai.APIError, got %T %v", err, err)
+						}
+					}},
+			}
+			var records int
+			for _, tc := range cases {
+				t.Run(tc.name, func(t *testing.T) {
+					before := len(d.Served(t))
+					raw, err := tc.call(callCtx(t), prompt(tc.name+" "+tc.directive))
+					tc.check(t, err)
+					if !strings.Contains(raw, "the gateway's") {
+						t.Errorf("the SDK's error is not the gateway's own: %s", raw)
+					}
+					for _, s := range []string{"org-mock", "organization", "Consumer", "api_key:", operatorOpenAIKey, operatorGeminiKey, marker} {
+						if strings.Contains(raw, s) {
+							t.Errorf("the client's error holds %q: %s", s, raw)
+						}
+					}
+					served := d.Served(t)[before:]
+					if len(served) != tc.attempts {
+						t.Errorf("the mock received %d requests, want %d (the SDK's attempts)", len(served), tc.attempts)
+					}
+					for _, sv := range served {
+						if sv.Provider != tc.provider || sv.Status != tc.status {
+							t.Errorf("mock record %s status %d, want %s %d", sv.Provider, sv.Status, tc.provider, tc.status)
+						}
+					}
+					// Each case's provider, reason and status are its own.
+					records += len(served)
+					n := 0
+					for _, rec := range d.WaitUsage(t, records) {
+						if rec.Provider == tc.provider && rec.Reason == string(tc.reason) && rec.HTTPStatus == tc.status {
+							n++
+							if rec.Status != usage.StatusError || !rec.Tokens.IsZero() || rec.Estimated {
+								t.Errorf("record %s tokens %+v estimated %v; want error, no tokens", rec.Status, rec.Tokens, rec.Estimated)
+							}
+						}
+					}
+					if n != len(served) {
+						t.Errorf("%d records of %s %s %d, want %d", n, tc.provider, tc.reason, tc.status, len(served))
+					}
+				})
+			}
+			logs := d.Stderr()
+			for _, s := range []string{operatorOpenAIKey, operatorGeminiKey, marker, "org-mock"} {
+				if strings.Contains(logs, s) {
+					t.Errorf("the gateway's log holds %q", s)
+				}
+			}
+		})
+	}
+}
+
+func openaiRaw(err error) string {
+	var e *openai.Error
+	if errors.As(err, &e) {
+		return e.RawJSON()
+	}
+	return ""
+}
+
+// geminiRaw is the error's message and details, as the SDK parsed them.
+func geminiRaw(err error) string {
+	var e genai.APIError
+	if !errors.As(err, &e) {
+		return ""
+	}
+	b, _ := json.Marshal(e)
+	return string(b)
+}
