@@ -115,6 +115,10 @@ type Exchange struct {
 	// account, not the request; the client gets this instead (Replacement).
 	replaced      *Failure
 	replacedRetry Headers // upstream retry headers Failure cannot carry
+	// peek: an upstream error document is held whole (errDoc) before it
+	// is forwarded, since it may be about the operator's account.
+	peek   bool
+	errDoc []byte
 }
 
 // ID returns the request id.

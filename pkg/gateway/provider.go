@@ -94,6 +94,12 @@ type Provider interface {
 	Error(f *Failure) (status int, body []byte)
 	// StreamError renders a failure as an event in an already started stream.
 	StreamError(f *Failure, r Route) []byte
+	// AccountError reads an upstream error document of a status the
+	// gateway cannot judge by the status alone (400, 402) and returns
+	// CodeUpstreamKey, CodeUpstreamDenied or CodeUpstreamQuota when it is
+	// about the operator's provider account (Gemini's invalid key,
+	// Anthropic's credit balance), or "" when it is about the request.
+	AccountError(status int, body []byte) Code
 	// Local answers a catalog route (model listings).
 	Local(r Route, models ModelLister) (status int, body []byte, f *Failure)
 	// NewMeter returns a usage reader for one response.

@@ -33,13 +33,17 @@ func (x *Exchange) ResponseHeaders(status int, h Headers) Headers {
 	default:
 		x.framing = framingDoc
 	}
+	// Whether an error document is about the operator's account shows in
+	// its body only: it is held until whole (peekBody), and may change.
+	x.peek = x.prov != nil && x.replaced == nil && x.framing == framingDoc &&
+		(status == StatusBadRequest || status == StatusPaymentRequired) && strings.Contains(ct, "json")
 	// A field the upstream's Connection header names is hop-by-hop too
 	// (RFC 9110 §7.6.1); HTTP/1.1 upstreams may send one.
 	conn := h.Get("connection")
 	// Filter in place: h is the adapter's own list, built for this call.
 	out := h[:0]
 	for _, f := range h {
-		if dropResponseHeader(f.Name) || x.hide && strings.EqualFold(f.Name, "content-length") ||
+		if dropResponseHeader(f.Name) || (x.hide || x.peek) && strings.EqualFold(f.Name, "content-length") ||
 			conn != "" && namedIn(conn, f.Name) {
 			continue
 		}
@@ -103,27 +107,23 @@ func namedIn(list, name string) bool {
 // error class and retries as it would have; retry-after headers are
 // copied from upstream.
 func (x *Exchange) accountRefusal(status int, h Headers) *Failure {
-	name := x.prov.Name()
-	var f *Failure
+	var code Code
 	switch status {
 	case StatusUnauthorized:
-		f = Fail(status, CodeUpstreamKey,
-			"The %s API refused the gateway's own provider key. Your gateway key is fine; the gateway's operator must fix the provider key.", name)
-		f.NoRetry = true
+		code = CodeUpstreamKey
 	case StatusForbidden:
-		f = Fail(status, CodeUpstreamDenied,
-			"The %s API denied the gateway's provider account this request. Your gateway key is fine; the gateway's operator must fix the provider account's access.", name)
-		f.NoRetry = true
+		code = CodeUpstreamDenied
 	case StatusTooManyRequests:
+		code = CodeUpstreamLimit
 		if strings.EqualFold(h.Get("x-should-retry"), "false") {
 			// How OpenAI marks an account out of quota: retrying cannot help.
-			f = Fail(status, CodeUpstreamQuota,
-				"The gateway's %s provider account has run out of quota. Your gateway key and credits are fine; the gateway's operator must fix the provider account.", name)
-			f.NoRetry = true
-			break
+			code = CodeUpstreamQuota
 		}
-		f = Fail(status, CodeUpstreamLimit,
-			"The %s API's rate limit for the gateway's shared provider account was reached; this is not your own limit. Retry after a short wait.", name)
+	default:
+		return nil
+	}
+	f := x.accountFailure(status, code)
+	if code == CodeUpstreamLimit {
 		ra := strings.TrimSpace(h.Get("retry-after"))
 		if s, err := strconv.Atoi(ra); err == nil {
 			f.RetryAfter = s
@@ -135,20 +135,38 @@ func (x *Exchange) accountRefusal(status int, h Headers) *Failure {
 				x.replacedRetry.Add("retry-after-ms", ms)
 			}
 		}
+	}
+	return f
+}
+
+// accountFailure is the gateway's answer, with the upstream's status, for
+// an upstream error about the operator's provider account. Every code but
+// a rate limit means every tenant of the provider fails until the operator
+// acts, so it logs an error; the log names no key and holds nothing of the
+// upstream body (which may quote the key).
+func (x *Exchange) accountFailure(status int, code Code) *Failure {
+	name := x.prov.Name()
+	var f *Failure
+	switch code {
+	case CodeUpstreamKey:
+		f = Fail(status, code, "The %s API refused the gateway's own provider key. Your gateway key is fine; the gateway's operator must fix the provider key.", name)
+	case CodeUpstreamDenied:
+		f = Fail(status, code, "The %s API denied the gateway's provider account this request. Your gateway key is fine; the gateway's operator must fix the provider account's access.", name)
+	case CodeUpstreamQuota:
+		f = Fail(status, code, "The gateway's %s provider account has run out of quota or credit. Your gateway key and credits are fine; the gateway's operator must fix the provider account.", name)
 	default:
-		return nil
+		f = Fail(status, CodeUpstreamLimit, "The %s API's rate limit for the gateway's shared provider account was reached; this is not your own limit. Retry after a short wait.", name)
+		f.Operation = x.route.Operation
+		return f
 	}
-	if status == StatusUnauthorized || status == StatusForbidden {
-		// Every tenant of this provider fails until the operator acts.
-		// The log names no key; the upstream body is not logged (it may
-		// hold the key).
-		x.g.log.LogAttrs(x.ctx, slog.LevelError, "the provider refused the gateway's key or account",
-			slog.String("request_id", x.id),
-			slog.String("provider", name),
-			slog.Int("upstream_status", status),
-		)
-	}
+	f.NoRetry = true
 	f.Operation = x.route.Operation
+	x.g.log.LogAttrs(x.ctx, slog.LevelError, "the provider refused the gateway's key or account",
+		slog.String("request_id", x.id),
+		slog.String("provider", name),
+		slog.Int("upstream_status", status),
+		slog.String("reason", string(code)),
+	)
 	return f
 }
 
@@ -180,6 +198,42 @@ func (x *Exchange) ResponseBody(chunk []byte, end bool) []byte {
 	if x.firstByte.IsZero() && len(chunk) > 0 {
 		x.firstByte = x.g.now()
 	}
+	if x.peek {
+		return x.peekBody(chunk, end)
+	}
+	return x.responseBody(chunk, end)
+}
+
+// maxPeek bounds the error document held for peekBody: provider error
+// documents are a few hundred bytes.
+const maxPeek = 64 << 10
+
+// peekBody holds an upstream error document (400 or 402) until it is
+// whole, then forwards it, or, when the provider reads it as about the
+// operator's account (Gemini's invalid key, Anthropic's credit balance),
+// the gateway's own error of that status instead (see accountRefusal for
+// why). The content-length was dropped with the headers, since the body may
+// change.
+func (x *Exchange) peekBody(chunk []byte, end bool) []byte {
+	x.errDoc = append(x.errDoc, chunk...)
+	if !end && len(x.errDoc) <= maxPeek {
+		return nil
+	}
+	held := x.errDoc
+	x.errDoc, x.peek = nil, false
+	if end && len(held) <= maxPeek {
+		if code := x.prov.AccountError(x.status, held); code != "" {
+			x.replaced = x.accountFailure(x.status, code)
+			x.completed = true
+			return x.errorResponse(x.replaced).Body
+		}
+	}
+	return x.responseBody(held, end)
+}
+
+// responseBody meters a chunk of the response body and returns the bytes
+// to forward (see ResponseBody).
+func (x *Exchange) responseBody(chunk []byte, end bool) []byte {
 	if x.meter == nil {
 		return chunk
 	}

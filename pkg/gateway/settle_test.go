@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -382,8 +383,8 @@ func TestSettleWarnsOn1hCacheWrites(t *testing.T) {
 // across every tenant. The client gets the gateway's own error of the same
 // status in the provider's shape, with upstream's retry headers, so its SDK
 // raises the same error class and retries as before; the record names the
-// reason. A 401 or 403 logs an error that names the provider and request,
-// never a key or the prompt.
+// reason. A 401, a 403 and an account out of quota log an error that
+// names the provider and request, never a key or the prompt.
 func TestUpstreamAccountRefusal(t *testing.T) {
 	env := newBenchEnv(t)
 	var logs bytes.Buffer
@@ -424,7 +425,7 @@ func TestUpstreamAccountRefusal(t *testing.T) {
 		{"openai", 429, map[string]string{"retry-after": "2", "retry-after-ms": "1500"},
 			want{gateway.CodeUpstreamLimit, "rate_limit_exceeded", false, map[string]string{"retry-after": "2", "retry-after-ms": "1500"}, "not your own limit", false}},
 		{"openai", 429, map[string]string{"x-should-retry": "false"},
-			want{gateway.CodeUpstreamQuota, "insufficient_quota", true, nil, "run out of quota", false}},
+			want{gateway.CodeUpstreamQuota, "insufficient_quota", true, nil, "run out of quota", true}},
 		{"anthropic", 429, map[string]string{"retry-after": "Thu, 26 Nov 2026 10:00:05 GMT"},
 			want{gateway.CodeUpstreamLimit, "rate_limit_error", false, map[string]string{"retry-after": "Thu, 26 Nov 2026 10:00:05 GMT"}, "not your own limit", false}},
 		{"anthropic", 429, map[string]string{"retry-after": "soon", "retry-after-ms": "-5"},
@@ -520,6 +521,128 @@ func TestUpstreamAccountRefusal(t *testing.T) {
 			for _, s := range []string{prompt, env.token, secret, "org-operator", "30000000"} {
 				if strings.Contains(out, s) || replaced && (strings.Contains(string(r.Body), s) || strings.Contains(fmt.Sprint(r.Header), s)) {
 					t.Errorf("the log or the replacement holds %q:\n%s\n%s %v", s, out, r.Body, r.Header)
+				}
+			}
+		})
+	}
+}
+
+// TestUpstreamAccountErrorInBody: a 400 or 402 is about the operator's
+// account only by what its body says (Gemini's invalid key, Anthropic's
+// credit balance, OpenAI's billing limit). The gateway holds such an error
+// document until it is whole, dropping its content-length, and forwards it
+// unchanged, or its own error of the same status in the provider's shape,
+// with the record's reason and an error log. Bodies that are the request's
+// own, streams and oversized documents pass as they came.
+func TestUpstreamAccountErrorInBody(t *testing.T) {
+	env := newBenchEnv(t)
+	var logs bytes.Buffer
+	g := warnLoggingGateway(t, env, &logs)
+	const prompt = "a secret prompt"
+	bodies := map[string]struct{ target, body string }{
+		"openai":    {"/openai/v1/chat/completions", `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"` + prompt + `"}]}`},
+		"anthropic": {"/anthropic/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":10,"messages":[{"role":"user","content":"` + prompt + `"}]}`},
+		"gemini":    {"/gemini/v1beta/models/gemini-2.5-flash:generateContent", `{"contents":[{"role":"user","parts":[{"text":"` + prompt + `"}]}]}`},
+	}
+	geminiBadKey := `{"error":{"code":400,"message":"API key not valid. Please pass a valid API key.","status":"INVALID_ARGUMENT","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"API_KEY_INVALID","domain":"googleapis.com","metadata":{"service":"generativelanguage.googleapis.com"}}]}}`
+	for _, tc := range []struct {
+		name, provider string
+		status         int
+		body           string
+		chunk          int          // deliver the body in chunks of this size (0: whole)
+		code           gateway.Code // "" when the body passes
+		typ            string       // the replacement's type (OpenAI, Anthropic) or status (Gemini)
+	}{
+		{"gemini bad key", "gemini", 400, geminiBadKey, 0, gateway.CodeUpstreamKey, "INVALID_ARGUMENT"},
+		{"gemini bad key in 7-byte chunks", "gemini", 400, geminiBadKey, 7, gateway.CodeUpstreamKey, "INVALID_ARGUMENT"},
+		{"gemini location", "gemini", 400, `{"error":{"code":400,"message":"User location is not supported for the API use.","status":"FAILED_PRECONDITION"}}`, 0, gateway.CodeUpstreamDenied, "INVALID_ARGUMENT"},
+		{"gemini request error", "gemini", 400, `{"error":{"code":400,"message":"* GenerateContentRequest.contents: contents is not specified","status":"INVALID_ARGUMENT"}}`, 5, "", ""},
+		{"anthropic credit 400", "anthropic", 400, `{"type":"error","error":{"type":"invalid_request_error","message":"Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits."},"request_id":"req_1"}`, 0, gateway.CodeUpstreamQuota, "billing_error"},
+		{"anthropic billing 402", "anthropic", 402, `{"type":"error","error":{"type":"billing_error","message":"Your credit balance is too low."}}`, 16, gateway.CodeUpstreamQuota, "billing_error"},
+		{"anthropic request error", "anthropic", 400, `{"type":"error","error":{"type":"invalid_request_error","message":"max_tokens: Field required"}}`, 0, "", ""},
+		{"openai billing", "openai", 400, `{"error":{"message":"Billing hard limit has been reached","type":"invalid_request_error","param":null,"code":"billing_hard_limit_reached"}}`, 0, gateway.CodeUpstreamQuota, "insufficient_quota"},
+		{"openai request error", "openai", 400, `{"error":{"message":"Invalid value for 'temperature'.","type":"invalid_request_error","param":"temperature","code":null}}`, 3, "", ""},
+		{"not json", "openai", 400, `Your credit balance is too low`, 0, "", ""},
+		{"oversized", "anthropic", 400, `{"type":"error","error":{"type":"billing_error","message":"` + strings.Repeat("x", 70<<10) + `"}}`, 4096, "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			logs.Reset()
+			x := g.NewExchange(context.Background(), "req-account-body")
+			hdr := gateway.Headers{{Name: "authorization", Value: "Bearer " + env.token}}
+			if tc.provider == "anthropic" {
+				hdr = append(hdr, gateway.Header{Name: "anthropic-version", Value: "2023-06-01"})
+			}
+			req := bodies[tc.provider]
+			if out := x.RequestHeaders(http.MethodPost, req.target, hdr); out.Action != gateway.NeedBody {
+				t.Fatalf("request headers: %s", out.Response.Body)
+			}
+			if out := x.RequestBody([]byte(req.body)); out.Action != gateway.Forward {
+				t.Fatalf("request body: %s", out.Response.Body)
+			}
+			ct := "application/json; charset=UTF-8"
+			if tc.name == "not json" {
+				ct = "text/plain"
+			}
+			uh := append(upstreamHeaders(ct), gateway.Header{Name: "Content-Length", Value: strconv.Itoa(len(tc.body))})
+			got := x.ResponseHeaders(tc.status, uh)
+			if _, replaced := x.Replacement(); replaced {
+				t.Fatal("replaced at the headers; a 400 or 402 is judged by its body")
+			}
+			if held := got.Get("content-length") == ""; held != (tc.name != "not json") {
+				t.Errorf("content-length dropped = %v, want %v (the body may change)", held, tc.name != "not json")
+			}
+			var client []byte
+			body := []byte(tc.body)
+			for tc.chunk > 0 && len(body) > tc.chunk {
+				client = append(client, x.ResponseBody(body[:tc.chunk], false)...)
+				body = body[tc.chunk:]
+			}
+			client = append(client, x.ResponseBody(body, true)...)
+			rec := x.Settle(gateway.Completed)
+			if tc.code == "" {
+				if string(client) != tc.body {
+					t.Errorf("the client got %.200q, want the upstream body unchanged", client)
+				}
+				if rec.Reason != "upstream_status" || rec.HTTPStatus != tc.status {
+					t.Errorf("record %q %d, want upstream_status %d", rec.Reason, rec.HTTPStatus, tc.status)
+				}
+				if strings.Contains(logs.String(), "level=ERROR") {
+					t.Errorf("an error logged for the request's own error:\n%s", logs.String())
+				}
+				return
+			}
+			var e struct {
+				Error struct {
+					Message string `json:"message"`
+					Type    string `json:"type"`
+					Status  string `json:"status"`
+					Code    any    `json:"code"`
+					Details []any  `json:"details"`
+				} `json:"error"`
+			}
+			if err := json.Unmarshal(client, &e); err != nil {
+				t.Fatalf("the client got %s: %v", client, err)
+			}
+			typ := e.Error.Type
+			if tc.provider == "gemini" {
+				typ = e.Error.Status
+				if e.Error.Code != float64(tc.status) || len(e.Error.Details) != 0 {
+					t.Errorf("gemini code %v details %v, want %d and no API_KEY_INVALID (the client's key is fine)", e.Error.Code, e.Error.Details, tc.status)
+				}
+			}
+			if typ != tc.typ || !strings.Contains(e.Error.Message, "the gateway's") || strings.Contains(string(client), "credit balance") || strings.Contains(string(client), "API key not valid") {
+				t.Errorf("the client got %s; want type %q and the gateway's own message", client, tc.typ)
+			}
+			if rec.Status != usage.StatusError || rec.Reason != string(tc.code) || rec.HTTPStatus != tc.status || !rec.Tokens.IsZero() {
+				t.Errorf("record %s %q %d tokens %+v; want error %s %d, no tokens", rec.Status, rec.Reason, rec.HTTPStatus, rec.Tokens, tc.code, tc.status)
+			}
+			out := logs.String()
+			if !strings.Contains(out, "level=ERROR") || !strings.Contains(out, "provider="+tc.provider) || !strings.Contains(out, "reason="+string(tc.code)) {
+				t.Errorf("no error log naming the provider and reason:\n%s", out)
+			}
+			for _, s := range []string{prompt, env.token, "credit balance", "API key not valid"} {
+				if strings.Contains(out, s) {
+					t.Errorf("the log holds %q:\n%s", s, out)
 				}
 			}
 		})

@@ -5,6 +5,7 @@ package gateway
 const (
 	StatusBadRequest         = 400
 	StatusUnauthorized       = 401
+	StatusPaymentRequired    = 402
 	StatusForbidden          = 403
 	StatusNotFound           = 404
 	StatusTooLarge           = 413

@@ -20,6 +20,7 @@ type directives struct {
 	errStatus     int    // 400-599, 0 = none
 	retryAfter    string // for 429/503/529; default "1"
 	noRetry       bool   // x-should-retry: false on the error
+	errReason     string // Gemini: an ErrorInfo reason on the error
 	tool          bool
 	parallel      bool // call every declared tool
 	reply         *string
@@ -76,6 +77,8 @@ func parseDirectives(text string) directives {
 				}
 			case "should_retry":
 				d.noRetry = val == "false"
+			case "reason":
+				d.errReason = val
 			case "tool":
 				d.tool = true
 			case "parallel_tools":

@@ -99,7 +99,10 @@
 //	                              real APIs, the bodies speak of the caller's
 //	                              account: OpenAI 429 names an organization,
 //	                              Gemini 403 quotes the key it was called
-//	                              with (CONSUMER_SUSPENDED).
+//	                              with (CONSUMER_SUSPENDED). reason=R adds a
+//	                              Gemini ErrorInfo detail with that reason;
+//	                              error=400 reason=API_KEY_INVALID is
+//	                              Google's answer to a bad key.
 //	[[mock reply=some words]]     reply text: everything after "reply=" up to
 //	                              "]]" (surrounding quotes are removed).
 //	[[mock tool]]                 answer with a call of the FIRST declared

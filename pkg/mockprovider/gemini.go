@@ -133,6 +133,9 @@ func (c *call) geminiDirectiveError(d directives, model string) {
 	switch s {
 	case 400:
 		msg = "Request contains an invalid argument."
+		if d.errReason == "API_KEY_INVALID" {
+			msg = "API key not valid. Please pass a valid API key."
+		}
 	case 401:
 		msg = "Request had invalid authentication credentials."
 	case 403:
@@ -159,6 +162,10 @@ func (c *call) geminiDirectiveError(d directives, model string) {
 		msg = "The model is overloaded. Please try again later."
 	case 504:
 		msg = "Deadline expired before operation could complete."
+	}
+	if d.errReason != "" {
+		details = append(details, obj{{"@type", "type.googleapis.com/google.rpc.ErrorInfo"}, {"reason", d.errReason}, {"domain", "googleapis.com"},
+			{"metadata", obj{{"service", "generativelanguage.googleapis.com"}}}})
 	}
 	c.geminiErrorDetails(s, msg, st, details, d)
 }

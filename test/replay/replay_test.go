@@ -632,18 +632,28 @@ func wantClientBody(t *testing.T, c replayCase, v variant) []byte {
 	return bytes.ReplaceAll(body, []byte(`,"usage":null`), nil)
 }
 
-// accountRefusal is the reason the gateway records for an upstream status
-// about the operator's account, which it answers itself, or "".
-func accountRefusal(status int, h http.Header) gateway.Code {
+// accountRefusal is the reason the gateway records for an upstream error
+// about the operator's account, which it answers itself, or "": by status,
+// or for a 400 or 402 by what the provider reads in the body.
+func accountRefusal(c replayCase) gateway.Code {
+	it := c.It
 	switch {
-	case status == http.StatusUnauthorized:
+	case it.Status == http.StatusUnauthorized:
 		return gateway.CodeUpstreamKey
-	case status == http.StatusForbidden:
+	case it.Status == http.StatusForbidden:
 		return gateway.CodeUpstreamDenied
-	case status == http.StatusTooManyRequests && strings.EqualFold(h.Get("x-should-retry"), "false"):
+	case it.Status == http.StatusTooManyRequests && strings.EqualFold(it.Header.Get("x-should-retry"), "false"):
 		return gateway.CodeUpstreamQuota
-	case status == http.StatusTooManyRequests:
+	case it.Status == http.StatusTooManyRequests:
 		return gateway.CodeUpstreamLimit
+	case it.Status == http.StatusBadRequest || it.Status == http.StatusPaymentRequired:
+		if ct, _ := it.ServedContentType(); !strings.Contains(strings.ToLower(ct), "json") {
+			return ""
+		}
+		p := map[string]interface {
+			AccountError(int, []byte) gateway.Code
+		}{"openai": openai.New(), "anthropic": anthropic.New(), "gemini": gemini.New()}[c.Provider]
+		return p.AccountError(it.Status, it.Body)
 	}
 	return ""
 }
@@ -657,13 +667,15 @@ func checkOutcome(t *testing.T, c replayCase, v variant, out outcome) {
 	// (a key's characters, the organization, its use across tenants) no
 	// tenant may see: the client gets the gateway's own error of the same
 	// status in the provider's shape instead.
-	refusal := accountRefusal(it.Status, it.Header)
+	refusal := accountRefusal(c)
 	keyRefused := refusal != ""
 	if out.Status != it.Status {
 		t.Errorf("client status %d, recorded %d (body %.300q)", out.Status, it.Status, out.Body)
 	}
 	ct, _ := it.ServedContentType()
-	if keyRefused {
+	if keyRefused && it.Status != http.StatusBadRequest && it.Status != http.StatusPaymentRequired {
+		// Answered at the headers; a 400 or 402 is replaced in its body,
+		// under upstream's headers.
 		ct = "application/json"
 	}
 	if got := out.Header.Get("Content-Type"); got != ct {

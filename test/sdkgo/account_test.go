@@ -23,9 +23,11 @@ const (
 	operatorGeminiKey = "AIzaSy-operator-pangolin-5523"
 )
 
-// TestUpstreamAccountErrorsInSDKs: the provider's 401, 403 and 429 are
-// about the operator's shared account, and their bodies say so (Gemini's
-// 403 quotes the operator's key, OpenAI's 429 names its organization). Each
+// TestUpstreamAccountErrorsInSDKs: the provider's 401, 403 and 429, and
+// some 400 and 402 by their bodies, are about the operator's shared
+// account, and their bodies say so (Gemini's 403 quotes the operator's key,
+// OpenAI's 429 names its organization, Anthropic's 402 and Gemini's
+// API_KEY_INVALID 400 blame the caller's credit or key). Each
 // official Go SDK gets the gateway's own error of the same status instead,
 // raises the same error class, and retries exactly as it would have (the
 // retry-after headers are upstream's); the mock sees the retries, and the
@@ -131,6 +133,32 @@ func TestUpstreamAccountErrorsInSDKs(t *testing.T) {
 							t.Errorf("want a 403 PERMISSION_DENIED genai.APIError, got %T %v", err, err)
 						}
 					}},
+				{"anthropic out of credit", "anthropic", "[[mock error=402]]", 1, 402, gateway.CodeUpstreamQuota,
+					func(ctx context.Context, p string) (string, error) {
+						_, err := ant.Messages.New(ctx, anthropic.MessageNewParams{Model: "claude-sonnet-4-5", MaxTokens: 10, Messages: anthText(p)})
+						var e *anthropic.Error
+						if errors.As(err, &e) {
+							return e.RawJSON(), err
+						}
+						return "", err
+					},
+					func(t *testing.T, err error) {
+						var e *anthropic.Error
+						if !errors.As(err, &e) || e.StatusCode != 402 || e.Type() != "billing_error" {
+							t.Errorf("want a 402 billing_error, got %T %v", err, err)
+						}
+					}},
+				{"gemini bad key", "gemini", "[[mock error=400 reason=API_KEY_INVALID]]", 1, 400, gateway.CodeUpstreamKey,
+					func(ctx context.Context, p string) (string, error) {
+						_, err := gem.Models.GenerateContent(ctx, "gemini-2.5-flash", genai.Text(p), nil)
+						return geminiRaw(err), err
+					},
+					func(t *testing.T, err error) {
+						var e genai.APIError
+						if !errors.As(err, &e) || e.Code != 400 || len(e.Details) != 0 {
+							t.Errorf("want a 400 genai.APIError without API_KEY_INVALID (the client's key is fine), got %T %v", err, err)
+						}
+					}},
 				{"gemini rate limit", "gemini", "[[mock error=429]]", 1, 429, gateway.CodeUpstreamLimit,
 					func(ctx context.Context, p string) (string, error) {
 						_, err := gem.Models.GenerateContent(ctx, "gemini-2.5-flash", genai.Text(p), nil)
@@ -146,18 +174,23 @@ func TestUpstreamAccountErrorsInSDKs(t *testing.T) {
 			var records int
 			for _, tc := range cases {
 				t.Run(tc.name, func(t *testing.T) {
-					before := len(d.Served(t))
+					before := servedCounts(d.Served(t))
 					raw, err := tc.call(callCtx(t), prompt(tc.name+" "+tc.directive))
 					tc.check(t, err)
 					if !strings.Contains(raw, "the gateway's") {
 						t.Errorf("the SDK's error is not the gateway's own: %s", raw)
 					}
-					for _, s := range []string{"org-mock", "organization", "Consumer", "api_key:", operatorOpenAIKey, operatorGeminiKey, marker} {
+					for _, s := range []string{"org-mock", "organization", "Consumer", "api_key:", "credit balance", "API key not valid", operatorOpenAIKey, operatorGeminiKey, marker} {
 						if strings.Contains(raw, s) {
 							t.Errorf("the client's error holds %q: %s", s, raw)
 						}
 					}
-					served := d.Served(t)[before:]
+					var served []harness.Served
+					for _, sv := range d.Served(t) {
+						if before[sv.Provider]--; before[sv.Provider] < 0 {
+							served = append(served, sv)
+						}
+					}
 					if len(served) != tc.attempts {
 						t.Errorf("the mock received %d requests, want %d (the SDK's attempts)", len(served), tc.attempts)
 					}

@@ -239,8 +239,13 @@ func (*Provider) Error(f *gateway.Failure) (int, []byte) {
 	case gateway.CodeContextTooLong:
 		// The real API's wording, so code matching on it keeps working.
 		msg = fmt.Sprintf("prompt is too long: %d tokens > %d maximum (gateway limit)", f.Tokens, f.Limit)
-	case gateway.CodeRateLimited, gateway.CodeUpstreamLimit, gateway.CodeUpstreamQuota:
+	case gateway.CodeRateLimited, gateway.CodeUpstreamLimit:
 		typ = "rate_limit_error"
+	case gateway.CodeUpstreamQuota:
+		typ = "billing_error"
+		if status == http.StatusTooManyRequests {
+			typ = "rate_limit_error"
+		}
 	case gateway.CodeQuota:
 		status, typ = http.StatusPaymentRequired, "billing_error"
 	case gateway.CodeUpstream, gateway.CodeInternal:
@@ -366,4 +371,22 @@ func (*Provider) RateLimitHeaders(dst gateway.Headers, rl gateway.RateLimit, now
 		gateway.Header{Name: "anthropic-ratelimit-tokens-remaining", Value: strconv.FormatInt(max(rl.Remaining, 0), 10)},
 		gateway.Header{Name: "anthropic-ratelimit-tokens-reset", Value: now.Add(rl.Reset).UTC().Format(time.RFC3339)},
 	)
+}
+
+// AccountError implements gateway.Provider: Anthropic answers an account
+// out of credit with a billing_error (402), or with a 400 that says so.
+func (*Provider) AccountError(_ int, body []byte) gateway.Code {
+	var e struct {
+		Error struct {
+			Type    string `json:"type"`
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(body, &e) != nil {
+		return ""
+	}
+	if e.Error.Type == "billing_error" || strings.HasPrefix(e.Error.Message, "Your credit balance is too low") {
+		return gateway.CodeUpstreamQuota
+	}
+	return ""
 }

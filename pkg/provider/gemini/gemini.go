@@ -415,3 +415,32 @@ const pageTokenPrefix = "tg-"
 func (*Provider) RateLimitHeaders(dst gateway.Headers, rl gateway.RateLimit, _ time.Time) gateway.Headers {
 	return gateway.AppendXRateLimit(dst, rl)
 }
+
+// AccountError implements gateway.Provider: Google answers a bad or
+// expired key with a 400 whose ErrorInfo says API_KEY_INVALID, and a
+// project it will not serve where the gateway runs with a 400
+// FAILED_PRECONDITION.
+func (*Provider) AccountError(_ int, body []byte) gateway.Code {
+	var e struct {
+		Error struct {
+			Message string `json:"message"`
+			Status  string `json:"status"`
+			Details []struct {
+				Reason string `json:"reason"`
+			} `json:"details"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(body, &e) != nil {
+		return ""
+	}
+	for _, d := range e.Error.Details {
+		if d.Reason == "API_KEY_INVALID" {
+			return gateway.CodeUpstreamKey
+		}
+	}
+	if e.Error.Status == "FAILED_PRECONDITION" &&
+		(strings.Contains(e.Error.Message, "location is not supported") || strings.Contains(e.Error.Message, "not available in your country")) {
+		return gateway.CodeUpstreamDenied
+	}
+	return ""
+}

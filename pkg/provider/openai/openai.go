@@ -328,3 +328,23 @@ func (*Provider) Local(r gateway.Route, models gateway.ModelLister) (int, []byte
 func (*Provider) RateLimitHeaders(dst gateway.Headers, rl gateway.RateLimit, _ time.Time) gateway.Headers {
 	return gateway.AppendXRateLimit(dst, rl)
 }
+
+// accountErrorCodes are the error codes OpenAI answers when the operator's
+// account, not the request, cannot be served: billing.
+var accountErrorCodes = [...]string{"billing_hard_limit_reached", "billing_not_active", "insufficient_quota"}
+
+// AccountError implements gateway.Provider.
+func (*Provider) AccountError(_ int, body []byte) gateway.Code {
+	var e struct {
+		Error struct {
+			Code any `json:"code"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(body, &e) != nil {
+		return ""
+	}
+	if code, ok := e.Error.Code.(string); ok && slices.Contains(accountErrorCodes[:], code) {
+		return gateway.CodeUpstreamQuota
+	}
+	return ""
+}
