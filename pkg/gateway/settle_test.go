@@ -375,6 +375,33 @@ func TestSettleWarnsOn1hCacheWrites(t *testing.T) {
 	}
 }
 
+// accountPrompt is the prompt of accountExchange's requests: no log may
+// hold it.
+const accountPrompt = "a secret prompt"
+
+// accountExchange starts an exchange for a chat request to provider and
+// runs it up to the upstream's answer.
+func accountExchange(t *testing.T, g *gateway.Gateway, env benchEnv, provider, id string) *gateway.Exchange {
+	t.Helper()
+	req := map[string]struct{ target, body string }{
+		"openai":    {"/openai/v1/chat/completions", `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"` + accountPrompt + `"}]}`},
+		"anthropic": {"/anthropic/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":10,"messages":[{"role":"user","content":"` + accountPrompt + `"}]}`},
+		"gemini":    {"/gemini/v1beta/models/gemini-2.5-flash:generateContent", `{"contents":[{"role":"user","parts":[{"text":"` + accountPrompt + `"}]}]}`},
+	}[provider]
+	x := g.NewExchange(context.Background(), id)
+	hdr := gateway.Headers{{Name: "authorization", Value: "Bearer " + env.token}}
+	if provider == "anthropic" {
+		hdr = append(hdr, gateway.Header{Name: "anthropic-version", Value: "2023-06-01"})
+	}
+	if out := x.RequestHeaders(http.MethodPost, req.target, hdr); out.Action != gateway.NeedBody {
+		t.Fatalf("request headers: %s", out.Response.Body)
+	}
+	if out := x.RequestBody([]byte(req.body)); out.Action != gateway.Forward {
+		t.Fatalf("request body: %s", out.Response.Body)
+	}
+	return x
+}
+
 // TestUpstreamAccountRefusal: an upstream 401, 403 or 429 is about the
 // operator's provider account, not the request (the gateway checked the
 // client's token itself): a 401 or 403 body is about the operator's key
@@ -389,14 +416,8 @@ func TestUpstreamAccountRefusal(t *testing.T) {
 	env := newBenchEnv(t)
 	var logs bytes.Buffer
 	g := warnLoggingGateway(t, env, &logs)
-	const prompt = "a secret prompt"
 	const secret = "AIzaSyOperatorsOwnKey0123456789abcdefg"
 	upstreamBody := `{"error":{"message":"Permission denied: Consumer 'api_key:` + secret + `' has been suspended. org-operator","type":"invalid_request_error","code":"x"}}`
-	bodies := map[string]struct{ target, body string }{
-		"openai":    {"/openai/v1/chat/completions", `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"` + prompt + `"}]}`},
-		"anthropic": {"/anthropic/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":10,"messages":[{"role":"user","content":"` + prompt + `"}]}`},
-		"gemini":    {"/gemini/v1beta/models/gemini-2.5-flash:generateContent", `{"contents":[{"role":"user","parts":[{"text":"` + prompt + `"}]}]}`},
-	}
 	type want struct {
 		code     gateway.Code // "" when the upstream answer passes
 		typ      string       // the error's type (OpenAI, Anthropic) or status (Gemini)
@@ -435,18 +456,7 @@ func TestUpstreamAccountRefusal(t *testing.T) {
 	} {
 		t.Run(fmt.Sprintf("%s/%d/%v", tc.provider, tc.status, tc.upstream), func(t *testing.T) {
 			logs.Reset()
-			x := g.NewExchange(context.Background(), "req-refused-key")
-			hdr := gateway.Headers{{Name: "authorization", Value: "Bearer " + env.token}}
-			if tc.provider == "anthropic" {
-				hdr = append(hdr, gateway.Header{Name: "anthropic-version", Value: "2023-06-01"})
-			}
-			req := bodies[tc.provider]
-			if out := x.RequestHeaders(http.MethodPost, req.target, hdr); out.Action != gateway.NeedBody {
-				t.Fatalf("request headers: %s", out.Response.Body)
-			}
-			if out := x.RequestBody([]byte(req.body)); out.Action != gateway.Forward {
-				t.Fatalf("request body: %s", out.Response.Body)
-			}
+			x := accountExchange(t, g, env, tc.provider, "req-refused-key")
 			uh := upstreamHeaders("application/json")
 			for k, v := range tc.upstream {
 				uh.Add(k, v)
@@ -518,7 +528,7 @@ func TestUpstreamAccountRefusal(t *testing.T) {
 			if logged != tc.want.logError {
 				t.Errorf("logged = %v, want %v; log:\n%s", logged, tc.want.logError, out)
 			}
-			for _, s := range []string{prompt, env.token, secret, "org-operator", "30000000"} {
+			for _, s := range []string{accountPrompt, env.token, secret, "org-operator", "30000000"} {
 				if strings.Contains(out, s) || replaced && (strings.Contains(string(r.Body), s) || strings.Contains(fmt.Sprint(r.Header), s)) {
 					t.Errorf("the log or the replacement holds %q:\n%s\n%s %v", s, out, r.Body, r.Header)
 				}
@@ -538,12 +548,6 @@ func TestUpstreamAccountErrorInBody(t *testing.T) {
 	env := newBenchEnv(t)
 	var logs bytes.Buffer
 	g := warnLoggingGateway(t, env, &logs)
-	const prompt = "a secret prompt"
-	bodies := map[string]struct{ target, body string }{
-		"openai":    {"/openai/v1/chat/completions", `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"` + prompt + `"}]}`},
-		"anthropic": {"/anthropic/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":10,"messages":[{"role":"user","content":"` + prompt + `"}]}`},
-		"gemini":    {"/gemini/v1beta/models/gemini-2.5-flash:generateContent", `{"contents":[{"role":"user","parts":[{"text":"` + prompt + `"}]}]}`},
-	}
 	geminiBadKey := `{"error":{"code":400,"message":"API key not valid. Please pass a valid API key.","status":"INVALID_ARGUMENT","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"API_KEY_INVALID","domain":"googleapis.com","metadata":{"service":"generativelanguage.googleapis.com"}}]}}`
 	for _, tc := range []struct {
 		name, provider string
@@ -567,18 +571,7 @@ func TestUpstreamAccountErrorInBody(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			logs.Reset()
-			x := g.NewExchange(context.Background(), "req-account-body")
-			hdr := gateway.Headers{{Name: "authorization", Value: "Bearer " + env.token}}
-			if tc.provider == "anthropic" {
-				hdr = append(hdr, gateway.Header{Name: "anthropic-version", Value: "2023-06-01"})
-			}
-			req := bodies[tc.provider]
-			if out := x.RequestHeaders(http.MethodPost, req.target, hdr); out.Action != gateway.NeedBody {
-				t.Fatalf("request headers: %s", out.Response.Body)
-			}
-			if out := x.RequestBody([]byte(req.body)); out.Action != gateway.Forward {
-				t.Fatalf("request body: %s", out.Response.Body)
-			}
+			x := accountExchange(t, g, env, tc.provider, "req-account-body")
 			ct := "application/json; charset=UTF-8"
 			if tc.name == "not json" {
 				ct = "text/plain"
@@ -640,7 +633,7 @@ func TestUpstreamAccountErrorInBody(t *testing.T) {
 			if !strings.Contains(out, "level=ERROR") || !strings.Contains(out, "provider="+tc.provider) || !strings.Contains(out, "reason="+string(tc.code)) {
 				t.Errorf("no error log naming the provider and reason:\n%s", out)
 			}
-			for _, s := range []string{prompt, env.token, "credit balance", "API key not valid"} {
+			for _, s := range []string{accountPrompt, env.token, "credit balance", "API key not valid"} {
 				if strings.Contains(out, s) {
 					t.Errorf("the log holds %q:\n%s", s, out)
 				}

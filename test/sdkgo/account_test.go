@@ -48,139 +48,68 @@ func TestUpstreamAccountErrorsInSDKs(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			// call makes one call with the provider's SDK and returns the
+			// SDK's own error: its status, its kind (OpenAI's code,
+			// Anthropic's type, Gemini's status) and the error body it read.
+			call := map[string]func(ctx context.Context, prompt string) (status int, kind, raw string, err error){
+				"openai": func(ctx context.Context, p string) (int, string, string, error) {
+					_, err := oai.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
+						Model: "gpt-4o-mini", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage(p)}})
+					var e *openai.Error
+					if !errors.As(err, &e) {
+						return 0, "", "", err
+					}
+					return e.StatusCode, e.Code, e.RawJSON(), err
+				},
+				"anthropic": func(ctx context.Context, p string) (int, string, string, error) {
+					_, err := ant.Messages.New(ctx, anthropic.MessageNewParams{Model: "claude-sonnet-4-5", MaxTokens: 10, Messages: anthText(p)})
+					var e *anthropic.Error
+					if !errors.As(err, &e) {
+						return 0, "", "", err
+					}
+					return e.StatusCode, string(e.Type()), e.RawJSON(), err
+				},
+				"gemini": func(ctx context.Context, p string) (int, string, string, error) {
+					_, err := gem.Models.GenerateContent(ctx, "gemini-2.5-flash", genai.Text(p), nil)
+					var e genai.APIError
+					if !errors.As(err, &e) {
+						return 0, "", "", err
+					}
+					// Details hold what Google adds (API_KEY_INVALID,
+					// ErrorInfo); the client's raw view is all of it.
+					b, _ := json.Marshal(e)
+					return e.Code, e.Status, string(b), err
+				},
+			}
 			cases := []struct {
 				name, provider, directive string
 				attempts                  int // what the SDK sends: its retries
 				status                    int
+				kind                      string // the SDK error's code, type or status
 				reason                    gateway.Code
-				call                      func(ctx context.Context, prompt string) (raw string, err error)
-				check                     func(t *testing.T, err error)
 			}{
-				{"openai rate limit", "openai", "[[mock error=429 retry_after=1]]", 3, 429, gateway.CodeUpstreamLimit,
-					func(ctx context.Context, p string) (string, error) {
-						_, err := oai.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
-							Model: "gpt-4o-mini", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage(p)}})
-						return openaiRaw(err), err
-					},
-					func(t *testing.T, err error) {
-						var e *openai.Error
-						if !errors.As(err, &e) || e.StatusCode != 429 || e.Code != "rate_limit_exceeded" {
-							t.Errorf("want a 429 *openai.Error with code rate_limit_exceeded, got %T %v", err, err)
-						}
-					}},
-				{"openai quota", "openai", "[[mock error=429 should_retry=false]]", 1, 429, gateway.CodeUpstreamQuota,
-					func(ctx context.Context, p string) (string, error) {
-						_, err := oai.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
-							Model: "gpt-4o-mini", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage(p)}})
-						return openaiRaw(err), err
-					},
-					func(t *testing.T, err error) {
-						var e *openai.Error
-						if !errors.As(err, &e) || e.StatusCode != 429 || e.Code != "insufficient_quota" {
-							t.Errorf("want a 429 *openai.Error with code insufficient_quota, got %T %v", err, err)
-						}
-					}},
-				{"openai key refused", "openai", "[[mock error=401]]", 1, 401, gateway.CodeUpstreamKey,
-					func(ctx context.Context, p string) (string, error) {
-						_, err := oai.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{
-							Model: "gpt-4o-mini", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage(p)}})
-						return openaiRaw(err), err
-					},
-					func(t *testing.T, err error) {
-						var e *openai.Error
-						if !errors.As(err, &e) || e.StatusCode != 401 {
-							t.Errorf("want a 401 *openai.Error, got %T %v", err, err)
-						}
-					}},
-				{"anthropic rate limit", "anthropic", "[[mock error=429 retry_after=1]]", 3, 429, gateway.CodeUpstreamLimit,
-					func(ctx context.Context, p string) (string, error) {
-						_, err := ant.Messages.New(ctx, anthropic.MessageNewParams{Model: "claude-sonnet-4-5", MaxTokens: 10, Messages: anthText(p)})
-						var e *anthropic.Error
-						if errors.As(err, &e) {
-							return e.RawJSON(), err
-						}
-						return "", err
-					},
-					func(t *testing.T, err error) {
-						var e *anthropic.Error
-						if !errors.As(err, &e) || e.StatusCode != 429 || e.Type() != "rate_limit_error" {
-							t.Errorf("want a 429 rate_limit_error, got %T %v", err, err)
-						}
-					}},
-				{"anthropic permission", "anthropic", "[[mock error=403]]", 1, 403, gateway.CodeUpstreamDenied,
-					func(ctx context.Context, p string) (string, error) {
-						_, err := ant.Messages.New(ctx, anthropic.MessageNewParams{Model: "claude-sonnet-4-5", MaxTokens: 10, Messages: anthText(p)})
-						var e *anthropic.Error
-						if errors.As(err, &e) {
-							return e.RawJSON(), err
-						}
-						return "", err
-					},
-					func(t *testing.T, err error) {
-						var e *anthropic.Error
-						if !errors.As(err, &e) || e.StatusCode != 403 || e.Type() != "permission_error" {
-							t.Errorf("want a 403 permission_error, got %T %v", err, err)
-						}
-					}},
-				{"gemini suspended key", "gemini", "[[mock error=403]]", 1, 403, gateway.CodeUpstreamDenied,
-					func(ctx context.Context, p string) (string, error) {
-						_, err := gem.Models.GenerateContent(ctx, "gemini-2.5-flash", genai.Text(p), nil)
-						return geminiRaw(err), err
-					},
-					func(t *testing.T, err error) {
-						var e genai.APIError
-						if !errors.As(err, &e) || e.Code != 403 || e.Status != "PERMISSION_DENIED" {
-							t.Errorf("want a 403 PERMISSION_DENIED genai.APIError, got %T %v", err, err)
-						}
-					}},
-				{"anthropic out of credit", "anthropic", "[[mock error=402]]", 1, 402, gateway.CodeUpstreamQuota,
-					func(ctx context.Context, p string) (string, error) {
-						_, err := ant.Messages.New(ctx, anthropic.MessageNewParams{Model: "claude-sonnet-4-5", MaxTokens: 10, Messages: anthText(p)})
-						var e *anthropic.Error
-						if errors.As(err, &e) {
-							return e.RawJSON(), err
-						}
-						return "", err
-					},
-					func(t *testing.T, err error) {
-						var e *anthropic.Error
-						if !errors.As(err, &e) || e.StatusCode != 402 || e.Type() != "billing_error" {
-							t.Errorf("want a 402 billing_error, got %T %v", err, err)
-						}
-					}},
-				{"gemini bad key", "gemini", "[[mock error=400 reason=API_KEY_INVALID]]", 1, 400, gateway.CodeUpstreamKey,
-					func(ctx context.Context, p string) (string, error) {
-						_, err := gem.Models.GenerateContent(ctx, "gemini-2.5-flash", genai.Text(p), nil)
-						return geminiRaw(err), err
-					},
-					func(t *testing.T, err error) {
-						var e genai.APIError
-						if !errors.As(err, &e) || e.Code != 400 || len(e.Details) != 0 {
-							t.Errorf("want a 400 genai.APIError without API_KEY_INVALID (the client's key is fine), got %T %v", err, err)
-						}
-					}},
-				{"gemini rate limit", "gemini", "[[mock error=429]]", 1, 429, gateway.CodeUpstreamLimit,
-					func(ctx context.Context, p string) (string, error) {
-						_, err := gem.Models.GenerateContent(ctx, "gemini-2.5-flash", genai.Text(p), nil)
-						return geminiRaw(err), err
-					},
-					func(t *testing.T, err error) {
-						var e genai.APIError
-						if !errors.As(err, &e) || e.Code != 429 || e.Status != "RESOURCE_EXHAUSTED" {
-							t.Errorf("want a 429 RESOURCE_EXHAUSTED genai.APIError, got %T %v", err, err)
-						}
-					}},
+				{"openai rate limit", "openai", "[[mock error=429 retry_after=1]]", 3, 429, "rate_limit_exceeded", gateway.CodeUpstreamLimit},
+				{"openai quota", "openai", "[[mock error=429 should_retry=false]]", 1, 429, "insufficient_quota", gateway.CodeUpstreamQuota},
+				{"openai key refused", "openai", "[[mock error=401]]", 1, 401, "upstream_key_refused", gateway.CodeUpstreamKey},
+				{"anthropic rate limit", "anthropic", "[[mock error=429 retry_after=1]]", 3, 429, "rate_limit_error", gateway.CodeUpstreamLimit},
+				{"anthropic permission", "anthropic", "[[mock error=403]]", 1, 403, "permission_error", gateway.CodeUpstreamDenied},
+				{"anthropic out of credit", "anthropic", "[[mock error=402]]", 1, 402, "billing_error", gateway.CodeUpstreamQuota},
+				{"gemini suspended key", "gemini", "[[mock error=403]]", 1, 403, "PERMISSION_DENIED", gateway.CodeUpstreamDenied},
+				{"gemini bad key", "gemini", "[[mock error=400 reason=API_KEY_INVALID]]", 1, 400, "INVALID_ARGUMENT", gateway.CodeUpstreamKey},
+				{"gemini rate limit", "gemini", "[[mock error=429]]", 1, 429, "RESOURCE_EXHAUSTED", gateway.CodeUpstreamLimit},
 			}
 			var records int
 			for _, tc := range cases {
 				t.Run(tc.name, func(t *testing.T) {
 					before := servedCounts(d.Served(t))
-					raw, err := tc.call(callCtx(t), prompt(tc.name+" "+tc.directive))
-					tc.check(t, err)
+					status, kind, raw, err := call[tc.provider](callCtx(t), prompt(tc.name+" "+tc.directive))
+					if status != tc.status || kind != tc.kind {
+						t.Errorf("the SDK raised %d %q (%v), want its own API error %d %q", status, kind, err, tc.status, tc.kind)
+					}
 					if !strings.Contains(raw, "the gateway's") {
 						t.Errorf("the SDK's error is not the gateway's own: %s", raw)
 					}
-					for _, s := range []string{"org-mock", "organization", "Consumer", "api_key:", "credit balance", "API key not valid", operatorOpenAIKey, operatorGeminiKey, marker} {
+					for _, s := range []string{"org-mock", "organization", "Consumer", "api_key:", "API_KEY_INVALID", "credit balance", "API key not valid", operatorOpenAIKey, operatorGeminiKey, marker} {
 						if strings.Contains(raw, s) {
 							t.Errorf("the client's error holds %q: %s", s, raw)
 						}
@@ -223,22 +152,4 @@ func TestUpstreamAccountErrorsInSDKs(t *testing.T) {
 			}
 		})
 	}
-}
-
-func openaiRaw(err error) string {
-	var e *openai.Error
-	if errors.As(err, &e) {
-		return e.RawJSON()
-	}
-	return ""
-}
-
-// geminiRaw is the error's message and details, as the SDK parsed them.
-func geminiRaw(err error) string {
-	var e genai.APIError
-	if !errors.As(err, &e) {
-		return ""
-	}
-	b, _ := json.Marshal(e)
-	return string(b)
 }
