@@ -52,6 +52,41 @@ func TestRecordedModel(t *testing.T) {
 	}
 }
 
+// TestDropResponseHeader: the headers that describe the operator's shared
+// provider account (its ids, its limits and their use across every tenant)
+// stay behind, in any letter case; the rest pass.
+func TestDropResponseHeader(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		drop bool
+	}{
+		{"Openai-Organization", true},
+		{"openai-project", true},
+		{"x-ratelimit-remaining-project-tokens", true},
+		{"Anthropic-Organization-Id", true},
+		{"anthropic-workspace-id", true},
+		{"anthropic-ratelimit-input-tokens-remaining", true},
+		// Anthropic's Priority Tier commitment, on service_tier auto:
+		// docs.anthropic.com/en/api/service-tiers
+		{"anthropic-priority-input-tokens-limit", true},
+		{"Anthropic-Priority-Output-Tokens-Remaining", true},
+		{"anthropic-priority-output-tokens-reset", true},
+		{"anthropic-fast-output-tokens-remaining", true},
+		{"Set-Cookie", true},
+		{"content-type", false},
+		{"request-id", false},
+		{"x-request-id", false},
+		{"openai-processing-ms", false},
+		{"retry-after", false},
+		{"server-timing", false},
+		{"anthropic-priority", false}, // not the family's prefix
+	} {
+		if got := dropResponseHeader(c.name); got != c.drop {
+			t.Errorf("dropResponseHeader(%q) = %v, want %v", c.name, got, c.drop)
+		}
+	}
+}
+
 func TestResponseHeadersDropHopByHop(t *testing.T) {
 	x := &Exchange{id: "req-1"}
 	out := x.ResponseHeaders(200, Headers{

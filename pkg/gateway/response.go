@@ -61,9 +61,14 @@ var (
 	// droppedResponseHeaders are dropped besides the hop-by-hop ones.
 	droppedResponseHeaders = [...]string{
 		"set-cookie", "openai-organization", "openai-project", "anthropic-organization-id",
-		"x-tollgate-request-id", "alt-svc",
+		"anthropic-workspace-id", "x-tollgate-request-id", "alt-svc",
 	}
-	droppedResponsePrefixes = [...]string{"x-ratelimit-", "anthropic-ratelimit-"}
+	// droppedResponsePrefixes are the families of the upstream account's
+	// limits and their use across every tenant: OpenAI's and Anthropic's
+	// rate limits, Anthropic's Priority Tier commitment
+	// (anthropic-priority-{input,output}-tokens-*) and fast mode's limits
+	// (anthropic-fast-*).
+	droppedResponsePrefixes = [...]string{"x-ratelimit-", "anthropic-ratelimit-", "anthropic-priority-", "anthropic-fast-"}
 )
 
 // dropResponseHeader reports, in any letter case, whether a response header
