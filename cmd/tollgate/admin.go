@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -242,7 +244,16 @@ func newTokenCmd() *cobra.Command {
 				"key_id": c.KeyID, "account": c.Account, "project": c.Project, "token_id": c.TokenID,
 				"issued_at": c.IssuedAt.UTC(), "expires_at": c.ExpiresAt.UTC(),
 			}
-			if keys, err := publicKeys(dataDir, keysDir); err == nil && len(keys) > 0 {
+			// With no key to check against, the claims are only decoded and
+			// the token is not valid: a mistyped --data-dir must not let a
+			// script take a forged token for a good one.
+			keys, err := publicKeys(dataDir, keysDir)
+			switch {
+			case keysDir == "" && (len(keys) == 0 && err == nil || errors.Is(err, fs.ErrNotExist)):
+				out["valid"], out["error"] = false, fmt.Sprintf("no signing key in %s to check it against", filepath.Join(dataDir, "keys"))
+			case err != nil:
+				out["valid"], out["error"] = false, err.Error()
+			default:
 				revoked, err := ledgerRevocations(cmd.Context(), dataDir)
 				if err != nil {
 					return err

@@ -442,10 +442,16 @@ func TestMistypedDataDir(t *testing.T) {
 			t.Errorf("%v on a dir with no ledger left %s behind (%v)", args, typo, err)
 		}
 	}
-	// token inspect still decodes the token, and leaves nothing behind.
+	// token inspect still decodes the token, and leaves nothing behind; with
+	// no key to check it against, the token is not valid (exit 1), so a
+	// script never takes an unchecked token for a good one.
 	typo := filepath.Join(t.TempDir(), "typo")
-	if out, _, _ := tollgate(t, "token", "inspect", tok, "--data-dir", typo); !strings.Contains(out, `"account": "acme"`) {
+	out, stderr, code := tollgate(t, "token", "inspect", tok, "--data-dir", typo)
+	if !strings.Contains(out, `"account": "acme"`) {
 		t.Errorf("inspect with no keys at hand does not decode the claims: %s", out)
+	}
+	if code != 1 || !strings.Contains(out, `"valid": false`) || !strings.Contains(stderr, "no signing key") {
+		t.Errorf("inspect with no keys at hand: exit %d, stdout %s, stderr %q; want exit 1, valid false, no signing key", code, out, stderr)
 	}
 	if _, err := os.Stat(typo); !os.IsNotExist(err) {
 		t.Errorf("token inspect left %s behind (%v)", typo, err)
