@@ -96,7 +96,8 @@ func newInjectCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Short:         "Add the tollgate-proxy sidecar and the provider variables to workloads in YAML, or run the injector (serve)",
-		Long: `Reads Pods, Deployments, StatefulSets, DaemonSets, ReplicaSets, Jobs and CronJobs from
+		Long: `Reads Pods, Deployments, StatefulSets, DaemonSets, ReplicaSets, ReplicationControllers,
+Jobs and CronJobs from
 multi-document YAML (- for stdin) and prints them with their pod templates injected exactly
 as the admission webhook would: the sidecar, and on every app container the provider
 variables unless the user defined them. Other objects pass through unchanged.
