@@ -97,10 +97,10 @@ func newInjectCmd() *cobra.Command {
 		SilenceErrors: true,
 		Short:         "Add the tollgate-proxy sidecar and the provider variables to workloads in YAML, or run the injector (serve)",
 		Long: `Reads Pods, Deployments, StatefulSets, DaemonSets, ReplicaSets, ReplicationControllers,
-Jobs and CronJobs from
-multi-document YAML (- for stdin) and prints them with their pod templates injected exactly
-as the admission webhook would: the sidecar, and on every app container the provider
-variables unless the user defined them. Other objects pass through unchanged.
+Jobs and CronJobs from multi-document YAML (- for stdin) and prints them with their pod
+templates injected exactly as the admission webhook would: the sidecar, and on every app
+container the provider variables unless the user defined them. Other objects pass through
+unchanged.
 
 Asking is the opt-in: the namespace label is not needed, but a workload's own opt-out
 (tollgate.dev/inject: "false") is honoured. --namespace-labels, --namespace-annotations
