@@ -119,6 +119,14 @@ type Exchange struct {
 	// is forwarded, since it may be about the operator's account.
 	peek   bool
 	errDoc []byte
+	// fed counts the stream's bytes so far, chunkBase those before the
+	// chunk at hand; errSeen: the stream's first error event was judged
+	// (accountEvent), and rep replaces it at [repStart, repEnd).
+	fed, chunkBase   int64
+	errSeen          bool
+	failer           StreamFailer
+	rep              []byte
+	repStart, repEnd int64
 }
 
 // ID returns the request id.
@@ -233,6 +241,7 @@ func (x *Exchange) RequestBody(body []byte) Outcome {
 	}
 	x.hide = out.HideUsage
 	x.meter = x.prov.NewMeter(x.route, out)
+	x.failer, _ = x.meter.(StreamFailer)
 	x.forwarded = true
 	return Outcome{Action: Forward, Upstream: UpstreamRequest{
 		Provider: x.prov.Name(), Method: x.method, Path: x.upstreamPath(out.Path), Header: x.upHdr, Body: out.Body,

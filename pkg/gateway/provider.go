@@ -95,10 +95,13 @@ type Provider interface {
 	// StreamError renders a failure as an event in an already started stream.
 	StreamError(f *Failure, r Route) []byte
 	// AccountError reads an upstream error document of a status the
-	// gateway cannot judge by the status alone (400, 402) and returns
-	// CodeUpstreamKey, CodeUpstreamDenied or CodeUpstreamQuota when it is
-	// about the operator's provider account (Gemini's invalid key,
-	// Anthropic's credit balance), or "" when it is about the request.
+	// gateway cannot judge by the status alone (400, 402), or with status
+	// 200 the data of an error event inside a stream, and returns
+	// CodeUpstreamKey, CodeUpstreamDenied, CodeUpstreamLimit or
+	// CodeUpstreamQuota when it is about the operator's provider account
+	// (Gemini's invalid key, Anthropic's credit balance, a Responses stream
+	// failing on the organization's rate limit), or "" when it is about
+	// the request.
 	AccountError(status int, body []byte) Code
 	// Local answers a catalog route (model listings).
 	Local(r Route, models ModelLister) (status int, body []byte, f *Failure)

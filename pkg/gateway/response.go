@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"cmp"
 	"log/slog"
 	"math"
 	"strconv"
@@ -248,11 +249,7 @@ func (x *Exchange) responseBody(chunk []byte, end bool) []byte {
 		if x.hide {
 			out = x.filterEvents(chunk, end)
 		} else {
-			_ = x.dec.Feed(chunk, x.onEvent)
-			if end {
-				_ = x.dec.Close(x.onEvent)
-			}
-			out = chunk
+			out = x.meterEvents(chunk, end)
 		}
 	case framingArray:
 		_ = x.arr.Feed(chunk, x.onElement)
@@ -283,9 +280,55 @@ func (x *Exchange) responseBody(chunk []byte, end bool) []byte {
 	return out
 }
 
+// meterEvents meters a chunk's events and forwards the chunk as it came,
+// except for an error event about the operator's account (accountEvent)
+// that lies whole in the chunk: it is replaced there. One that began in an
+// earlier chunk, already forwarded, cannot be, and passes (holding every
+// chunk's unfinished event back would edit the chunking of every stream).
+func (x *Exchange) meterEvents(chunk []byte, end bool) []byte {
+	x.chunkBase = x.fed
+	x.fed += int64(len(chunk))
+	_ = x.dec.Feed(chunk, x.onEvent)
+	if end {
+		_ = x.dec.Close(x.onEvent)
+	}
+	if x.rep == nil {
+		return chunk
+	}
+	from, to := x.repStart-x.chunkBase, x.repEnd-x.chunkBase
+	x.out = append(append(append(x.out[:0], chunk[:from]...), x.rep...), chunk[to:]...)
+	x.rep = nil
+	return x.out
+}
+
 func (x *Exchange) onEvent(ev sse.Event) error {
 	x.meter.Event(ev)
+	if ev.Start < x.chunkBase {
+		// Begun in a chunk already forwarded: it cannot be replaced.
+		x.errSeen = x.errSeen || x.failer != nil && x.failer.Failed()
+	} else if rep := x.accountEvent(ev); rep != nil {
+		x.rep, x.repStart, x.repEnd = rep, ev.Start, ev.End
+	}
 	return nil
+}
+
+// accountEvent returns, in place of a stream's first error event, the
+// gateway's own error event when the provider reads the error as about the
+// operator's account (a Responses stream failing on the organization's
+// rate limit names the organization and its use across tenants; see
+// accountRefusal), or nil. It is called after the meter saw ev.
+func (x *Exchange) accountEvent(ev sse.Event) []byte {
+	if x.errSeen || x.failer == nil || !x.failer.Failed() {
+		return nil
+	}
+	x.errSeen = true
+	code := x.prov.AccountError(StatusOK, ev.Data)
+	if code == "" {
+		return nil
+	}
+	status := map[Code]int{CodeUpstreamKey: StatusUnauthorized, CodeUpstreamDenied: StatusForbidden}[code]
+	x.replaced = x.accountFailure(cmp.Or(status, StatusTooManyRequests), code)
+	return x.prov.StreamError(x.replaced, x.route)
 }
 
 func (x *Exchange) onElement(elem []byte) error {
@@ -304,7 +347,9 @@ func (x *Exchange) filterEvents(chunk []byte, end bool) []byte {
 		drop := x.meter.Event(ev)
 		if !drop {
 			raw := x.hold[ev.Start-x.holdBase : ev.End-x.holdBase]
-			if editor != nil {
+			if rep := x.accountEvent(ev); rep != nil {
+				x.out = append(x.out, rep...)
+			} else if editor != nil {
 				x.out = editor.AppendEvent(x.out, raw)
 			} else {
 				x.out = append(x.out, raw...)

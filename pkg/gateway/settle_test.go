@@ -388,15 +388,22 @@ func accountExchange(t *testing.T, g *gateway.Gateway, env benchEnv, provider, i
 		"anthropic": {"/anthropic/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":10,"messages":[{"role":"user","content":"` + accountPrompt + `"}]}`},
 		"gemini":    {"/gemini/v1beta/models/gemini-2.5-flash:generateContent", `{"contents":[{"role":"user","parts":[{"text":"` + accountPrompt + `"}]}]}`},
 	}[provider]
+	return forwardedExchange(t, g, env, id, req.target, req.body)
+}
+
+// forwardedExchange starts an exchange for a request and runs it up to
+// the upstream's answer.
+func forwardedExchange(t *testing.T, g *gateway.Gateway, env benchEnv, id, target, body string) *gateway.Exchange {
+	t.Helper()
 	x := g.NewExchange(context.Background(), id)
 	hdr := gateway.Headers{{Name: "authorization", Value: "Bearer " + env.token}}
-	if provider == "anthropic" {
+	if strings.HasPrefix(target, "/anthropic/") {
 		hdr = append(hdr, gateway.Header{Name: "anthropic-version", Value: "2023-06-01"})
 	}
-	if out := x.RequestHeaders(http.MethodPost, req.target, hdr); out.Action != gateway.NeedBody {
+	if out := x.RequestHeaders(http.MethodPost, target, hdr); out.Action != gateway.NeedBody {
 		t.Fatalf("request headers: %s", out.Response.Body)
 	}
-	if out := x.RequestBody([]byte(req.body)); out.Action != gateway.Forward {
+	if out := x.RequestBody([]byte(body)); out.Action != gateway.Forward {
 		t.Fatalf("request body: %s", out.Response.Body)
 	}
 	return x
@@ -637,6 +644,100 @@ func TestUpstreamAccountErrorInBody(t *testing.T) {
 				if strings.Contains(out, s) {
 					t.Errorf("the log holds %q:\n%s", s, out)
 				}
+			}
+		})
+	}
+}
+
+// TestUpstreamAccountErrorInStream: an error event inside a 2xx stream
+// about the operator's account (a Responses stream failing on the
+// organization's rate limit, as OpenAI sends it: "Rate limit reached … in
+// organization org-… Used …") is replaced by the gateway's own error event
+// in the provider's shape, where the event lies whole in one chunk (or the
+// gateway holds events anyway, for the hidden usage chunk); the events
+// before it pass byte for byte, the record names the reason. An event that
+// began in a chunk already forwarded cannot be, and passes; errors about the
+// request pass as they came.
+func TestUpstreamAccountErrorInStream(t *testing.T) {
+	env := newBenchEnv(t)
+	var logs bytes.Buffer
+	g := warnLoggingGateway(t, env, &logs)
+	const org = "org-OperatorsOwn42"
+	responsesHead := "event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"id\":\"resp_1\",\"status\":\"in_progress\"}}\n\n"
+	responsesFailed := "event: response.failed\ndata: {\"type\":\"response.failed\",\"response\":{\"id\":\"resp_1\",\"status\":\"failed\",\"error\":{\"code\":\"rate_limit_exceeded\",\"message\":\"Rate limit reached for gpt-4o-mini in organization " + org + " on tokens per min (TPM): Limit 30000, Used 29000, Requested 2000.\"},\"usage\":null}}\n\n"
+	chatHead := "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"Hi\"}}]}\n\n"
+	chatErr := "data: {\"error\":{\"message\":\"Rate limit reached for gpt-4o-mini in organization " + org + ".\",\"type\":\"tokens\",\"param\":null,\"code\":\"rate_limit_exceeded\"}}\n\n"
+	anthHead := "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-sonnet-4-5\",\"content\":[],\"usage\":{\"input_tokens\":9,\"output_tokens\":1}}}\n\n"
+	anthErr := func(typ string) string {
+		return "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"" + typ + "\",\"message\":\"This request would exceed the rate limit for your organization (" + org + ").\"}}\n\n"
+	}
+	gemHead := "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"Hi\"}],\"role\":\"model\"}}],\"usageMetadata\":{\"promptTokenCount\":7,\"candidatesTokenCount\":1,\"totalTokenCount\":8}}\r\n\r\n"
+	gemErr := func(code int, status string) string {
+		return fmt.Sprintf("data: {\"error\":{\"code\":%d,\"message\":\"Quota exceeded for %s\",\"status\":%q}}\r\n\r\n", code, org, status)
+	}
+	for _, tc := range []struct {
+		name, target, body string
+		chunks             []string // what upstream sends, one chunk each
+		replaced           bool
+	}{
+		{"responses, the failure in its own chunk", "/openai/v1/responses", `{"model":"gpt-4o-mini","input":"hi","stream":true}`,
+			[]string{responsesHead, responsesFailed}, true},
+		{"responses, the failure in the head's chunk", "/openai/v1/responses", `{"model":"gpt-4o-mini","input":"hi","stream":true}`,
+			[]string{responsesHead + responsesFailed}, true},
+		{"responses, the failure split across chunks", "/openai/v1/responses", `{"model":"gpt-4o-mini","input":"hi","stream":true}`,
+			[]string{responsesHead + responsesFailed[:40], responsesFailed[40:]}, false},
+		{"chat without include_usage (events held), split", "/openai/v1/chat/completions", `{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}`,
+			[]string{chatHead + chatErr[:30], chatErr[30:]}, true},
+		{"chat with include_usage", "/openai/v1/chat/completions", `{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}`,
+			[]string{chatHead, chatErr}, true},
+		{"chat server error", "/openai/v1/chat/completions", `{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}`,
+			[]string{chatHead, strings.Replace(chatErr, "rate_limit_exceeded", "server_error", 1)}, false},
+		{"anthropic rate limit", "/anthropic/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":10,"stream":true,"messages":[{"role":"user","content":"hi"}]}`,
+			[]string{anthHead, anthErr("rate_limit_error")}, true},
+		{"anthropic overloaded", "/anthropic/v1/messages", `{"model":"claude-sonnet-4-5","max_tokens":10,"stream":true,"messages":[{"role":"user","content":"hi"}]}`,
+			[]string{anthHead, anthErr("overloaded_error")}, false},
+		{"gemini quota", "/gemini/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse", `{"contents":[{"role":"user","parts":[{"text":"hi"}]}]}`,
+			[]string{gemHead, gemErr(429, "RESOURCE_EXHAUSTED")}, true},
+		{"gemini unavailable", "/gemini/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse", `{"contents":[{"role":"user","parts":[{"text":"hi"}]}]}`,
+			[]string{gemHead, gemErr(503, "UNAVAILABLE")}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			logs.Reset()
+			x := forwardedExchange(t, g, env, "req-account-stream", tc.target, tc.body)
+			x.ResponseHeaders(http.StatusOK, upstreamHeaders("text/event-stream"))
+			var client []byte
+			for i, c := range tc.chunks {
+				client = append(client, x.ResponseBody([]byte(c), i == len(tc.chunks)-1)...)
+			}
+			rec := x.Settle(gateway.Completed)
+			upstream := strings.Join(tc.chunks, "")
+			head := tc.chunks[0][:strings.Index(tc.chunks[0], "\n\n")+2]
+			if strings.HasPrefix(head, "data: {\"candidates") {
+				head = gemHead
+			}
+			if !bytes.HasPrefix(client, []byte(head)) {
+				t.Errorf("the events before the error did not pass byte for byte:\n%s", client)
+			}
+			if !tc.replaced {
+				if strings.HasPrefix(tc.target, "/openai/v1/chat") && !strings.Contains(tc.body, "include_usage") {
+					t.Fatal("a held stream's case must be replaced")
+				}
+				if string(client) != upstream {
+					t.Errorf("the client got\n%s\nwant the upstream stream unchanged", client)
+				}
+				if rec.Reason != gateway.ReasonStreamError {
+					t.Errorf("record reason %q, want %s", rec.Reason, gateway.ReasonStreamError)
+				}
+				return
+			}
+			if bytes.Contains(client, []byte(org)) || !bytes.Contains(client, []byte("the gateway's shared provider account")) {
+				t.Errorf("the client got\n%s\nwant the gateway's own error event in place of upstream's", client)
+			}
+			if rec.Status != usage.StatusError || rec.Reason != string(gateway.CodeUpstreamLimit) {
+				t.Errorf("record %s %q, want error %s", rec.Status, rec.Reason, gateway.CodeUpstreamLimit)
+			}
+			if strings.Contains(logs.String(), org) {
+				t.Errorf("the log holds the organization:\n%s", logs.String())
 			}
 		})
 	}

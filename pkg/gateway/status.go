@@ -3,6 +3,7 @@ package gateway
 // HTTP statuses the gateway answers with itself. They are protocol facts,
 // named here so the core depends on no HTTP implementation.
 const (
+	StatusOK                 = 200
 	StatusBadRequest         = 400
 	StatusUnauthorized       = 401
 	StatusPaymentRequired    = 402

@@ -283,7 +283,11 @@ func (c *call) anthropicMessages() {
 		} else {
 			c.rec.NoUsageOnWire = true
 		}
-		ev("error", obj{{"type", "error"}, {"error", obj{{"type", "overloaded_error"}, {"message", "Overloaded"}}}})
+		e := obj{{"type", "overloaded_error"}, {"message", "Overloaded"}}
+		if a.d.midstream429 {
+			e = obj{{"type", "rate_limit_error"}, {"message", "This request would exceed the rate limit for your organization (org-mock) of 400,000 input tokens per minute."}}
+		}
+		ev("error", obj{{"type", "error"}, {"error", e}})
 		h := c.anthropicHeaders()
 		h["cache-control"] = "no-cache"
 		c.stream("text/event-stream; charset=utf-8", h, out)

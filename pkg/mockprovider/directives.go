@@ -25,6 +25,7 @@ type directives struct {
 	parallel      bool // call every declared tool
 	reply         *string
 	midstream     bool
+	midstream429  bool // the mid-stream error is the account's rate limit
 	noUsage       bool
 	chunks        int
 	input, cached *int64
@@ -85,6 +86,7 @@ func parseDirectives(text string) directives {
 				d.tool, d.parallel = true, true
 			case "midstream_error":
 				d.midstream = true
+				d.midstream429 = val == "429"
 			case "no_usage":
 				d.noUsage = true
 			case "chunks":

@@ -131,6 +131,12 @@
 //	                              error object; Anthropic event: error
 //	                              overloaded_error; Gemini data/element
 //	                              {"error":{"code":503,...,"status":"UNAVAILABLE"}}.
+//	                              midstream_error=429 sends the account's
+//	                              rate limit instead, as the APIs word it
+//	                              (OpenAI rate_limit_exceeded naming
+//	                              org-mock, Anthropic rate_limit_error
+//	                              naming the organization, Gemini 429
+//	                              RESOURCE_EXHAUSTED naming the consumer).
 //	[[mock no_usage]]             send no usage at all: OpenAI chat omits the
 //	                              usage chunk even with include_usage (and the
 //	                              non-stream usage field), Responses sends

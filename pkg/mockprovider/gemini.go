@@ -397,6 +397,9 @@ func (c *call) geminiGenerate(model string, stream bool) {
 		}
 		c.rec.Usage = a.partialCounts(sent).tokens()
 		errElem = obj{{"error", obj{{"code", 503}, {"message", "The model is overloaded. Please try again later."}, {"status", "UNAVAILABLE"}}}}
+		if a.d.midstream429 {
+			errElem = obj{{"error", obj{{"code", 429}, {"message", "Quota exceeded for quota metric 'Generate Content input tokens' of service 'generativelanguage.googleapis.com' for consumer 'project_number:123456789012'."}, {"status", "RESOURCE_EXHAUSTED"}}}}
+		}
 	}
 
 	var out [][]byte

@@ -88,6 +88,12 @@ func retryHeaders(h map[string]string, status int, d directives) {
 	}
 }
 
+// orgRateLimit is OpenAI's message for an organization's rate limit: it
+// names the organization and its use.
+func orgRateLimit(model string) string {
+	return fmt.Sprintf("Rate limit reached for %s in organization org-mock on tokens per min (TPM): Limit 30000, Used 29000, Requested 2000. Please try again in 2s.", model)
+}
+
 // openaiDirectiveError answers [[mock error=N]].
 func (c *call) openaiDirectiveError(d directives, model string) {
 	s := d.errStatus
@@ -411,8 +417,11 @@ func (c *call) openaiChat() {
 		} else {
 			c.rec.Usage = a.partialCounts(a.midstreamCut()).tokens()
 		}
-		out = append(out, sseData(marshal(openaiErrBody{openaiErrObj{
-			"The server had an error while processing your request. Sorry about that!", "server_error", nil, nil}})))
+		e := openaiErrObj{"The server had an error while processing your request. Sorry about that!", "server_error", nil, nil}
+		if a.d.midstream429 {
+			e = openaiErrObj{orgRateLimit(req.Model), "tokens", nil, "rate_limit_exceeded"}
+		}
+		out = append(out, sseData(marshal(openaiErrBody{e})))
 		c.stream("text/event-stream; charset=utf-8", c.openaiHeaders(), out)
 		return
 	}

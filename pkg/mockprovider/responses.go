@@ -275,8 +275,12 @@ func (c *call) openaiResponses() {
 		c.rec.NoUsageOnWire = true
 		c.rec.Native = nil
 		c.rec.Usage = a.partialCounts(sent).tokens()
-		ev("error", kv{"error", obj{{"type", "server_error"}, {"code", "server_error"},
-			{"message", "The server had an error while processing your request. Sorry about that!"}, {"param", nil}}})
+		e := obj{{"type", "server_error"}, {"code", "server_error"},
+			{"message", "The server had an error while processing your request. Sorry about that!"}, {"param", nil}}
+		if a.d.midstream429 {
+			e = obj{{"type", "tokens"}, {"code", "rate_limit_exceeded"}, {"message", orgRateLimit(req.Model)}, {"param", nil}}
+		}
+		ev("error", kv{"error", e})
 		c.stream("text/event-stream; charset=utf-8", c.openaiHeaders(), out)
 	}
 	if a.isTool {

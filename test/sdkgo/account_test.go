@@ -9,6 +9,7 @@ import (
 
 	"github.com/anthropics/anthropic-sdk-go/v2"
 	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/responses"
 	"google.golang.org/genai"
 
 	"github.com/tollgate-dev/tollgate/pkg/gateway"
@@ -141,6 +142,90 @@ func TestUpstreamAccountErrorsInSDKs(t *testing.T) {
 					}
 					if n != len(served) {
 						t.Errorf("%d records of %s %s %d, want %d", n, tc.provider, tc.reason, tc.status, len(served))
+					}
+				})
+			}
+			// Inside a 2xx stream the account's rate limit is an error
+			// event (a Responses stream fails with rate_limit_exceeded
+			// naming the organization): the SDK raises the gateway's own.
+			streams := []struct {
+				name, provider, op string
+				stream             func(ctx context.Context, prompt string) (events int, err error)
+			}{
+				{"openai chat stream", "openai", "chat.completions", func(ctx context.Context, p string) (int, error) {
+					st := oai.Chat.Completions.NewStreaming(ctx, openai.ChatCompletionNewParams{
+						Model: "gpt-4o-mini", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage(p)}})
+					n := 0
+					for st.Next() {
+						n++
+					}
+					return n, st.Err()
+				}},
+				{"openai responses stream", "openai", "responses", func(ctx context.Context, p string) (int, error) {
+					st := oai.Responses.NewStreaming(ctx, responses.ResponseNewParams{
+						Model: "gpt-4o-mini", Input: responses.ResponseNewParamsInputUnion{OfString: openai.String(p)}})
+					n := 0
+					for st.Next() {
+						n++
+					}
+					return n, st.Err()
+				}},
+				{"anthropic stream", "anthropic", "messages", func(ctx context.Context, p string) (int, error) {
+					st := ant.Messages.NewStreaming(ctx, anthropic.MessageNewParams{Model: "claude-sonnet-4-5", MaxTokens: 1024, Messages: anthText(p)})
+					n := 0
+					for st.Next() {
+						n++
+					}
+					return n, st.Err()
+				}},
+				{"gemini stream", "gemini", "streamGenerateContent", func(ctx context.Context, p string) (int, error) {
+					n := 0
+					for _, err := range gem.Models.GenerateContentStream(ctx, "gemini-2.5-flash", genai.Text(p), nil) {
+						if err != nil {
+							return n, err
+						}
+						n++
+					}
+					return n, nil
+				}},
+			}
+			for _, tc := range streams {
+				t.Run(tc.name, func(t *testing.T) {
+					before := servedCounts(d.Served(t))
+					events, err := tc.stream(callCtx(t), prompt(tc.name+" [[mock midstream_error=429]]"))
+					if err == nil || events == 0 {
+						t.Fatalf("the stream gave %d events and error %v; want events, then the SDK's error", events, err)
+					}
+					msg := err.Error()
+					if !strings.Contains(msg, "gateway's shared provider account") {
+						t.Errorf("the SDK's error is not the gateway's own: %s", msg)
+					}
+					for _, s := range []string{"org-mock", "organization", "project_number", marker} {
+						if strings.Contains(msg, s) {
+							t.Errorf("the client's error holds %q: %s", s, msg)
+						}
+					}
+					var served []harness.Served
+					for _, sv := range d.Served(t) {
+						if before[sv.Provider]--; before[sv.Provider] < 0 {
+							served = append(served, sv)
+						}
+					}
+					if len(served) != 1 || !served[0].MidstreamError {
+						t.Fatalf("the mock served %+v, want one stream cut by its error", served)
+					}
+					records++
+					n := 0
+					for _, rec := range d.WaitUsage(t, records) {
+						if rec.Provider == tc.provider && rec.Operation == tc.op && rec.Stream && rec.HTTPStatus == 200 {
+							n++
+							if rec.Status != usage.StatusError || rec.Reason != string(gateway.CodeUpstreamLimit) {
+								t.Errorf("record %s %q; want error %s", rec.Status, rec.Reason, gateway.CodeUpstreamLimit)
+							}
+						}
+					}
+					if n != 1 {
+						t.Errorf("%d records of %s %s streams, want 1", n, tc.provider, tc.op)
 					}
 				})
 			}

@@ -374,8 +374,10 @@ func (*Provider) RateLimitHeaders(dst gateway.Headers, rl gateway.RateLimit, now
 }
 
 // AccountError implements gateway.Provider: Anthropic answers an account
-// out of credit with a billing_error (402), or with a 400 that says so.
-func (*Provider) AccountError(_ int, body []byte) gateway.Code {
+// out of credit with a billing_error (402), or with a 400 that says so. An
+// error event inside a stream (status 200) has no status of its own, so its
+// type tells: a rate limit there names the organization, as a 429 does.
+func (*Provider) AccountError(status int, body []byte) gateway.Code {
 	var e struct {
 		Error struct {
 			Type    string `json:"type"`
@@ -385,8 +387,15 @@ func (*Provider) AccountError(_ int, body []byte) gateway.Code {
 	if json.Unmarshal(body, &e) != nil {
 		return ""
 	}
-	if e.Error.Type == "billing_error" || strings.HasPrefix(e.Error.Message, "Your credit balance is too low") {
+	switch {
+	case e.Error.Type == "billing_error" || strings.HasPrefix(e.Error.Message, "Your credit balance is too low"):
 		return gateway.CodeUpstreamQuota
+	case status != gateway.StatusOK:
+		return ""
 	}
-	return ""
+	return map[string]gateway.Code{
+		"rate_limit_error":     gateway.CodeUpstreamLimit,
+		"authentication_error": gateway.CodeUpstreamKey,
+		"permission_error":     gateway.CodeUpstreamDenied,
+	}[e.Error.Type]
 }

@@ -419,10 +419,13 @@ func (*Provider) RateLimitHeaders(dst gateway.Headers, rl gateway.RateLimit, _ t
 // AccountError implements gateway.Provider: Google answers a bad or
 // expired key with a 400 whose ErrorInfo says API_KEY_INVALID, and a
 // project it will not serve where the gateway runs with a 400
-// FAILED_PRECONDITION.
-func (*Provider) AccountError(_ int, body []byte) gateway.Code {
+// FAILED_PRECONDITION. An error element inside a stream (status 200)
+// carries its HTTP code: 401, 403 and 429 are the account's, as their
+// statuses are.
+func (*Provider) AccountError(status int, body []byte) gateway.Code {
 	var e struct {
 		Error struct {
+			Code    int    `json:"code"`
 			Message string `json:"message"`
 			Status  string `json:"status"`
 			Details []struct {
@@ -438,9 +441,16 @@ func (*Provider) AccountError(_ int, body []byte) gateway.Code {
 			return gateway.CodeUpstreamKey
 		}
 	}
-	if e.Error.Status == "FAILED_PRECONDITION" &&
-		(strings.Contains(e.Error.Message, "location is not supported") || strings.Contains(e.Error.Message, "not available in your country")) {
+	switch {
+	case e.Error.Status == "FAILED_PRECONDITION" &&
+		(strings.Contains(e.Error.Message, "location is not supported") || strings.Contains(e.Error.Message, "not available in your country")):
 		return gateway.CodeUpstreamDenied
+	case status != gateway.StatusOK:
+		return ""
 	}
-	return ""
+	return map[int]gateway.Code{
+		http.StatusUnauthorized:    gateway.CodeUpstreamKey,
+		http.StatusForbidden:       gateway.CodeUpstreamDenied,
+		http.StatusTooManyRequests: gateway.CodeUpstreamLimit,
+	}[e.Error.Code]
 }

@@ -333,18 +333,47 @@ func (*Provider) RateLimitHeaders(dst gateway.Headers, rl gateway.RateLimit, _ t
 // account, not the request, cannot be served: billing.
 var accountErrorCodes = [...]string{"billing_hard_limit_reached", "billing_not_active", "insufficient_quota"}
 
-// AccountError implements gateway.Provider.
-func (*Provider) AccountError(_ int, body []byte) gateway.Code {
+// streamAccountCodes are the further codes of the operator's account that
+// an error event in a stream carries where a response would have had its
+// status: a Responses stream fails with response.failed and
+// rate_limit_exceeded ("Rate limit reached for … in organization org-… on
+// tokens per min (TPM): Limit …, Used …"), as openai/codex's tests record.
+var streamAccountCodes = map[string]gateway.Code{
+	"rate_limit_exceeded":                  gateway.CodeUpstreamLimit,
+	"invalid_api_key":                      gateway.CodeUpstreamKey,
+	"account_deactivated":                  gateway.CodeUpstreamKey,
+	"unsupported_country_region_territory": gateway.CodeUpstreamDenied,
+}
+
+// AccountError implements gateway.Provider. An error event in a stream
+// holds the error object at the top level (Responses' error event), under
+// "error" (chat) or under "response" (response.failed).
+func (*Provider) AccountError(status int, body []byte) gateway.Code {
+	type errObj struct {
+		Code any `json:"code"`
+	}
 	var e struct {
-		Error struct {
-			Code any `json:"code"`
-		} `json:"error"`
+		errObj
+		Error    errObj `json:"error"`
+		Response struct {
+			Error errObj `json:"error"`
+		} `json:"response"`
 	}
 	if json.Unmarshal(body, &e) != nil {
 		return ""
 	}
-	if code, ok := e.Error.Code.(string); ok && slices.Contains(accountErrorCodes[:], code) {
-		return gateway.CodeUpstreamQuota
+	codes := []any{e.Error.Code}
+	if status == gateway.StatusOK {
+		codes = append(codes, e.Code, e.Response.Error.Code)
+	}
+	for _, c := range codes {
+		code, _ := c.(string)
+		switch {
+		case slices.Contains(accountErrorCodes[:], code):
+			return gateway.CodeUpstreamQuota
+		case status == gateway.StatusOK && streamAccountCodes[code] != "":
+			return streamAccountCodes[code]
+		}
 	}
 	return ""
 }
