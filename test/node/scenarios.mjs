@@ -89,6 +89,19 @@ function describeError(err) {
   return out;
 }
 
+// expectFailure runs a call that must fail (an upstream error about the
+// operator's account, which the gateway answers itself) and reports the
+// error the SDK raised. The model is reported so that the ledger record of
+// an error without headers can be found.
+async function expectFailure(model, m, call) {
+  try {
+    await call();
+  } catch (err) {
+    return { ok: false, model, marker: m, ...describeError(err) };
+  }
+  return { model, marker: m, unexpectedSuccess: true };
+}
+
 // ---------------------------------------------------------------- OpenAI
 
 const weatherFunction = {
@@ -292,6 +305,24 @@ function openaiScenarios(openai) {
         usage, chunks, text, completed: types.has('response.completed'),
       };
     },
+
+    // The operator's provider account out of quota: OpenAI's 429 with
+    // x-should-retry: false (one attempt).
+    async account_quota() {
+      const m = marker(P, 'account_quota');
+      return expectFailure('gpt-4.1-nano', m, () => openai.chat.completions.create({
+        model: 'gpt-4.1-nano', messages: [{ role: 'user', content: `Hi ${m} [[mock error=429 should_retry=false]]` }],
+      }));
+    },
+
+    // A Responses stream failing on the organization's rate limit.
+    async account_stream() {
+      const m = marker(P, 'account_stream');
+      return expectFailure('gpt-4.1-mini', m, async () => {
+        const stream = await openai.responses.create({ model: 'gpt-4.1-mini', input: `Hi ${m} [[mock midstream_error=429]]`, stream: true });
+        for await (const ev of stream) void ev;
+      });
+    },
   };
 }
 
@@ -426,6 +457,15 @@ function anthropicScenarios(anthropic) {
         .withResponse();
       return { model, marker: m, requestId: headerOf(response.headers, REQUEST_ID), inputTokens: data.input_tokens };
     },
+
+    // The operator's Anthropic account out of credit (402 billing_error).
+    async account_credit() {
+      const m = marker(P, 'account_credit');
+      const accountModel = 'claude-3-haiku-20240307';
+      return expectFailure(accountModel, m, () => anthropic.messages.create({
+        model: accountModel, max_tokens: 64, messages: [{ role: 'user', content: `Hi ${m} [[mock error=402]]` }],
+      }));
+    },
   };
 }
 
@@ -513,6 +553,13 @@ function geminiScenarios(ai) {
       const m = marker(P, 'unknown_model');
       const res = await ai.models.generateContent({ model: 'gemini-9', contents: `Hi ${m}` });
       return { model: 'gemini-9', marker: m, requestId: headerOf(res.sdkHttpResponse?.headers, REQUEST_ID), unexpectedSuccess: true };
+    },
+
+    // Google's 403 for a suspended key, which quotes the operator's key.
+    async account_suspended() {
+      const m = marker(P, 'account_suspended');
+      const accountModel = 'gemini-2.0-flash';
+      return expectFailure(accountModel, m, () => ai.models.generateContent({ model: accountModel, contents: `Hi ${m} [[mock error=403]]` }));
     },
   };
 }

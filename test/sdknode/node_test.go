@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tollgate-dev/tollgate/pkg/gateway"
 	"github.com/tollgate-dev/tollgate/pkg/usage"
 	"github.com/tollgate-dev/tollgate/test/harness"
 )
@@ -116,6 +117,12 @@ type expectation struct {
 	rejected  bool // unknown model: refused by the gateway, never sent upstream
 	unbilled  bool // token counting: zero usage
 	estimated bool // no usage on the wire: the ledger holds an estimate
+	// account: an upstream error about the operator's account, answered
+	// by the gateway itself with the record's reason; httpStatus is the
+	// status the mock answered and the record keeps (200 for a stream
+	// failing midway).
+	account    gateway.Code
+	httpStatus int
 }
 
 var scenarios = map[string]expectation{
@@ -142,6 +149,14 @@ var scenarios = map[string]expectation{
 	"gemini/tool":               {model: "gemini-2.5-flash", operation: "generateContent", endpoint: "generateContent"},
 	"gemini/embeddings":         {model: "gemini-embedding-001", operation: "batchEmbedContents", endpoint: "batchEmbedContents", estimated: true},
 	"gemini/unknown_model":      {model: "gemini-9", operation: "generateContent", rejected: true},
+	"openai/account_quota": {model: "gpt-4.1-nano", operation: "chat.completions", endpoint: "chat.completions",
+		account: gateway.CodeUpstreamQuota, httpStatus: 429},
+	"openai/account_stream": {model: "gpt-4.1-mini", operation: "responses", endpoint: "responses", stream: true,
+		account: gateway.CodeUpstreamLimit, httpStatus: 200},
+	"anthropic/account_credit": {model: "claude-3-haiku-20240307", operation: "messages", endpoint: "messages",
+		account: gateway.CodeUpstreamQuota, httpStatus: 402},
+	"gemini/account_suspended": {model: "gemini-2.0-flash", operation: "generateContent", endpoint: "generateContent",
+		account: gateway.CodeUpstreamDenied, httpStatus: 403},
 }
 
 // parseScenarios reads the JSON lines and checks that every scenario ran
@@ -198,6 +213,10 @@ func checkOutcomes(t *testing.T, lines []scenarioLine) {
 		t.Run(strings.ReplaceAll(l.key(), "/", "_"), func(t *testing.T) {
 			if exp.rejected {
 				checkUnknownModel(t, l)
+				return
+			}
+			if exp.account != "" {
+				checkAccountError(t, l, exp)
 				return
 			}
 			if !l.OK {
@@ -289,6 +308,27 @@ func checkOutcomes(t *testing.T, lines []scenarioLine) {
 				t.Errorf("no response.completed event")
 			}
 		})
+	}
+}
+
+// checkAccountError: the SDK raised the gateway's own error, of the
+// status upstream answered, and nothing of upstream's body about the
+// operator's account (its organization, key or credit) reached it.
+func checkAccountError(t *testing.T, l scenarioLine, exp expectation) {
+	t.Helper()
+	if l.OK || l.UnexpectedSuccess {
+		t.Fatalf("the call succeeded")
+	}
+	if !exp.stream && l.Status != exp.httpStatus {
+		t.Errorf("error %s status %d, want %d (%s)", l.ErrorClass, l.Status, exp.httpStatus, l.Message)
+	}
+	if !strings.Contains(l.Message, "gateway's") {
+		t.Errorf("the SDK's error is not the gateway's own: %s %q", l.ErrorClass, l.Message)
+	}
+	for _, s := range []string{"org-mock", "organization", "Consumer", "api_key:", "credit balance"} {
+		if strings.Contains(l.Message, s) {
+			t.Errorf("the SDK's error holds %q: %s", s, l.Message)
+		}
 	}
 }
 
@@ -424,6 +464,12 @@ func checkLedger(t *testing.T, lines []scenarioLine, recs []usage.Record) map[st
 		if exp.rejected {
 			if rec.Status != usage.StatusRejected || rec.HTTPStatus != 404 || rec.Reason != "model_not_found" || !rec.Tokens.IsZero() || rec.Estimated {
 				t.Errorf("%s: record %+v, want rejected 404 model_not_found with no tokens", l.key(), rec)
+			}
+			continue
+		}
+		if exp.account != "" {
+			if rec.Status != usage.StatusError || rec.HTTPStatus != exp.httpStatus || rec.Reason != string(exp.account) || rec.Stream != exp.stream {
+				t.Errorf("%s: record %s/%d %q stream=%v, want error/%d %s stream=%v", l.key(), rec.Status, rec.HTTPStatus, rec.Reason, rec.Stream, exp.httpStatus, exp.account, exp.stream)
 			}
 			continue
 		}

@@ -185,6 +185,15 @@ func nodeScenariosGroundTruth(t *testing.T, set sdkSet, door string) {
 			continue
 		}
 		s := hits[0]
+		if exp.account != "" {
+			// Upstream answered an error about the operator's account:
+			// the error status, or a stream cut by its error event.
+			if s.Provider != l.Provider || s.Endpoint != exp.endpoint || s.Model != exp.model || s.Status != exp.httpStatus || s.MidstreamError != exp.stream {
+				t.Errorf("%s: mock served %s %s %s status %d midstream_error=%v, want %s %s %s %d midstream_error=%v",
+					l.key(), s.Provider, s.Endpoint, s.Model, s.Status, s.MidstreamError, l.Provider, exp.endpoint, exp.model, exp.httpStatus, exp.stream)
+			}
+			continue
+		}
 		if s.Provider != l.Provider || s.Endpoint != exp.endpoint || s.Model != exp.model || s.Stream != exp.stream || s.Status != 200 {
 			t.Errorf("%s: mock served %s %s %s stream=%v status %d, want %s %s %s stream=%v 200",
 				l.key(), s.Provider, s.Endpoint, s.Model, s.Stream, s.Status, l.Provider, exp.endpoint, exp.model, exp.stream)
