@@ -69,6 +69,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzAnthropicUsage$$' -fuzztime $(FUZZTIME) ./pkg/provider/anthropic
 	$(GO) test -run '^$$' -fuzz '^FuzzGeminiUsage$$' -fuzztime $(FUZZTIME) ./pkg/provider/gemini
 	$(GO) test -run '^$$' -fuzz '^FuzzRequest$$' -fuzztime $(FUZZTIME) ./pkg/gateway
+	$(GO) test -run '^$$' -fuzz '^FuzzResponse$$' -fuzztime $(FUZZTIME) ./pkg/gateway
 	$(GO) test -run '^$$' -fuzz '^FuzzPriceRoundTrip$$' -fuzztime $(FUZZTIME) ./pkg/catalog
 	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME) ./pkg/catalog
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./pkg/strictyaml
