@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"iter"
 	"strings"
 	"testing"
 
@@ -115,12 +116,7 @@ func TestUpstreamAccountErrorsInSDKs(t *testing.T) {
 							t.Errorf("the client's error holds %q: %s", s, raw)
 						}
 					}
-					var served []harness.Served
-					for _, sv := range d.Served(t) {
-						if before[sv.Provider]--; before[sv.Provider] < 0 {
-							served = append(served, sv)
-						}
-					}
+					served := servedSince(t, d, before)
 					if len(served) != tc.attempts {
 						t.Errorf("the mock received %d requests, want %d (the SDK's attempts)", len(served), tc.attempts)
 					}
@@ -155,38 +151,19 @@ func TestUpstreamAccountErrorsInSDKs(t *testing.T) {
 				{"openai chat stream", "openai", "chat.completions", func(ctx context.Context, p string) (int, error) {
 					st := oai.Chat.Completions.NewStreaming(ctx, openai.ChatCompletionNewParams{
 						Model: "gpt-4o-mini", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage(p)}})
-					n := 0
-					for st.Next() {
-						n++
-					}
-					return n, st.Err()
+					return countEvents(st)
 				}},
 				{"openai responses stream", "openai", "responses", func(ctx context.Context, p string) (int, error) {
 					st := oai.Responses.NewStreaming(ctx, responses.ResponseNewParams{
 						Model: "gpt-4o-mini", Input: responses.ResponseNewParamsInputUnion{OfString: openai.String(p)}})
-					n := 0
-					for st.Next() {
-						n++
-					}
-					return n, st.Err()
+					return countEvents(st)
 				}},
 				{"anthropic stream", "anthropic", "messages", func(ctx context.Context, p string) (int, error) {
 					st := ant.Messages.NewStreaming(ctx, anthropic.MessageNewParams{Model: "claude-sonnet-4-5", MaxTokens: 1024, Messages: anthText(p)})
-					n := 0
-					for st.Next() {
-						n++
-					}
-					return n, st.Err()
+					return countEvents(st)
 				}},
 				{"gemini stream", "gemini", "streamGenerateContent", func(ctx context.Context, p string) (int, error) {
-					n := 0
-					for _, err := range gem.Models.GenerateContentStream(ctx, "gemini-2.5-flash", genai.Text(p), nil) {
-						if err != nil {
-							return n, err
-						}
-						n++
-					}
-					return n, nil
+					return countGemini(gem.Models.GenerateContentStream(ctx, "gemini-2.5-flash", genai.Text(p), nil))
 				}},
 			}
 			for _, tc := range streams {
@@ -205,12 +182,7 @@ func TestUpstreamAccountErrorsInSDKs(t *testing.T) {
 							t.Errorf("the client's error holds %q: %s", s, msg)
 						}
 					}
-					var served []harness.Served
-					for _, sv := range d.Served(t) {
-						if before[sv.Provider]--; before[sv.Provider] < 0 {
-							served = append(served, sv)
-						}
-					}
+					served := servedSince(t, d, before)
 					if len(served) != 1 || !served[0].MidstreamError {
 						t.Fatalf("the mock served %+v, want one stream cut by its error", served)
 					}
@@ -237,4 +209,41 @@ func TestUpstreamAccountErrorsInSDKs(t *testing.T) {
 			}
 		})
 	}
+}
+
+// countEvents reads an SDK stream (OpenAI's, Anthropic's) to its end and
+// returns how many events it gave and the error that ended it.
+func countEvents(st interface {
+	Next() bool
+	Err() error
+}) (int, error) {
+	n := 0
+	for st.Next() {
+		n++
+	}
+	return n, st.Err()
+}
+
+// countGemini does the same for a Gemini stream.
+func countGemini(seq iter.Seq2[*genai.GenerateContentResponse, error]) (int, error) {
+	n := 0
+	for _, err := range seq {
+		if err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
+
+// servedSince is what the mock received since it had received before
+// (per provider; see servedCounts).
+func servedSince(t *testing.T, d harness.FrontDoor, before map[string]int) []harness.Served {
+	var served []harness.Served
+	for _, sv := range d.Served(t) {
+		if before[sv.Provider]--; before[sv.Provider] < 0 {
+			served = append(served, sv)
+		}
+	}
+	return served
 }

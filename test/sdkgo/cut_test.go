@@ -65,22 +65,14 @@ func TestUpstreamCutRaisesInSDKs(t *testing.T) {
 			st := client.Chat.Completions.NewStreaming(ctx, openai.ChatCompletionNewParams{
 				Model: "gpt-4o-mini", Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hi")},
 			})
-			n := 0
-			for st.Next() {
-				n++
-			}
-			return n, st.Err()
+			return countEvents(st)
 		}},
 		{"openai responses", func(t *testing.T) (int, error) {
 			client := openai.NewClient()
 			st := client.Responses.NewStreaming(ctx, responses.ResponseNewParams{
 				Model: "gpt-4o-mini", Input: responses.ResponseNewParamsInputUnion{OfString: openai.String("hi")},
 			})
-			n := 0
-			for st.Next() {
-				n++
-			}
-			return n, st.Err()
+			return countEvents(st)
 		}},
 		{"anthropic messages", func(t *testing.T) (int, error) {
 			client := anthropic.NewClient()
@@ -88,25 +80,14 @@ func TestUpstreamCutRaisesInSDKs(t *testing.T) {
 				Model: "claude-3-5-haiku-20241022", MaxTokens: 100,
 				Messages: []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock("hi"))},
 			})
-			n := 0
-			for st.Next() {
-				n++
-			}
-			return n, st.Err()
+			return countEvents(st)
 		}},
 		{"gemini stream", func(t *testing.T) (int, error) {
 			client, err := genai.NewClient(ctx, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
-			n := 0
-			for _, err := range client.Models.GenerateContentStream(ctx, "gemini-2.5-flash", genai.Text("hi"), nil) {
-				if err != nil {
-					return n, err
-				}
-				n++
-			}
-			return n, nil
+			return countGemini(client.Models.GenerateContentStream(ctx, "gemini-2.5-flash", genai.Text("hi"), nil))
 		}},
 	}
 	for _, c := range cases {
