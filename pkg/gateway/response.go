@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"cmp"
 	"log/slog"
 	"math"
 	"strconv"
@@ -152,21 +151,12 @@ func (x *Exchange) accountRefusal(status int, h Headers) *Failure {
 // upstream body (which may quote the key).
 func (x *Exchange) accountFailure(status int, code Code) *Failure {
 	name := x.prov.Name()
-	var f *Failure
-	switch code {
-	case CodeUpstreamKey:
-		f = Fail(status, code, "The %s API refused the gateway's own provider key. Your gateway key is fine; the gateway's operator must fix the provider key.", name)
-	case CodeUpstreamDenied:
-		f = Fail(status, code, "The %s API denied the gateway's provider account this request. Your gateway key is fine; the gateway's operator must fix the provider account's access.", name)
-	case CodeUpstreamQuota:
-		f = Fail(status, code, "The gateway's %s provider account has run out of quota or credit. Your gateway key and credits are fine; the gateway's operator must fix the provider account.", name)
-	default:
-		f = Fail(status, CodeUpstreamLimit, "The %s API's rate limit for the gateway's shared provider account was reached; this is not your own limit. Retry after a short wait.", name)
-		f.Operation = x.route.Operation
+	f := Fail(status, code, accountMessages[code], name)
+	f.Operation = x.route.Operation
+	if code == CodeUpstreamLimit {
 		return f
 	}
 	f.NoRetry = true
-	f.Operation = x.route.Operation
 	x.g.log.LogAttrs(x.ctx, slog.LevelError, "the provider refused the gateway's key or account",
 		slog.String("request_id", x.id),
 		slog.String("provider", name),
@@ -174,6 +164,15 @@ func (x *Exchange) accountFailure(status int, code Code) *Failure {
 		slog.String("reason", string(code)),
 	)
 	return f
+}
+
+// accountMessages are the gateway's messages for upstream errors about the
+// operator's account, each given the provider's name.
+var accountMessages = map[Code]string{
+	CodeUpstreamKey:    "The %s API refused the gateway's own provider key. Your gateway key is fine; the gateway's operator must fix the provider key.",
+	CodeUpstreamDenied: "The %s API denied the gateway's provider account this request. Your gateway key is fine; the gateway's operator must fix the provider account's access.",
+	CodeUpstreamQuota:  "The gateway's %s provider account has run out of quota or credit. Your gateway key and credits are fine; the gateway's operator must fix the provider account.",
+	CodeUpstreamLimit:  "The %s API's rate limit for the gateway's shared provider account was reached; this is not your own limit. Retry after a short wait.",
 }
 
 // httpDate is the HTTP date format (RFC 9110 §5.6.7) a retry-after may use.
@@ -326,8 +325,15 @@ func (x *Exchange) accountEvent(ev sse.Event) []byte {
 	if code == "" {
 		return nil
 	}
-	status := map[Code]int{CodeUpstreamKey: StatusUnauthorized, CodeUpstreamDenied: StatusForbidden}[code]
-	x.replaced = x.accountFailure(cmp.Or(status, StatusTooManyRequests), code)
+	// The status the same news has outside a stream.
+	status := StatusTooManyRequests
+	switch code {
+	case CodeUpstreamKey:
+		status = StatusUnauthorized
+	case CodeUpstreamDenied:
+		status = StatusForbidden
+	}
+	x.replaced = x.accountFailure(status, code)
 	return x.prov.StreamError(x.replaced, x.route)
 }
 
