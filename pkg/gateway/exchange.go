@@ -121,12 +121,13 @@ type Exchange struct {
 	errDoc []byte
 	// fed counts the stream's bytes so far, chunkBase those before the
 	// chunk at hand; errSeen: the stream's first error event was judged
-	// (accountEvent), and rep replaces it at [repStart, repEnd).
+	// (accountError), and rep replaces it at [repStart, repEnd).
 	fed, chunkBase   int64
 	errSeen          bool
 	failer           StreamFailer
 	rep              []byte
 	repStart, repEnd int64
+	chunk            []byte // the streamed array's chunk being split
 }
 
 // ID returns the request id.

@@ -92,6 +92,7 @@ func FuzzResponse(f *testing.F) {
 		{"/openai/v1/responses", `{"model":"gpt-4o-mini","input":"hi","stream":true}`},
 		{"/anthropic/v1/messages", `{"model":"claude-haiku-4-5","max_tokens":5,"stream":true,"messages":[{"role":"user","content":"hi"}]}`},
 		{"/gemini/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse", `{"contents":[{"parts":[{"text":"hi"}]}]}`},
+		{"/gemini/v1beta/models/gemini-2.5-flash:streamGenerateContent", `{"contents":[{"parts":[{"text":"hi"}]}]}`}, // a JSON array
 	}
 	seeds := []string{
 		"event: response.failed\ndata: {\"type\":\"response.failed\",\"response\":{\"error\":{\"code\":\"rate_limit_exceeded\",\"message\":\"org-x\"}}}\n\n",
@@ -101,14 +102,16 @@ func FuzzResponse(f *testing.F) {
 		`{"error":{"code":400,"message":"API key not valid.","status":"INVALID_ARGUMENT","details":[{"reason":"API_KEY_INVALID"}]}}`,
 		`{"type":"error","error":{"type":"billing_error","message":"Your credit balance is too low"}}`,
 		`{"error":{"message":"x","type":"invalid_request_error","code":"billing_hard_limit_reached"}}`,
+		"[{\"candidates\":[]}\n,\r\n{\"error\":{\"code\":429,\"message\":\"quota\",\"status\":\"RESOURCE_EXHAUSTED\"}}\n]",
 	}
 	for i, s := range seeds {
 		f.Add(uint8(i), uint8(i), uint16(7*i), []byte(s))
 	}
+	f.Add(uint8(4), uint8(0), uint16(30), []byte(seeds[len(seeds)-1])) // the array on its route
 	f.Fuzz(func(t *testing.T, which, kind uint8, split uint16, body []byte) {
 		req := reqs[int(which)%len(reqs)]
 		status, ct := []int{200, 400, 402}[int(kind)%3], "application/json"
-		if status == 200 {
+		if status == 200 && !strings.HasSuffix(req.target, ":streamGenerateContent") {
 			ct = "text/event-stream"
 		}
 		x := env.g.NewExchange(context.Background(), "fuzz")

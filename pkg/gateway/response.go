@@ -251,8 +251,7 @@ func (x *Exchange) responseBody(chunk []byte, end bool) []byte {
 			out = x.meterEvents(chunk, end)
 		}
 	case framingArray:
-		_ = x.arr.Feed(chunk, x.onElement)
-		out = chunk
+		out = x.splitElements(chunk)
 	default:
 		if end && len(x.doc) == 0 && !x.docOver {
 			// The whole document in one chunk: read it where it lies.
@@ -280,7 +279,7 @@ func (x *Exchange) responseBody(chunk []byte, end bool) []byte {
 }
 
 // meterEvents meters a chunk's events and forwards the chunk as it came,
-// except for an error event about the operator's account (accountEvent)
+// except for an error event about the operator's account (accountError)
 // that lies whole in the chunk: it is replaced there. One that began in an
 // earlier chunk, already forwarded, cannot be, and passes (holding every
 // chunk's unfinished event back would edit the chunking of every stream).
@@ -291,6 +290,12 @@ func (x *Exchange) meterEvents(chunk []byte, end bool) []byte {
 	if end {
 		_ = x.dec.Close(x.onEvent)
 	}
+	return x.splice(chunk)
+}
+
+// splice returns chunk with the replacement of an account error (rep, at
+// [repStart, repEnd) of the stream) in place, or chunk itself.
+func (x *Exchange) splice(chunk []byte) []byte {
 	if x.rep == nil {
 		return chunk
 	}
@@ -305,23 +310,24 @@ func (x *Exchange) onEvent(ev sse.Event) error {
 	if ev.Start < x.chunkBase {
 		// Begun in a chunk already forwarded: it cannot be replaced.
 		x.errSeen = x.errSeen || x.failer != nil && x.failer.Failed()
-	} else if rep := x.accountEvent(ev); rep != nil {
-		x.rep, x.repStart, x.repEnd = rep, ev.Start, ev.End
+	} else if f := x.accountError(ev.Data); f != nil {
+		x.rep, x.repStart, x.repEnd = x.prov.StreamError(f, x.route), ev.Start, ev.End
 	}
 	return nil
 }
 
-// accountEvent returns, in place of a stream's first error event, the
-// gateway's own error event when the provider reads the error as about the
-// operator's account (a Responses stream failing on the organization's
-// rate limit names the organization and its use across tenants; see
-// accountRefusal), or nil. It is called after the meter saw ev.
-func (x *Exchange) accountEvent(ev sse.Event) []byte {
+// accountError reads a stream's first error (an SSE event's data or a
+// streamed array's element) and returns the gateway's own failure in its
+// place when the provider reads it as about the operator's account (a
+// Responses stream failing on the organization's rate limit names the
+// organization and its use across tenants; see accountRefusal), or nil.
+// It is called after the meter saw the event.
+func (x *Exchange) accountError(data []byte) *Failure {
 	if x.errSeen || x.failer == nil || !x.failer.Failed() {
 		return nil
 	}
 	x.errSeen = true
-	code := x.prov.AccountError(StatusOK, ev.Data)
+	code := x.prov.AccountError(StatusOK, data)
 	if code == "" {
 		return nil
 	}
@@ -334,11 +340,33 @@ func (x *Exchange) accountEvent(ev sse.Event) []byte {
 		status = StatusForbidden
 	}
 	x.replaced = x.accountFailure(status, code)
-	return x.prov.StreamError(x.replaced, x.route)
+	return x.replaced
+}
+
+// splitElements meters the elements of a streamed JSON array (Gemini
+// without alt=sse) and forwards the chunk as it came, except for an error
+// element about the operator's account that lies whole in the chunk, which
+// is replaced there by the gateway's error document (see meterEvents).
+func (x *Exchange) splitElements(chunk []byte) []byte {
+	x.chunkBase = x.fed
+	x.fed += int64(len(chunk))
+	x.chunk = chunk
+	_ = x.arr.Feed(chunk, x.onElement)
+	x.chunk = nil
+	return x.splice(chunk)
 }
 
 func (x *Exchange) onElement(elem []byte) error {
 	x.meter.Document(elem)
+	// An element whole in this chunk aliases it: its start is where the
+	// chunk's and the element's capacities part.
+	at := cap(x.chunk) - cap(elem)
+	if len(elem) == 0 || at < 0 || at >= len(x.chunk) || &x.chunk[at] != &elem[0] {
+		x.errSeen = x.errSeen || x.failer != nil && x.failer.Failed()
+	} else if f := x.accountError(elem); f != nil {
+		_, body := x.prov.Error(f)
+		x.rep, x.repStart, x.repEnd = body, x.chunkBase+int64(at), x.chunkBase+int64(at+len(elem))
+	}
 	return nil
 }
 
@@ -353,8 +381,8 @@ func (x *Exchange) filterEvents(chunk []byte, end bool) []byte {
 		drop := x.meter.Event(ev)
 		if !drop {
 			raw := x.hold[ev.Start-x.holdBase : ev.End-x.holdBase]
-			if rep := x.accountEvent(ev); rep != nil {
-				x.out = append(x.out, rep...)
+			if f := x.accountError(ev.Data); f != nil {
+				x.out = append(x.out, x.prov.StreamError(f, x.route)...)
 			} else if editor != nil {
 				x.out = editor.AppendEvent(x.out, raw)
 			} else {

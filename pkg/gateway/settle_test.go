@@ -672,8 +672,12 @@ func TestUpstreamAccountErrorInStream(t *testing.T) {
 		return "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"" + typ + "\",\"message\":\"This request would exceed the rate limit for your organization (" + org + ").\"}}\n\n"
 	}
 	gemHead := "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"Hi\"}],\"role\":\"model\"}}],\"usageMetadata\":{\"promptTokenCount\":7,\"candidatesTokenCount\":1,\"totalTokenCount\":8}}\r\n\r\n"
+	gemArrHead := strings.TrimSuffix(strings.TrimPrefix(gemHead, "data: "), "\r\n\r\n")
+	gemArrErr := func(code int, status string) string {
+		return fmt.Sprintf("{\"error\":{\"code\":%d,\"message\":\"Quota exceeded for %s\",\"status\":%q}}", code, org, status)
+	}
 	gemErr := func(code int, status string) string {
-		return fmt.Sprintf("data: {\"error\":{\"code\":%d,\"message\":\"Quota exceeded for %s\",\"status\":%q}}\r\n\r\n", code, org, status)
+		return "data: " + gemArrErr(code, status) + "\r\n\r\n"
 	}
 	for _, tc := range []struct {
 		name, target, body string
@@ -700,11 +704,25 @@ func TestUpstreamAccountErrorInStream(t *testing.T) {
 			[]string{gemHead, gemErr(429, "RESOURCE_EXHAUSTED")}, true},
 		{"gemini unavailable", "/gemini/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse", `{"contents":[{"role":"user","parts":[{"text":"hi"}]}]}`,
 			[]string{gemHead, gemErr(503, "UNAVAILABLE")}, false},
+		// Without alt=sse Gemini streams one JSON array; the error is an
+		// element.
+		{"gemini array quota", "/gemini/v1beta/models/gemini-2.5-flash:streamGenerateContent", `{"contents":[{"role":"user","parts":[{"text":"hi"}]}]}`,
+			[]string{"[" + gemArrHead, "\n,\r\n" + gemArrErr(429, "RESOURCE_EXHAUSTED") + "\n]"}, true},
+		{"gemini array quota in the head's chunk", "/gemini/v1beta/models/gemini-2.5-flash:streamGenerateContent", `{"contents":[{"role":"user","parts":[{"text":"hi"}]}]}`,
+			[]string{"[" + gemArrHead + "\n,\r\n" + gemArrErr(429, "RESOURCE_EXHAUSTED") + "\n]"}, true},
+		{"gemini array quota split", "/gemini/v1beta/models/gemini-2.5-flash:streamGenerateContent", `{"contents":[{"role":"user","parts":[{"text":"hi"}]}]}`,
+			[]string{"[" + gemArrHead + "\n,\r\n" + gemArrErr(429, "RESOURCE_EXHAUSTED")[:20], gemArrErr(429, "RESOURCE_EXHAUSTED")[20:] + "\n]"}, false},
+		{"gemini array unavailable", "/gemini/v1beta/models/gemini-2.5-flash:streamGenerateContent", `{"contents":[{"role":"user","parts":[{"text":"hi"}]}]}`,
+			[]string{"[" + gemArrHead, "\n,\r\n" + gemArrErr(503, "UNAVAILABLE") + "\n]"}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			logs.Reset()
 			x := forwardedExchange(t, g, env, "req-account-stream", tc.target, tc.body)
-			x.ResponseHeaders(http.StatusOK, upstreamHeaders("text/event-stream"))
+			ct := "text/event-stream"
+			if strings.HasPrefix(tc.chunks[0], "[") {
+				ct = "application/json; charset=UTF-8"
+			}
+			x.ResponseHeaders(http.StatusOK, upstreamHeaders(ct))
 			var client []byte
 			for i, c := range tc.chunks {
 				client = append(client, x.ResponseBody([]byte(c), i == len(tc.chunks)-1)...)
@@ -712,8 +730,11 @@ func TestUpstreamAccountErrorInStream(t *testing.T) {
 			rec := x.Settle(gateway.Completed)
 			upstream := strings.Join(tc.chunks, "")
 			head := tc.chunks[0][:strings.Index(tc.chunks[0], "\n\n")+2]
-			if strings.HasPrefix(head, "data: {\"candidates") {
+			switch {
+			case strings.HasPrefix(tc.chunks[0], "data: {\"candidates"):
 				head = gemHead
+			case strings.HasPrefix(tc.chunks[0], "["):
+				head = "[" + gemArrHead
 			}
 			if !bytes.HasPrefix(client, []byte(head)) {
 				t.Errorf("the events before the error did not pass byte for byte:\n%s", client)
@@ -729,6 +750,9 @@ func TestUpstreamAccountErrorInStream(t *testing.T) {
 					t.Errorf("record reason %q, want %s", rec.Reason, gateway.ReasonStreamError)
 				}
 				return
+			}
+			if strings.HasPrefix(tc.chunks[0], "[") && !json.Valid(client) {
+				t.Errorf("the streamed array is no longer JSON:\n%s", client)
 			}
 			if bytes.Contains(client, []byte(org)) || !bytes.Contains(client, []byte("the gateway's shared provider account")) {
 				t.Errorf("the client got\n%s\nwant the gateway's own error event in place of upstream's", client)
