@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -128,6 +129,7 @@ type Exchange struct {
 	rep              []byte
 	repStart, repEnd int64
 	chunk            []byte // the streamed array's chunk being split
+	wholeEvents      bool   // WholeEvents
 }
 
 // ID returns the request id.
@@ -355,7 +357,11 @@ func (x *Exchange) StreamAborted() []byte {
 	// The cut may fall inside an event: end its line and dispatch it, so
 	// the error event is read as one of its own (appended to an unfinished
 	// "event: content_block_de" line it would name an event SDKs skip).
-	return append(x.dec.Finish(), tail...)
+	// Under WholeEvents that event's bytes were held: they go out first,
+	// as they came.
+	held := x.hold
+	x.hold = nil
+	return slices.Concat(held, x.dec.Finish(), tail)
 }
 
 func (x *Exchange) authenticate(h Headers, rawQuery string) *Failure {

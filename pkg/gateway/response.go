@@ -189,6 +189,15 @@ func (x *Exchange) Replacement() (Response, bool) {
 	return r, true
 }
 
+// WholeEvents asks, before ResponseHeaders, that an SSE stream be
+// forwarded in whole events: ResponseBody holds the bytes of an event
+// until it completes. An adapter that chooses its own chunks (the
+// standalone proxy) loses nothing by it, since clients act on whole events
+// only, and the gateway can then always replace an error event about the
+// operator's account. Envoy's chunks are forwarded as they come instead,
+// an error event replaced only when it lies whole in one.
+func (x *Exchange) WholeEvents() { x.wholeEvents = true }
+
 // Streaming reports whether the response is a stream (SSE or a streamed
 // JSON array), known once the response headers were handled. Adapters flush
 // every chunk of a stream at once; a whole JSON body may be written in one
@@ -245,7 +254,7 @@ func (x *Exchange) responseBody(chunk []byte, end bool) []byte {
 	var out []byte
 	switch x.framing {
 	case framingSSE:
-		if x.hide {
+		if x.hide || x.wholeEvents {
 			out = x.filterEvents(chunk, end)
 		} else {
 			out = x.meterEvents(chunk, end)
@@ -370,8 +379,16 @@ func (x *Exchange) onElement(elem []byte) error {
 	return nil
 }
 
-// filterEvents forwards whole events only, leaving out those the meter drops.
-// The bytes of an event still arriving are held until it completes.
+// maxHeldEvent bounds what filterEvents holds of an unfinished event when
+// it holds only for WholeEvents: an error event is small, and a Gemini
+// event with an image (MiBs) should not be held twice over, beside the
+// decoder's copy.
+const maxHeldEvent = 64 << 10
+
+// filterEvents forwards whole events only, leaving out those the meter
+// drops and replacing an error event about the operator's account. The
+// bytes of an event still arriving are held until it completes; for
+// WholeEvents alone (nothing to hide), no more than maxHeldEvent of them.
 func (x *Exchange) filterEvents(chunk []byte, end bool) []byte {
 	x.hold = append(x.hold, chunk...)
 	x.out = x.out[:0]
@@ -379,11 +396,17 @@ func (x *Exchange) filterEvents(chunk []byte, end bool) []byte {
 	editor, _ := x.meter.(EventEditor)
 	emit := func(ev sse.Event) error {
 		drop := x.meter.Event(ev)
-		if !drop {
-			raw := x.hold[ev.Start-x.holdBase : ev.End-x.holdBase]
+		raw := x.hold[max(ev.Start, x.holdBase)-x.holdBase : ev.End-x.holdBase]
+		switch {
+		case ev.Start < x.holdBase:
+			// An oversized event, forwarded in part: the rest follows.
+			x.errSeen = x.errSeen || x.failer != nil && x.failer.Failed()
+			x.out = append(x.out, raw...)
+		case drop:
+		default:
 			if f := x.accountError(ev.Data); f != nil {
 				x.out = append(x.out, x.prov.StreamError(f, x.route)...)
-			} else if editor != nil {
+			} else if x.hide && editor != nil {
 				x.out = editor.AppendEvent(x.out, raw)
 			} else {
 				x.out = append(x.out, raw...)
@@ -395,6 +418,8 @@ func (x *Exchange) filterEvents(chunk []byte, end bool) []byte {
 	_ = x.dec.Feed(chunk, emit)
 	if end {
 		_ = x.dec.Close(emit)
+	}
+	if end || !x.hide && int64(len(x.hold))-(consumed-x.holdBase) > maxHeldEvent {
 		x.out = append(x.out, x.hold[consumed-x.holdBase:]...)
 		consumed = x.holdBase + int64(len(x.hold))
 	}

@@ -151,6 +151,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := r.Context()
 	x := p.gw.NewExchange(ctx, p.ids.Next())
+	x.WholeEvents()
 	end := gateway.Completed
 	defer func() { x.Settle(end) }()
 
