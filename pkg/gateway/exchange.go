@@ -130,6 +130,8 @@ type Exchange struct {
 	repStart, repEnd int64
 	chunk            []byte // the streamed array's chunk being split
 	wholeEvents      bool   // WholeEvents
+	lastEnd          int64  // where the last complete event ended
+	spare            []byte // the other of forwardWholeEvents' two hold buffers
 }
 
 // ID returns the request id.

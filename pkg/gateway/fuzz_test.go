@@ -81,10 +81,12 @@ func FuzzRequest(f *testing.F) {
 }
 
 // FuzzResponse drives the response side of every provider with arbitrary
-// bodies, error statuses and chunkings. The gateway never panics, and the
-// client gets the upstream's bytes unchanged, unless the gateway answered
-// an error about the operator's account itself: then the record names the
-// reason and the client's bytes carry the gateway's own message.
+// bodies, error statuses and chunkings, forwarding chunks as they come (as
+// Envoy's) or in whole events (as the standalone proxy). The gateway never
+// panics, and the client gets the upstream's bytes unchanged, unless the
+// gateway answered an error about the operator's account itself: then the
+// record names the reason and the client's bytes carry the gateway's own
+// message.
 func FuzzResponse(f *testing.F) {
 	env := newBenchEnv(f)
 	reqs := []struct{ target, body string }{
@@ -105,10 +107,10 @@ func FuzzResponse(f *testing.F) {
 		"[{\"candidates\":[]}\n,\r\n{\"error\":{\"code\":429,\"message\":\"quota\",\"status\":\"RESOURCE_EXHAUSTED\"}}\n]",
 	}
 	for i, s := range seeds {
-		f.Add(uint8(i), uint8(i), uint16(7*i), []byte(s))
+		f.Add(uint8(i), uint8(i), uint16(7*i), i%2 == 0, []byte(s))
 	}
-	f.Add(uint8(4), uint8(0), uint16(30), []byte(seeds[len(seeds)-1])) // the array on its route
-	f.Fuzz(func(t *testing.T, which, kind uint8, split uint16, body []byte) {
+	f.Add(uint8(4), uint8(0), uint16(30), false, []byte(seeds[len(seeds)-1])) // the array on its route
+	f.Fuzz(func(t *testing.T, which, kind uint8, size uint16, whole bool, body []byte) {
 		req := reqs[int(which)%len(reqs)]
 		status, ct := []int{200, 400, 402}[int(kind)%3], "application/json"
 		if status == 200 && !strings.HasSuffix(req.target, ":streamGenerateContent") {
@@ -123,13 +125,20 @@ func FuzzResponse(f *testing.F) {
 		if out := x.RequestBody([]byte(req.body)); out.Action != gateway.Forward {
 			t.Fatalf("request body: %s", out.Response.Body)
 		}
-		x.ResponseHeaders(status, gateway.Headers{{Name: "Content-Type", Value: ct}})
-		cut := 0
-		if len(body) > 0 {
-			cut = int(split) % (len(body) + 1)
+		if whole {
+			x.WholeEvents() // as the standalone proxy forwards
 		}
-		client := append([]byte(nil), x.ResponseBody(body[:cut], false)...)
-		client = append(client, x.ResponseBody(body[cut:], true)...)
+		x.ResponseHeaders(status, gateway.Headers{{Name: "Content-Type", Value: ct}})
+		// Chunks of size bytes (the last may be shorter or empty).
+		n := max(int(size)%997, 1)
+		var client []byte
+		for rest := body; ; rest = rest[min(n, len(rest)):] {
+			last := len(rest) <= n
+			client = append(client, x.ResponseBody(rest[:min(n, len(rest))], last)...)
+			if last {
+				break
+			}
+		}
 		rec := x.Settle(gateway.Completed)
 		switch gateway.Code(rec.Reason) {
 		case gateway.CodeUpstreamKey, gateway.CodeUpstreamDenied, gateway.CodeUpstreamLimit, gateway.CodeUpstreamQuota:

@@ -254,9 +254,12 @@ func (x *Exchange) responseBody(chunk []byte, end bool) []byte {
 	var out []byte
 	switch x.framing {
 	case framingSSE:
-		if x.hide || x.wholeEvents {
+		switch {
+		case x.hide:
 			out = x.filterEvents(chunk, end)
-		} else {
+		case x.wholeEvents:
+			out = x.forwardWholeEvents(chunk, end)
+		default:
 			out = x.meterEvents(chunk, end)
 		}
 	case framingArray:
@@ -312,6 +315,75 @@ func (x *Exchange) splice(chunk []byte) []byte {
 	x.out = append(append(append(x.out[:0], chunk[:from]...), x.rep...), chunk[to:]...)
 	x.rep = nil
 	return x.out
+}
+
+// maxHeldEvent bounds what forwardWholeEvents holds of an unfinished
+// event: an error event is small, and a Gemini event with an image (MiBs)
+// should not be held twice over, beside the decoder's copy.
+const maxHeldEvent = 64 << 10
+
+// forwardWholeEvents meters a chunk's events and forwards whole events
+// (WholeEvents): what follows the chunk's last complete event is held
+// (x.hold, from x.holdBase) until its event completes, and an error event
+// about the operator's account is replaced. A chunk that ends on an event
+// boundary, with nothing held and nothing replaced, goes out as it is.
+func (x *Exchange) forwardWholeEvents(chunk []byte, end bool) []byte {
+	base := x.fed // where chunk starts; x.hold ends there
+	x.chunkBase, x.fed = x.holdBase, x.fed+int64(len(chunk))
+	_ = x.dec.Feed(chunk, x.onWholeEvent)
+	if end {
+		_ = x.dec.Close(x.onWholeEvent)
+	}
+	cut := max(x.lastEnd, x.holdBase) // forward up to here
+	if end {
+		cut = x.fed
+	}
+	if len(x.hold) == 0 && x.rep == nil && cut == x.fed {
+		x.holdBase = cut
+		return chunk
+	}
+	// span appends the stream's bytes [from, to), held or in chunk.
+	span := func(dst []byte, from, to int64) []byte {
+		if h := x.holdBase + int64(len(x.hold)); from < h {
+			dst = append(dst, x.hold[from-x.holdBase:min(to, h)-x.holdBase]...)
+			from = min(to, h)
+		}
+		if from >= to {
+			return dst
+		}
+		return append(dst, chunk[from-base:to-base]...)
+	}
+	out := x.out[:0]
+	if x.rep != nil {
+		out = span(out, x.holdBase, x.repStart)
+		out = append(out, x.rep...)
+		out = span(out, x.repEnd, cut)
+		x.rep = nil
+	} else {
+		out = span(out, x.holdBase, cut)
+	}
+	rest := span(x.spare[:0], cut, x.fed)
+	x.spare, x.hold = x.hold[:0], rest
+	x.holdBase = cut
+	if !end && len(x.hold) > maxHeldEvent {
+		out = append(out, x.hold...)
+		x.holdBase, x.hold = x.fed, x.hold[:0]
+	}
+	x.out = out
+	return out
+}
+
+// onWholeEvent is forwardWholeEvents' view of an event.
+func (x *Exchange) onWholeEvent(ev sse.Event) error {
+	x.meter.Event(ev)
+	x.lastEnd = ev.End
+	if ev.Start < x.chunkBase {
+		// Begun in bytes already forwarded (an oversized event).
+		x.errSeen = x.errSeen || x.failer != nil && x.failer.Failed()
+	} else if f := x.accountError(ev.Data); f != nil {
+		x.rep, x.repStart, x.repEnd = x.prov.StreamError(f, x.route), ev.Start, ev.End
+	}
+	return nil
 }
 
 func (x *Exchange) onEvent(ev sse.Event) error {
@@ -379,34 +451,20 @@ func (x *Exchange) onElement(elem []byte) error {
 	return nil
 }
 
-// maxHeldEvent bounds what filterEvents holds of an unfinished event when
-// it holds only for WholeEvents: an error event is small, and a Gemini
-// event with an image (MiBs) should not be held twice over, beside the
-// decoder's copy.
-const maxHeldEvent = 64 << 10
-
 // filterEvents forwards whole events only, leaving out those the meter
 // drops and replacing an error event about the operator's account. The
-// bytes of an event still arriving are held until it completes; for
-// WholeEvents alone (nothing to hide), no more than maxHeldEvent of them.
+// bytes of an event still arriving are held until it completes.
 func (x *Exchange) filterEvents(chunk []byte, end bool) []byte {
 	x.hold = append(x.hold, chunk...)
 	x.out = x.out[:0]
 	consumed := x.holdBase
 	editor, _ := x.meter.(EventEditor)
 	emit := func(ev sse.Event) error {
-		drop := x.meter.Event(ev)
-		raw := x.hold[max(ev.Start, x.holdBase)-x.holdBase : ev.End-x.holdBase]
-		switch {
-		case ev.Start < x.holdBase:
-			// An oversized event, forwarded in part: the rest follows.
-			x.errSeen = x.errSeen || x.failer != nil && x.failer.Failed()
-			x.out = append(x.out, raw...)
-		case drop:
-		default:
+		if drop := x.meter.Event(ev); !drop {
+			raw := x.hold[ev.Start-x.holdBase : ev.End-x.holdBase]
 			if f := x.accountError(ev.Data); f != nil {
 				x.out = append(x.out, x.prov.StreamError(f, x.route)...)
-			} else if x.hide && editor != nil {
+			} else if editor != nil {
 				x.out = editor.AppendEvent(x.out, raw)
 			} else {
 				x.out = append(x.out, raw...)
@@ -418,8 +476,6 @@ func (x *Exchange) filterEvents(chunk []byte, end bool) []byte {
 	_ = x.dec.Feed(chunk, emit)
 	if end {
 		_ = x.dec.Close(emit)
-	}
-	if end || !x.hide && int64(len(x.hold))-(consumed-x.holdBase) > maxHeldEvent {
 		x.out = append(x.out, x.hold[consumed-x.holdBase:]...)
 		consumed = x.holdBase + int64(len(x.hold))
 	}
