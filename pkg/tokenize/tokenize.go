@@ -24,6 +24,10 @@
 //
 // A 10 MiB base64 image is thus 1,600 tokens, not 2.5 million.
 //
+// None of these rules applies inside the client's own JSON (tool call
+// arguments, tool results, JSON schemas) or under a key spelled with escapes:
+// everything there is counted as text, since the model reads it so.
+//
 // Opaque blobs that a provider hands out and takes back are not counted at
 // all: OpenAI's reasoning encrypted_content, Anthropic's thinking signature
 // and redacted_thinking data, Gemini's thoughtSignature. They are not text
