@@ -347,6 +347,8 @@ func TestInputTokensNumbers(t *testing.T) {
 	}{
 		{"embeddings, token arrays over the limit", `{"model":"m","input":[[` + ids(120_000) + `],[` + ids(90_000) + `]]}`, true, 0},
 		{"embeddings, token arrays within", `{"model":"m","input":[` + ids(1000) + `]}`, false, 1000 + 11}, // 11 bytes of text, not tokenized under the limit
+		{"long numbers in a tool's arguments over the limit", `{"model":"m","messages":[{"role":"assistant","content":[{"type":"tool_use","id":"x","name":"f","input":{"n":[` + longNumbers(700, 1000) + `]}}]}]}`, true, 0},
+		{"long numbers within", `{"model":"m","input":[` + longNumbers(10, 30) + `]}`, false, 10*9 + 11},
 		{"Gemini functionResponse numbers over the limit", `{"contents":[{"parts":[{"functionResponse":{"name":"f","response":{"values":[` + ids(210_000) + `]}}}]}]}`, true, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -365,6 +367,12 @@ func TestInputTokensNumbers(t *testing.T) {
 			}
 		})
 	}
+}
+
+// longNumbers returns n comma-separated numbers of the given digits.
+func longNumbers(n, digits int) string {
+	num := "1" + strings.Repeat("234567890", digits/9+1)[:digits-1]
+	return strings.TrimSuffix(strings.Repeat(num+",", n), ",")
 }
 
 func TestInputTokensManyImagesTokenizes(t *testing.T) {

@@ -127,11 +127,23 @@ func (w *walker) value(key, parent string) error {
 		if w.pos == start+1 && c == '-' {
 			return w.syntax("bad number")
 		}
-		w.numbers++
+		w.numbers += numberTokens(w.pos - start)
 		return nil
 	default:
 		return w.syntax(fmt.Sprintf("unexpected %q", c))
 	}
+}
+
+// numberTokens is what a number of n bytes counts: one token up to six
+// bytes (a token id, a price, a timestamp's part), and a token for every
+// three bytes beyond, less one, since o200k reads digits in groups of three.
+// A number of a thousand digits in a tool's arguments is read by the model
+// as some 333 tokens of text, and must not pass the limit as one.
+func numberTokens(n int) int64 {
+	if n <= 6 {
+		return 1
+	}
+	return int64(n+2)/3 - 1
 }
 
 func isNumberByte(c byte) bool {
