@@ -7,10 +7,12 @@
 // The body is walked as JSON and only text is tokenized: every object key and
 // every string value, except binary data and media references. Keys stand in
 // for the few framing tokens per message the providers add, and in tool
-// schemas they are property names the model does read. Each number counts as
-// one token: token-ID input (OpenAI embeddings take arrays of them) is
-// exactly that, and numbers in tool payloads are read by the model as text of
-// at least a token each, so a body of numbers cannot pass the limit uncounted.
+// schemas they are property names the model does read. A number of up to six
+// bytes counts as one token: token-ID input (OpenAI embeddings take arrays of
+// them) is exactly that, and numbers in tool payloads are read by the model as
+// text of at least a token each, so a body of numbers cannot pass the limit
+// uncounted. A longer number counts a token per three bytes, less one (o200k
+// reads digits in groups of three).
 // Booleans and nulls are not counted. Skipped, and counted as [MediaTokens]
 // each instead:
 //
@@ -23,6 +25,10 @@
 //     file_data.file_uri.
 //
 // A 10 MiB base64 image is thus 1,600 tokens, not 2.5 million.
+//
+// None of these rules applies inside the client's own JSON (tool call
+// arguments, tool results, JSON schemas) or under a key spelled with escapes:
+// everything there is counted as text, since the model reads it so.
 //
 // Opaque blobs that a provider hands out and takes back are not counted at
 // all: OpenAI's reasoning encrypted_content, Anthropic's thinking signature
@@ -190,7 +196,7 @@ func (c *Counter) InputTokens(body []byte, limit int64) (int64, error) {
 
 // Estimate returns a cheap estimate of the input tokens of a JSON request
 // body: a quarter of the bytes of its text, rounded up, plus [MediaTokens] per
-// media item and one per number. It does not tokenize and costs about as much as scanning the body
+// media item and the numbers' tokens. It does not tokenize and costs about as much as scanning the body
 // once, so it suits TPM reservations made on every request. A body that is not
 // valid JSON is estimated as a quarter of its length.
 func (c *Counter) Estimate(body []byte) int64 {

@@ -347,6 +347,8 @@ func TestInputTokensNumbers(t *testing.T) {
 	}{
 		{"embeddings, token arrays over the limit", `{"model":"m","input":[[` + ids(120_000) + `],[` + ids(90_000) + `]]}`, true, 0},
 		{"embeddings, token arrays within", `{"model":"m","input":[` + ids(1000) + `]}`, false, 1000 + 11}, // 11 bytes of text, not tokenized under the limit
+		{"long numbers in a tool's arguments over the limit", `{"model":"m","messages":[{"role":"assistant","content":[{"type":"tool_use","id":"x","name":"f","input":{"n":[` + longNumbers(700, 1000) + `]}}]}]}`, true, 0},
+		{"long numbers within", `{"model":"m","input":[` + longNumbers(10, 30) + `]}`, false, 10*9 + 11},
 		{"Gemini functionResponse numbers over the limit", `{"contents":[{"parts":[{"functionResponse":{"name":"f","response":{"values":[` + ids(210_000) + `]}}}]}]}`, true, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -365,6 +367,12 @@ func TestInputTokensNumbers(t *testing.T) {
 			}
 		})
 	}
+}
+
+// longNumbers returns n comma-separated numbers of the given digits.
+func longNumbers(n, digits int) string {
+	num := "1" + strings.Repeat("234567890", digits/9+1)[:digits-1]
+	return strings.TrimSuffix(strings.Repeat(num+",", n), ",")
 }
 
 func TestInputTokensManyImagesTokenizes(t *testing.T) {
@@ -702,4 +710,39 @@ func TestNewCounterIsLazy(t *testing.T) {
 		t.Errorf("the first count grew the heap by only %d bytes: was the table already built?", loaded-created)
 	}
 	runtime.KeepAlive(c)
+}
+
+// TestInputTokensClientData: the client's own JSON (tool call arguments, tool
+// results, schemas) is text the model reads whatever its keys, so keys that
+// name media or opaque blobs elsewhere hide nothing there from the count.
+func TestInputTokensClientData(t *testing.T) {
+	c := counter(t)
+	text := prose(1_200_000) // over 200k tokens
+	for _, tc := range []struct{ name, body string }{
+		{"Gemini functionResponse thoughtSignature", `{"contents":[{"parts":[{"functionResponse":{"name":"f","response":{"thoughtSignature":"` + text + `"}}}]}]}`},
+		{"Gemini functionResponse image_url", `{"contents":[{"parts":[{"functionResponse":{"name":"f","response":{"r":[{"image_url":"` + text + `"}]}}}]}]}`},
+		{"Gemini functionCall args inlineData", `{"contents":[{"parts":[{"functionCall":{"name":"f","args":{"inlineData":{"data":"` + text + `"}}}}]}]}`},
+		{"Gemini responseSchema", `{"contents":[],"generationConfig":{"responseSchema":{"type":"STRING","file_id":"` + text + `"}}}`},
+		{"Anthropic tool_use input redacted_thinking", `{"model":"m","messages":[{"role":"assistant","content":[{"type":"tool_use","id":"x","name":"f","input":{"type":"redacted_thinking","data":"` + text + `"}}]}]}`},
+		{"Anthropic tool_use input thinking signature", `{"model":"m","messages":[{"role":"assistant","content":[{"input":{"signature":"` + text + `","type":"thinking"},"type":"tool_use"}]}]}`},
+		{"Anthropic tool_use input base64 source", `{"model":"m","messages":[{"role":"assistant","content":[{"type":"tool_use","input":{"source":{"type":"base64","data":"` + text + `"}}}]}]}`},
+		{"Anthropic tool_use input encrypted_content", `{"model":"m","messages":[{"role":"assistant","content":[{"type":"tool_use","input":{"encrypted_content":"` + text + `"}}]}]}`},
+		{"Anthropic input_schema file_id", `{"model":"m","tools":[{"name":"f","input_schema":{"type":"object","file_id":"` + text + `"}}],"messages":[]}`},
+		{"OpenAI function parameters file_url", `{"model":"m","tools":[{"type":"function","function":{"name":"f","parameters":{"file_url":"` + text + `"}}}],"messages":[]}`},
+		{"OpenAI json_schema schema image_url", `{"model":"m","response_format":{"type":"json_schema","json_schema":{"name":"n","schema":{"image_url":{"url":"` + text + `"}}}},"messages":[]}`},
+		{"escaped key", `{"model":"m","messages":[{"role":"user","content":[{"type":"text","t\u0065xt":{"thoughtSignature":"` + text + `"}}]}]}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := c.InputTokens([]byte(tc.body), limit200k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got <= limit200k {
+				t.Errorf("InputTokens = %d, want over %d: the hidden text was not counted", got, limit200k)
+			}
+			if est := c.Estimate([]byte(tc.body)); est <= limit200k {
+				t.Errorf("Estimate = %d, want over %d", est, limit200k)
+			}
+		})
+	}
 }

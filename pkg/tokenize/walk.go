@@ -28,6 +28,9 @@ type walker struct {
 	buf   []byte
 	pos   int
 	depth int
+	// client is set inside the client's own JSON (see clientData): every
+	// string there is text the model reads, whatever its key.
+	client bool
 	tally
 	// visit receives the raw bytes between the quotes of a text-bearing
 	// string, and whether they contain escapes. It returns false to stop the
@@ -99,6 +102,9 @@ func (w *walker) value(key, parent string) error {
 		if err != nil {
 			return err
 		}
+		if w.client {
+			return w.emit(raw, escaped)
+		}
 		if isOpaque(key) {
 			return nil
 		}
@@ -121,11 +127,23 @@ func (w *walker) value(key, parent string) error {
 		if w.pos == start+1 && c == '-' {
 			return w.syntax("bad number")
 		}
-		w.numbers++
+		w.numbers += numberTokens(w.pos - start)
 		return nil
 	default:
 		return w.syntax(fmt.Sprintf("unexpected %q", c))
 	}
+}
+
+// numberTokens is what a number of n bytes counts: one token up to six
+// bytes (a token id, a price, a timestamp's part), and a token for every
+// three bytes beyond, less one, since o200k reads digits in groups of three.
+// A number of a thousand digits in a tool's arguments is read by the model
+// as some 333 tokens of text, and must not pass the limit as one.
+func numberTokens(n int) int64 {
+	if n <= 6 {
+		return 1
+	}
+	return int64(n+2)/3 - 1
 }
 
 func isNumberByte(c byte) bool {
@@ -193,6 +211,14 @@ func (w *walker) object(key string) error {
 
 		isString := w.pos < len(w.buf) && w.buf[w.pos] == '"'
 		switch {
+		case !w.client && (nameEscaped || clientData(rawName, w.buf[w.pos:])):
+			// The client's own JSON (or a key spelled with escapes, which
+			// the provider decodes to any name): no rule applies inside.
+			w.client = true
+			err = w.value("", "")
+			w.client = false
+		case w.client:
+			err = w.value("", "")
 		case name == "data" && isString:
 			err = data.read(w)
 		case name == "signature" && isString:
@@ -414,6 +440,28 @@ func isMedia(key, parent string, raw []byte) bool {
 		return key == "url"
 	}
 	return isDataURL(raw)
+}
+
+// clientData reports whether the member named raw, whose value starts at
+// rest, holds the client's own JSON, which the provider hands to the model
+// as text whatever its keys: a tool call's arguments (Anthropic tool_use
+// input, Gemini functionCall.args), a tool's result (Gemini
+// functionResponse.response) and the JSON schemas of tools and structured
+// output. The rules for media and opaque blobs must not apply there: a
+// client could otherwise hide any amount of text from the count under a
+// key named thoughtSignature, file_id or data. An "input" is the client's
+// only as an object (Anthropic's tool_use); OpenAI's top-level input is a
+// string or an array of items.
+func clientData(raw, rest []byte) bool {
+	switch string(raw) {
+	case "args", "response", "arguments", "input_schema", "schema",
+		"parameters", "parametersJsonSchema", "parameters_json_schema",
+		"responseSchema", "response_schema", "responseJsonSchema", "response_json_schema":
+		return true
+	case "input":
+		return len(rest) > 0 && rest[0] == '{'
+	}
+	return false
 }
 
 // isOpaque reports whether a string value under key is an opaque blob the

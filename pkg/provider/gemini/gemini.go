@@ -177,7 +177,7 @@ func (*Provider) Inspect(r gateway.Route, body []byte) (gateway.Inspection, *gat
 }
 
 // checkBodyModels refuses a body that names another model than the path
-// (embedContent's model, each batchEmbedContents request's, countTokens'
+// (generateContent's and embedContent's model, each batchEmbedContents request's, countTokens'
 // generateContentRequest.model): the gateway admits and bills the path's
 // model. The SDKs always repeat it in embeddings; countTokens needs it in
 // its generateContentRequest form, which raw REST users send to count a
@@ -193,7 +193,10 @@ func checkBodyModels(r gateway.Route, obj *jsonedit.Object) *gateway.Failure {
 	}
 	var bad string
 	switch r.Operation {
-	case opEmbed:
+	case opEmbed, opGenerate, opStream:
+		// generateContent's request message has the path's model field
+		// too: a body may set it, and which one Google then runs is not
+		// documented.
 		if !names(obj.Get("model")) {
 			bad = "model"
 		}

@@ -7,9 +7,10 @@ import (
 	"github.com/tollgate-dev/tollgate/pkg/gateway"
 )
 
-// TestInspectBodyModels: an embedding or countTokens body that names
-// another model than the path is refused (the gateway admits the path's);
-// the SDKs' own bodies, which repeat the path's model or name none, pass.
+// TestInspectBodyModels: a generateContent, embedding or countTokens body
+// that names another model than the path is refused (the gateway admits and
+// prices the path's); the SDKs' own bodies, which repeat the path's model or
+// name none, pass.
 func TestInspectBodyModels(t *testing.T) {
 	const batch = "/v1beta/models/gemini-embedding-001:batchEmbedContents"
 	const single = "/v1beta/models/gemini-embedding-001:embedContent"
@@ -27,7 +28,11 @@ func TestInspectBodyModels(t *testing.T) {
 		{"countTokens, contents only", count, `{"contents":[]}`, ""},
 		{"countTokens, generateContentRequest with the path's model", count, `{"generateContentRequest":{"model":"models/gemini-2.5-flash","contents":[]}}`, ""},
 		{"countTokens, generateContentRequest with another model", count, `{"generateContentRequest":{"model":"models/gemini-2.5-pro","contents":[]}}`, "generateContentRequest.model"},
-		{"generateContent is not checked", "/v1beta/models/gemini-2.5-flash:generateContent", `{"model":"x","contents":[]}`, ""},
+		{"generateContent, no model in the body (the SDKs' form)", "/v1beta/models/gemini-2.5-flash-lite:generateContent", `{"contents":[]}`, ""},
+		{"generateContent, the path's model", "/v1beta/models/gemini-2.5-flash-lite:generateContent", `{"model":"models/gemini-2.5-flash-lite","contents":[]}`, ""},
+		{"generateContent, another model", "/v1beta/models/gemini-2.5-flash-lite:generateContent", `{"model":"models/gemini-2.5-pro","contents":[]}`, "model"},
+		{"streamGenerateContent, another model", "/v1beta/models/gemini-2.5-flash-lite:streamGenerateContent", `{"contents":[],"model":"gemini-2.5-pro"}`, "model"},
+		{"generateContent, model not a string", "/v1beta/models/gemini-2.5-flash-lite:generateContent", `{"model":{"name":"gemini-2.5-pro"},"contents":[]}`, "model"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := New()
