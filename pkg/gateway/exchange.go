@@ -120,18 +120,17 @@ type Exchange struct {
 	// is forwarded, since it may be about the operator's account.
 	peek   bool
 	errDoc []byte
-	// fed counts the stream's bytes so far, chunkBase those before the
-	// chunk at hand; errSeen: the stream's first error event was judged
-	// (accountError), and rep replaces it at [repStart, repEnd).
-	fed, chunkBase   int64
-	errSeen          bool
-	failer           StreamFailer
-	rep              []byte
-	repStart, repEnd int64
-	chunk            []byte // the streamed array's chunk being split
-	wholeEvents      bool   // WholeEvents
-	lastEnd          int64  // where the last complete event ended
-	spare            []byte // the other of forwardWholeEvents' two hold buffers
+	// fed counts the stream's bytes so far; the bytes before sent have
+	// gone to the client; lastEnd is where the last complete event ended.
+	// errSeen: the stream's first error was judged (accountError), and
+	// rep replaces it at [repStart, repEnd).
+	fed, sent, lastEnd int64
+	errSeen            bool
+	failer             StreamFailer
+	rep                []byte
+	repStart, repEnd   int64
+	chunk              []byte // the streamed array's chunk being split
+	wholeEvents        bool   // WholeEvents
 }
 
 // ID returns the request id.

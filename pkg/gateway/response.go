@@ -296,7 +296,7 @@ func (x *Exchange) responseBody(chunk []byte, end bool) []byte {
 // earlier chunk, already forwarded, cannot be, and passes (holding every
 // chunk's unfinished event back would edit the chunking of every stream).
 func (x *Exchange) meterEvents(chunk []byte, end bool) []byte {
-	x.chunkBase = x.fed
+	x.sent = x.fed
 	x.fed += int64(len(chunk))
 	_ = x.dec.Feed(chunk, x.onEvent)
 	if end {
@@ -305,13 +305,14 @@ func (x *Exchange) meterEvents(chunk []byte, end bool) []byte {
 	return x.splice(chunk)
 }
 
-// splice returns chunk with the replacement of an account error (rep, at
-// [repStart, repEnd) of the stream) in place, or chunk itself.
+// splice returns chunk, which starts at x.sent, with the replacement of an
+// account error (rep, at [repStart, repEnd) of the stream) in place, or
+// chunk itself.
 func (x *Exchange) splice(chunk []byte) []byte {
 	if x.rep == nil {
 		return chunk
 	}
-	from, to := x.repStart-x.chunkBase, x.repEnd-x.chunkBase
+	from, to := x.repStart-x.sent, x.repEnd-x.sent
 	x.out = append(append(append(x.out[:0], chunk[:from]...), x.rep...), chunk[to:]...)
 	x.rep = nil
 	return x.out
@@ -324,15 +325,15 @@ const maxHeldEvent = 64 << 10
 
 // forwardWholeEvents meters a chunk's events and forwards whole events
 // (WholeEvents): what follows the chunk's last complete event is held
-// (x.hold, from x.holdBase) until its event completes, and an error event
-// about the operator's account is replaced. A chunk that ends on an event
-// boundary, with nothing held and nothing replaced, goes out as it is.
+// (x.hold, from x.holdBase = x.sent) until its event completes, and an
+// error event about the operator's account is replaced. A chunk that ends
+// on an event boundary, with nothing held and nothing replaced, goes out as
+// it is.
 func (x *Exchange) forwardWholeEvents(chunk []byte, end bool) []byte {
-	base := x.fed // where chunk starts; x.hold ends there
-	x.chunkBase, x.fed = x.holdBase, x.fed+int64(len(chunk))
-	_ = x.dec.Feed(chunk, x.onWholeEvent)
+	x.sent, x.fed = x.holdBase, x.fed+int64(len(chunk))
+	_ = x.dec.Feed(chunk, x.onEvent)
 	if end {
-		_ = x.dec.Close(x.onWholeEvent)
+		_ = x.dec.Close(x.onEvent)
 	}
 	cut := max(x.lastEnd, x.holdBase) // forward up to here
 	if end {
@@ -342,28 +343,16 @@ func (x *Exchange) forwardWholeEvents(chunk []byte, end bool) []byte {
 		x.holdBase = cut
 		return chunk
 	}
-	// span appends the stream's bytes [from, to), held or in chunk.
-	span := func(dst []byte, from, to int64) []byte {
-		if h := x.holdBase + int64(len(x.hold)); from < h {
-			dst = append(dst, x.hold[from-x.holdBase:min(to, h)-x.holdBase]...)
-			from = min(to, h)
-		}
-		if from >= to {
-			return dst
-		}
-		return append(dst, chunk[from-base:to-base]...)
-	}
+	x.hold = append(x.hold, chunk...)
+	held := func(from, to int64) []byte { return x.hold[from-x.holdBase : to-x.holdBase] }
 	out := x.out[:0]
 	if x.rep != nil {
-		out = span(out, x.holdBase, x.repStart)
-		out = append(out, x.rep...)
-		out = span(out, x.repEnd, cut)
+		out = append(append(append(out, held(x.holdBase, x.repStart)...), x.rep...), held(x.repEnd, cut)...)
 		x.rep = nil
 	} else {
-		out = span(out, x.holdBase, cut)
+		out = append(out, held(x.holdBase, cut)...)
 	}
-	rest := span(x.spare[:0], cut, x.fed)
-	x.spare, x.hold = x.hold[:0], rest
+	x.hold = x.hold[:copy(x.hold, held(cut, x.fed))]
 	x.holdBase = cut
 	if !end && len(x.hold) > maxHeldEvent {
 		out = append(out, x.hold...)
@@ -373,41 +362,34 @@ func (x *Exchange) forwardWholeEvents(chunk []byte, end bool) []byte {
 	return out
 }
 
-// onWholeEvent is forwardWholeEvents' view of an event.
-func (x *Exchange) onWholeEvent(ev sse.Event) error {
-	x.meter.Event(ev)
-	x.lastEnd = ev.End
-	if ev.Start < x.chunkBase {
-		// Begun in bytes already forwarded (an oversized event).
-		x.errSeen = x.errSeen || x.failer != nil && x.failer.Failed()
-	} else if f := x.accountError(ev.Data); f != nil {
-		x.rep, x.repStart, x.repEnd = x.prov.StreamError(f, x.route), ev.Start, ev.End
-	}
-	return nil
-}
-
+// onEvent meters an event of a stream forwarded by meterEvents or
+// forwardWholeEvents and notes where it ends and whether it is an account
+// error to replace.
 func (x *Exchange) onEvent(ev sse.Event) error {
 	x.meter.Event(ev)
-	if ev.Start < x.chunkBase {
-		// Begun in a chunk already forwarded: it cannot be replaced.
-		x.errSeen = x.errSeen || x.failer != nil && x.failer.Failed()
-	} else if f := x.accountError(ev.Data); f != nil {
+	x.lastEnd = ev.End
+	if f := x.accountError(ev.Data, ev.Start >= x.sent); f != nil {
 		x.rep, x.repStart, x.repEnd = x.prov.StreamError(f, x.route), ev.Start, ev.End
 	}
 	return nil
 }
 
-// accountError reads a stream's first error (an SSE event's data or a
-// streamed array's element) and returns the gateway's own failure in its
-// place when the provider reads it as about the operator's account (a
-// Responses stream failing on the organization's rate limit names the
-// organization and its use across tenants; see accountRefusal), or nil.
-// It is called after the meter saw the event.
-func (x *Exchange) accountError(data []byte) *Failure {
+// accountError judges a stream's first error (an SSE event's data or a
+// streamed array's element), after the meter saw it, and returns the
+// gateway's own failure to put in its place when the provider reads it as
+// about the operator's account (a Responses stream failing on the
+// organization's rate limit names the organization and its use across
+// tenants; see accountRefusal), or nil. An error that can no longer be
+// replaced (begun in bytes already forwarded) is judged all the same, and
+// passes.
+func (x *Exchange) accountError(data []byte, replaceable bool) *Failure {
 	if x.errSeen || x.failer == nil || !x.failer.Failed() {
 		return nil
 	}
 	x.errSeen = true
+	if !replaceable {
+		return nil
+	}
 	code := x.prov.AccountError(StatusOK, data)
 	if code == "" {
 		return nil
@@ -429,7 +411,7 @@ func (x *Exchange) accountError(data []byte) *Failure {
 // element about the operator's account that lies whole in the chunk, which
 // is replaced there by the gateway's error document (see meterEvents).
 func (x *Exchange) splitElements(chunk []byte) []byte {
-	x.chunkBase = x.fed
+	x.sent = x.fed
 	x.fed += int64(len(chunk))
 	x.chunk = chunk
 	_ = x.arr.Feed(chunk, x.onElement)
@@ -442,11 +424,10 @@ func (x *Exchange) onElement(elem []byte) error {
 	// An element whole in this chunk aliases it: its start is where the
 	// chunk's and the element's capacities part.
 	at := cap(x.chunk) - cap(elem)
-	if len(elem) == 0 || at < 0 || at >= len(x.chunk) || &x.chunk[at] != &elem[0] {
-		x.errSeen = x.errSeen || x.failer != nil && x.failer.Failed()
-	} else if f := x.accountError(elem); f != nil {
+	whole := len(elem) > 0 && at >= 0 && at < len(x.chunk) && &x.chunk[at] == &elem[0]
+	if f := x.accountError(elem, whole); f != nil {
 		_, body := x.prov.Error(f)
-		x.rep, x.repStart, x.repEnd = body, x.chunkBase+int64(at), x.chunkBase+int64(at+len(elem))
+		x.rep, x.repStart, x.repEnd = body, x.sent+int64(at), x.sent+int64(at+len(elem))
 	}
 	return nil
 }
@@ -462,7 +443,7 @@ func (x *Exchange) filterEvents(chunk []byte, end bool) []byte {
 	emit := func(ev sse.Event) error {
 		if drop := x.meter.Event(ev); !drop {
 			raw := x.hold[ev.Start-x.holdBase : ev.End-x.holdBase]
-			if f := x.accountError(ev.Data); f != nil {
+			if f := x.accountError(ev.Data, true); f != nil {
 				x.out = append(x.out, x.prov.StreamError(f, x.route)...)
 			} else if editor != nil {
 				x.out = editor.AppendEvent(x.out, raw)
