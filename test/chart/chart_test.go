@@ -453,35 +453,14 @@ func TestRender(t *testing.T) {
 		// puts them on every proxy container: rendered as flags the
 		// binary reads (TestInjectorArgsAreFlags), from the documented values.
 		{"sidecar resources default", nil, func(t *testing.T, r *Rendered) {
-			f := flags(container(t, one[*appsv1.Deployment](t, r, "Deployment", injectorName), "injector"))
-			var res corev1.ResourceRequirements
-			if err := json.Unmarshal([]byte(f["proxy-resources"]), &res); err != nil {
-				t.Fatalf("--proxy-resources=%q: %v", f["proxy-resources"], err)
-			}
-			if res.Requests.Cpu().String() != "50m" || res.Requests.Memory().String() != "64Mi" ||
-				res.Limits.Cpu().String() != "1" || res.Limits.Memory().String() != "256Mi" {
-				t.Errorf("--proxy-resources=%s, want the injector's defaults: requests 50m/64Mi, limits 1/256Mi", f["proxy-resources"])
-			}
-			if f["proxy-image-pull-policy"] != "IfNotPresent" {
-				t.Errorf("--proxy-image-pull-policy=%q", f["proxy-image-pull-policy"])
-			}
+			// The injector's defaults.
+			wantProxyFlags(t, r, [4]string{"50m", "64Mi", "1", "256Mi"}, "IfNotPresent")
 		}},
 		{"sidecar resources set", vals("injector.sidecar.resources", map[string]any{
 			"requests": map[string]any{"cpu": "100m", "memory": "128Mi"},
 			"limits":   map[string]any{"cpu": 2, "memory": "1Gi"},
 		}, "injector.sidecar.image.pullPolicy", "Always"), func(t *testing.T, r *Rendered) {
-			f := flags(container(t, one[*appsv1.Deployment](t, r, "Deployment", injectorName), "injector"))
-			var res corev1.ResourceRequirements
-			if err := json.Unmarshal([]byte(f["proxy-resources"]), &res); err != nil {
-				t.Fatalf("--proxy-resources=%q: %v", f["proxy-resources"], err)
-			}
-			if res.Requests.Cpu().String() != "100m" || res.Requests.Memory().String() != "128Mi" ||
-				res.Limits.Cpu().String() != "2" || res.Limits.Memory().String() != "1Gi" {
-				t.Errorf("--proxy-resources=%s", f["proxy-resources"])
-			}
-			if f["proxy-image-pull-policy"] != "Always" {
-				t.Errorf("--proxy-image-pull-policy=%q", f["proxy-image-pull-policy"])
-			}
+			wantProxyFlags(t, r, [4]string{"100m", "128Mi", "2", "1Gi"}, "Always")
 		}},
 		{"native sidecar off", vals("injector.nativeSidecar", false), func(t *testing.T, r *Rendered) {
 			d := one[*appsv1.Deployment](t, r, "Deployment", injectorName)
@@ -1048,5 +1027,22 @@ func TestPromptCacheKeyShared(t *testing.T) {
 				t.Errorf("injector container %s gets the prompt cache secret", c.Name)
 			}
 		}
+	}
+}
+
+// wantProxyFlags checks the sidecar's resources (requests cpu and memory,
+// limits cpu and memory) and pull policy as the injector's flags carry them.
+func wantProxyFlags(t *testing.T, r *Rendered, res [4]string, pullPolicy string) {
+	t.Helper()
+	f := flags(container(t, one[*appsv1.Deployment](t, r, "Deployment", injectorName), "injector"))
+	var got corev1.ResourceRequirements
+	if err := json.Unmarshal([]byte(f["proxy-resources"]), &got); err != nil {
+		t.Fatalf("--proxy-resources=%q: %v", f["proxy-resources"], err)
+	}
+	if have := [4]string{got.Requests.Cpu().String(), got.Requests.Memory().String(), got.Limits.Cpu().String(), got.Limits.Memory().String()}; have != res {
+		t.Errorf("--proxy-resources=%s: requests %s/%s, limits %s/%s; want %s/%s, %s/%s", f["proxy-resources"], have[0], have[1], have[2], have[3], res[0], res[1], res[2], res[3])
+	}
+	if f["proxy-image-pull-policy"] != pullPolicy {
+		t.Errorf("--proxy-image-pull-policy=%q, want %q", f["proxy-image-pull-policy"], pullPolicy)
 	}
 }
