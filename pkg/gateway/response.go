@@ -239,7 +239,9 @@ func (x *Exchange) peekBody(chunk []byte, end bool) []byte {
 		if code := x.prov.AccountError(x.status, held); code != "" {
 			x.replaced = x.accountFailure(x.status, code)
 			x.completed = true
-			return x.errorResponse(x.replaced).Body
+			// The headers went out already: only the body changes.
+			_, body := x.prov.Error(x.replaced)
+			return body
 		}
 	}
 	return x.responseBody(held, end)
