@@ -104,6 +104,7 @@ func FuzzResponse(f *testing.F) {
 		`{"error":{"code":400,"message":"API key not valid.","status":"INVALID_ARGUMENT","details":[{"reason":"API_KEY_INVALID"}]}}`,
 		`{"type":"error","error":{"type":"billing_error","message":"Your credit balance is too low"}}`,
 		`{"error":{"message":"x","type":"invalid_request_error","code":"billing_hard_limit_reached"}}`,
+		"{\"error\":{\"message\":\"Your organization must be verified to use the model `o3`.\",\"type\":\"invalid_request_error\",\"code\":\"model_not_found\"}}",
 		"[{\"candidates\":[]}\n,\r\n{\"error\":{\"code\":429,\"message\":\"quota\",\"status\":\"RESOURCE_EXHAUSTED\"}}\n]",
 	}
 	for i, s := range seeds {
@@ -112,7 +113,7 @@ func FuzzResponse(f *testing.F) {
 	f.Add(uint8(4), uint8(0), uint16(30), false, []byte(seeds[len(seeds)-1])) // the array on its route
 	f.Fuzz(func(t *testing.T, which, kind uint8, size uint16, whole bool, body []byte) {
 		req := reqs[int(which)%len(reqs)]
-		status, ct := []int{200, 400, 402}[int(kind)%3], "application/json"
+		status, ct := []int{200, 400, 402, 404}[int(kind)%4], "application/json"
 		if status == 200 && !strings.HasSuffix(req.target, ":streamGenerateContent") {
 			ct = "text/event-stream"
 		}

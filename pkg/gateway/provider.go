@@ -95,7 +95,7 @@ type Provider interface {
 	// StreamError renders a failure as an event in an already started stream.
 	StreamError(f *Failure, r Route) []byte
 	// AccountError reads an upstream error document of a status the
-	// gateway cannot judge by the status alone (400, 402), or with status
+	// gateway cannot judge by the status alone (400, 402, 404), or with status
 	// 200 the data of an error event inside a stream, and returns
 	// CodeUpstreamKey, CodeUpstreamDenied, CodeUpstreamLimit or
 	// CodeUpstreamQuota when it is about the operator's provider account

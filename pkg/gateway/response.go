@@ -36,7 +36,7 @@ func (x *Exchange) ResponseHeaders(status int, h Headers) Headers {
 	// Whether an error document is about the operator's account shows in
 	// its body only: it is held until whole (peekBody), and may change.
 	x.peek = x.prov != nil && x.replaced == nil && x.framing == framingDoc &&
-		(status == StatusBadRequest || status == StatusPaymentRequired) && strings.Contains(ct, "json")
+		peekedStatus(status) && strings.Contains(ct, "json")
 	// A field the upstream's Connection header names is hop-by-hop too
 	// (RFC 9110 §7.6.1); HTTP/1.1 upstreams may send one.
 	conn := h.Get("connection")
@@ -218,11 +218,20 @@ func (x *Exchange) ResponseBody(chunk []byte, end bool) []byte {
 	return x.responseBody(chunk, end)
 }
 
+// peekedStatus reports whether an upstream error of this status may be
+// about the operator's account by what its body says: a 400 (Gemini's
+// invalid key, Anthropic's credit balance, OpenAI's unverified organization
+// or billing limit), a 402 (Anthropic's billing) or a 404 (OpenAI's model
+// that an unverified organization may not use).
+func peekedStatus(status int) bool {
+	return status == StatusBadRequest || status == StatusPaymentRequired || status == StatusNotFound
+}
+
 // maxPeek bounds the error document held for peekBody: provider error
 // documents are a few hundred bytes.
 const maxPeek = 64 << 10
 
-// peekBody holds an upstream error document (400 or 402) until it is
+// peekBody holds an upstream error document (peekedStatus) until it is
 // whole, then forwards it, or, when the provider reads it as about the
 // operator's account (Gemini's invalid key, Anthropic's credit balance),
 // the gateway's own error of that status instead (see accountRefusal for

@@ -544,9 +544,10 @@ func TestUpstreamAccountRefusal(t *testing.T) {
 	}
 }
 
-// TestUpstreamAccountErrorInBody: a 400 or 402 is about the operator's
-// account only by what its body says (Gemini's invalid key, Anthropic's
-// credit balance, OpenAI's billing limit). The gateway holds such an error
+// TestUpstreamAccountErrorInBody: a 400, 402 or 404 is about the
+// operator's account only by what its body says (Gemini's invalid key,
+// Anthropic's credit balance, OpenAI's billing limit and unverified
+// organization). The gateway holds such an error
 // document until it is whole, dropping its content-length, and forwards it
 // unchanged, or its own error of the same status in the provider's shape,
 // with the record's reason and an error log. Bodies that are the request's
@@ -572,6 +573,11 @@ func TestUpstreamAccountErrorInBody(t *testing.T) {
 		{"anthropic billing 402", "anthropic", 402, `{"type":"error","error":{"type":"billing_error","message":"Your credit balance is too low."}}`, 16, gateway.CodeUpstreamQuota, "billing_error"},
 		{"anthropic request error", "anthropic", 400, `{"type":"error","error":{"type":"invalid_request_error","message":"max_tokens: Field required"}}`, 0, "", ""},
 		{"openai billing", "openai", 400, `{"error":{"message":"Billing hard limit has been reached","type":"invalid_request_error","param":null,"code":"billing_hard_limit_reached"}}`, 0, gateway.CodeUpstreamQuota, "insufficient_quota"},
+		{"openai unverified organization, stream", "openai", 400, `{"error":{"message":"Your organization must be verified to stream this model. Please go to: https://platform.openai.com/settings/organization/general and click on Verify Organization. If you just verified, it can take up to 15 minutes for access to propagate.","type":"invalid_request_error","param":"stream","code":"unsupported_value"}}`, 0, gateway.CodeUpstreamDenied, "permission_error"},
+		{"openai unverified organization, model", "openai", 404, "{\"error\":{\"message\":\"Your organization must be verified to use the model `o3`. Please go to: https://platform.openai.com/settings/organization/general and click on Verify Organization. If you just verified, it can take up to 15 minutes for access to propagate.\",\"type\":\"invalid_request_error\",\"param\":null,\"code\":\"model_not_found\"}}", 9, gateway.CodeUpstreamDenied, "permission_error"},
+		{"openai model not found", "openai", 404, "{\"error\":{\"message\":\"The model `gpt-4o-mini` does not exist or you do not have access to it.\",\"type\":\"invalid_request_error\",\"param\":null,\"code\":\"model_not_found\"}}", 0, "", ""},
+		{"anthropic not found", "anthropic", 404, `{"type":"error","error":{"type":"not_found_error","message":"model: claude-sonnet-4-5"}}`, 0, "", ""},
+		{"gemini not found", "gemini", 404, `{"error":{"code":404,"message":"models/gemini-2.5-flash is not found for API version v1beta, or is not supported for generateContent.","status":"NOT_FOUND"}}`, 0, "", ""},
 		{"openai request error", "openai", 400, `{"error":{"message":"Invalid value for 'temperature'.","type":"invalid_request_error","param":"temperature","code":null}}`, 3, "", ""},
 		{"not json", "openai", 400, `Your credit balance is too low`, 0, "", ""},
 		{"oversized", "anthropic", 400, `{"type":"error","error":{"type":"billing_error","message":"` + strings.Repeat("x", 70<<10) + `"}}`, 4096, "", ""},
@@ -586,7 +592,7 @@ func TestUpstreamAccountErrorInBody(t *testing.T) {
 			uh := append(upstreamHeaders(ct), gateway.Header{Name: "Content-Length", Value: strconv.Itoa(len(tc.body))})
 			got := x.ResponseHeaders(tc.status, uh)
 			if _, replaced := x.Replacement(); replaced {
-				t.Fatal("replaced at the headers; a 400 or 402 is judged by its body")
+				t.Fatal("replaced at the headers; a 400, 402 or 404 is judged by its body")
 			}
 			if held := got.Get("content-length") == ""; held != (tc.name != "not json") {
 				t.Errorf("content-length dropped = %v, want %v (the body may change)", held, tc.name != "not json")

@@ -634,7 +634,7 @@ func wantClientBody(t *testing.T, c replayCase, v variant) []byte {
 
 // accountRefusal is the reason the gateway records for an upstream error
 // about the operator's account, which it answers itself, or "": by status,
-// or for a 400 or 402 by what the provider reads in the body.
+// or for a 400, 402 or 404 by what the provider reads in the body.
 func accountRefusal(c replayCase) gateway.Code {
 	it := c.It
 	switch {
@@ -646,7 +646,7 @@ func accountRefusal(c replayCase) gateway.Code {
 		return gateway.CodeUpstreamQuota
 	case it.Status == http.StatusTooManyRequests:
 		return gateway.CodeUpstreamLimit
-	case it.Status == http.StatusBadRequest || it.Status == http.StatusPaymentRequired:
+	case judgedByBody(it.Status):
 		if ct, _ := it.ServedContentType(); !strings.Contains(strings.ToLower(ct), "json") {
 			return ""
 		}
@@ -656,6 +656,12 @@ func accountRefusal(c replayCase) gateway.Code {
 		return p.AccountError(it.Status, it.Body)
 	}
 	return ""
+}
+
+// judgedByBody reports whether an upstream error status is about the
+// operator's account only by what its body says.
+func judgedByBody(status int) bool {
+	return status == http.StatusBadRequest || status == http.StatusPaymentRequired || status == http.StatusNotFound
 }
 
 func checkOutcome(t *testing.T, c replayCase, v variant, out outcome) {
@@ -673,8 +679,8 @@ func checkOutcome(t *testing.T, c replayCase, v variant, out outcome) {
 		t.Errorf("client status %d, recorded %d (body %.300q)", out.Status, it.Status, out.Body)
 	}
 	ct, _ := it.ServedContentType()
-	if keyRefused && it.Status != http.StatusBadRequest && it.Status != http.StatusPaymentRequired {
-		// Answered at the headers; a 400 or 402 is replaced in its body,
+	if keyRefused && !judgedByBody(it.Status) {
+		// Answered at the headers; a 400, 402 or 404 is replaced in its body,
 		// under upstream's headers.
 		ct = "application/json"
 	}

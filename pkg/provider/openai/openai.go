@@ -345,12 +345,19 @@ var streamAccountCodes = map[string]gateway.Code{
 	"unsupported_country_region_territory": gateway.CodeUpstreamDenied,
 }
 
+// unverifiedOrganization begins the message of OpenAI's 400 for a stream
+// ("… must be verified to stream this model", param "stream") and 404 for
+// a model ("… must be verified to use the model `o3`") that the operator's
+// organization may not use until it is verified, which no tenant can do.
+const unverifiedOrganization = "Your organization must be verified"
+
 // AccountError implements gateway.Provider. An error event in a stream
 // holds the error object at the top level (Responses' error event), under
 // "error" (chat) or under "response" (response.failed).
 func (*Provider) AccountError(status int, body []byte) gateway.Code {
 	type errObj struct {
-		Code any `json:"code"`
+		Code    any    `json:"code"`
+		Message string `json:"message"`
 	}
 	var e struct {
 		errObj
@@ -361,6 +368,9 @@ func (*Provider) AccountError(status int, body []byte) gateway.Code {
 	}
 	if json.Unmarshal(body, &e) != nil {
 		return ""
+	}
+	if status != gateway.StatusOK && strings.HasPrefix(e.Error.Message, unverifiedOrganization) {
+		return gateway.CodeUpstreamDenied
 	}
 	codes := []any{e.Error.Code}
 	if status == gateway.StatusOK {
