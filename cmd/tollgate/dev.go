@@ -151,7 +151,7 @@ func runDev(ctx context.Context, o devOptions) error {
 	if err != nil {
 		return err
 	}
-	defer st.Close()
+	defer st.closeAndLog(log)
 	stopAdmin, err := startAdmin(ctx, o.adminListen, st, o.dataDir, log)
 	if err != nil {
 		return err
@@ -173,7 +173,9 @@ func runDev(ctx context.Context, o devOptions) error {
 	// On the way out, requests in flight get devShutdownGrace to finish;
 	// longer ones are cut and recorded as such before the ledger closes.
 	defer func() {
-		if n := st.stopHTTP(srv, devShutdownGrace); n > 0 {
+		grace, cancel := context.WithTimeout(hurry(ctx), devShutdownGrace)
+		defer cancel()
+		if n := st.stopHTTP(grace, srv); n > 0 {
 			fmt.Fprintf(os.Stderr, "tollgate dev: cut %d request(s) still in flight after %v; their usage so far is recorded\n", n, devShutdownGrace)
 		}
 	}()

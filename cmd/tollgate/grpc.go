@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -102,11 +103,10 @@ func (e *envoyServer) serve(errc chan<- error) {
 // sending new requests.
 const healthDrain = time.Second
 
-// stop reports NOT_SERVING, lets open streams (requests in flight) finish
-// for up to grace, then cuts the rest; their usage is settled either way.
-func (e *envoyServer) stop(grace time.Duration) {
-	e.health.Shutdown()
-	time.Sleep(healthDrain)
+// stop lets open streams (requests in flight) finish until ctx ends (the
+// grace), then cuts the rest; their usage is settled either way, before
+// stop returns (GracefulStop waits for the handlers).
+func (e *envoyServer) stop(ctx context.Context) {
 	done := make(chan struct{})
 	go func() {
 		e.srv.GracefulStop()
@@ -114,7 +114,7 @@ func (e *envoyServer) stop(grace time.Duration) {
 	}()
 	select {
 	case <-done:
-	case <-time.After(grace):
+	case <-ctx.Done():
 		e.srv.Stop()
 		<-done
 	}

@@ -8,17 +8,15 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 
 	"github.com/spf13/cobra"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	ctx, release := notifyStop(context.Background())
 	err := newRoot().ExecuteContext(ctx)
+	release()
 	var ee exitError
 	switch {
 	case errors.As(err, &ee):

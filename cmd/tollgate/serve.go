@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -52,6 +53,11 @@ type serveConfig struct {
 	Telemetry     telemetryConfig `yaml:"telemetry"`
 	// AdminListen serves the admin API (docs/admin.md); empty: off.
 	AdminListen string `yaml:"admin_listen"`
+	// ShutdownGrace is how long requests in flight may take to finish on
+	// SIGTERM before they are cut (default 30s; 0 cuts them at once). Keep
+	// it below the pod's terminationGracePeriodSeconds, less the second of
+	// health drain, or the kubelet's SIGKILL comes first.
+	ShutdownGrace string `yaml:"shutdown_grace"`
 }
 
 type limitsConfig struct {
@@ -212,6 +218,10 @@ from the ledger every second and from the data dir's revoked file.`,
 			if err != nil {
 				return err
 			}
+			grace, err := configDuration("shutdown_grace", pick("shutdown-grace", cfg.ShutdownGrace, ""), defaultShutdownGrace, true)
+			if err != nil {
+				return err
+			}
 			rate := meter.DefaultRate
 			if cfg.CreditsPerUSD != "" {
 				if rate, err = meter.ParseRate(cfg.CreditsPerUSD); err != nil {
@@ -233,7 +243,7 @@ from the ledger every second and from the data dir's revoked file.`,
 					OTLPEndpoint: cfg.Telemetry.OTLPEndpoint, OTLPInsecure: cfg.Telemetry.OTLPInsecure,
 					ServiceName: cfg.Telemetry.ServiceName,
 				},
-			})
+			}, grace)
 		},
 	}
 	f := cmd.Flags()
@@ -250,6 +260,7 @@ from the ledger every second and from the data dir's revoked file.`,
 	f.StringVar(&logLevel, "log-level", "", "debug, info, warn or error (default info)")
 	f.String("metrics-listen", "", "serve Prometheus metrics at /metrics on this address (default off)")
 	f.String("admin-listen", "", adminListenUsage)
+	f.String("shutdown-grace", "", "how long requests in flight may take to finish on SIGTERM before they are cut (default 30s)")
 	f.StringVar(&debugListen, "debug-listen", "", "serve Go profiling endpoints (/debug/pprof) on this address; keep it on loopback")
 	return cmd
 }
@@ -317,16 +328,17 @@ type listeners struct {
 	admin              string // the admin API; empty: off
 }
 
-// shutdownGrace is how long requests in flight may take to finish on
-// SIGTERM before they are cut (and settled as cut).
-const shutdownGrace = 30 * time.Second
+// defaultShutdownGrace is how long requests in flight may take to finish
+// on SIGTERM before they are cut (and settled as cut), unless
+// shutdown_grace says otherwise.
+const defaultShutdownGrace = 30 * time.Second
 
-func runServe(ctx context.Context, l listeners, o stackOptions) error {
+func runServe(ctx context.Context, l listeners, o stackOptions, grace time.Duration) error {
 	st, err := newStack(ctx, o)
 	if err != nil {
 		return err
 	}
-	defer st.Close()
+	defer st.closeAndLog(o.logger)
 	ln, err := net.Listen("tcp", l.http)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", l.http, err)
@@ -364,21 +376,38 @@ func runServe(ctx context.Context, l listeners, o stackOptions) error {
 	case serveErr = <-errc:
 	case <-ctx.Done():
 	}
-	// Both front doors drain at once; the ledger closes after them (defer).
+	drain(hurry(ctx), st, srv, envoy, grace, o.logger)
+	return serveErr
+}
+
+// drain stops both front doors at once; the ledger closes after them. First
+// readiness turns false on both (/readyz 503, gRPC health NOT_SERVING) for
+// healthDrain while the listeners still take requests, so that health
+// checkers stop routing here before connections are refused; then the
+// listeners close and requests in flight get grace to finish. hurry ending
+// (a second signal) cuts both waits short.
+func drain(hurry context.Context, st *stack, srv *http.Server, envoy *envoyServer, grace time.Duration, log *slog.Logger) {
+	log.Info("shutting down", "grace", grace)
+	st.draining.Store(true)
+	if envoy != nil {
+		envoy.health.Shutdown()
+	}
+	pause(hurry, healthDrain)
+	ctx, cancel := context.WithTimeout(hurry, grace)
+	defer cancel()
 	done := make(chan struct{})
 	if envoy != nil {
 		go func() {
-			envoy.stop(shutdownGrace)
+			envoy.stop(ctx)
 			close(done)
 		}()
 	} else {
 		close(done)
 	}
-	if n := st.stopHTTP(srv, shutdownGrace); n > 0 {
-		o.logger.Warn("cut requests still in flight after the shutdown grace; their usage so far is recorded", "requests", n, "grace", shutdownGrace)
+	if n := st.stopHTTP(ctx, srv); n > 0 {
+		log.Warn("cut requests still in flight after the shutdown grace; their usage so far is recorded", "requests", n, "grace", grace)
 	}
 	<-done
-	return serveErr
 }
 
 // serveMetrics serves Prometheus metrics at /metrics on their own

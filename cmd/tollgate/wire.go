@@ -47,6 +47,10 @@ type stack struct {
 	// so that stopHTTP can wait until each has settled.
 	handler  http.Handler
 	inflight *atomic.Int64
+	// draining is set when shutdown begins: /readyz then answers 503 while
+	// the listener still takes requests, so that Kubernetes stops routing
+	// here before connections are refused.
+	draining *atomic.Bool
 	store    *ledger.DB
 	writer   *ledger.Writer
 	// keys sign new tokens and verify presented ones; with
@@ -204,15 +208,12 @@ func newStack(ctx context.Context, o stackOptions) (*stack, error) {
 	}
 	revoked := auth.AnyRevocations{watch, auth.NewFileRevocations(filepath.Join(o.dataDir, "revoked"))}
 	gw := gateway.New(gateway.Config{
-		Providers: []gateway.Provider{openai.New(), anthropic.New(o.versions...), gemini.New()},
-		Upstreams: upstreams,
-		Catalog:   cat,
-		Verifier:  auth.NewKeySetVerifier(keys, revoked),
-		Policy:    policy,
-		Recorder: gateway.RecorderFunc(func(r usage.Record) {
-			writer.Write(r)
-			metrics.Record(r)
-		}),
+		Providers:      []gateway.Provider{openai.New(), anthropic.New(o.versions...), gemini.New()},
+		Upstreams:      upstreams,
+		Catalog:        cat,
+		Verifier:       auth.NewKeySetVerifier(keys, revoked),
+		Policy:         policy,
+		Recorder:       recordUsage(writer, metrics, log),
 		Counter:        counter,
 		MaxRequestBody: o.maxBody,
 		CacheKeySecret: cacheSecret,
@@ -225,25 +226,43 @@ func newStack(ctx context.Context, o stackOptions) (*stack, error) {
 		closeLimiter()
 		return nil, err
 	}
-	inflight := new(atomic.Int64)
+	inflight, draining := new(atomic.Int64), new(atomic.Bool)
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/readyz" && draining.Load() {
+			http.Error(w, "shutting down", http.StatusServiceUnavailable)
+			return
+		}
 		inflight.Add(1)
 		defer inflight.Add(-1) // also when the proxy aborts a cut body
 		px.ServeHTTP(w, r)
 	})
-	return &stack{gw: gw, handler: handler, inflight: inflight, store: store, writer: writer, keys: keys,
+	return &stack{gw: gw, handler: handler, inflight: inflight, draining: draining, store: store, writer: writer, keys: keys,
 		revoked: revoked, revocations: watch, catalog: cat,
 		limiter: lim, metrics: metrics, closeLimiter: closeLimiter}, nil
 }
 
+// recordUsage is the gateway's recorder: each settled request's record
+// goes to the spool (and the ledger from there) and to the metrics. A
+// record the spool refuses (a full or read-only disk, a writer already
+// closed) is lost: that is logged with what identifies the request, never
+// its content, so that it is not lost silently.
+func recordUsage(w *ledger.Writer, m *telemetry.Telemetry, log *slog.Logger) gateway.Recorder {
+	return gateway.RecorderFunc(func(r usage.Record) {
+		if err := w.Write(r); err != nil {
+			log.Error("usage record lost: the spool did not take it", "request_id", r.RequestID,
+				"account", r.Account, "project", r.Project, "model", r.Model, "status", string(r.Status),
+				"credits", r.Credits, "error", err)
+		}
+		m.Record(r)
+	})
+}
+
 // stopHTTP stops srv, which serves s.handler: it takes no new requests,
-// gives those in flight grace to finish, then cuts the rest (closing their
-// connections cancels them, and each settles as cut, its usage so far
-// recorded) and waits until every one has settled, so that Close finds
-// their records. It reports how many requests it cut.
-func (s *stack) stopHTTP(srv *http.Server, grace time.Duration) (cut int64) {
-	ctx, cancel := context.WithTimeout(context.Background(), grace)
-	defer cancel()
+// gives those in flight until ctx ends (the grace) to finish, then cuts the
+// rest (closing their connections cancels them, and each settles as cut,
+// its usage so far recorded) and waits until every one has settled, so
+// that Close finds their records. It reports how many requests it cut.
+func (s *stack) stopHTTP(ctx context.Context, srv *http.Server) (cut int64) {
 	if srv.Shutdown(ctx) == nil {
 		return 0
 	}
@@ -288,12 +307,28 @@ func ledgerURL(dataDir, url string) string {
 	return url
 }
 
-// Close flushes every pending usage record and closes the ledger.
-func (s *stack) Close() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+// closeTimeout bounds the ledger flush on the way out: records it could
+// not store stay in the spool, for the next start.
+const closeTimeout = 10 * time.Second
+
+// Close flushes every pending usage record and closes the ledger; the
+// flush gives up when ctx ends or after closeTimeout.
+func (s *stack) Close(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, closeTimeout)
 	defer cancel()
 	s.revocations.Close()
 	return errors.Join(s.writer.Close(ctx), s.store.Close(), s.closeLimiter(), s.metrics.Shutdown(ctx))
+}
+
+// closeAndLog is Close on the way out of a command: what it could not do
+// (records left in the spool, for the next start, when the ledger is
+// down) is logged, since nothing else would say so. The flush is not cut
+// short by a second signal: with the ledger up it takes milliseconds, and
+// closeTimeout bounds it otherwise (a third signal kills the process).
+func (s *stack) closeAndLog(log *slog.Logger) {
+	if err := s.Close(context.Background()); err != nil {
+		log.Error("shutdown", "error", err)
+	}
 }
 
 func lower(in []string) []string {
