@@ -14,7 +14,7 @@
 //	                   GET /v1/models, /v1/models/{id}
 //	NewGemini(opts)    under /v1beta, /v1 and /v1alpha:
 //	                   POST models/{m}:generateContent, :streamGenerateContent
-//	                   (?alt=sse: SSE with \r\n\r\n separators; otherwise a
+//	                   (?alt=sse or $alt=sse: SSE with \r\n\r\n separators; otherwise a
 //	                   streamed JSON array "[{..}\n,\r\n{..}\n]"),
 //	                   :countTokens, :embedContent, :batchEmbedContents;
 //	                   GET models, models/{m}

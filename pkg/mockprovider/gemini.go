@@ -2,15 +2,17 @@ package mockprovider
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 )
 
 // NewGemini returns a mock of the Gemini Developer API
 // (generativelanguage.googleapis.com), under /v1beta, /v1 and /v1alpha:
-// POST models/{m}:generateContent, :streamGenerateContent (?alt=sse gives
+// POST models/{m}:generateContent, :streamGenerateContent (?alt=sse or $alt=sse gives
 // SSE, otherwise a streamed JSON array), :countTokens, :embedContent,
 // :batchEmbedContents; GET models, models/{m}.
 func NewGemini(opts Options) *Server { return newServer("gemini", opts, geminiRoute) }
@@ -181,18 +183,53 @@ type geminiFuncDecl struct {
 	ParametersJSONSchema json.RawMessage `json:"parametersJsonSchema"`
 }
 
+// Google reads request JSON with protobuf's rules, which take every field
+// under its snake_case name as well as its camelCase one, each on its own
+// ("generationConfig": {"thinking_config": …} is valid): the fields the
+// mock acts on are read under both (the ones ending in 2 are snake_case).
 type geminiRequest struct {
 	Contents []geminiContent `json:"contents"`
 	Tools    []struct {
 		FunctionDeclarations  []geminiFuncDecl `json:"functionDeclarations"`
 		FunctionDeclarations2 []geminiFuncDecl `json:"function_declarations"`
 	} `json:"tools"`
-	GenerationConfig struct {
-		ThinkingConfig *struct {
-			IncludeThoughts bool   `json:"includeThoughts"`
-			ThinkingBudget  *int64 `json:"thinkingBudget"`
-		} `json:"thinkingConfig"`
-	} `json:"generationConfig"`
+	GenerationConfig  *geminiGenerationConfig `json:"generationConfig"`
+	GenerationConfig2 *geminiGenerationConfig `json:"generation_config"`
+}
+
+type geminiGenerationConfig struct {
+	ThinkingConfig  *geminiThinkingConfig `json:"thinkingConfig"`
+	ThinkingConfig2 *geminiThinkingConfig `json:"thinking_config"`
+}
+
+type geminiThinkingConfig struct {
+	IncludeThoughts  *bool  `json:"includeThoughts"`
+	IncludeThoughts2 *bool  `json:"include_thoughts"`
+	ThinkingBudget   *int64 `json:"thinkingBudget"`
+	ThinkingBudget2  *int64 `json:"thinking_budget"`
+}
+
+// thinking is the request's thinkingConfig under either spelling of each
+// field: whether it has one, whether it asks for thoughts in the answer,
+// and its budget (nil: the model's default).
+func (r *geminiRequest) thinking() (set, include bool, budget *int64) {
+	gc := cmp.Or(r.GenerationConfig, r.GenerationConfig2)
+	if gc == nil {
+		return false, false, nil
+	}
+	tc := cmp.Or(gc.ThinkingConfig, gc.ThinkingConfig2)
+	if tc == nil {
+		return false, false, nil
+	}
+	inc := cmp.Or(tc.IncludeThoughts, tc.IncludeThoughts2)
+	return true, inc != nil && *inc, cmp.Or(tc.ThinkingBudget, tc.ThinkingBudget2)
+}
+
+// sseRequested reports whether the request asks for SSE: alt=sse, or the
+// same system parameter as $alt (Google's documented spelling for every
+// system parameter, sent percent-encoded as %24alt by careful clients).
+func sseRequested(q url.Values) bool {
+	return cmp.Or(q.Get("alt"), q.Get("$alt")) == "sse"
 }
 
 // geminiThought is the thought summary of every answer to a request with
@@ -296,7 +333,7 @@ func (c *call) geminiGenerate(model string, stream bool) {
 	// reasoning (thoughtsTokenCount) unless the usage directive says;
 	// includeThoughts sends them as a part marked thought.
 	var thoughtPart obj
-	if tc := req.GenerationConfig.ThinkingConfig; tc != nil && (tc.ThinkingBudget == nil || *tc.ThinkingBudget != 0) {
+	if set, include, budget := req.thinking(); set && (budget == nil || *budget != 0) {
 		if a.d.reasoning == nil {
 			r := words(geminiThought)
 			if a.d.output == nil {
@@ -304,7 +341,7 @@ func (c *call) geminiGenerate(model string, stream bool) {
 			}
 			a.k.reasoning = min(r, a.k.output)
 		}
-		if tc.IncludeThoughts {
+		if include {
 			thoughtPart = obj{{"text", geminiThought}, {"thought", true}}
 		}
 	}
@@ -403,7 +440,7 @@ func (c *call) geminiGenerate(model string, stream bool) {
 	}
 
 	var out [][]byte
-	if c.r.URL.Query().Get("alt") == "sse" {
+	if sseRequested(c.r.URL.Query()) {
 		for _, e := range elems {
 			out = append(out, append(append([]byte("data: "), geminiMarshalCompact(e)...), "\r\n\r\n"...))
 		}
