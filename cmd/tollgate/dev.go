@@ -163,11 +163,19 @@ func runDev(ctx context.Context, o devOptions) error {
 		return fmt.Errorf("listen %s: %w", o.listen, err)
 	}
 	// The dev listener also answers the gateway's metrics, for local
-	// dashboards; the provider prefixes are everything else.
-	mux := http.NewServeMux()
-	mux.Handle("/", st.handler)
-	mux.Handle("GET "+devMetricsPath, st.metrics.Handler())
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 30 * time.Second}
+	// dashboards; every other request goes to the gateway as it came, as
+	// under serve (a ServeMux would answer an uncleaned path, such as
+	// "/openai/v1//chat/completions" from a base URL with a trailing
+	// slash, with an empty redirect instead of the provider's error).
+	metrics := st.metrics.Handler()
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && r.URL.Path == devMetricsPath {
+			metrics.ServeHTTP(w, r)
+			return
+		}
+		st.handler.ServeHTTP(w, r)
+	})
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 30 * time.Second}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	// On the way out, requests in flight get devShutdownGrace to finish;

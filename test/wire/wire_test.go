@@ -151,6 +151,11 @@ func TestWire(t *testing.T) {
 		// and the providers' do): a 400 in OpenAI's shape, never a call.
 		{"body with a UTF-8 BOM", "POST", "/openai/v1/chat/completions", with(curlBase, "Content-Type: application/json", "Authorization: Bearer "+tokenVar), "\uFEFF" + curlChat, contentLength,
 			want{status: 400, ctype: "application/json", check: openaiError(""), provider: "openai", op: "chat.completions", reject: "invalid_request"}},
+		// A base URL written with a trailing slash: a path the gateway does
+		// not serve, answered in OpenAI's shape as under serve, not with an
+		// empty redirect.
+		{"curl with a base URL's trailing slash (//)", "POST", "/openai/v1//chat/completions", with(curlBase, "Content-Type: application/json", "Authorization: Bearer "+tokenVar), curlChat, contentLength,
+			want{status: 404, ctype: "application/json", check: openaiError(""), provider: "openai", reject: "unsupported"}},
 
 		// ---- Anthropic ----
 		{"anthropic-python messages", "POST", "/anthropic/v1/messages", anthropicPython, pyMessages, contentLength,
