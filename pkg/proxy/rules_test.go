@@ -597,6 +597,16 @@ models:
 		{"gemini embedding", "gemini", "/gemini/v1beta/models/house-embed:embedContent",
 			`{"model":"models/house-embed","content":{"parts":[{"text":"hi"}]}}`, "",
 			"/v1beta/models/gemini-embedding-001:embedContent", `{"model":"models/gemini-embedding-001","content":{"parts":[{"text":"hi"}]}}`},
+		// countTokens' whole generateContent request, under either of its
+		// names, carries the model too.
+		{"gemini countTokens", "gemini", "/gemini/v1beta/models/house-gemini:countTokens",
+			`{"generateContentRequest":{"model":"models/house-gemini","contents":[{"parts":[{"text":"hi"}]}]}}`, "",
+			"/v1beta/models/gemini-2.5-flash-preview-09-2025:countTokens",
+			`{"generateContentRequest":{"model":"models/gemini-2.5-flash-preview-09-2025","contents":[{"parts":[{"text":"hi"}]}]}}`},
+		{"gemini countTokens, snake_case", "gemini", "/gemini/v1beta/models/house-gemini:countTokens",
+			`{"generate_content_request":{"model":"models/house-gemini","contents":[{"parts":[{"text":"hi"}]}]}}`, "",
+			"/v1beta/models/gemini-2.5-flash-preview-09-2025:countTokens",
+			`{"generate_content_request":{"model":"models/gemini-2.5-flash-preview-09-2025","contents":[{"parts":[{"text":"hi"}]}]}}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s.t = t

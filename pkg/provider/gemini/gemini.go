@@ -201,8 +201,11 @@ func checkBodyModels(r gateway.Route, obj *jsonedit.Object) *gateway.Failure {
 			bad = "model"
 		}
 	case opCountTokens:
-		if raw, _ := jsonscan.Field(obj.Get(countRequest), "model"); !names(raw) {
-			bad = countRequest + ".model"
+		for _, field := range countRequest {
+			if raw, _ := jsonscan.Field(obj.Get(field), "model"); !names(raw) {
+				bad = field + ".model"
+				break
+			}
 		}
 	case opBatchEmbed:
 		i := 0
@@ -223,8 +226,8 @@ func checkBodyModels(r gateway.Route, obj *jsonedit.Object) *gateway.Failure {
 }
 
 // countRequest is countTokens' member holding a whole generateContent
-// request, model included.
-const countRequest = "generateContentRequest"
+// request, model included, under its two names (see Inspect).
+var countRequest = [...]string{"generateContentRequest", "generate_content_request"}
 
 // Rewrite implements gateway.Provider: the body passes unchanged; a model
 // served under another upstream name changes the path, and the model
@@ -255,9 +258,13 @@ func (*Provider) Rewrite(r gateway.Route, body []byte, in gateway.Inspection, rw
 			return true
 		})
 		out.Body = in.Body.Apply(jsonedit.Edit{Key: "requests", Value: append(reqs, ']')})
-	case r.Operation == opCountTokens && in.Body.Get(countRequest) != nil:
-		if o, err := jsonedit.Parse(in.Body.Get(countRequest)); err == nil && o.Get("model") != nil {
-			out.Body = in.Body.Apply(jsonedit.Edit{Key: countRequest, Value: o.Apply(jsonedit.Edit{Key: "model", Value: model})})
+	case r.Operation == opCountTokens:
+		for _, field := range countRequest {
+			if o, err := jsonedit.Parse(out.Body); err == nil && o.Get(field) != nil {
+				if req, err := jsonedit.Parse(o.Get(field)); err == nil && req.Get("model") != nil {
+					out.Body = o.Apply(jsonedit.Edit{Key: field, Value: req.Apply(jsonedit.Edit{Key: "model", Value: model})})
+				}
+			}
 		}
 	}
 	return out, nil

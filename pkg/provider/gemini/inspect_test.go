@@ -28,6 +28,8 @@ func TestInspectBodyModels(t *testing.T) {
 		{"countTokens, contents only", count, `{"contents":[]}`, ""},
 		{"countTokens, generateContentRequest with the path's model", count, `{"generateContentRequest":{"model":"models/gemini-2.5-flash","contents":[]}}`, ""},
 		{"countTokens, generateContentRequest with another model", count, `{"generateContentRequest":{"model":"models/gemini-2.5-pro","contents":[]}}`, "generateContentRequest.model"},
+		{"countTokens, generate_content_request with the path's model", count, `{"generate_content_request":{"model":"models/gemini-2.5-flash","contents":[]}}`, ""},
+		{"countTokens, generate_content_request with another model", count, `{"generate_content_request":{"model":"models/gemini-2.5-pro","contents":[]}}`, "generate_content_request.model"},
 		{"generateContent, no model in the body (the SDKs' form)", "/v1beta/models/gemini-2.5-flash-lite:generateContent", `{"contents":[]}`, ""},
 		{"generateContent, the path's model", "/v1beta/models/gemini-2.5-flash-lite:generateContent", `{"model":"models/gemini-2.5-flash-lite","contents":[]}`, ""},
 		{"generateContent, another model", "/v1beta/models/gemini-2.5-flash-lite:generateContent", `{"model":"models/gemini-2.5-pro","contents":[]}`, "model"},
