@@ -106,6 +106,15 @@ type Record struct {
 // cannot overflow.
 const MaxCount int64 = 1 << 40
 
+// MaxCredits bounds one record's credits, in micro-credits (about a
+// billion credits, some six million US dollars at the default rate): far
+// above any real request, low enough that balances and roll-ups summing
+// such charges stay exact in int64. The meter's charge saturates here and
+// the ledger stores nothing above it, so a request can cost no more than a
+// record can hold: a larger charge would be a record the ledger refuses,
+// and a request that is never billed.
+const MaxCredits int64 = 1 << 50
+
 // Clamp limits a count read off the wire to [0, MaxCount], so a malformed
 // or hostile body can never bill negative or overflowing tokens.
 func Clamp(n int64) int64 { return min(max(n, 0), MaxCount) }
