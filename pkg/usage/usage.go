@@ -57,6 +57,13 @@ func (t Tokens) Plus(o Tokens) Tokens {
 	}
 }
 
+// Clamped is t with every count clamped to [0, MaxCount]. Each count read
+// off the wire is clamped already, but a kind the gateway adds up (Gemini's
+// prompt less cached plus tool-use prompt, candidates plus thoughts, a
+// running total plus an estimate) can still go beyond MaxCount, and the
+// ledger refuses such a record.
+func (t Tokens) Clamped() Tokens { return t.Plus(Tokens{}) }
+
 // IsZero reports whether no tokens were counted.
 func (t Tokens) IsZero() bool { return t == Tokens{} }
 
