@@ -165,6 +165,10 @@ func (x *Exchange) Settle(how End) usage.Record {
 			rec.Estimated = true
 		}
 	}
+	// Each count within what a record holds: a sum of counts read off the
+	// wire can exceed usage.MaxCount, and the ledger would refuse the
+	// record, leaving the request unbilled.
+	rec.Tokens = rec.Tokens.Clamped()
 	if rec.CacheWrite1h > 0 {
 		// The gateway refuses ttl 1h, so 1-hour writes mean the provider
 		// wrote some by default: they are billed (at twice the input

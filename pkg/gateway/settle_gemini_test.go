@@ -66,3 +66,19 @@ func TestSettleGeminiUsageWithoutCounts(t *testing.T) {
 		})
 	}
 }
+
+// TestSettleGeminiCountsInRange: Gemini's uncached input is a sum
+// (promptTokenCount − cached + toolUsePromptTokenCount) and its output
+// another (candidates + thoughts), so counts each within usage.MaxCount can
+// add up beyond it. The record holds every count within MaxCount, as the
+// ledger requires: a record beyond it is refused and the request never
+// billed.
+func TestSettleGeminiCountsInRange(t *testing.T) {
+	const huge = `{"candidates":[{"content":{"parts":[{"text":"x"}],"role":"model"},"finishReason":"STOP","index":0}],` +
+		`"usageMetadata":{"promptTokenCount":1099511627776,"toolUsePromptTokenCount":5,"candidatesTokenCount":1099511627776,"thoughtsTokenCount":9}}`
+	runStreamCases(t, []streamCase{{
+		name: "sums beyond MaxCount", provider: "gemini", target: geminiSSE, body: geminiBody,
+		response: "data: " + huge + "\r\n\r\n",
+		status:   usage.StatusOK, tokens: usage.Tokens{Input: usage.MaxCount, Output: usage.MaxCount, Reasoning: 9},
+	}})
+}

@@ -145,8 +145,9 @@ func checkPlan(p catalog.Plan) error {
 
 // MaxCredits bounds one credit change and one record's credits (in
 // micro-credits, about a billion credits): far above any real amount, low
-// enough that sums stay exact in int64.
-const MaxCredits int64 = 1 << 50
+// enough that sums stay exact in int64. It is usage.MaxCredits, where the
+// meter's charges saturate, so that every charge is storable.
+const MaxCredits = usage.MaxCredits
 
 const (
 	maxReason = 200 // bytes in a credit entry's reason

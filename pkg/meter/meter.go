@@ -10,7 +10,6 @@ package meter
 
 import (
 	"fmt"
-	"math"
 	"math/bits"
 
 	"github.com/tollgate-dev/tollgate/pkg/catalog"
@@ -72,9 +71,12 @@ const denominator = 1_000_000 * 1_000_000
 //
 // Counts are clamped to [0, usage.MaxCount]; negative prices and a
 // non-positive rate count as zero, so a request never earns credits. The
-// arithmetic is 192-bit integer arithmetic that cannot overflow; a result
-// of math.MaxInt64 micro-credits (9.2 × 10¹² credits, beyond any real price
-// at usage.MaxCount tokens) or more saturates there.
+// arithmetic is 192-bit integer arithmetic that cannot overflow. A result
+// above usage.MaxCredits (about a billion credits) saturates there: that
+// is the most a record holds, and a charge beyond it would be refused by
+// the ledger, leaving the request unbilled. Prices in the tables reach it
+// from about 4 × 10¹⁰ tokens of a request (gpt-5.2-pro output), within
+// usage.MaxCount.
 func Credits(p catalog.Price, t usage.Tokens, r Rate) int64 {
 	if r <= 0 {
 		return 0
@@ -110,8 +112,8 @@ func Credits(p catalog.Price, t usage.Tokens, r Rate) int64 {
 	q2, rem := bits.Div64(0, w2, denominator)
 	q1, rem := bits.Div64(rem, w1, denominator)
 	q0, rem := bits.Div64(rem, w0, denominator)
-	if q2 != 0 || q1 != 0 || q0 >= math.MaxInt64 {
-		return math.MaxInt64
+	if q2 != 0 || q1 != 0 || q0 >= uint64(usage.MaxCredits) {
+		return usage.MaxCredits
 	}
 	q := int64(q0)
 	// rem < 10¹², so 2×rem cannot overflow.

@@ -71,9 +71,13 @@ func TestCreditsWorked(t *testing.T) {
 		{"zero rate", sonnet, usage.Tokens{Input: 1000}, 0, 0},
 		{"negative rate", sonnet, usage.Tokens{Input: 1000}, -DefaultRate, 0},
 		{"negative price", catalog.Price{Input: -3_000_000, Output: 15_000_000}, usage.Tokens{Input: 1000, Output: 1}, DefaultRate, 2_700},
-		// Counts beyond MaxCount bill as MaxCount: 2^40 × 15 USD/MTok × 180.
-		{"count clamped", sonnet, usage.Tokens{Output: math.MaxInt64}, DefaultRate, (1 << 40) * 2_700},
-		{"saturates", catalog.Price{Input: math.MaxInt64}, usage.Tokens{Input: math.MaxInt64}, Rate(math.MaxInt64), math.MaxInt64},
+		// Counts beyond MaxCount bill as MaxCount: 2^40 × 0.40 USD/MTok × 180.
+		{"count clamped", flash, usage.Tokens{Output: math.MaxInt64}, DefaultRate, (1 << 40) * 72},
+		{"saturates", catalog.Price{Input: math.MaxInt64}, usage.Tokens{Input: math.MaxInt64}, Rate(math.MaxInt64), usage.MaxCredits},
+		// 2^40 output tokens at 168 USD/MTok (gpt-5.2-pro) is 4.6 × 10¹⁶
+		// micro-credits, beyond what a record holds.
+		{"saturates at a record's most", catalog.Price{Input: 21_000_000, Output: 168_000_000}, usage.Tokens{Output: usage.MaxCount}, DefaultRate, usage.MaxCredits},
+		{"just below a record's most", catalog.Price{Input: 1_000_000, Output: 1_000_000_000}, usage.Tokens{Output: usage.MaxCredits/180_000 - 1}, DefaultRate, (usage.MaxCredits/180_000 - 1) * 180_000},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -177,7 +181,7 @@ func exactMicroCredits(row priceRow, tok usage.Tokens, creditsPerUSD *big.Rat) *
 }
 
 // roundHalfEven rounds a non-negative rational to the nearest integer,
-// ties to even, saturating at math.MaxInt64.
+// ties to even, saturating at usage.MaxCredits, the most a record holds.
 func roundHalfEven(x *big.Rat) int64 {
 	q, r := new(big.Int).QuoRem(x.Num(), x.Denom(), new(big.Int))
 	switch new(big.Int).Lsh(r, 1).Cmp(x.Denom()) {
@@ -188,8 +192,8 @@ func roundHalfEven(x *big.Rat) int64 {
 			q.Add(q, big.NewInt(1))
 		}
 	}
-	if !q.IsInt64() {
-		return math.MaxInt64
+	if !q.IsInt64() || q.Int64() > usage.MaxCredits {
+		return usage.MaxCredits
 	}
 	return q.Int64()
 }

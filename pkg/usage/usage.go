@@ -57,6 +57,13 @@ func (t Tokens) Plus(o Tokens) Tokens {
 	}
 }
 
+// Clamped is t with every count clamped to [0, MaxCount]. Each count read
+// off the wire is clamped already, but a kind the gateway adds up (Gemini's
+// prompt less cached plus tool-use prompt, candidates plus thoughts, a
+// running total plus an estimate) can still go beyond MaxCount, and the
+// ledger refuses such a record.
+func (t Tokens) Clamped() Tokens { return t.Plus(Tokens{}) }
+
 // IsZero reports whether no tokens were counted.
 func (t Tokens) IsZero() bool { return t == Tokens{} }
 
@@ -105,6 +112,15 @@ type Record struct {
 // tokens): far above any real request, low enough that sums of counts
 // cannot overflow.
 const MaxCount int64 = 1 << 40
+
+// MaxCredits bounds one record's credits, in micro-credits (about a
+// billion credits, some six million US dollars at the default rate): far
+// above any real request, low enough that balances and roll-ups summing
+// such charges stay exact in int64. The meter's charge saturates here and
+// the ledger stores nothing above it, so a request can cost no more than a
+// record can hold: a larger charge would be a record the ledger refuses,
+// and a request that is never billed.
+const MaxCredits int64 = 1 << 50
 
 // Clamp limits a count read off the wire to [0, MaxCount], so a malformed
 // or hostile body can never bill negative or overflowing tokens.
