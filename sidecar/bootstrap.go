@@ -136,6 +136,11 @@ func ingressListener(o Options) (*listenerv3.Listener, error) {
 		StreamIdleTimeout: durationpb.New(o.StreamIdleTimeout),
 		// No request_timeout: a generation may take many minutes.
 		AccessLog: accessLog,
+		// Envoy's HTTP/1 codec refuses HTTP/1.0 with a 426 unless told
+		// otherwise, and the standalone proxy serves it: clients that speak
+		// it (nginx's proxy_pass by default, ab, curl -0) must get the same
+		// answer from the sidecar.
+		HttpProtocolOptions: &corev3.Http1ProtocolOptions{AcceptHttp_10: true},
 		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
 			Name: RouteConfigName,
 			VirtualHosts: []*routev3.VirtualHost{{

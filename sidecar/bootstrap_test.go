@@ -331,6 +331,9 @@ func TestValidatorCatchesEachKnob(t *testing.T) {
 		{"ext_authz route without the ext_proc context extension", Options{ExtAuthz: true}, func(t *testing.T, b *bootstrapv3.Bootstrap) {
 			editRoute(t, b, "anthropic", func(r *routev3.Route) { delete(r.TypedPerFilterConfig, FilterExtAuthz) })
 		}, `anthropic": ext_authz needs check_settings.context_extensions tollgate-ext-proc`},
+		{"HTTP/1.0 refused", Options{}, func(t *testing.T, b *bootstrapv3.Bootstrap) {
+			editHCM(t, b, func(h *hcmv3.HttpConnectionManager) { h.HttpProtocolOptions = nil })
+		}, "accept_http_10 must be true"},
 		{"route timeout default", Options{}, func(t *testing.T, b *bootstrapv3.Bootstrap) {
 			editRoute(t, b, "openai", func(r *routev3.Route) { r.GetRoute().Timeout = nil })
 		}, "timeout must be 0s"},

@@ -121,6 +121,9 @@ func Check(b *bootstrapv3.Bootstrap) []error {
 	if lim := in.Listener.GetPerConnectionBufferLimitBytes(); lim == nil || lim.GetValue() < MinRequestBufferBytes {
 		c.add("listener %q: per_connection_buffer_limit_bytes must be at least %d (the BUFFERED request body cap; Envoy's default is 1 MiB)", ListenerName, MinRequestBufferBytes)
 	}
+	if !in.HCM.GetHttpProtocolOptions().GetAcceptHttp_10() {
+		c.add("listener %q: http_protocol_options.accept_http_10 must be true (Envoy answers HTTP/1.0 clients 426; the standalone proxy serves them)", ListenerName)
+	}
 	c.accessLogs(in.HCM.GetAccessLog())
 	return c.errs
 }

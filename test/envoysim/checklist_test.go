@@ -205,6 +205,10 @@ func TestHeaderConversion(t *testing.T) {
 			want: map[string]string{"x-forwarded-proto": "http", ":scheme": "http"}},
 		{name: "a client's x-request-id kept", head: "Content-Length: 2\r\nX-Request-Id: mine\r\n", body: "{}",
 			wantValues: map[string][]string{"x-request-id": {"mine"}}},
+		// proxy_100_continue unset: the connection manager answers the
+		// expectation itself and removes the header.
+		{name: "expect: 100-continue answered and removed", head: "Content-Length: 2\r\nExpect: 100-continue\r\n", body: "{}",
+			want: map[string]string{"expect": ""}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := envConfig{}
@@ -218,7 +222,11 @@ func TestHeaderConversion(t *testing.T) {
 			}
 			defer conn.Close()
 			fmt.Fprintf(conn, "POST /openai/v1/chat/completions HTTP/1.1\r\nHost: x\r\n%s\r\n%s", tc.head, tc.body)
-			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			br := bufio.NewReader(conn)
+			resp, err := http.ReadResponse(br, nil)
+			for err == nil && resp.StatusCode == http.StatusContinue {
+				resp, err = http.ReadResponse(br, nil)
+			}
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -242,6 +250,49 @@ func TestHeaderConversion(t *testing.T) {
 			}
 			if got := string(msgs[1].GetRequestBody().GetBody()); got != "{}" {
 				t.Errorf("request body %q", got)
+			}
+		})
+	}
+}
+
+// TestHTTP10: Envoy's HTTP/1 codec refuses HTTP/1.0 with a bodiless 426
+// and closes the connection, before any filter, unless the connection
+// manager sets http_protocol_options.accept_http_10; then the request is
+// processed like any other.
+func TestHTTP10(t *testing.T) {
+	for _, accept := range []bool{false, true} {
+		t.Run(fmt.Sprintf("accept_http_10=%v", accept), func(t *testing.T) {
+			e := newEnv(t, envConfig{hcm: func(h *hcmv3.HttpConnectionManager) {
+				h.HttpProtocolOptions = &corev3.Http1ProtocolOptions{AcceptHttp_10: accept}
+			}})
+			conn, err := net.Dial("tcp", strings.TrimPrefix(e.proxy.URL(), "http://"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			fmt.Fprintf(conn, "POST /openai/v1/chat/completions HTTP/1.0\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+			br := bufio.NewReader(conn)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if accept {
+				if resp.StatusCode != 200 {
+					t.Fatalf("status %d: %s", resp.StatusCode, b)
+				}
+				e.proc.wait(t, 1)
+				return
+			}
+			if resp.StatusCode != http.StatusUpgradeRequired || len(b) != 0 || !resp.Close {
+				t.Errorf("status %d, body %q, close %v: want 426, no body, the connection closed", resp.StatusCode, b, resp.Close)
+			}
+			if _, err := br.ReadByte(); err != io.EOF {
+				t.Errorf("the connection stays open (%v)", err)
+			}
+			if n := e.proxy.Counter("streams_started"); n != 0 {
+				t.Errorf("%d ext_proc streams for a request the codec refused", n)
 			}
 		})
 	}

@@ -146,6 +146,14 @@ type config struct {
 	upstreams     map[string]string
 	// internalOnly is the route table's internal_only_headers.
 	internalOnly []string
+	// acceptHTTP10 is the connection manager's
+	// http_protocol_options.accept_http_10: without it Envoy's HTTP/1 codec
+	// refuses HTTP/1.0 requests with a 426.
+	acceptHTTP10 bool
+	// proxy100Continue is the connection manager's proxy_100_continue:
+	// without it Envoy answers Expect: 100-continue itself and removes the
+	// header before any filter runs.
+	proxy100Continue bool
 }
 
 // defaultBufferLimit is Envoy's per-connection buffer default.
@@ -191,6 +199,8 @@ func readConfig(b *bootstrapv3.Bootstrap, o Options) (*config, error) {
 		return nil, fmt.Errorf("use_remote_address or original_ip_detection_extensions: not simulated")
 	}
 	c.internalOnly = in.Routes.GetInternalOnlyHeaders()
+	c.acceptHTTP10 = in.HCM.GetHttpProtocolOptions().GetAcceptHttp_10()
+	c.proxy100Continue = in.HCM.GetProxy_100Continue()
 	if c.extProc != nil {
 		if c.processor, err = grpcTarget(in, c.extProc.GetGrpcService()); err != nil {
 			return nil, fmt.Errorf("ext_proc: %w", err)

@@ -334,6 +334,17 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			panic(http.ErrAbortHandler)
 		}
 	}()
+	if r.ProtoMajor == 1 && r.ProtoMinor == 0 && !p.cfg.acceptHTTP10 {
+		// Envoy's HTTP/1 codec refuses HTTP/1.0 unless the connection
+		// manager's http_protocol_options.accept_http_10 is set
+		// (ServerConnectionImpl::checkProtocolVersion): a 426 without a
+		// body, the connection closed, and no filter run, so no ext_proc
+		// stream opens.
+		rq.rec.Details = "low_version"
+		rq.headersOnly = true
+		rq.writeHeaders(Headers{{":status", strconv.Itoa(http.StatusUpgradeRequired)}, {"connection", "close"}})
+		return
+	}
 	rq.serve()
 }
 
@@ -347,6 +358,12 @@ func (c *config) requestHeaders(r *http.Request) Headers {
 	h := Headers{{":authority", r.Host}, {":path", r.RequestURI}, {":method", r.Method}}
 	h = append(h, fromHTTP(r.Header)...)
 	h.del("transfer-encoding") // Go keeps it out of r.Header; so does Envoy's map
+	if v, _ := h.Get("expect"); !c.proxy100Continue && strings.EqualFold(v, "100-continue") {
+		// The connection manager answers 100 Continue itself and removes
+		// the header before the filters run (proxy_100_continue unset). Go's
+		// server has sent, or will send, the 100 when the body is read.
+		h.del("expect")
+	}
 	mutateRequestHeaders(&h, c.internalOnly)
 	return h
 }

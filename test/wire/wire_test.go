@@ -1,4 +1,4 @@
-// Package wire sends the gateway (tollgate dev --mock) the exact bytes of
+// Package wire sends the gateway the exact bytes of
 // clients the SDK suites do not run: the official Python SDKs (openai,
 // anthropic, google-genai, read from their source: header names and case,
 // json.dumps spacing, paths, query parameters), curl commands from the
@@ -6,7 +6,9 @@
 // bodies, Expect: 100-continue, HTTP/1.0). Each case checks what that client
 // needs: the status, the provider's response shape or SSE framing as its
 // parser reads it, errors in the provider's shape, and a usage record equal
-// to the mock's ground truth.
+// to the mock's ground truth. Every case runs through both front doors
+// (harness.Doors): `tollgate dev --mock`, and envoysim in front of
+// `tollgate serve` (ext_proc), and the two must agree.
 package wire
 
 import (
@@ -15,10 +17,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -30,6 +35,15 @@ import (
 const tokenVar = "{TOKEN}"
 
 // framing is how a request body goes on the wire.
+//
+// Through the Envoy door, the framing is read by envoysim's HTTP server,
+// which is Go's, not Envoy's codec; the processor only sees what the codec
+// hands on. These cases stay on both doors because the sidecar must answer
+// them as the standalone proxy does, and envoysim reproduces the codec's
+// part that decides it: a chunked body reaches ext_proc without
+// transfer-encoding or content-length, Envoy answers Expect: 100-continue
+// itself (proxy_100_continue unset), and HTTP/1.0 is refused with a 426
+// unless the connection manager sets http_protocol_options.accept_http_10.
 type framing int
 
 const (
@@ -120,8 +134,62 @@ type wireCase struct {
 	want    want
 }
 
+// TestWire runs every case through each front door: `tollgate dev --mock`
+// (the standalone proxy) and the Envoy sidecar path (envoysim from the
+// sidecar bootstrap, ext_proc to `tollgate serve`). One table, two doors,
+// one expected answer per case: the framing cases included (see framing).
+// After both, what each client saw and what each mock received is compared
+// across the doors.
 func TestWire(t *testing.T) {
-	dev := harness.StartDev(t, "--mock")
+	var mu sync.Mutex
+	got := map[string]map[string]outcome{}
+	// A parent's cleanup runs once its parallel subtests are done.
+	t.Cleanup(func() { compareDoors(t, got) })
+	for _, door := range harness.Doors {
+		t.Run(door, func(t *testing.T) {
+			// The doors share nothing, so they run side by side.
+			t.Parallel()
+			o := wire(t, door)
+			mu.Lock()
+			got[door] = o
+			mu.Unlock()
+		})
+	}
+}
+
+// outcome is what must not depend on the front door: what the client got
+// and what the provider received. Token counts may differ (the mock's
+// answer depends on the project's prompt_cache_key); each door's are held
+// to its mock's ground truth instead. Framing may differ where Envoy's
+// differs from Go's net/http: a response body the sidecar streams has no
+// Content-Length (docs/envoy.md).
+type outcome struct {
+	status   int
+	ctype    string
+	answer   string // the body the gateway made itself (no provider reached)
+	upstream string // the request the mock received: method, target, headers
+	record   string // the usage record, less ids, times and tokens
+}
+
+func compareDoors(t *testing.T, got map[string]map[string]outcome) {
+	if t.Failed() || len(got) != len(harness.Doors) {
+		return // a door failed: its own errors say why
+	}
+	first := harness.Doors[0]
+	for _, door := range harness.Doors[1:] {
+		for name, want := range got[first] {
+			if o, ok := got[door][name]; !ok {
+				t.Errorf("%s: ran through %s, not through %s", name, first, door)
+			} else if o != want {
+				t.Errorf("%s: %s and %s differ:\n%s: %+v\n%s: %+v", name, first, door, first, want, door, o)
+			}
+		}
+	}
+}
+
+func wire(t *testing.T, door string) map[string]outcome {
+	d := harness.StartDoor(t, door, harness.DoorOptions{})
+	gw := gateway{addr: gatewayAddr(t, d), token: d.GatewayToken()}
 	big := `{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "` + strings.Repeat("knock knock ", 200) + `"}]}`
 	cases := []wireCase{
 		// ---- OpenAI ----
@@ -208,12 +276,13 @@ func TestWire(t *testing.T) {
 		c     wireCase
 		id    string
 		truth usage.Tokens
+		out   outcome
 	}
 	var all []sent
 	for _, c := range cases {
 		ok := t.Run(c.name, func(t *testing.T) {
-			before := len(dev.Served(t))
-			resp, body := send(t, dev, c)
+			before := len(d.Served(t))
+			resp, body := send(t, gw, c)
 			if resp.StatusCode != c.want.status {
 				t.Fatalf("status %d, want %d: %s", resp.StatusCode, c.want.status, body)
 			}
@@ -225,7 +294,7 @@ func TestWire(t *testing.T) {
 			if id == "" {
 				t.Fatal("no X-Tollgate-Request-Id")
 			}
-			fresh := dev.Served(t)[before:]
+			fresh := d.Served(t)[before:]
 			var truth usage.Tokens
 			switch {
 			case c.want.billed && len(fresh) != 1:
@@ -235,7 +304,13 @@ func TestWire(t *testing.T) {
 			case len(fresh) != 0:
 				t.Fatalf("the mock received %d requests, want none", len(fresh))
 			}
-			all = append(all, sent{c, id, truth})
+			out := outcome{status: resp.StatusCode, ctype: resp.Header.Get("Content-Type")}
+			if len(fresh) == 0 {
+				out.answer = string(body)
+			} else {
+				out.upstream = upstreamRequest(fresh[0])
+			}
+			all = append(all, sent{c, id, truth, out})
 		})
 		if !ok {
 			all = append(all, sent{c: c}) // counted, not checked
@@ -243,9 +318,10 @@ func TestWire(t *testing.T) {
 	}
 
 	// Stopping the gateway flushes every record.
-	dev.Stop(t)
+	d.Stop(t)
+	outs := map[string]outcome{}
 	recs := map[string]usage.Record{}
-	for _, r := range dev.Usage(t) {
+	for _, r := range d.Usage(t) {
 		recs[r.RequestID] = r
 	}
 	for _, s := range all {
@@ -259,6 +335,8 @@ func TestWire(t *testing.T) {
 			continue
 		}
 		b, _ := json.Marshal(r)
+		s.out.record = fmt.Sprintf("%s %s %s %s %d %s stream=%v estimated=%v", r.Provider, r.Model, r.Operation, r.Status, r.HTTPStatus, r.Reason, r.Stream, r.Estimated)
+		outs[s.c.name] = s.out
 		switch {
 		case r.Provider != w.provider || r.Operation != w.op || r.Stream != w.stream:
 			t.Errorf("%s: record %s, want provider %s operation %s stream %v", s.c.name, b, w.provider, w.op, w.stream)
@@ -272,17 +350,42 @@ func TestWire(t *testing.T) {
 			t.Errorf("%s: record tokens %+v, the mock billed %+v", s.c.name, r.Tokens, s.truth)
 		}
 	}
+	return outs
+}
+
+// upstreamRequest is the request a mock received, less its body: the body
+// carries the project's prompt_cache_key, and the mock checks its JSON.
+func upstreamRequest(s harness.Served) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %s?%s", s.Method, s.Path, s.RawQuery)
+	for _, k := range slices.Sorted(maps.Keys(s.Header)) {
+		if k != "Content-Length" { // the body's length: the cache key's
+			fmt.Fprintf(&b, " | %s: %s", k, strings.Join(s.Header[k], ", "))
+		}
+	}
+	return b.String()
+}
+
+// gateway is where a front door listens, and the token its workload holds.
+type gateway struct{ addr, token string }
+
+// gatewayAddr is the host:port of the door's gateway root, as the
+// workload's variables give it.
+func gatewayAddr(t *testing.T, d harness.FrontDoor) string {
+	t.Helper()
+	base := d.Env(t)["AI_GATEWAY_BASE_URL"]
+	u, err := url.Parse(base)
+	if err != nil || u.Host == "" {
+		t.Fatalf("AI_GATEWAY_BASE_URL %q: %v", base, err)
+	}
+	return u.Host
 }
 
 // send writes c's request on a fresh connection, byte for byte as given,
 // and reads the answer the way an HTTP/1.x client does.
-func send(t *testing.T, dev *harness.Dev, c wireCase) (*http.Response, []byte) {
+func send(t *testing.T, gw gateway, c wireCase) (*http.Response, []byte) {
 	t.Helper()
-	u, err := url.Parse(dev.BaseURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := net.Dial("tcp", u.Host)
+	conn, err := net.Dial("tcp", gw.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -295,9 +398,9 @@ func send(t *testing.T, dev *harness.Dev, c wireCase) (*http.Response, []byte) {
 		proto = "HTTP/1.0"
 	}
 	var head bytes.Buffer
-	fmt.Fprintf(&head, "%s %s %s\r\nHost: %s\r\n", c.method, strings.ReplaceAll(c.target, tokenVar, dev.Token), proto, u.Host)
+	fmt.Fprintf(&head, "%s %s %s\r\nHost: %s\r\n", c.method, strings.ReplaceAll(c.target, tokenVar, gw.token), proto, gw.addr)
 	for _, h := range c.header {
-		fmt.Fprintf(&head, "%s\r\n", strings.ReplaceAll(h, tokenVar, dev.Token))
+		fmt.Fprintf(&head, "%s\r\n", strings.ReplaceAll(h, tokenVar, gw.token))
 	}
 	body := []byte(c.body)
 	switch {
