@@ -133,6 +133,8 @@ func TestAccountAndProjectCommands(t *testing.T) {
 		{"project without account", []string{"project", "create", "api"}, "--account is required"},
 		{"duplicate project", []string{"project", "create", "web", "--account", "acme"}, "already exists"},
 		{"activate unknown", []string{"project", "activate", "ghost"}, `project "ghost": not found`},
+		{"set-limits without a limit", []string{"project", "set-limits", "web"}, "give --rpm, --tpm or both"},
+		{"set-limits of unknown project", []string{"project", "set-limits", "ghost", "--rpm", "5"}, `project "ghost": not found`},
 		{"mint unknown project", []string{"token", "mint", "--project", "ghost"}, `project "ghost": not found`},
 		{"mint without project", []string{"token", "mint"}, "--project is required"},
 		{"mint for the wrong account", []string{"token", "mint", "--project", "web", "--account", "other"}, `belongs to account "acme"`},
@@ -149,6 +151,34 @@ func TestAccountAndProjectCommands(t *testing.T) {
 				t.Errorf("stderr %q shows gRPC plumbing to a CLI user", stderr)
 			}
 		})
+	}
+}
+
+// TestProjectSetLimitsKeepsTheOtherLimit: set-limits changes the limits
+// it is given and keeps the other, so setting a project's TPM does not
+// silently lift its RPM limit.
+func TestProjectSetLimitsKeepsTheOtherLimit(t *testing.T) {
+	dir := t.TempDir()
+	must(t, "account", "create", "acme", "--plan", "pro", "--data-dir", dir)
+	must(t, "project", "create", "web", "--account", "acme", "--data-dir", dir)
+	for _, tc := range []struct {
+		args     []string
+		rpm, tpm int64
+	}{
+		{[]string{"--rpm", "60", "--tpm", "20000"}, 60, 20000},
+		{[]string{"--tpm", "30000"}, 60, 30000},
+		{[]string{"--rpm", "90"}, 90, 30000},
+		{[]string{"--rpm", "0"}, 0, 30000},
+		{[]string{"--tpm", "0", "--rpm", "5"}, 5, 0},
+	} {
+		must(t, append([]string{"project", "set-limits", "web", "--data-dir", dir}, tc.args...)...)
+		var p pb.Project
+		if err := protojson.Unmarshal([]byte(must(t, "project", "show", "web", "--json", "--data-dir", dir)), &p); err != nil {
+			t.Fatal(err)
+		}
+		if p.GetRequestsPerMinute() != tc.rpm || p.GetTokensPerMinute() != tc.tpm {
+			t.Errorf("after set-limits %v: rpm %d, tpm %d; want %d, %d", tc.args, p.GetRequestsPerMinute(), p.GetTokensPerMinute(), tc.rpm, tc.tpm)
+		}
 	}
 }
 
