@@ -326,6 +326,36 @@ func TestAdminTokenFile(t *testing.T) {
 	if _, err := admin.LoadOrCreateAdminToken(path); err == nil || !strings.Contains(err.Error(), "empty") {
 		t.Errorf("an empty token file: %v, want an error (it would let anyone in)", err)
 	}
+	const guessable = "changeme-2024"
+	if err := os.WriteFile(path, []byte(guessable+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.LoadOrCreateAdminToken(path); err == nil || !strings.Contains(err.Error(), "at least") || strings.Contains(err.Error(), guessable) {
+		t.Errorf("a short token file: %v, want an error that does not quote it (a guessable token would let anyone in)", err)
+	}
+}
+
+// TestCheckAdminToken: a token short enough to be found by guessing is
+// refused, without being quoted.
+func TestCheckAdminToken(t *testing.T) {
+	for _, tc := range []struct {
+		token string
+		ok    bool
+	}{
+		{"", false},
+		{"hunter2", false},
+		{strings.Repeat("x", admin.MinAdminTokenLen-1), false},
+		{strings.Repeat("x", admin.MinAdminTokenLen), true},
+		{adminToken, true},
+	} {
+		err := admin.CheckAdminToken(tc.token)
+		if (err == nil) != tc.ok {
+			t.Errorf("CheckAdminToken(%d characters) = %v, want ok %v", len(tc.token), err, tc.ok)
+		}
+		if err != nil && tc.token != "" && strings.Contains(err.Error(), tc.token) {
+			t.Errorf("the error %q quotes the token", err)
+		}
+	}
 }
 
 // tampered changes one signature character of tok, one whose six bits all

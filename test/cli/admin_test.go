@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -309,6 +310,35 @@ func TestAdminWhileDevRuns(t *testing.T) {
 func protoEqualTotals(a, b *pb.UsageBucket) bool {
 	return a.GetRequests() == b.GetRequests() && a.GetCredits().GetMicro() == b.GetCredits().GetMicro() &&
 		a.GetTokens().GetInput() == b.GetTokens().GetInput() && a.GetTokens().GetOutput() == b.GetTokens().GetOutput()
+}
+
+// TestServeRefusesAGuessableAdminToken: serve with the admin API on and a
+// short $TOLLGATE_ADMIN_TOKEN exits 1 saying why, and never starts a
+// listener anyone could get into by guessing.
+func TestServeRefusesAGuessableAdminToken(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "tollgate.yaml")
+	if err := os.WriteFile(cfg, []byte("listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\ndata_dir: "+filepath.Join(dir, "data")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const guessable = "changeme"
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, harness.Binary(t), "serve", "--config", cfg)
+	cmd.Env = append(harness.CleanEnv(), "TOLLGATE_ADMIN_TOKEN="+guessable)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if ctx.Err() != nil || !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("serve with a %d-character admin token: %v (%v), want exit 1\n%s", len(guessable), err, ctx.Err(), stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "at least") || !strings.Contains(stderr.String(), "TOLLGATE_ADMIN_TOKEN") {
+		t.Errorf("stderr %q does not say the admin token is too short", stderr.String())
+	}
+	if strings.Contains(stderr.String(), guessable) {
+		t.Errorf("stderr quotes the admin token: %q", stderr.String())
+	}
 }
 
 // TestServeAdminAPI runs `tollgate serve` with admin_listen in its config
