@@ -75,7 +75,7 @@ func authorize(p principal, method string, req any) error {
 		case p.account:
 			return nil
 		}
-		return status.Errorf(codes.PermissionDenied, "a gateway token of account %q reads only that account's usage, not %q's", p.account, r.GetAccount())
+		return status.Errorf(codes.PermissionDenied, "a gateway token of account %s reads only that account's usage, not %s's", quote(p.account), quote(r.GetAccount()))
 	}
 	return status.Errorf(codes.PermissionDenied, "%s needs the admin token", method)
 }

@@ -25,7 +25,7 @@ func ParseCredits(s string) (int64, error) {
 	// held as millionths.
 	micro, err := catalog.ParsePrice(t)
 	if err != nil {
-		return 0, fmt.Errorf("credits %q: want a decimal number of credits with at most 6 decimal places, such as 12.5 or -3", s)
+		return 0, fmt.Errorf("credits %s: want a decimal number of credits with at most 6 decimal places, such as 12.5 or -3", quote(s))
 	}
 	if neg {
 		micro = -micro

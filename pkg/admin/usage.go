@@ -63,7 +63,7 @@ func (s *Service) GetUsage(ctx context.Context, req *pb.GetUsageRequest) (*pb.Ge
 			// exist, in the same words: a gateway token, held to its own
 			// account, must not learn which project names other accounts
 			// use.
-			return nil, status.Errorf(codes.NotFound, "project %q: not found in account %q", q.Project, q.Account)
+			return nil, status.Errorf(codes.NotFound, "project %s: not found in account %s", quote(q.Project), quote(q.Account))
 		case err != nil:
 			return nil, s.storeError("get usage", err)
 		}
