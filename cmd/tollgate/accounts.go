@@ -413,11 +413,31 @@ func newProjectCmd() *cobra.Command {
 	var rpm, tpm int64
 	limits := &cobra.Command{
 		Use:   "set-limits NAME [--rpm N] [--tpm N]",
-		Short: "Set the project's own requests and tokens per minute (0: none)",
+		Short: "Set the project's own requests and tokens per minute (0: none); a limit not given is kept",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
+			setRPM, setTPM := c.Flags().Changed("rpm"), c.Flags().Changed("tpm")
+			if !setRPM && !setTPM {
+				return errors.New("give --rpm, --tpm or both (0 removes a limit)")
+			}
 			return withAdmin(c, dataDir, adminOptions{}, func(a *localAdmin) error {
-				r, err := a.SetProjectLimits(c.Context(), &pb.SetProjectLimitsRequest{Id: args[0], RequestsPerMinute: rpm, TokensPerMinute: tpm})
+				req := &pb.SetProjectLimitsRequest{Id: args[0], RequestsPerMinute: rpm, TokensPerMinute: tpm}
+				// SetProjectLimits sets both limits; a flag left out must
+				// not silently remove a limit already set, so it keeps the
+				// project's current value.
+				if !setRPM || !setTPM {
+					cur, err := a.GetProject(c.Context(), &pb.GetProjectRequest{Id: args[0]})
+					if err != nil {
+						return err
+					}
+					if !setRPM {
+						req.RequestsPerMinute = cur.GetProject().GetRequestsPerMinute()
+					}
+					if !setTPM {
+						req.TokensPerMinute = cur.GetProject().GetTokensPerMinute()
+					}
+				}
+				r, err := a.SetProjectLimits(c.Context(), req)
 				if err != nil {
 					return err
 				}

@@ -35,6 +35,10 @@ func startAdmin(ctx context.Context, addr string, st *stack, dataDir string, log
 		if token, err = admin.LoadOrCreateAdminToken(where); err != nil {
 			return nil, err
 		}
+	} else if err := admin.CheckAdminToken(token); err != nil {
+		// Refused at start: a guessable token on a listener others can
+		// reach would hand out credits and tokens.
+		return nil, fmt.Errorf("%s: %w", where, err)
 	}
 	// Revocations go to the ledger, which every replica polls: one made
 	// here is honoured by all of them.

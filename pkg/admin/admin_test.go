@@ -272,6 +272,54 @@ func TestErrors(t *testing.T) {
 	}
 }
 
+// TestHugeValuesAreNotEchoed: a refused value of 512 KiB is quoted in
+// part, so the error stays one readable line, over gRPC and JSON alike.
+func TestHugeValuesAreNotEchoed(t *testing.T) {
+	e := newEnv(t)
+	ctx := adminCtx(t)
+	if _, err := pb.NewAccountServiceClient(e.conn).CreateAccount(ctx, &pb.CreateAccountRequest{Id: "acme", Plan: "pro"}); err != nil {
+		t.Fatal(err)
+	}
+	huge := strings.Repeat("x", 512<<10)
+	for _, tc := range []struct {
+		name     string
+		method   string
+		grpcReq  proto.Message
+		httpVerb string
+		path     string
+		body     string
+		code     codes.Code
+	}{
+		{"account id", pb.AccountService_CreateAccount_FullMethodName, &pb.CreateAccountRequest{Id: huge, Plan: "pro"},
+			"POST", "/v1/accounts", `{"id":"` + huge + `","plan":"pro"}`, codes.InvalidArgument},
+		{"plan", pb.AccountService_CreateAccount_FullMethodName, &pb.CreateAccountRequest{Id: "new", Plan: huge},
+			"POST", "/v1/accounts", `{"id":"new","plan":"` + huge + `"}`, codes.InvalidArgument},
+		{"unknown account", pb.AccountService_GetAccount_FullMethodName, &pb.GetAccountRequest{Id: huge},
+			"GET", "/v1/accounts/" + huge[:16<<10], "", codes.NotFound},
+		{"credits", pb.AccountService_Credit_FullMethodName, &pb.CreditRequest{Id: "acme", Amount: huge},
+			"POST", "/v1/accounts/acme:credit", `{"amount":"` + huge + `"}`, codes.InvalidArgument},
+		{"note", pb.AccountService_Credit_FullMethodName, &pb.CreditRequest{Id: "acme", Amount: "1", Note: huge},
+			"POST", "/v1/accounts/acme:credit", `{"amount":"1","note":"` + huge + `"}`, codes.InvalidArgument},
+		{"model", pb.AccountService_SetTPMOverride_FullMethodName, &pb.SetTPMOverrideRequest{Id: "acme", Model: huge, TokensPerMinute: 5},
+			"POST", "/v1/accounts/acme:setTpmOverride", `{"model":"` + huge + `","tokens_per_minute":5}`, codes.InvalidArgument},
+		{"usage project", pb.UsageService_GetUsage_FullMethodName, &pb.GetUsageRequest{Account: "acme", Project: huge},
+			"GET", "/v1/usage?account=acme&project=" + huge[:16<<10], "", codes.NotFound},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			const maxLen = 500
+			st := e.grpcCall(t, adminToken, tc.method, tc.grpcReq, responses[tc.method]())
+			wantCode(t, "gRPC", st, tc.code)
+			if len(st.Message()) > maxLen || !strings.Contains(st.Message(), "xxxxxxxx") {
+				t.Errorf("gRPC message of %d bytes (want at most %d, quoting the value in part): %.200s", len(st.Message()), maxLen, st.Message())
+			}
+			r := e.http(t, adminToken, tc.httpVerb, tc.path, tc.body)
+			if m := r.err(t).Error.Message; r.status != admin.HTTPStatus(tc.code) || len(m) > maxLen {
+				t.Errorf("HTTP %d, message of %d bytes (want %d, at most %d): %.200s", r.status, len(m), admin.HTTPStatus(tc.code), maxLen, m)
+			}
+		})
+	}
+}
+
 // TestHTTPRequestErrors covers what only the JSON API can get wrong.
 func TestHTTPRequestErrors(t *testing.T) {
 	e := newEnv(t)

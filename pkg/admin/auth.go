@@ -75,7 +75,7 @@ func authorize(p principal, method string, req any) error {
 		case p.account:
 			return nil
 		}
-		return status.Errorf(codes.PermissionDenied, "a gateway token of account %q reads only that account's usage, not %q's", p.account, r.GetAccount())
+		return status.Errorf(codes.PermissionDenied, "a gateway token of account %s reads only that account's usage, not %s's", quote(p.account), quote(r.GetAccount()))
 	}
 	return status.Errorf(codes.PermissionDenied, "%s needs the admin token", method)
 }
@@ -136,7 +136,8 @@ func LoadOrCreateAdminToken(path string) (string, error) {
 }
 
 // LoadAdminToken reads the admin token from path (surrounding space
-// trimmed). An empty file is an error: it would let anyone in.
+// trimmed). An empty file is an error: it would let anyone in; so is a
+// token CheckAdminToken refuses.
 func LoadAdminToken(path string) (string, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -146,5 +147,23 @@ func LoadAdminToken(path string) (string, error) {
 	if tok == "" {
 		return "", fmt.Errorf("admin token: %s is empty", path)
 	}
+	if err := CheckAdminToken(tok); err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
 	return tok, nil
+}
+
+// MinAdminTokenLen is the shortest admin token accepted. The admin API
+// answers every guess and limits none, so a short token someone typed in
+// ("admin", "changeme") is found by trying; the ones made here have 49
+// characters.
+const MinAdminTokenLen = 24
+
+// CheckAdminToken refuses an admin token too short to withstand guessing.
+// Its error never quotes the token.
+func CheckAdminToken(token string) error {
+	if len(token) < MinAdminTokenLen {
+		return fmt.Errorf("the admin token has %d characters, want at least %d: use a random one, such as the output of `openssl rand -hex 24`", len(token), MinAdminTokenLen)
+	}
+	return nil
 }

@@ -13,13 +13,19 @@ import (
 // exactly.
 func ParseCredits(s string) (int64, error) {
 	t := strings.TrimSpace(s)
-	neg := strings.HasPrefix(t, "-")
-	t = strings.TrimPrefix(strings.TrimPrefix(t, "-"), "+")
+	// One sign at most: "-+5" is a typo, not -5.
+	neg := false
+	switch {
+	case strings.HasPrefix(t, "-"):
+		neg, t = true, t[1:]
+	case strings.HasPrefix(t, "+"):
+		t = t[1:]
+	}
 	// Credits are written like prices: a decimal count of whole units
 	// held as millionths.
 	micro, err := catalog.ParsePrice(t)
 	if err != nil {
-		return 0, fmt.Errorf("credits %q: want a decimal number of credits with at most 6 decimal places, such as 12.5 or -3", s)
+		return 0, fmt.Errorf("credits %s: want a decimal number of credits with at most 6 decimal places, such as 12.5 or -3", quote(s))
 	}
 	if neg {
 		micro = -micro

@@ -217,7 +217,7 @@ func withID[Req proto.Message](read func(*http.Request) (Req, error), get func(R
 		}
 		id := r.PathValue("id")
 		if got := get(req); got != "" && got != id {
-			return req, status.Errorf(codes.InvalidArgument, "the body names id %q but the path %q", got, id)
+			return req, status.Errorf(codes.InvalidArgument, "the body names id %s but the path %s", quote(got), quote(id))
 		}
 		set(req, id)
 		return req, nil
@@ -252,11 +252,11 @@ func checkParams(q url.Values, allowed []string) error {
 		}
 		switch {
 		case !known && len(allowed) == 0:
-			return status.Errorf(codes.InvalidArgument, "query parameter %q: this route takes none", k)
+			return status.Errorf(codes.InvalidArgument, "query parameter %s: this route takes none", quote(k))
 		case !known:
-			return status.Errorf(codes.InvalidArgument, "query parameter %q: want one of %s", k, strings.Join(allowed, ", "))
+			return status.Errorf(codes.InvalidArgument, "query parameter %s: want one of %s", quote(k), strings.Join(allowed, ", "))
 		case len(v) > 1:
-			return status.Errorf(codes.InvalidArgument, "query parameter %q given %d times", k, len(v))
+			return status.Errorf(codes.InvalidArgument, "query parameter %s given %d times", quote(k), len(v))
 		}
 	}
 	return nil
@@ -299,13 +299,13 @@ func ParseUsageQuery(q url.Values, now time.Time) (*pb.GetUsageRequest, error) {
 func ParseTimeBound(v string, now time.Time) (time.Time, error) {
 	if d, err := time.ParseDuration(v); err == nil {
 		if d <= 0 {
-			return time.Time{}, fmt.Errorf("%q: want a positive duration before now, such as 24h", v)
+			return time.Time{}, fmt.Errorf("%s: want a positive duration before now, such as 24h", quote(v))
 		}
 		return now.Add(-d), nil
 	}
 	t, err := time.Parse(time.RFC3339Nano, v)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("%q: want a duration before now (24h, 90m) or an RFC 3339 time (2026-01-02T15:04:05Z)", v)
+		return time.Time{}, fmt.Errorf("%s: want a duration before now (24h, 90m) or an RFC 3339 time (2026-01-02T15:04:05Z)", quote(v))
 	}
 	if timestamppb.New(t).CheckValid() != nil {
 		return time.Time{}, fmt.Errorf("%q: out of range", v)
@@ -320,7 +320,7 @@ func ParseGroupBy(v string) (pb.GroupBy, error) {
 			return g, nil
 		}
 	}
-	return 0, fmt.Errorf("group by %q: want hour, day or model", v)
+	return 0, fmt.Errorf("group by %s: want hour, day or model", quote(v))
 }
 
 var marshal = protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true}

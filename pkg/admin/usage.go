@@ -2,9 +2,12 @@ package admin
 
 import (
 	"context"
+	"errors"
 	"maps"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tollgate-dev/tollgate/pkg/ledger"
@@ -53,7 +56,15 @@ func (s *Service) GetUsage(ctx context.Context, req *pb.GetUsageRequest) (*pb.Ge
 		}
 	}
 	if q.Project != "" {
-		if _, err := s.cfg.Store.GetProject(ctx, q.Project); err != nil {
+		p, err := s.cfg.Store.GetProject(ctx, q.Project)
+		switch {
+		case q.Account != "" && (errors.Is(err, ledger.ErrNotFound) || err == nil && p.Account != q.Account):
+			// Another account's project is answered as one that does not
+			// exist, in the same words: a gateway token, held to its own
+			// account, must not learn which project names other accounts
+			// use.
+			return nil, status.Errorf(codes.NotFound, "project %s: not found in account %s", quote(q.Project), quote(q.Account))
+		case err != nil:
 			return nil, s.storeError("get usage", err)
 		}
 	}

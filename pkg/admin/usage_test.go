@@ -243,6 +243,10 @@ func TestAccountTokenReadsOwnUsageOnly(t *testing.T) {
 		{"own usage, account named", tokA, pb.UsageService_GetUsage_FullMethodName, &pb.GetUsageRequest{Account: "a"}, "GET", "/v1/usage?account=a", "", codes.OK, 200, ""},
 		{"another account's usage", tokA, pb.UsageService_GetUsage_FullMethodName, &pb.GetUsageRequest{Account: "b"}, "GET", "/v1/usage?account=b", "", codes.PermissionDenied, 403, `"b"`},
 		{"another account's project", tokA, pb.UsageService_GetUsage_FullMethodName, &pb.GetUsageRequest{Account: "b", Project: "b-web"}, "GET", "/v1/usage?account=b&project=b-web", "", codes.PermissionDenied, 403, "only"},
+		// Another account's project and a project no account has get the
+		// same answer: a token must not learn other accounts' projects.
+		{"another account's project, own account implied", tokA, pb.UsageService_GetUsage_FullMethodName, &pb.GetUsageRequest{Project: "b-web"}, "GET", "/v1/usage?project=b-web", "", codes.NotFound, 404, `project "b-web": not found in account "a"`},
+		{"a project no account has", tokA, pb.UsageService_GetUsage_FullMethodName, &pb.GetUsageRequest{Project: "nosuch"}, "GET", "/v1/usage?project=nosuch", "", codes.NotFound, 404, `project "nosuch": not found in account "a"`},
 		{"list accounts", tokA, pb.AccountService_ListAccounts_FullMethodName, &pb.ListAccountsRequest{}, "GET", "/v1/accounts", "", codes.PermissionDenied, 403, "admin token"},
 		{"credit itself", tokA, pb.AccountService_Credit_FullMethodName, &pb.CreditRequest{Id: "a", Amount: "1000"}, "POST", "/v1/accounts/a:credit", `{"amount":"1000"}`, codes.PermissionDenied, 403, "admin token"},
 		{"mint a token", tokA, pb.TokenService_MintToken_FullMethodName, &pb.MintTokenRequest{Project: "a-web"}, "POST", "/v1/tokens", `{"project":"a-web"}`, codes.PermissionDenied, 403, "admin token"},
@@ -321,6 +325,36 @@ func TestAdminTokenFile(t *testing.T) {
 	}
 	if _, err := admin.LoadOrCreateAdminToken(path); err == nil || !strings.Contains(err.Error(), "empty") {
 		t.Errorf("an empty token file: %v, want an error (it would let anyone in)", err)
+	}
+	const guessable = "changeme-2024"
+	if err := os.WriteFile(path, []byte(guessable+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.LoadOrCreateAdminToken(path); err == nil || !strings.Contains(err.Error(), "at least") || strings.Contains(err.Error(), guessable) {
+		t.Errorf("a short token file: %v, want an error that does not quote it (a guessable token would let anyone in)", err)
+	}
+}
+
+// TestCheckAdminToken: a token short enough to be found by guessing is
+// refused, without being quoted.
+func TestCheckAdminToken(t *testing.T) {
+	for _, tc := range []struct {
+		token string
+		ok    bool
+	}{
+		{"", false},
+		{"hunter2", false},
+		{strings.Repeat("x", admin.MinAdminTokenLen-1), false},
+		{strings.Repeat("x", admin.MinAdminTokenLen), true},
+		{adminToken, true},
+	} {
+		err := admin.CheckAdminToken(tc.token)
+		if (err == nil) != tc.ok {
+			t.Errorf("CheckAdminToken(%d characters) = %v, want ok %v", len(tc.token), err, tc.ok)
+		}
+		if err != nil && tc.token != "" && strings.Contains(err.Error(), tc.token) {
+			t.Errorf("the error %q quotes the token", err)
+		}
 	}
 }
 

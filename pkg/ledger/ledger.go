@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -130,7 +131,7 @@ var slug = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 
 func checkID(kind, id string) error {
 	if !slug.MatchString(id) {
-		return invalidf("%s id %q: want 1 to 63 lowercase letters, digits or '-', starting and ending with a letter or digit", kind, id)
+		return invalidf("%s id %s: want 1 to 63 lowercase letters, digits or '-', starting and ending with a letter or digit", kind, quote(id))
 	}
 	return nil
 }
@@ -140,7 +141,7 @@ func checkPlan(p catalog.Plan) error {
 	case catalog.PlanFree, catalog.PlanPersonal, catalog.PlanPro, catalog.PlanEnterprise:
 		return nil
 	}
-	return invalidf("plan %q: want free, personal, pro or enterprise", p)
+	return invalidf("plan %s: want free, personal, pro or enterprise", quote(string(p)))
 }
 
 // MaxCredits bounds one credit change and one record's credits (in
@@ -163,14 +164,14 @@ func checkAmount(what string, n int64) error {
 
 func checkReason(reason string) error {
 	if strings.TrimSpace(reason) == "" || len(reason) > maxReason || !utf8.ValidString(reason) || strings.ContainsRune(reason, 0) {
-		return invalidf("credit reason %q: want some text, at most %d bytes", reason, maxReason)
+		return invalidf("credit reason %s: want some text, at most %d bytes", quote(reason), maxReason)
 	}
 	return nil
 }
 
 func checkModel(model string) error {
 	if model == "" || len(model) > maxModel || !utf8.ValidString(model) || strings.ContainsRune(model, 0) {
-		return invalidf("model %q: want a model name", model)
+		return invalidf("model %s: want a model name", quote(model))
 	}
 	return nil
 }
@@ -182,4 +183,24 @@ func checkLimit(what string, n int64) error {
 	return nil
 }
 
-func notFound(kind, id string) error { return fmt.Errorf("ledger: %s %q: %w", kind, id, ErrNotFound) }
+func notFound(kind, id string) error {
+	return fmt.Errorf("ledger: %s %s: %w", kind, quote(id), ErrNotFound)
+}
+
+// maxQuoted bounds how much of a refused value an error repeats: ids and
+// names that are valid are far shorter, and an error line must stay
+// readable when the value was a megabyte of something else.
+const maxQuoted = 100
+
+// quote is s quoted as %q does, cut to maxQuoted bytes (on a rune
+// boundary) with its full length after it when it was longer.
+func quote(s string) string {
+	if len(s) <= maxQuoted {
+		return strconv.Quote(s)
+	}
+	cut := maxQuoted
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return strconv.Quote(s[:cut]) + fmt.Sprintf("… (%d bytes)", len(s))
+}

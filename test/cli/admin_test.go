@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -133,6 +134,8 @@ func TestAccountAndProjectCommands(t *testing.T) {
 		{"project without account", []string{"project", "create", "api"}, "--account is required"},
 		{"duplicate project", []string{"project", "create", "web", "--account", "acme"}, "already exists"},
 		{"activate unknown", []string{"project", "activate", "ghost"}, `project "ghost": not found`},
+		{"set-limits without a limit", []string{"project", "set-limits", "web"}, "give --rpm, --tpm or both"},
+		{"set-limits of unknown project", []string{"project", "set-limits", "ghost", "--rpm", "5"}, `project "ghost": not found`},
 		{"mint unknown project", []string{"token", "mint", "--project", "ghost"}, `project "ghost": not found`},
 		{"mint without project", []string{"token", "mint"}, "--project is required"},
 		{"mint for the wrong account", []string{"token", "mint", "--project", "web", "--account", "other"}, `belongs to account "acme"`},
@@ -149,6 +152,34 @@ func TestAccountAndProjectCommands(t *testing.T) {
 				t.Errorf("stderr %q shows gRPC plumbing to a CLI user", stderr)
 			}
 		})
+	}
+}
+
+// TestProjectSetLimitsKeepsTheOtherLimit: set-limits changes the limits
+// it is given and keeps the other, so setting a project's TPM does not
+// silently lift its RPM limit.
+func TestProjectSetLimitsKeepsTheOtherLimit(t *testing.T) {
+	dir := t.TempDir()
+	must(t, "account", "create", "acme", "--plan", "pro", "--data-dir", dir)
+	must(t, "project", "create", "web", "--account", "acme", "--data-dir", dir)
+	for _, tc := range []struct {
+		args     []string
+		rpm, tpm int64
+	}{
+		{[]string{"--rpm", "60", "--tpm", "20000"}, 60, 20000},
+		{[]string{"--tpm", "30000"}, 60, 30000},
+		{[]string{"--rpm", "90"}, 90, 30000},
+		{[]string{"--rpm", "0"}, 0, 30000},
+		{[]string{"--tpm", "0", "--rpm", "5"}, 5, 0},
+	} {
+		must(t, append([]string{"project", "set-limits", "web", "--data-dir", dir}, tc.args...)...)
+		var p pb.Project
+		if err := protojson.Unmarshal([]byte(must(t, "project", "show", "web", "--json", "--data-dir", dir)), &p); err != nil {
+			t.Fatal(err)
+		}
+		if p.GetRequestsPerMinute() != tc.rpm || p.GetTokensPerMinute() != tc.tpm {
+			t.Errorf("after set-limits %v: rpm %d, tpm %d; want %d, %d", tc.args, p.GetRequestsPerMinute(), p.GetTokensPerMinute(), tc.rpm, tc.tpm)
+		}
 	}
 }
 
@@ -279,6 +310,35 @@ func TestAdminWhileDevRuns(t *testing.T) {
 func protoEqualTotals(a, b *pb.UsageBucket) bool {
 	return a.GetRequests() == b.GetRequests() && a.GetCredits().GetMicro() == b.GetCredits().GetMicro() &&
 		a.GetTokens().GetInput() == b.GetTokens().GetInput() && a.GetTokens().GetOutput() == b.GetTokens().GetOutput()
+}
+
+// TestServeRefusesAGuessableAdminToken: serve with the admin API on and a
+// short $TOLLGATE_ADMIN_TOKEN exits 1 saying why, and never starts a
+// listener anyone could get into by guessing.
+func TestServeRefusesAGuessableAdminToken(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "tollgate.yaml")
+	if err := os.WriteFile(cfg, []byte("listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\ndata_dir: "+filepath.Join(dir, "data")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const guessable = "changeme"
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, harness.Binary(t), "serve", "--config", cfg)
+	cmd.Env = append(harness.CleanEnv(), "TOLLGATE_ADMIN_TOKEN="+guessable)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if ctx.Err() != nil || !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("serve with a %d-character admin token: %v (%v), want exit 1\n%s", len(guessable), err, ctx.Err(), stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "at least") || !strings.Contains(stderr.String(), "TOLLGATE_ADMIN_TOKEN") {
+		t.Errorf("stderr %q does not say the admin token is too short", stderr.String())
+	}
+	if strings.Contains(stderr.String(), guessable) {
+		t.Errorf("stderr quotes the admin token: %q", stderr.String())
+	}
 }
 
 // TestServeAdminAPI runs `tollgate serve` with admin_listen in its config
