@@ -153,6 +153,9 @@ func TestAllowed(t *testing.T) {
 			`{"model":"claude-sonnet-4-5","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}`, []string{"beta"}, "x-api-key"},
 		{"gemini", "/gemini/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse&key=" + tok, nil,
 			`{"contents":[{"parts":[{"text":"hi"}]}]}`, []string{"key"}, "x-goog-api-key"},
+		// Google reads $key as the API key too: it goes with key.
+		{"gemini", "/gemini/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse&key=" + tok + "&%24key=" + tok, nil,
+			`{"contents":[{"parts":[{"text":"hi"}]}]}`, []string{"$key", "key"}, "x-goog-api-key"},
 	}
 	for _, raw := range []bool{true, false} {
 		for _, c := range cases {

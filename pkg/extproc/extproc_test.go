@@ -149,6 +149,13 @@ func TestUpstreamPath(t *testing.T) {
 			body:   gemini.body("hi", true),
 		}, "/gemini/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
 			"/v1beta/models/gemini-2.5-flash:streamGenerateContent", "alt=sse"},
+		// Google reads $key as the API key too: it goes like key.
+		{"gemini query $key", exchange{
+			path:   "/gemini/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse&%24key=" + e.stack.Token,
+			header: headerList{{"content-type", "application/json"}, {"x-goog-api-key", e.stack.Token}},
+			body:   gemini.body("hi", true),
+		}, "/gemini/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
+			"/v1beta/models/gemini-2.5-flash:streamGenerateContent", "alt=sse"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e.t = t

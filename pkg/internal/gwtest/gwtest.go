@@ -176,9 +176,9 @@ func (r *Recorder) All() []usage.Record {
 
 // Credentials are the values a client sent where SDKs put keys
 // (authorization, with and without its scheme, x-api-key, x-goog-api-key)
-// and the key parameter of its :path; short ones are left out (they would
-// match anything). The Envoy adapters' fuzz tests check that none of them
-// goes upstream.
+// and the key and $key parameters of its :path; short ones are left out
+// (they would match anything). The Envoy adapters' fuzz tests check that
+// none of them goes upstream.
 func Credentials(h []*corev3.HeaderValue) []string {
 	var out []string
 	add := func(v string) {
@@ -199,6 +199,7 @@ func Credentials(h []*corev3.HeaderValue) []string {
 		case ":path":
 			_, q, _ := strings.Cut(v, "?")
 			add(gateway.QueryValue(q, "key"))
+			add(gateway.QueryValue(q, "$key")) // Google's other spelling
 		}
 	}
 	return out
