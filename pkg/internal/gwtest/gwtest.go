@@ -38,6 +38,8 @@ type Stack struct {
 	Gateway  *gateway.Gateway
 	Recorder *Recorder
 	Signer   *auth.Signer
+	// Revoked is the verifier's revocation list.
+	Revoked *auth.RevocationSet
 	// Token is valid for account "acct-1", project "proj-1".
 	Token string
 }
@@ -84,11 +86,12 @@ func Build(o Options) (*Stack, error) {
 		rec = NewRecorder()
 		recorder = rec
 	}
+	revoked := auth.NewRevocationSet()
 	gw := gateway.New(gateway.Config{
 		Providers:      []gateway.Provider{openai.New(), anthropic.New(), gemini.New()},
 		Upstreams:      ups,
 		Catalog:        cat,
-		Verifier:       auth.NewVerifier(map[string]ed25519.PublicKey{signer.KeyID(): signer.PublicKey()}, auth.NewRevocationSet()),
+		Verifier:       auth.NewVerifier(map[string]ed25519.PublicKey{signer.KeyID(): signer.PublicKey()}, revoked),
 		Recorder:       recorder,
 		Counter:        cnt,
 		MaxRequestBody: o.MaxRequestBody,
@@ -97,7 +100,7 @@ func Build(o Options) (*Stack, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Stack{Gateway: gw, Recorder: rec, Signer: signer, Token: tok}, nil
+	return &Stack{Gateway: gw, Recorder: rec, Signer: signer, Revoked: revoked, Token: tok}, nil
 }
 
 // Mint signs a token; a zero ExpiresAt means one hour from now.
