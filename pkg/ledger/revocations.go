@@ -3,6 +3,7 @@ package ledger
 import (
 	"context"
 	"maps"
+	"math"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -39,9 +40,16 @@ func (d *DB) RevokeToken(ctx context.Context, tokenID string, expiresAt time.Tim
 		return invalidf("revoke token: no expiry time given")
 	}
 	now := d.now().UTC()
+	// A token may expire after 2262, where UnixNano wraps around into the
+	// past and the revocation would read as expired at once: the latest
+	// time the column holds stands for any later one.
+	expiresNS := int64(math.MaxInt64)
+	if expiresAt.Before(time.Unix(0, math.MaxInt64)) {
+		expiresNS = expiresAt.UnixNano()
+	}
 	_, err := d.b.exec(ctx, `INSERT INTO revoked_tokens (token_id, revoked_ns, expires_ns) VALUES (?, ?, ?)
 		ON CONFLICT (token_id) DO UPDATE SET expires_ns = excluded.expires_ns
-		WHERE excluded.expires_ns > revoked_tokens.expires_ns`, tokenID, now.UnixNano(), expiresAt.UnixNano())
+		WHERE excluded.expires_ns > revoked_tokens.expires_ns`, tokenID, now.UnixNano(), expiresNS)
 	if err == nil {
 		_, err = d.b.exec(ctx, `DELETE FROM revoked_tokens WHERE expires_ns <= ?`, now.Add(-revocationPruneDelay).UnixNano())
 	}

@@ -34,6 +34,7 @@ func TestRevocations(t *testing.T) {
 		{"Watch", testRevocationWatch},
 		{"WatchFullReload", testRevocationWatchFullReload},
 		{"PruneUnderClockSkew", testRevocationPruneUnderClockSkew},
+		{"FarExpiry", testRevocationFarExpiry},
 	}
 	t.Run("sqlite", func(t *testing.T) {
 		for _, tt := range tests {
@@ -134,6 +135,30 @@ func testRevokeAndList(t *testing.T, a, b *DB) {
 	must(err)
 	if got := tokenIDs(all); !slices.Equal(got, []string{"tok-a", "tok-c", "tok-d"}) {
 		t.Errorf("after pruning: %v, want tok-a, tok-c, tok-d (tok-short's row deleted)", got)
+	}
+}
+
+// testRevocationFarExpiry: a token may expire after 2262, past what
+// nanoseconds since 1970 hold in an int64 (the verifier takes any expiry
+// a signer wrote); its revocation must hold, not wrap around into the past
+// and be dropped as expired.
+func testRevocationFarExpiry(t *testing.T, a, b *DB) {
+	ctx := t.Context()
+	clk := newClock(revokeT0)
+	a.now, b.now = clk.now, clk.now
+	far := time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC)
+	if err := a.RevokeToken(ctx, "far-future", far); err != nil {
+		t.Fatal(err)
+	}
+	all, err := b.Revocations(ctx, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := tokenIDs(all); !slices.Equal(got, []string{"far-future"}) {
+		t.Fatalf("revocations %v, want far-future", got)
+	}
+	if !all[0].ExpiresAt.After(revokeT0.Add(200 * 365 * 24 * time.Hour)) {
+		t.Errorf("expiry read back as %v, want the latest a ledger holds", all[0].ExpiresAt)
 	}
 }
 
