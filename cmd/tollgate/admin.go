@@ -258,7 +258,11 @@ func newTokenCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				v := auth.NewVerifier(keys, auth.AnyRevocations{revoked, auth.NewFileRevocations(filepath.Join(dataDir, "revoked"))})
+				file, err := auth.NewFileRevocations(filepath.Join(dataDir, "revoked"))
+				if err != nil {
+					return err
+				}
+				v := auth.NewVerifier(keys, auth.AnyRevocations{revoked, file})
 				if _, err := v.Verify(args[0], time.Now()); err != nil {
 					out["valid"], out["error"] = false, err.Error()
 				} else {

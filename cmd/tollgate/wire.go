@@ -206,7 +206,14 @@ func newStack(ctx context.Context, o stackOptions) (*stack, error) {
 		closeLimiter()
 		return nil, fmt.Errorf("revocation list: %w", err)
 	}
-	revoked := auth.AnyRevocations{watch, auth.NewFileRevocations(filepath.Join(o.dataDir, "revoked"))}
+	file, err := auth.NewFileRevocations(filepath.Join(o.dataDir, "revoked"))
+	if err != nil {
+		watch.Close()
+		store.Close()
+		closeLimiter()
+		return nil, err
+	}
+	revoked := auth.AnyRevocations{watch, file}
 	gw := gateway.New(gateway.Config{
 		Providers:      []gateway.Provider{openai.New(), anthropic.New(o.versions...), gemini.New()},
 		Upstreams:      upstreams,

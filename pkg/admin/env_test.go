@@ -65,6 +65,10 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(revoked.Close)
+	file, err := auth.NewFileRevocations(filepath.Join(dir, "revoked"), time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
 	logs := &logbuf.Buffer{}
 	svc := admin.New(admin.Config{
 		Store:      store,
@@ -73,7 +77,7 @@ func newEnv(t *testing.T) *env {
 		Catalog:    cat,
 		AdminToken: adminToken,
 		Verifier: auth.NewVerifier(map[string]ed25519.PublicKey{signer.KeyID(): signer.PublicKey()},
-			auth.AnyRevocations{revoked, auth.NewFileRevocations(filepath.Join(dir, "revoked"), time.Millisecond)}),
+			auth.AnyRevocations{revoked, file}),
 		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -5,14 +5,24 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 )
 
+func mustFileRevocations(t testing.TB, path string, checkEvery ...time.Duration) *FileRevocations {
+	t.Helper()
+	r, err := NewFileRevocations(path, checkEvery...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
 func TestFileRevocations(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "revoked")
-	r := NewFileRevocations(path, time.Nanosecond)
+	r := mustFileRevocations(t, path, time.Nanosecond)
 	if r.Revoked("a") {
 		t.Fatal("missing file revokes a token")
 	}
@@ -49,7 +59,7 @@ func TestFileRevocations(t *testing.T) {
 
 func TestFileRevocationsChecksAtMostOncePerInterval(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "revoked")
-	r := NewFileRevocations(path, time.Hour)
+	r := mustFileRevocations(t, path, time.Hour)
 	if err := os.WriteFile(path, []byte("a\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +74,7 @@ func TestFileRevocationsChecksAtMostOncePerInterval(t *testing.T) {
 
 func TestFileRevocationsConcurrent(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "revoked")
-	r := NewFileRevocations(path, time.Nanosecond)
+	r := mustFileRevocations(t, path, time.Nanosecond)
 	var wg sync.WaitGroup
 	for i := range 8 {
 		wg.Add(1)
@@ -85,7 +95,7 @@ func TestFileRevocationsConcurrent(t *testing.T) {
 }
 
 func BenchmarkFileRevocations(b *testing.B) {
-	r := NewFileRevocations(filepath.Join(b.TempDir(), "revoked"))
+	r := mustFileRevocations(b, filepath.Join(b.TempDir(), "revoked"))
 	b.ReportAllocs()
 	for b.Loop() {
 		_ = r.Revoked("x")
@@ -97,7 +107,7 @@ func TestAnyRevocations(t *testing.T) {
 	if err := os.WriteFile(file, []byte("from-file\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	both := AnyRevocations{NewRevocationSet("from-set"), NewFileRevocations(file)}
+	both := AnyRevocations{NewRevocationSet("from-set"), mustFileRevocations(t, file)}
 	for id, want := range map[string]bool{"from-set": true, "from-file": true, "neither": false} {
 		if got := both.Revoked(id); got != want {
 			t.Errorf("Revoked(%q) = %v, want %v", id, got, want)
@@ -108,5 +118,66 @@ func TestAnyRevocations(t *testing.T) {
 	c.TokenID = "from-file"
 	if _, err := NewVerifier(map[string]ed25519.PublicKey{"k": s.PublicKey()}, both).Verify(mint(t, s, c), t0); !errors.Is(err, ErrRevoked) {
 		t.Errorf("Verify of a token the file revokes: %v, want ErrRevoked", err)
+	}
+}
+
+// TestFileRevocationsLines: a list kept by hand is read the way people
+// write one. A note after an id, a whole token pasted in place of its id,
+// or the byte order mark an editor put first must not leave the token
+// working.
+func TestFileRevocationsLines(t *testing.T) {
+	s := testSigner("k", 1)
+	c := testClaims()
+	c.TokenID = "pasted-token-id"
+	tok := mint(t, s, c)
+	for _, tc := range []struct {
+		name, file string
+		revoked    []string
+		kept       []string
+	}{
+		{"note after the id", "abc123 # leaked in CI logs\ndef456\t#why\n", []string{"abc123", "def456"}, []string{"abc123 # leaked in CI logs"}},
+		{"whole token", "# the leaked token itself\n" + tok + "\n", []string{"pasted-token-id"}, []string{tok}},
+		{"byte order mark", "\ufeffabc123\r\ndef456\r\n", []string{"abc123", "def456"}, []string{"\ufeffabc123"}},
+		{"after an overlong line", strings.Repeat("x", 100<<10) + "\nabc123\n", []string{"abc123"}, nil},
+		{"comment only", "   # abc123\n#\n", nil, []string{"abc123", "#", ""}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "revoked")
+			if err := os.WriteFile(path, []byte(tc.file), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			r, err := NewFileRevocations(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, id := range tc.revoked {
+				if !r.Revoked(id) {
+					t.Errorf("%q not revoked", id)
+				}
+			}
+			for _, id := range tc.kept {
+				if r.Revoked(id) {
+					t.Errorf("%q revoked", id)
+				}
+			}
+		})
+	}
+}
+
+// TestFileRevocationsUnreadableAtStart: a list that exists but cannot be
+// read when the gateway starts is an error, as the ledger's is: starting
+// with no list would let every token in it through, silently.
+func TestFileRevocationsUnreadableAtStart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "revoked")
+	// A directory in its place stats fine and fails to read, whoever runs
+	// the test.
+	if err := os.Mkdir(path, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewFileRevocations(path); err == nil {
+		t.Fatal("NewFileRevocations of an unreadable list: no error")
+	}
+	if _, err := NewFileRevocations(filepath.Join(t.TempDir(), "missing")); err != nil {
+		t.Errorf("a missing list is an empty one, not an error: %v", err)
 	}
 }

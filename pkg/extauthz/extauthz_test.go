@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/tollgate-dev/tollgate/pkg/auth"
 	"github.com/tollgate-dev/tollgate/pkg/extauthz"
 	"github.com/tollgate-dev/tollgate/pkg/internal/gwtest"
 	"github.com/tollgate-dev/tollgate/pkg/mockprovider"
@@ -153,6 +154,9 @@ func TestAllowed(t *testing.T) {
 			`{"model":"claude-sonnet-4-5","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}`, []string{"beta"}, "x-api-key"},
 		{"gemini", "/gemini/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse&key=" + tok, nil,
 			`{"contents":[{"parts":[{"text":"hi"}]}]}`, []string{"key"}, "x-goog-api-key"},
+		// Google reads $key as the API key too: it goes with key.
+		{"gemini", "/gemini/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse&key=" + tok + "&%24key=" + tok, nil,
+			`{"contents":[{"parts":[{"text":"hi"}]}]}`, []string{"$key", "key"}, "x-goog-api-key"},
 	}
 	for _, raw := range []bool{true, false} {
 		for _, c := range cases {
@@ -243,6 +247,42 @@ func TestDenied(t *testing.T) {
 			recs := e.stack.Recorder.All()[before:]
 			if len(recs) != 1 || recs[0].Status != c.record {
 				t.Errorf("records %+v, want one %s", recs, c.record)
+			}
+		})
+	}
+}
+
+// TestRevokedAfterUse: a token revoked after the verifier cached it is
+// denied from the next check on, in every place it is accepted.
+func TestRevokedAfterUse(t *testing.T) {
+	e := newEnv(t)
+	for _, c := range []struct {
+		name, path string
+		h          [][2]string
+	}{
+		{"bearer", "/openai/v1/chat/completions", [][2]string{{"authorization", "Bearer %s"}}},
+		{"x-api-key", "/anthropic/v1/messages", [][2]string{{"x-api-key", "%s"}, {"anthropic-version", "2023-06-01"}}},
+		{"x-goog-api-key", "/gemini/v1beta/models/gemini-2.5-flash:generateContent", [][2]string{{"x-goog-api-key", "%s"}}},
+		{"key parameter", "/gemini/v1beta/models/gemini-2.5-flash:generateContent?key=%s", nil},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			id := "revoked-" + strings.ReplaceAll(c.name, " ", "-")
+			tok := e.stack.Mint(t, auth.Claims{Account: "acct-1", Project: "proj-1", TokenID: id})
+			h := make([][2]string, len(c.h))
+			for i, kv := range c.h {
+				h[i] = [2]string{kv[0], strings.ReplaceAll(kv[1], "%s", tok)}
+			}
+			path := strings.ReplaceAll(c.path, "%s", tok)
+			if resp := e.check(t, "POST", path, h, true); codes.Code(resp.GetStatus().GetCode()) != codes.OK {
+				t.Fatalf("before the revocation: %v", resp.GetStatus())
+			}
+			e.stack.Revoked.Add(id)
+			resp := e.check(t, "POST", path, h, true)
+			if codes.Code(resp.GetStatus().GetCode()) == codes.OK || resp.GetDeniedResponse() == nil {
+				t.Fatalf("a revoked token passed the check: %v", resp.GetStatus())
+			}
+			if body := resp.GetDeniedResponse().GetBody(); !strings.Contains(body, "revoked") || strings.Contains(body, tok) {
+				t.Errorf("denial body %s: want the revocation named, never the token", body)
 			}
 		})
 	}

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/tollgate-dev/tollgate/pkg/auth"
 	"github.com/tollgate-dev/tollgate/pkg/mockprovider"
 	"github.com/tollgate-dev/tollgate/pkg/usage"
 )
@@ -149,6 +150,13 @@ func TestUpstreamPath(t *testing.T) {
 			body:   gemini.body("hi", true),
 		}, "/gemini/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
 			"/v1beta/models/gemini-2.5-flash:streamGenerateContent", "alt=sse"},
+		// Google reads $key as the API key too: it goes like key.
+		{"gemini query $key", exchange{
+			path:   "/gemini/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse&%24key=" + e.stack.Token,
+			header: headerList{{"content-type", "application/json"}, {"x-goog-api-key", e.stack.Token}},
+			body:   gemini.body("hi", true),
+		}, "/gemini/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
+			"/v1beta/models/gemini-2.5-flash:streamGenerateContent", "alt=sse"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e.t = t
@@ -234,6 +242,42 @@ func TestHiddenUsage(t *testing.T) {
 
 // TestRejections: refusals are immediate responses in each provider's own
 // error shape, with nothing sent upstream and one rejected record.
+// TestRevokedAfterUse: a token revoked after the verifier cached it is
+// refused from the next request on, in every place it is accepted, and
+// nothing reaches the provider.
+func TestRevokedAfterUse(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	for _, c := range []struct {
+		name string
+		x    func(tok string) exchange
+	}{
+		{"bearer", func(tok string) exchange { return fixtures[0].request(tok, "hi", false) }},
+		{"x-api-key", func(tok string) exchange { return fixtures[1].request(tok, "hi", false) }},
+		{"x-goog-api-key", func(tok string) exchange { return fixtures[2].request(tok, "hi", false) }},
+		{"key parameter", func(tok string) exchange {
+			return exchange{path: fixtures[2].path + "?key=" + tok, header: headerList{{"content-type", "application/json"}}, body: fixtures[2].body("hi", false)}
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e.t = t
+			id := "revoked-" + strings.ReplaceAll(c.name, " ", "-")
+			tok := e.stack.Mint(t, auth.Claims{Account: "acct-1", Project: "proj-1", TokenID: id})
+			if res := e.run(c.x(tok)); res.status != 200 {
+				t.Fatalf("before the revocation: status %d %s", res.status, res.body)
+			}
+			e.stack.Revoked.Add(id)
+			e.mock.Reset()
+			res := e.run(c.x(tok))
+			if res.immediate == nil || res.upCalled {
+				t.Fatalf("a revoked token went upstream (status %d)", res.status)
+			}
+			if body := string(res.immediate.GetBody()); !strings.Contains(body, "revoked") || strings.Contains(body, tok) {
+				t.Errorf("refusal %s: want the revocation named, never the token", body)
+			}
+		})
+	}
+}
+
 func TestRejections(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	type shape func(t *testing.T, body []byte)

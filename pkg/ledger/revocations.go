@@ -3,6 +3,7 @@ package ledger
 import (
 	"context"
 	"maps"
+	"math"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -20,10 +21,17 @@ type Revocation struct {
 // maxTokenIDLen bounds a stored token id: minted ids are 22 bytes.
 const maxTokenIDLen = 128
 
+// revocationPruneDelay is how long after its token's expiry a revocation's
+// row is deleted. The expiry is read on each reader's clock, the deletion
+// runs on the revoker's, which may be ahead (the CLI on an operator's
+// machine): deleted at once, a row would be gone for replicas that still
+// take the token as unexpired, and they would accept it again.
+const revocationPruneDelay = 24 * time.Hour
+
 // RevokeToken records that the token with id tokenID is revoked until
 // expiresAt, when it expires anyway. Revoking a revoked token again is not
-// an error; the later expiry is kept. Revocations whose token has expired
-// are deleted on the way.
+// an error; the later expiry is kept. Revocations whose token expired
+// more than revocationPruneDelay ago are deleted on the way.
 func (d *DB) RevokeToken(ctx context.Context, tokenID string, expiresAt time.Time) error {
 	switch {
 	case tokenID == "" || len(tokenID) > maxTokenIDLen || !utf8.ValidString(tokenID):
@@ -32,11 +40,18 @@ func (d *DB) RevokeToken(ctx context.Context, tokenID string, expiresAt time.Tim
 		return invalidf("revoke token: no expiry time given")
 	}
 	now := d.now().UTC()
+	// A token may expire after 2262, where UnixNano wraps around into the
+	// past and the revocation would read as expired at once: the latest
+	// time the column holds stands for any later one.
+	expiresNS := int64(math.MaxInt64)
+	if expiresAt.Before(time.Unix(0, math.MaxInt64)) {
+		expiresNS = expiresAt.UnixNano()
+	}
 	_, err := d.b.exec(ctx, `INSERT INTO revoked_tokens (token_id, revoked_ns, expires_ns) VALUES (?, ?, ?)
 		ON CONFLICT (token_id) DO UPDATE SET expires_ns = excluded.expires_ns
-		WHERE excluded.expires_ns > revoked_tokens.expires_ns`, tokenID, now.UnixNano(), expiresAt.UnixNano())
+		WHERE excluded.expires_ns > revoked_tokens.expires_ns`, tokenID, now.UnixNano(), expiresNS)
 	if err == nil {
-		_, err = d.b.exec(ctx, `DELETE FROM revoked_tokens WHERE expires_ns <= ?`, now.UnixNano())
+		_, err = d.b.exec(ctx, `DELETE FROM revoked_tokens WHERE expires_ns <= ?`, now.Add(-revocationPruneDelay).UnixNano())
 	}
 	return wrap("revoke token", err)
 }

@@ -33,6 +33,8 @@ func TestRevocations(t *testing.T) {
 		{"RevokeAndList", testRevokeAndList},
 		{"Watch", testRevocationWatch},
 		{"WatchFullReload", testRevocationWatchFullReload},
+		{"PruneUnderClockSkew", testRevocationPruneUnderClockSkew},
+		{"FarExpiry", testRevocationFarExpiry},
 	}
 	t.Run("sqlite", func(t *testing.T) {
 		for _, tt := range tests {
@@ -118,20 +120,69 @@ func testRevokeAndList(t *testing.T, a, b *DB) {
 		t.Errorf("Revocations(since t0+1s) = %v, want tok-short, tok-c", got)
 	}
 
-	// Past tok-short's expiry it is no longer listed, and the next
-	// revocation deletes its row: back before its expiry it stays gone.
+	// Past tok-short's expiry it is no longer listed; its row is deleted
+	// by a revocation a day later, not before (testRevocationPruneUnderClockSkew).
 	clk.set(revokeT0.Add(10 * time.Second))
 	all, err = a.Revocations(ctx, time.Time{})
 	must(err)
 	if got := tokenIDs(all); !slices.Equal(got, []string{"tok-a", "tok-c"}) {
 		t.Errorf("after tok-short expired: %v, want tok-a, tok-c", got)
 	}
-	must(a.RevokeToken(ctx, "tok-d", revokeT0.Add(time.Hour)))
+	clk.set(revokeT0.Add(10*time.Second + revocationPruneDelay))
+	must(a.RevokeToken(ctx, "tok-d", revokeT0.Add(100*time.Hour)))
 	clk.set(revokeT0.Add(5 * time.Second))
 	all, err = b.Revocations(ctx, time.Time{})
 	must(err)
 	if got := tokenIDs(all); !slices.Equal(got, []string{"tok-a", "tok-c", "tok-d"}) {
 		t.Errorf("after pruning: %v, want tok-a, tok-c, tok-d (tok-short's row deleted)", got)
+	}
+}
+
+// testRevocationFarExpiry: a token may expire after 2262, past what
+// nanoseconds since 1970 hold in an int64 (the verifier takes any expiry
+// a signer wrote); its revocation must hold, not wrap around into the past
+// and be dropped as expired.
+func testRevocationFarExpiry(t *testing.T, a, b *DB) {
+	ctx := t.Context()
+	clk := newClock(revokeT0)
+	a.now, b.now = clk.now, clk.now
+	far := time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC)
+	if err := a.RevokeToken(ctx, "far-future", far); err != nil {
+		t.Fatal(err)
+	}
+	all, err := b.Revocations(ctx, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := tokenIDs(all); !slices.Equal(got, []string{"far-future"}) {
+		t.Fatalf("revocations %v, want far-future", got)
+	}
+	if !all[0].ExpiresAt.After(revokeT0.Add(200 * 365 * 24 * time.Hour)) {
+		t.Errorf("expiry read back as %v, want the latest a ledger holds", all[0].ExpiresAt)
+	}
+}
+
+// testRevocationPruneUnderClockSkew: a revocation made where the clock is
+// ahead (an operator's laptop running the CLI against the shared ledger)
+// must not delete the rows of tokens that have expired by its clock only:
+// a replica whose clock is right would accept such a revoked token again
+// until it expires there.
+func testRevocationPruneUnderClockSkew(t *testing.T, a, b *DB) {
+	ctx := t.Context()
+	clkA, clkB := newClock(revokeT0.Add(3*time.Hour)), newClock(revokeT0)
+	a.now, b.now = clkA.now, clkB.now
+	if err := b.RevokeToken(ctx, "leaked", revokeT0.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.RevokeToken(ctx, "other", revokeT0.Add(10*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	all, err := b.Revocations(ctx, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := tokenIDs(all); !slices.Contains(got, "leaked") {
+		t.Errorf("revocations %v: a revocation through a handle 3h ahead deleted \"leaked\", which expires in 1h", got)
 	}
 }
 

@@ -187,6 +187,9 @@ func TestGeminiQueryParameters(t *testing.T) {
 	}{
 		{"credentials dropped, the rest kept", stream + "?alt=sse&key=" + decoy + "&access_token=" + decoy + "&prettyPrint=false&oauth_token=" + decoy + "&quotaUser=u1",
 			"alt=sse&prettyPrint=false&quotaUser=u1"},
+		// Google reads the API key as $key too (its system parameters
+		// all take a leading '$'), escaped or not.
+		{"$key dropped", stream + "?alt=sse&%24key=" + decoy + "&$key=" + decoy + "&prettyPrint=false", "alt=sse&prettyPrint=false"},
 		{"alt=json", stream + "?alt=json", "alt=json"},
 		{"fields", generate + "?fields=candidates", "-"},
 		{"$fields", generate + "?%24fields=candidates.content", "-"},

@@ -53,7 +53,11 @@ func Start(t testing.TB) *Processor {
 	})
 	srv := httptest.NewServer(svc.Handler())
 	t.Cleanup(srv.Close)
-	v := auth.NewVerifier(map[string]ed25519.PublicKey{signer.KeyID(): signer.PublicKey()}, auth.NewFileRevocations(revoked, time.Nanosecond))
+	file, err := auth.NewFileRevocations(revoked, time.Nanosecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := auth.NewVerifier(map[string]ed25519.PublicKey{signer.KeyID(): signer.PublicKey()}, file)
 	return &Processor{Store: store, URL: srv.URL, Verifier: v, revoked: revoked, srv: srv}
 }
 

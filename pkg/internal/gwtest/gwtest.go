@@ -38,6 +38,8 @@ type Stack struct {
 	Gateway  *gateway.Gateway
 	Recorder *Recorder
 	Signer   *auth.Signer
+	// Revoked is the verifier's revocation list.
+	Revoked *auth.RevocationSet
 	// Token is valid for account "acct-1", project "proj-1".
 	Token string
 }
@@ -84,11 +86,12 @@ func Build(o Options) (*Stack, error) {
 		rec = NewRecorder()
 		recorder = rec
 	}
+	revoked := auth.NewRevocationSet()
 	gw := gateway.New(gateway.Config{
 		Providers:      []gateway.Provider{openai.New(), anthropic.New(), gemini.New()},
 		Upstreams:      ups,
 		Catalog:        cat,
-		Verifier:       auth.NewVerifier(map[string]ed25519.PublicKey{signer.KeyID(): signer.PublicKey()}, auth.NewRevocationSet()),
+		Verifier:       auth.NewVerifier(map[string]ed25519.PublicKey{signer.KeyID(): signer.PublicKey()}, revoked),
 		Recorder:       recorder,
 		Counter:        cnt,
 		MaxRequestBody: o.MaxRequestBody,
@@ -97,7 +100,7 @@ func Build(o Options) (*Stack, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Stack{Gateway: gw, Recorder: rec, Signer: signer, Token: tok}, nil
+	return &Stack{Gateway: gw, Recorder: rec, Signer: signer, Revoked: revoked, Token: tok}, nil
 }
 
 // Mint signs a token; a zero ExpiresAt means one hour from now.
@@ -176,9 +179,9 @@ func (r *Recorder) All() []usage.Record {
 
 // Credentials are the values a client sent where SDKs put keys
 // (authorization, with and without its scheme, x-api-key, x-goog-api-key)
-// and the key parameter of its :path; short ones are left out (they would
-// match anything). The Envoy adapters' fuzz tests check that none of them
-// goes upstream.
+// and the key and $key parameters of its :path; short ones are left out
+// (they would match anything). The Envoy adapters' fuzz tests check that
+// none of them goes upstream.
 func Credentials(h []*corev3.HeaderValue) []string {
 	var out []string
 	add := func(v string) {
@@ -199,6 +202,7 @@ func Credentials(h []*corev3.HeaderValue) []string {
 		case ":path":
 			_, q, _ := strings.Cut(v, "?")
 			add(gateway.QueryValue(q, "key"))
+			add(gateway.QueryValue(q, "$key")) // Google's other spelling
 		}
 	}
 	return out

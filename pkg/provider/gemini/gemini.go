@@ -44,8 +44,12 @@ const (
 // v1 or v1alpha.
 func (*Provider) Match(method, path, rawQuery string) (gateway.Route, *gateway.Failure) {
 	// Every credential the client may put in the query (an API key, an
-	// OAuth token) is its own; upstream gets the operator's key.
-	r := gateway.Route{UpstreamPath: path, UpstreamQuery: gateway.QueryWithout(rawQuery, "key", "access_token", "oauth_token")}
+	// OAuth token) is its own; upstream gets the operator's key. Google
+	// takes each system parameter with a leading '$' too ($key is its
+	// documented spelling): a $key left in would reach Google beside the
+	// operator's key, and a bad one be blamed on it (API_KEY_INVALID).
+	r := gateway.Route{UpstreamPath: path, UpstreamQuery: gateway.QueryWithout(rawQuery,
+		"key", "$key", "access_token", "$access_token", "oauth_token", "$oauth_token")}
 	version, rest, _ := strings.Cut(strings.TrimPrefix(path, "/"), "/")
 	switch version {
 	case "v1beta", "v1", "v1alpha":
