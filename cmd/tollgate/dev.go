@@ -26,6 +26,7 @@ import (
 	"github.com/tollgate-dev/tollgate/pkg/ledger"
 	"github.com/tollgate-dev/tollgate/pkg/meter"
 	"github.com/tollgate-dev/tollgate/pkg/mockprovider"
+	"github.com/tollgate-dev/tollgate/pkg/proxy"
 )
 
 // devState is what a running dev gateway leaves in its data dir for
@@ -175,7 +176,7 @@ func runDev(ctx context.Context, o devOptions) error {
 		}
 		st.handler.ServeHTTP(w, r)
 	})
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 30 * time.Second}
+	srv := proxy.NewServer(handler, 0)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	// On the way out, requests in flight get devShutdownGrace to finish;

@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/tollgate-dev/tollgate/pkg/auth"
 	"github.com/tollgate-dev/tollgate/pkg/meter"
+	"github.com/tollgate-dev/tollgate/pkg/proxy"
 	"github.com/tollgate-dev/tollgate/pkg/strictyaml"
 	"github.com/tollgate-dev/tollgate/pkg/telemetry"
 )
@@ -58,6 +59,13 @@ type serveConfig struct {
 	// it below the pod's terminationGracePeriodSeconds, less the second of
 	// health drain, or the kubelet's SIGKILL comes first.
 	ShutdownGrace string `yaml:"shutdown_grace"`
+	// StreamIdleTimeout ends a proxied response that makes no progress for
+	// this long: no bytes from upstream (headers included), or a client
+	// that takes none (default 10m, as the sidecar's Envoy).
+	StreamIdleTimeout string `yaml:"stream_idle_timeout"`
+	// RequestReadTimeout bounds reading a request's head and body on the
+	// proxy listener (default 2m).
+	RequestReadTimeout string `yaml:"request_read_timeout"`
 }
 
 type limitsConfig struct {
@@ -222,6 +230,14 @@ from the ledger every second and from the data dir's revoked file.`,
 			if err != nil {
 				return err
 			}
+			streamIdle, err := configDuration("stream_idle_timeout", cfg.StreamIdleTimeout, proxy.DefaultStreamIdleTimeout, false)
+			if err != nil {
+				return err
+			}
+			readTimeout, err := configDuration("request_read_timeout", cfg.RequestReadTimeout, proxy.DefaultReadTimeout, false)
+			if err != nil {
+				return err
+			}
 			rate := meter.DefaultRate
 			if cfg.CreditsPerUSD != "" {
 				if rate, err = meter.ParseRate(cfg.CreditsPerUSD); err != nil {
@@ -232,6 +248,7 @@ from the ledger every second and from the data dir's revoked file.`,
 				metrics: pick("metrics-listen", cfg.MetricsListen, ""), admin: pick("admin-listen", cfg.AdminListen, "")}, stackOptions{
 				dataDir: dataDir, signingKeysDir: pick("signing-keys-dir", cfg.SigningKeysDir, ""), signingKeysPoll: keysPoll, signingKeysGrace: keysGrace, catalogFile: catalogFile, upstreams: overrides, keys: keys,
 				allowHeaders: allow, versions: versions, maxBody: maxBody, logger: logger,
+				streamIdle: streamIdle, readTimeout: readTimeout,
 				ledgerURL: cmp.Or(os.Getenv("TOLLGATE_LEDGER_URL"), cfg.LedgerURL),
 				limits: limitOptions{
 					redisURL:    cmp.Or(os.Getenv("TOLLGATE_REDIS_URL"), cfg.Limits.RedisURL),
@@ -364,7 +381,7 @@ func runServe(ctx context.Context, l listeners, o stackOptions, grace time.Durat
 		return err
 	}
 	defer stopAdmin()
-	srv := &http.Server{Handler: st.handler, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second}
+	srv := proxy.NewServer(st.handler, o.readTimeout)
 	o.logger.Info("serving", "addr", ln.Addr().String(), "data_dir", o.dataDir)
 	errc := make(chan error, 4)
 	go func() { errc <- srv.Serve(ln) }()

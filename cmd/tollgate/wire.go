@@ -82,8 +82,10 @@ type stackOptions struct {
 	allowHeaders                      map[string][]string
 	versions                          []string // accepted anthropic-version values
 	maxBody                           int64
-	logger                            *slog.Logger
-	limits                            limitOptions
+	// streamIdle and readTimeout are the proxy's (0: its defaults).
+	streamIdle, readTimeout time.Duration
+	logger                  *slog.Logger
+	limits                  limitOptions
 	// ledgerURL is the ledger database; empty: SQLite in dataDir.
 	ledgerURL  string
 	creditRate meter.Rate // default meter.DefaultRate
@@ -226,7 +228,7 @@ func newStack(ctx context.Context, o stackOptions) (*stack, error) {
 		CacheKeySecret: cacheSecret,
 		Logger:         o.logger,
 	})
-	px, err := proxy.New(proxy.Config{Gateway: gw, Upstreams: ups, Logger: o.logger})
+	px, err := proxy.New(proxy.Config{Gateway: gw, Upstreams: ups, Logger: o.logger, StreamIdleTimeout: o.streamIdle})
 	if err != nil {
 		watch.Close()
 		store.Close()

@@ -99,16 +99,19 @@ type Exchange struct {
 	grant     Grant
 	firstByte time.Time
 
-	status    int
-	framing   framing
-	meter     Meter
-	hide      bool
-	dec       sse.Decoder
-	arr       jsonscan.ArraySplitter
-	doc       []byte
-	docOver   bool
-	hold      []byte
-	holdBase  int64
+	status   int
+	framing  framing
+	meter    Meter
+	hide     bool
+	dec      sse.Decoder
+	arr      jsonscan.ArraySplitter
+	doc      []byte
+	docOver  bool
+	hold     []byte
+	holdBase int64
+	// passing: the unfinished event outgrew the hold and passes as it
+	// comes (filterEvents).
+	passing   bool
 	out       []byte
 	completed bool
 	settled   bool
@@ -352,7 +355,7 @@ func (x *Exchange) StreamAborted() []byte {
 		return nil
 	}
 	tail := x.prov.StreamError(Fail(StatusBadGateway, CodeUpstream, "The upstream stream ended unexpectedly."), x.route)
-	if x.hide || x.meter == nil {
+	if x.meter == nil || x.hide && !x.passing {
 		return tail // only whole events were forwarded
 	}
 	// The cut may fall inside an event: end its line and dispatch it, so

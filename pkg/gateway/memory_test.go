@@ -1,12 +1,15 @@
 package gateway_test
 
 import (
+	"bytes"
 	"context"
 	"net/http"
 	"runtime"
 	"testing"
 
 	"github.com/tollgate-dev/tollgate/pkg/gateway"
+	"github.com/tollgate-dev/tollgate/pkg/tokenize"
+	"github.com/tollgate-dev/tollgate/pkg/usage"
 )
 
 // streamMemoryCases are streams stopped halfway, in the state the gateway
@@ -103,5 +106,61 @@ func BenchmarkStreamMemory(b *testing.B) {
 			}
 			b.ReportMetric(per, "B/stream")
 		})
+	}
+}
+
+// TestHiddenUsageStreamEndlessLine: an OpenAI chat stream whose usage chunk
+// the gateway hides is forwarded in whole events, but an event that never
+// ends (a line without newline from a misbehaving upstream) must not be
+// held whole: past a bound its bytes pass as they come, the heap stays
+// bounded, and the stream after it is still filtered (the usage chunk the
+// gateway asked for stays hidden).
+func TestHiddenUsageStreamEndlessLine(t *testing.T) {
+	env := newBenchEnv(t)
+	counter, err := tokenize.NewCounter()
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := gateway.New(gateway.Config{
+		Providers: env.providers(), Upstreams: env.upstreams(), Catalog: env.catalog(t), Verifier: env.verifier,
+		Recorder: gateway.RecorderFunc(func(usage.Record) {}), Counter: counter,
+		MaxResponseDoc: 256 << 10, // the decoder's own bound on an event's data
+	})
+	x := g.NewExchange(context.Background(), "endless")
+	if out := x.RequestHeaders(http.MethodPost, "/openai/v1/chat/completions", gateway.Headers{{Name: "Authorization", Value: "Bearer " + env.token}}); out.Action != gateway.NeedBody {
+		t.Fatalf("request headers: %s", out.Response.Body)
+	}
+	if out := x.RequestBody([]byte(`{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}`)); out.Action != gateway.Forward {
+		t.Fatalf("request body: %s", out.Response.Body)
+	}
+	x.ResponseHeaders(http.StatusOK, upstreamHeaders("text/event-stream"))
+
+	const total = 16 << 20
+	head := []byte(`data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"`)
+	fill := bytes.Repeat([]byte("a"), 32<<10)
+	var got bytes.Buffer
+	feed := func(b []byte, end bool) { got.Write(x.ResponseBody(b, end)) }
+	feed(head, false)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	passed := 0 // counted, not kept: the heap is the exchange's alone
+	for n := 0; n < total; n += len(fill) {
+		passed += len(x.ResponseBody(fill, false))
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if held := int64(after.HeapAlloc) - int64(before.HeapAlloc); held > 2<<20 {
+		t.Errorf("the exchange holds %d KiB of an unfinished %d MiB event, want at most 2 MiB", held>>10, total>>20)
+	}
+	if passed < total-(1<<20) {
+		t.Errorf("%d KiB of a %d MiB unfinished event reached the client: it is being held", passed>>10, total>>20)
+	}
+	got.Reset()
+	feed([]byte(`"},"finish_reason":null}],"usage":null}`+"\n\n"), false)
+	feed([]byte(`data: {"id":"c","object":"chat.completion.chunk","choices":[],"usage":{"prompt_tokens":7,"completion_tokens":3,"total_tokens":10}}`+"\n\n"), false)
+	feed([]byte("data: [DONE]\n\n"), true)
+	if want := `"},"finish_reason":null}],"usage":null}` + "\n\ndata: [DONE]\n\n"; got.String() != want {
+		t.Errorf("after the long event the client got %.300q, want %q (the rest of it, then [DONE] without the hidden usage chunk)", got.String(), want)
 	}
 }

@@ -445,14 +445,23 @@ func (x *Exchange) onElement(elem []byte) error {
 
 // filterEvents forwards whole events only, leaving out those the meter
 // drops and replacing an error event about the operator's account. The
-// bytes of an event still arriving are held until it completes.
+// bytes of an event still arriving are held until it completes, up to
+// maxHeldEvent: past that they pass as they come (x.passing), since the
+// events the gateway drops or replaces are small, and an upstream sending
+// a line without end must not grow the hold without bound.
 func (x *Exchange) filterEvents(chunk []byte, end bool) []byte {
 	x.hold = append(x.hold, chunk...)
 	x.out = x.out[:0]
 	consumed := x.holdBase
 	editor, _ := x.meter.(EventEditor)
 	emit := func(ev sse.Event) error {
-		if drop := x.meter.Event(ev); !drop {
+		drop := x.meter.Event(ev)
+		switch {
+		case x.passing:
+			// Its start has gone out already: the rest follows unedited.
+			x.out = append(x.out, x.hold[:ev.End-x.holdBase]...)
+			x.passing = false
+		case !drop:
 			raw := x.hold[ev.Start-x.holdBase : ev.End-x.holdBase]
 			if f := x.accountError(ev.Data, true); f != nil {
 				x.out = append(x.out, x.prov.StreamError(f, x.route)...)
@@ -468,8 +477,11 @@ func (x *Exchange) filterEvents(chunk []byte, end bool) []byte {
 	_ = x.dec.Feed(chunk, emit)
 	if end {
 		_ = x.dec.Close(emit)
-		x.out = append(x.out, x.hold[consumed-x.holdBase:]...)
+	}
+	if rest := x.hold[consumed-x.holdBase:]; end || x.passing || len(rest) > maxHeldEvent {
+		x.out = append(x.out, rest...)
 		consumed = x.holdBase + int64(len(x.hold))
+		x.passing = !end
 	}
 	n := copy(x.hold, x.hold[consumed-x.holdBase:])
 	x.hold = x.hold[:n]

@@ -38,7 +38,45 @@ type Config struct {
 	// Transport sends upstream requests (a tuned http.Transport by default).
 	Transport http.RoundTripper
 	Logger    *slog.Logger
+	// StreamIdleTimeout ends a response that makes no progress for this
+	// long: no bytes from upstream, or a client that takes none (default
+	// DefaultStreamIdleTimeout). It is per read and per write, not for the
+	// whole response, since streams legitimately run and pause for minutes.
+	StreamIdleTimeout time.Duration
 }
+
+// DefaultReadTimeout bounds reading a request's head and body: a slow-loris
+// client trickling either byte by byte would otherwise hold a connection
+// and a goroutine for as long as it likes. Two minutes take the largest
+// default body (32 MiB) over a 2.3 Mbit/s link.
+const DefaultReadTimeout = 2 * time.Minute
+
+// NewServer returns the http.Server for the proxy's listener. Its timeouts
+// bound the request only: ReadTimeout ends once the body is read (net/http
+// clears the read deadline then), so streams of any length go out, bounded
+// by the Proxy's stream idle timeout instead. readTimeout <= 0 means
+// DefaultReadTimeout.
+func NewServer(h http.Handler, readTimeout time.Duration) *http.Server {
+	if readTimeout <= 0 {
+		readTimeout = DefaultReadTimeout
+	}
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: min(30*time.Second, readTimeout),
+		ReadTimeout:       readTimeout,
+		IdleTimeout:       120 * time.Second,
+	}
+}
+
+// DefaultStreamIdleTimeout is generous on purpose: reasoning models think
+// for minutes between events. It matches the sidecar's Envoy idle timeouts
+// and the transport's ResponseHeaderTimeout, so both front doors give up on
+// a silent peer at the same time.
+const DefaultStreamIdleTimeout = 10 * time.Minute
+
+// errUpstreamIdle cancels an upstream request that sent nothing for the
+// stream idle timeout.
+var errUpstreamIdle = errors.New("upstream sent nothing for the stream idle timeout")
 
 // Proxy serves the gateway over HTTP.
 type Proxy struct {
@@ -47,6 +85,7 @@ type Proxy struct {
 	rt        http.RoundTripper
 	log       *slog.Logger
 	ids       *gateway.RequestIDs
+	idle      time.Duration
 	// Read buffers for upstream bodies: large ones for whole bodies,
 	// small ones for streams (see forward).
 	large, small sync.Pool
@@ -62,14 +101,21 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.Gateway == nil {
 		return nil, errors.New("proxy: no gateway")
 	}
-	p := &Proxy{gw: cfg.Gateway, upstreams: cfg.Upstreams, rt: cfg.Transport, log: cfg.Logger}
+	p := &Proxy{gw: cfg.Gateway, upstreams: cfg.Upstreams, rt: cfg.Transport, log: cfg.Logger, idle: cfg.StreamIdleTimeout}
+	if p.idle <= 0 {
+		p.idle = DefaultStreamIdleTimeout
+	}
 	for _, name := range cfg.Gateway.Providers() {
 		if p.upstreams[name] == nil {
 			return nil, fmt.Errorf("proxy: no upstream for provider %q", name)
 		}
 	}
 	if p.rt == nil {
-		p.rt = NewTransport()
+		t := NewTransport()
+		// An upstream that never answers is as silent as one that stops
+		// midway: one timeout for both.
+		t.ResponseHeaderTimeout = p.idle
+		p.rt = t
 	}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
@@ -164,16 +210,19 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		body, tooLarge, err := readBody(r, x.MaxRequestBody())
 		switch {
 		case tooLarge:
-			writeResponse(w, x.Reject(x.TooLarge()))
+			p.writeResponse(w, x.Reject(x.TooLarge()))
 			return
 		case err != nil:
+			// The client left, or was too slow (the server's read
+			// timeout): the deferred Settle records it; no answer goes
+			// out, so a client still there cannot take an empty 200 for one.
 			end = gateway.ClientGone
-			return
+			panic(http.ErrAbortHandler)
 		}
 		out = x.RequestBody(body)
 	}
 	if out.Action == gateway.Respond {
-		writeResponse(w, out.Response)
+		p.writeResponse(w, out.Response)
 		return
 	}
 	var cut bool
@@ -197,15 +246,19 @@ func (p *Proxy) forward(ctx context.Context, w http.ResponseWriter, x *gateway.E
 	path, query, _ := strings.Cut(up.Path, "?")
 	unescaped, err := url.PathUnescape(path)
 	if err != nil {
-		writeResponse(w, x.Reject(gateway.Fail(http.StatusBadRequest, gateway.CodeInvalidRequest, "The request path is not validly escaped.")))
+		p.writeResponse(w, x.Reject(gateway.Fail(http.StatusBadRequest, gateway.CodeInvalidRequest, "The request path is not validly escaped.")))
 		return gateway.Completed, false
 	}
 	u.Path = base.Path + unescaped
 	u.RawPath = base.EscapedPath() + path
 	u.RawQuery = query
-	req, err := http.NewRequestWithContext(ctx, up.Method, u.String(), nil)
+	// upCtx ends with the client's request, or when upstream goes silent
+	// for the idle timeout (see idleTimer).
+	upCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	req, err := http.NewRequestWithContext(upCtx, up.Method, u.String(), nil)
 	if err != nil {
-		writeResponse(w, x.UpstreamUnavailable())
+		p.writeResponse(w, x.UpstreamUnavailable())
 		return gateway.UpstreamFailed, false
 	}
 	req.Body = io.NopCloser(bytes.NewReader(up.Body))
@@ -221,14 +274,16 @@ func (p *Proxy) forward(ctx context.Context, w http.ResponseWriter, x *gateway.E
 		}
 		p.log.LogAttrs(ctx, slog.LevelWarn, "upstream unreachable",
 			slog.String("request_id", x.ID()), slog.String("provider", up.Provider), slog.String("error", redactURL(err)))
-		writeResponse(w, x.UpstreamUnavailable())
+		p.writeResponse(w, x.UpstreamUnavailable())
 		return gateway.UpstreamFailed, false
 	}
 	defer resp.Body.Close()
+	idle := time.AfterFunc(p.idle, func() { cancel(errUpstreamIdle) })
+	defer idle.Stop()
 
 	hdr := x.ResponseHeaders(resp.StatusCode, toHeaders(resp.Header))
 	if r, ok := x.Replacement(); ok {
-		writeResponse(w, r)
+		p.writeResponse(w, r)
 		return gateway.Completed, false
 	}
 	wh := w.Header()
@@ -242,6 +297,7 @@ func (p *Proxy) forward(ctx context.Context, w http.ResponseWriter, x *gateway.E
 	stream := x.Streaming()
 	rc := http.NewResponseController(w)
 	if stream {
+		p.armWrite(rc)
 		_ = rc.Flush()
 	}
 
@@ -262,17 +318,16 @@ func (p *Proxy) forward(ctx context.Context, w http.ResponseWriter, x *gateway.E
 			bp = pool.Get().(*[]byte)
 		}
 		buf := *bp
+		// The idle timer runs only while waiting for upstream: a slow
+		// client is the write deadline's business (send).
+		idle.Reset(p.idle)
 		n, rerr := resp.Body.Read(buf)
+		idle.Stop()
 		filled = n == len(buf)
 		if n > 0 {
 			if fwd := x.ResponseBody(buf[:n], false); len(fwd) > 0 {
-				if _, err := w.Write(fwd); err != nil {
+				if err := p.send(w, rc, fwd, stream); err != nil {
 					return gateway.ClientGone, false
-				}
-				if stream {
-					if err := rc.Flush(); err != nil {
-						return gateway.ClientGone, false
-					}
 				}
 			}
 		}
@@ -280,19 +335,22 @@ func (p *Proxy) forward(ctx context.Context, w http.ResponseWriter, x *gateway.E
 		case rerr == nil:
 			continue
 		case errors.Is(rerr, io.EOF):
-			if fwd := x.ResponseBody(nil, true); len(fwd) > 0 {
-				if _, err := w.Write(fwd); err != nil {
-					return gateway.ClientGone, false
-				}
+			if err := p.send(w, rc, x.ResponseBody(nil, true), true); err != nil {
+				return gateway.ClientGone, false
 			}
-			_ = rc.Flush()
 			return gateway.Completed, false
 		case ctx.Err() != nil:
 			return gateway.ClientGone, false
+		case errors.Is(context.Cause(upCtx), errUpstreamIdle):
+			p.log.LogAttrs(ctx, slog.LevelWarn, "upstream stalled; response ended",
+				slog.String("request_id", x.ID()), slog.String("provider", up.Provider), slog.Duration("idle_timeout", p.idle))
+		}
+		switch {
 		case x.StreamEnded():
 			// The final event (or a streamed array's closing bracket) has
 			// passed: the answer is whole, end it cleanly (Settle records
 			// it as complete).
+			p.armWrite(rc)
 			_ = rc.Flush()
 			return gateway.UpstreamFailed, false
 		default:
@@ -300,8 +358,7 @@ func (p *Proxy) forward(ctx context.Context, w http.ResponseWriter, x *gateway.E
 			if len(tail) == 0 {
 				return gateway.UpstreamFailed, true
 			}
-			_, _ = w.Write(tail)
-			_ = rc.Flush()
+			_ = p.send(w, rc, tail, true)
 			return gateway.UpstreamFailed, false
 		}
 	}
@@ -336,7 +393,37 @@ func readBody(r *http.Request, limit int64) (body []byte, tooLarge bool, err err
 	}
 }
 
-func writeResponse(w http.ResponseWriter, resp gateway.Response) {
+// armWrite bounds the next writes to the client by the idle timeout. A
+// client that stops reading fills the socket buffers; without a deadline the
+// write would block, and with it the upstream read and the request's
+// settlement, for as long as the connection stays up.
+func (p *Proxy) armWrite(rc *http.ResponseController) {
+	// Not every ResponseWriter has a connection (httptest recorders).
+	_ = rc.SetWriteDeadline(time.Now().Add(p.idle))
+}
+
+// send writes b to the client, then flushes it when flush is set, under a
+// fresh write deadline (armWrite).
+func (p *Proxy) send(w http.ResponseWriter, rc *http.ResponseController, b []byte, flush bool) error {
+	p.armWrite(rc)
+	if len(b) > 0 {
+		if _, err := w.Write(b); err != nil {
+			return fmt.Errorf("write to client: %w", err)
+		}
+	}
+	if !flush {
+		return nil
+	}
+	if err := rc.Flush(); err != nil {
+		return fmt.Errorf("flush to client: %w", err)
+	}
+	return nil
+}
+
+// writeResponse sends one of the gateway's own answers, under a fresh
+// write deadline (armWrite).
+func (p *Proxy) writeResponse(w http.ResponseWriter, resp gateway.Response) {
+	p.armWrite(http.NewResponseController(w))
 	wh := w.Header()
 	for _, h := range resp.Header {
 		wh[http.CanonicalHeaderKey(h.Name)] = append(wh[http.CanonicalHeaderKey(h.Name)], h.Value)

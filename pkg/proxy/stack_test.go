@@ -44,6 +44,11 @@ type stackOptions struct {
 	// upstream, when set, replaces the mock as every provider's upstream
 	// root (the provider name is appended as a path prefix).
 	upstream string
+	// idle is the proxy's stream idle timeout (default: the proxy's).
+	idle time.Duration
+	// readTimeout is the proxy server's request read timeout (default:
+	// proxy.NewServer's).
+	readTimeout time.Duration
 }
 
 type stack struct {
@@ -108,11 +113,13 @@ func newStack(t *testing.T, o stackOptions) *stack {
 		}
 		upURLs[p] = u
 	}
-	px, err := proxy.New(proxy.Config{Gateway: gw, Upstreams: upURLs})
+	px, err := proxy.New(proxy.Config{Gateway: gw, Upstreams: upURLs, StreamIdleTimeout: o.idle})
 	if err != nil {
 		t.Fatal(err)
 	}
-	gwSrv := httptest.NewServer(px)
+	gwSrv := httptest.NewUnstartedServer(nil)
+	gwSrv.Config = proxy.NewServer(px, o.readTimeout)
+	gwSrv.Start()
 	t.Cleanup(gwSrv.Close)
 
 	s := &stack{t: t, mock: mock, mockURL: mockSrv.URL, gwURL: gwSrv.URL, signer: signer, revoked: revoked, rec: rec}
