@@ -164,3 +164,47 @@ func TestHiddenUsageStreamEndlessLine(t *testing.T) {
 		t.Errorf("after the long event the client got %.300q, want %q (the rest of it, then [DONE] without the hidden usage chunk)", got.String(), want)
 	}
 }
+
+// TestStreamedArrayEndlessElement: an upstream Gemini array stream (no
+// alt=sse) whose element never ends is forwarded as it comes and holds the
+// exchange's memory within the response cap, as an SSE event's data is; the
+// stream's later elements are still metered.
+func TestStreamedArrayEndlessElement(t *testing.T) {
+	env := newBenchEnv(t)
+	g := gateway.New(gateway.Config{
+		Providers: env.providers(), Upstreams: env.upstreams(), Catalog: env.catalog(t), Verifier: env.verifier,
+		Recorder:       gateway.RecorderFunc(func(usage.Record) {}),
+		MaxResponseDoc: 256 << 10,
+	})
+	x := g.NewExchange(context.Background(), "endless-array")
+	if out := x.RequestHeaders(http.MethodPost, "/gemini/v1beta/models/gemini-2.5-flash:streamGenerateContent", gateway.Headers{{Name: "x-goog-api-key", Value: env.token}}); out.Action != gateway.NeedBody {
+		t.Fatalf("request headers: %s", out.Response.Body)
+	}
+	if out := x.RequestBody([]byte(`{"contents":[{"role":"user","parts":[{"text":"hi"}]}]}`)); out.Action != gateway.Forward {
+		t.Fatalf("request body: %s", out.Response.Body)
+	}
+	x.ResponseHeaders(http.StatusOK, upstreamHeaders("application/json; charset=UTF-8"))
+
+	const total = 16 << 20
+	fill := bytes.Repeat([]byte("a"), 32<<10)
+	passed := len(x.ResponseBody([]byte(`[{"candidates":[{"content":{"parts":[{"text":"`), false))
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for n := 0; n < total; n += len(fill) {
+		passed += len(x.ResponseBody(fill, false))
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if held := int64(after.HeapAlloc) - int64(before.HeapAlloc); held > 2<<20 {
+		t.Errorf("the exchange holds %d KiB of an unfinished %d MiB element, want at most 2 MiB", held>>10, total>>20)
+	}
+	if passed < total {
+		t.Errorf("%d KiB of a %d MiB unfinished element reached the client: it is being held", passed>>10, total>>20)
+	}
+	x.ResponseBody([]byte(`"}]}}]}`+"\n,\r\n"+`{"candidates":[],"usageMetadata":{"promptTokenCount":7,"candidatesTokenCount":3,"totalTokenCount":10}}`+"\n]"), true)
+	rec := x.Settle(gateway.Completed)
+	if rec.Tokens.Input != 7 || rec.Tokens.Output != 3 || rec.Estimated {
+		t.Errorf("record tokens %+v estimated %v, want the last element's 7 in, 3 out", rec.Tokens, rec.Estimated)
+	}
+}

@@ -30,6 +30,9 @@ func (x *Exchange) ResponseHeaders(status int, h Headers) Headers {
 		x.dec.MaxEventSize = int(min(x.g.cfg.MaxResponseDoc, math.MaxInt32))
 	case x.route.Stream && !x.route.SSE && status/100 == 2 && strings.Contains(ct, "json"):
 		x.framing = framingArray
+		// The same cap on an element of Gemini's streamed array: one
+		// that never ends must not grow the splitter without bound.
+		x.arr.MaxElementSize = int(min(x.g.cfg.MaxResponseDoc, math.MaxInt32))
 	default:
 		x.framing = framingDoc
 	}

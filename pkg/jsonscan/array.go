@@ -15,16 +15,25 @@ import (
 // not the syntax inside elements beyond balancing their brackets and
 // quotes; Field validates an element when it is read. It holds only the
 // bytes of an element that spans chunks, so its memory is bounded by the
-// largest element.
+// largest element, or by MaxElementSize.
 //
 // The zero value is ready to split one stream; call Reset to split another.
 // An ArraySplitter is not safe for concurrent use.
 type ArraySplitter struct {
+	// MaxElementSize bounds what the splitter holds of an element that
+	// spans chunks: one that outgrows it is skipped, not emitted (its bytes
+	// are still scanned, so the array's framing is checked to the end), so
+	// that a stream whose element never ends cannot grow the splitter's
+	// memory without bound. Zero means no bound. Set it before the first
+	// Feed of a stream.
+	MaxElementSize int
+
 	state splitState
 	depth int  // open brackets in the element in progress
 	inStr bool // inside a string in the element in progress
 	prim  bool // the element in progress is a number or literal
 	esc   bool // the next byte of that string is escaped
+	over  bool // the element in progress outgrew MaxElementSize
 	buf   []byte
 	off   int64 // stream offset of the chunk being split, for errors
 	err   error
@@ -96,8 +105,11 @@ func (s *ArraySplitter) Feed(p []byte, emit func(elem []byte) error) error {
 		}
 		i++
 	}
-	if s.state == splitIn {
+	if s.state == splitIn && !s.over {
 		s.buf = append(s.buf, p[elem:]...)
+		if s.MaxElementSize > 0 && len(s.buf) > s.MaxElementSize {
+			s.over, s.buf = true, s.buf[:0]
+		}
 	}
 	return nil
 }
@@ -187,6 +199,10 @@ func escaped(b []byte, from, end int, esc bool) bool {
 func (s *ArraySplitter) complete(tail []byte, emit func([]byte) error) error {
 	s.state = splitAfter
 	s.prim = false
+	if s.over {
+		s.over = false
+		return nil // skipped: MaxElementSize
+	}
 	elem := tail
 	if len(s.buf) > 0 {
 		s.buf = append(s.buf, tail...)
@@ -217,11 +233,11 @@ func (s *ArraySplitter) Close() error {
 	return nil
 }
 
-// Reset discards all state, readying s for a new stream.
+// Reset discards all state but MaxElementSize, readying s for a new stream.
 func (s *ArraySplitter) Reset() {
 	buf := s.buf[:0]
 	if cap(buf) > 64<<10 {
 		buf = nil
 	}
-	*s = ArraySplitter{buf: buf}
+	*s = ArraySplitter{MaxElementSize: s.MaxElementSize, buf: buf}
 }

@@ -99,6 +99,48 @@ func TestArraySplitter(t *testing.T) {
 	}
 }
 
+// TestArraySplitterMaxElementSize: an element held across chunks beyond
+// MaxElementSize is skipped, not emitted, and the splitter's buffer stays
+// within the bound however long the element runs; the elements around it,
+// the array's framing and its end are read as usual. An element whole in
+// one chunk is emitted whatever its size (it is not held).
+func TestArraySplitterMaxElementSize(t *testing.T) {
+	const limit = 64
+	big := `{"text":"` + strings.Repeat("x", 10*limit) + `"}`
+	in := `[{"a":1},` + big + `,{"b":2}]`
+	for how, chunks := range chunkings([]byte(in)) {
+		s := ArraySplitter{MaxElementSize: limit}
+		var got []string
+		for _, c := range chunks {
+			if err := s.Feed(c, func(e []byte) error { got = append(got, string(e)); return nil }); err != nil {
+				t.Fatalf("%s: %v", how, err)
+			}
+			if cap(s.buf) > 2*(limit+64) { // the chunkings cut at most 64 bytes
+				t.Fatalf("%s: the splitter holds %d bytes, bound %d", how, cap(s.buf), limit)
+			}
+		}
+		if err := s.Close(); err != nil {
+			t.Fatalf("%s: Close: %v", how, err)
+		}
+		want := []string{`{"a":1}`, `{"b":2}`}
+		if how == "whole" {
+			want = []string{`{"a":1}`, big, `{"b":2}`}
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: got %.80q, want %.80q", how, got, want)
+		}
+	}
+	// A framing error after the skipped element is still found.
+	s := ArraySplitter{MaxElementSize: limit}
+	emit := func([]byte) error { return nil }
+	for _, c := range sized([]byte(`[`+big+` x]`), 7) {
+		if err := s.Feed(c, emit); err != nil {
+			return
+		}
+	}
+	t.Error("a framing error after a skipped element was not reported")
+}
+
 func TestArraySplitterErrors(t *testing.T) {
 	tests := []struct {
 		name      string
@@ -266,8 +308,37 @@ func FuzzArraySplitter(f *testing.F) {
 	f.Add(readTestdata(f, "gemini-array.json"), uint64(6))
 	f.Fuzz(func(t *testing.T, in []byte, seed uint64) {
 		checkSplit(t, in, randomChunks(in, seed))
+		checkBounded(t, in, randomChunks(in, seed), int(seed%32)+1)
 		if len(in) <= 4<<10 { // byte by byte is slow for the big seeds
 			checkSplit(t, in, sized(in, 1))
 		}
 	})
+}
+
+// checkBounded: with MaxElementSize, the elements emitted are those emitted
+// without it, less some skipped ones (a subsequence), and the framing
+// errors are the same.
+func checkBounded(t *testing.T, in []byte, chunks [][]byte, limit int) {
+	t.Helper()
+	all, feedErr, closeErr := split(chunks)
+	s := ArraySplitter{MaxElementSize: limit}
+	var got []string
+	var bFeedErr error
+	for _, c := range chunks {
+		if bFeedErr = s.Feed(c, func(e []byte) error { got = append(got, string(e)); return nil }); bFeedErr != nil {
+			break
+		}
+	}
+	if fmt.Sprint(bFeedErr) != fmt.Sprint(feedErr) || fmt.Sprint(s.Close()) != fmt.Sprint(closeErr) {
+		t.Fatalf("%#q with MaxElementSize %d: errors %v, %v; without it %v, %v", in, limit, bFeedErr, s.Close(), feedErr, closeErr)
+	}
+	i := 0
+	for _, e := range all {
+		if i < len(got) && got[i] == e {
+			i++
+		}
+	}
+	if i != len(got) {
+		t.Fatalf("%#q with MaxElementSize %d: %q is not a subsequence of %q", in, limit, got, all)
+	}
 }
