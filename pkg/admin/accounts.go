@@ -5,6 +5,7 @@ import (
 	"maps"
 
 	"github.com/tollgate-dev/tollgate/pkg/catalog"
+	"github.com/tollgate-dev/tollgate/pkg/internal/errtext"
 	"github.com/tollgate-dev/tollgate/pkg/ledger"
 	pb "github.com/tollgate-dev/tollgate/proto/tollgate/v1"
 )
@@ -121,7 +122,7 @@ func (s *Service) Credit(ctx context.Context, req *pb.CreditRequest) (*pb.Credit
 // SetTPMOverride implements pb.AccountServiceServer.
 func (s *Service) SetTPMOverride(ctx context.Context, req *pb.SetTPMOverrideRequest) (*pb.SetTPMOverrideResponse, error) {
 	if s.cfg.Catalog != nil && !served(s.cfg.Catalog, req.GetModel()) {
-		return nil, invalid("model %s is not in the catalog (`tollgate models` lists them)", quote(req.GetModel()))
+		return nil, invalid("model %s is not in the catalog (`tollgate models` lists them)", errtext.Quote(req.GetModel()))
 	}
 	if err := s.cfg.Store.SetTPMOverride(ctx, req.GetId(), req.GetModel(), req.GetTokensPerMinute()); err != nil {
 		return nil, s.storeError("set TPM override", err)

@@ -14,10 +14,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -133,24 +131,6 @@ func (s *Service) storeError(op string, err error) error {
 	}
 	s.log.Error("admin: ledger", "op", op, "error", err)
 	return status.Error(codes.Internal, op+": the ledger failed (see the server log)")
-}
-
-// maxQuoted bounds how much of a refused value an error repeats: valid
-// ids and names are far shorter, and an error line must stay readable when
-// the value was a megabyte of something else.
-const maxQuoted = 100
-
-// quote is s quoted as %q does, cut to maxQuoted bytes (on a rune
-// boundary) with its full length after it when it was longer.
-func quote(s string) string {
-	if len(s) <= maxQuoted {
-		return strconv.Quote(s)
-	}
-	cut := maxQuoted
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return strconv.Quote(s[:cut]) + fmt.Sprintf("… (%d bytes)", len(s))
 }
 
 func invalid(format string, args ...any) error {

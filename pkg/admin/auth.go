@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/tollgate-dev/tollgate/pkg/internal/errtext"
 	pb "github.com/tollgate-dev/tollgate/proto/tollgate/v1"
 )
 
@@ -75,7 +76,7 @@ func authorize(p principal, method string, req any) error {
 		case p.account:
 			return nil
 		}
-		return status.Errorf(codes.PermissionDenied, "a gateway token of account %s reads only that account's usage, not %s's", quote(p.account), quote(r.GetAccount()))
+		return status.Errorf(codes.PermissionDenied, "a gateway token of account %s reads only that account's usage, not %s's", errtext.Quote(p.account), errtext.Quote(r.GetAccount()))
 	}
 	return status.Errorf(codes.PermissionDenied, "%s needs the admin token", method)
 }

@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/tollgate-dev/tollgate/pkg/catalog"
+	"github.com/tollgate-dev/tollgate/pkg/internal/errtext"
 	pb "github.com/tollgate-dev/tollgate/proto/tollgate/v1"
 )
 
@@ -25,7 +26,7 @@ func ParseCredits(s string) (int64, error) {
 	// held as millionths.
 	micro, err := catalog.ParsePrice(t)
 	if err != nil {
-		return 0, fmt.Errorf("credits %s: want a decimal number of credits with at most 6 decimal places, such as 12.5 or -3", quote(s))
+		return 0, fmt.Errorf("credits %s: want a decimal number of credits with at most 6 decimal places, such as 12.5 or -3", errtext.Quote(s))
 	}
 	if neg {
 		micro = -micro

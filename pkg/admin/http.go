@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/tollgate-dev/tollgate/pkg/internal/errtext"
 	pb "github.com/tollgate-dev/tollgate/proto/tollgate/v1"
 )
 
@@ -217,7 +218,7 @@ func withID[Req proto.Message](read func(*http.Request) (Req, error), get func(R
 		}
 		id := r.PathValue("id")
 		if got := get(req); got != "" && got != id {
-			return req, status.Errorf(codes.InvalidArgument, "the body names id %s but the path %s", quote(got), quote(id))
+			return req, status.Errorf(codes.InvalidArgument, "the body names id %s but the path %s", errtext.Quote(got), errtext.Quote(id))
 		}
 		set(req, id)
 		return req, nil
@@ -252,11 +253,11 @@ func checkParams(q url.Values, allowed []string) error {
 		}
 		switch {
 		case !known && len(allowed) == 0:
-			return status.Errorf(codes.InvalidArgument, "query parameter %s: this route takes none", quote(k))
+			return status.Errorf(codes.InvalidArgument, "query parameter %s: this route takes none", errtext.Quote(k))
 		case !known:
-			return status.Errorf(codes.InvalidArgument, "query parameter %s: want one of %s", quote(k), strings.Join(allowed, ", "))
+			return status.Errorf(codes.InvalidArgument, "query parameter %s: want one of %s", errtext.Quote(k), strings.Join(allowed, ", "))
 		case len(v) > 1:
-			return status.Errorf(codes.InvalidArgument, "query parameter %s given %d times", quote(k), len(v))
+			return status.Errorf(codes.InvalidArgument, "query parameter %s given %d times", errtext.Quote(k), len(v))
 		}
 	}
 	return nil
@@ -299,13 +300,13 @@ func ParseUsageQuery(q url.Values, now time.Time) (*pb.GetUsageRequest, error) {
 func ParseTimeBound(v string, now time.Time) (time.Time, error) {
 	if d, err := time.ParseDuration(v); err == nil {
 		if d <= 0 {
-			return time.Time{}, fmt.Errorf("%s: want a positive duration before now, such as 24h", quote(v))
+			return time.Time{}, fmt.Errorf("%s: want a positive duration before now, such as 24h", errtext.Quote(v))
 		}
 		return now.Add(-d), nil
 	}
 	t, err := time.Parse(time.RFC3339Nano, v)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("%s: want a duration before now (24h, 90m) or an RFC 3339 time (2026-01-02T15:04:05Z)", quote(v))
+		return time.Time{}, fmt.Errorf("%s: want a duration before now (24h, 90m) or an RFC 3339 time (2026-01-02T15:04:05Z)", errtext.Quote(v))
 	}
 	if timestamppb.New(t).CheckValid() != nil {
 		return time.Time{}, fmt.Errorf("%q: out of range", v)
@@ -320,7 +321,7 @@ func ParseGroupBy(v string) (pb.GroupBy, error) {
 			return g, nil
 		}
 	}
-	return 0, fmt.Errorf("group by %s: want hour, day or model", quote(v))
+	return 0, fmt.Errorf("group by %s: want hour, day or model", errtext.Quote(v))
 }
 
 var marshal = protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: true}

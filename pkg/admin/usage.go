@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/tollgate-dev/tollgate/pkg/internal/errtext"
 	"github.com/tollgate-dev/tollgate/pkg/ledger"
 	pb "github.com/tollgate-dev/tollgate/proto/tollgate/v1"
 )
@@ -63,7 +64,7 @@ func (s *Service) GetUsage(ctx context.Context, req *pb.GetUsageRequest) (*pb.Ge
 			// exist, in the same words: a gateway token, held to its own
 			// account, must not learn which project names other accounts
 			// use.
-			return nil, status.Errorf(codes.NotFound, "project %s: not found in account %s", quote(q.Project), quote(q.Account))
+			return nil, status.Errorf(codes.NotFound, "project %s: not found in account %s", errtext.Quote(q.Project), errtext.Quote(q.Account))
 		case err != nil:
 			return nil, s.storeError("get usage", err)
 		}

@@ -21,12 +21,12 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
-	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
 
 	"github.com/tollgate-dev/tollgate/pkg/catalog"
+	"github.com/tollgate-dev/tollgate/pkg/internal/errtext"
 	"github.com/tollgate-dev/tollgate/pkg/usage"
 )
 
@@ -131,7 +131,7 @@ var slug = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 
 func checkID(kind, id string) error {
 	if !slug.MatchString(id) {
-		return invalidf("%s id %s: want 1 to 63 lowercase letters, digits or '-', starting and ending with a letter or digit", kind, quote(id))
+		return invalidf("%s id %s: want 1 to 63 lowercase letters, digits or '-', starting and ending with a letter or digit", kind, errtext.Quote(id))
 	}
 	return nil
 }
@@ -141,7 +141,7 @@ func checkPlan(p catalog.Plan) error {
 	case catalog.PlanFree, catalog.PlanPersonal, catalog.PlanPro, catalog.PlanEnterprise:
 		return nil
 	}
-	return invalidf("plan %s: want free, personal, pro or enterprise", quote(string(p)))
+	return invalidf("plan %s: want free, personal, pro or enterprise", errtext.Quote(string(p)))
 }
 
 // MaxCredits bounds one credit change and one record's credits (in
@@ -164,14 +164,14 @@ func checkAmount(what string, n int64) error {
 
 func checkReason(reason string) error {
 	if strings.TrimSpace(reason) == "" || len(reason) > maxReason || !utf8.ValidString(reason) || strings.ContainsRune(reason, 0) {
-		return invalidf("credit reason %s: want some text, at most %d bytes", quote(reason), maxReason)
+		return invalidf("credit reason %s: want some text, at most %d bytes", errtext.Quote(reason), maxReason)
 	}
 	return nil
 }
 
 func checkModel(model string) error {
 	if model == "" || len(model) > maxModel || !utf8.ValidString(model) || strings.ContainsRune(model, 0) {
-		return invalidf("model %s: want a model name", quote(model))
+		return invalidf("model %s: want a model name", errtext.Quote(model))
 	}
 	return nil
 }
@@ -184,23 +184,5 @@ func checkLimit(what string, n int64) error {
 }
 
 func notFound(kind, id string) error {
-	return fmt.Errorf("ledger: %s %s: %w", kind, quote(id), ErrNotFound)
-}
-
-// maxQuoted bounds how much of a refused value an error repeats: ids and
-// names that are valid are far shorter, and an error line must stay
-// readable when the value was a megabyte of something else.
-const maxQuoted = 100
-
-// quote is s quoted as %q does, cut to maxQuoted bytes (on a rune
-// boundary) with its full length after it when it was longer.
-func quote(s string) string {
-	if len(s) <= maxQuoted {
-		return strconv.Quote(s)
-	}
-	cut := maxQuoted
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return strconv.Quote(s[:cut]) + fmt.Sprintf("… (%d bytes)", len(s))
+	return fmt.Errorf("ledger: %s %s: %w", kind, errtext.Quote(id), ErrNotFound)
 }
