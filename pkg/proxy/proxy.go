@@ -296,8 +296,9 @@ func (p *Proxy) forward(ctx context.Context, w http.ResponseWriter, x *gateway.E
 	// chunk; net/http sends it when the handler returns.
 	stream := x.Streaming()
 	rc := http.NewResponseController(w)
+	cw := &clientWriter{w: w, rc: rc, idle: p.idle}
 	if stream {
-		p.armWrite(rc)
+		cw.arm()
 		_ = rc.Flush()
 	}
 
@@ -326,7 +327,7 @@ func (p *Proxy) forward(ctx context.Context, w http.ResponseWriter, x *gateway.E
 		filled = n == len(buf)
 		if n > 0 {
 			if fwd := x.ResponseBody(buf[:n], false); len(fwd) > 0 {
-				if err := p.send(w, rc, fwd, stream); err != nil {
+				if err := cw.send(fwd, stream); err != nil {
 					return gateway.ClientGone, false
 				}
 			}
@@ -335,7 +336,7 @@ func (p *Proxy) forward(ctx context.Context, w http.ResponseWriter, x *gateway.E
 		case rerr == nil:
 			continue
 		case errors.Is(rerr, io.EOF):
-			if err := p.send(w, rc, x.ResponseBody(nil, true), true); err != nil {
+			if err := cw.send(x.ResponseBody(nil, true), true); err != nil {
 				return gateway.ClientGone, false
 			}
 			return gateway.Completed, false
@@ -350,7 +351,7 @@ func (p *Proxy) forward(ctx context.Context, w http.ResponseWriter, x *gateway.E
 			// The final event (or a streamed array's closing bracket) has
 			// passed: the answer is whole, end it cleanly (Settle records
 			// it as complete).
-			p.armWrite(rc)
+			cw.arm()
 			_ = rc.Flush()
 			return gateway.UpstreamFailed, false
 		default:
@@ -358,7 +359,7 @@ func (p *Proxy) forward(ctx context.Context, w http.ResponseWriter, x *gateway.E
 			if len(tail) == 0 {
 				return gateway.UpstreamFailed, true
 			}
-			_ = p.send(w, rc, tail, true)
+			_ = cw.send(tail, true)
 			return gateway.UpstreamFailed, false
 		}
 	}
@@ -393,37 +394,53 @@ func readBody(r *http.Request, limit int64) (body []byte, tooLarge bool, err err
 	}
 }
 
-// armWrite bounds the next writes to the client by the idle timeout. A
-// client that stops reading fills the socket buffers; without a deadline the
-// write would block, and with it the upstream read and the request's
-// settlement, for as long as the connection stays up.
-func (p *Proxy) armWrite(rc *http.ResponseController) {
-	// Not every ResponseWriter has a connection (httptest recorders).
-	_ = rc.SetWriteDeadline(time.Now().Add(p.idle))
+// clientWriter writes a response to the client under a write deadline of
+// the idle timeout. A client that stops reading fills the socket buffers;
+// without a deadline the write would block, and with it the upstream read
+// and the request's settlement, for as long as the connection stays up.
+// The deadline moves forward only once half the timeout has passed since it
+// was set, so a write that blocks fails after between half and all of it,
+// and a stream's many writes do not each pay for a deadline update.
+type clientWriter struct {
+	w    http.ResponseWriter
+	rc   *http.ResponseController
+	idle time.Duration
+	at   time.Time // the deadline set; zero: none yet
 }
 
-// send writes b to the client, then flushes it when flush is set, under a
-// fresh write deadline (armWrite).
-func (p *Proxy) send(w http.ResponseWriter, rc *http.ResponseController, b []byte, flush bool) error {
-	p.armWrite(rc)
+// arm bounds the next writes by the idle timeout.
+func (c *clientWriter) arm() {
+	now := time.Now()
+	if c.at.Sub(now) > c.idle/2 {
+		return
+	}
+	c.at = now.Add(c.idle)
+	// Not every ResponseWriter has a connection (httptest recorders).
+	_ = c.rc.SetWriteDeadline(c.at)
+}
+
+// send writes b to the client, then flushes it when flush is set, under
+// the write deadline (arm).
+func (c *clientWriter) send(b []byte, flush bool) error {
+	c.arm()
 	if len(b) > 0 {
-		if _, err := w.Write(b); err != nil {
+		if _, err := c.w.Write(b); err != nil {
 			return fmt.Errorf("write to client: %w", err)
 		}
 	}
 	if !flush {
 		return nil
 	}
-	if err := rc.Flush(); err != nil {
+	if err := c.rc.Flush(); err != nil {
 		return fmt.Errorf("flush to client: %w", err)
 	}
 	return nil
 }
 
-// writeResponse sends one of the gateway's own answers, under a fresh
-// write deadline (armWrite).
+// writeResponse sends one of the gateway's own answers, under the write
+// deadline (clientWriter).
 func (p *Proxy) writeResponse(w http.ResponseWriter, resp gateway.Response) {
-	p.armWrite(http.NewResponseController(w))
+	(&clientWriter{w: w, rc: http.NewResponseController(w), idle: p.idle}).arm()
 	wh := w.Header()
 	for _, h := range resp.Header {
 		wh[http.CanonicalHeaderKey(h.Name)] = append(wh[http.CanonicalHeaderKey(h.Name)], h.Value)
