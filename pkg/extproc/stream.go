@@ -171,7 +171,7 @@ func (st *stream) requestHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processing
 	if st.x != nil {
 		// One request per stream: a second set of headers is no Envoy
 		// behaviour, and nothing may pass unprocessed.
-		return st.fail("The gateway's Envoy filter sent request headers twice.")
+		return st.duplicateHeaders()
 	}
 	st.x = st.gw.NewExchange(st.ctx, st.ids.Next())
 	var method string
@@ -436,6 +436,30 @@ func sameBytes(a, b []byte) bool {
 		return false
 	}
 	return len(a) == 0 || &a[0] == &b[0] || bytes.Equal(a, b)
+}
+
+// duplicateHeaders answers request headers sent a second time. Before the
+// request went upstream it is refused; after, the provider has it and may
+// have answered, so its usage so far is settled first (a failure, or
+// completed if the response ended): rejecting the exchange then would
+// record a refusal with nothing billed. An answer already given is
+// repeated, keeping its record's reason.
+func (st *stream) duplicateHeaders() *extprocv3.ProcessingResponse {
+	const msg = "The gateway's Envoy filter sent request headers twice."
+	switch {
+	case st.immediate != nil:
+		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ImmediateResponse{
+			ImmediateResponse: st.immediate}}
+	case st.phase == phaseNeedBody:
+		return st.fail(msg)
+	case st.phase == phaseDone:
+		st.x.Settle(gateway.Completed)
+	default:
+		st.x.Settle(gateway.UpstreamFailed)
+	}
+	// The record is written; the answer only ends the HTTP stream (Envoy
+	// resets it once the response headers have gone).
+	return st.fail(msg)
 }
 
 // fail refuses a request Envoy presented in a way the gateway cannot
