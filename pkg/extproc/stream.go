@@ -57,6 +57,8 @@ type stream struct {
 	// immediate is the gateway's own answer to the request, once it gave
 	// one.
 	immediate *extprocv3.ImmediateResponse
+	// releasing: the answer being sent lets the request go upstream.
+	releasing bool
 }
 
 func newStream(gw *gateway.Gateway, ctx context.Context, ids *gateway.RequestIDs) *stream {
@@ -100,7 +102,9 @@ func (st *stream) handle(req *extprocv3.ProcessingRequest) *extprocv3.Processing
 	if pc := req.GetProtocolConfig(); pc != nil && !st.configured {
 		st.reqMode, st.respMode, st.configured = pc.GetRequestBodyMode(), pc.GetResponseBodyMode(), true
 	}
+	before := st.phase
 	resp := st.answer(req)
+	st.releasing = before < phaseUpstream && st.phase == phaseUpstream
 	if resp != nil && st.x != nil && !st.published {
 		m := metadataPool.Get().(*requestMetadata)
 		m.id.StringValue = st.x.ID()
@@ -108,6 +112,17 @@ func (st *stream) handle(req *extprocv3.ProcessingRequest) *extprocv3.Processing
 		st.published = true
 	}
 	return resp
+}
+
+// unsent is told that handle's answer could not be sent: Envoy reset the
+// stream meanwhile (its message timer fired on a slow answer, or the client
+// left). An answer that would have released the request means the request
+// never went upstream.
+func (st *stream) unsent() {
+	if st.releasing {
+		st.x.Unsent()
+	}
+	st.closed(gateway.ClientGone)
 }
 
 // sent is told that handle's answer has been marshalled (sent or dropped),
