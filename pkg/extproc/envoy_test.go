@@ -50,6 +50,9 @@ type env struct {
 	mockURL string
 	client  extprocv3.ExternalProcessorClient
 	streams *tracker
+	// target is the processor's gRPC address, for tests that need a
+	// connection of their own.
+	target string
 }
 
 // tracker counts Process handlers in flight, so tests know every stream
@@ -134,7 +137,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = conn.Close() })
-	return &env{t: t, stack: st, mock: mock, mockURL: mockSrv.URL, client: extprocv3.NewExternalProcessorClient(conn), streams: tr}
+	return &env{t: t, stack: st, mock: mock, mockURL: mockSrv.URL, client: extprocv3.NewExternalProcessorClient(conn), streams: tr, target: target}
 }
 
 // header is one header entry as Envoy holds it: lower-case name, one entry

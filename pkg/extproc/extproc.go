@@ -116,7 +116,7 @@ func (s *Server) Process(srv extprocv3.ExternalProcessor_ProcessServer) error {
 		err = srv.Send(resp) // marshals resp before it returns
 		st.sent()
 		if err != nil {
-			st.closed(gateway.ClientGone)
+			st.unsent()
 			return err
 		}
 	}

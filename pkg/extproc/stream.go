@@ -57,6 +57,8 @@ type stream struct {
 	// immediate is the gateway's own answer to the request, once it gave
 	// one.
 	immediate *extprocv3.ImmediateResponse
+	// releasing: the answer being sent lets the request go upstream.
+	releasing bool
 }
 
 func newStream(gw *gateway.Gateway, ctx context.Context, ids *gateway.RequestIDs) *stream {
@@ -100,7 +102,9 @@ func (st *stream) handle(req *extprocv3.ProcessingRequest) *extprocv3.Processing
 	if pc := req.GetProtocolConfig(); pc != nil && !st.configured {
 		st.reqMode, st.respMode, st.configured = pc.GetRequestBodyMode(), pc.GetResponseBodyMode(), true
 	}
+	before := st.phase
 	resp := st.answer(req)
+	st.releasing = before < phaseUpstream && st.phase == phaseUpstream
 	if resp != nil && st.x != nil && !st.published {
 		m := metadataPool.Get().(*requestMetadata)
 		m.id.StringValue = st.x.ID()
@@ -108,6 +112,17 @@ func (st *stream) handle(req *extprocv3.ProcessingRequest) *extprocv3.Processing
 		st.published = true
 	}
 	return resp
+}
+
+// unsent is told that handle's answer could not be sent: Envoy reset the
+// stream meanwhile (its message timer fired on a slow answer, or the client
+// left). An answer that would have released the request means the request
+// never went upstream.
+func (st *stream) unsent() {
+	if st.releasing {
+		st.x.Unsent()
+	}
+	st.closed(gateway.ClientGone)
 }
 
 // sent is told that handle's answer has been marshalled (sent or dropped),
@@ -171,7 +186,7 @@ func (st *stream) requestHeaders(h *extprocv3.HttpHeaders) *extprocv3.Processing
 	if st.x != nil {
 		// One request per stream: a second set of headers is no Envoy
 		// behaviour, and nothing may pass unprocessed.
-		return st.fail("The gateway's Envoy filter sent request headers twice.")
+		return st.duplicateHeaders()
 	}
 	st.x = st.gw.NewExchange(st.ctx, st.ids.Next())
 	var method string
@@ -436,6 +451,30 @@ func sameBytes(a, b []byte) bool {
 		return false
 	}
 	return len(a) == 0 || &a[0] == &b[0] || bytes.Equal(a, b)
+}
+
+// duplicateHeaders answers request headers sent a second time. Before the
+// request went upstream it is refused; after, the provider has it and may
+// have answered, so its usage so far is settled first (a failure, or
+// completed if the response ended): rejecting the exchange then would
+// record a refusal with nothing billed. An answer already given is
+// repeated, keeping its record's reason.
+func (st *stream) duplicateHeaders() *extprocv3.ProcessingResponse {
+	const msg = "The gateway's Envoy filter sent request headers twice."
+	switch {
+	case st.immediate != nil:
+		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ImmediateResponse{
+			ImmediateResponse: st.immediate}}
+	case st.phase == phaseNeedBody:
+		return st.fail(msg)
+	case st.phase == phaseDone:
+		st.x.Settle(gateway.Completed)
+	default:
+		st.x.Settle(gateway.UpstreamFailed)
+	}
+	// The record is written; the answer only ends the HTTP stream (Envoy
+	// resets it once the response headers have gone).
+	return st.fail(msg)
 }
 
 // fail refuses a request Envoy presented in a way the gateway cannot

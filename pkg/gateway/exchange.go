@@ -337,6 +337,12 @@ func (x *Exchange) MaxRequestBody() int64 { return x.g.cfg.MaxRequestBody }
 // for failures they detect themselves (body too large while reading).
 func (x *Exchange) Reject(f *Failure) Response { return x.reject(f).Response }
 
+// Unsent tells the exchange that the request it forwarded never left the
+// adapter: Envoy gave up on the reply that would have released it (its
+// per-message timeout), so no provider received it and the record carries
+// no estimate of what one would bill.
+func (x *Exchange) Unsent() { x.forwarded = false }
+
 // UpstreamUnavailable answers the client when the provider could not be
 // reached before any response header arrived.
 func (x *Exchange) UpstreamUnavailable() Response {
