@@ -200,7 +200,14 @@ func (ov *overlay) applyModels(specs map[key]*modelSpec) error {
 			continue
 		}
 		seen[k] = true
-		s, err := m.base(specs)
+		err := checkName(m.Provider, "name", m.Name)
+		if err == nil && m.Upstream != "" {
+			err = checkName(m.Provider, "upstream", m.Upstream)
+		}
+		var s *modelSpec
+		if err == nil {
+			s, err = m.base(specs)
+		}
 		if err == nil {
 			err = m.applyTo(s)
 		}
@@ -212,6 +219,23 @@ func (ov *overlay) applyModels(specs map[key]*modelSpec) error {
 		specs[k] = s
 	}
 	return errors.Join(errs...)
+}
+
+// checkName refuses a model name that clients could not send or that would
+// not reach the provider intact: the name travels in JSON bodies and, for
+// Gemini, as one path segment before ":generateContent", so it is letters,
+// digits and . - _ @ :, with no colon for Gemini. A space, a slash or a
+// control character is a typo that would otherwise serve an unreachable
+// model and garble the listings.
+func checkName(p Provider, field, name string) error {
+	for _, r := range name {
+		ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' ||
+			r == '.' || r == '-' || r == '_' || r == '@' || r == ':' && p != Gemini
+		if !ok {
+			return fmt.Errorf("%s %q: %q is not allowed in a model name (letters, digits and . - _ @ :, no colon for gemini)", field, name, r)
+		}
+	}
+	return nil
 }
 
 // base returns the spec an entry starts from: a copy of the model it is
