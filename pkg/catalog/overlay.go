@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/tollgate-dev/tollgate/pkg/strictyaml"
+	"github.com/tollgate-dev/tollgate/pkg/usage"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -298,6 +299,11 @@ func (m *overlayModel) applyTo(s *modelSpec) error {
 			}
 			if *t.v <= 0 {
 				return fmt.Errorf("tpm.%s: want a positive number of tokens per minute", t.plan)
+			}
+			// The rate limiter refuses a budget above usage.MaxCount, so
+			// a larger limit would fail every request for the model.
+			if int64(*t.v) > usage.MaxCount {
+				return fmt.Errorf("tpm.%s: %d is above the largest limit, %d tokens per minute", t.plan, int64(*t.v), usage.MaxCount)
 			}
 			s.tpm[t.plan] = int64(*t.v)
 		}

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tollgate-dev/tollgate/pkg/usage"
 )
 
 func mustLoad(t *testing.T, base *Catalog, y string) *Catalog {
@@ -195,6 +197,17 @@ func TestLoadNameCharacters(t *testing.T) {
 	mustLookup(t, c, Gemini, "Gemini-2.5.Pro_house")
 }
 
+// TestLoadLargestTPM: the largest limit the overlay takes is one the rate
+// limiter enforces, so the model is served rather than failing every
+// request.
+func TestLoadLargestTPM(t *testing.T) {
+	c := mustLoad(t, mustDefault(t), `models: [{provider: openai, name: gpt-4o, tpm: {pro: 1099511627776}}]`)
+	m := mustLookup(t, c, OpenAI, "gpt-4o")
+	if got, _ := m.Limit(PlanPro); got != usage.MaxCount {
+		t.Fatalf("pro limit %d, want %d", got, usage.MaxCount)
+	}
+}
+
 func TestLoadErrors(t *testing.T) {
 	defaults := mustDefault(t)
 	tests := []struct {
@@ -227,6 +240,8 @@ func TestLoadErrors(t *testing.T) {
 		{"bad kind", `models: [{provider: openai, name: gpt-4o, kind: image}]`, []string{"models[0] (openai/gpt-4o)", "kind"}},
 		{"zero tpm", `models: [{provider: openai, name: gpt-4o, tpm: {free: 0}}]`, []string{"models[0] (openai/gpt-4o)", "tpm.free"}},
 		{"negative tpm", `models: [{provider: openai, name: gpt-4o, tpm: {enterprise: -5}}]`, []string{"tpm.enterprise"}},
+		{"absurd tpm", `models: [{provider: openai, name: gpt-4o, tpm: {pro: 9223372036854775807}}]`, []string{"models[0] (openai/gpt-4o)", "tpm.pro", "largest"}},
+		{"tpm just above the limiter's range", `models: [{provider: openai, name: gpt-4o, tpm: {enterprise: 1099511627777}}]`, []string{"tpm.enterprise", "largest"}},
 		{"zero context", `models: [{provider: openai, name: gpt-4o, context_tokens: 0}]`, []string{"models[0] (openai/gpt-4o)", "context_tokens"}},
 		{"fractional tpm", `models: [{provider: openai, name: gpt-4o, tpm: {free: 1.5}}]`, []string{"line 1", "whole number", `"1.5"`}},
 		{"tpm not a number", `models: [{provider: openai, name: gpt-4o, tpm: {free: lots}}]`, []string{"whole number", `"lots"`}},
