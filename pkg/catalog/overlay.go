@@ -3,6 +3,7 @@ package catalog
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"time"
 
@@ -14,7 +15,7 @@ import (
 // LoadFile returns the embedded defaults with the YAML overlay at path
 // applied.
 func LoadFile(path string) (*Catalog, error) {
-	data, err := os.ReadFile(path)
+	data, err := readFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("catalog: %w", err)
 	}
@@ -27,6 +28,27 @@ func LoadFile(path string) (*Catalog, error) {
 		return nil, fmt.Errorf("catalog: %s: %w", path, err)
 	}
 	return c, nil
+}
+
+// MaxFileBytes bounds an overlay file. A catalog of ten thousand models is
+// well under a megabyte; the bound turns a wrong path (a log, /dev/zero)
+// into an error instead of a start-up that eats memory or never ends.
+const MaxFileBytes = 4 << 20
+
+func readFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > MaxFileBytes {
+		return nil, fmt.Errorf("%s: larger than %d bytes, too large for a catalog file", path, MaxFileBytes)
+	}
+	return data, nil
 }
 
 // Load returns a new Catalog: defaults with the YAML overlay applied.

@@ -208,6 +208,20 @@ func TestLoadLargestTPM(t *testing.T) {
 	}
 }
 
+// TestLoadFileTooLarge: a file past MaxFileBytes (or an endless one such as
+// /dev/zero given by mistake) is an error, not read to the end.
+func TestLoadFileTooLarge(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "big.yaml")
+	data := []byte("models: []\n" + strings.Repeat("# padding\n", MaxFileBytes/10+1))
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := LoadFile(path)
+	if err == nil || !strings.Contains(err.Error(), "too large") {
+		t.Fatalf("LoadFile of %d bytes: %v, want a too-large error", len(data), err)
+	}
+}
+
 func TestLoadErrors(t *testing.T) {
 	defaults := mustDefault(t)
 	tests := []struct {
