@@ -3,17 +3,19 @@ package catalog
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"time"
 
 	"github.com/tollgate-dev/tollgate/pkg/strictyaml"
+	"github.com/tollgate-dev/tollgate/pkg/usage"
 	"go.yaml.in/yaml/v3"
 )
 
 // LoadFile returns the embedded defaults with the YAML overlay at path
 // applied.
 func LoadFile(path string) (*Catalog, error) {
-	data, err := os.ReadFile(path)
+	data, err := readFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("catalog: %w", err)
 	}
@@ -26,6 +28,27 @@ func LoadFile(path string) (*Catalog, error) {
 		return nil, fmt.Errorf("catalog: %s: %w", path, err)
 	}
 	return c, nil
+}
+
+// MaxFileBytes bounds an overlay file. A catalog of ten thousand models is
+// well under a megabyte; the bound turns a wrong path (a log, /dev/zero)
+// into an error instead of a start-up that eats memory or never ends.
+const MaxFileBytes = 4 << 20
+
+func readFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > MaxFileBytes {
+		return nil, fmt.Errorf("%s: larger than %d bytes, too large for a catalog file", path, MaxFileBytes)
+	}
+	return data, nil
 }
 
 // Load returns a new Catalog: defaults with the YAML overlay applied.
@@ -200,7 +223,14 @@ func (ov *overlay) applyModels(specs map[key]*modelSpec) error {
 			continue
 		}
 		seen[k] = true
-		s, err := m.base(specs)
+		err := checkName(m.Provider, "name", m.Name)
+		if err == nil && m.Upstream != "" {
+			err = checkName(m.Provider, "upstream", m.Upstream)
+		}
+		var s *modelSpec
+		if err == nil {
+			s, err = m.base(specs)
+		}
 		if err == nil {
 			err = m.applyTo(s)
 		}
@@ -212,6 +242,23 @@ func (ov *overlay) applyModels(specs map[key]*modelSpec) error {
 		specs[k] = s
 	}
 	return errors.Join(errs...)
+}
+
+// checkName refuses a model name that clients could not send or that would
+// not reach the provider intact: the name travels in JSON bodies and, for
+// Gemini, as one path segment before ":generateContent", so it is letters,
+// digits and . - _ @ :, with no colon for Gemini. A space, a slash or a
+// control character is a typo that would otherwise serve an unreachable
+// model and garble the listings.
+func checkName(p Provider, field, name string) error {
+	for _, r := range name {
+		ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' ||
+			r == '.' || r == '-' || r == '_' || r == '@' || r == ':' && p != Gemini
+		if !ok {
+			return fmt.Errorf("%s %q: %q is not allowed in a model name (letters, digits and . - _ @ :, no colon for gemini)", field, name, r)
+		}
+	}
+	return nil
 }
 
 // base returns the spec an entry starts from: a copy of the model it is
@@ -274,6 +321,11 @@ func (m *overlayModel) applyTo(s *modelSpec) error {
 			}
 			if *t.v <= 0 {
 				return fmt.Errorf("tpm.%s: want a positive number of tokens per minute", t.plan)
+			}
+			// The rate limiter refuses a budget above usage.MaxCount, so
+			// a larger limit would fail every request for the model.
+			if int64(*t.v) > usage.MaxCount {
+				return fmt.Errorf("tpm.%s: %d is above the largest limit, %d tokens per minute", t.plan, int64(*t.v), usage.MaxCount)
 			}
 			s.tpm[t.plan] = int64(*t.v)
 		}

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tollgate-dev/tollgate/pkg/usage"
 )
 
 func mustLoad(t *testing.T, base *Catalog, y string) *Catalog {
@@ -182,6 +184,44 @@ func TestLoadFamilyPrice(t *testing.T) {
 	}
 }
 
+// TestLoadNameCharacters: the characters real model names use are accepted,
+// colons included for the providers that take the name in a JSON body.
+func TestLoadNameCharacters(t *testing.T) {
+	c := mustLoad(t, mustDefault(t), `models:
+  - {provider: openai, name: "ft:gpt-4o-mini:acme::abc_123", like: gpt-4o-mini}
+  - {provider: anthropic, name: claude-sonnet-4-5@20250929, like: claude-sonnet-4-5, upstream: claude-sonnet-4-5-20250929}
+  - {provider: gemini, name: Gemini-2.5.Pro_house, like: gemini-2.5-pro}
+`)
+	mustLookup(t, c, OpenAI, "ft:gpt-4o-mini:acme::abc_123")
+	mustLookup(t, c, Anthropic, "claude-sonnet-4-5@20250929")
+	mustLookup(t, c, Gemini, "Gemini-2.5.Pro_house")
+}
+
+// TestLoadLargestTPM: the largest limit the overlay takes is one the rate
+// limiter enforces, so the model is served rather than failing every
+// request.
+func TestLoadLargestTPM(t *testing.T) {
+	c := mustLoad(t, mustDefault(t), `models: [{provider: openai, name: gpt-4o, tpm: {pro: 1099511627776}}]`)
+	m := mustLookup(t, c, OpenAI, "gpt-4o")
+	if got, _ := m.Limit(PlanPro); got != usage.MaxCount {
+		t.Fatalf("pro limit %d, want %d", got, usage.MaxCount)
+	}
+}
+
+// TestLoadFileTooLarge: a file past MaxFileBytes (or an endless one such as
+// /dev/zero given by mistake) is an error, not read to the end.
+func TestLoadFileTooLarge(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "big.yaml")
+	data := []byte("models: []\n" + strings.Repeat("# padding\n", MaxFileBytes/10+1))
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := LoadFile(path)
+	if err == nil || !strings.Contains(err.Error(), "too large") {
+		t.Fatalf("LoadFile of %d bytes: %v, want a too-large error", len(data), err)
+	}
+}
+
 func TestLoadErrors(t *testing.T) {
 	defaults := mustDefault(t)
 	tests := []struct {
@@ -196,6 +236,11 @@ func TestLoadErrors(t *testing.T) {
 		{"unknown family key", `prices: [{provider: openai, family: gpt-4o, in: 1}]`, []string{`unknown key "in"`}},
 		{"unknown provider", `models: [{provider: azure, name: gpt-4o}]`, []string{"models[0]", "provider"}},
 		{"no name", `models: [{provider: openai}]`, []string{"models[0]", "name"}},
+		{"name with a space", `models: [{provider: openai, name: "my model", like: gpt-4o}]`, []string{"models[0]", `name "my model"`}},
+		{"name with a slash", `models: [{provider: gemini, name: a/b, like: gemini-2.5-pro}]`, []string{"models[0]", `name "a/b"`}},
+		{"name with a control character", `models: [{provider: openai, name: "a\tb", like: gpt-4o}]`, []string{"models[0]", "name"}},
+		{"gemini name with a colon", `models: [{provider: gemini, name: "a:b", like: gemini-2.5-pro}]`, []string{"models[0]", `name "a:b"`}},
+		{"upstream with a space", `models: [{provider: openai, name: a, like: gpt-4o, upstream: "gpt 4o"}]`, []string{"models[0] (openai/a)", `upstream "gpt 4o"`}},
 		{"like unknown", `models: [{provider: openai, name: x, like: gpt-9}]`, []string{"models[0] (openai/x)", "like", "gpt-9"}},
 		{"like other provider", `models: [{provider: openai, name: x, like: claude-sonnet-4-5}]`, []string{"models[0] (openai/x)", "like"}},
 		{"like itself", `models: [{provider: openai, name: gpt-4o, like: gpt-4o}]`, []string{"models[0] (openai/gpt-4o)", "like"}},
@@ -209,6 +254,8 @@ func TestLoadErrors(t *testing.T) {
 		{"bad kind", `models: [{provider: openai, name: gpt-4o, kind: image}]`, []string{"models[0] (openai/gpt-4o)", "kind"}},
 		{"zero tpm", `models: [{provider: openai, name: gpt-4o, tpm: {free: 0}}]`, []string{"models[0] (openai/gpt-4o)", "tpm.free"}},
 		{"negative tpm", `models: [{provider: openai, name: gpt-4o, tpm: {enterprise: -5}}]`, []string{"tpm.enterprise"}},
+		{"absurd tpm", `models: [{provider: openai, name: gpt-4o, tpm: {pro: 9223372036854775807}}]`, []string{"models[0] (openai/gpt-4o)", "tpm.pro", "largest"}},
+		{"tpm just above the limiter's range", `models: [{provider: openai, name: gpt-4o, tpm: {enterprise: 1099511627777}}]`, []string{"tpm.enterprise", "largest"}},
 		{"zero context", `models: [{provider: openai, name: gpt-4o, context_tokens: 0}]`, []string{"models[0] (openai/gpt-4o)", "context_tokens"}},
 		{"fractional tpm", `models: [{provider: openai, name: gpt-4o, tpm: {free: 1.5}}]`, []string{"line 1", "whole number", `"1.5"`}},
 		{"tpm not a number", `models: [{provider: openai, name: gpt-4o, tpm: {free: lots}}]`, []string{"whole number", `"lots"`}},
