@@ -6,6 +6,8 @@ import (
 	"io"
 	"os"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/tollgate-dev/tollgate/pkg/strictyaml"
 	"github.com/tollgate-dev/tollgate/pkg/usage"
@@ -245,17 +247,18 @@ func (ov *overlay) applyModels(specs map[key]*modelSpec) error {
 }
 
 // checkName refuses a model name that clients could not send or that would
-// not reach the provider intact: the name travels in JSON bodies and, for
-// Gemini, as one path segment before ":generateContent", so it is letters,
-// digits and . - _ @ :, with no colon for Gemini. A space, a slash or a
-// control character is a typo that would otherwise serve an unreachable
-// model and garble the listings.
+// not reach the provider intact. OpenAI and Anthropic take the name in a
+// JSON body, where any text travels (a served "house model" is reachable);
+// Gemini takes it as one path segment before ":generateContent", which a
+// slash or a colon would cut. A control character or invalid UTF-8 would
+// garble `tollgate models` and the listings, and is a typo anywhere.
 func checkName(p Provider, field, name string) error {
+	if !utf8.ValidString(name) {
+		return fmt.Errorf("%s %q: not valid UTF-8", field, name)
+	}
 	for _, r := range name {
-		ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' ||
-			r == '.' || r == '-' || r == '_' || r == '@' || r == ':' && p != Gemini
-		if !ok {
-			return fmt.Errorf("%s %q: %q is not allowed in a model name (letters, digits and . - _ @ :, no colon for gemini)", field, name, r)
+		if unicode.IsControl(r) || p == Gemini && (r == '/' || r == ':') {
+			return fmt.Errorf("%s %q: %q is not allowed in a %s model name", field, name, r, p)
 		}
 	}
 	return nil

@@ -185,16 +185,23 @@ func TestLoadFamilyPrice(t *testing.T) {
 }
 
 // TestLoadNameCharacters: the characters real model names use are accepted,
-// colons included for the providers that take the name in a JSON body.
+// colons and slashes included for the providers that take the name in a
+// JSON body, and spaces everywhere (a Gemini client escapes one in the path).
 func TestLoadNameCharacters(t *testing.T) {
 	c := mustLoad(t, mustDefault(t), `models:
   - {provider: openai, name: "ft:gpt-4o-mini:acme::abc_123", like: gpt-4o-mini}
+  - {provider: openai, name: "house model", like: gpt-4o-mini}
+  - {provider: openai, name: "acme/gpt", like: gpt-4o-mini}
   - {provider: anthropic, name: claude-sonnet-4-5@20250929, like: claude-sonnet-4-5, upstream: claude-sonnet-4-5-20250929}
   - {provider: gemini, name: Gemini-2.5.Pro_house, like: gemini-2.5-pro}
+  - {provider: gemini, name: "my model", like: gemini-2.5-flash}
 `)
 	mustLookup(t, c, OpenAI, "ft:gpt-4o-mini:acme::abc_123")
+	mustLookup(t, c, OpenAI, "house model")
+	mustLookup(t, c, OpenAI, "acme/gpt")
 	mustLookup(t, c, Anthropic, "claude-sonnet-4-5@20250929")
 	mustLookup(t, c, Gemini, "Gemini-2.5.Pro_house")
+	mustLookup(t, c, Gemini, "my model")
 }
 
 // TestLoadLargestTPM: the largest limit the overlay takes is one the rate
@@ -236,11 +243,11 @@ func TestLoadErrors(t *testing.T) {
 		{"unknown family key", `prices: [{provider: openai, family: gpt-4o, in: 1}]`, []string{`unknown key "in"`}},
 		{"unknown provider", `models: [{provider: azure, name: gpt-4o}]`, []string{"models[0]", "provider"}},
 		{"no name", `models: [{provider: openai}]`, []string{"models[0]", "name"}},
-		{"name with a space", `models: [{provider: openai, name: "my model", like: gpt-4o}]`, []string{"models[0]", `name "my model"`}},
-		{"name with a slash", `models: [{provider: gemini, name: a/b, like: gemini-2.5-pro}]`, []string{"models[0]", `name "a/b"`}},
+		{"gemini name with a slash", `models: [{provider: gemini, name: a/b, like: gemini-2.5-pro}]`, []string{"models[0]", `name "a/b"`}},
 		{"name with a control character", `models: [{provider: openai, name: "a\tb", like: gpt-4o}]`, []string{"models[0]", "name"}},
 		{"gemini name with a colon", `models: [{provider: gemini, name: "a:b", like: gemini-2.5-pro}]`, []string{"models[0]", `name "a:b"`}},
-		{"upstream with a space", `models: [{provider: openai, name: a, like: gpt-4o, upstream: "gpt 4o"}]`, []string{"models[0] (openai/a)", `upstream "gpt 4o"`}},
+		{"upstream with a control character", `models: [{provider: openai, name: a, like: gpt-4o, upstream: "gpt\u001b4o"}]`, []string{"models[0] (openai/a)", `upstream "gpt\x1b4o"`}},
+		{"gemini upstream with a colon", `models: [{provider: gemini, name: a, like: gemini-2.5-pro, upstream: "b:c"}]`, []string{"models[0] (gemini/a)", `upstream "b:c"`}},
 		{"like unknown", `models: [{provider: openai, name: x, like: gpt-9}]`, []string{"models[0] (openai/x)", "like", "gpt-9"}},
 		{"like other provider", `models: [{provider: openai, name: x, like: claude-sonnet-4-5}]`, []string{"models[0] (openai/x)", "like"}},
 		{"like itself", `models: [{provider: openai, name: gpt-4o, like: gpt-4o}]`, []string{"models[0] (openai/gpt-4o)", "like"}},
