@@ -47,7 +47,10 @@ func newLimiter(o limitOptions, log *slog.Logger) (*limit.Limiter, func() error,
 	ropts.DialTimeout = 500 * time.Millisecond
 	ropts.ReadTimeout = 250 * time.Millisecond
 	ropts.WriteTimeout = 250 * time.Millisecond
-	ropts.MaxRetries = 0
+	// No retries (go-redis reads 0 as its default of 3): a script whose
+	// reply timed out may have run, and running it again would charge or
+	// refund twice. It also keeps the wait for a dead Redis to one timeout.
+	ropts.MaxRetries = -1
 	client := redis.NewClient(ropts)
 	l, err := limit.New(limit.NewRedis(client, limit.RedisOptions{}), opts)
 	if err != nil {

@@ -61,7 +61,8 @@ type Decision struct {
 	// can never be admitted, and waiting will not help.
 	TooLarge bool
 	// Refused is the index of the check that refused the request: the
-	// first too large for its limit, else the first over its budget. It is
+	// first too large for its limit, else of those over their budget the
+	// one that makes it wait longest (RetryAfter), the first of equals. It is
 	// -1 when the request is allowed.
 	Refused int
 	// RetryAfter is how long until every check would admit the request, for

@@ -148,6 +148,21 @@ var scenarios = []scenario{{
 		// project's debt takes two windows to pay off.
 		10: admitAt(61*s, 1, refused(1, 119*s, tpm(450, 59*s), Budget{300, 0, 119 * s}, Budget{2, 0, 59 * s})),
 	},
+}, {
+	// Both budgets refuse: the refusal names the one that makes the
+	// request wait longest, whose figures explain the retry-after.
+	name: "the stricter budget names the refusal",
+	checks: func(cost int64) []Check {
+		return []Check{
+			{Key: "tpm:a:m", Limit: 1000, Cost: cost},
+			{Key: "ptpm:a:p", Limit: 300, Cost: cost},
+		}
+	},
+	steps: []step{
+		0: admitAt(0, 300, ok(tpm(700, 60*s), Budget{300, 0, 60 * s})),
+		1: settleAt(1*s, 0, 900), // 600 over in both: the project owes two windows
+		2: admitAt(10*s, 200, refused(1, 170*s, tpm(100, 50*s), Budget{300, 0, 170 * s})),
+	},
 }}
 
 // runScenarios plays every scenario against a fresh limiter from newLimiter,

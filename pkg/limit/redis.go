@@ -35,7 +35,9 @@ type RedisOptions struct {
 }
 
 // NewRedis returns a store over client. With Redis Cluster, the keys of
-// one Admit must hash to one slot (share a {hash tag}).
+// one Admit must hash to one slot (share a {hash tag}). The client must not
+// retry commands (go-redis: MaxRetries -1; 0 means 3 retries): a script
+// whose reply timed out may have run, and a retry would apply it twice.
 func NewRedis(client redis.UniversalClient, opts RedisOptions) *Redis {
 	return &Redis{client: client, callerClock: opts.CallerClock}
 }

@@ -111,10 +111,16 @@ func decide(b *batch, r *result) Decision {
 		if ch.Cost > ch.Limit && !d.TooLarge {
 			d.TooLarge, d.Refused = true, i
 		}
-		if d.Refused < 0 && !c.fits(ch.Cost, ch.Limit) {
+		if c.fits(ch.Cost, ch.Limit) {
+			continue
+		}
+		// Of the checks over their budget, the one with the longest wait
+		// (the first of equals) refuses: it is the stricter.
+		retry := c.retryAfter(ch.Cost, ch.Limit, r.now, b.window)
+		if !d.TooLarge && (d.Refused < 0 || retry > d.RetryAfter) {
 			d.Refused = i
 		}
-		d.RetryAfter = max(d.RetryAfter, c.retryAfter(ch.Cost, ch.Limit, r.now, b.window))
+		d.RetryAfter = max(d.RetryAfter, retry)
 	}
 	if d.TooLarge {
 		d.RetryAfter = 0
