@@ -98,11 +98,10 @@ var versionTail = regexp.MustCompile(`-(\d{8}|\d{4}-\d{2}-\d{2}|\d{2}-\d{4}|\d{4
 // name less one tail, again.
 func familyOf(provider, name string, prices map[string]usdPrices) (string, bool) {
 	aliases := map[string]string{
-		"claude-sonnet-4-0":          "claude-sonnet-4",
-		"claude-opus-4-0":            "claude-opus-4",
-		"gemini-flash-latest":        "gemini-2.5-flash",
-		"gemini-flash-lite-latest":   "gemini-2.5-flash-lite",
-		"gemini-3-pro-image-preview": "gemini-3-pro-preview",
+		"claude-sonnet-4-0":        "claude-sonnet-4",
+		"claude-opus-4-0":          "claude-opus-4",
+		"gemini-flash-latest":      "gemini-2.5-flash",
+		"gemini-flash-lite-latest": "gemini-2.5-flash-lite",
 	}
 	for {
 		if _, ok := prices[provider+"/"+name]; ok {

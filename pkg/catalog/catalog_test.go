@@ -44,7 +44,7 @@ func TestDefaultFamilies(t *testing.T) {
 		{Gemini, "gemini-2.5-flash-preview-09-2025"}:      "gemini-2.5-flash",
 		{Gemini, "gemini-2.5-pro"}:                        "gemini-2.5-pro",
 		{Gemini, "gemini-3-flash-preview"}:                "gemini-3-flash-preview",
-		{Gemini, "gemini-3-pro-image-preview"}:            "gemini-3-pro-preview",
+		{Gemini, "gemini-3-pro-image-preview"}:            "gemini-3-pro-image-preview",
 		{Gemini, "gemini-3-pro-preview"}:                  "gemini-3-pro-preview",
 		{Gemini, "gemini-flash-latest"}:                   "gemini-2.5-flash",
 		{Gemini, "gemini-flash-lite-latest"}:              "gemini-2.5-flash-lite",

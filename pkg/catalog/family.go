@@ -64,13 +64,6 @@ func familyAlias(name string) string {
 		return "gemini-2.5-flash"
 	case "gemini-flash-lite-latest":
 		return "gemini-2.5-flash-lite"
-	// Gemini 3 Pro Image has no row. Its text input, text output and
-	// thinking tokens are list-priced like Gemini 3 Pro (2.00 / 12.00 USD
-	// per MTok); generated images are output tokens Google bills at a
-	// higher image rate (120 USD per MTok) that this catalog does not
-	// model, the same caveat as gemini-2.5-flash-image.
-	case "gemini-3-pro-image-preview":
-		return "gemini-3-pro-preview"
 	}
 	return ""
 }

@@ -30,9 +30,9 @@ func TestResolveFamily(t *testing.T) {
 		{Gemini, "gemini-2.0-flash-001", "gemini-2.0-flash"},
 		{Gemini, "gemini-2.5-pro-preview-06-05", ""}, // -06-05 is not a date shape, so not stripped
 		{Gemini, "gemini-2.5-flash-preview-05-2025", "gemini-2.5-flash"},
-		{Gemini, "gemini-2.5-flash-lite-preview-13-2025", ""}, // month 13 is no date
-		{Gemini, "gemini-3-pro-image-preview", "gemini-3-pro-preview"},
-		{Gemini, "gemini-3-pro-image", ""}, // the alias is for the served name only
+		{Gemini, "gemini-2.5-flash-lite-preview-13-2025", ""},                // month 13 is no date
+		{Gemini, "gemini-3-pro-image-preview", "gemini-3-pro-image-preview"}, // its own row: images at 120 USD/MTok
+		{Gemini, "gemini-3-pro-image", ""},
 		{Gemini, "gemini-flash-latest", "gemini-2.5-flash"},
 		{Gemini, "gemini-pro-latest", ""},
 		{Gemini, "", ""},
