@@ -253,7 +253,7 @@ func (p *Proxy) forward(ctx context.Context, w http.ResponseWriter, x *gateway.E
 	u.RawPath = base.EscapedPath() + path
 	u.RawQuery = query
 	// upCtx ends with the client's request, or when upstream goes silent
-	// for the idle timeout (see idleTimer).
+	// for the idle timeout (the idle timer below).
 	upCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	req, err := http.NewRequestWithContext(upCtx, up.Method, u.String(), nil)
@@ -295,11 +295,9 @@ func (p *Proxy) forward(ctx context.Context, w http.ResponseWriter, x *gateway.E
 	// whole JSON body needs no flushes of its own, which saves a write per
 	// chunk; net/http sends it when the handler returns.
 	stream := x.Streaming()
-	rc := http.NewResponseController(w)
-	cw := &clientWriter{w: w, rc: rc, idle: p.idle}
+	cw := &clientWriter{w: w, rc: http.NewResponseController(w), idle: p.idle}
 	if stream {
-		cw.arm()
-		_ = rc.Flush()
+		_ = cw.send(nil, true)
 	}
 
 	// A stream's reads are its events, mostly far under 1 KiB, and a
@@ -342,26 +340,24 @@ func (p *Proxy) forward(ctx context.Context, w http.ResponseWriter, x *gateway.E
 			return gateway.Completed, false
 		case ctx.Err() != nil:
 			return gateway.ClientGone, false
-		case errors.Is(context.Cause(upCtx), errUpstreamIdle):
+		}
+		if errors.Is(context.Cause(upCtx), errUpstreamIdle) {
 			p.log.LogAttrs(ctx, slog.LevelWarn, "upstream stalled; response ended",
 				slog.String("request_id", x.ID()), slog.String("provider", up.Provider), slog.Duration("idle_timeout", p.idle))
 		}
-		switch {
-		case x.StreamEnded():
+		if x.StreamEnded() {
 			// The final event (or a streamed array's closing bracket) has
 			// passed: the answer is whole, end it cleanly (Settle records
 			// it as complete).
-			cw.arm()
-			_ = rc.Flush()
-			return gateway.UpstreamFailed, false
-		default:
-			tail := x.StreamAborted()
-			if len(tail) == 0 {
-				return gateway.UpstreamFailed, true
-			}
-			_ = cw.send(tail, true)
+			_ = cw.send(nil, true)
 			return gateway.UpstreamFailed, false
 		}
+		tail := x.StreamAborted()
+		if len(tail) == 0 {
+			return gateway.UpstreamFailed, true
+		}
+		_ = cw.send(tail, true)
+		return gateway.UpstreamFailed, false
 	}
 }
 
