@@ -320,22 +320,18 @@ func ledgerURL(dataDir, url string) string {
 // not store stay in the spool, for the next start.
 const closeTimeout = 10 * time.Second
 
-// Close flushes every pending usage record and closes the ledger; the
-// flush gives up when ctx ends or after closeTimeout.
-func (s *stack) Close(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, closeTimeout)
+// closeAndLog flushes every pending usage record and closes the ledger, on
+// the way out of a command. What it could not do (records left in the
+// spool, for the next start, when the ledger is down) is logged, since
+// nothing else would say so. The flush is not cut short by a second signal:
+// with the ledger up it takes milliseconds, and closeTimeout bounds it
+// otherwise (a third signal kills the process).
+func (s *stack) closeAndLog(log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
 	defer cancel()
 	s.revocations.Close()
-	return errors.Join(s.writer.Close(ctx), s.store.Close(), s.closeLimiter(), s.metrics.Shutdown(ctx))
-}
-
-// closeAndLog is Close on the way out of a command: what it could not do
-// (records left in the spool, for the next start, when the ledger is
-// down) is logged, since nothing else would say so. The flush is not cut
-// short by a second signal: with the ledger up it takes milliseconds, and
-// closeTimeout bounds it otherwise (a third signal kills the process).
-func (s *stack) closeAndLog(log *slog.Logger) {
-	if err := s.Close(context.Background()); err != nil {
+	err := errors.Join(s.writer.Close(ctx), s.store.Close(), s.closeLimiter(), s.metrics.Shutdown(ctx))
+	if err != nil {
 		log.Error("shutdown", "error", err)
 	}
 }
