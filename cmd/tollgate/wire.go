@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -101,7 +102,16 @@ func loadCatalog(file string) (*catalog.Catalog, error) {
 	return catalog.LoadFile(file)
 }
 
-func newStack(ctx context.Context, o stackOptions) (*stack, error) {
+func newStack(ctx context.Context, o stackOptions) (_ *stack, err error) {
+	// What is open so far, closed in reverse when a later step fails.
+	var undo []func()
+	defer func() {
+		if err != nil {
+			for _, f := range slices.Backward(undo) {
+				f()
+			}
+		}
+	}()
 	for _, name := range providerNames {
 		for _, h := range o.allowHeaders[name] {
 			if err := gateway.CheckAllowHeader(h); err != nil {
@@ -147,29 +157,25 @@ func newStack(ctx context.Context, o stackOptions) (*stack, error) {
 	if err != nil {
 		return nil, err
 	}
+	undo = append(undo, func() { store.Close() })
 	if o.devAccount {
 		if err := ensureDevAccount(ctx, store); err != nil {
-			store.Close()
 			return nil, err
 		}
 	}
 	lim, closeLimiter, err := newLimiter(o.limits, o.logger)
 	if err != nil {
-		store.Close()
 		return nil, err
 	}
+	undo = append(undo, func() { closeLimiter() })
 	policy, err := account.New(account.Config{Directory: store, Catalog: cat, Limiter: lim, Rate: o.creditRate, Logger: o.logger})
 	if err != nil {
-		store.Close()
-		closeLimiter()
 		return nil, err
 	}
 	o.telemetry.Served = func(p, m string) bool { _, ok := cat.Lookup(catalog.Provider(p), m); return ok }
 	o.telemetry.LimiterFallbacks = func() int64 { return int64(lim.Stats().Fallbacks) }
 	metrics, err := telemetry.New(ctx, o.telemetry)
 	if err != nil {
-		store.Close()
-		closeLimiter()
 		return nil, fmt.Errorf("telemetry: %w", err)
 	}
 	log := o.logger
@@ -180,8 +186,6 @@ func newStack(ctx context.Context, o stackOptions) (*stack, error) {
 		OnStored: policy.Stored,
 	})
 	if err != nil {
-		store.Close()
-		closeLimiter()
 		if errors.Is(err, ledger.ErrSpoolInUse) {
 			return nil, fmt.Errorf("another gateway is running on data dir %s (tollgate env --data-dir %s shows a dev one); stop it or give this one another --data-dir: %w", o.dataDir, o.dataDir, err)
 		}
@@ -189,8 +193,6 @@ func newStack(ctx context.Context, o stackOptions) (*stack, error) {
 	}
 	ups, err := proxy.ParseUpstreams(o.upstreams)
 	if err != nil {
-		store.Close()
-		closeLimiter()
 		return nil, err
 	}
 	upstreams := make(map[string]gateway.Upstream, len(providerNames))
@@ -204,15 +206,11 @@ func newStack(ctx context.Context, o stackOptions) (*stack, error) {
 		OnError: func(err error) { log.Error("revocation list: keeping the last one read", "error", err) },
 	})
 	if err != nil {
-		store.Close()
-		closeLimiter()
 		return nil, fmt.Errorf("revocation list: %w", err)
 	}
+	undo = append(undo, watch.Close)
 	file, err := auth.NewFileRevocations(filepath.Join(o.dataDir, "revoked"))
 	if err != nil {
-		watch.Close()
-		store.Close()
-		closeLimiter()
 		return nil, err
 	}
 	revoked := auth.AnyRevocations{watch, file}
@@ -230,9 +228,6 @@ func newStack(ctx context.Context, o stackOptions) (*stack, error) {
 	})
 	px, err := proxy.New(proxy.Config{Gateway: gw, Upstreams: ups, Logger: o.logger, StreamIdleTimeout: o.streamIdle})
 	if err != nil {
-		watch.Close()
-		store.Close()
-		closeLimiter()
 		return nil, err
 	}
 	inflight, draining := new(atomic.Int64), new(atomic.Bool)
